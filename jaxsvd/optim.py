@@ -1,0 +1,150 @@
+"""Optimizers with parameter groups, LR schedules, gradient clipping and the BN-γ L1 subgradient.
+
+Groups (labels assigned by structure, see ``param_labels``):
+  'uv'        U and V of every SVD layer
+  's'         singular values of every SVD layer
+  'norm_bias' every other 1-D leaf (BatchNorm scale/bias, biases)
+  'other'     everything else (dense kernels, ...)
+Each group is an optax chain with its own learning rate, momentum and weight decay, combined
+with ``optax.partition``. Config fields (ml_collections.ConfigDict or any mapping):
+  optimizer ('sgd'|'adam'|'adamw'), learning_rate, momentum, nesterov, weight_decay,
+  schedule ('constant'|'multistep'|'inverse_epoch'|'linear'|'cosine'), milestones (fractions of
+  training), decay_factor, warmup_epochs, groups ({group: {field: value}} overrides),
+  clip ('none'|'norm'|'value'|'adaptive'), clip_value, bn_l1 (network slimming strength).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxsvd.ranks import iter_svd_layers
+from jaxsvd.validate import check_choice, check_nonnegative
+
+GROUPS = ("uv", "s", "norm_bias", "other")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "multistep", "inverse_epoch", "linear", "cosine")
+CLIPS = ("none", "norm", "value", "adaptive")
+
+DEFAULTS = dict(optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=0.0,
+                schedule="constant", milestones=(0.5, 0.75), decay_factor=0.1, warmup_epochs=0,
+                groups={}, clip="none", clip_value=1.0, bn_l1=0.0)
+
+
+def _get(cfg: Any, name: str, group: str | None = None):
+  groups = _field(cfg, "groups")
+  if group is not None and groups and group in groups and name in groups[group]:
+    return groups[group][name]
+  return _field(cfg, name)
+
+
+def _field(cfg: Any, name: str):
+  value = cfg.get(name, None) if isinstance(cfg, Mapping) or hasattr(cfg, "get") else getattr(cfg, name, None)
+  return DEFAULTS[name] if value is None else value
+
+
+def validate(cfg: Any) -> None:
+  check_choice("optimizer.optimizer", _field(cfg, "optimizer"), OPTIMIZERS)
+  check_choice("optimizer.schedule", _field(cfg, "schedule"), SCHEDULES)
+  check_choice("optimizer.clip", _field(cfg, "clip"), CLIPS)
+  for group in _field(cfg, "groups") or {}:
+    check_choice("optimizer.groups key", group, GROUPS)
+  for group in GROUPS:
+    for name in ("learning_rate", "momentum", "weight_decay"):
+      check_nonnegative(f"optimizer.{name} ({group})", _get(cfg, name, group))
+  check_nonnegative("optimizer.bn_l1", _field(cfg, "bn_l1"))
+
+
+def param_labels(params) -> Any:
+  """A pytree like ``params`` with each leaf's group name."""
+  svd_paths = {path for path, _ in iter_svd_layers(params)}
+
+  def label(path, leaf):
+    keys = [str(getattr(k, "key", k)) for k in path]
+    parent, name = "/".join(keys[:-1]), keys[-1]
+    if parent in svd_paths and name in ("U", "V"):
+      return "uv"
+    if parent in svd_paths and name == "s":
+      return "s"
+    return "norm_bias" if jnp.ndim(leaf) == 1 else "other"
+
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def bn_scale_mask(params) -> Any:
+  """True on normalization scales (leaves named 'scale'), the γ of network slimming."""
+  return jax.tree_util.tree_map_with_path(lambda p, _: str(getattr(p[-1], "key", p[-1])) == "scale", params)
+
+
+def make_schedule(cfg: Any, steps_per_epoch: int, num_epochs: int, group: str | None = None) -> optax.Schedule:
+  """The learning-rate schedule of one group, as an optax schedule over optimizer steps."""
+  lr = float(_get(cfg, "learning_rate", group))
+  kind = _get(cfg, "schedule", group)
+  total = max(1, steps_per_epoch * num_epochs)
+  warmup = int(_get(cfg, "warmup_epochs", group) * steps_per_epoch)
+  main_steps = max(1, total - warmup)
+  if kind == "constant":
+    main = optax.constant_schedule(lr)
+  elif kind == "multistep":
+    bounds = {int(f * main_steps): float(_get(cfg, "decay_factor", group)) for f in _get(cfg, "milestones", group)}
+    main = optax.piecewise_constant_schedule(lr, bounds)
+  elif kind == "inverse_epoch":
+    main = lambda step: lr / (step // steps_per_epoch + 1)
+  elif kind == "linear":
+    main = optax.linear_schedule(lr, 0.0, main_steps)
+  else:
+    main = optax.cosine_decay_schedule(lr, main_steps)
+  if warmup <= 0:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def _group_transform(cfg, group, steps_per_epoch, num_epochs) -> optax.GradientTransformation:
+  schedule = make_schedule(cfg, steps_per_epoch, num_epochs, group)
+  kind = _get(cfg, "optimizer", group)
+  wd = float(_get(cfg, "weight_decay", group))
+  if kind == "sgd":
+    momentum = float(_get(cfg, "momentum", group)) or None
+    return optax.chain(optax.add_decayed_weights(wd), optax.sgd(schedule, momentum, _get(cfg, "nesterov", group)))
+  if kind == "adam":
+    return optax.chain(optax.add_decayed_weights(wd), optax.adam(schedule))
+  return optax.adamw(schedule, weight_decay=wd)
+
+
+def add_l1_subgradient(strength: float, mask: Any) -> optax.GradientTransformation:
+  """g ← g + λ·sign(θ) on the masked leaves: the subgradient of λ·‖θ‖₁ (network slimming on BN γ)."""
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("add_l1_subgradient needs params in update()")
+    on = mask(params) if callable(mask) else mask
+    add = lambda g, p, m: g + strength * jnp.sign(p).astype(g.dtype) if m else g
+    return jax.tree.map(add, updates, params, on), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
+
+
+def clipping(cfg: Any) -> optax.GradientTransformation:
+  kind, value = _field(cfg, "clip"), float(_field(cfg, "clip_value"))
+  if kind == "norm":
+    return optax.clip_by_global_norm(value)
+  if kind == "value":
+    return optax.clip(value)
+  if kind == "adaptive":
+    return optax.adaptive_grad_clip(value)
+  return optax.identity()
+
+
+def make_optimizer(cfg: Any, params, steps_per_epoch: int, num_epochs: int) -> optax.GradientTransformation:
+  """clip → (optional BN-γ L1) → per-group optimizer, as one optax transform."""
+  validate(cfg)
+  groups = {g: _group_transform(cfg, g, steps_per_epoch, num_epochs) for g in GROUPS}
+  parts = [clipping(cfg)]
+  if _field(cfg, "bn_l1"):
+    parts.append(add_l1_subgradient(float(_field(cfg, "bn_l1")), bn_scale_mask))
+  parts.append(optax.partition(groups, param_labels))
+  return optax.chain(*parts)

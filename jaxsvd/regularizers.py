@@ -1,0 +1,77 @@
+"""Regularizers of SVD training (Yang et al. 2020), per layer and summed over a params tree.
+
+  orthogonality(U, V) = (‖UᵀU − I‖²_F + ‖VᵀV − I‖²_F) / r²
+  hoyer(s)            = ‖s‖₁ / ‖s‖₂
+  hoyer_square(s)     = ‖s‖₁² / ‖s‖₂²
+  l1(s)               = ‖s‖₁
+All are defined as 0 at s = 0 and have finite gradients there. The r × r Gram is the
+cheaper orientation since r ≤ min(m, k).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxsvd.ranks import iter_svd_layers
+
+
+def _gram_deviation(a: jax.Array) -> jax.Array:
+  gram = a.T @ a
+  return jnp.sum(jnp.square(gram - jnp.eye(gram.shape[0], dtype=gram.dtype)))
+
+
+def orthogonality(U: jax.Array, V: jax.Array) -> jax.Array:
+  r = U.shape[1]
+  return (_gram_deviation(U) + _gram_deviation(V)) / (r * r)
+
+
+def _l1_and_sumsq(s):
+  s = s.astype(jnp.float32)
+  return jnp.sum(jnp.abs(s)), jnp.sum(jnp.square(s))
+
+
+def _safe_ratio(num, den):
+  """num / den, and 0 (with a finite gradient) where den == 0."""
+  positive = den > 0
+  return jnp.where(positive, num / jnp.where(positive, den, 1.0), 0.0)
+
+
+def hoyer(s: jax.Array) -> jax.Array:
+  l1_norm, sumsq = _l1_and_sumsq(s)
+  positive = sumsq > 0
+  l2_norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, sumsq, 1.0)), 0.0)
+  return _safe_ratio(l1_norm, l2_norm)
+
+
+def hoyer_square(s: jax.Array) -> jax.Array:
+  l1_norm, sumsq = _l1_and_sumsq(s)
+  return _safe_ratio(jnp.square(l1_norm), sumsq)
+
+
+def l1(s: jax.Array) -> jax.Array:
+  return jnp.sum(jnp.abs(s))
+
+
+SPARSITY = {"hoyer": hoyer, "hoyer_square": hoyer_square, "l1": l1}
+
+
+def sparsity_fn(name: str) -> Callable[[jax.Array], jax.Array]:
+  if name not in SPARSITY:
+    raise ValueError(f"sparsity regularizer={name!r} is not one of {tuple(SPARSITY)}")
+  return SPARSITY[name]
+
+
+def total_orthogonality(params) -> jax.Array:
+  """Σ over every SVD layer of ``orthogonality(U, V)``."""
+  terms = [orthogonality(n["U"], n["V"]) for _, n in iter_svd_layers(params)]
+  return sum(terms, jnp.zeros((), jnp.float32))
+
+
+def total_sparsity(params, name: str = "hoyer") -> jax.Array:
+  """Σ over every SVD layer of the named sparsity regularizer of s."""
+  fn = sparsity_fn(name)
+  terms = [fn(n["s"]) for _, n in iter_svd_layers(params)]
+  return sum(terms, jnp.zeros((), jnp.float32))
