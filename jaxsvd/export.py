@@ -1,0 +1,58 @@
+"""Export an SVD model's params: merged to dense kernels, or factored with √|s| in both factors.
+
+``merge(params, dense_template)`` replaces each SVD layer {U, s, V[, bias]} by {kernel[, bias]}
+with kernel = U·diag(s)·Vᵀ reshaped to the kernel shape found at the same path in
+``dense_template`` (the params, or ``jax.eval_shape`` of them, of the same model with svd off).
+The decomposition is read from the factor shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsvd.layers import factors_to_kernel
+from jaxsvd.ranks import get_node, iter_svd_layers, replace_nodes
+
+
+def infer_decomposition(U, V, kernel_shape) -> str:
+  if len(kernel_shape) == 2:
+    return "channel"
+  kh, kw, c, n = kernel_shape
+  if U.shape[0] == n and V.shape[0] == kh * kw * c:
+    return "channel"
+  if U.shape[0] == kw * n and V.shape[0] == kh * c:
+    return "spatial"
+  raise ValueError(f"factors U{tuple(U.shape)}, V{tuple(V.shape)} do not fit kernel {tuple(kernel_shape)}")
+
+
+def merge(params: Any, dense_template: Any) -> dict:
+  """Dense params of the ordinary (svd off) model, W reconstructed from every SVD layer."""
+  new_nodes = {}
+  for path, node in iter_svd_layers(params):
+    try:
+      kernel_shape = tuple(np.shape(get_node(dense_template, path)["kernel"]))
+    except (KeyError, TypeError) as err:
+      raise ValueError(f"dense template has no kernel at SVD layer path {path!r}") from err
+    decomposition = infer_decomposition(node["U"], node["V"], kernel_shape)
+    merged = {"kernel": factors_to_kernel(node["U"], node["s"], node["V"], kernel_shape, decomposition)}
+    if "bias" in node:
+      merged["bias"] = node["bias"]
+    new_nodes[path] = merged
+  return replace_nodes(params, new_nodes)
+
+
+def factored(params: Any) -> dict:
+  """SVD params with s folded symmetrically: U' = U·√|s|, V' = V·sign(s)·√|s|, s' = 1.
+
+  The same model (any mode) applied to these gives the same outputs; the factored execution
+  then needs no per-direction scaling.
+  """
+  new_nodes = {}
+  for path, node in iter_svd_layers(params):
+    root = jnp.sqrt(jnp.abs(node["s"]))
+    new_nodes[path] = {**node, "U": node["U"] * root, "V": node["V"] * (jnp.sign(node["s"]) * root),
+                       "s": jnp.ones_like(node["s"])}
+  return replace_nodes(params, new_nodes)

@@ -1,0 +1,33 @@
+"""Model zoo; every model is built from (name, num_classes, SVDSpec with ranks)."""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import flax.linen as nn
+
+from jaxsvd.models.common import SVDSpec
+from jaxsvd.models.resnet import ResNet, resnet18, resnet_cifar
+from jaxsvd.models.vgg import VGG, vgg
+
+MODEL_NAMES = ("resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "resnet18",
+               "vgg11", "vgg13", "vgg16", "vgg19")
+
+
+def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
+                ranks: Mapping[str, int] | None = None) -> nn.Module:
+  """The model ``name`` with SVD layers at ``ranks`` (overrides svd.ranks when given)."""
+  if name not in MODEL_NAMES:
+    raise ValueError(f"model={name!r} is not one of {MODEL_NAMES}")
+  if svd is not None and ranks is not None:
+    svd = svd.with_ranks(ranks)
+  depth = int(re.sub(r"\D", "", name))
+  if name == "resnet18":
+    return resnet18(num_classes, svd)
+  if name.startswith("resnet"):
+    return resnet_cifar(depth, num_classes, svd)
+  return vgg(depth, num_classes, svd)
+
+
+__all__ = ["SVDSpec", "ResNet", "VGG", "build_model", "resnet18", "resnet_cifar", "vgg", "MODEL_NAMES"]

@@ -1,0 +1,44 @@
+"""VGG-11/13/16/19 with BatchNorm for CIFAR (cfg lists as in network slimming, Liu et al. 2017)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxsvd.models.common import SVDSpec, batch_norm, conv, dense
+
+CFGS = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
+    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512),
+}
+
+
+class VGG(nn.Module):
+  cfg: Sequence[int | str]
+  num_classes: int = 10
+  svd: SVDSpec | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    index = 0
+    for item in self.cfg:
+      if item == "M":
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        continue
+      first = index == 0 and self.svd is not None and self.svd.dense_first
+      x = conv(self, f"conv{index}", self.svd, int(item), dense=first)(x)
+      x = nn.relu(batch_norm(train, f"bn{index}")(x))
+      index += 1
+    x = jnp.mean(x, axis=(1, 2))
+    return dense(self, "classifier", self.svd, self.num_classes,
+                 force_dense=self.svd is not None and self.svd.dense_last)(x)
+
+
+def vgg(depth: int, num_classes: int = 10, svd: SVDSpec | None = None) -> VGG:
+  if depth not in CFGS:
+    raise ValueError(f"VGG depth={depth} is not one of {tuple(CFGS)}")
+  return VGG(CFGS[depth], num_classes, svd)

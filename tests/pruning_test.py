@@ -1,0 +1,179 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxsvd import optim, pruning
+from jaxsvd.losses import RegularizerConfig, make_loss_fn
+from jaxsvd.models import SVDSpec, build_model
+from jaxsvd.pruning import PruneConfig, keep_indices
+from jaxsvd.ranks import iter_svd_layers, ranks, replace_nodes
+from jaxsvd.recompile import CountingJit
+
+S = np.array([0.1, 4.0, 0.5, 2.0, 1.0, 0.0])  # sorted |s|: 4, 2, 1, .5, .1, 0 ; Σs² = 21.26
+
+
+def kept(cfg, s=S, original=None):
+  return list(keep_indices(np.asarray(s), original or len(s), cfg))
+
+
+def test_count_strategy():
+  assert kept(PruneConfig(strategy="count", prune_by=2)) == [1, 3, 4, 2]
+
+
+def test_threshold_absolute_and_relative():
+  assert kept(PruneConfig(strategy="threshold", threshold=0.5)) == [1, 3, 4, 2]
+  assert kept(PruneConfig(strategy="threshold", threshold=0.3, threshold_mode="relative")) == [1, 3]  # t = 1.2
+
+
+def test_ratio_strategy():
+  assert kept(PruneConfig(strategy="ratio", reduce_by=0.5)) == [1, 3, 4]
+  assert kept(PruneConfig(strategy="ratio", reduce_by=0.4)) == [1, 3, 4, 2]  # ceil(6·0.6) = 4
+
+
+def test_energy_strategy_hand_worked():
+  # cumulative energy: 16, 20, 21, 21.25, 21.26, 21.26 (total 21.26)
+  assert kept(PruneConfig(strategy="energy", energy=0.1)) == [1, 3]  # 20 ≥ 0.9·21.26 = 19.134
+  assert kept(PruneConfig(strategy="energy", energy=0.01)) == [1, 3, 4, 2]  # 21.25 ≥ 21.047, 21 < 21.047
+  assert kept(PruneConfig(strategy="energy", energy=0.3)) == [1]  # 16 ≥ 14.88
+
+
+@pytest.mark.parametrize("strategy", pruning.STRATEGIES)
+@pytest.mark.parametrize("s", [np.zeros(5), np.ones(5), np.full(5, 1e-30)])
+def test_floors_hold_for_adversarial_s(strategy, s):
+  cfg = PruneConfig(strategy=strategy, prune_by=10, threshold=1.0, reduce_by=0.99, energy=0.99, min_rank=2)
+  assert 2 <= len(kept(cfg, s)) <= 5
+  cfg = PruneConfig(strategy=strategy, prune_by=10, threshold=10.0, reduce_by=0.99, energy=0.99, min_decay=0.5)
+  assert len(kept(cfg, s, original=8)) == 4  # ceil(0.5 · 8)
+
+
+def test_rank_never_reaches_zero():
+  assert len(kept(PruneConfig(strategy="count", prune_by=100), np.array([3.0]))) == 1
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(strategy="magnitude"), "strategy"), (dict(energy=1.0), "energy"), (dict(energy=0.0), "energy"),
+    (dict(reduce_by=1.0), "reduce_by"), (dict(prune_by=-1), "prune_by"), (dict(min_rank=0), "min_rank"),
+    (dict(opt_state="keep"), "opt_state")])
+def test_bad_config(kwargs, field):
+  with pytest.raises(ValueError, match=field):
+    PruneConfig(**kwargs)
+
+
+def tiny_model(ranks_map=None):
+  return build_model("resnet8", num_classes=4, svd=SVDSpec(mode="auto"), ranks=ranks_map)
+
+
+@pytest.fixture(scope="module")
+def resnet8():
+  model = tiny_model()
+  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 3))
+  return model, dict(model.init(jax.random.key(1), x)), x
+
+
+def test_prune_equals_zeroing_dropped_singular_values(resnet8):
+  model, variables, x = resnet8
+  params = variables["params"]
+  new_params, new_ranks, report = pruning.prune(params, PruneConfig(strategy="energy", energy=0.3))
+  assert report.changed and new_ranks == ranks(new_params)
+  pruned_model = tiny_model(new_ranks)
+  out_pruned = pruned_model.apply({**variables, "params": new_params}, x)
+  nodes = {}
+  for path, node in iter_svd_layers(params):
+    mask = np.zeros(node["s"].shape[0]); mask[report.keep[path]] = 1
+    nodes[path] = {**node, "s": node["s"] * mask}
+  zeroed = replace_nodes(params, nodes)
+  out_zeroed = model.apply({**variables, "params": zeroed}, x)
+  chex.assert_trees_all_close(out_pruned, out_zeroed, atol=1e-4, rtol=1e-4)
+  # The input params are untouched (pure) and non-SVD leaves pass through.
+  assert ranks(params) != new_ranks
+  chex.assert_trees_all_equal(params["stem"], new_params["stem"])
+
+
+def test_nan_in_s_names_the_layer(resnet8):
+  _, variables, _ = resnet8
+  params = variables["params"]
+  layer = params["stage1_block0"]["conv1"]
+  bad = {**params, "stage1_block0": {**params["stage1_block0"], "conv1": {**layer, "s": layer["s"].at[0].set(jnp.nan)}}}
+  with pytest.raises(ValueError, match="stage1_block0/conv1"):
+    pruning.prune(bad, PruneConfig())
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_sliced_moments_equal_original_at_kept_indices(resnet8, opt):
+  _, variables, _ = resnet8
+  params = variables["params"]
+  tx = optim.make_optimizer(dict(optimizer=opt, learning_rate=0.1, momentum=0.9), params, 10, 1)
+  state = tx.init(params)
+  grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape), params)
+  _, state = tx.update(grads, state, params)
+  new_params, _, report = pruning.prune(params, PruneConfig(strategy="ratio", reduce_by=0.5))
+  sliced = pruning.slice_opt_state(state, params, report.keep)
+  tx.update(jax.tree.map(jnp.zeros_like, new_params), sliced, new_params)  # shapes now agree
+  path, leaf = "stage2_block0/conv2", "U"
+  idx = report.keep[path]
+  old_leaves = [x for x in jax.tree_util.tree_flatten_with_path(state)[0] if _tail(x[0]) == f"{path}/{leaf}"]
+  new_leaves = [x for x in jax.tree_util.tree_flatten_with_path(sliced)[0] if _tail(x[0]) == f"{path}/{leaf}"]
+  assert len(old_leaves) == (2 if opt == "adam" else 1)
+  for (_, old), (_, new) in zip(old_leaves, new_leaves):
+    chex.assert_trees_all_equal(new, old[:, idx])
+  counts = lambda st: [l for p, l in jax.tree_util.tree_flatten_with_path(st)[0] if "count" in jax.tree_util.keystr(p)]
+  chex.assert_trees_all_equal(counts(sliced), counts(state))
+
+
+def _tail(key_path):
+  return pruning._param_path(key_path)
+
+
+def test_reinit_keeps_counts_and_zeros_moments(resnet8):
+  _, variables, _ = resnet8
+  params = variables["params"]
+  tx = optim.make_optimizer(dict(optimizer="adam", schedule="linear"), params, 10, 1)
+  state = tx.init(params)
+  for _ in range(3):
+    _, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+  new_params, _, report = pruning.prune(params, PruneConfig(strategy="count", prune_by=1))
+  fresh = pruning.reinit_opt_state(tx, new_params, state)
+  flat = {jax.tree_util.keystr(p): l for p, l in jax.tree_util.tree_flatten_with_path(fresh)[0]}
+  assert all(int(v) == 3 for k, v in flat.items() if k.endswith(".count"))
+  assert all(float(jnp.abs(v).max()) == 0 for k, v in flat.items() if ".mu" in k)
+
+
+def test_schedule():
+  cfg = PruneConfig(prune_every=2, prune_start=2, finetune_epochs=2)
+  assert [e for e in range(1, 11) if pruning.should_prune(e, cfg, 10)] == [2, 4, 6, 8]
+  assert [e for e in range(1, 11) if pruning.in_finetune(e, cfg, 10)] == [9, 10]
+
+
+@pytest.mark.parametrize("policy", ["reinit", "slice"])
+def test_train_prune_train_compiles_once_per_rank_set(resnet8, policy):
+  _, variables, x = resnet8
+  params, model_state = variables["params"], {"batch_stats": variables["batch_stats"]}
+  batch = {"image": x, "label": jnp.arange(4) % 4}
+  tx = optim.make_optimizer(dict(optimizer="sgd", learning_rate=0.05), params, 10, 1)
+  opt_state = tx.init(params)
+
+  def make_step(model):
+    loss_fn = make_loss_fn(model.apply, RegularizerConfig(orthogonality=1.0, sparsity=1e-2))
+
+    def step(params, model_state, opt_state, batch):
+      (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, model_state, batch)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), model_state, opt_state, loss
+    return step
+
+  # The step closes over the apply fn of the current ranks; one CountingJit per model counts compiles.
+  step = CountingJit(make_step(tiny_model()))
+  for _ in range(3):
+    params, model_state, opt_state, loss = step(params, model_state, opt_state, batch)
+  assert step.traces == 1
+  new_params, new_ranks, report = pruning.prune(params, PruneConfig(strategy="ratio", reduce_by=0.5))
+  opt_state = pruning.surgery(tx, opt_state, params, new_params, report, policy)
+  step = CountingJit(make_step(tiny_model(new_ranks)))
+  params = new_params
+  for _ in range(3):
+    params, model_state, opt_state, loss = step(params, model_state, opt_state, batch)
+  assert step.traces == 1
+  assert np.isfinite(float(loss)) and ranks(params) == new_ranks
