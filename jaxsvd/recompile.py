@@ -1,7 +1,7 @@
-"""``jax.jit`` with a compile counter: one trace per distinct argument shape set.
+"""A jit/pmap wrapper with a compile counter: one trace per distinct argument shape set.
 
-The wrapped Python function runs only when jax traces (i.e. when the shape/dtype/static
-signature is new), so counting those calls counts compilations of this function.
+The wrapped Python function runs only when jax traces it (a new shape/dtype/static signature),
+so counting those runs counts the compilations of this function.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 
 class CountingJit:
-  def __init__(self, fn: Callable, **jit_kwargs: Any):
+  def __init__(self, fn: Callable, transform: Callable | None = None, **transform_kwargs: Any):
     import jax
 
     self.traces = 0
@@ -21,10 +21,7 @@ class CountingJit:
       self.traces += 1
       return fn(*args, **kwargs)
 
-    self._jitted = jax.jit(traced, **jit_kwargs)
+    self._compiled = (transform or jax.jit)(traced, **transform_kwargs)
 
   def __call__(self, *args, **kwargs):
-    return self._jitted(*args, **kwargs)
-
-  def lower(self, *args, **kwargs):
-    return self._jitted.lower(*args, **kwargs)
+    return self._compiled(*args, **kwargs)

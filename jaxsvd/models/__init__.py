@@ -16,18 +16,21 @@ MODEL_NAMES = ("resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "resn
 
 
 def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
-                ranks: Mapping[str, int] | None = None) -> nn.Module:
-  """The model ``name`` with SVD layers at ``ranks`` (overrides svd.ranks when given)."""
+                ranks: Mapping[str, int] | None = None, bn_axis_name: str | None = None) -> nn.Module:
+  """The model ``name`` with SVD layers at ``ranks`` (overrides svd.ranks when given).
+
+  ``bn_axis_name`` (pmap training only) synchronizes BatchNorm statistics across devices.
+  """
   if name not in MODEL_NAMES:
     raise ValueError(f"model={name!r} is not one of {MODEL_NAMES}")
   if svd is not None and ranks is not None:
     svd = svd.with_ranks(ranks)
   depth = int(re.sub(r"\D", "", name))
   if name == "resnet18":
-    return resnet18(num_classes, svd)
+    return resnet18(num_classes, svd, bn_axis_name)
   if name.startswith("resnet"):
-    return resnet_cifar(depth, num_classes, svd)
-  return vgg(depth, num_classes, svd)
+    return resnet_cifar(depth, num_classes, svd, bn_axis_name=bn_axis_name)
+  return vgg(depth, num_classes, svd, bn_axis_name)
 
 
 __all__ = ["SVDSpec", "ResNet", "VGG", "build_model", "resnet18", "resnet_cifar", "vgg", "MODEL_NAMES"]

@@ -73,5 +73,6 @@ def dense(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, forc
   return DenseSVD(features, rank=svd.rank_of(_path(parent, name)), mode=svd.mode, name=name)
 
 
-def batch_norm(train: bool, name: str) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+def batch_norm(train: bool, name: str, axis_name: str | None = None) -> nn.BatchNorm:
+  """BatchNorm; with ``axis_name`` the batch statistics are averaged over that device axis (sync BN)."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=axis_name, name=name)

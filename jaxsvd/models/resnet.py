@@ -20,13 +20,14 @@ class BasicBlock(nn.Module):
   strides: int
   svd: SVDSpec | None
   shortcut: str = "A"
+  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool):
     y = conv(self, "conv1", self.svd, self.features, strides=(self.strides,) * 2)(x)
-    y = nn.relu(batch_norm(train, "bn1")(y))
+    y = nn.relu(batch_norm(train, "bn1", self.bn_axis_name)(y))
     y = conv(self, "conv2", self.svd, self.features)(y)
-    y = batch_norm(train, "bn2")(y)
+    y = batch_norm(train, "bn2", self.bn_axis_name)(y)
     if self.strides != 1 or x.shape[-1] != self.features:
       if self.shortcut == "A":
         x = x[:, :: self.strides, :: self.strides]
@@ -34,7 +35,7 @@ class BasicBlock(nn.Module):
         x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
       else:
         x = conv(self, "proj", self.svd, self.features, (1, 1), (self.strides,) * 2)(x)
-        x = batch_norm(train, "proj_bn")(x)
+        x = batch_norm(train, "proj_bn", self.bn_axis_name)(x)
     return nn.relu(x + y)
 
 
@@ -44,27 +45,29 @@ class ResNet(nn.Module):
   num_classes: int = 10
   svd: SVDSpec | None = None
   shortcut: str = "A"
+  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     dense_first = self.svd is not None and self.svd.dense_first
     x = conv(self, "stem", self.svd, self.widths[0], dense=dense_first)(x)
-    x = nn.relu(batch_norm(train, "stem_bn")(x))
+    x = nn.relu(batch_norm(train, "stem_bn", self.bn_axis_name)(x))
     for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = BasicBlock(width, strides, self.svd, self.shortcut, name=f"stage{i + 1}_block{j}")(x, train)
+        x = BasicBlock(width, strides, self.svd, self.shortcut, self.bn_axis_name, name=f"stage{i + 1}_block{j}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return dense(self, "classifier", self.svd, self.num_classes,
                  force_dense=self.svd is not None and self.svd.dense_last)(x)
 
 
-def resnet_cifar(depth: int, num_classes: int = 10, svd: SVDSpec | None = None, shortcut: str = "A") -> ResNet:
+def resnet_cifar(depth: int, num_classes: int = 10, svd: SVDSpec | None = None, shortcut: str = "A",
+                 bn_axis_name: str | None = None) -> ResNet:
   if depth < 8 or (depth - 2) % 6:
     raise ValueError(f"CIFAR ResNet depth must be 6n+2 (8, 20, 32, 56, 110, ...), got {depth}")
   n = (depth - 2) // 6
-  return ResNet((n, n, n), (16, 32, 64), num_classes, svd, shortcut)
+  return ResNet((n, n, n), (16, 32, 64), num_classes, svd, shortcut, bn_axis_name)
 
 
-def resnet18(num_classes: int = 10, svd: SVDSpec | None = None) -> ResNet:
-  return ResNet((2, 2, 2, 2), (64, 128, 256, 512), num_classes, svd, shortcut="B")
+def resnet18(num_classes: int = 10, svd: SVDSpec | None = None, bn_axis_name: str | None = None) -> ResNet:
+  return ResNet((2, 2, 2, 2), (64, 128, 256, 512), num_classes, svd, "B", bn_axis_name)

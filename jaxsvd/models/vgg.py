@@ -21,6 +21,7 @@ class VGG(nn.Module):
   cfg: Sequence[int | str]
   num_classes: int = 10
   svd: SVDSpec | None = None
+  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -31,14 +32,14 @@ class VGG(nn.Module):
         continue
       first = index == 0 and self.svd is not None and self.svd.dense_first
       x = conv(self, f"conv{index}", self.svd, int(item), dense=first)(x)
-      x = nn.relu(batch_norm(train, f"bn{index}")(x))
+      x = nn.relu(batch_norm(train, f"bn{index}", self.bn_axis_name)(x))
       index += 1
     x = jnp.mean(x, axis=(1, 2))
     return dense(self, "classifier", self.svd, self.num_classes,
                  force_dense=self.svd is not None and self.svd.dense_last)(x)
 
 
-def vgg(depth: int, num_classes: int = 10, svd: SVDSpec | None = None) -> VGG:
+def vgg(depth: int, num_classes: int = 10, svd: SVDSpec | None = None, bn_axis_name: str | None = None) -> VGG:
   if depth not in CFGS:
     raise ValueError(f"VGG depth={depth} is not one of {tuple(CFGS)}")
-  return VGG(CFGS[depth], num_classes, svd)
+  return VGG(CFGS[depth], num_classes, svd, bn_axis_name)

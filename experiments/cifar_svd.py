@@ -1,0 +1,40 @@
+"""SVD training + online pruning experiment (Yang et al. 2020) on CIFAR-10/100 or Fashion-MNIST.
+
+  python -m experiments.cifar_svd --config=experiments/configs/resnet20_channel_hoyer.py --workdir=runs/r20
+  python -m experiments.cifar_svd --config=experiments/configs/fashion_mnist.py --workdir=runs/fmnist
+Override any field: --config.num_epochs=10 --config.svd.decomposition=spatial --config.data_dir=/data.
+Re-running with the same --workdir resumes from its latest checkpoint.
+"""
+
+import logging
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from experiments import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", "experiments/configs/resnet20_channel_hoyer.py",
+                                "Experiment config file (get_config()).", lock_config=True)
+flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, metrics, plots and exports.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  absl_logging.set_verbosity(absl_logging.WARNING)  # silence Orbax's per-save INFO lines
+  logger = logging.getLogger("jaxsvd")
+  logger.setLevel(logging.INFO)
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter("%(message)s"))
+  logger.addHandler(handler)
+  logger.propagate = False
+  try:
+    train.run(FLAGS.config, FLAGS.workdir)
+  except (ValueError, FileNotFoundError, FloatingPointError) as err:
+    raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,42 @@
+"""Defaults shared by every experiment config (paper: ResNet-20 channel-wise, Hoyer, Adam 1e-3)."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.model = "resnet20"
+  c.dataset = "cifar10"
+  c.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.data_source = "auto"  # auto | local | tfds
+  c.augment = True
+  c.train_subset = ml_collections.FieldReference(None, field_type=int)  # first N examples (tests)
+  c.test_subset = ml_collections.FieldReference(None, field_type=int)
+  c.max_steps_per_epoch = ml_collections.FieldReference(None, field_type=int)
+  c.batch_size = 128
+  c.eval_batch_size = 500
+  c.num_epochs = 164
+  c.seed = 0
+  c.parallel = "none"  # none | pmap | sharding
+  c.num_devices = ml_collections.FieldReference(None, field_type=int)
+
+  c.svd = ml_collections.ConfigDict(dict(
+      enabled=True, decomposition="channel", mode="auto", default_rank=None, dense_first=True, dense_last=True))
+  c.svd.default_rank = ml_collections.FieldReference(None, field_type=int)
+  c.reg = ml_collections.ConfigDict(dict(orthogonality=1.0, sparsity=0.003, sparsity_type="hoyer", l2=0.0))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      optimizer="adam", learning_rate=1e-3, momentum=0.9, nesterov=False, weight_decay=0.0,
+      schedule="multistep", milestones=(0.5, 0.75), decay_factor=0.1, warmup_epochs=0,
+      clip="none", clip_value=1.0, bn_l1=0.0, groups={}))
+  # Online pruning during training (the seed's setting); the paper prunes once at the end.
+  c.pruning = ml_collections.ConfigDict(dict(
+      enabled=False, strategy="energy", energy=0.001, prune_by=1, threshold=1e-3, threshold_mode="absolute",
+      reduce_by=0.1, min_rank=1, min_decay=0.0, opt_state="reinit", prune_every=1, prune_start=1, finetune_epochs=0))
+  c.pruning.prune_stop = ml_collections.FieldReference(None, field_type=int)
+  # Final energy prune (paper) before the λs = 0 fine-tune phase of pruning.finetune_epochs.
+  c.final_prune = ml_collections.ConfigDict(dict(enabled=True, strategy="energy", energy=0.01, min_rank=1))
+  c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True))
+  c.tensorboard = True
+  c.plots = True
+  c.progress_bar = True
+  return c

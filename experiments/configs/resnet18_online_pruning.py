@@ -1,0 +1,13 @@
+"""The seed's setting: CIFAR-10 ResNet-18, SGD 0.01/0.9/5e-4, 1/(epoch+1) LR, online energy pruning every 5 epochs."""
+
+from experiments.configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.model = "resnet18"
+  c.num_epochs = 60
+  c.optimizer.update(optimizer="sgd", learning_rate=0.01, momentum=0.9, weight_decay=5e-4, schedule="inverse_epoch")
+  c.reg.update(orthogonality=1.0, sparsity=0.001, sparsity_type="hoyer")
+  c.pruning.update(enabled=True, strategy="energy", energy=0.001, prune_every=5, prune_start=5, finetune_epochs=10)
+  return c

@@ -1,0 +1,10 @@
+"""Paper, CIFAR-10 ResNet-20, channel-wise decomposition, hoyer_square sparsity (λs = 0.001)."""
+
+from experiments.configs import resnet20_channel_hoyer
+
+
+def get_config():
+  c = resnet20_channel_hoyer.get_config()
+  c.svd.decomposition = "channel"
+  c.reg.sparsity_type, c.reg.sparsity = "hoyer_square", 0.001
+  return c

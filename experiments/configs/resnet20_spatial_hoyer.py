@@ -1,0 +1,9 @@
+"""Paper, CIFAR-10 ResNet-20, spatial-wise decomposition, Hoyer."""
+
+from experiments.configs import resnet20_channel_hoyer
+
+
+def get_config():
+  c = resnet20_channel_hoyer.get_config()
+  c.svd.decomposition = "spatial"
+  return c

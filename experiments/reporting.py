@@ -1,0 +1,99 @@
+"""Run outputs: metrics CSV + TensorBoard, the end-of-run summary table, PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any
+
+import numpy as np
+
+from jaxsvd.ranks import iter_svd_layers
+
+
+class MetricsWriter:
+  """Appends one row per epoch to ``metrics.csv`` and the same scalars to TensorBoard."""
+
+  def __init__(self, workdir: str, tensorboard: bool = True):
+    self.path = os.path.join(workdir, "metrics.csv")
+    self.tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, row: dict[str, Any]) -> None:
+    new = not os.path.exists(self.path)
+    with open(self.path, "a", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=list(row))
+      if new:
+        writer.writeheader()
+      writer.writerow(row)
+    if self.tb is not None:
+      for key, value in row.items():
+        if key != "epoch" and isinstance(value, (int, float)):
+          self.tb.add_scalar(key, value, row["epoch"])
+      self.tb.flush()
+
+  def close(self) -> None:
+    if self.tb is not None:
+      self.tb.close()
+
+
+def epoch_line(row: dict[str, Any]) -> str:
+  return (f"epoch {row['epoch']:3d} | train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
+          f"test acc {row['test_accuracy']:.4f} | rank {row['total_rank']} | params {row['params']:,} | "
+          f"MACs {row['macs']:,} | time train {row['time_train']:.1f}s eval {row['time_eval']:.1f}s "
+          f"prune {row['time_prune']:.2f}s | {row['images_per_sec']:.0f} img/s")
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+  rows = [("test accuracy", f"{summary['test_accuracy']:.4f}"),
+          ("params (all layers)", f"{summary['params_before']:,} -> {summary['params_after']:,} "
+                                   f"({summary['params_before'] / max(summary['params_after'], 1):.2f}x)"),
+          ("params (SVD layers)", f"{summary['svd_params_before']:,} -> {summary['svd_params_after']:,} "
+                                   f"({summary['svd_params_before'] / max(summary['svd_params_after'], 1):.2f}x)"),
+          ("MACs / example", f"{summary['macs_before']:,} -> {summary['macs_after']:,} "
+                             f"({summary['flops_speedup']:.2f}x fewer)"),
+          ("total rank", f"{summary['rank_before']} -> {summary['rank_after']}")]
+  width = max(len(k) for k, _ in rows)
+  return "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
+
+
+def plot_all(workdir: str, history: list[dict], params) -> list[str]:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  paths = []
+  epochs = [h["epoch"] for h in history]
+
+  def save(fig, name):
+    path = os.path.join(workdir, name)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    paths.append(path)
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  ax.plot(epochs, [h["train_accuracy"] for h in history], label="train")
+  ax.plot(epochs, [h["test_accuracy"] for h in history], label="test")
+  ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy vs epoch")
+  ax.legend()
+  save(fig, "accuracy.png")
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  ax.plot(epochs, [h["total_rank"] for h in history], marker="o")
+  ax.set(xlabel="epoch", ylabel="total rank (Σ over SVD layers)", title="ranks vs epoch")
+  save(fig, "ranks.png")
+
+  layers = list(iter_svd_layers(params))
+  if layers:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for path, node in layers:
+      s = np.sort(np.abs(np.asarray(node["s"])))[::-1]
+      ax.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-12), label=path, alpha=0.7)
+    ax.set(xlabel="index", ylabel="|s| (sorted)", title="singular-value spectra per layer")
+    if len(layers) <= 12:
+      ax.legend(fontsize=6)
+    save(fig, "spectra.png")
+  return paths

@@ -1,0 +1,201 @@
+"""Datasets as in-memory uint8 arrays, and a vectorized, seeded NumPy batch pipeline.
+
+Sources: Fashion-MNIST IDX files (offline: Debian `dataset-fashion-mnist`), the original CIFAR-10/100
+binary or python archives (extracted or .tar.gz) in a local data dir, and tensorflow-datasets
+(`tfds.data_source`, for users with internet).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import os
+import pickle
+import tarfile
+from typing import Iterator
+
+import numpy as np
+
+from jaxsvd.validate import check_choice
+
+DATASETS = ("cifar10", "cifar100", "fashion_mnist")
+SOURCES = ("auto", "local", "tfds")
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+                 "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+CIFAR = {  # name: (binary dir, binary archive, python dir, python archive, label bytes, label offset)
+    "cifar10": ("cifar-10-batches-bin", "cifar-10-binary.tar.gz", "cifar-10-batches-py", "cifar-10-python.tar.gz", 1, 0),
+    "cifar100": ("cifar-100-binary", "cifar-100-binary.tar.gz", "cifar-100-python", "cifar-100-python.tar.gz", 2, 1),
+}
+
+
+@dataclasses.dataclass
+class Dataset:
+  name: str
+  train_images: np.ndarray  # (N, H, W, C) uint8
+  train_labels: np.ndarray  # (N,) int32
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  num_classes: int
+
+  @property
+  def input_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train_images.shape[1:])
+
+  def subset(self, train: int | None, test: int | None) -> "Dataset":
+    return dataclasses.replace(self, train_images=self.train_images[:train], train_labels=self.train_labels[:train],
+                               test_images=self.test_images[:test], test_labels=self.test_labels[:test])
+
+
+def read_idx(path: str) -> np.ndarray:
+  """An IDX file (optionally gzipped) as a uint8 array with the shape its header gives."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    data = f.read()
+  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+    raise ValueError(f"{path} is not an unsigned-byte IDX file")
+  ndim = data[3]
+  dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+  body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+  if body.size != int(np.prod(dims)):
+    raise ValueError(f"{path}: header says {dims} but holds {body.size} bytes")
+  return body.reshape(dims)
+
+
+def _find(directory: str, stem: str) -> str | None:
+  for name in (stem, stem + ".gz"):
+    if os.path.exists(os.path.join(directory, name)):
+      return os.path.join(directory, name)
+  return None
+
+
+def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
+  candidates = [d for d in (data_dir, os.path.join(data_dir or "", "fashion-mnist")) if d] + list(FASHION_MNIST_DIRS)
+  for directory in candidates:
+    paths = {k: _find(directory, v) for k, v in FASHION_FILES.items()}
+    if all(paths.values()):
+      arrays = {k: read_idx(p) for k, p in paths.items()}
+      return Dataset("fashion_mnist", arrays["train_images"][..., None], arrays["train_labels"].astype(np.int32),
+                     arrays["test_images"][..., None], arrays["test_labels"].astype(np.int32), 10)
+  raise FileNotFoundError(
+      f"Fashion-MNIST not found in {candidates}: install it with `apt-get install dataset-fashion-mnist` "
+      f"or put {', '.join(v + '[.gz]' for v in FASHION_FILES.values())} in --data_dir")
+
+
+def _read_members(data_dir: str, folder: str, archive: str) -> dict[str, bytes] | None:
+  """{basename: bytes} of an extracted CIFAR folder or its .tar.gz archive."""
+  directory = os.path.join(data_dir, folder)
+  if os.path.isdir(directory):
+    return {n: open(os.path.join(directory, n), "rb").read() for n in os.listdir(directory)}
+  tar_path = os.path.join(data_dir, archive)
+  if os.path.isfile(tar_path):
+    with tarfile.open(tar_path) as tar:
+      return {os.path.basename(m.name): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+  return None
+
+
+def _parse_binary(blob: bytes, label_bytes: int, label_offset: int) -> tuple[np.ndarray, np.ndarray]:
+  records = np.frombuffer(blob, np.uint8).reshape(-1, label_bytes + 3072)
+  images = records[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return images, records[:, label_offset].astype(np.int32)
+
+
+def _parse_python(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+  d = pickle.load(io.BytesIO(blob), encoding="bytes")
+  labels = d.get(b"labels", d.get(b"fine_labels"))
+  return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, np.int32)
+
+
+def _concat(parts):
+  return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def load_cifar_local(name: str, data_dir: str) -> Dataset:
+  binary_dir, binary_tar, python_dir, python_tar, label_bytes, offset = CIFAR[name]
+  num_classes = 10 if name == "cifar10" else 100
+  members = _read_members(data_dir, binary_dir, binary_tar)
+  if members is not None:
+    train_names = [f"data_batch_{i}.bin" for i in range(1, 6)] if name == "cifar10" else ["train.bin"]
+    test_name = "test_batch.bin" if name == "cifar10" else "test.bin"
+    train = _concat([_parse_binary(members[n], label_bytes, offset) for n in train_names if n in members])
+    test = _parse_binary(members[test_name], label_bytes, offset)
+    return Dataset(name, *train, *test, num_classes)
+  members = _read_members(data_dir, python_dir, python_tar)
+  if members is not None:
+    train_names = [f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else ["train"]
+    train = _concat([_parse_python(members[n]) for n in train_names if n in members])
+    test = _parse_python(members["test_batch" if name == "cifar10" else "test"])
+    return Dataset(name, *train, *test, num_classes)
+  raise FileNotFoundError(
+      f"{name} not found in {os.path.abspath(data_dir)}: put {binary_tar} or {python_tar} (or the extracted "
+      f"{binary_dir}/ or {python_dir}/) from https://www.cs.toronto.edu/~kriz/cifar.html there, or use "
+      f"data_source='tfds' with internet access; fashion_mnist works offline (apt-get install dataset-fashion-mnist)")
+
+
+def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
+  import tensorflow_datasets as tfds
+
+  def split(s):
+    source = tfds.data_source(name, split=s, data_dir=data_dir)
+    items = [source[i] for i in range(len(source))]
+    images = np.stack([np.asarray(x["image"], np.uint8) for x in items])
+    return images.reshape(*images.shape[:3], -1), np.asarray([x["label"] for x in items], np.int32)
+
+  num_classes = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}[name]
+  return Dataset(name, *split("train"), *split("test"), num_classes)
+
+
+def load_dataset(name: str, data_dir: str | None = None, source: str = "auto") -> Dataset:
+  check_choice("dataset", name, DATASETS)
+  check_choice("data_source", source, SOURCES)
+  if source == "tfds":
+    return load_tfds(name, data_dir)
+  if name == "fashion_mnist":
+    return load_fashion_mnist(data_dir)
+  return load_cifar_local(name, data_dir or ".")
+
+
+# ---- batches ----
+
+def normalization(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+  return x.mean(0).astype(np.float32), np.maximum(x.std(0), 1e-3).astype(np.float32)
+
+
+def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+  """Pad-``pad`` random crop + horizontal flip, vectorized over the batch."""
+  b, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  oy, ox = rng.integers(0, 2 * pad + 1, size=(2, b))
+  rows = (oy[:, None] + np.arange(h))[:, :, None]
+  cols = ox[:, None] + np.arange(w)
+  flip = rng.random(b) < 0.5
+  cols = np.where(flip[:, None], cols[:, ::-1], cols)[:, None, :]
+  return padded[np.arange(b)[:, None, None], rows, cols]
+
+
+def train_batches(images, labels, batch_size: int, seed: int, epoch: int, mean, std, augment: bool,
+                  max_batches: int | None = None) -> Iterator[dict]:
+  """Shuffled full batches (the remainder is dropped), deterministic in (seed, epoch)."""
+  rng = np.random.default_rng([seed, epoch])
+  order = rng.permutation(len(images))
+  n = len(images) // batch_size if max_batches is None else min(max_batches, len(images) // batch_size)
+  for i in range(n):
+    idx = np.sort(order[i * batch_size:(i + 1) * batch_size])
+    x = images[idx]
+    if augment:
+      x = random_crop_flip(x, rng)
+    yield {"image": (x.astype(np.float32) / 255.0 - mean) / std, "label": labels[idx]}
+
+
+def eval_batches(images, labels, batch_size: int, mean, std) -> Iterator[dict]:
+  """All examples; the last batch is padded to full size with mask = 0 on the padding."""
+  for start in range(0, len(images), batch_size):
+    x, y = images[start:start + batch_size], labels[start:start + batch_size]
+    real = len(x)
+    if real < batch_size:
+      x = np.concatenate([x, np.zeros((batch_size - real, *x.shape[1:]), x.dtype)])
+      y = np.concatenate([y, np.zeros(batch_size - real, y.dtype)])
+    mask = (np.arange(batch_size) < real).astype(np.float32)
+    yield {"image": (x.astype(np.float32) / 255.0 - mean) / std, "label": y, "mask": mask}

@@ -1,0 +1,69 @@
+"""Train state and the pure train/eval steps (flax-examples style).
+
+``TrainState`` carries the model's apply fn and the optax transform as static fields, so a
+pruned model (new ranks → new apply fn and new param shapes) makes the jitted step retrace
+exactly once. ``axis_name`` turns on cross-device averaging (pmap / shard_map).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxsvd.losses import RegularizerConfig, make_loss_fn
+from jaxsvd.pruning import PruneReport, surgery
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  model_state: dict  # non-param collections, e.g. {'batch_stats': ...}
+  opt_state: Any
+  apply_fn: Callable = struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+  @classmethod
+  def create(cls, apply_fn, variables, tx) -> "TrainState":
+    params = variables["params"]
+    model_state = {k: v for k, v in variables.items() if k != "params"}
+    return cls(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+               opt_state=tx.init(params), apply_fn=apply_fn, tx=tx)
+
+  @property
+  def variables(self) -> dict:
+    return {"params": self.params, **self.model_state}
+
+  def after_pruning(self, new_params, apply_fn, report: PruneReport, policy: str) -> "TrainState":
+    """The state at new ranks: new params and apply fn, optimizer state re-initialized or sliced."""
+    opt_state = surgery(self.tx, self.opt_state, self.params, new_params, report, policy)
+    return self.replace(params=new_params, opt_state=opt_state, apply_fn=apply_fn)
+
+
+def _average(tree, axis_name):
+  return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
+def train_step(state: TrainState, batch: dict, reg: RegularizerConfig, axis_name: str | None = None):
+  """One SGD step. ``reg`` is static (λ = 0 terms are not traced). Returns (state, metrics)."""
+  loss_fn = make_loss_fn(state.apply_fn, reg, train=True)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (_, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch)
+  grads, metrics, model_state = _average((grads, metrics, model_state), axis_name)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return state.replace(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state), metrics
+
+
+def eval_step(state: TrainState, batch: dict, axis_name: str | None = None) -> dict:
+  """Sums (not means) over the batch, so padded/uneven batches average exactly: mask = 1 marks real rows."""
+  logits = state.apply_fn(state.variables, batch["image"], train=False)
+  mask = batch.get("mask", jnp.ones(logits.shape[0], jnp.float32))
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+  sums = {"loss_sum": jnp.sum(losses * mask),
+          "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
+          "count": jnp.sum(mask)}
+  return sums if axis_name is None else jax.lax.psum(sums, axis_name)
