@@ -1,0 +1,13 @@
+"""Dense baseline of the quick Fashion-MNIST config: same model, data, optimizer and epochs; svd off."""
+
+from experiments.configs import fashion_mnist
+
+
+def get_config():
+  c = fashion_mnist.get_config()
+  c.svd.enabled = False
+  c.reg.update(orthogonality=0.0, sparsity=0.0)
+  c.pruning.enabled = False
+  c.final_prune.enabled = False
+  c.optimizer.groups = {}
+  return c
