@@ -22,9 +22,11 @@ class MetricsWriter:
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, row: dict[str, Any]) -> None:
+    """Columns are fixed by the first row (also across resumes); missing values are left blank."""
     new = not os.path.exists(self.path)
+    fields = list(row) if new else next(csv.reader(open(self.path)))
     with open(self.path, "a", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=list(row))
+      writer = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
       if new:
         writer.writeheader()
       writer.writerow(row)

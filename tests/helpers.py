@@ -37,25 +37,27 @@ def write_fashion_mnist(directory: str, n_train: int = 256, n_test: int = 64) ->
   return directory
 
 
+TINY = {"batch_size": 32, "eval_batch_size": 48, "num_epochs": 4, "max_steps_per_epoch": 3,
+        "progress_bar": False, "plots": False, "tensorboard": False, "checkpoint.async_save": False,
+        "pruning.enabled": True, "pruning.strategy": "ratio", "pruning.reduce_by": 0.25, "pruning.prune_start": 2,
+        "pruning.prune_every": 1, "pruning.finetune_epochs": 1, "final_prune.energy": 0.3}
+
+
 def tiny_config(data_dir: str, **overrides):
+  """The quick Fashion-MNIST config shrunk to a few steps per epoch on tiny data."""
   from experiments.configs import fashion_mnist
 
   c = fashion_mnist.get_config()
   c.data_dir = data_dir
-  c.batch_size = 32
-  c.eval_batch_size = 48
-  c.num_epochs = 4
-  c.max_steps_per_epoch = 3
-  c.progress_bar = False
-  c.plots = False
-  c.tensorboard = False
-  c.checkpoint.async_save = False
-  c.pruning.update(enabled=True, strategy="ratio", reduce_by=0.25, prune_start=2, prune_every=1, finetune_epochs=1)
-  c.final_prune.energy = 0.3
-  for key, value in overrides.items():
+  for key, value in {**TINY, **overrides}.items():
     target = c
     *parents, leaf = key.split(".")
     for p in parents:
       target = target[p]
     target[leaf] = value
   return c
+
+
+def cli_flags(data_dir: str, **overrides) -> list[str]:
+  """The same configuration as ``tiny_config`` expressed as command-line flags."""
+  return [f"--config.data_dir={data_dir}"] + [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items()]
