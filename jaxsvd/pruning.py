@@ -150,10 +150,13 @@ def prune(params, cfg: PruneConfig, original_ranks: Mapping[str, int] | None = N
   return new_params, {p: r.new_rank for p, r in reports.items()}, PruneReport(reports, keep)
 
 
+def _take_last(x, idx: np.ndarray) -> jax.Array:
+  """x[..., idx], gathered on the host: eager device gathers would compile once per new shape."""
+  return jnp.asarray(np.take(np.asarray(jax.device_get(x)), idx, axis=-1))
+
+
 def slice_layer(node: Mapping, idx: np.ndarray) -> dict:
-  idx = jnp.asarray(idx)
-  return {**node, "U": jnp.take(node["U"], idx, axis=1), "s": jnp.take(node["s"], idx, axis=0),
-          "V": jnp.take(node["V"], idx, axis=1)}
+  return {**node, "U": _take_last(node["U"], idx), "s": _take_last(node["s"], idx), "V": _take_last(node["V"], idx)}
 
 
 # ---- optimizer-state surgery ----
@@ -187,7 +190,7 @@ def slice_opt_state(opt_state, old_params, keep: Mapping[str, np.ndarray]):
       return leaf
     layer, name = path.rsplit("/", 1)
     if layer in keep and name in ("U", "s", "V") and tuple(np.shape(leaf)) == shapes.get(path):
-      return jnp.take(leaf, jnp.asarray(keep[layer]), axis=-1)
+      return _take_last(leaf, keep[layer])
     return leaf
 
   return jax.tree_util.tree_map_with_path(surgery, opt_state)

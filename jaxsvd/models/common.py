@@ -60,7 +60,10 @@ def _path(parent: nn.Module, name: str) -> str:
 
 
 def conv(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, kernel=(3, 3), strides=(1, 1),
-         padding="SAME", dense: bool = False) -> nn.Module:
+         dense: bool = False) -> nn.Module:
+  """Conv with symmetric k//2 padding (as the original CIFAR ResNets / PyTorch; XLA 'SAME' pads
+  stride-2 convs asymmetrically)."""
+  padding = kernel[0] // 2
   if svd is None or dense:
     return nn.Conv(features, kernel, strides, padding, use_bias=False, kernel_init=default_kernel_init, name=name)
   return ConvSVD(features, kernel, strides, padding, rank=svd.rank_of(_path(parent, name)),

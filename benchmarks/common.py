@@ -1,0 +1,94 @@
+"""Shared benchmark helpers: median-of-repeats timing after warm-up, and ready-made train states."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsvd import optim, pruning
+from jaxsvd.losses import RegularizerConfig
+from jaxsvd.models import SVDSpec, build_model
+from jaxsvd.ranks import ranks as read_ranks
+from jaxsvd.train_state import TrainState, eval_step, train_step
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=doc)
+  p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (numbers meaningless)")
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--batch", type=int, default=128)
+  return p
+
+
+def block(tree):
+  jax.block_until_ready(tree)
+  return tree
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+  for _ in range(warmup):
+    block(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    block(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def batch(batch_size: int, image: int = 32, classes: int = 10):
+  rng = np.random.default_rng(0)
+  return {"image": jnp.asarray(rng.normal(size=(batch_size, image, image, 3)), jnp.float32),
+          "label": jnp.asarray(rng.integers(0, classes, batch_size), jnp.int32)}
+
+
+def make_state(model_name: str, svd: SVDSpec | None, image: int = 32, rank_fraction: float | None = None,
+               optimizer: str = "sgd"):
+  """A TrainState of ``model_name``; with ``rank_fraction`` the SVD layers are pruned to that fraction."""
+  model = build_model(model_name, 10, svd)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, image, image, 3)))
+  params = variables["params"]
+  if svd is not None and rank_fraction is not None:
+    cfg = pruning.PruneConfig(strategy="ratio", reduce_by=1.0 - rank_fraction)
+    params, new_ranks, _ = pruning.prune(params, cfg)
+    model = build_model(model_name, 10, svd, ranks=new_ranks)
+    variables = {**variables, "params": params}
+  tx = optim.make_optimizer(dict(optimizer=optimizer, learning_rate=0.01, momentum=0.9), params, 100, 1)
+  return TrainState.create(model.apply, variables, tx), model
+
+
+def step_fn(reg: RegularizerConfig = RegularizerConfig(orthogonality=1.0, sparsity=1e-3)):
+  return jax.jit(train_step, static_argnums=(2,), donate_argnums=(0,))
+
+
+def time_train_steps(state, data, reg, repeats) -> float:
+  step = step_fn()
+  holder = {"state": state}
+
+  def once():
+    holder["state"], metrics = step(holder["state"], data, reg)
+    return metrics
+
+  return median_time(once, repeats)
+
+
+def time_eval(state, data, repeats) -> float:
+  fn = jax.jit(eval_step)
+  return median_time(lambda: fn(state, data), repeats)
+
+
+def total_rank(state) -> int:
+  return sum(read_ranks(state.params).values())
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+  widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+  lines = [" | ".join(c.ljust(widths[c]) for c in columns), "-+-".join("-" * widths[c] for c in columns)]
+  lines += [" | ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+  return "\n".join(lines)
