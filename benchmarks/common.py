@@ -18,12 +18,24 @@ from jaxsvd.ranks import ranks as read_ranks
 from jaxsvd.train_state import TrainState, eval_step, train_step
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
+def parser(doc: str, model: str | None = None) -> argparse.ArgumentParser:
+  """Common flags; with ``model`` also --model (its default), replaced by resnet8 under --quick."""
   p = argparse.ArgumentParser(description=doc)
+  if model is not None:
+    p.add_argument("--model", default=model)
   p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (numbers meaningless)")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--batch", type=int, default=128)
   return p
+
+
+def sizes(args) -> tuple[int, int]:
+  """(batch size, repeats): tiny for --quick."""
+  return (8, 1) if args.quick else (args.batch, args.repeats)
+
+
+def model_name(args) -> str:
+  return "resnet8" if args.quick else args.model
 
 
 def block(tree):

@@ -15,12 +15,11 @@ from jaxsvd.models import SVDSpec, build_model
 
 
 def main():
-  p = common.parser(__doc__)
-  p.add_argument("--model", default="resnet20")
+  p = common.parser(__doc__, model="resnet20")
   p.add_argument("--fractions", default="1.0,0.5,0.25,0.1,0.05")
   args = p.parse_args()
-  model_name = "resnet8" if args.quick else args.model
-  batch_size, repeats = (8, 1) if args.quick else (args.batch, args.repeats)
+  model_name = common.model_name(args)
+  batch_size, repeats = common.sizes(args)
   data = common.batch(batch_size)
   dense_state, dense_model = common.make_state(model_name, None)
   dense_macs = flops.count(dense_model, (32, 32, 3)).macs

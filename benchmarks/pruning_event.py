@@ -18,11 +18,10 @@ from jaxsvd.train_state import train_step
 
 
 def main():
-  p = common.parser(__doc__)
-  p.add_argument("--model", default="resnet20")
+  p = common.parser(__doc__, model="resnet20")
   args = p.parse_args()
-  model_name = "resnet8" if args.quick else args.model
-  batch_size, repeats = (8, 1) if args.quick else (args.batch, args.repeats)
+  model_name = common.model_name(args)
+  batch_size, repeats = common.sizes(args)
   data = common.batch(batch_size)
   reg = RegularizerConfig(orthogonality=1.0, sparsity=1e-3)
   step = CountingJit(train_step, static_argnums=(2,), donate_argnums=(0,))

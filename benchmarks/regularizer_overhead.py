@@ -14,11 +14,10 @@ from jaxsvd.models import SVDSpec
 
 
 def main():
-  p = common.parser(__doc__)
-  p.add_argument("--model", default="resnet18")
+  p = common.parser(__doc__, model="resnet18")
   args = p.parse_args()
-  model = "resnet8" if args.quick else args.model
-  batch_size, repeats = (8, 1) if args.quick else (args.batch, args.repeats)
+  model = common.model_name(args)
+  batch_size, repeats = common.sizes(args)
   data = common.batch(batch_size)
   rows, times = [], {}
   settings = [("off", RegularizerConfig()), ("orthogonality", RegularizerConfig(orthogonality=1.0)),

@@ -19,7 +19,7 @@ def main():
   p.add_argument("--models", default="resnet20,resnet18")
   args = p.parse_args()
   models = ["resnet8"] if args.quick else args.models.split(",")
-  batch_size, repeats = (8, 1) if args.quick else (args.batch, args.repeats)
+  batch_size, repeats = common.sizes(args)
   data = common.batch(batch_size)
   reg = RegularizerConfig(orthogonality=1.0, sparsity=1e-3)
   rows, key_ratio = [], {}

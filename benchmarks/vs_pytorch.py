@@ -147,7 +147,7 @@ def main():
 
   torch.set_num_threads(os.cpu_count())  # XLA's CPU backend also uses every core
   models = ["resnet8"] if args.quick else args.models.split(",")
-  batch_size, repeats = (8, 1) if args.quick else (args.batch, args.repeats)
+  batch_size, repeats = common.sizes(args)
   rows = [compare(m, batch_size, repeats) for m in models]
   print(f"torch {torch.__version__} threads={torch.get_num_threads()}, jax {jax.__version__} "
         f"backend={jax.default_backend()}, batch={batch_size}, repeats={repeats} (median)")

@@ -69,13 +69,13 @@ def test_resume_is_bit_identical(trained, tmp_path):
   b = checkpoint.restore(os.path.join(resumed, "checkpoints"))
   assert a.meta["ranks"] == b.meta["ranks"] and a.step == b.step
   chex.assert_trees_all_equal(a.variables, b.variables)
-  ta = checkpoint.restore_train(a.directory, a.step, None_opt_abstract(a.directory, a.step))
-  tb = checkpoint.restore_train(b.directory, b.step, None_opt_abstract(b.directory, b.step))
+  ta = checkpoint.restore_train(a.directory, a.step, _abstract_opt_state(a.directory, a.step))
+  tb = checkpoint.restore_train(b.directory, b.step, _abstract_opt_state(b.directory, b.step))
   chex.assert_trees_all_equal(jax.random.key_data(ta["rng"]), jax.random.key_data(tb["rng"]))
   chex.assert_trees_all_equal(ta["opt_state"], tb["opt_state"])
 
 
-def None_opt_abstract(directory, step):
+def _abstract_opt_state(directory, step):
   """Abstract optimizer state rebuilt from the checkpoint's own config (as resume does)."""
   from ml_collections import ConfigDict
   from jaxsvd import optim
@@ -86,19 +86,18 @@ def None_opt_abstract(directory, step):
   return jax.eval_shape(tx.init, restored.variables["params"])
 
 
-def _copy_step(src_dir, step, dst):
+def _copied_latest(workdir, dst):
+  """A copy of the run's latest checkpoint step (to damage), with its metadata file and contents."""
   import shutil
-  shutil.copytree(os.path.join(src_dir, str(step)), os.path.join(dst, str(step)))
-  return str(dst)
+  src = os.path.join(workdir, "checkpoints")
+  step = checkpoint._resolve(src, None)[1]
+  shutil.copytree(os.path.join(src, str(step)), os.path.join(dst, str(step)))
+  meta_file = os.path.join(dst, str(step), "meta", "metadata")
+  return str(dst), step, meta_file, json.load(open(meta_file))
 
 
 def test_rank_mismatch_names_the_leaf(trained, tmp_path):
-  _, workdir, _ = trained
-  src = os.path.join(workdir, "checkpoints")
-  step = checkpoint._resolve(src, None)[1]
-  d = _copy_step(src, step, tmp_path / "ck")
-  meta_file = os.path.join(d, str(step), "meta", "metadata")
-  meta = json.load(open(meta_file))
+  d, step, meta_file, meta = _copied_latest(trained[1], tmp_path / "ck")
   layer = sorted(meta["ranks"])[0]
   meta["ranks"][layer] += 1
   json.dump(meta, open(meta_file, "w"))
@@ -107,12 +106,7 @@ def test_rank_mismatch_names_the_leaf(trained, tmp_path):
 
 
 def test_unknown_format_version_and_missing(trained, tmp_path):
-  _, workdir, _ = trained
-  src = os.path.join(workdir, "checkpoints")
-  step = checkpoint._resolve(src, None)[1]
-  d = _copy_step(src, step, tmp_path / "ck")
-  meta_file = os.path.join(d, str(step), "meta", "metadata")
-  meta = json.load(open(meta_file))
+  d, step, meta_file, meta = _copied_latest(trained[1], tmp_path / "ck")
   json.dump({**meta, "format_version": 99}, open(meta_file, "w"))
   with pytest.raises(checkpoint.CheckpointError, match="format_version=99"):
     checkpoint.restore(d)
@@ -121,10 +115,7 @@ def test_unknown_format_version_and_missing(trained, tmp_path):
 
 
 def test_corrupt_array_file_is_reported(trained, tmp_path):
-  _, workdir, _ = trained
-  src = os.path.join(workdir, "checkpoints")
-  step = checkpoint._resolve(src, None)[1]
-  d = _copy_step(src, step, tmp_path / "ck")
+  d, step, _, _ = _copied_latest(trained[1], tmp_path / "ck")
   model_dir = os.path.join(d, str(step), "model")
   for root, _, files in os.walk(model_dir):
     for name in files:

@@ -6,11 +6,12 @@ import optax
 import pytest
 
 from jaxsvd import optim, pruning
-from jaxsvd.losses import RegularizerConfig, make_loss_fn
+from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.pruning import PruneConfig, keep_indices
 from jaxsvd.ranks import iter_svd_layers, ranks, replace_nodes
 from jaxsvd.recompile import CountingJit
+from jaxsvd.train_state import TrainState, train_step
 
 S = np.array([0.1, 4.0, 0.5, 2.0, 1.0, 0.0])  # sorted |s|: 4, 2, 1, .5, .1, 0 ; Σs² = 21.26
 
@@ -150,30 +151,20 @@ def test_schedule():
 @pytest.mark.parametrize("policy", ["reinit", "slice"])
 def test_train_prune_train_compiles_once_per_rank_set(resnet8, policy):
   _, variables, x = resnet8
-  params, model_state = variables["params"], {"batch_stats": variables["batch_stats"]}
+  variables = jax.tree.map(jnp.copy, variables)  # the step donates its state; keep the fixture intact
   batch = {"image": x, "label": jnp.arange(4) % 4}
-  tx = optim.make_optimizer(dict(optimizer="sgd", learning_rate=0.05), params, 10, 1)
-  opt_state = tx.init(params)
-
-  def make_step(model):
-    loss_fn = make_loss_fn(model.apply, RegularizerConfig(orthogonality=1.0, sparsity=1e-2))
-
-    def step(params, model_state, opt_state, batch):
-      (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, model_state, batch)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), model_state, opt_state, loss
-    return step
-
-  # The step closes over the apply fn of the current ranks; one CountingJit per model counts compiles.
-  step = CountingJit(make_step(tiny_model()))
+  tx = optim.make_optimizer(dict(optimizer="adam", learning_rate=1e-3), variables["params"], 10, 1)
+  state = TrainState.create(tiny_model().apply, variables, tx)
+  reg = RegularizerConfig(orthogonality=1.0, sparsity=1e-2)
+  step = CountingJit(train_step, static_argnums=(2,), donate_argnums=(0,))  # one jitted step for the whole run
   for _ in range(3):
-    params, model_state, opt_state, loss = step(params, model_state, opt_state, batch)
+    state, metrics = step(state, batch, reg)
   assert step.traces == 1
-  new_params, new_ranks, report = pruning.prune(params, PruneConfig(strategy="ratio", reduce_by=0.5))
-  opt_state = pruning.surgery(tx, opt_state, params, new_params, report, policy)
-  step = CountingJit(make_step(tiny_model(new_ranks)))
-  params = new_params
-  for _ in range(3):
-    params, model_state, opt_state, loss = step(params, model_state, opt_state, batch)
-  assert step.traces == 1
-  assert np.isfinite(float(loss)) and ranks(params) == new_ranks
+  for event in range(2):
+    new_params, new_ranks, report = pruning.prune(state.params, PruneConfig(strategy="ratio", reduce_by=0.3))
+    state = state.after_pruning(new_params, tiny_model(new_ranks).apply, report, policy)
+    for _ in range(3):
+      state, metrics = step(state, batch, reg)
+    assert step.traces == 2 + event  # exactly one new compile per pruning event, none on ordinary steps
+  assert np.isfinite(float(metrics["loss"])) and ranks(state.params) == new_ranks
+  assert int(state.step) == 9
