@@ -11,8 +11,7 @@ def get_config():
   c.augment = False
   c.batch_size = 128
   c.num_epochs = 6
-  # A 10x larger LR on the singular values (param group 's') sparsifies them within a few epochs.
-  c.optimizer.update(optimizer="adam", learning_rate=2e-3, schedule="cosine", groups={"s": {"learning_rate": 0.02}})
+  c.optimizer.update(optimizer="adam", learning_rate=2e-3, schedule="cosine")
   c.reg.update(orthogonality=1.0, sparsity=0.01, sparsity_type="hoyer_square")
   c.pruning.update(enabled=True, strategy="energy", energy=0.02, prune_every=1, prune_start=2, finetune_epochs=2)
   c.final_prune.energy = 0.05

@@ -9,5 +9,4 @@ def get_config():
   c.reg.update(orthogonality=0.0, sparsity=0.0)
   c.pruning.enabled = False
   c.final_prune.enabled = False
-  c.optimizer.groups = {}
   return c
