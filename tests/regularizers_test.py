@@ -58,3 +58,16 @@ def test_tree_sums_find_layers_by_structure():
 def test_unknown_regularizer():
   with pytest.raises(ValueError, match="sparsity regularizer"):
     R.sparsity_fn("l0")
+
+
+def test_orthogonality_gradient_matches_autodiff_reference():
+  rng = np.random.default_rng(3)
+  U, V = jnp.asarray(rng.normal(size=(12, 5))), jnp.asarray(rng.normal(size=(9, 5)))
+
+  def reference(U, V):
+    r = U.shape[1]
+    dev = lambda a: jnp.sum(jnp.square(a.T @ a - jnp.eye(r)))
+    return (dev(U) + dev(V)) / r**2
+
+  chex.assert_trees_all_close(jax.grad(R.orthogonality, (0, 1))(U, V), jax.grad(reference, (0, 1))(U, V), rtol=1e-5)
+  chex.assert_trees_all_close(jax.jit(jax.grad(R.orthogonality))(U, V), jax.grad(reference)(U, V), rtol=1e-5)
