@@ -160,3 +160,18 @@ def test_leftover_tmp_dir_and_kill_mid_save(tmp_path):
   train_item = checkpoint.restore_item(directory, step, "model", {
       "params": {"w": jax.ShapeDtypeStruct((512, 1024), np.float32)}, "model_state": {}})
   np.testing.assert_array_equal(train_item["params"]["w"], np.full((512, 1024), float(meta["step"]), np.float32))
+
+
+def test_rotation_keeps_last_n_and_best(tmp_path):
+  import optax
+  from jaxsvd.train_state import TrainState
+  tx = optax.sgd(0.1)
+  params = {"w": np.zeros(3, np.float32)}
+  mngr = checkpoint.manager(str(tmp_path), max_to_keep=2, best_metric="test_accuracy", async_save=False)
+  for step, acc in zip(range(1, 7), [0.1, 0.9, 0.2, 0.3, 0.4, 0.5]):
+    state = TrainState(step=np.int32(step), params=params, model_state={}, opt_state=tx.init(params),
+                       apply_fn=None, tx=tx)
+    checkpoint.save(mngr, state, jax.random.key(0), {"step": step}, metrics={"test_accuracy": acc})
+  mngr.wait_until_finished()
+  assert sorted(mngr.all_steps()) == [2, 5, 6]  # best (0.9 at step 2) + the last two
+  mngr.close()
