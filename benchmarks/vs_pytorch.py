@@ -120,7 +120,7 @@ def compare(model_name: str, batch_size: int, repeats: int) -> dict:
   x = torch.tensor(np.asarray(data["image"]).transpose(0, 3, 1, 2).copy())
   y = torch.tensor(np.asarray(data["label"]), dtype=torch.long)
   net.train()
-  torch_loss = float(loss_fn(x, y))
+  torch_loss = float(loss_fn(x, y).detach())
   if not np.isclose(float(jax_loss), torch_loss, rtol=1e-4):
     raise AssertionError(f"losses differ: jax {float(jax_loss):.6f} vs torch {torch_loss:.6f}")
   opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
