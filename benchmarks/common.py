@@ -14,7 +14,7 @@ import numpy as np
 from jaxsvd import optim, pruning
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec, build_model
-from jaxsvd.ranks import ranks as read_ranks  # noqa: F401 (re-exported)
+from jaxsvd.ranks import ranks as read_ranks
 from jaxsvd.train_state import TrainState, eval_step, train_step
 
 

@@ -11,7 +11,7 @@ import jax
 
 from benchmarks import common
 from jaxsvd import export, flops
-from jaxsvd.models import SVDSpec, build_model
+from jaxsvd.models import SVDSpec
 
 
 def main():

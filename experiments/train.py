@@ -109,13 +109,12 @@ def init_run(c, plan, par, input_shape, tx_factory) -> Run:
 def resume_run(c, plan, par, mngr, step, tx_factory) -> Run:
   meta = checkpoint.read_meta(mngr.directory, step)
   model = _model(c, plan, meta["ranks"], par.bn_axis_name)
-  abstract = checkpoint.abstract_variables(model, meta["input_shape"])
-  model_state = {k: v for k, v in abstract.items() if k != "params"}
-  item = checkpoint.restore_item(mngr.directory, step, "model", {"params": abstract["params"], "model_state": model_state})
-  tx = tx_factory(abstract["params"])
-  train = checkpoint.restore_train(mngr.directory, step, jax.eval_shape(tx.init, abstract["params"]))
-  state = TrainState(step=train["step"], params=item["params"], model_state=item["model_state"],
-                     opt_state=train["opt_state"], apply_fn=model.apply, tx=tx)
+  variables = checkpoint.restore_variables(mngr.directory, step, model, meta["input_shape"])
+  params = variables.pop("params")
+  tx = tx_factory(params)
+  train = checkpoint.restore_train(mngr.directory, step, jax.eval_shape(tx.init, params))
+  state = TrainState(step=train["step"], params=params, model_state=variables, opt_state=train["opt_state"],
+                     apply_fn=model.apply, tx=tx)
   log.info("resumed from %s step %d (epoch %d, total rank %d)", mngr.directory, step, meta["epoch"],
            total_rank(meta["ranks"]))
   return Run(par.place(state), train["rng"], meta["epoch"], meta["ranks"], meta["original_ranks"],

@@ -146,15 +146,20 @@ def abstract_variables(model, input_shape) -> dict:
   return jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *input_shape), np.float32))
 
 
+def restore_variables(directory: str, step: int, model, input_shape) -> dict:
+  """The 'model' item as flax variables, restored into ``model``'s abstract shapes (no shapes stored in code)."""
+  abstract = abstract_variables(model, input_shape)
+  model_state = {k: v for k, v in abstract.items() if k != "params"}
+  item = restore_item(directory, step, "model", {"params": abstract["params"], "model_state": model_state})
+  return {"params": item["params"], **item["model_state"]}
+
+
 def restore(path: str, step: int | None = None) -> Restored:
   """Model + variables from a checkpoint, in a process that knows nothing about the run."""
   directory, step = _resolve(path, step)
   meta = read_meta(directory, step)
   model = model_from_meta(meta)
-  abstract = abstract_variables(model, meta["input_shape"])
-  item = restore_item(directory, step, "model",
-                      {"params": abstract["params"], "model_state": {k: v for k, v in abstract.items() if k != "params"}})
-  return Restored(model, {"params": item["params"], **item["model_state"]}, meta, directory, step)
+  return Restored(model, restore_variables(directory, step, model, meta["input_shape"]), meta, directory, step)
 
 
 def restore_train(directory: str, step: int, abstract_opt_state: Any) -> dict:

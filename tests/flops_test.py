@@ -1,5 +1,4 @@
 import flax.linen as nn
-import jax.numpy as jnp
 
 from jaxsvd import flops
 from jaxsvd.layers import ConvSVD, DenseSVD
