@@ -48,15 +48,17 @@ def torch_modules():
     return s.abs().sum() / s.pow(2).sum().sqrt()
 
   class Block(nn.Module):
-    def __init__(self, conv1, bn1, conv2, bn2, stride, out_ch):
+    def __init__(self, conv1, bn1, conv2, bn2, stride, out_ch, proj=None):
       super().__init__()
       self.conv1, self.bn1, self.conv2, self.bn2 = conv1, bn1, conv2, bn2
-      self.stride, self.out_ch = stride, out_ch
+      self.stride, self.out_ch, self.proj = stride, out_ch, proj  # proj: option-B shortcut (conv, bn)
 
     def forward(self, x):
       y = F.relu(self.bn1(self.conv1(x)))
       y = self.bn2(self.conv2(y))
-      if self.stride != 1 or x.shape[1] != self.out_ch:
+      if self.proj is not None:
+        x = self.proj(x)
+      elif self.stride != 1 or x.shape[1] != self.out_ch:
         x = x[:, :, ::self.stride, ::self.stride]
         extra = self.out_ch - x.shape[1]
         x = F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
@@ -78,12 +80,12 @@ def torch_model_from_jax(params, batch_stats, channel_in=3):
       m.running_var.copy_(torch.tensor(np.asarray(s["var"])))
     return m
 
-  def svd_conv(p, stride):
-    U, s, V = (np.asarray(p[k]) for k in ("U", "s", "V"))
-    c = V.shape[0] // 9
+  def svd_conv(p, stride, k=3):
+    U, s, V = (np.asarray(p[name]) for name in ("U", "s", "V"))
+    c = V.shape[0] // (k * k)
     # jaxsvd orders V's rows as (kh, kw, c); torch's flattened weight is (c, kh, kw).
-    V_t = V.reshape(3, 3, c, -1).transpose(2, 0, 1, 3).reshape(9 * c, -1)
-    return Conv2dSVD(U, s, V_t, (U.shape[0], c, 3, 3), stride, 1)
+    V_t = V.reshape(k, k, c, -1).transpose(2, 0, 1, 3).reshape(k * k * c, -1)
+    return Conv2dSVD(U, s, V_t, (U.shape[0], c, k, k), stride, k // 2)
 
   stem = nn.Conv2d(channel_in, params["stem"]["kernel"].shape[-1], 3, padding=1, bias=False)
   with torch.no_grad():
@@ -93,8 +95,9 @@ def torch_model_from_jax(params, batch_stats, channel_in=3):
     p, s = params[name], batch_stats[name]
     stride = 2 if name.endswith("block0") and not name.startswith("stage1") else 1
     out_ch = p["conv1"]["U"].shape[0]
+    proj = nn.Sequential(svd_conv(p["proj"], stride, 1), bn(p["proj_bn"], s["proj_bn"])) if "proj" in p else None
     blocks.append(Block(svd_conv(p["conv1"], stride), bn(p["bn1"], s["bn1"]), svd_conv(p["conv2"], 1),
-                        bn(p["bn2"], s["bn2"]), stride, out_ch))
+                        bn(p["bn2"], s["bn2"]), stride, out_ch, proj))
   head = nn.Linear(*np.asarray(params["classifier"]["kernel"]).shape)
   with torch.no_grad():
     head.weight.copy_(torch.tensor(np.asarray(params["classifier"]["kernel"]).T))
@@ -140,7 +143,7 @@ def compare(model_name: str, batch_size: int, repeats: int) -> dict:
 
 def main():
   p = common.parser(__doc__)
-  p.add_argument("--models", default="resnet20", help="CIFAR ResNets (option-A shortcuts): resnet8/20/32/56/110")
+  p.add_argument("--models", default="resnet20,resnet18", help="resnet8/20/32/56/110 (option A) and resnet18 (option B)")
   args = p.parse_args()
   import torch
 
