@@ -48,6 +48,8 @@ def make_plan(c) -> Plan:
   check_choice("parallel", c.parallel, KINDS)
   for field in ("num_epochs", "batch_size", "eval_batch_size"):
     check_min_int(field, c[field], 1)
+  if c.max_steps_per_epoch is not None:
+    check_min_int("max_steps_per_epoch", c.max_steps_per_epoch, 1)
   optim.validate(c.optimizer)
   reg = RegularizerConfig.from_config(c.reg)
   svd = None
@@ -86,7 +88,7 @@ def _model(c, plan: Plan, ranks, bn_axis_name=None):
 
 
 def _num_classes(c) -> int:
-  return 100 if c.dataset == "cifar100" else 10
+  return data.NUM_CLASSES[c.dataset]
 
 
 def _meta(c, run: Run, state, input_shape, plan: Plan) -> dict:
@@ -147,8 +149,7 @@ def train_epoch(c, par, run: Run, ds, mean, std, reg) -> dict:
   seed = [int(x) for x in np.asarray(jax.random.key_data(jax.random.fold_in(run.rng, run.epoch)))]
   batches = data.train_batches(ds.train_images, ds.train_labels, c.batch_size, seed, run.epoch, mean, std,
                                c.augment, c.max_steps_per_epoch)
-  total = len(ds.train_images) // c.batch_size
-  total = total if c.max_steps_per_epoch is None else min(total, c.max_steps_per_epoch)
+  total = data.num_train_batches(len(ds.train_images), c.batch_size, c.max_steps_per_epoch)
   bar = tqdm.tqdm(batches, total=total, desc=f"epoch {run.epoch}", disable=not c.progress_bar, leave=False)
   sums, steps, start = None, 0, time.perf_counter()
   for batch in bar:
@@ -178,9 +179,7 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
   ds = data.load_dataset(c.dataset, c.data_dir, c.data_source).subset(c.train_subset, c.test_subset)
   mean, std = data.normalization(ds.train_images)
   par = DataParallel(c.parallel, c.num_devices)
-  steps_per_epoch = len(ds.train_images) // c.batch_size
-  if c.max_steps_per_epoch:
-    steps_per_epoch = min(steps_per_epoch, c.max_steps_per_epoch)
+  steps_per_epoch = data.num_train_batches(len(ds.train_images), c.batch_size, c.max_steps_per_epoch)
   tx_factory = lambda params: optim.make_optimizer(c.optimizer, params, max(steps_per_epoch, 1), c.num_epochs)
   mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), c.checkpoint.max_to_keep, "test_accuracy",
                             async_save=c.checkpoint.async_save)
@@ -250,7 +249,7 @@ def finish(c, plan, par, r: Run, ds, workdir, cost_cache) -> dict:
              "rank_before": total_rank(r.original_ranks), "rank_after": total_rank(r.ranks), "epochs": r.epoch}
   if plan.svd is not None:
     dense_model = build_model(c.model, _num_classes(c), None)
-    template = jax.eval_shape(dense_model.init, jax.random.key(0), jnp.zeros((1, *ds.input_shape)))["params"]
+    template = checkpoint.abstract_variables(dense_model, ds.input_shape)["params"]
     merged = {"params": export.merge(state.params, template), **state.model_state}
     factored = {"params": export.factored(state.params), **state.model_state}
     with ocp.StandardCheckpointer() as ckptr:

@@ -19,7 +19,8 @@ import numpy as np
 
 from jaxsvd.validate import check_choice
 
-DATASETS = ("cifar10", "cifar100", "fashion_mnist")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}
+DATASETS = tuple(NUM_CLASSES)
 SOURCES = ("auto", "local", "tfds")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
@@ -113,7 +114,7 @@ def _concat(parts):
 
 def load_cifar_local(name: str, data_dir: str) -> Dataset:
   binary_dir, binary_tar, python_dir, python_tar, label_bytes, offset = CIFAR[name]
-  num_classes = 10 if name == "cifar10" else 100
+  num_classes = NUM_CLASSES[name]
   members = _read_members(data_dir, binary_dir, binary_tar)
   if members is not None:
     train_names = [f"data_batch_{i}.bin" for i in range(1, 6)] if name == "cifar10" else ["train.bin"]
@@ -142,8 +143,7 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
     images = np.stack([np.asarray(x["image"], np.uint8) for x in items])
     return images.reshape(*images.shape[:3], -1), np.asarray([x["label"] for x in items], np.int32)
 
-  num_classes = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}[name]
-  return Dataset(name, *split("train"), *split("test"), num_classes)
+  return Dataset(name, *split("train"), *split("test"), NUM_CLASSES[name])
 
 
 def load_dataset(name: str, data_dir: str | None = None, source: str = "auto") -> Dataset:
@@ -175,13 +175,18 @@ def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4)
   return padded[np.arange(b)[:, None, None], rows, cols]
 
 
+def num_train_batches(num_examples: int, batch_size: int, max_batches: int | None = None) -> int:
+  """Full batches per epoch (the remainder is dropped), capped at ``max_batches``."""
+  full = num_examples // batch_size
+  return full if max_batches is None else min(max_batches, full)
+
+
 def train_batches(images, labels, batch_size: int, seed: int, epoch: int, mean, std, augment: bool,
                   max_batches: int | None = None) -> Iterator[dict]:
   """Shuffled full batches (the remainder is dropped), deterministic in (seed, epoch)."""
   rng = np.random.default_rng([seed, epoch])
   order = rng.permutation(len(images))
-  n = len(images) // batch_size if max_batches is None else min(max_batches, len(images) // batch_size)
-  for i in range(n):
+  for i in range(num_train_batches(len(images), batch_size, max_batches)):
     idx = np.sort(order[i * batch_size:(i + 1) * batch_size])
     x = images[idx]
     if augment:

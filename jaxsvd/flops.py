@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxsvd.layers import ConvSVD, DenseSVD, conv_macs, conv_pads, dense_macs
+from jaxsvd.layers import ConvSVD, DenseSVD, conv_macs, conv_pads, dense_macs, matrix_shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +68,7 @@ def _layer_cost(module, x) -> LayerCost | None:
   if isinstance(module, nn.Conv):
     return LayerCost(kind, conv_macs(1, x.shape[1:3], kernel_shape, strides, pads, 1, "channel")["dense"],
                      dense_params + bias)
-  rows = module.features if module.decomposition == "channel" else kw * module.features
-  cols = dense_params // rows
+  rows, cols = matrix_shape(kernel_shape, module.decomposition)
   r = module.rank or min(rows, cols)
   macs = conv_macs(1, x.shape[1:3], kernel_shape, strides, pads, r, module.decomposition)
   return LayerCost(kind, min(macs["factored"], macs["dense"]), min(r * (rows + cols), dense_params) + bias)

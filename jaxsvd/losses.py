@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxsvd import regularizers
-from jaxsvd.validate import check_nonnegative
+from jaxsvd.validate import check_nonnegative, dataclass_from_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +31,7 @@ class RegularizerConfig:
 
   @classmethod
   def from_config(cls, cfg: Any) -> "RegularizerConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in dict(cfg).items() if k in names})
+    return dataclass_from_config(cls, cfg)
 
 
 def cross_entropy(logits, labels, mask=None):

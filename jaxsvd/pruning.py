@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsvd.ranks import iter_svd_layers, replace_nodes
-from jaxsvd.validate import check_choice, check_in_range, check_min_int, check_nonnegative
+from jaxsvd.validate import check_choice, check_in_range, check_min_int, check_nonnegative, dataclass_from_config
 
 STRATEGIES = ("count", "threshold", "ratio", "energy")
 THRESHOLD_MODES = ("absolute", "relative")
@@ -60,8 +60,7 @@ class PruneConfig:
 
   @classmethod
   def from_config(cls, cfg: Any) -> "PruneConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in dict(cfg).items() if k in names})
+    return dataclass_from_config(cls, cfg)
 
 
 # ---- strategies: sorted |s| (descending, float64 numpy) -> number of directions to keep ----

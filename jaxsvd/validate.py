@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,3 +29,9 @@ def check_in_range(field: str, value: float, low: float, high: float, *, low_clo
 def check_min_int(field: str, value: Any, minimum: int) -> None:
   if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
     raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}")
+
+
+def dataclass_from_config(cls: type, cfg: Any) -> Any:
+  """``cls`` built from the fields of a mapping/ConfigDict that it declares (others are ignored)."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  return cls(**{k: v for k, v in dict(cfg).items() if k in names})
