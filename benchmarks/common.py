@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsvd import optim, pruning
+from jaxsvd import optim, pruning, xla_options
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.ranks import ranks as read_ranks
@@ -75,12 +75,17 @@ def make_state(model_name: str, svd: SVDSpec | None, image: int = 32, rank_fract
   return TrainState.create(model.apply, variables, tx), model
 
 
-def step_fn(reg: RegularizerConfig = RegularizerConfig(orthogonality=1.0, sparsity=1e-3)):
-  return jax.jit(train_step, static_argnums=(2,), donate_argnums=(0,))
+def jit(fn, tuned: bool = True, **kwargs):
+  """jit with the library's tuned XLA options (as training uses), or with XLA's defaults."""
+  return xla_options.jit(fn, **kwargs) if tuned else jax.jit(fn, **kwargs)
 
 
-def time_train_steps(state, data, reg, repeats) -> float:
-  step = step_fn()
+def step_fn(tuned: bool = True):
+  return jit(train_step, tuned, static_argnums=(2,), donate_argnums=(0,))
+
+
+def time_train_steps(state, data, reg, repeats, tuned: bool = True) -> float:
+  step = step_fn(tuned)
   holder = {"state": state}
 
   def once():
@@ -90,8 +95,8 @@ def time_train_steps(state, data, reg, repeats) -> float:
   return median_time(once, repeats)
 
 
-def time_eval(state, data, repeats) -> float:
-  fn = jax.jit(eval_step)
+def time_eval(state, data, repeats, tuned: bool = True) -> float:
+  fn = jit(eval_step, tuned)
   return median_time(lambda: fn(state, data), repeats)
 
 

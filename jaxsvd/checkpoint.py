@@ -23,6 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import jaxsvd
+from jaxsvd import xla_options
 from jaxsvd.models import SVDSpec, build_model
 
 FORMAT_VERSION = 1
@@ -174,5 +175,5 @@ def restore_train(directory: str, step: int, abstract_opt_state: Any) -> dict:
 def load_for_inference(path: str, step: int | None = None) -> tuple[Callable, dict]:
   """(jitted apply(images) -> logits, metadata) from a checkpoint."""
   restored = restore(path, step)
-  apply = jax.jit(lambda x: restored.model.apply(restored.variables, x, train=False))
+  apply = xla_options.jit(lambda x: restored.model.apply(restored.variables, x, train=False))
   return apply, restored.meta

@@ -8,7 +8,8 @@ A Dense kernel (c, n) is the channel view with kh = kw = 1.
 Execution modes (same outputs to float tolerance):
   reconstruct: build the kernel from (U, s, V) and run one conv/matmul;
   factored:    run the two factors (s folded into the V factor);
-  auto:        pick whichever costs fewer MACs at the traced input shape.
+  auto:        pick whichever costs fewer MACs at the traced input shape (output channels counted in
+               multiples of CHANNEL_QUANTUM, as vector units process them).
 s is folded into the V factor (not √s into both) so that s may change sign and the
 gradient stays finite at s = 0; `export.factored` gives the symmetric √|s| form.
 """
@@ -86,30 +87,44 @@ def conv_out_size(size: int, k: int, stride: int, pad: tuple[int, int]) -> int:
   return (size + pad[0] + pad[1] - k) // stride + 1
 
 
-def conv_macs(batch, spatial, kernel_shape, strides, pads, rank, decomposition) -> dict[str, int]:
-  """MACs of each execution mode of a conv SVD layer at a given input shape."""
+# `auto` counts output channels in multiples of this: a conv or GEMM to r < 16 channels fills a 16-lane
+# f32 vector (AVX-512; GPU MMA tiles are as wide) no better than one to 16. Measured on ResNet layer
+# shapes (benchmarks/README.md): raw MACs picked the slower execution by 2.2x summed excess in eval;
+# quantized MACs by 0.4x.
+CHANNEL_QUANTUM = 16
+
+
+def _up(channels: int, quantum: int) -> int:
+  return -(-channels // quantum) * quantum
+
+
+def conv_macs(batch, spatial, kernel_shape, strides, pads, rank, decomposition, quantum: int = 1) -> dict[str, int]:
+  """MACs of each execution mode of a conv SVD layer at a given input shape (output channel counts
+  rounded up to ``quantum``: 1 gives true MACs, ``CHANNEL_QUANTUM`` the cost ``auto`` compares)."""
   kh, kw, c, n = kernel_shape
   ho = conv_out_size(spatial[0], kh, strides[0], pads[0])
   wo = conv_out_size(spatial[1], kw, strides[1], pads[1])
+  r, nq = _up(rank, quantum), _up(n, quantum)
   rebuild = kh * kw * c * n * rank
-  dense = batch * ho * wo * kh * kw * c * n
+  dense = batch * ho * wo * kh * kw * c * nq
   if decomposition == "channel":
-    factored = batch * ho * wo * rank * (kh * kw * c + n)
+    factored = batch * ho * wo * (kh * kw * c * r + rank * nq)
   else:
-    factored = batch * (ho * spatial[1] * kh * c * rank + ho * wo * kw * rank * n)
+    factored = batch * (ho * spatial[1] * kh * c * r + ho * wo * kw * rank * nq)
   return {"reconstruct": rebuild + dense, "factored": factored, "dense": dense}
 
 
-def dense_macs(batch, in_features, features, rank) -> dict[str, int]:
-  dense = batch * in_features * features
+def dense_macs(batch, in_features, features, rank, quantum: int = 1) -> dict[str, int]:
+  dense = batch * in_features * _up(features, quantum)
   return {"reconstruct": in_features * features * rank + dense,
-          "factored": batch * rank * (in_features + features), "dense": dense}
+          "factored": batch * (in_features * _up(rank, quantum) + rank * _up(features, quantum)), "dense": dense}
 
 
-def choose_mode(mode: str, macs: dict[str, int]) -> str:
+def choose_mode(mode: str, costs: dict[str, int]) -> str:
+  """``mode``, or for 'auto' the execution with the smaller (channel-quantized) MAC count."""
   if mode != "auto":
     return mode
-  return "factored" if macs["factored"] < macs["reconstruct"] else "reconstruct"
+  return "factored" if costs["factored"] < costs["reconstruct"] else "reconstruct"
 
 
 class _SVDBase(nn.Module):
@@ -163,7 +178,7 @@ class DenseSVD(_SVDBase):
     U, s, V = self._factors(kernel_shape)
     x, U, s, V = self._cast(x, U, s, V)
     batch = max(1, x.size // x.shape[-1])
-    mode = choose_mode(self.mode, dense_macs(batch, x.shape[-1], self.features, s.shape[0]))
+    mode = choose_mode(self.mode, dense_macs(batch, x.shape[-1], self.features, s.shape[0], CHANNEL_QUANTUM))
     if mode == "reconstruct":
       y = x @ factors_to_kernel(U, s, V, kernel_shape)
     else:
@@ -194,8 +209,9 @@ class ConvSVD(_SVDBase):
     U, s, V = self._factors(kernel_shape)
     x, U, s, V = self._cast(x, U, s, V)
     pads = conv_pads(x.shape[1:3], (kh, kw), strides, self.padding)
-    macs = conv_macs(x.shape[0], x.shape[1:3], kernel_shape, strides, pads, s.shape[0], self.decomposition)
-    if choose_mode(self.mode, macs) == "reconstruct":
+    costs = conv_macs(x.shape[0], x.shape[1:3], kernel_shape, strides, pads, s.shape[0], self.decomposition,
+                      CHANNEL_QUANTUM)
+    if choose_mode(self.mode, costs) == "reconstruct":
       y = conv(x, factors_to_kernel(U, s, V, kernel_shape, self.decomposition), strides, pads)
     else:
       y = factored_conv(x, U, s, V, kernel_shape, strides, pads, self.decomposition)

@@ -82,6 +82,18 @@ def test_auto_picks_cheaper_mode():
   assert layers.choose_mode("auto", small) == "factored"
 
 
+def test_auto_counts_channels_in_vector_quanta():
+  # rank 8 of a 3x3 16->16 conv halves the true MACs, but a conv to 8 channels runs like one to 16.
+  args = (8, (32, 32), (3, 3, 16, 16), (1, 1), [(1, 1)] * 2, 8, "channel")
+  true, quantized = layers.conv_macs(*args), layers.conv_macs(*args, quantum=layers.CHANNEL_QUANTUM)
+  assert true["factored"] == 8 * 32 * 32 * 8 * (144 + 16)
+  assert quantized["factored"] == 8 * 32 * 32 * (144 * 16 + 8 * 16)
+  assert layers.choose_mode("auto", true) == "factored"
+  assert layers.choose_mode("auto", quantized) == "reconstruct"
+  assert layers.dense_macs(4, 100, 10, 3, quantum=16) == {
+      "reconstruct": 100 * 10 * 3 + 4 * 100 * 16, "factored": 4 * (100 * 16 + 3 * 16), "dense": 4 * 100 * 16}
+
+
 def test_full_rank_default_and_shapes():
   x = jnp.ones((1, 8, 8, 6))
   p = ConvSVD(10, decomposition="spatial").init(jax.random.key(0), x)["params"]
