@@ -80,24 +80,43 @@ def jit(fn, tuned: bool = True, **kwargs):
   return xla_options.jit(fn, **kwargs) if tuned else jax.jit(fn, **kwargs)
 
 
-def step_fn(tuned: bool = True):
-  return jit(train_step, tuned, static_argnums=(2,), donate_argnums=(0,))
-
-
-def time_train_steps(state, data, reg, repeats, tuned: bool = True) -> float:
-  step = step_fn(tuned)
-  holder = {"state": state}
+def train_runner(state, data, reg, tuned: bool = True) -> Callable[[], object]:
+  """A no-argument callable running one train step (on a copy of ``state``, which the step donates)."""
+  step = jit(train_step, tuned, static_argnums=(2,), donate_argnums=(0,))
+  holder = {"state": jax.tree.map(lambda x: x.copy(), state)}
 
   def once():
     holder["state"], metrics = step(holder["state"], data, reg)
     return metrics
 
-  return median_time(once, repeats)
+  return once
+
+
+def eval_runner(state, data, tuned: bool = True) -> Callable[[], object]:
+  fn = jit(eval_step, tuned)
+  return lambda: fn(state, data)
+
+
+def alternate(fns: dict, repeats: int) -> dict:
+  """Median seconds per fn, timing the fns in turn (after 2 warm-up calls each) so that drift hits all alike."""
+  for fn in fns.values():
+    for _ in range(2):
+      block(fn())
+  times = {k: [] for k in fns}
+  for _ in range(repeats):
+    for k, fn in fns.items():
+      start = time.perf_counter()
+      block(fn())
+      times[k].append(time.perf_counter() - start)
+  return {k: statistics.median(v) for k, v in times.items()}
+
+
+def time_train_steps(state, data, reg, repeats, tuned: bool = True) -> float:
+  return median_time(train_runner(state, data, reg, tuned), repeats)
 
 
 def time_eval(state, data, repeats, tuned: bool = True) -> float:
-  fn = jit(eval_step, tuned)
-  return median_time(lambda: fn(state, data), repeats)
+  return median_time(eval_runner(state, data, tuned), repeats)
 
 
 def total_rank(state) -> int:

@@ -19,14 +19,13 @@ def main():
   model = common.model_name(args)
   batch_size, repeats = common.sizes(args)
   data = common.batch(batch_size)
-  rows, times = [], {}
+  rows = []
   settings = [("off", RegularizerConfig()), ("orthogonality", RegularizerConfig(orthogonality=1.0)),
               ("orth + hoyer", RegularizerConfig(orthogonality=1.0, sparsity=1e-3)),
               ("orth + hoyer_square", RegularizerConfig(orthogonality=1.0, sparsity=1e-3, sparsity_type="hoyer_square"))]
-  # Interleave repeats of the settings to share the machine's noise evenly.
-  for label, reg in settings:
-    state, _ = common.make_state(model, SVDSpec())
-    times[label] = common.time_train_steps(state, data, reg, repeats)
+  state, _ = common.make_state(model, SVDSpec())
+  # The settings are timed in turn, repeat by repeat, so that the machine's drift hits all alike.
+  times = common.alternate({label: common.train_runner(state, data, reg) for label, reg in settings}, repeats)
   for label, _ in settings:
     t = times[label]
     rows.append({"regularizer": label, "step ms": f"{t * 1e3:.1f}",

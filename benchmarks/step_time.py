@@ -1,4 +1,4 @@
-"""Train-step time of dense vs SVD (full rank in each mode, and pruned to 50% / 10% rank), side by side.
+"""Train-step time of dense vs SVD (full rank in each mode, and pruned to 50% / 10% rank), timed alternately.
 
   python -m benchmarks.step_time [--quick] [--models resnet20,resnet18]
 Prints a table and a final line with the key ratio: full-rank SVD (auto) step / dense step.
@@ -26,13 +26,15 @@ def main():
   variants = [("dense", None, None)] + [(f"svd {m}", SVDSpec(mode=m), None) for m in ("reconstruct", "factored", "auto")]
   variants += [("svd auto 50% rank", SVDSpec(), 0.5), ("svd auto 10% rank", SVDSpec(), 0.1)]
   for name in models:
-    dense_time = None
+    runners, macs = {}, {}
     for label, svd, fraction in variants:
       state, model = common.make_state(name, svd, rank_fraction=fraction)
-      macs = flops.count(model, (32, 32, 3)).macs
-      t = common.time_train_steps(state, data, reg if svd is not None else RegularizerConfig(), repeats)
-      dense_time = dense_time or t
-      rows.append({"model": name, "variant": label, "MACs/img": f"{macs / 1e6:.1f}M", "step ms": f"{t * 1e3:.1f}",
+      macs[label] = flops.count(model, (32, 32, 3)).macs
+      runners[label] = common.train_runner(state, data, reg if svd is not None else RegularizerConfig())
+    times = common.alternate(runners, repeats)
+    dense_time = times["dense"]
+    for label, t in times.items():
+      rows.append({"model": name, "variant": label, "MACs/img": f"{macs[label] / 1e6:.1f}M", "step ms": f"{t * 1e3:.1f}",
                    "vs dense": f"{t / dense_time:.2f}x", "img/s": f"{batch_size / t:.0f}"})
       if label == "svd auto":
         key_ratio[name] = t / dense_time

@@ -134,9 +134,9 @@ def compare(model_name: str, batch_size: int, repeats: int) -> dict:
     opt.step()
     return loss.detach()
 
-  t_torch = common.median_time(torch_step, repeats)
   auto_state, _ = common.make_state(model_name, SVDSpec(mode="auto"))
-  t_jax = common.time_train_steps(auto_state, data, reg, repeats)
+  times = common.alternate({"torch": torch_step, "jax": common.train_runner(auto_state, data, reg)}, repeats)
+  t_torch, t_jax = times["torch"], times["jax"]
   return {"model": model_name, "loss jax": f"{float(jax_loss):.5f}", "loss torch": f"{torch_loss:.5f}",
           "jax ms": f"{t_jax * 1e3:.0f}", "torch ms": f"{t_torch * 1e3:.0f}", "jax/torch": t_jax / t_torch}
 

@@ -7,48 +7,14 @@ The final line gives tuned / default train-step time of the full-rank SVD (auto)
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import jax
 
 from benchmarks import common
 from jaxsvd import xla_options
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec
-from jaxsvd.train_state import eval_step, train_step
 
 VARIANTS = (("dense", None, None), ("svd auto", SVDSpec(), None), ("svd auto 50% rank", SVDSpec(), 0.5))
-
-
-def train_runner(state, data, reg, tuned: bool):
-  step = common.jit(train_step, tuned, static_argnums=(2,), donate_argnums=(0,))
-  holder = {"state": jax.tree.map(lambda x: x.copy(), state)}
-
-  def once():
-    holder["state"], metrics = step(holder["state"], data, reg)
-    return metrics
-
-  return once
-
-
-def eval_runner(state, data, tuned: bool):
-  fn = common.jit(eval_step, tuned)
-  return lambda: fn(state, data)
-
-
-def alternate(fns: dict, repeats: int) -> dict:
-  """Median seconds per fn, timing the fns in turn (after 2 warm-up calls each) so that drift hits all alike."""
-  for fn in fns.values():
-    for _ in range(2):
-      common.block(fn())
-  times = {k: [] for k in fns}
-  for _ in range(repeats):
-    for k, fn in fns.items():
-      start = time.perf_counter()
-      common.block(fn())
-      times[k].append(time.perf_counter() - start)
-  return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main():
@@ -63,9 +29,9 @@ def main():
     for label, svd, fraction in VARIANTS:
       state, _ = common.make_state(name, svd, rank_fraction=fraction)
       reg = RegularizerConfig(orthogonality=1.0, sparsity=1e-3) if svd is not None else RegularizerConfig()
-      fns = {(kind, tuned): (train_runner(state, data, reg, tuned) if kind == "train" else eval_runner(state, data, tuned))
+      fns = {(kind, tuned): (common.train_runner(state, data, reg, tuned) if kind == "train" else common.eval_runner(state, data, tuned))
              for kind in ("train", "eval") for tuned in (False, True)}
-      t = alternate(fns, repeats)
+      t = common.alternate(fns, repeats)
       for kind in ("train", "eval"):
         ratio = t[kind, True] / t[kind, False]
         rows.append({"model": name, "variant": label, "step": kind, "default ms": f"{t[kind, False] * 1e3:.1f}",

@@ -1,11 +1,11 @@
 """Data-parallel execution of the train/eval steps: 'none' | 'pmap' | 'sharding'.
 
-  none:     jax.jit on the default device.
+  none:     jax.jit (with `xla_options.tuned_options()`) on the default device.
   pmap:     state replicated (leading device axis, placed with jax.device_put + NamedSharding),
             batch split per device; gradients and metrics lax.pmean-ed over axis 'batch'. Models
             must be built with ``bn_axis_name='batch'`` so BatchNorm uses global-batch statistics
             (synchronized BN) — then N-device training equals 1-device training at the same global batch.
-  sharding: jax.jit with the state replicated and the batch sharded along a 1-D mesh axis
+  sharding: jax.jit (tuned options too) with the state replicated and the batch sharded along a 1-D mesh axis
             (NamedSharding); XLA inserts the collectives.
 Training batches must divide evenly by the device count (train batches are full: the data pipeline
 drops the remainder); eval batches are padded with a mask instead.
