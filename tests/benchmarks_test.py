@@ -8,7 +8,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["step_time", "regularizer_overhead", "pruned_inference", "pruning_event", "parallel_scaling", "checkpoint_io", "data_pipeline", "vs_pytorch"]
+SCRIPTS = ["step_time", "regularizer_overhead", "pruned_inference", "pruning_event", "parallel_scaling", "checkpoint_io",
+           "data_pipeline", "vs_pytorch", "xla_options"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
