@@ -29,6 +29,14 @@ def parser(doc: str, model: str | None = None) -> argparse.ArgumentParser:
   return p
 
 
+def parse_models(doc: str) -> tuple[list[str], int, int]:
+  """(--models list, batch size, repeats) for scripts that compare several models; resnet8 under --quick."""
+  p = parser(doc)
+  p.add_argument("--models", default="resnet20,resnet18", help="resnet8/20/32/56/110 (option A) and resnet18 (option B)")
+  args = p.parse_args()
+  return (["resnet8"] if args.quick else args.models.split(",")), *sizes(args)
+
+
 def sizes(args) -> tuple[int, int]:
   """(batch size, repeats): tiny for --quick."""
   return (8, 1) if args.quick else (args.batch, args.repeats)

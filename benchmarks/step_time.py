@@ -15,11 +15,7 @@ from jaxsvd.models import SVDSpec
 
 
 def main():
-  p = common.parser(__doc__)
-  p.add_argument("--models", default="resnet20,resnet18")
-  args = p.parse_args()
-  models = ["resnet8"] if args.quick else args.models.split(",")
-  batch_size, repeats = common.sizes(args)
+  models, batch_size, repeats = common.parse_models(__doc__)
   data = common.batch(batch_size)
   reg = RegularizerConfig(orthogonality=1.0, sparsity=1e-3)
   rows, key_ratio = [], {}

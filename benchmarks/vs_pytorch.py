@@ -142,14 +142,10 @@ def compare(model_name: str, batch_size: int, repeats: int) -> dict:
 
 
 def main():
-  p = common.parser(__doc__)
-  p.add_argument("--models", default="resnet20,resnet18", help="resnet8/20/32/56/110 (option A) and resnet18 (option B)")
-  args = p.parse_args()
+  models, batch_size, repeats = common.parse_models(__doc__)
   import torch
 
   torch.set_num_threads(os.cpu_count())  # XLA's CPU backend also uses every core
-  models = ["resnet8"] if args.quick else args.models.split(",")
-  batch_size, repeats = common.sizes(args)
   rows = [compare(m, batch_size, repeats) for m in models]
   print(f"torch {torch.__version__} threads={torch.get_num_threads()}, jax {jax.__version__} "
         f"backend={jax.default_backend()}, batch={batch_size}, repeats={repeats} (median)")

@@ -18,11 +18,7 @@ VARIANTS = (("dense", None, None), ("svd auto", SVDSpec(), None), ("svd auto 50%
 
 
 def main():
-  p = common.parser(__doc__)
-  p.add_argument("--models", default="resnet20,resnet18")
-  args = p.parse_args()
-  models = ["resnet8"] if args.quick else args.models.split(",")
-  batch_size, repeats = common.sizes(args)
+  models, batch_size, repeats = common.parse_models(__doc__)
   data = common.batch(batch_size)
   rows, key = [], {}
   for name in models:
