@@ -6,7 +6,7 @@ Eigen convolutions except at ≤ 16 channels, while its elementwise and reduce f
 XLA's own loops (BatchNorm statistics otherwise become ~140 small ``reduce-window`` loops per step
 and the backward re-computes BN + residual chains inside the transposes that feed the weight-gradient
 convolutions). Keeping convolutions in Eigen and everything else in YNNPACK gives, in one run
-(``python -m benchmarks.xla_options``): ResNet-20 train step 0.68–0.70×, ResNet-18 0.65–0.70× of the
+(``python -m benchmarks.xla_options``): ResNet-20 train step 0.69–0.73×, ResNet-18 0.65–0.70× of the
 default-options time, with the same results to float tolerance (``tests/xla_options_test.py``).
 
 The options are per compile (``jax.jit(..., compiler_options=...)``), never global:
