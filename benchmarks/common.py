@@ -88,21 +88,26 @@ def jit(fn, tuned: bool = True, **kwargs):
   return xla_options.jit(fn, **kwargs) if tuned else jax.jit(fn, **kwargs)
 
 
-def train_runner(state, data, reg, tuned: bool = True) -> Callable[[], object]:
-  """A no-argument callable running one train step (on a copy of ``state``, which the step donates)."""
+def train_runner(state, data, reg, tuned: bool = True, steps: int = 1) -> Callable[[], object]:
+  """A no-argument callable running ``steps`` train steps (on a copy of ``state``, which the step donates)."""
   step = jit(train_step, tuned, static_argnums=(2,), donate_argnums=(0,))
   holder = {"state": jax.tree.map(lambda x: x.copy(), state)}
 
   def once():
-    holder["state"], metrics = step(holder["state"], data, reg)
+    for _ in range(steps):
+      holder["state"], metrics = step(holder["state"], data, reg)
     return metrics
 
   return once
 
 
-def eval_runner(state, data, tuned: bool = True) -> Callable[[], object]:
-  fn = jit(eval_step, tuned)
-  return lambda: fn(state, data)
+def eval_runner(state, data, tuned: bool | str = True) -> Callable[[], object]:
+  """One eval step on ``data``: tuned=True/False as in ``jit``, or "auto" for ``xla_options.autotuned_jit``
+  (what training's eval and ``load_for_inference`` use; the runner's ``.choices`` tells what it picked)."""
+  fn = xla_options.autotuned_jit(eval_step) if tuned == "auto" else jit(eval_step, tuned)
+  run = lambda: fn(state, data)  # noqa: E731
+  run.choices = getattr(fn, "choices", None)
+  return run
 
 
 def alternate(fns: dict, repeats: int) -> dict:

@@ -1,8 +1,11 @@
 """Inference throughput of dense vs pruned SVD models (auto mode, and the merged dense export).
 
-  python -m benchmarks.pruned_inference [--quick] [--model resnet20]
+  python -m benchmarks.pruned_inference [--quick] [--model resnet20] [--fractions 1.0,0.5,...]
 For each rank fraction: FLOPs reduction (dense MACs / pruned MACs), wall-clock speedup, and their
-ratio (target ≥ 0.7). Where low rank cannot beat dense, `auto` runs the layer as one conv.
+ratio (target ≥ 0.7). Where low rank cannot beat dense, `auto` runs the layer as one conv. Every
+variant is evaluated as the library does (``xla_options.autotuned_jit``: tuned or default XLA
+options, whichever is faster for that executable; the 'options' column says which), and the
+variants of one fraction are timed alternately with the dense model.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ from jaxsvd import export, flops
 from jaxsvd.models import SVDSpec
 
 
+def _options(runner) -> str:
+  chosen = list(runner.choices.values())
+  return "-" if not chosen else ("tuned" if chosen[0] else "default")
+
+
 def main():
   p = common.parser(__doc__, model="resnet20")
   p.add_argument("--fractions", default="1.0,0.5,0.25,0.1,0.05")
@@ -23,27 +31,30 @@ def main():
   data = common.batch(batch_size)
   dense_state, dense_model = common.make_state(model_name, None)
   dense_macs = flops.count(dense_model, (32, 32, 3)).macs
-  t_dense = common.time_eval(dense_state, data, repeats)
-  rows = [{"variant": "dense", "rank": "-", "MACs/img": f"{dense_macs / 1e6:.2f}M", "FLOPs red.": "1.00x",
-           "ms/batch": f"{t_dense * 1e3:.1f}", "speedup": "1.00x", "speedup/FLOPs": "-"}]
-  worst = None
+  dense = common.eval_runner(dense_state, data, "auto")
   template = jax.eval_shape(dense_model.init, jax.random.key(0), data["image"][:1])["params"]
+  rows, worst = [], None
   for fraction in [float(f) for f in args.fractions.split(",")]:
     state, model = common.make_state(model_name, SVDSpec(dense_last=True), rank_fraction=fraction)
     macs = flops.count(model, (32, 32, 3)).macs
     reduction = dense_macs / macs
-    t_svd = common.time_eval(state, data, repeats)
     merged = state.replace(params=export.merge(state.params, template), apply_fn=dense_model.apply)
-    t_merged = common.time_eval(merged, data, repeats)
-    for label, t in (("svd auto", t_svd), ("merged dense", t_merged)):
-      speedup = t_dense / t
+    runners = {"dense": dense, "svd auto": common.eval_runner(state, data, "auto"),
+               "merged dense": common.eval_runner(merged, data, "auto")}
+    t = common.alternate(runners, repeats)
+    if not rows:
+      rows.append({"variant": "dense", "rank": "-", "MACs/img": f"{dense_macs / 1e6:.2f}M", "FLOPs red.": "1.00x",
+                   "ms/batch": f"{t['dense'] * 1e3:.1f}", "speedup": "1.00x", "speedup/FLOPs": "-",
+                   "options": _options(dense)})
+    for label in ("svd auto", "merged dense"):
+      speedup = t["dense"] / t[label]
       rows.append({"variant": label, "rank": f"{fraction:.0%}", "MACs/img": f"{macs / 1e6:.2f}M",
-                   "FLOPs red.": f"{reduction:.2f}x", "ms/batch": f"{t * 1e3:.1f}", "speedup": f"{speedup:.2f}x",
-                   "speedup/FLOPs": f"{speedup / reduction:.2f}"})
-    best = t_dense / min(t_svd, t_merged) / reduction
+                   "FLOPs red.": f"{reduction:.2f}x", "ms/batch": f"{t[label] * 1e3:.1f}", "speedup": f"{speedup:.2f}x",
+                   "speedup/FLOPs": f"{speedup / reduction:.2f}", "options": _options(runners[label])})
+    best = t["dense"] / min(t["svd auto"], t["merged dense"]) / reduction
     worst = best if worst is None else min(worst, best)
-  print(f"backend={jax.default_backend()} model={model_name} batch={batch_size} repeats={repeats} (median)")
-  print(common.table(rows, ["variant", "rank", "MACs/img", "FLOPs red.", "ms/batch", "speedup", "speedup/FLOPs"]))
+  print(f"backend={jax.default_backend()} model={model_name} batch={batch_size} repeats={repeats} (median, alternated)")
+  print(common.table(rows, list(rows[0])))
   print(f"KEY worst speedup / FLOPs-reduction over rank fractions (best execution per fraction) = {worst:.2f}")
 
 

@@ -175,5 +175,5 @@ def restore_train(directory: str, step: int, abstract_opt_state: Any) -> dict:
 def load_for_inference(path: str, step: int | None = None) -> tuple[Callable, dict]:
   """(jitted apply(images) -> logits, metadata) from a checkpoint."""
   restored = restore(path, step)
-  apply = xla_options.jit(lambda x: restored.model.apply(restored.variables, x, train=False))
+  apply = xla_options.autotuned_jit(lambda x: restored.model.apply(restored.variables, x, train=False))
   return apply, restored.meta

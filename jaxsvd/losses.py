@@ -2,6 +2,11 @@
 
 ``make_loss_fn`` returns a pure, jittable ``loss_fn(params, model_state, batch, rng)``.
 Terms whose λ is 0 are not traced at all.
+
+Lazy regularization (``every = N > 1``, Karras et al. 2020, "Analyzing and Improving the Image
+Quality of StyleGAN", §3.1): the orthogonality and sparsity terms are evaluated only on steps with
+step % N == 0, with weight N·λ, so their mean gradient over N steps equals the every-step one while
+their cost (Σ 2·k·r² MACs per step at full rank, ~5 % of a ResNet-18 step at batch 128) drops N-fold.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxsvd import regularizers
-from jaxsvd.validate import check_nonnegative, dataclass_from_config
+from jaxsvd.validate import check_min_int, check_nonnegative, dataclass_from_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,11 +28,20 @@ class RegularizerConfig:
   sparsity: float = 0.0  # λs
   sparsity_type: str = "hoyer"
   l2: float = 0.0  # ½·λ·‖θ‖² over all params, for optimizers without weight decay
+  every: int = 1  # N: orthogonality + sparsity only every N steps, weighted N·λ (lazy regularization)
 
   def __post_init__(self):
     for field in ("orthogonality", "sparsity", "l2"):
       check_nonnegative(f"regularizer.{field}", getattr(self, field))
     regularizers.sparsity_fn(self.sparsity_type)
+    check_min_int("regularizer.every", self.every, 1)
+
+  def split_lazy(self) -> tuple["RegularizerConfig", "RegularizerConfig | None"]:
+    """(terms for every step, lazy terms or None): with every > 1 orthogonality and sparsity go lazy."""
+    if self.every == 1 or not (self.orthogonality or self.sparsity):
+      return self, None
+    return (dataclasses.replace(self, orthogonality=0.0, sparsity=0.0, every=1),
+            dataclasses.replace(self, l2=0.0))
 
   @classmethod
   def from_config(cls, cfg: Any) -> "RegularizerConfig":
@@ -78,3 +92,21 @@ def make_loss_fn(apply_fn: Callable, reg: RegularizerConfig, *, train: bool = Tr
     return loss, (metrics, dict(new_state))
 
   return loss_fn
+
+
+def lazy_regularization_grads(params, step: jax.Array, reg: RegularizerConfig) -> tuple[Any, dict[str, jax.Array]]:
+  """(grads, metrics) of N·regularization(params) on steps with step % N == 0, zeros on the others.
+
+  N = ``reg.every``. The metrics carry the same factor N, so their mean over an epoch estimates the
+  every-step values. One ``lax.cond``: the off branch computes nothing but zeros.
+  """
+
+  def on(p):
+    (total, metrics), grads = jax.value_and_grad(lambda q: regularization(q, reg), has_aux=True)(p)
+    scaled = jax.tree.map(lambda x: reg.every * x, (grads, {**metrics, "reg": total}))
+    return scaled
+
+  def off(p):
+    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(on, p))
+
+  return jax.lax.cond(step % reg.every == 0, on, off, params)

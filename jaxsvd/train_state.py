@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxsvd.losses import RegularizerConfig, make_loss_fn
+from jaxsvd.losses import RegularizerConfig, lazy_regularization_grads, make_loss_fn
 from jaxsvd.pruning import PruneReport, surgery
 
 
@@ -49,9 +49,14 @@ def _average(tree, axis_name):
 
 def train_step(state: TrainState, batch: dict, reg: RegularizerConfig, axis_name: str | None = None):
   """One SGD step. ``reg`` is static (λ = 0 terms are not traced). Returns (state, metrics)."""
-  loss_fn = make_loss_fn(state.apply_fn, reg, train=True)
+  step_reg, lazy_reg = reg.split_lazy()
+  loss_fn = make_loss_fn(state.apply_fn, step_reg, train=True)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (_, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch)
+  if lazy_reg is not None:
+    lazy_grads, lazy_metrics = lazy_regularization_grads(state.params, state.step, lazy_reg)
+    grads = jax.tree.map(jnp.add, grads, lazy_grads)
+    metrics = {**metrics, **lazy_metrics, "loss": metrics["loss"] + lazy_metrics.pop("reg")}
   grads, metrics, model_state = _average((grads, metrics, model_state), axis_name)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)

@@ -70,3 +70,61 @@ def test_negative_lambda_raises(field):
 def test_unknown_sparsity_type_raises():
   with pytest.raises(ValueError, match="hoyer"):
     RegularizerConfig(sparsity_type="l0")
+
+
+@pytest.mark.parametrize("every", [0, 2.0, True])
+def test_every_must_be_a_positive_int(every):
+  with pytest.raises(ValueError, match="regularizer.every"):
+    RegularizerConfig(orthogonality=1.0, every=every)
+
+
+def _sgd_deltas(model, params, state, batch, reg, steps):
+  """Param changes of ``steps`` plain-SGD (lr 1) train steps: each is −grad of that step."""
+  from jaxsvd.train_state import TrainState, train_step
+
+  ts = TrainState.create(model.apply, {"params": params, **state}, optax.sgd(1.0))
+  step = jax.jit(train_step, static_argnums=(2,))
+  deltas, all_metrics = [], []
+  for _ in range(steps):
+    new, metrics = step(ts, batch, reg)
+    deltas.append(jax.tree.map(jnp.subtract, new.params, ts.params))
+    all_metrics.append(metrics)
+    ts = new
+  return deltas, all_metrics
+
+
+def test_lazy_regularization_applies_every_times_the_terms_every_nth_step(setup):
+  model, params, state, batch = setup
+  every = 3
+  lazy = RegularizerConfig(orthogonality=0.5, sparsity=0.01, l2=1e-3, every=every)
+  deltas, metrics = _sgd_deltas(model, params, state, batch, lazy, steps=4)
+  ce_only, _ = _sgd_deltas(model, params, state, batch, RegularizerConfig(l2=1e-3), steps=1)
+  reg_grads = jax.grad(lambda p: 0.5 * R.total_orthogonality(p) + 0.01 * R.total_sparsity(p))(params)
+  # Step 0 regularizes with weight `every`; l2 is applied on every step.
+  expected = jax.tree.map(lambda c, g: c - every * g, ce_only[0], reg_grads)
+  chex.assert_trees_all_close(deltas[0], expected, atol=1e-5, rtol=1e-4)
+  assert float(metrics[0]["orth"]) == pytest.approx(every * float(R.total_orthogonality(params)), rel=1e-5)
+  for k in (1, 2):
+    assert float(metrics[k]["orth"]) == 0.0 and float(metrics[k]["sparsity"]) == 0.0
+  assert float(metrics[3]["orth"]) > 0.0  # step 3 = the next multiple of `every`
+
+
+def test_lazy_off_steps_equal_unregularized_steps(setup):
+  from jaxsvd.train_state import TrainState, train_step
+
+  model, params, state, batch = setup
+  lazy = RegularizerConfig(orthogonality=0.5, sparsity=0.01, every=2)
+  step = jax.jit(train_step, static_argnums=(2,))
+  off_step = TrainState.create(model.apply, {"params": params, **state}, optax.sgd(1.0)).replace(
+      step=jnp.ones((), jnp.int32))
+  lazy_new, lazy_metrics = step(off_step, batch, lazy)
+  plain_new, plain_metrics = step(off_step, batch, RegularizerConfig())
+  chex.assert_trees_all_close(lazy_new.params, plain_new.params, atol=1e-6)
+  np.testing.assert_allclose(lazy_metrics["loss"], plain_metrics["loss"], rtol=1e-6)
+
+
+def test_every_one_is_the_plain_objective():
+  reg = RegularizerConfig(orthogonality=1.0, sparsity=0.1)
+  assert reg.split_lazy() == (reg, None)
+  step, lazy = RegularizerConfig(orthogonality=1.0, l2=0.1, every=4).split_lazy()
+  assert (step.orthogonality, step.l2, lazy.orthogonality, lazy.l2, lazy.every) == (0.0, 0.1, 1.0, 0.0, 4)

@@ -54,3 +54,51 @@ def test_rejected_options_fall_back_to_defaults(monkeypatch, caplog):
   assert xla_options.tuned_options() is None
   assert "not accepted" in caplog.text
   np.testing.assert_allclose(xla_options.jit(lambda x: x * 2)(np.ones(3, np.float32)), 2.0)
+
+
+def test_autotuned_jit_traces_once_per_signature_and_matches_jit():
+  state = small_state()
+  batch = {"image": np.ones((4, 16, 16, 3), np.float32), "label": np.zeros(4, np.int32)}
+  traces = []
+
+  def counted(state, batch):
+    traces.append(1)
+    return eval_step(state, batch)
+
+  tuned = xla_options.autotuned_jit(counted)
+  first = tuned(state, batch)
+  again = tuned(state, batch)
+  chex.assert_trees_all_close(first, jax.jit(eval_step)(state, batch), atol=1e-4, rtol=1e-5)
+  chex.assert_trees_all_equal(first, again)
+  assert len(traces) == 1 and len(tuned.choices) == 1
+  assert list(tuned.choices.values())[0] in xla_options.candidate_options()
+  half = {"image": batch["image"][:2], "label": batch["label"][:2]}
+  tuned(state, half)
+  assert len(traces) == 2 and len(tuned.choices) == 2
+
+
+def test_autotuned_jit_keeps_the_faster_candidate(monkeypatch):
+  slow = {xla_options.YNN_FUSION_TYPE: "LIBRARY_FUSION_TYPE_ELTWISE"}
+  monkeypatch.setattr(xla_options, "candidate_options", lambda: [slow, None])
+  # A fake clock in which every call of the first candidate takes 5 ticks and of the second 1.
+  ticks = {"t": 0.0}
+  calls = []
+  real_compile = jax.stages.Lowered.compile
+
+  def compile_with_cost(self, compiler_options=None):
+    executable = real_compile(self, compiler_options=compiler_options)
+    cost = 5.0 if compiler_options else 1.0
+
+    def run(*args):
+      calls.append(cost)
+      ticks["t"] += cost
+      return executable(*args)
+
+    return run
+
+  monkeypatch.setattr(jax.stages.Lowered, "compile", compile_with_cost)
+  monkeypatch.setattr(xla_options.time, "perf_counter", lambda: ticks["t"])
+  fn = xla_options.autotuned_jit(lambda x: x * 2)
+  np.testing.assert_allclose(fn(np.ones(3, np.float32)), 2.0)
+  assert list(fn.choices.values()) == [None]
+  assert calls.count(5.0) == calls.count(1.0) - 1 == 4  # 1 warm-up + 3 timed each, then the real call

@@ -23,7 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.svd = ml_collections.ConfigDict(dict(
       enabled=True, decomposition="channel", mode="auto", default_rank=None, dense_first=True, dense_last=True))
   c.svd.default_rank = ml_collections.FieldReference(None, field_type=int)
-  c.reg = ml_collections.ConfigDict(dict(orthogonality=1.0, sparsity=0.003, sparsity_type="hoyer", l2=0.0))
+  # every > 1: orthogonality + sparsity only every N steps, weighted N·λ (lazy regularization, losses.py).
+  c.reg = ml_collections.ConfigDict(dict(orthogonality=1.0, sparsity=0.003, sparsity_type="hoyer", l2=0.0, every=1))
   c.optimizer = ml_collections.ConfigDict(dict(
       optimizer="adam", learning_rate=1e-3, momentum=0.9, nesterov=False, weight_decay=0.0,
       schedule="multistep", milestones=(0.5, 0.75), decay_factor=0.1, warmup_epochs=0,
