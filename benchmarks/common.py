@@ -106,6 +106,9 @@ def eval_runner(state, data, tuned: bool | str = True) -> Callable[[], object]:
   (what training's eval and ``load_for_inference`` use; the runner's ``.choices`` tells what it picked)."""
   fn = xla_options.autotuned_jit(eval_step) if tuned == "auto" else jit(eval_step, tuned)
   run = lambda: fn(state, data)  # noqa: E731
+  if tuned == "auto":
+    while not fn.choices:  # finish the tuning calls before anything is timed
+      block(run())
   run.choices = getattr(fn, "choices", None)
   return run
 

@@ -18,8 +18,8 @@ The options are per compile (``jax.jit(..., compiler_options=...)``), never glob
 The tuned options lose where most of the time is in very narrow convolutions (YNNPACK beats Eigen
 at ≤ 16 channels: a ResNet-20 pruned to 10 % rank evaluates 1.2× slower with them). ``autotuned_jit``
 therefore measures instead of guessing, once per argument signature: it compiles the function with
-the tuned and with the default options, times both on the call's own arguments, and keeps the faster.
-It is used for evaluation and inference, where a second compile is cheap next to the run.
+the tuned and with the default options, runs its next real calls on the two in turn, and keeps the
+faster. The cost is one extra compile per signature; no call is repeated.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
 
 
 def autotuned_jit(fn: Callable, **kwargs: Any) -> "AutotunedJit":
-  """``AutotunedJit(fn, **kwargs)``: for functions that do not donate their arguments (eval, inference)."""
+  """``AutotunedJit(fn, **kwargs)`` (kwargs: static_argnums, donate_argnums, trials)."""
   return AutotunedJit(fn, **kwargs)
 
 
@@ -75,20 +75,22 @@ def candidate_options() -> list[dict[str, Any] | None]:
 
 
 class AutotunedJit:
-  """``jax.jit`` that picks, per argument signature, the fastest of ``candidate_options()`` by timing.
+  """``jax.jit`` that picks, per argument signature, the fastest of ``candidate_options()`` by timing real calls.
 
-  One trace per signature (``lower``), one compile per candidate, then ``repeats`` timed calls of each
-  (after one warm-up call, in turn) on the call's own arguments, which is why nothing may be donated;
-  the median decides. Later calls
-  with that signature go straight to the chosen executable. ``choices`` maps each signature to the
-  options chosen. Results do not depend on the choice beyond float tolerance.
+  A new signature is traced once (``lower``) and compiled once per candidate. Its next calls go to the
+  candidates in turn, each call a real one whose result is returned (so donation and training steps
+  are fine, nothing is run twice); the first round warms up, the next ``trials`` rounds are timed, and
+  the candidate with the smallest median serves that signature from then on. ``choices`` maps each
+  tuned signature to its options. The candidates compute the same function to float tolerance.
   """
 
-  def __init__(self, fn: Callable, *, static_argnums: tuple[int, ...] = (), repeats: int = 3):
-    self._jitted = jax.jit(fn, static_argnums=static_argnums)
+  def __init__(self, fn: Callable, *, static_argnums: tuple[int, ...] = (), donate_argnums: tuple[int, ...] = (),
+               trials: int = 3):
+    self._jitted = jax.jit(fn, static_argnums=static_argnums, donate_argnums=donate_argnums)
     self._static = tuple(static_argnums)
-    self._repeats = repeats
-    self._executables: dict[Any, Any] = {}
+    self._trials = trials
+    self._chosen: dict[Any, Any] = {}
+    self._tuning: dict[Any, _Trial] = {}
     self.choices: dict[Any, dict[str, Any] | None] = {}
 
   def _signature(self, args) -> tuple[Any, tuple]:
@@ -100,22 +102,41 @@ class AutotunedJit:
 
   def __call__(self, *args):
     key, dynamic = self._signature(args)
-    executable = self._executables.get(key)
-    if executable is None:
-      executable = self._executables[key] = self._tune(key, args, dynamic)
-    return executable(*dynamic)
+    if key in self._chosen:
+      return self._chosen[key](*dynamic)
+    if key not in self._tuning:
+      lowered = self._jitted.lower(*args)
+      self._tuning[key] = _Trial([(o, lowered.compile(compiler_options=o)) for o in candidate_options()], self._trials)
+    trial = self._tuning[key]
+    out = trial(dynamic)
+    if trial.done:
+      self.choices[key], self._chosen[key] = trial.best()
+      del self._tuning[key]
+    return out
 
-  def _tune(self, key, args, dynamic):
-    lowered = self._jitted.lower(*args)
-    candidates = [(options, lowered.compile(compiler_options=options)) for options in candidate_options()]
-    if len(candidates) > 1:
-      times = {i: [] for i in range(len(candidates))}
-      for rep in range(self._repeats + 1):
-        for i, (_, executable) in enumerate(candidates):
-          start = time.perf_counter()
-          jax.block_until_ready(executable(*dynamic))
-          if rep:  # the first round warms up
-            times[i].append(time.perf_counter() - start)
-      candidates = [candidates[min(times, key=lambda i: statistics.median(times[i]))]]
-    self.choices[key], executable = candidates[0]
-    return executable
+
+class _Trial:
+  """Round-robin timing of candidate executables over real calls: one warm-up round, then ``trials`` rounds."""
+
+  def __init__(self, candidates: list, trials: int):
+    self.candidates, self.calls = candidates, 0
+    self.rounds = 0 if len(candidates) == 1 else trials + 1
+    self.times: list[list[float]] = [[] for _ in candidates]
+
+  @property
+  def done(self) -> bool:
+    return self.calls >= self.rounds * len(self.candidates)
+
+  def __call__(self, dynamic):
+    i = self.calls % len(self.candidates)
+    start = time.perf_counter()
+    out = jax.block_until_ready(self.candidates[i][1](*dynamic))
+    if self.calls >= len(self.candidates):
+      self.times[i].append(time.perf_counter() - start)
+    self.calls += 1
+    return out
+
+  def best(self):
+    if len(self.candidates) == 1:
+      return self.candidates[0]
+    return self.candidates[min(range(len(self.candidates)), key=lambda i: statistics.median(self.times[i]))]

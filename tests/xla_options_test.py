@@ -59,21 +59,21 @@ def test_rejected_options_fall_back_to_defaults(monkeypatch, caplog):
 def test_autotuned_jit_traces_once_per_signature_and_matches_jit():
   state = small_state()
   batch = {"image": np.ones((4, 16, 16, 3), np.float32), "label": np.zeros(4, np.int32)}
+  half = {"image": batch["image"][:2], "label": batch["label"][:2]}
   traces = []
 
   def counted(state, batch):
     traces.append(1)
     return eval_step(state, batch)
 
-  tuned = xla_options.autotuned_jit(counted)
-  first = tuned(state, batch)
-  again = tuned(state, batch)
-  chex.assert_trees_all_close(first, jax.jit(eval_step)(state, batch), atol=1e-4, rtol=1e-5)
-  chex.assert_trees_all_equal(first, again)
-  assert len(traces) == 1 and len(tuned.choices) == 1
-  assert list(tuned.choices.values())[0] in xla_options.candidate_options()
-  half = {"image": batch["image"][:2], "label": batch["label"][:2]}
-  tuned(state, half)
+  tuned = xla_options.autotuned_jit(counted, trials=1)
+  outs = [tuned(state, batch) for _ in range(4)]  # 2 rounds (warm-up + 1 timed) over ≤ 2 candidates
+  reference = jax.jit(eval_step)(state, batch)
+  for out in outs:
+    chex.assert_trees_all_close(out, reference, atol=1e-4, rtol=1e-5)
+  assert len(traces) == 1 and list(tuned.choices.values())[0] in xla_options.candidate_options()
+  for _ in range(4):
+    tuned(state, half)
   assert len(traces) == 2 and len(tuned.choices) == 2
 
 
@@ -81,13 +81,11 @@ def test_autotuned_jit_keeps_the_faster_candidate(monkeypatch):
   slow = {xla_options.YNN_FUSION_TYPE: "LIBRARY_FUSION_TYPE_ELTWISE"}
   monkeypatch.setattr(xla_options, "candidate_options", lambda: [slow, None])
   # A fake clock in which every call of the first candidate takes 5 ticks and of the second 1.
-  ticks = {"t": 0.0}
-  calls = []
+  ticks, calls = {"t": 0.0}, []
   real_compile = jax.stages.Lowered.compile
 
   def compile_with_cost(self, compiler_options=None):
-    executable = real_compile(self, compiler_options=compiler_options)
-    cost = 5.0 if compiler_options else 1.0
+    executable, cost = real_compile(self, compiler_options=compiler_options), 5.0 if compiler_options else 1.0
 
     def run(*args):
       calls.append(cost)
@@ -98,7 +96,23 @@ def test_autotuned_jit_keeps_the_faster_candidate(monkeypatch):
 
   monkeypatch.setattr(jax.stages.Lowered, "compile", compile_with_cost)
   monkeypatch.setattr(xla_options.time, "perf_counter", lambda: ticks["t"])
-  fn = xla_options.autotuned_jit(lambda x: x * 2)
-  np.testing.assert_allclose(fn(np.ones(3, np.float32)), 2.0)
-  assert list(fn.choices.values()) == [None]
-  assert calls.count(5.0) == calls.count(1.0) - 1 == 4  # 1 warm-up + 3 timed each, then the real call
+  fn = xla_options.autotuned_jit(lambda x: x * 2, trials=3)
+  for i in range(8):  # 1 warm-up + 3 timed rounds over the 2 candidates: every call is a real one
+    np.testing.assert_allclose(fn(np.full(3, i, np.float32)), 2.0 * i)
+  assert calls == [5.0, 1.0] * 4 and list(fn.choices.values()) == [None]
+  fn(np.ones(3, np.float32))
+  assert calls[-1] == 1.0 and len(calls) == 9
+
+
+def test_autotuned_train_step_with_donation_matches_jit():
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.normal(size=(8, 16, 16, 3)).astype(np.float32), "label": rng.integers(0, 10, 8).astype(np.int32)}
+  reg = RegularizerConfig(orthogonality=1.0, sparsity=1e-3)
+  results = []
+  for step in (jax.jit(train_step, static_argnums=(2,)),
+               xla_options.autotuned_jit(train_step, static_argnums=(2,), donate_argnums=(0,), trials=1)):
+    state = small_state()
+    for _ in range(5):  # through the tuning rounds and past them
+      state, metrics = step(state, batch, reg)
+    results.append((state.params, metrics["loss"]))
+  chex.assert_trees_all_close(results[0], results[1], atol=1e-5, rtol=1e-4)
