@@ -15,7 +15,7 @@ from jaxsvd import optim, pruning, xla_options
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.ranks import ranks as read_ranks
-from jaxsvd.train_state import TrainState, eval_step, train_step
+from jaxsvd.train_state import EVAL_VARIANTS, TrainState, eval_step, train_step
 
 
 def parser(doc: str, model: str | None = None) -> argparse.ArgumentParser:
@@ -102,15 +102,25 @@ def train_runner(state, data, reg, tuned: bool = True, steps: int = 1) -> Callab
 
 
 def eval_runner(state, data, tuned: bool | str = True) -> Callable[[], object]:
-  """One eval step on ``data``: tuned=True/False as in ``jit``, or "auto" for ``xla_options.autotuned_jit``
-  (what training's eval and ``load_for_inference`` use; the runner's ``.choices`` tells what it picked)."""
-  fn = xla_options.autotuned_jit(eval_step) if tuned == "auto" else jit(eval_step, tuned)
+  """One eval step on ``data``: tuned=True/False as in ``jit``, or "auto" for ``xla_options.autotuned_jit`` over
+  options and ``EVAL_VARIANTS`` (what training's eval and ``load_for_inference`` use; the runner's
+  ``.choices`` tells what it picked, ``describe(runner)`` in words)."""
+  fn = xla_options.autotuned_jit(eval_step, variants=EVAL_VARIANTS) if tuned == "auto" else jit(eval_step, tuned)
   run = lambda: fn(state, data)  # noqa: E731
   if tuned == "auto":
     while not fn.choices:  # finish the tuning calls before anything is timed
       block(run())
   run.choices = getattr(fn, "choices", None)
   return run
+
+
+def describe(runner) -> str:
+  """'options/mode' that an autotuned runner chose, e.g. 'default/reconstruct' ('-' if not autotuned)."""
+  chosen = list((getattr(runner, "choices", None) or {}).values())
+  if not chosen:
+    return "-"
+  mode = chosen[0].variant.get("mode") or "own"
+  return f"{'tuned' if chosen[0].options else 'default'}/{mode}"
 
 
 def alternate(fns: dict, repeats: int) -> dict:

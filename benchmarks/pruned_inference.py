@@ -2,10 +2,10 @@
 
   python -m benchmarks.pruned_inference [--quick] [--model resnet20] [--fractions 1.0,0.5,...]
 For each rank fraction: FLOPs reduction (dense MACs / pruned MACs), wall-clock speedup, and their
-ratio (target ≥ 0.7). Where low rank cannot beat dense, `auto` runs the layer as one conv. Every
-variant is evaluated as the library does (``xla_options.autotuned_jit``: tuned or default XLA
-options, whichever is faster for that executable; the 'options' column says which), and the
-variants of one fraction are timed alternately with the dense model.
+ratio (target ≥ 0.7). Every variant is evaluated as the library does (``xla_options.autotuned_jit``
+over tuned/default XLA options and the model's own mode (``auto``) vs all SVD layers as one conv
+(``reconstruct``, the dense-equivalent), whichever is faster for that step; the 'choice' column says
+which), and the variants of one fraction are timed alternately with the dense model.
 """
 
 from __future__ import annotations
@@ -15,11 +15,6 @@ import jax
 from benchmarks import common
 from jaxsvd import export, flops
 from jaxsvd.models import SVDSpec
-
-
-def _options(runner) -> str:
-  chosen = list(runner.choices.values())
-  return "-" if not chosen else ("tuned" if chosen[0] else "default")
 
 
 def main():
@@ -45,12 +40,12 @@ def main():
     if not rows:
       rows.append({"variant": "dense", "rank": "-", "MACs/img": f"{dense_macs / 1e6:.2f}M", "FLOPs red.": "1.00x",
                    "ms/batch": f"{t['dense'] * 1e3:.1f}", "speedup": "1.00x", "speedup/FLOPs": "-",
-                   "options": _options(dense)})
+                   "choice": common.describe(dense)})
     for label in ("svd auto", "merged dense"):
       speedup = t["dense"] / t[label]
       rows.append({"variant": label, "rank": f"{fraction:.0%}", "MACs/img": f"{macs / 1e6:.2f}M",
                    "FLOPs red.": f"{reduction:.2f}x", "ms/batch": f"{t[label] * 1e3:.1f}", "speedup": f"{speedup:.2f}x",
-                   "speedup/FLOPs": f"{speedup / reduction:.2f}", "options": _options(runners[label])})
+                   "speedup/FLOPs": f"{speedup / reduction:.2f}", "choice": common.describe(runners[label])})
     best = t["dense"] / min(t["svd auto"], t["merged dense"]) / reduction
     worst = best if worst is None else min(worst, best)
   print(f"backend={jax.default_backend()} model={model_name} batch={batch_size} repeats={repeats} (median, alternated)")

@@ -24,7 +24,8 @@ import orbax.checkpoint as ocp
 
 import jaxsvd
 from jaxsvd import xla_options
-from jaxsvd.models import SVDSpec, build_model
+from jaxsvd.models import SVDSpec, build_model, in_mode
+from jaxsvd.train_state import EVAL_VARIANTS
 
 FORMAT_VERSION = 1
 _policies = ocp.checkpoint_managers
@@ -175,5 +176,7 @@ def restore_train(directory: str, step: int, abstract_opt_state: Any) -> dict:
 def load_for_inference(path: str, step: int | None = None) -> tuple[Callable, dict]:
   """(jitted apply(images) -> logits, metadata) from a checkpoint."""
   restored = restore(path, step)
-  apply = xla_options.autotuned_jit(lambda x: restored.model.apply(restored.variables, x, train=False))
+  apply = xla_options.autotuned_jit(
+      lambda x, mode: in_mode(restored.model.apply, mode)(restored.variables, x, train=False),
+      variants=EVAL_VARIANTS)
   return apply, restored.meta

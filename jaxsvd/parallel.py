@@ -1,6 +1,7 @@
 """Data-parallel execution of the train/eval steps: 'none' | 'pmap' | 'sharding'.
 
-  none:     jax.jit (with `xla_options.tuned_options()`; eval with `xla_options.autotuned_jit`) on the default device.
+  none:     jax.jit (with `xla_options.tuned_options()`; eval with `xla_options.autotuned_jit` over
+            XLA options and SVD execution modes) on the default device.
   pmap:     state replicated (leading device axis, placed with jax.device_put + NamedSharding),
             batch split per device; gradients and metrics lax.pmean-ed over axis 'batch'. Models
             must be built with ``bn_axis_name='batch'`` so BatchNorm uses global-batch statistics
@@ -22,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxsvd import xla_options
 from jaxsvd.recompile import CountingJit
-from jaxsvd.train_state import eval_step, train_step
+from jaxsvd.train_state import EVAL_VARIANTS, eval_step, train_step
 from jaxsvd.validate import check_choice
 
 KINDS = ("none", "pmap", "sharding")
@@ -46,7 +47,7 @@ class DataParallel:
                                    devices=devices)
     else:
       self.train_step = CountingJit(train_step, static_argnums=(2,), donate_argnums=(0,))
-      self.eval_step = CountingJit(eval_step, xla_options.autotuned_jit)
+      self.eval_step = CountingJit(eval_step, xla_options.autotuned_jit, variants=EVAL_VARIANTS)
 
   @property
   def num_devices(self) -> int:

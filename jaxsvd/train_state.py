@@ -15,6 +15,7 @@ import optax
 from flax import struct
 
 from jaxsvd.losses import RegularizerConfig, lazy_regularization_grads, make_loss_fn
+from jaxsvd.models import in_mode
 from jaxsvd.pruning import PruneReport, surgery
 
 
@@ -63,9 +64,17 @@ def train_step(state: TrainState, batch: dict, reg: RegularizerConfig, axis_name
   return state.replace(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state), metrics
 
 
-def eval_step(state: TrainState, batch: dict, axis_name: str | None = None) -> dict:
-  """Sums (not means) over the batch, so padded/uneven batches average exactly: mask = 1 marks real rows."""
-  logits = state.apply_fn(state.variables, batch["image"], train=False)
+# The executions eval/inference autotune over (``xla_options.AutotunedJit(variants=...)``): the model's
+# own mode (``auto``: fewer MACs per layer) and every SVD layer as one conv (the dense-equivalent).
+EVAL_VARIANTS = {"mode": (None, "reconstruct")}
+
+
+def eval_step(state: TrainState, batch: dict, axis_name: str | None = None, mode: str | None = None) -> dict:
+  """Sums (not means) over the batch, so padded/uneven batches average exactly: mask = 1 marks real rows.
+
+  ``mode`` runs a zoo model's SVD layers in that execution mode (``models.in_mode``; same result).
+  """
+  logits = in_mode(state.apply_fn, mode)(state.variables, batch["image"], train=False)
   mask = batch.get("mask", jnp.ones(logits.shape[0], jnp.float32))
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
   sums = {"loss_sum": jnp.sum(losses * mask),

@@ -19,17 +19,21 @@ The tuned options lose where most of the time is in very narrow convolutions (YN
 at ≤ 16 channels: a ResNet-20 pruned to 10 % rank evaluates 1.2× slower with them). ``autotuned_jit``
 therefore measures instead of guessing, once per argument signature: it compiles the function with
 the tuned and with the default options, runs its next real calls on the two in turn, and keeps the
-faster. The cost is one extra compile per signature; no call is repeated.
+faster. The cost is one extra compile per signature; no call is repeated. ``variants`` widens the
+search to equivalent versions of the function (e.g. SVD layers run as one conv or as two): which
+wins depends on the surrounding fusions and the options, so it is measured on the whole step, too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import itertools
 import logging
 import os
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +68,7 @@ def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
 
 
 def autotuned_jit(fn: Callable, **kwargs: Any) -> "AutotunedJit":
-  """``AutotunedJit(fn, **kwargs)`` (kwargs: static_argnums, donate_argnums, trials)."""
+  """``AutotunedJit(fn, **kwargs)`` (kwargs: static_argnums, donate_argnums, trials, variants)."""
   return AutotunedJit(fn, **kwargs)
 
 
@@ -74,24 +78,41 @@ def candidate_options() -> list[dict[str, Any] | None]:
   return [None] if tuned is None else [tuned, None]
 
 
-class AutotunedJit:
-  """``jax.jit`` that picks, per argument signature, the fastest of ``candidate_options()`` by timing real calls.
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """What ``AutotunedJit`` runs for one signature: keyword ``variant`` values and compiler ``options``."""
+  variant: Mapping[str, Any]
+  options: dict[str, Any] | None
 
-  A new signature is traced once (``lower``) and compiled once per candidate. Its next calls go to the
-  candidates in turn, each call a real one whose result is returned (so donation and training steps
-  are fine, nothing is run twice); the first round warms up, the next ``trials`` rounds are timed, and
-  the candidate with the smallest median serves that signature from then on. ``choices`` maps each
-  tuned signature to its options. The candidates compute the same function to float tolerance.
+
+def _variant_grid(variants: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
+  if not variants:
+    return [{}]
+  names = list(variants)
+  return [dict(zip(names, values)) for values in itertools.product(*(variants[n] for n in names))]
+
+
+class AutotunedJit:
+  """``jax.jit`` that picks, per argument signature, the fastest candidate by timing real calls.
+
+  Candidates are ``fn(*args, **variant)`` for each combination of ``variants`` (keyword → values that
+  all compute the same result to float tolerance; none: just ``fn``) compiled with each of
+  ``candidate_options()``. A new signature is traced once per variant (``lower``); variants that lower to
+  the same program are compiled once. The next calls go to the candidates in turn, each call a real one
+  whose result is returned (so donation and training steps are fine, nothing is run twice); the first
+  round warms up, the next ``trials`` rounds are timed, and the candidate with the smallest median
+  serves that signature from then on. ``choices`` maps each tuned signature to its ``Choice``.
   """
 
   def __init__(self, fn: Callable, *, static_argnums: tuple[int, ...] = (), donate_argnums: tuple[int, ...] = (),
-               trials: int = 3):
-    self._jitted = jax.jit(fn, static_argnums=static_argnums, donate_argnums=donate_argnums)
+               trials: int = 3, variants: Mapping[str, Sequence[Any]] | None = None):
+    self._variants = [(v, jax.jit(functools.partial(fn, **v), static_argnums=static_argnums,
+                                  donate_argnums=donate_argnums)) for v in _variant_grid(variants)]
     self._static = tuple(static_argnums)
     self._trials = trials
     self._chosen: dict[Any, Any] = {}
     self._tuning: dict[Any, _Trial] = {}
-    self.choices: dict[Any, dict[str, Any] | None] = {}
+    self.choices: dict[Any, Choice] = {}
 
   def _signature(self, args) -> tuple[Any, tuple]:
     dynamic = tuple(a for i, a in enumerate(args) if i not in self._static)
@@ -100,21 +121,28 @@ class AutotunedJit:
                   for x in leaves)
     return (tuple(args[i] for i in self._static), treedef, avals), dynamic
 
+  def _candidates(self, args) -> list[tuple[Choice, Callable]]:
+    lowered, seen = [], set()
+    for variant, jitted in self._variants:
+      low = jitted.lower(*args)
+      text = low.as_text() if len(self._variants) > 1 else ""
+      if text not in seen:
+        seen.add(text)
+        lowered.append((variant, low))
+    return [(Choice(v, o), low.compile(compiler_options=o)) for v, low in lowered for o in candidate_options()]
+
   def __call__(self, *args):
     key, dynamic = self._signature(args)
     if key in self._chosen:
       return self._chosen[key](*dynamic)
     if key not in self._tuning:
-      lowered = self._jitted.lower(*args)
-      self._tuning[key] = _Trial([(o, lowered.compile(compiler_options=o)) for o in candidate_options()], self._trials)
+      self._tuning[key] = _Trial(self._candidates(args), self._trials)
     trial = self._tuning[key]
     out = trial(dynamic)
     if trial.done:
       self.choices[key], self._chosen[key] = trial.best()
       del self._tuning[key]
     return out
-
-
 class _Trial:
   """Round-robin timing of candidate executables over real calls: one warm-up round, then ``trials`` rounds."""
 

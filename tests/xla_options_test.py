@@ -5,16 +5,21 @@ import jax
 import numpy as np
 import pytest
 
-from jaxsvd import xla_options
+from jaxsvd import pruning, xla_options
 from jaxsvd.losses import RegularizerConfig
-from jaxsvd.models import SVDSpec, build_model
+from jaxsvd.models import SVDSpec, build_model, in_mode
 from jaxsvd.optim import make_optimizer
-from jaxsvd.train_state import TrainState, eval_step, train_step
+from jaxsvd.train_state import EVAL_VARIANTS, TrainState, eval_step, train_step
+
+SVD = SVDSpec()
 
 
-def small_state():
-  model = build_model("resnet8", 10, SVDSpec())
+def small_state(svd: SVDSpec | None = SVD, reduce_by: float | None = None):
+  model = build_model("resnet8", 10, svd)
   variables = model.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))
+  if reduce_by is not None:  # pruned: `auto` then runs some layers factored, `reconstruct` none
+    params, ranks, _ = pruning.prune(variables["params"], pruning.PruneConfig(strategy="ratio", reduce_by=reduce_by))
+    model, variables = build_model("resnet8", 10, svd, ranks=ranks), {**variables, "params": params}
   tx = make_optimizer(dict(optimizer="sgd", learning_rate=0.05, momentum=0.9), variables["params"], 10, 1)
   return TrainState.create(model.apply, variables, tx)
 
@@ -71,7 +76,8 @@ def test_autotuned_jit_traces_once_per_signature_and_matches_jit():
   reference = jax.jit(eval_step)(state, batch)
   for out in outs:
     chex.assert_trees_all_close(out, reference, atol=1e-4, rtol=1e-5)
-  assert len(traces) == 1 and list(tuned.choices.values())[0] in xla_options.candidate_options()
+  choice = list(tuned.choices.values())[0]
+  assert len(traces) == 1 and choice.options in xla_options.candidate_options() and choice.variant == {}
   for _ in range(4):
     tuned(state, half)
   assert len(traces) == 2 and len(tuned.choices) == 2
@@ -99,7 +105,7 @@ def test_autotuned_jit_keeps_the_faster_candidate(monkeypatch):
   fn = xla_options.autotuned_jit(lambda x: x * 2, trials=3)
   for i in range(8):  # 1 warm-up + 3 timed rounds over the 2 candidates: every call is a real one
     np.testing.assert_allclose(fn(np.full(3, i, np.float32)), 2.0 * i)
-  assert calls == [5.0, 1.0] * 4 and list(fn.choices.values()) == [None]
+  assert calls == [5.0, 1.0] * 4 and list(fn.choices.values()) == [xla_options.Choice({}, None)]
   fn(np.ones(3, np.float32))
   assert calls[-1] == 1.0 and len(calls) == 9
 
@@ -116,3 +122,51 @@ def test_autotuned_train_step_with_donation_matches_jit():
       state, metrics = step(state, batch, reg)
     results.append((state.params, metrics["loss"]))
   chex.assert_trees_all_close(results[0], results[1], atol=1e-5, rtol=1e-4)
+
+
+def _eval_batch(n=4):
+  rng = np.random.default_rng(1)
+  return {"image": rng.normal(size=(n, 16, 16, 3)).astype(np.float32), "label": rng.integers(0, 10, n).astype(np.int32)}
+
+
+@pytest.mark.parametrize("svd, reduce_by, variants", [(SVDSpec(), 0.9, 2), (None, None, 1), (SVDSpec(mode="reconstruct"), 0.9, 1)])
+def test_autotuned_eval_over_modes_matches_jit_and_compiles_distinct_programs_once(svd, reduce_by, variants):
+  state, batch = small_state(svd, reduce_by), _eval_batch()
+  tuned = xla_options.autotuned_jit(eval_step, variants=EVAL_VARIANTS, trials=1)
+  reference = jax.jit(eval_step)(state, batch)
+  candidates = variants * len(xla_options.candidate_options())
+  for _ in range(2 * candidates):  # warm-up + 1 timed round over every distinct candidate
+    assert not tuned.choices
+    chex.assert_trees_all_close(tuned(state, batch), reference, atol=1e-4, rtol=1e-5)
+  (choice,) = tuned.choices.values()
+  assert choice.variant["mode"] in EVAL_VARIANTS["mode"] and choice.options in xla_options.candidate_options()
+  chex.assert_trees_all_close(tuned(state, batch), reference, atol=1e-4, rtol=1e-5)
+
+
+def test_autotuned_jit_picks_the_faster_variant(monkeypatch):
+  monkeypatch.setattr(xla_options, "candidate_options", lambda: [None])
+  ticks = {"t": 0.0}
+
+  def fn(x, scale):  # variant `scale` 1 pretends to take 3 ticks, 2 takes 1 tick (via the host callback)
+    jax.debug.callback(lambda s: ticks.__setitem__("t", ticks["t"] + (3.0 if s == 1 else 1.0)), scale)
+    return x * 2 if scale == 1 else (x * scale) / scale * 2
+
+  monkeypatch.setattr(xla_options.time, "perf_counter", lambda: ticks["t"])
+  tuned = xla_options.autotuned_jit(fn, variants={"scale": (1, 2)}, trials=2)
+  for i in range(7):
+    np.testing.assert_allclose(tuned(np.full(3, i, np.float32)), 2.0 * i)
+  assert list(tuned.choices.values()) == [xla_options.Choice({"scale": 2}, None)]
+
+
+def test_in_mode_rebuilds_the_model_in_another_execution_mode():
+  state, batch = small_state(SVDSpec(), 0.9), _eval_batch()
+  reconstruct = in_mode(state.apply_fn, "reconstruct")
+  assert reconstruct.__self__.svd.mode == "reconstruct" and in_mode(state.apply_fn, None) is state.apply_fn
+  dense = small_state(None)
+  assert in_mode(dense.apply_fn, "factored") is dense.apply_fn
+  outs = [in_mode(state.apply_fn, m)(state.variables, batch["image"], train=False) for m in ("auto", "reconstruct",
+                                                                                             "factored")]
+  for out in outs[1:]:
+    chex.assert_trees_all_close(out, outs[0], atol=1e-4, rtol=1e-4)
+  with pytest.raises(ValueError, match="mode"):
+    in_mode(state.apply_fn, "fast")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Callable, Mapping
 
 import flax.linen as nn
 
+from jaxsvd.layers import MODES
 from jaxsvd.models.common import SVDSpec
 from jaxsvd.models.resnet import ResNet, resnet18, resnet_cifar
 from jaxsvd.models.vgg import VGG, vgg
+from jaxsvd.validate import check_choice
 
 MODEL_NAMES = ("resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "resnet18",
                "vgg11", "vgg13", "vgg16", "vgg19")
@@ -33,4 +35,20 @@ def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
   return vgg(depth, num_classes, svd, bn_axis_name)
 
 
-__all__ = ["SVDSpec", "ResNet", "VGG", "build_model", "resnet18", "resnet_cifar", "vgg", "MODEL_NAMES"]
+def in_mode(apply_fn: Callable, mode: str | None) -> Callable:
+  """``apply_fn`` (a zoo model's bound ``.apply``) of the same model with its SVD layers in ``mode``.
+
+  The result is the same function to float tolerance; only the execution differs. ``mode=None``,
+  dense models and functions that are not a zoo model's ``.apply`` are returned unchanged.
+  """
+  if mode is None:
+    return apply_fn
+  check_choice("mode", mode, MODES)
+  model = getattr(apply_fn, "__self__", None)
+  svd = getattr(model, "svd", None)
+  if not isinstance(svd, SVDSpec) or svd.mode == mode:
+    return apply_fn
+  return model.clone(svd=svd.with_mode(mode)).apply
+
+
+__all__ = ["SVDSpec", "ResNet", "VGG", "build_model", "in_mode", "resnet18", "resnet_cifar", "vgg", "MODEL_NAMES"]
