@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsvd.layers import ConvSVD, DenseSVD, conv_macs, conv_pads, dense_macs, matrix_shape
+from jaxsvd.svdify import SVDModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +79,15 @@ def count(model: nn.Module, input_shape: tuple[int, ...], **apply_kwargs: Any) -
   """Per-layer MACs/params of ``model`` for one example of shape ``input_shape`` (no batch dim).
 
   Ranks come from the model's config (the architecture is data); no params are needed.
+  ``model`` may also be an ``svdify.SVDModel``: its converted layers count as the SVD layers they run as.
   """
   layers: dict[str, LayerCost] = {}
+  as_run = model.svd_layer if isinstance(model, SVDModel) else (lambda module: module)
+  init = model.init if isinstance(model, SVDModel) else model.init_with_output
 
   def interceptor(next_fun, args, kwargs, context):
     if context.method_name == "__call__" and args:
-      cost = _layer_cost(context.module, args[0])
+      cost = _layer_cost(as_run(context.module), args[0])
       if cost is not None:
         layers["/".join(context.module.path)] = cost
     return next_fun(*args, **kwargs)
@@ -92,7 +96,7 @@ def count(model: nn.Module, input_shape: tuple[int, ...], **apply_kwargs: Any) -
 
   def run(x):
     with nn.intercept_methods(interceptor):
-      return model.init_with_output(jax.random.key(0), x, **apply_kwargs)[0]
+      return init(jax.random.key(0), x, **apply_kwargs)
 
   jax.eval_shape(run, x)
   return CostReport(layers)

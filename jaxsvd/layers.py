@@ -127,29 +127,52 @@ def choose_mode(mode: str, costs: dict[str, int]) -> str:
   return "factored" if costs["factored"] < costs["reconstruct"] else "reconstruct"
 
 
+def check_rank(owner: str, rank: Any) -> None:
+  if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
+    raise ValueError(f"{owner}.rank must be None (full rank) or an int >= 1, got {rank!r}")
+
+
+def svd_params(owner: nn.Module, kernel_shape, rank: int | None, decomposition: str, kernel_init=default_kernel_init):
+  """Creates (or reads) params U, s, V of ``kernel_shape`` at ``rank`` in ``owner``'s scope (a compact method)."""
+  rows, cols = matrix_shape(kernel_shape, decomposition)
+  full = min(rows, cols)
+  rank = full if rank is None else rank
+  if rank > full:
+    raise ValueError(f"{type(owner).__name__}.rank={rank} exceeds min(m, n)={full} for matrix {rows}x{cols}")
+  # One draw shared by U, s and V; at apply time the init is only shape-checked (eval_shape).
+  key = owner.make_rng("params") if owner.is_initializing() else jax.random.key(0)
+  init = lambda i: (lambda _, k: svd_init(k, kernel_shape, decomposition, rank, kernel_init)[i])
+  return tuple(owner.param(name, init(i), key) for i, name in enumerate(("U", "s", "V")))
+
+
+def dense_svd_apply(x, U, s, V, features: int, mode: str):
+  """y = x·V·diag(s)·Uᵀ, as one matmul with the rebuilt kernel or as two (``mode``, 'auto' by MACs)."""
+  kernel_shape = (x.shape[-1], features)
+  batch = max(1, x.size // x.shape[-1])
+  if choose_mode(mode, dense_macs(batch, x.shape[-1], features, s.shape[0], CHANNEL_QUANTUM)) == "reconstruct":
+    return x @ factors_to_kernel(U, s, V, kernel_shape)
+  return (x @ (V * s)) @ U.T
+
+
+def conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, decomposition: str, mode: str):
+  """NHWC conv with the kernel U·diag(s)·Vᵀ: one conv with the rebuilt kernel or two (``mode``, 'auto' by MACs)."""
+  costs = conv_macs(x.shape[0], x.shape[1:3], kernel_shape, strides, pads, s.shape[0], decomposition, CHANNEL_QUANTUM)
+  if choose_mode(mode, costs) == "reconstruct":
+    return conv(x, factors_to_kernel(U, s, V, kernel_shape, decomposition), strides, pads)
+  return factored_conv(x, U, s, V, kernel_shape, strides, pads, decomposition)
+
+
 class _SVDBase(nn.Module):
   """Shared fields, validation and parameter creation of the SVD layers."""
 
   def __post_init__(self):
     check_choice(f"{type(self).__name__}.mode", self.mode, MODES)
     check_choice(f"{type(self).__name__}.decomposition", self.decomposition, DECOMPOSITIONS)
-    if self.rank is not None and (not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 1):
-      raise ValueError(f"{type(self).__name__}.rank must be None (full rank) or an int >= 1, got {self.rank!r}")
+    check_rank(type(self).__name__, self.rank)
     super().__post_init__()
 
   def _factors(self, kernel_shape):
-    rows, cols = matrix_shape(kernel_shape, self.decomposition)
-    full = min(rows, cols)
-    rank = full if self.rank is None else self.rank
-    if rank > full:
-      raise ValueError(f"{type(self).__name__}.rank={rank} exceeds min(m, n)={full} for matrix {rows}x{cols}")
-    # One draw shared by U, s and V; at apply time the init is only shape-checked (eval_shape).
-    key = self.make_rng("params") if self.is_initializing() else jax.random.key(0)
-    init = lambda i: (lambda _, k: svd_init(k, kernel_shape, self.decomposition, rank, self.kernel_init)[i])
-    U = self.param("U", init(0), key)
-    s = self.param("s", init(1), key)
-    V = self.param("V", init(2), key)
-    return U, s, V
+    return svd_params(self, kernel_shape, self.rank, self.decomposition, self.kernel_init)
 
   def _bias(self, y):
     if not self.use_bias:
@@ -174,16 +197,9 @@ class DenseSVD(_SVDBase):
 
   @nn.compact
   def __call__(self, x):
-    kernel_shape = (x.shape[-1], self.features)
-    U, s, V = self._factors(kernel_shape)
+    U, s, V = self._factors((x.shape[-1], self.features))
     x, U, s, V = self._cast(x, U, s, V)
-    batch = max(1, x.size // x.shape[-1])
-    mode = choose_mode(self.mode, dense_macs(batch, x.shape[-1], self.features, s.shape[0], CHANNEL_QUANTUM))
-    if mode == "reconstruct":
-      y = x @ factors_to_kernel(U, s, V, kernel_shape)
-    else:
-      y = (x @ (V * s)) @ U.T
-    return self._bias(y)
+    return self._bias(dense_svd_apply(x, U, s, V, self.features, self.mode))
 
 
 class ConvSVD(_SVDBase):
@@ -209,13 +225,7 @@ class ConvSVD(_SVDBase):
     U, s, V = self._factors(kernel_shape)
     x, U, s, V = self._cast(x, U, s, V)
     pads = conv_pads(x.shape[1:3], (kh, kw), strides, self.padding)
-    costs = conv_macs(x.shape[0], x.shape[1:3], kernel_shape, strides, pads, s.shape[0], self.decomposition,
-                      CHANNEL_QUANTUM)
-    if choose_mode(self.mode, costs) == "reconstruct":
-      y = conv(x, factors_to_kernel(U, s, V, kernel_shape, self.decomposition), strides, pads)
-    else:
-      y = factored_conv(x, U, s, V, kernel_shape, strides, pads, self.decomposition)
-    return self._bias(y)
+    return self._bias(conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, self.decomposition, self.mode))
 
 
 def factored_conv(x, U, s, V, kernel_shape, strides, pads, decomposition):

@@ -11,6 +11,7 @@ from jaxsvd.layers import MODES
 from jaxsvd.models.common import SVDSpec
 from jaxsvd.models.resnet import ResNet, resnet18, resnet_cifar
 from jaxsvd.models.vgg import VGG, vgg
+from jaxsvd.svdify import SVDModel
 from jaxsvd.validate import check_choice
 
 MODEL_NAMES = ("resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "resnet18",
@@ -36,15 +37,18 @@ def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
 
 
 def in_mode(apply_fn: Callable, mode: str | None) -> Callable:
-  """``apply_fn`` (a zoo model's bound ``.apply``) of the same model with its SVD layers in ``mode``.
+  """``apply_fn`` (a zoo model's or an ``svdify.SVDModel``'s bound ``.apply``) of the same model with its
+  SVD layers in ``mode``.
 
   The result is the same function to float tolerance; only the execution differs. ``mode=None``,
-  dense models and functions that are not a zoo model's ``.apply`` are returned unchanged.
+  dense models and other functions are returned unchanged.
   """
   if mode is None:
     return apply_fn
   check_choice("mode", mode, MODES)
   model = getattr(apply_fn, "__self__", None)
+  if isinstance(model, SVDModel):
+    return apply_fn if model.mode == mode else model.with_mode(mode).apply
   svd = getattr(model, "svd", None)
   if not isinstance(svd, SVDSpec) or svd.mode == mode:
     return apply_fn

@@ -1,0 +1,171 @@
+"""Turn any linen model into its SVD form, without touching its code.
+
+``svdify(model, ranks)`` runs ``model`` with every ``nn.Dense`` and 2-D ``nn.Conv`` intercepted
+(``nn.intercept_methods``): instead of a ``kernel`` the layer holds ``U``, ``s``, ``V`` (created in the
+layer's own scope, so param paths are the original model's) and runs as ``layers.DenseSVD`` /
+``layers.ConvSVD`` would. Everything else (BatchNorm, attention, pooling, ...) is untouched.
+
+  svd_model = svdify(model, ranks={"Conv_1": 8}, skip=("Conv_0",))   # missing paths: full rank
+  variables = svd_model.init(key, x)                                 # He-equivalent SVD init
+  ranks(variables["params"])                                         # the architecture, read back
+  svd_model = svdify(model, new_ranks)                               # after pruning: same params tree
+
+``decompose(svd_model, dense_variables, x)`` starts from a trained dense model instead: every kernel
+is factored by its SVD and truncated to the model's ranks (best rank-r approximation, Eckart–Young).
+``export.merge(params, dense_params)`` goes back. Only what the SVD layers can express is converted:
+convs with dilation, groups, a mask, or padding other than SAME/VALID/explicit raise an error that
+names the layer; list such layers in ``skip``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsvd import layers
+from jaxsvd.ranks import get_node, iter_svd_layers, replace_nodes, validate_ranks
+from jaxsvd.validate import check_choice
+
+
+@dataclasses.dataclass(frozen=True)
+class SVDModel:
+  """``model`` with its Dense/Conv layers in SVD form; ``init``/``apply`` as a linen module's."""
+
+  model: nn.Module
+  ranks: tuple[tuple[str, int], ...] = ()  # frozen {layer path: rank}; missing paths are full rank
+  decomposition: str = "channel"
+  mode: str = "auto"
+  skip: tuple[str, ...] = ()  # layer paths kept dense
+
+  def __post_init__(self):
+    check_choice("svdify.decomposition", self.decomposition, layers.DECOMPOSITIONS)
+    check_choice("svdify.mode", self.mode, layers.MODES)
+    validate_ranks(dict(self.ranks))
+    if overlap := sorted(set(dict(self.ranks)) & set(self.skip)):
+      raise ValueError(f"svdify: layers {overlap} are both in ranks and in skip")
+
+  def init(self, rngs, *args, **kwargs):
+    return self._run(self.model.init, rngs, *args, **kwargs)
+
+  def apply(self, variables, *args, **kwargs):
+    return self._run(self.model.apply, variables, *args, **kwargs)
+
+  def _run(self, fn, *args, **kwargs):
+    seen: set[str] = set()
+    with nn.intercept_methods(functools.partial(self._intercept, seen)):
+      out = fn(*args, **kwargs)
+    if unknown := sorted(set(dict(self.ranks)) - seen):
+      raise ValueError(f"svdify: ranks name layers {unknown} that are not Dense/Conv layers of the model "
+                       f"(converted: {sorted(seen)})")
+    return out
+
+  def with_ranks(self, ranks: Mapping[str, int]) -> SVDModel:
+    return dataclasses.replace(self, ranks=_frozen(ranks))
+
+  def with_mode(self, mode: str) -> SVDModel:
+    return dataclasses.replace(self, mode=mode)
+
+  def svd_layer(self, module: nn.Module) -> nn.Module:
+    """The unbound ``ConvSVD``/``DenseSVD`` that ``module`` (a bound layer of ``model``) runs as, else ``module``."""
+    path = "/".join(module.path)
+    if type(module) not in (nn.Dense, nn.Conv) or path in self.skip:
+      return module
+    rank = dict(self.ranks).get(path)
+    if isinstance(module, nn.Dense):
+      return layers.DenseSVD(module.features, rank=rank, use_bias=module.use_bias, mode=self.mode, parent=None)
+    return layers.ConvSVD(module.features, _pair(module.kernel_size, path, "kernel_size"),
+                          _pair(module.strides or 1, path, "strides"), module.padding, rank=rank,
+                          decomposition=self.decomposition, mode=self.mode, use_bias=module.use_bias, parent=None)
+
+  def _intercept(self, seen: set[str], next_fun, args, kwargs, context):
+    module = context.module
+    if context.method_name != "__call__" or type(module) not in (nn.Dense, nn.Conv):
+      return next_fun(*args, **kwargs)
+    path = "/".join(module.path)
+    if path in self.skip:
+      return next_fun(*args, **kwargs)
+    seen.add(path)
+    rank = dict(self.ranks).get(path)
+    x = args[0] if args else kwargs["inputs"]
+    if isinstance(module, nn.Dense):
+      return _dense(module, x, rank, self.mode)
+    return _conv(module, path, x, rank, self.decomposition, self.mode)
+
+
+def svdify(model: nn.Module, ranks: Mapping[str, int] | None = None, decomposition: str = "channel",
+           mode: str = "auto", skip: tuple[str, ...] | list[str] = ()) -> SVDModel:
+  """``model`` with every ``nn.Dense``/``nn.Conv`` (except ``skip``) as U, s, V at ``ranks`` (default full)."""
+  return SVDModel(model, _frozen(ranks or {}), decomposition, mode, tuple(skip))
+
+
+def decompose(svd_model: SVDModel, dense_variables: Mapping[str, Any], *args, **kwargs) -> dict:
+  """``dense_variables`` of ``svd_model.model`` with each converted kernel replaced by its truncated SVD.
+
+  ``args``/``kwargs`` are sample inputs (only their shapes are used). Non-param collections
+  (e.g. batch_stats) are kept as they are.
+  """
+  target = jax.eval_shape(svd_model.init, jax.random.key(0), *args, **kwargs)["params"]
+  params = dense_variables["params"]
+  new_nodes = {}
+  for path, node in iter_svd_layers(target):
+    try:
+      dense = get_node(params, path)
+      kernel = jnp.asarray(dense["kernel"])
+    except (KeyError, TypeError) as err:
+      raise ValueError(f"decompose: the dense params have no kernel at layer {path!r}") from err
+    u, s, vt = jnp.linalg.svd(layers.kernel_to_matrix(kernel, svd_model.decomposition), full_matrices=False)
+    r = node["s"].shape[0]
+    new_nodes[path] = {**{k: v for k, v in dense.items() if k != "kernel"}, "U": u[:, :r], "s": s[:r], "V": vt[:r].T}
+  return {**dense_variables, "params": replace_nodes(params, new_nodes)}
+
+
+def _frozen(ranks: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+  validate_ranks(dict(ranks))
+  return tuple(sorted((str(k), v) for k, v in ranks.items()))
+
+
+def _cast(module, *xs):
+  return xs if module.dtype is None else tuple(x.astype(module.dtype) for x in xs)
+
+
+def _bias(module, y):
+  if not module.use_bias:
+    return y
+  return y + module.param("bias", module.bias_init, (module.features,), module.param_dtype).astype(y.dtype)
+
+
+def _dense(module: nn.Dense, x, rank, mode):
+  U, s, V = layers.svd_params(module, (x.shape[-1], module.features), rank, "channel", module.kernel_init)
+  x, U, s, V = _cast(module, x, U, s, V)
+  return _bias(module, layers.dense_svd_apply(x, U, s, V, module.features, mode))
+
+
+def _conv(module: nn.Conv, path: str, x, rank, decomposition, mode):
+  kernel_size = _pair(module.kernel_size, path, "kernel_size")
+  strides = _pair(module.strides or 1, path, "strides")
+  unsupported = {"kernel_dilation": _pair(module.kernel_dilation or 1, path, "kernel_dilation") != (1, 1),
+                 "input_dilation": _pair(module.input_dilation or 1, path, "input_dilation") != (1, 1),
+                 "feature_group_count": module.feature_group_count != 1, "mask": module.mask is not None,
+                 "padding": isinstance(module.padding, str) and module.padding not in ("SAME", "VALID"),
+                 "input rank": x.ndim != 4}
+  if bad := [k for k, v in unsupported.items() if v]:
+    raise ValueError(f"svdify: conv {path!r} has {', '.join(bad)} that the SVD layers do not support; "
+                     f"add it to skip=")
+  kernel_shape = (*kernel_size, x.shape[-1], module.features)
+  U, s, V = layers.svd_params(module, kernel_shape, rank, decomposition, module.kernel_init)
+  x, U, s, V = _cast(module, x, U, s, V)
+  pads = layers.conv_pads(x.shape[1:3], kernel_size, strides, module.padding)
+  return _bias(module, layers.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, decomposition, mode))
+
+
+def _pair(value, path: str, name: str) -> tuple[int, int]:
+  pair = (value, value) if isinstance(value, int) else tuple(np.ravel(value).tolist())
+  if len(pair) != 2:
+    raise ValueError(f"svdify: conv {path!r} {name}={value!r} is not 2-D; only 2-D convs can be converted")
+  return pair
