@@ -89,7 +89,7 @@ def _variant_grid(variants: Mapping[str, Sequence[Any]] | None) -> list[dict[str
   if not variants:
     return [{}]
   names = list(variants)
-  return [dict(zip(names, values)) for values in itertools.product(*(variants[n] for n in names))]
+  return [dict(zip(names, values, strict=True)) for values in itertools.product(*(variants[n] for n in names))]
 
 
 class AutotunedJit:
