@@ -17,14 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxsvd.layers import (
-  ConvSVD,
-  DenseSVD,
-  conv_macs,
-  conv_pads,
-  dense_macs,
-  matrix_shape,
-)
+from jaxsvd.layers import ConvSVD, DenseSVD, conv_macs, conv_pads, dense_macs, matrix_shape
 from jaxsvd.svdify import SVDModel
 
 

@@ -129,7 +129,8 @@ def _eval_batch(n=4):
   return {"image": rng.normal(size=(n, 16, 16, 3)).astype(np.float32), "label": rng.integers(0, 10, n).astype(np.int32)}
 
 
-@pytest.mark.parametrize("svd, reduce_by, variants", [(SVDSpec(), 0.9, 2), (None, None, 1), (SVDSpec(mode="reconstruct"), 0.9, 1)])
+@pytest.mark.parametrize("svd, reduce_by, variants",
+                         [(SVDSpec(), 0.9, 2), (None, None, 1), (SVDSpec(mode="reconstruct"), 0.9, 1)])
 def test_autotuned_eval_over_modes_matches_jit_and_compiles_distinct_programs_once(svd, reduce_by, variants):
   state, batch = small_state(svd, reduce_by), _eval_batch()
   tuned = xla_options.autotuned_jit(eval_step, variants=EVAL_VARIANTS, trials=1)
