@@ -1,0 +1,180 @@
+"""Mask-based pruning as pure functions on params (``torch.nn.utils.prune`` semantics, functional).
+
+A mask is a bool array shaped like its leaf (True = kept); ``masks`` maps a leaf's '/'-joined path
+(e.g. ``'Conv_0/kernel'``) to its mask, so masks are data beside the params, like ranks.
+
+  l1_unstructured(w, a)       prune the k = round(a·n) entries of smallest |w|
+  random_unstructured(key, w, a)  prune k entries chosen uniformly at random
+  ln_structured(w, a, n, axis)    prune the k = round(a·C) slices along ``axis`` of smallest ‖·‖ₙ
+                              (norm over every other axis; axis = -1 is a conv's output channels)
+  global_unstructured(params, a)  one |w| threshold over all selected leaves: k = round(a·N) in total
+  layerwise(params, fn)       fn(w, mask) on every selected leaf → masks
+  make_permanent(params, masks)   w ⊙ m: pruned entries become exact zeros in the params
+  keep_pruned(masks)          optax transform: updates ⊙ m, so pruned entries stay zero while training
+
+Pruning again with an existing ``mask`` prunes a fraction ``a`` of what is *still kept* (entries, or
+slices for ``ln_structured``), as torch's PruningContainer does. ``a`` is a fraction in [0, 1] or an
+int count. Masks are computed on the host (pruning events are rare; k is data-dependent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+Amount = float | int
+Masks = dict[str, jax.Array]
+
+
+def path_str(keypath) -> str:
+  """'/'-joined keys of a ``jax.tree_util`` key path (the key of a leaf in ``masks``)."""
+  parts = []
+  for k in keypath:
+    parts.append(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))))
+  return "/".join(parts)
+
+
+def is_kernel(path: str, leaf) -> bool:
+  """The default selection: weight matrices/kernels (leaves named 'kernel', ≥ 2-D)."""
+  return path.rsplit("/", 1)[-1] == "kernel" and np.ndim(leaf) >= 2
+
+
+def _count(amount: Amount, n: int, what: str) -> int:
+  if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+    raise ValueError(f"amount must be a fraction in [0, 1] or an int count, got {amount!r}")
+  if isinstance(amount, int):
+    if not 0 <= amount <= n:
+      raise ValueError(f"amount={amount} {what} to prune, but only {n} are left")
+    return amount
+  if not 0.0 <= amount <= 1.0:
+    raise ValueError(f"amount must be a fraction in [0, 1] or an int count, got {amount!r}")
+  return round(amount * n)
+
+
+def _kept(shape, mask) -> np.ndarray:
+  return np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
+
+
+def _prune_smallest(scores: np.ndarray, kept: np.ndarray, amount: Amount, what: str = "entries") -> np.ndarray:
+  """``kept`` with the k = amount·(kept count) kept entries of smallest score set False (ties: lower index first)."""
+  flat_kept = kept.ravel()
+  idx = np.flatnonzero(flat_kept)
+  k = _count(amount, idx.size, what)
+  order = idx[np.argsort(scores.ravel()[idx], kind="stable")]
+  out = flat_kept.copy()
+  out[order[:k]] = False
+  return out.reshape(kept.shape)
+
+
+def l1_unstructured(weight, amount: Amount, mask=None) -> jax.Array:
+  """Mask pruning the entries of smallest |w| (among those ``mask`` still keeps)."""
+  w = np.asarray(weight)
+  return jnp.asarray(_prune_smallest(np.abs(w), _kept(w.shape, mask), amount))
+
+
+def random_unstructured(key, weight, amount: Amount, mask=None) -> jax.Array:
+  """Mask pruning entries chosen uniformly at random (among those ``mask`` still keeps)."""
+  scores = np.asarray(jax.random.uniform(key, np.shape(weight)))
+  return jnp.asarray(_prune_smallest(scores, _kept(np.shape(weight), mask), amount))
+
+
+def ln_structured(weight, amount: Amount, n: float = 2, axis: int = -1, mask=None) -> jax.Array:
+  """Mask pruning whole slices along ``axis`` with the smallest Lₙ norm (over all other axes).
+
+  Norms are of the masked weight; slices that ``mask`` has already removed entirely are not counted.
+  """
+  if not (n == np.inf or (isinstance(n, (int, float)) and n > 0)):
+    raise ValueError(f"ln_structured: n must be > 0 or inf, got {n!r}")
+  w = np.asarray(weight)
+  kept = _kept(w.shape, mask)
+  axis = axis % w.ndim
+  others = tuple(i for i in range(w.ndim) if i != axis)
+  norms = np.linalg.norm(np.moveaxis(w * kept, axis, -1).reshape(-1, w.shape[axis]), ord=n, axis=0)
+  alive = kept.any(axis=others)
+  keep_slices = _prune_smallest(norms, alive, amount, what="slices")
+  shape = [1] * w.ndim
+  shape[axis] = w.shape[axis]
+  return jnp.asarray(kept & keep_slices.reshape(shape))
+
+
+def _selected(params, select: Callable[[str, Any], bool]) -> dict[str, Any]:
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {path_str(kp): leaf for kp, leaf in leaves if select(path_str(kp), leaf)}
+
+
+def layerwise(params, fn: Callable[[Any, Any], jax.Array], masks: Mapping[str, Any] | None = None,
+              select: Callable[[str, Any], bool] = is_kernel) -> Masks:
+  """{path: fn(leaf, its current mask or None)} for every selected leaf, e.g.
+  ``layerwise(params, lambda w, m: l1_unstructured(w, 0.3, m))``."""
+  masks = masks or {}
+  return {**masks, **{p: fn(w, masks.get(p)) for p, w in _selected(params, select).items()}}
+
+
+def global_unstructured(params, amount: Amount, masks: Mapping[str, Any] | None = None,
+                        select: Callable[[str, Any], bool] = is_kernel) -> Masks:
+  """Masks pruning, over all selected leaves together, the k = round(amount·N) kept entries of smallest |w|."""
+  masks = masks or {}
+  leaves = _selected(params, select)
+  if not leaves:
+    raise ValueError("global_unstructured: no leaf of params is selected")
+  scores = [np.abs(np.asarray(w)).ravel() for w in leaves.values()]
+  kept = [_kept(np.shape(w), masks.get(p)).ravel() for p, w in leaves.items()]
+  new = _prune_smallest(np.concatenate(scores), np.concatenate(kept), amount)
+  out, start = dict(masks), 0
+  for path, w in leaves.items():
+    out[path] = jnp.asarray(new[start:start + np.size(w)].reshape(np.shape(w)))
+    start += np.size(w)
+  return out
+
+
+def _check_paths(params, masks: Mapping[str, Any]) -> dict[str, Any]:
+  leaves = {path_str(kp): leaf for kp, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  for path, m in masks.items():
+    if path not in leaves:
+      raise ValueError(f"mask for {path!r} has no leaf in params")
+    if np.shape(m) != np.shape(leaves[path]):
+      raise ValueError(f"mask for {path!r} has shape {np.shape(m)}, the leaf {np.shape(leaves[path])}")
+  return leaves
+
+
+def make_permanent(params, masks: Mapping[str, Any]):
+  """params with w ⊙ m on every masked leaf: the pruned entries become exact zeros (masks may then be dropped;
+  without ``keep_pruned`` further training lets them regrow)."""
+  _check_paths(params, masks)
+  return jax.tree_util.tree_map_with_path(
+      lambda kp, w: w * jnp.asarray(masks[path_str(kp)], w.dtype) if path_str(kp) in masks else w, params)
+
+
+class KeepPrunedState(NamedTuple):
+  masks: Masks
+
+
+def keep_pruned(masks: Mapping[str, Any]) -> optax.GradientTransformation:
+  """u ← u ⊙ m on every masked leaf (put it last in the chain): pruned weights that are zero stay zero,
+  whatever the optimizer, momentum or weight decay do. The masks live in the optax state (so they are
+  checkpointed with it); replace them with ``optax.tree_utils.tree_set(opt_state, masks=new)``."""
+
+  def init_fn(params):
+    _check_paths(params, masks)
+    return KeepPrunedState({p: jnp.asarray(m, bool) for p, m in masks.items()})
+
+  def update_fn(updates, state, params=None):
+    del params
+    apply = lambda kp, u: (jnp.where(state.masks[path_str(kp)], u, jnp.zeros_like(u))
+                           if path_str(kp) in state.masks else u)
+    return jax.tree_util.tree_map_with_path(apply, updates), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def sparsity(masks: Mapping[str, Any]) -> dict[str, float]:
+  """Fraction of pruned entries per masked leaf, and over all of them ('total')."""
+  per = {p: 1.0 - float(np.mean(np.asarray(m))) for p, m in masks.items()}
+  total = sum(np.size(m) for m in masks.values())
+  pruned = sum(np.size(m) - int(np.sum(np.asarray(m))) for m in masks.values())
+  return {**per, "total": pruned / total if total else 0.0}
