@@ -57,6 +57,8 @@ def summary_table(summary: dict[str, Any]) -> str:
           ("MACs / example", f"{summary['macs_before']:,} -> {summary['macs_after']:,} "
                              f"({summary['flops_speedup']:.2f}x fewer)"),
           ("total rank", f"{summary['rank_before']} -> {summary['rank_after']}")]
+  if "bn_channels_before" in summary:
+    rows.append(("BN channels (slimming)", f"{summary['bn_channels_before']} -> {summary['bn_channels_after']}"))
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
 

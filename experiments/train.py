@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -16,11 +17,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import tqdm
 
 from experiments import reporting
-from jaxsvd import checkpoint, data, export, flops, optim, pruning
+from jaxsvd import checkpoint, data, export, flops, optim, pruning, slimming
+from jaxsvd import masks as masks_lib
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import MODEL_NAMES, SVDSpec, build_model
 from jaxsvd.parallel import KINDS, DataParallel
@@ -39,6 +42,7 @@ class Plan:
   online: pruning.PruneConfig | None
   final: pruning.PruneConfig | None
   schedule: pruning.PruneConfig  # the pruning/fine-tune schedule, also when online pruning is off
+  slim_epoch: int | None = None  # network slimming: prune BN channels after this epoch (None: off)
 
 
 def make_plan(c) -> Plan:
@@ -68,7 +72,14 @@ def make_plan(c) -> Plan:
     final = dataclasses.replace(online_cfg, strategy=c.final_prune.strategy, energy=c.final_prune.energy,
                                 min_rank=c.final_prune.min_rank)
   online = online_cfg if c.pruning.enabled and svd is not None else None
-  return Plan(svd, reg, online, final, online_cfg)
+  slim_epoch = None
+  if c.slimming.enabled:
+    check_in_range("slimming.amount", c.slimming.amount, 0.0, 1.0, low_closed=True, high_closed=False)
+    check_min_int("slimming.min_channels", c.slimming.min_channels, 1)
+    slim_epoch = c.slimming.prune_epoch
+    if not isinstance(slim_epoch, int) or not 1 <= slim_epoch < c.num_epochs:
+      raise ValueError(f"slimming.prune_epoch must be an int in [1, num_epochs={c.num_epochs}), got {slim_epoch!r}")
+  return Plan(svd, reg, online, final, online_cfg, slim_epoch)
 
 
 @dataclasses.dataclass
@@ -81,6 +92,7 @@ class Run:
   original_ranks: dict
   history: list
   events: list
+  pruned_channels: dict | None = None  # network slimming: {BN path: [channel, ...]} once pruned
 
 
 def _model(c, plan: Plan, ranks, bn_axis_name=None):
@@ -96,7 +108,8 @@ def _meta(c, run: Run, state, input_shape, plan: Plan) -> dict:
   return {"model": checkpoint.model_meta(c.model, _num_classes(c), plan.svd), "ranks": run.ranks,
           "original_ranks": run.original_ranks, "input_shape": list(input_shape), "epoch": run.epoch,
           "step": int(jax.device_get(state.step)), "history": run.history, "pruning_events": run.events,
-          "best_test_accuracy": best, "config": json.loads(c.to_json_best_effort())}
+          "best_test_accuracy": best, "pruned_channels": run.pruned_channels,
+          "config": json.loads(c.to_json_best_effort())}
 
 
 def init_run(c, plan, par, input_shape, tx_factory) -> Run:
@@ -113,14 +126,32 @@ def resume_run(c, plan, par, mngr, step, tx_factory) -> Run:
   model = _model(c, plan, meta["ranks"], par.bn_axis_name)
   variables = checkpoint.restore_variables(mngr.directory, step, model, meta["input_shape"])
   params = variables.pop("params")
-  tx = tx_factory(params)
+  channels = meta.get("pruned_channels")
+  tx = tx_factory(params, slimming.masks_from_channels(params, channels) if channels is not None else None)
   train = checkpoint.restore_train(mngr.directory, step, jax.eval_shape(tx.init, params))
   state = TrainState(step=train["step"], params=params, model_state=variables, opt_state=train["opt_state"],
                      apply_fn=model.apply, tx=tx)
   log.info("resumed from %s step %d (epoch %d, total rank %d)", mngr.directory, step, meta["epoch"],
            total_rank(meta["ranks"]))
   return Run(par.place(state), train["rng"], meta["epoch"], meta["ranks"], meta["original_ranks"],
-             meta["history"], meta.get("pruning_events", []))
+             meta["history"], meta.get("pruning_events", []), channels)
+
+
+def slim_event(c, par, run: Run, tx_factory) -> float:
+  """Network slimming: zero the BN channels of smallest |γ| (globally) and fine-tune with them held at zero
+  (fresh optimizer without the γ-L1 term, as Liu et al. fine-tune)."""
+  start = time.perf_counter()
+  host = par.host_state(run.state)
+  masks = slimming.channel_masks(host.params, c.slimming.amount, c.slimming.min_channels)
+  params = masks_lib.make_permanent(host.params, masks)
+  tx = tx_factory(params, masks)
+  run.state = par.place(host.replace(params=params, tx=tx, opt_state=tx.init(params)))
+  run.pruned_channels = slimming.pruned_channels(masks)
+  counts = slimming.summary(masks)
+  run.events.append({"epoch": run.epoch, "kind": "slimming", **counts})
+  log.info("slimming after epoch %d: %d of %d BN channels kept", run.epoch, counts["channels_after"],
+           counts["channels_before"])
+  return time.perf_counter() - start
 
 
 def prune_event(c, plan, par, run: Run, cfg: pruning.PruneConfig, label: str) -> float:
@@ -180,7 +211,7 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
   mean, std = data.normalization(ds.train_images)
   par = DataParallel(c.parallel, c.num_devices)
   steps_per_epoch = data.num_train_batches(len(ds.train_images), c.batch_size, c.max_steps_per_epoch)
-  tx_factory = lambda params: optim.make_optimizer(c.optimizer, params, max(steps_per_epoch, 1), c.num_epochs)
+  tx_factory = functools.partial(_optimizer, c, max(steps_per_epoch, 1))
   mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), c.checkpoint.max_to_keep, "test_accuracy",
                             async_save=c.checkpoint.async_save)
   latest = mngr.latest_step()
@@ -211,6 +242,8 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
         row["time_prune"] += prune_event(c, plan, par, r, plan.online, "online")
       if plan.final is not None and r.epoch == c.num_epochs - plan.schedule.finetune_epochs:
         row["time_prune"] += prune_event(c, plan, par, r, plan.final, "final")
+      if plan.slim_epoch == r.epoch:
+        row["time_prune"] += slim_event(c, par, r, tx_factory)
       if r.ranks != ranks_before:
         compiles_before = par.train_step.traces
       cost = _cost(c, plan, r.ranks, ds.input_shape, cost_cache)
@@ -231,6 +264,15 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
     writer.close()
 
 
+def _optimizer(c, steps_per_epoch: int, params, slim_masks=None):
+  """The run's optax transform; after slimming: no γ-L1, and the pruned channels kept at zero."""
+  if slim_masks is None:
+    return optim.make_optimizer(c.optimizer, params, steps_per_epoch, c.num_epochs)
+  cfg = {**c.optimizer.to_dict(), "bn_l1": 0.0}
+  return optax.chain(optim.make_optimizer(cfg, params, steps_per_epoch, c.num_epochs),
+                     masks_lib.keep_pruned(slim_masks))
+
+
 def _cost(c, plan, ranks, input_shape, cache) -> flops.CostReport:
   key = tuple(sorted(ranks.items()))
   if key not in cache:
@@ -247,6 +289,10 @@ def finish(c, plan, par, r: Run, ds, workdir, cost_cache) -> dict:
              "svd_params_before": before.svd_params(), "svd_params_after": after.svd_params(),
              "macs_before": before.macs, "macs_after": after.macs, "flops_speedup": before.macs / max(after.macs, 1),
              "rank_before": total_rank(r.original_ranks), "rank_after": total_rank(r.ranks), "epochs": r.epoch}
+  if r.pruned_channels is not None:
+    channels = sum(slimming.bn_layers(state.params).values())
+    summary.update(bn_channels_before=channels,
+                   bn_channels_after=channels - sum(len(v) for v in r.pruned_channels.values()))
   if plan.svd is not None:
     dense_model = build_model(c.model, _num_classes(c), None)
     template = checkpoint.abstract_variables(dense_model, ds.input_shape)["params"]

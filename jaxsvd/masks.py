@@ -161,7 +161,7 @@ def keep_pruned(masks: Mapping[str, Any]) -> optax.GradientTransformation:
 
   def init_fn(params):
     _check_paths(params, masks)
-    return KeepPrunedState({p: jnp.asarray(m, bool) for p, m in masks.items()})
+    return KeepPrunedState({p: jnp.array(m, bool) for p, m in masks.items()})  # copies: no shared (donated) buffers
 
   def update_fn(updates, state, params=None):
     del params

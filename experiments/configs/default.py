@@ -36,6 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.pruning.prune_stop = ml_collections.FieldReference(None, field_type=int)
   # Final energy prune (paper) before the λs = 0 fine-tune phase of pruning.finetune_epochs.
   c.final_prune = ml_collections.ConfigDict(dict(enabled=True, strategy="energy", energy=0.01, min_rank=1))
+  # Network slimming (Liu et al. 2017): train with optimizer.bn_l1 > 0, prune the fraction `amount` of BN
+  # channels (smallest |γ| over all layers) after `prune_epoch`, fine-tune the rest with them held at zero.
+  c.slimming = ml_collections.ConfigDict(dict(enabled=False, amount=0.4, min_channels=1))
+  c.slimming.prune_epoch = ml_collections.FieldReference(None, field_type=int)
   c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True))
   c.tensorboard = True
   c.plots = True

@@ -1,0 +1,11 @@
+"""Network slimming on the quick Fashion-MNIST setup: dense ResNet-8 trained with an L1 penalty on BN γ,
+40 % of the BN channels (smallest |γ|, one global threshold) pruned after epoch 4, 2 fine-tune epochs."""
+
+from experiments.configs import fashion_mnist_dense
+
+
+def get_config():
+  c = fashion_mnist_dense.get_config()
+  c.optimizer.bn_l1 = 1e-4
+  c.slimming.update(enabled=True, amount=0.4, prune_epoch=4)
+  return c

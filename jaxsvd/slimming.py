@@ -1,0 +1,91 @@
+"""Network slimming (Liu et al. 2017, "Learning Efficient Convolutional Networks through Network Slimming").
+
+Train with an L1 penalty on every BatchNorm scale γ (``optim`` field ``bn_l1``), then prune the channels
+whose |γ| is smallest over *all* BN layers (one global threshold), then fine-tune. A channel is pruned
+by masking its γ and β to zero (``masks``): its BN output γ·x̂ + β is then exactly 0, so the channel
+carries nothing, the same function as removing it; ``masks.keep_pruned`` keeps them zero while
+fine-tuning. The pruned channels are data too: ``pruned_channels`` ({BN path: [channel, ...]}) is what
+a checkpoint's JSON metadata stores, and ``masks_from_channels`` rebuilds the masks from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsvd.masks import Masks
+from jaxsvd.validate import check_in_range, check_min_int
+
+
+def bn_layers(params, prefix: tuple[str, ...] = ()) -> dict[str, int]:
+  """{path: channels} of every normalization layer: a node with 1-D leaves 'scale' and 'bias' of one size."""
+  out = {}
+  if isinstance(params, Mapping):
+    scale, bias = params.get("scale"), params.get("bias")
+    if scale is not None and bias is not None and np.ndim(scale) == 1 and np.shape(scale) == np.shape(bias):
+      out["/".join(prefix)] = int(np.shape(scale)[0])
+    for key in sorted(params, key=str):
+      if isinstance(params[key], Mapping):
+        out.update(bn_layers(params[key], (*prefix, str(key))))
+  return out
+
+
+def _node(params, path: str):
+  for key in path.split("/"):
+    params = params[key]
+  return params
+
+
+def channel_masks(params, amount: float, min_channels: int = 1) -> Masks:
+  """Masks (on each BN's 'scale' and 'bias') pruning the fraction ``amount`` of all BN channels with the
+  smallest |γ|, one threshold over all layers; every layer keeps its ``min_channels`` largest."""
+  check_in_range("slimming.amount", amount, 0.0, 1.0, low_closed=True, high_closed=False)
+  check_min_int("slimming.min_channels", min_channels, 1)
+  layers = bn_layers(params)
+  if not layers:
+    raise ValueError("slimming: the params have no BatchNorm layers (no 'scale'/'bias' nodes)")
+  scores = []
+  for path in layers:
+    gamma = np.abs(np.asarray(_node(params, path)["scale"], np.float64))
+    protected = np.argsort(-gamma, kind="stable")[:min_channels]
+    gamma[protected] = np.inf
+    scores.append(gamma)
+  flat = np.concatenate(scores)
+  k = min(round(amount * flat.size), int(np.isfinite(flat).sum()))
+  keep = np.ones(flat.size, bool)
+  keep[np.argsort(flat, kind="stable")[:k]] = False
+  masks, start = {}, 0
+  for path, channels in layers.items():
+    mask = jnp.asarray(keep[start:start + channels])
+    masks[f"{path}/scale"] = masks[f"{path}/bias"] = mask
+    start += channels
+  return masks
+
+
+def pruned_channels(masks: Masks) -> dict[str, list[int]]:
+  """{BN path: sorted pruned channel indices} (JSON-able) from slimming masks."""
+  return {path[: -len("/scale")]: np.flatnonzero(~np.asarray(m)).tolist()
+          for path, m in sorted(masks.items()) if path.endswith("/scale")}
+
+
+def masks_from_channels(params, channels: Mapping[str, list[int]]) -> Masks:
+  """The slimming masks for ``params`` from ``pruned_channels`` output (e.g. read from a checkpoint)."""
+  layers = bn_layers(params)
+  masks = {}
+  for path, pruned in channels.items():
+    if path not in layers:
+      raise ValueError(f"slimming: pruned channels recorded for {path!r}, which is not a BN layer of the model")
+    if any(not 0 <= i < layers[path] for i in pruned):
+      raise ValueError(f"slimming: channel index out of range for {path!r} ({layers[path]} channels): {pruned}")
+    keep = np.ones(layers[path], bool)
+    keep[list(pruned)] = False
+    masks[f"{path}/scale"] = masks[f"{path}/bias"] = jnp.asarray(keep)
+  return masks
+
+
+def summary(masks: Masks) -> dict[str, int]:
+  """Channels before/after over all slimmed BN layers."""
+  scales = [np.asarray(m) for p, m in masks.items() if p.endswith("/scale")]
+  return {"channels_before": int(sum(m.size for m in scales)), "channels_after": int(sum(m.sum() for m in scales))}

@@ -1,0 +1,92 @@
+"""Network slimming: global |γ| threshold, exact-zero channels, masks as JSON data, and the experiment end to end."""
+
+import json
+import os
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from experiments import train
+from jaxsvd import checkpoint, slimming
+from jaxsvd import masks as M
+from tests import helpers
+
+PARAMS = {"bn1": {"scale": np.array([0.9, 0.01, 0.5, -0.02], np.float32), "bias": np.ones(4, np.float32)},
+          "block": {"bn2": {"scale": np.array([0.03, 0.04, 0.8], np.float32), "bias": np.ones(3, np.float32)},
+                    "conv": {"kernel": np.ones((3, 3, 4, 3), np.float32)}}}
+
+
+def test_bn_layers_found_by_structure():
+  assert slimming.bn_layers(PARAMS) == {"bn1": 4, "block/bn2": 3}
+
+
+def test_one_global_threshold_and_min_channels():
+  masks = slimming.channel_masks(PARAMS, 3 / 7)  # the 3 smallest |γ| of all 7: 0.01, -0.02, 0.03
+  assert slimming.pruned_channels(masks) == {"bn1": [1, 3], "block/bn2": [0]}
+  np.testing.assert_array_equal(masks["bn1/bias"], masks["bn1/scale"])
+  masks = slimming.channel_masks(PARAMS, 2 / 7, min_channels=3)  # each keeps its 3 largest: only bn1's 0.01 may go
+  assert slimming.pruned_channels(masks) == {"bn1": [1], "block/bn2": []}
+  masks = slimming.channel_masks(PARAMS, 6 / 7, min_channels=2)  # asks for 6, but each layer keeps its 2 largest
+  assert slimming.pruned_channels(masks) == {"bn1": [1, 3], "block/bn2": [0]}
+  assert slimming.summary(masks) == {"channels_before": 7, "channels_after": 4}
+
+
+def test_pruned_channels_round_trip_through_json_and_errors():
+  masks = slimming.channel_masks(PARAMS, 0.5)
+  again = slimming.masks_from_channels(PARAMS, json.loads(json.dumps(slimming.pruned_channels(masks))))
+  assert set(again) == set(masks)
+  for path in masks:
+    np.testing.assert_array_equal(again[path], masks[path])
+  with pytest.raises(ValueError, match="'bn9', which is not a BN layer"):
+    slimming.masks_from_channels(PARAMS, {"bn9": [0]})
+  with pytest.raises(ValueError, match="out of range"):
+    slimming.masks_from_channels(PARAMS, {"bn1": [4]})
+  with pytest.raises(ValueError, match=r"slimming.amount must be in \[0.0, 1.0\)"):
+    slimming.channel_masks(PARAMS, 1.0)
+  with pytest.raises(ValueError, match="no BatchNorm"):
+    slimming.channel_masks({"conv": {"kernel": np.ones((2, 2))}}, 0.5)
+
+
+def test_masked_channels_output_exact_zeros():
+  bn = nn.BatchNorm(use_running_average=True)
+  x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+  variables = bn.init(jax.random.key(0), x)
+  params = {"BatchNorm_0": {"scale": PARAMS["bn1"]["scale"], "bias": PARAMS["bn1"]["bias"]}}
+  masks = slimming.channel_masks(params, 0.5)
+  pruned = M.make_permanent(params, masks)["BatchNorm_0"]
+  y = np.asarray(bn.apply({**variables, "params": pruned}, x))
+  assert (y[:, [1, 3]] == 0).all() and (y[:, [0, 2]] != 0).all()
+
+
+def test_slimming_experiment_prunes_keeps_zeros_and_resumes(tmp_path):
+  data_dir = helpers.write_fashion_mnist(str(tmp_path / "fm"))
+  overrides = {"svd.enabled": False, "pruning.enabled": False, "final_prune.enabled": False,
+               "reg.orthogonality": 0.0, "reg.sparsity": 0.0, "optimizer.bn_l1": 1e-3,
+               "slimming.enabled": True, "slimming.amount": 0.3, "slimming.prune_epoch": 2}
+  straight = train.run(helpers.tiny_config(data_dir, **overrides), str(tmp_path / "a"))
+  workdir = str(tmp_path / "b")
+  assert train.run(helpers.tiny_config(data_dir, **overrides), workdir, stop_after_epoch=3) is None
+  resumed = train.run(helpers.tiny_config(data_dir, **overrides), workdir)
+  total = straight["bn_channels_before"]
+  assert straight["bn_channels_after"] == resumed["bn_channels_after"] == total - round(0.3 * total)
+  assert resumed["test_accuracy"] == pytest.approx(straight["test_accuracy"], abs=1e-6)
+
+  restored = checkpoint.restore(os.path.join(workdir, "checkpoints"))
+  channels = restored.meta["pruned_channels"]
+  assert sum(len(v) for v in channels.values()) == round(0.3 * total)
+  params = restored.variables["params"]
+  for path, pruned in channels.items():  # two fine-tune epochs later the pruned γ, β are still exactly zero
+    node = params
+    for key in path.split("/"):
+      node = node[key]
+    assert (np.asarray(node["scale"])[pruned] == 0).all() and (np.asarray(node["bias"])[pruned] == 0).all()
+  events = [e for e in restored.meta["pruning_events"] if e["kind"] == "slimming"]
+  assert len(events) == 1 and events[0]["epoch"] == 2
+
+
+def test_bad_slimming_config_is_an_error_before_compile(tmp_path):
+  c = helpers.tiny_config(str(tmp_path), **{"slimming.enabled": True, "slimming.prune_epoch": 4})
+  with pytest.raises(ValueError, match=r"slimming.prune_epoch must be an int in \[1, num_epochs=4\)"):
+    train.make_plan(c)
