@@ -27,7 +27,8 @@ from jaxsvd import masks as masks_lib
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import MODEL_NAMES, SVDSpec, build_model
 from jaxsvd.parallel import KINDS, DataParallel
-from jaxsvd.ranks import ranks as read_ranks, total_rank
+from jaxsvd.ranks import ranks as read_ranks
+from jaxsvd.ranks import total_rank
 from jaxsvd.train_state import TrainState
 from jaxsvd.validate import check_choice, check_in_range, check_min_int
 
