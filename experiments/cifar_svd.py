@@ -6,13 +6,10 @@ Override any field: --config.num_epochs=10 --config.svd.decomposition=spatial --
 Re-running with the same --workdir resumes from its latest checkpoint.
 """
 
-import logging
-
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from experiments import train
+from experiments import reporting, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "experiments/configs/resnet20_channel_hoyer.py",
@@ -23,13 +20,7 @@ flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, metri
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  absl_logging.set_verbosity(absl_logging.WARNING)  # silence Orbax's per-save INFO lines
-  logger = logging.getLogger("jaxsvd")
-  logger.setLevel(logging.INFO)
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter("%(message)s"))
-  logger.addHandler(handler)
-  logger.propagate = False
+  reporting.setup_logging()
   try:
     train.run(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError, FloatingPointError) as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from typing import Any
 
@@ -46,6 +47,19 @@ def epoch_line(row: dict[str, Any]) -> str:
           f"test acc {row['test_accuracy']:.4f} | rank {row['total_rank']} | params {row['params']:,} | "
           f"MACs {row['macs']:,} | time train {row['time_train']:.1f}s eval {row['time_eval']:.1f}s "
           f"prune {row['time_prune']:.2f}s | {row['images_per_sec']:.0f} img/s")
+
+
+def setup_logging() -> None:
+  """The 'jaxsvd' logger to stderr, plain messages; absl (Orbax's per-save INFO lines) to warnings."""
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logger = logging.getLogger("jaxsvd")
+  logger.setLevel(logging.INFO)
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter("%(message)s"))
+  logger.addHandler(handler)
+  logger.propagate = False
 
 
 def summary_table(summary: dict[str, Any]) -> str:

@@ -97,7 +97,8 @@ class Run:
 
 
 def _model(c, plan: Plan, ranks, bn_axis_name=None):
-  return build_model(c.model, _num_classes(c), plan.svd, ranks=ranks if plan.svd else None, bn_axis_name=bn_axis_name)
+  return build_model(c.model, _num_classes(c), plan.svd, ranks=ranks if plan.svd else None, bn_axis_name=bn_axis_name,
+                     inner_widths=c.inner_widths)
 
 
 def _num_classes(c) -> int:
@@ -106,7 +107,7 @@ def _num_classes(c) -> int:
 
 def _meta(c, run: Run, state, input_shape, plan: Plan) -> dict:
   best = max((h["test_accuracy"] for h in run.history), default=None)
-  return {"model": checkpoint.model_meta(c.model, _num_classes(c), plan.svd), "ranks": run.ranks,
+  return {"model": checkpoint.model_meta(c.model, _num_classes(c), plan.svd, c.inner_widths), "ranks": run.ranks,
           "original_ranks": run.original_ranks, "input_shape": list(input_shape), "epoch": run.epoch,
           "step": int(jax.device_get(state.step)), "history": run.history, "pruning_events": run.events,
           "best_test_accuracy": best, "pruned_channels": run.pruned_channels,
@@ -295,7 +296,7 @@ def finish(c, plan, par, r: Run, ds, workdir, cost_cache) -> dict:
     summary.update(bn_channels_before=channels,
                    bn_channels_after=channels - sum(len(v) for v in r.pruned_channels.values()))
   if plan.svd is not None:
-    dense_model = build_model(c.model, _num_classes(c), None)
+    dense_model = build_model(c.model, _num_classes(c), None, inner_widths=c.inner_widths)
     template = checkpoint.abstract_variables(dense_model, ds.input_shape)["params"]
     merged = {"params": export.merge(state.params, template), **state.model_state}
     factored = {"params": export.factored(state.params), **state.model_state}

@@ -46,14 +46,16 @@ def manager(directory: str, max_to_keep: int = 3, best_metric: str | None = None
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
-def model_meta(name: str, num_classes: int, svd: SVDSpec | None) -> dict:
-  return {"name": name, "num_classes": int(num_classes), "svd": None if svd is None else svd.to_dict()}
+def model_meta(name: str, num_classes: int, svd: SVDSpec | None, inner_widths: dict | None = None) -> dict:
+  return {"name": name, "num_classes": int(num_classes), "svd": None if svd is None else svd.to_dict(),
+          "inner_widths": None if inner_widths is None else dict(inner_widths)}
 
 
 def model_from_meta(meta: dict):
   m = meta["model"]
   svd = SVDSpec.from_dict(m["svd"])
-  return build_model(m["name"], m["num_classes"], svd, ranks=meta.get("ranks") if svd else None)
+  return build_model(m["name"], m["num_classes"], svd, ranks=meta.get("ranks") if svd else None,
+                     inner_widths=m.get("inner_widths"))
 
 
 def save(mngr: ocp.CheckpointManager, state, rng, meta: dict, metrics: dict | None = None) -> None:

@@ -40,6 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
   # channels (smallest |γ| over all layers) after `prune_epoch`, fine-tune the rest with them held at zero.
   c.slimming = ml_collections.ConfigDict(dict(enabled=False, amount=0.4, min_channels=1))
   c.slimming.prune_epoch = ml_collections.FieldReference(None, field_type=int)
+  # ResNets: {block: inner width} (pruning from scratch writes it); None = the standard widths.
+  c.inner_widths = ml_collections.FieldReference(None, field_type=dict)
+  # Pruning from scratch (experiments/pruning_from_scratch.py): gate search on the random init, then a MACs budget.
+  c.from_scratch = ml_collections.ConfigDict(dict(search_epochs=10, l1=1e-3, learning_rate=1e-2, budget=0.5))
   c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True))
   c.tensorboard = True
   c.plots = True

@@ -9,7 +9,7 @@ import flax.linen as nn
 
 from jaxsvd.layers import MODES
 from jaxsvd.models.common import SVDSpec
-from jaxsvd.models.resnet import ResNet, resnet18, resnet_cifar
+from jaxsvd.models.resnet import ResNet, resnet18, resnet_cifar, with_inner_widths
 from jaxsvd.models.vgg import VGG, vgg
 from jaxsvd.svdify import SVDModel
 from jaxsvd.validate import check_choice
@@ -19,21 +19,26 @@ MODEL_NAMES = ("resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "resn
 
 
 def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
-                ranks: Mapping[str, int] | None = None, bn_axis_name: str | None = None) -> nn.Module:
+                ranks: Mapping[str, int] | None = None, bn_axis_name: str | None = None,
+                inner_widths: Mapping[str, int] | None = None, gated: bool = False) -> nn.Module:
   """The model ``name`` with SVD layers at ``ranks`` (overrides svd.ranks when given).
 
   ``bn_axis_name`` (pmap training only) synchronizes BatchNorm statistics across devices.
+  ResNets only: ``inner_widths`` {block: width} narrows blocks' inner channels, ``gated`` adds
+  pruning-from-scratch gates (``jaxsvd.from_scratch``).
   """
   if name not in MODEL_NAMES:
     raise ValueError(f"model={name!r} is not one of {MODEL_NAMES}")
   if svd is not None and ranks is not None:
     svd = svd.with_ranks(ranks)
   depth = int(re.sub(r"\D", "", name))
-  if name == "resnet18":
-    return resnet18(num_classes, svd, bn_axis_name)
-  if name.startswith("resnet"):
-    return resnet_cifar(depth, num_classes, svd, bn_axis_name=bn_axis_name)
-  return vgg(depth, num_classes, svd, bn_axis_name)
+  if not name.startswith("resnet"):
+    if inner_widths or gated:
+      raise ValueError(f"inner_widths / gated apply only to the ResNets, not model={name!r}")
+    return vgg(depth, num_classes, svd, bn_axis_name)
+  model = resnet18(num_classes, svd, bn_axis_name) if name == "resnet18" else resnet_cifar(
+      depth, num_classes, svd, bn_axis_name=bn_axis_name)
+  return with_inner_widths(model, inner_widths, gated) if inner_widths or gated else model
 
 
 def in_mode(apply_fn: Callable, mode: str | None) -> Callable:

@@ -3,16 +3,19 @@
 CIFAR ResNets default to option-A shortcuts (stride-2 subsampling + zero-padded channels, no
 params), as in the paper's CIFAR experiments; ``shortcut='B'`` uses 1×1 conv + BN projections.
 ResNet-18 is the CIFAR variant (3×3 stem, no max-pool, 64-128-256-512, option-B shortcuts).
+``inner_widths`` ({block name: width}) narrows a block's inner channels (conv1 → bn1 → conv2), the widths
+that pruning from scratch chooses; ``gated`` multiplies each block's bn1 output by a learnable gate α.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxsvd.models.common import SVDSpec, batch_norm, conv, dense
+from jaxsvd.validate import check_min_int
 
 
 class BasicBlock(nn.Module):
@@ -21,11 +24,17 @@ class BasicBlock(nn.Module):
   svd: SVDSpec | None
   shortcut: str = "A"
   bn_axis_name: str | None = None
+  inner: int | None = None  # inner width (conv1's outputs); None = features
+  gated: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = conv(self, "conv1", self.svd, self.features, strides=(self.strides,) * 2)(x)
-    y = nn.relu(batch_norm(train, "bn1", self.bn_axis_name)(y))
+    inner = self.inner or self.features
+    y = conv(self, "conv1", self.svd, inner, strides=(self.strides,) * 2)(x)
+    y = batch_norm(train, "bn1", self.bn_axis_name)(y)
+    if self.gated:
+      y = y * self.param("gate", nn.initializers.ones, (inner,), jnp.float32)
+    y = nn.relu(y)
     y = conv(self, "conv2", self.svd, self.features)(y)
     y = batch_norm(train, "bn2", self.bn_axis_name)(y)
     if self.strides != 1 or x.shape[-1] != self.features:
@@ -46,6 +55,11 @@ class ResNet(nn.Module):
   svd: SVDSpec | None = None
   shortcut: str = "A"
   bn_axis_name: str | None = None
+  inner_widths: tuple[tuple[str, int], ...] = ()  # frozen {block name: inner width}
+  gated: bool = False
+
+  def block_names(self) -> list[str]:
+    return [f"stage{i + 1}_block{j}" for i, blocks in enumerate(self.stage_sizes) for j in range(blocks)]
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -55,10 +69,22 @@ class ResNet(nn.Module):
     for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = BasicBlock(width, strides, self.svd, self.shortcut, self.bn_axis_name, name=f"stage{i + 1}_block{j}")(x, train)
+        name = f"stage{i + 1}_block{j}"
+        x = BasicBlock(width, strides, self.svd, self.shortcut, self.bn_axis_name, dict(self.inner_widths).get(name),
+                       self.gated, name=name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return dense(self, "classifier", self.svd, self.num_classes,
                  force_dense=self.svd is not None and self.svd.dense_last)(x)
+
+
+def with_inner_widths(model: ResNet, inner_widths: Mapping[str, int] | None, gated: bool = False) -> ResNet:
+  """``model`` with blocks narrowed to ``inner_widths`` (validated: known blocks, ints ≥ 1) and gates if asked."""
+  inner_widths = dict(inner_widths or {})
+  if unknown := sorted(set(inner_widths) - set(model.block_names())):
+    raise ValueError(f"inner_widths names {unknown}, which are not blocks of the model ({model.block_names()})")
+  for name, width in inner_widths.items():
+    check_min_int(f"inner_widths[{name!r}]", width, 1)
+  return model.clone(inner_widths=tuple(sorted(inner_widths.items())), gated=gated)
 
 
 def resnet_cifar(depth: int, num_classes: int = 10, svd: SVDSpec | None = None, shortcut: str = "A",

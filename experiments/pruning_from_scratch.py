@@ -1,0 +1,110 @@
+"""Pruning from scratch (Wang et al. 2020) on a CIFAR ResNet: learn channel gates on the random init, pick the
+block widths that fit a MACs budget, then train that architecture from scratch with the normal loop.
+
+  python -m experiments.pruning_from_scratch --config=experiments/configs/fashion_mnist_from_scratch.py \\
+      --workdir=runs/pfs
+``workdir/widths.json`` records the search (widths, MACs before/after); re-running resumes the training
+phase and does not search again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import reporting, train
+from jaxsvd import data, flops, from_scratch, xla_options
+from jaxsvd.losses import RegularizerConfig
+from jaxsvd.models import build_model
+from jaxsvd.train_state import TrainState, train_step
+from jaxsvd.validate import check_in_range, check_min_int
+
+FLAGS = flags.FLAGS
+log = logging.getLogger("jaxsvd")
+
+
+def define_flags() -> None:
+  """The CLI's flags (defined only when run as a program, so importing this module defines none)."""
+  config_flags.DEFINE_config_file("config", "experiments/configs/fashion_mnist_from_scratch.py",
+                                  "Experiment config file (get_config()).", lock_config=False)
+  flags.DEFINE_string("workdir", "runs/from_scratch", "Directory for widths.json, checkpoints, metrics, exports.")
+
+
+def search_gates(c, ds) -> dict:
+  """Gates learned with frozen random weights: {block path: |α|}."""
+  model = build_model(c.model, data.NUM_CLASSES[c.dataset], None, gated=True)
+  variables = jax.jit(model.init)(jax.random.key(c.seed), jnp.zeros((1, *ds.input_shape), jnp.float32))
+  tx = from_scratch.gate_optimizer(c.from_scratch.learning_rate, c.from_scratch.l1)
+  state = TrainState.create(model.apply, variables, tx)
+  step = xla_options.jit(train_step, static_argnums=(2,), donate_argnums=(0,))
+  mean, std = data.normalization(ds.train_images)
+  no_reg = RegularizerConfig(orthogonality=0.0, sparsity=0.0)
+  for epoch in range(1, c.from_scratch.search_epochs + 1):
+    batches = data.train_batches(ds.train_images, ds.train_labels, c.batch_size, c.seed, epoch, mean, std,
+                                 c.augment, c.max_steps_per_epoch)
+    for batch in batches:
+      state, metrics = step(state, batch, no_reg)
+    log.info("gate search epoch %d: loss %.4f accuracy %.3f", epoch, float(metrics["loss"]),
+             float(metrics["accuracy"]))
+  return from_scratch.gates(state.params)
+
+
+def search(c, workdir: str) -> dict:
+  """Widths for the budget (from ``workdir/widths.json`` if an earlier run found them)."""
+  path = os.path.join(workdir, "widths.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)["inner_widths"]
+  ds = data.load_dataset(c.dataset, c.data_dir, c.data_source).subset(c.train_subset, c.test_subset)
+  gate_values = search_gates(c, ds)
+  macs_of = lambda widths: flops.count(build_model(c.model, data.NUM_CLASSES[c.dataset], None,  # noqa: E731
+                                                   inner_widths=widths), ds.input_shape).macs
+  widths = from_scratch.widths_for_budget(gate_values, macs_of, c.from_scratch.budget)
+  full = macs_of({p: g.size for p, g in gate_values.items()})
+  record = {"inner_widths": widths, "macs_full": full, "macs_pruned": macs_of(widths),
+            "budget": c.from_scratch.budget, "channels_full": sum(g.size for g in gate_values.values()),
+            "channels_pruned": sum(widths.values())}
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(record, f, indent=2)
+  log.info("pruned architecture: %d -> %d inner channels, MACs %d -> %d (%.2fx fewer)", record["channels_full"],
+           record["channels_pruned"], full, record["macs_pruned"], full / record["macs_pruned"])
+  return widths
+
+
+def validate(c) -> None:
+  """One-line errors for the whole experiment before anything is compiled."""
+  train.make_plan(c)
+  check_min_int("from_scratch.search_epochs", c.from_scratch.search_epochs, 1)
+  check_in_range("from_scratch.budget", c.from_scratch.budget, 0.0, 1.0, low_closed=False, high_closed=True)
+  from_scratch.gate_optimizer(c.from_scratch.learning_rate, c.from_scratch.l1)  # checks both are >= 0
+  if not c.model.startswith("resnet"):
+    raise ValueError(f"pruning from scratch gates ResNet blocks; model={c.model!r} is not a ResNet")
+
+
+def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
+  """Search (once), then ``train.run`` on the pruned architecture from a fresh random init."""
+  validate(c)
+  c.inner_widths = search(c, workdir)
+  return train.run(c, workdir, stop_after_epoch)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  reporting.setup_logging()
+  try:
+    run(FLAGS.config, FLAGS.workdir)
+  except (ValueError, FileNotFoundError, FloatingPointError) as err:
+    raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,83 @@
+"""Pruning from scratch (Wang et al. 2020, "Pruning from Scratch", AAAI): the pruned architecture is found on
+a *randomly initialized* network, then trained from scratch.
+
+1. Gate search: every residual block's inner channels get a gate α (``BasicBlock(gated=True)``: the bn1
+   output is multiplied by α, α₀ = 1). The weights stay at their random init; only the gates learn,
+   with loss CE + λ·Σ|α| (``gate_optimizer``: the L1 subgradient plus an optimizer on the gates alone).
+2. Budget: one global threshold t on |α|; a block keeps its channels with |α| > t (at least one).
+   ``widths_for_budget`` picks the smallest t whose architecture's MACs ≤ budget (binary search over
+   the sorted |α|; MACs fall monotonically as t rises).
+3. The result, {block path: inner width}, is data (``build_model(..., inner_widths=)``, checkpoint
+   metadata); that architecture is trained from a fresh random init.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+from jaxsvd.optim import add_l1_subgradient
+from jaxsvd.validate import check_in_range, check_nonnegative
+
+GATE = "gate"
+
+
+def _is_gate(keypath) -> bool:
+  return str(getattr(keypath[-1], "key", keypath[-1])) == GATE
+
+
+def gate_labels(params) -> Any:
+  """'gate' on gate leaves, 'frozen' elsewhere (``optax.multi_transform`` labels)."""
+  return jax.tree_util.tree_map_with_path(lambda kp, _: "gate" if _is_gate(kp) else "frozen", params)
+
+
+def gate_optimizer(learning_rate: float, l1: float) -> optax.GradientTransformation:
+  """g ← g + λ·sign(α) on the gates, Adam on the gates, zero updates for every other param (frozen weights)."""
+  check_nonnegative("from_scratch.l1", l1)
+  check_nonnegative("from_scratch.learning_rate", learning_rate)
+  is_gate = lambda params: jax.tree_util.tree_map_with_path(lambda kp, _: _is_gate(kp), params)
+  return optax.chain(add_l1_subgradient(l1, is_gate),
+                     optax.multi_transform({"gate": optax.adam(learning_rate), "frozen": optax.set_to_zero()},
+                                           gate_labels))
+
+
+def gates(params) -> dict[str, np.ndarray]:
+  """{block path: |α|} of every gated block."""
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {"/".join(str(getattr(k, "key", k)) for k in kp[:-1]): np.abs(np.asarray(leaf, np.float64))
+          for kp, leaf in leaves if _is_gate(kp)}
+
+
+def widths_at(gate_values: Mapping[str, np.ndarray], threshold: float) -> dict[str, int]:
+  """Inner width per block: its gates above ``threshold``, at least 1."""
+  return {path: max(1, int(np.sum(g > threshold))) for path, g in gate_values.items()}
+
+
+def widths_for_budget(gate_values: Mapping[str, np.ndarray], macs_of: Callable[[dict[str, int]], int],
+                      budget: float) -> dict[str, int]:
+  """The widest architecture (one global gate threshold) whose MACs ≤ ``budget`` × the unpruned MACs.
+
+  ``macs_of(widths)`` gives an architecture's MACs (e.g. via ``flops.count``). Raises if even one channel
+  per block exceeds the budget.
+  """
+  check_in_range("from_scratch.budget", budget, 0.0, 1.0, low_closed=False, high_closed=True)
+  if not gate_values:
+    raise ValueError("from_scratch: the params have no gates (build the model with gated=True)")
+  full = macs_of({p: g.size for p, g in gate_values.items()})
+  limit = budget * full
+  # Candidate thresholds: below every gate (keep all), then each gate value (drop it and everything smaller).
+  candidates = np.concatenate([[-np.inf], np.unique(np.concatenate(list(gate_values.values())))])
+  lo, hi = 0, len(candidates) - 1
+  if macs_of(widths_at(gate_values, candidates[hi])) > limit:
+    raise ValueError(f"from_scratch.budget={budget}: even one channel per block needs more MACs")
+  while lo < hi:  # smallest index whose architecture fits
+    mid = (lo + hi) // 2
+    if macs_of(widths_at(gate_values, candidates[mid])) <= limit:
+      hi = mid
+    else:
+      lo = mid + 1
+  return widths_at(gate_values, candidates[lo])
