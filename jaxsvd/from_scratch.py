@@ -21,13 +21,14 @@ import numpy as np
 import optax
 
 from jaxsvd.optim import add_l1_subgradient
+from jaxsvd.ranks import path_str
 from jaxsvd.validate import check_in_range, check_nonnegative
 
 GATE = "gate"
 
 
 def _is_gate(keypath) -> bool:
-  return str(getattr(keypath[-1], "key", keypath[-1])) == GATE
+  return path_str(keypath[-1:]) == GATE
 
 
 def gate_labels(params) -> Any:
@@ -48,8 +49,7 @@ def gate_optimizer(learning_rate: float, l1: float) -> optax.GradientTransformat
 def gates(params) -> dict[str, np.ndarray]:
   """{block path: |α|} of every gated block."""
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {"/".join(str(getattr(k, "key", k)) for k in kp[:-1]): np.abs(np.asarray(leaf, np.float64))
-          for kp, leaf in leaves if _is_gate(kp)}
+  return {path_str(kp[:-1]): np.abs(np.asarray(leaf, np.float64)) for kp, leaf in leaves if _is_gate(kp)}
 
 
 def widths_at(gate_values: Mapping[str, np.ndarray], threshold: float) -> dict[str, int]:

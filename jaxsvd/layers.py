@@ -162,6 +162,18 @@ def conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, decomposition: str, 
   return factored_conv(x, U, s, V, kernel_shape, strides, pads, decomposition)
 
 
+def cast(dtype, *xs):
+  """``xs`` in ``dtype`` (None: unchanged)."""
+  return xs if dtype is None else tuple(x.astype(dtype) for x in xs)
+
+
+def add_bias(owner: nn.Module, y, use_bias: bool, features: int, bias_init, param_dtype=jnp.float32):
+  """y + b with b a param 'bias' of ``owner`` (a compact method), or y when ``use_bias`` is False."""
+  if not use_bias:
+    return y
+  return y + owner.param("bias", bias_init, (features,), param_dtype).astype(y.dtype)
+
+
 class _SVDBase(nn.Module):
   """Shared fields, validation and parameter creation of the SVD layers."""
 
@@ -175,12 +187,10 @@ class _SVDBase(nn.Module):
     return svd_params(self, kernel_shape, self.rank, self.decomposition, self.kernel_init)
 
   def _bias(self, y):
-    if not self.use_bias:
-      return y
-    return y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(y.dtype)
+    return add_bias(self, y, self.use_bias, self.features, self.bias_init)
 
   def _cast(self, *xs):
-    return xs if self.dtype is None else tuple(x.astype(self.dtype) for x in xs)
+    return cast(self.dtype, *xs)
 
 
 class DenseSVD(_SVDBase):

@@ -27,16 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxsvd.ranks import path_str
+
 Amount = float | int
 Masks = dict[str, jax.Array]
-
-
-def path_str(keypath) -> str:
-  """'/'-joined keys of a ``jax.tree_util`` key path (the key of a leaf in ``masks``)."""
-  parts = []
-  for k in keypath:
-    parts.append(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))))
-  return "/".join(parts)
 
 
 def is_kernel(path: str, leaf) -> bool:

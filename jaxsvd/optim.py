@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsvd.ranks import iter_svd_layers
+from jaxsvd.ranks import iter_svd_layers, path_str
 from jaxsvd.validate import check_choice, check_nonnegative
 
 GROUPS = ("uv", "s", "norm_bias", "other")
@@ -64,8 +64,7 @@ def param_labels(params) -> Any:
   svd_paths = {path for path, _ in iter_svd_layers(params)}
 
   def label(path, leaf):
-    keys = [str(getattr(k, "key", k)) for k in path]
-    parent, name = "/".join(keys[:-1]), keys[-1]
+    parent, name = path_str(path[:-1]), path_str(path[-1:])
     if parent in svd_paths and name in ("U", "V"):
       return "uv"
     if parent in svd_paths and name == "s":
@@ -77,7 +76,7 @@ def param_labels(params) -> Any:
 
 def bn_scale_mask(params) -> Any:
   """True on normalization scales (leaves named 'scale'), the γ of network slimming."""
-  return jax.tree_util.tree_map_with_path(lambda p, _: str(getattr(p[-1], "key", p[-1])) == "scale", params)
+  return jax.tree_util.tree_map_with_path(lambda p, _: path_str(p[-1:]) == "scale", params)
 
 
 def make_schedule(cfg: Any, steps_per_epoch: int, num_epochs: int, group: str | None = None) -> optax.Schedule:

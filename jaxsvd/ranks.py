@@ -49,6 +49,11 @@ def total_rank(rank_map: Mapping[str, int]) -> int:
   return int(sum(rank_map.values()))
 
 
+def path_str(keypath) -> str:
+  """'/'-joined keys of a ``jax.tree_util`` key path, the same form as the layer paths here."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in keypath)
+
+
 def get_node(tree: PathTree, path: str) -> Mapping:
   node = tree
   for key in path.split("/") if path else []:

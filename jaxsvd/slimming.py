@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsvd.masks import Masks
+from jaxsvd.ranks import get_node
 from jaxsvd.validate import check_in_range, check_min_int
 
 
@@ -32,12 +33,6 @@ def bn_layers(params, prefix: tuple[str, ...] = ()) -> dict[str, int]:
   return out
 
 
-def _node(params, path: str):
-  for key in path.split("/"):
-    params = params[key]
-  return params
-
-
 def channel_masks(params, amount: float, min_channels: int = 1) -> Masks:
   """Masks (on each BN's 'scale' and 'bias') pruning the fraction ``amount`` of all BN channels with the
   smallest |γ|, one threshold over all layers; every layer keeps its ``min_channels`` largest."""
@@ -48,7 +43,7 @@ def channel_masks(params, amount: float, min_channels: int = 1) -> Masks:
     raise ValueError("slimming: the params have no BatchNorm layers (no 'scale'/'bias' nodes)")
   scores = []
   for path in layers:
-    gamma = np.abs(np.asarray(_node(params, path)["scale"], np.float64))
+    gamma = np.abs(np.asarray(get_node(params, path)["scale"], np.float64))
     protected = np.argsort(-gamma, kind="stable")[:min_channels]
     gamma[protected] = np.inf
     scores.append(gamma)

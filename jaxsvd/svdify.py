@@ -130,19 +130,13 @@ def _frozen(ranks: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
   return tuple(sorted((str(k), v) for k, v in ranks.items()))
 
 
-def _cast(module, *xs):
-  return xs if module.dtype is None else tuple(x.astype(module.dtype) for x in xs)
-
-
 def _bias(module, y):
-  if not module.use_bias:
-    return y
-  return y + module.param("bias", module.bias_init, (module.features,), module.param_dtype).astype(y.dtype)
+  return layers.add_bias(module, y, module.use_bias, module.features, module.bias_init, module.param_dtype)
 
 
 def _dense(module: nn.Dense, x, rank, mode):
   U, s, V = layers.svd_params(module, (x.shape[-1], module.features), rank, "channel", module.kernel_init)
-  x, U, s, V = _cast(module, x, U, s, V)
+  x, U, s, V = layers.cast(module.dtype, x, U, s, V)
   return _bias(module, layers.dense_svd_apply(x, U, s, V, module.features, mode))
 
 
@@ -159,7 +153,7 @@ def _conv(module: nn.Conv, path: str, x, rank, decomposition, mode):
                      f"add it to skip=")
   kernel_shape = (*kernel_size, x.shape[-1], module.features)
   U, s, V = layers.svd_params(module, kernel_shape, rank, decomposition, module.kernel_init)
-  x, U, s, V = _cast(module, x, U, s, V)
+  x, U, s, V = layers.cast(module.dtype, x, U, s, V)
   pads = layers.conv_pads(x.shape[1:3], kernel_size, strides, module.padding)
   return _bias(module, layers.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, decomposition, mode))
 

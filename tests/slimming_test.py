@@ -11,6 +11,7 @@ import pytest
 from experiments import train
 from jaxsvd import checkpoint, slimming
 from jaxsvd import masks as M
+from jaxsvd.ranks import get_node
 from tests import helpers
 
 PARAMS = {"bn1": {"scale": np.array([0.9, 0.01, 0.5, -0.02], np.float32), "bias": np.ones(4, np.float32)},
@@ -78,9 +79,7 @@ def test_slimming_experiment_prunes_keeps_zeros_and_resumes(tmp_path):
   assert sum(len(v) for v in channels.values()) == round(0.3 * total)
   params = restored.variables["params"]
   for path, pruned in channels.items():  # two fine-tune epochs later the pruned γ, β are still exactly zero
-    node = params
-    for key in path.split("/"):
-      node = node[key]
+    node = get_node(params, path)
     assert (np.asarray(node["scale"])[pruned] == 0).all() and (np.asarray(node["bias"])[pruned] == 0).all()
   events = [e for e in restored.meta["pruning_events"] if e["kind"] == "slimming"]
   assert len(events) == 1 and events[0]["epoch"] == 2
