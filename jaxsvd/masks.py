@@ -54,7 +54,7 @@ def _kept(shape, mask) -> np.ndarray:
   return np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
 
 
-def _prune_smallest(scores: np.ndarray, kept: np.ndarray, amount: Amount, what: str = "entries") -> np.ndarray:
+def prune_smallest(scores: np.ndarray, kept: np.ndarray, amount: Amount, what: str = "entries") -> np.ndarray:
   """``kept`` with the k = amount·(kept count) kept entries of smallest score set False (ties: lower index first)."""
   flat_kept = kept.ravel()
   idx = np.flatnonzero(flat_kept)
@@ -68,13 +68,13 @@ def _prune_smallest(scores: np.ndarray, kept: np.ndarray, amount: Amount, what: 
 def l1_unstructured(weight, amount: Amount, mask=None) -> jax.Array:
   """Mask pruning the entries of smallest |w| (among those ``mask`` still keeps)."""
   w = np.asarray(weight)
-  return jnp.asarray(_prune_smallest(np.abs(w), _kept(w.shape, mask), amount))
+  return jnp.asarray(prune_smallest(np.abs(w), _kept(w.shape, mask), amount))
 
 
 def random_unstructured(key, weight, amount: Amount, mask=None) -> jax.Array:
   """Mask pruning entries chosen uniformly at random (among those ``mask`` still keeps)."""
   scores = np.asarray(jax.random.uniform(key, np.shape(weight)))
-  return jnp.asarray(_prune_smallest(scores, _kept(np.shape(weight), mask), amount))
+  return jnp.asarray(prune_smallest(scores, _kept(np.shape(weight), mask), amount))
 
 
 def ln_structured(weight, amount: Amount, n: float = 2, axis: int = -1, mask=None) -> jax.Array:
@@ -90,7 +90,7 @@ def ln_structured(weight, amount: Amount, n: float = 2, axis: int = -1, mask=Non
   others = tuple(i for i in range(w.ndim) if i != axis)
   norms = np.linalg.norm(np.moveaxis(w * kept, axis, -1).reshape(-1, w.shape[axis]), ord=n, axis=0)
   alive = kept.any(axis=others)
-  keep_slices = _prune_smallest(norms, alive, amount, what="slices")
+  keep_slices = prune_smallest(norms, alive, amount, what="slices")
   shape = [1] * w.ndim
   shape[axis] = w.shape[axis]
   return jnp.asarray(kept & keep_slices.reshape(shape))
@@ -118,7 +118,7 @@ def global_unstructured(params, amount: Amount, masks: Mapping[str, Any] | None 
     raise ValueError("global_unstructured: no leaf of params is selected")
   scores = [np.abs(np.asarray(w)).ravel() for w in leaves.values()]
   kept = [_kept(np.shape(w), masks.get(p)).ravel() for p, w in leaves.items()]
-  new = _prune_smallest(np.concatenate(scores), np.concatenate(kept), amount)
+  new = prune_smallest(np.concatenate(scores), np.concatenate(kept), amount)
   out, start = dict(masks), 0
   for path, w in leaves.items():
     out[path] = jnp.asarray(new[start:start + np.size(w)].reshape(np.shape(w)))

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsvd.masks import Masks
+from jaxsvd.masks import Masks, prune_smallest
 from jaxsvd.ranks import get_node
 from jaxsvd.validate import check_in_range, check_min_int
 
@@ -48,9 +48,8 @@ def channel_masks(params, amount: float, min_channels: int = 1) -> Masks:
     gamma[protected] = np.inf
     scores.append(gamma)
   flat = np.concatenate(scores)
-  k = min(round(amount * flat.size), int(np.isfinite(flat).sum()))
-  keep = np.ones(flat.size, bool)
-  keep[np.argsort(flat, kind="stable")[:k]] = False
+  k = min(round(amount * flat.size), int(np.isfinite(flat).sum()))  # protected (inf) channels are never among k
+  keep = prune_smallest(flat, np.ones(flat.size, bool), k)
   masks, start = {}, 0
   for path, channels in layers.items():
     mask = jnp.asarray(keep[start:start + channels])

@@ -58,20 +58,23 @@ class ResNet(nn.Module):
   inner_widths: tuple[tuple[str, int], ...] = ()  # frozen {block name: inner width}
   gated: bool = False
 
+  def blocks(self) -> list[tuple[str, int, int]]:
+    """(name, width, stride) of every residual block, in order."""
+    return [(f"stage{i + 1}_block{j}", width, 2 if i > 0 and j == 0 else 1)
+            for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)) for j in range(blocks)]
+
   def block_names(self) -> list[str]:
-    return [f"stage{i + 1}_block{j}" for i, blocks in enumerate(self.stage_sizes) for j in range(blocks)]
+    return [name for name, _, _ in self.blocks()]
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     dense_first = self.svd is not None and self.svd.dense_first
     x = conv(self, "stem", self.svd, self.widths[0], dense=dense_first)(x)
     x = nn.relu(batch_norm(train, "stem_bn", self.bn_axis_name)(x))
-    for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
-      for j in range(blocks):
-        strides = 2 if i > 0 and j == 0 else 1
-        name = f"stage{i + 1}_block{j}"
-        x = BasicBlock(width, strides, self.svd, self.shortcut, self.bn_axis_name, dict(self.inner_widths).get(name),
-                       self.gated, name=name)(x, train)
+    inner = dict(self.inner_widths)
+    for name, width, strides in self.blocks():
+      x = BasicBlock(width, strides, self.svd, self.shortcut, self.bn_axis_name, inner.get(name), self.gated,
+                     name=name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return dense(self, "classifier", self.svd, self.num_classes,
                  force_dense=self.svd is not None and self.svd.dense_last)(x)
