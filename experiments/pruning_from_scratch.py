@@ -18,11 +18,13 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments import reporting, train
-from jaxsvd import data, flops, from_scratch, xla_options
+from experiments import plan, reporting, train
+from jaxsvd import data, flops
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import build_model
-from jaxsvd.train_state import TrainState, train_step
+from jaxsvd.parallel import DataParallel
+from jaxsvd.pruning import from_scratch
+from jaxsvd.train_state import TrainState
 from jaxsvd.validate import check_in_range, check_min_int
 
 FLAGS = flags.FLAGS
@@ -40,18 +42,17 @@ def search_gates(c, ds) -> dict:
   """Gates learned with frozen random weights: {block path: |α|}."""
   model = build_model(c.model, data.NUM_CLASSES[c.dataset], None, gated=True)
   variables = jax.jit(model.init)(jax.random.key(c.seed), jnp.zeros((1, *ds.input_shape), jnp.float32))
-  tx = from_scratch.gate_optimizer(c.from_scratch.learning_rate, c.from_scratch.l1)
+  tx = from_scratch.gate_optimizer(variables["params"], c.from_scratch.learning_rate, c.from_scratch.l1)
   state = TrainState.create(model.apply, variables, tx)
-  step = xla_options.jit(train_step, static_argnums=(2,), donate_argnums=(0,))
+  par = DataParallel("none")
   mean, std = data.normalization(ds.train_images)
   no_reg = RegularizerConfig(orthogonality=0.0, sparsity=0.0)
+  total = data.num_train_batches(len(ds.train_images), c.batch_size, c.max_steps_per_epoch)
   for epoch in range(1, c.from_scratch.search_epochs + 1):
     batches = data.train_batches(ds.train_images, ds.train_labels, c.batch_size, c.seed, epoch, mean, std,
                                  c.augment, c.max_steps_per_epoch)
-    for batch in batches:
-      state, metrics = step(state, batch, no_reg)
-    log.info("gate search epoch %d: loss %.4f accuracy %.3f", epoch, float(metrics["loss"]),
-             float(metrics["accuracy"]))
+    state, row = train.train_epoch(c, par, par.place(state), batches, no_reg, total, f"gate search {epoch}")
+    log.info("gate search epoch %d: loss %.4f accuracy %.3f", epoch, row["train_loss"], row["train_accuracy"])
   return from_scratch.gates(state.params)
 
 
@@ -80,10 +81,10 @@ def search(c, workdir: str) -> dict:
 
 def validate(c) -> None:
   """One-line errors for the whole experiment before anything is compiled."""
-  train.make_plan(c)
+  plan.make_plan(c)
   check_min_int("from_scratch.search_epochs", c.from_scratch.search_epochs, 1)
   check_in_range("from_scratch.budget", c.from_scratch.budget, 0.0, 1.0, low_closed=False, high_closed=True)
-  from_scratch.gate_optimizer(c.from_scratch.learning_rate, c.from_scratch.l1)  # checks both are >= 0
+  from_scratch.gate_optimizer({}, c.from_scratch.learning_rate, c.from_scratch.l1)  # checks both are >= 0
   if not c.model.startswith("resnet"):
     raise ValueError(f"pruning from scratch gates ResNet blocks; model={c.model!r} is not a ResNet")
 

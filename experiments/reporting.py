@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxsvd.ranks import iter_svd_layers
+from jaxsvd.structure import iter_svd_layers
 
 
 class MetricsWriter:

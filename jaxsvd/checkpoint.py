@@ -1,33 +1,34 @@
-"""Orbax checkpoints whose architecture is metadata.
+"""Orbax checkpoints that own their architecture record: restoring needs nothing but the directory.
 
-One composite checkpoint per step with three items:
-  model  params + model_state (batch stats)                 StandardSave
-  train  opt_state, step, rng key data                      StandardSave
-  meta   JSON: format_version, library_version, model {name, num_classes, svd}, ranks,
-         epoch, step, history, best metric, experiment config   JsonSave
-Restore reads ``meta`` first, rebuilds the model at the saved ranks, builds abstract targets with
-``jax.eval_shape`` and restores the arrays into them: no predefined shapes. Shapes are checked
-leaf by leaf against the stored array metadata first, so a mismatch names the leaf and nothing
-is ever truncated or padded. Rotation (last N + best by metric) is Orbax's preservation policy;
-atomicity (tmp dir + finalize) is Orbax's, so a process killed mid-save leaves the previous step.
+One composite checkpoint per step (format version 2), four items:
+  model         params + model_state (batch stats)                  StandardSave (arrays)
+  train         opt_state, step, rng key data                       StandardSave (arrays)
+  architecture  the ``record.Architecture`` as JSON (model, classes, input shape, SVD spec, ranks,
+                original ranks, inner widths, pruned channels, format_version; documented in ``jaxsvd.record``)
+  meta          JSON: format_version, library_version, step, plus whatever the caller passes as ``run``
+                (the experiment stores epoch, history, pruning events, best metric and its config there)
+Restore reads ``architecture``, builds the model, builds abstract targets with ``jax.eval_shape`` and
+restores the arrays into them: no predefined shapes. Shapes are checked leaf by leaf against the stored
+array metadata first, so a mismatch names the leaf and nothing is ever truncated or padded.
+Format version 1 (no ``architecture`` item; the record's fields inside ``meta``) still restores: the record
+is converted on read. Rotation (last N + best by metric) is Orbax's preservation policy; atomicity (tmp dir
++ finalize) is Orbax's, so a process killed mid-save leaves the previous step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-import jaxsvd
-from jaxsvd import xla_options
-from jaxsvd.models import SVDSpec, build_model, in_mode
-from jaxsvd.train_state import EVAL_VARIANTS
+from jaxsvd.record import FORMAT_VERSION, Architecture, FormatError
+from jaxsvd.tree import leaves_by_path
 
-FORMAT_VERSION = 1
+READABLE_VERSIONS = (1, FORMAT_VERSION)
 _policies = ocp.checkpoint_managers
 
 
@@ -37,6 +38,7 @@ class CheckpointError(ValueError):
 
 def manager(directory: str, max_to_keep: int = 3, best_metric: str | None = None, best_mode: str = "max",
             async_save: bool = True) -> ocp.CheckpointManager:
+  """An Orbax manager keeping the last ``max_to_keep`` steps and, with ``best_metric``, the best one."""
   policies = [_policies.LatestN(n=max_to_keep)]
   if best_metric:
     policies.append(_policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1))
@@ -46,30 +48,34 @@ def manager(directory: str, max_to_keep: int = 3, best_metric: str | None = None
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
-def model_meta(name: str, num_classes: int, svd: SVDSpec | None, inner_widths: dict | None = None) -> dict:
-  return {"name": name, "num_classes": int(num_classes), "svd": None if svd is None else svd.to_dict(),
-          "inner_widths": None if inner_widths is None else dict(inner_widths)}
+def save(mngr: ocp.CheckpointManager, state, rng, architecture: Architecture, run: dict | None = None,
+         metrics: dict | None = None) -> None:
+  """Saves ``state`` (a ``TrainState``), its architecture record and ``run`` metadata at ``state.step``.
 
-
-def model_from_meta(meta: dict):
-  m = meta["model"]
-  svd = SVDSpec.from_dict(m["svd"])
-  return build_model(m["name"], m["num_classes"], svd, ranks=meta.get("ranks") if svd else None,
-                     inner_widths=m.get("inner_widths"))
-
-
-def save(mngr: ocp.CheckpointManager, state, rng, meta: dict, metrics: dict | None = None) -> None:
-  """Saves ``state`` (a TrainState) and ``meta`` at step ``meta['step']``."""
-  meta = {**meta, "format_version": FORMAT_VERSION, "library_version": jaxsvd.__version__}
+  Args:
+    mngr: from ``manager``.
+    state: the host (unreplicated) train state.
+    rng: the run's PRNG key (typed).
+    architecture: the record ``state.params`` was built from.
+    run: JSON-able caller metadata stored in the ``meta`` item.
+    metrics: for the manager's best-checkpoint policy.
+  """
+  step = int(jax.device_get(state.step))
+  meta = {**(run or {}), "format_version": FORMAT_VERSION, "library_version": _library_version(), "step": step}
   model_item = {"params": state.params, "model_state": state.model_state}
   train_item = {"opt_state": state.opt_state, "step": state.step, "rng": jax.random.key_data(rng)}
-  mngr.save(int(meta["step"]), metrics=metrics, args=ocp.args.Composite(
+  mngr.save(step, metrics=metrics, args=ocp.args.Composite(
       model=ocp.args.StandardSave(model_item), train=ocp.args.StandardSave(train_item),
-      meta=ocp.args.JsonSave(meta)))
+      architecture=ocp.args.JsonSave(architecture.to_json()), meta=ocp.args.JsonSave(meta)))
 
 
-def _resolve(path: str, step: int | None) -> tuple[str, int]:
-  """(manager directory, step) from a run's checkpoint dir (latest) or one step's dir."""
+def _library_version() -> str:
+  import jaxsvd
+  return jaxsvd.__version__
+
+
+def resolve(path: str, step: int | None = None) -> tuple[str, int]:
+  """(manager directory, step) from a run's checkpoint dir (latest step, or ``step``) or one step's dir."""
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise CheckpointError(f"no checkpoint at {path}")
@@ -84,29 +90,40 @@ def _resolve(path: str, step: int | None) -> tuple[str, int]:
   return path, steps[-1] if step is None else step
 
 
-def read_meta(directory: str, step: int) -> dict:
-  meta_dir = os.path.join(directory, str(step), "meta")
+def _read_json(item_dir: str) -> Any:
   try:
     with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckptr:
-      meta = ckptr.restore(meta_dir)
+      return ckptr.restore(item_dir)
   except Exception as err:  # noqa: BLE001 - any read failure is a corrupt checkpoint
-    raise CheckpointError(f"cannot read checkpoint metadata {meta_dir}: {err}") from err
+    raise CheckpointError(f"cannot read checkpoint metadata {item_dir}: {err}") from err
+
+
+def read_meta(directory: str, step: int) -> dict:
+  """The ``meta`` item (run metadata) of a step; a one-line error names an unreadable format version."""
+  meta_dir = os.path.join(directory, str(step), "meta")
+  meta = _read_json(meta_dir)
   version = meta.get("format_version") if isinstance(meta, dict) else None
-  if version != FORMAT_VERSION:
+  if version not in READABLE_VERSIONS:
     raise CheckpointError(f"checkpoint metadata {meta_dir} has format_version={version!r}; "
-                          f"this jaxsvd reads version {FORMAT_VERSION}")
+                          f"this jaxsvd reads versions {READABLE_VERSIONS}")
   return meta
 
 
-def _normalized_shapes(tree, is_leaf=None) -> dict[str, tuple]:
-  def name(key):
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        return str(getattr(key, attr))
-    return str(key)
+def read_architecture(directory: str, step: int) -> Architecture:
+  """The architecture record of a step (format 2: its own item; format 1: converted from ``meta``)."""
+  arch_dir = os.path.join(directory, str(step), "architecture")
+  if os.path.isdir(arch_dir):
+    source, record = arch_dir, _read_json(arch_dir)
+  else:
+    source, record = os.path.join(directory, str(step), "meta"), read_meta(directory, step)
+  try:
+    return Architecture.from_json(record, where=source)
+  except (FormatError, ValueError) as err:
+    raise CheckpointError(str(err)) from None
 
-  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
-  return {"/".join(name(k) for k in path): tuple(leaf.shape) for path, leaf in flat}
+
+def _normalized_shapes(tree, is_leaf=None) -> dict[str, tuple]:
+  return {path: tuple(leaf.shape) for path, leaf in leaves_by_path(tree, is_leaf).items()}
 
 
 def _check_shapes(item_dir: str, abstract: Any) -> None:
@@ -124,10 +141,11 @@ def _check_shapes(item_dir: str, abstract: Any) -> None:
       raise CheckpointError(f"{item_dir}: checkpoint leaf {leaf!r} does not exist in the model")
     if stored[leaf] != expected[leaf]:
       raise CheckpointError(f"{item_dir}: leaf {leaf!r} has shape {stored[leaf]} in the checkpoint but "
-                            f"{expected[leaf]} in the model built from its metadata")
+                            f"{expected[leaf]} in the model built from its architecture record")
 
 
 def restore_item(directory: str, step: int, item: str, abstract: Any) -> Any:
+  """One array item of a step restored into ``abstract`` (shapes checked leaf by leaf first)."""
   item_dir = os.path.join(directory, str(step), item)
   _check_shapes(item_dir, abstract)
   try:
@@ -141,44 +159,48 @@ def restore_item(directory: str, step: int, item: str, abstract: Any) -> Any:
 class Restored:
   model: Any
   variables: dict
+  architecture: Architecture
   meta: dict
   directory: str
   step: int
 
 
-def abstract_variables(model, input_shape) -> dict:
-  return jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, *input_shape), np.float32))
+def abstract_variables(model, input_shape, **init_kwargs) -> dict:
+  """``jax.eval_shape`` of ``model.init`` on one example of ``input_shape``: the variables' shapes, no arrays."""
+  x = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
+  return jax.eval_shape(lambda k, x: model.init(k, x, **init_kwargs), jax.random.key(0), x)
 
 
-def restore_variables(directory: str, step: int, model, input_shape) -> dict:
+def restore_variables(directory: str, step: int, model, input_shape, **init_kwargs) -> dict:
   """The 'model' item as flax variables, restored into ``model``'s abstract shapes (no shapes stored in code)."""
-  abstract = abstract_variables(model, input_shape)
+  abstract = abstract_variables(model, input_shape, **init_kwargs)
   model_state = {k: v for k, v in abstract.items() if k != "params"}
   item = restore_item(directory, step, "model", {"params": abstract["params"], "model_state": model_state})
   return {"params": item["params"], **item["model_state"]}
 
 
 def restore(path: str, step: int | None = None) -> Restored:
-  """Model + variables from a checkpoint, in a process that knows nothing about the run."""
-  directory, step = _resolve(path, step)
+  """Model + variables from a checkpoint, in a process that knows nothing about the run.
+
+  Args:
+    path: a run's checkpoint directory (latest step unless ``step``) or one step's directory.
+    step: which step.
+
+  Returns:
+    ``Restored`` (model, variables, architecture record, run metadata, directory, step).
+  """
+  directory, step = resolve(path, step)
   meta = read_meta(directory, step)
-  model = model_from_meta(meta)
-  return Restored(model, restore_variables(directory, step, model, meta["input_shape"]), meta, directory, step)
+  architecture = read_architecture(directory, step)
+  model = architecture.build_model()
+  variables = restore_variables(directory, step, model, architecture.input_shape)
+  return Restored(model, variables, architecture, meta, directory, step)
 
 
 def restore_train(directory: str, step: int, abstract_opt_state: Any) -> dict:
-  """The 'train' item (opt_state, step, rng key) for resuming, given the abstract optimizer state."""
+  """The 'train' item (opt_state, step, typed rng key) for resuming, given the abstract optimizer state."""
   abstract = {"opt_state": abstract_opt_state, "step": jax.ShapeDtypeStruct((), np.int32),
-              "rng": jax.ShapeDtypeStruct((2,), np.uint32)}
+              "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
   item = restore_item(directory, step, "train", abstract)
   item["rng"] = jax.random.wrap_key_data(item["rng"])
   return item
-
-
-def load_for_inference(path: str, step: int | None = None) -> tuple[Callable, dict]:
-  """(jitted apply(images) -> logits, metadata) from a checkpoint."""
-  restored = restore(path, step)
-  apply = xla_options.autotuned_jit(
-      lambda x, mode: in_mode(restored.model.apply, mode)(restored.variables, x, train=False),
-      variants=EVAL_VARIANTS)
-  return apply, restored.meta

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsvd.layers import factors_to_kernel
-from jaxsvd.ranks import get_node, iter_svd_layers, replace_nodes
+from jaxsvd.structure import iter_svd_layers
+from jaxsvd.tree import get_node, replace_nodes
 
 
 def infer_decomposition(U, V, kernel_shape) -> str:

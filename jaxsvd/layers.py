@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxsvd.structure import check_rank
 from jaxsvd.validate import check_choice
 
 MODES = ("reconstruct", "factored", "auto")
@@ -127,11 +128,6 @@ def choose_mode(mode: str, costs: dict[str, int]) -> str:
   return "factored" if costs["factored"] < costs["reconstruct"] else "reconstruct"
 
 
-def check_rank(owner: str, rank: Any) -> None:
-  if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
-    raise ValueError(f"{owner}.rank must be None (full rank) or an int >= 1, got {rank!r}")
-
-
 def svd_params(owner: nn.Module, kernel_shape, rank: int | None, decomposition: str, kernel_init=default_kernel_init):
   """Creates (or reads) params U, s, V of ``kernel_shape`` at ``rank`` in ``owner``'s scope (a compact method)."""
   rows, cols = matrix_shape(kernel_shape, decomposition)
@@ -180,7 +176,7 @@ class _SVDBase(nn.Module):
   def __post_init__(self):
     check_choice(f"{type(self).__name__}.mode", self.mode, MODES)
     check_choice(f"{type(self).__name__}.decomposition", self.decomposition, DECOMPOSITIONS)
-    check_rank(type(self).__name__, self.rank)
+    check_rank(f"{type(self).__name__}.rank", self.rank, allow_none=True)
     super().__post_init__()
 
   def _factors(self, kernel_shape):

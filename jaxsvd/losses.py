@@ -32,9 +32,9 @@ class RegularizerConfig:
 
   def __post_init__(self):
     for field in ("orthogonality", "sparsity", "l2"):
-      check_nonnegative(f"regularizer.{field}", getattr(self, field))
+      check_nonnegative(field, getattr(self, field))
     regularizers.sparsity_fn(self.sparsity_type)
-    check_min_int("regularizer.every", self.every, 1)
+    check_min_int("every", self.every, 1)
 
   def split_lazy(self) -> tuple["RegularizerConfig", "RegularizerConfig | None"]:
     """(terms for every step, lazy terms or None): with every > 1 orthogonality and sparsity go lazy."""
@@ -44,17 +44,33 @@ class RegularizerConfig:
             dataclasses.replace(self, l2=0.0))
 
   @classmethod
-  def from_config(cls, cfg: Any) -> "RegularizerConfig":
-    return dataclass_from_config(cls, cfg)
+  def from_config(cls, cfg: Any, section: str = "reg") -> "RegularizerConfig":
+    """From a config section; errors name ``section.field``."""
+    return dataclass_from_config(cls, cfg, section)
 
 
-def cross_entropy(logits, labels, mask=None):
+def cross_entropy_sums(logits, labels, mask=None) -> dict[str, jax.Array]:
+  """Sums over the batch of softmax cross-entropy and of correct top-1 predictions, and the example count.
+
+  Args:
+    logits: (batch, classes).
+    labels: (batch,) integer labels.
+    mask: optional (batch,) float weights, 1 = a real example, 0 = padding.
+
+  Returns:
+    {'loss_sum', 'correct', 'count'}: sums (not means), so padded or uneven batches average exactly.
+  """
+  mask = jnp.ones(logits.shape[0], jnp.float32) if mask is None else mask
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-  if mask is None:
-    return losses.mean(), correct.mean()
-  denom = jnp.maximum(mask.sum(), 1.0)
-  return (losses * mask).sum() / denom, (correct * mask).sum() / denom
+  return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
+
+
+def cross_entropy(logits, labels, mask=None) -> tuple[jax.Array, jax.Array]:
+  """(mean cross-entropy, top-1 accuracy) over the examples ``mask`` marks (default: all)."""
+  sums = cross_entropy_sums(logits, labels, mask)
+  count = jnp.maximum(sums["count"], 1.0)
+  return sums["loss_sum"] / count, sums["correct"] / count
 
 
 def regularization(params, reg: RegularizerConfig) -> tuple[jax.Array, dict[str, jax.Array]]:

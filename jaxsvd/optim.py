@@ -22,7 +22,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsvd.ranks import iter_svd_layers, path_str
+from jaxsvd.pruning.masks import l1_subgradient
+from jaxsvd.pruning.slimming import gamma_masks
+from jaxsvd.structure import svd_layers
+from jaxsvd.tree import map_with_path
 from jaxsvd.validate import check_choice, check_nonnegative
 
 GROUPS = ("uv", "s", "norm_bias", "other")
@@ -60,23 +63,18 @@ def validate(cfg: Any) -> None:
 
 
 def param_labels(params) -> Any:
-  """A pytree like ``params`` with each leaf's group name."""
-  svd_paths = {path for path, _ in iter_svd_layers(params)}
+  """A pytree like ``params`` with each leaf's group name ('uv', 's', 'norm_bias', 'other')."""
+  svd_paths = set(svd_layers(params))
 
   def label(path, leaf):
-    parent, name = path_str(path[:-1]), path_str(path[-1:])
+    parent, _, name = path.rpartition("/")
     if parent in svd_paths and name in ("U", "V"):
       return "uv"
     if parent in svd_paths and name == "s":
       return "s"
     return "norm_bias" if jnp.ndim(leaf) == 1 else "other"
 
-  return jax.tree_util.tree_map_with_path(label, params)
-
-
-def bn_scale_mask(params) -> Any:
-  """True on normalization scales (leaves named 'scale'), the γ of network slimming."""
-  return jax.tree_util.tree_map_with_path(lambda p, _: path_str(p[-1:]) == "scale", params)
+  return map_with_path(label, params)
 
 
 def make_schedule(cfg: Any, steps_per_epoch: int, num_epochs: int, group: str | None = None) -> optax.Schedule:
@@ -114,19 +112,6 @@ def _group_transform(cfg, group, steps_per_epoch, num_epochs) -> optax.GradientT
   return optax.adamw(schedule, weight_decay=wd)
 
 
-def add_l1_subgradient(strength: float, mask: Any) -> optax.GradientTransformation:
-  """g ← g + λ·sign(θ) on the masked leaves: the subgradient of λ·‖θ‖₁ (network slimming on BN γ)."""
-
-  def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("add_l1_subgradient needs params in update()")
-    on = mask(params) if callable(mask) else mask
-    add = lambda g, p, m: g + strength * jnp.sign(p).astype(g.dtype) if m else g
-    return jax.tree.map(add, updates, params, on), state
-
-  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
-
-
 def clipping(cfg: Any) -> optax.GradientTransformation:
   kind, value = _field(cfg, "clip"), float(_field(cfg, "clip_value"))
   if kind == "norm":
@@ -144,6 +129,6 @@ def make_optimizer(cfg: Any, params, steps_per_epoch: int, num_epochs: int) -> o
   groups = {g: _group_transform(cfg, g, steps_per_epoch, num_epochs) for g in GROUPS}
   parts = [clipping(cfg)]
   if _field(cfg, "bn_l1"):
-    parts.append(add_l1_subgradient(float(_field(cfg, "bn_l1")), bn_scale_mask))
+    parts.append(l1_subgradient(float(_field(cfg, "bn_l1")), gamma_masks(params)))
   parts.append(optax.partition(groups, param_labels))
   return optax.chain(*parts)

@@ -15,7 +15,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxsvd.ranks import iter_svd_layers
+from jaxsvd.structure import iter_svd_layers
 
 
 @jax.custom_vjp

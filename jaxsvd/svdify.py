@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsvd import layers
-from jaxsvd.ranks import get_node, iter_svd_layers, replace_nodes, validate_ranks
+from jaxsvd.structure import iter_svd_layers, validate_ranks
+from jaxsvd.tree import get_node, replace_nodes
 from jaxsvd.validate import check_choice
 
 

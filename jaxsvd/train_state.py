@@ -14,9 +14,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxsvd.losses import RegularizerConfig, lazy_regularization_grads, make_loss_fn
+from jaxsvd.losses import RegularizerConfig, cross_entropy_sums, lazy_regularization_grads, make_loss_fn
 from jaxsvd.models import in_mode
-from jaxsvd.pruning import PruneReport, surgery
 
 
 class TrainState(struct.PyTreeNode):
@@ -37,11 +36,6 @@ class TrainState(struct.PyTreeNode):
   @property
   def variables(self) -> dict:
     return {"params": self.params, **self.model_state}
-
-  def after_pruning(self, new_params, apply_fn, report: PruneReport, policy: str) -> "TrainState":
-    """The state at new ranks: new params and apply fn, optimizer state re-initialized or sliced."""
-    opt_state = surgery(self.tx, self.opt_state, self.params, new_params, report, policy)
-    return self.replace(params=new_params, opt_state=opt_state, apply_fn=apply_fn)
 
 
 def _average(tree, axis_name):
@@ -75,9 +69,5 @@ def eval_step(state: TrainState, batch: dict, axis_name: str | None = None, mode
   ``mode`` runs a zoo model's SVD layers in that execution mode (``models.in_mode``; same result).
   """
   logits = in_mode(state.apply_fn, mode)(state.variables, batch["image"], train=False)
-  mask = batch.get("mask", jnp.ones(logits.shape[0], jnp.float32))
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-  sums = {"loss_sum": jnp.sum(losses * mask),
-          "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
-          "count": jnp.sum(mask)}
+  sums = cross_entropy_sums(logits, batch["label"], batch.get("mask"))
   return sums if axis_name is None else jax.lax.psum(sums, axis_name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -31,7 +31,25 @@ def check_min_int(field: str, value: Any, minimum: int) -> None:
     raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}")
 
 
-def dataclass_from_config(cls: type, cfg: Any) -> Any:
-  """``cls`` built from the fields of a mapping/ConfigDict that it declares (others are ignored)."""
+def dataclass_from_config(cls: type, cfg: Any, section: str | None = None,
+                          aliases: Mapping[str, str] | None = None) -> Any:
+  """``cls`` built from the fields of a mapping/ConfigDict that it declares (others are ignored).
+
+  Args:
+    cls: a dataclass whose ``__post_init__`` raises ``ValueError``s that start with the field's name.
+    cfg: the config section.
+    section: its name, put before the field in errors (``'pruning'`` → "pruning.energy must be ...").
+    aliases: {config field: dataclass field} where the names differ.
+
+  Returns:
+    The dataclass instance.
+  """
   names = {f.name for f in dataclasses.fields(cls)}
-  return cls(**{k: v for k, v in dict(cfg).items() if k in names})
+  aliases = aliases or {}
+  kwargs = {aliases.get(k, k): v for k, v in dict(cfg).items() if aliases.get(k, k) in names}
+  try:
+    return cls(**kwargs)
+  except ValueError as err:
+    if section is None:
+      raise
+    raise ValueError(f"{section}.{err}") from None

@@ -1,5 +1,8 @@
+"""Checkpoints own their architecture record: written and read by jaxsvd.checkpoint alone (no experiment code)."""
+
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,115 +12,119 @@ import time
 import chex
 import jax
 import numpy as np
+import optax
 import pytest
 
-from experiments import train
 from jaxsvd import checkpoint
-from tests import helpers
+from jaxsvd.models import SVDSpec, build_model
+from jaxsvd.record import Architecture
+from jaxsvd.structure import ranks
+from jaxsvd.train_state import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INPUT = (12, 12, 3)
+PRUNED = {"stage1_block0/conv1": 3, "stage2_block0/conv2": 7}
+
+
+def _state(model, step=5):
+  variables = model.init(jax.random.key(0), np.zeros((1, *INPUT), np.float32))
+  tx = optax.adam(1e-3)
+  return TrainState(step=np.int32(step), params=variables["params"],
+                    model_state={k: v for k, v in variables.items() if k != "params"},
+                    opt_state=tx.init(variables["params"]), apply_fn=model.apply, tx=tx)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """A run that pruned (online at epochs 2-3, final at 3), with checkpoints at full and pruned ranks."""
-  root = tmp_path_factory.mktemp("ckpt")
-  data_dir = helpers.write_fashion_mnist(str(root / "data"))
-  c = helpers.tiny_config(data_dir)
-  c.checkpoint.max_to_keep = 10
-  workdir = str(root / "run")
-  train.run(c, workdir)
-  return c, workdir, data_dir
+def saved(tmp_path_factory):
+  """A pruned SVD ResNet-8 saved by the library, with its architecture record."""
+  widths = {"stage3_block0": 9}
+  full = ranks(jax.eval_shape(build_model("resnet8", 4, SVDSpec(), inner_widths=widths).init, jax.random.key(0),
+                              jax.ShapeDtypeStruct((1, *INPUT), np.float32))["params"])
+  arch = Architecture("resnet8", 4, INPUT, SVDSpec(), {**full, **PRUNED}, full, widths)
+  state = _state(arch.build_model())
+  directory = str(tmp_path_factory.mktemp("ck"))
+  mngr = checkpoint.manager(directory, async_save=False)
+  checkpoint.save(mngr, state, jax.random.key(7), arch, run={"epoch": 2, "note": "anything JSON"})
+  mngr.close()
+  return directory, arch, state
 
 
-def _restore_outputs_in_subprocess(path, step, x_path, out_path):
+def test_restore_needs_only_the_directory_in_a_fresh_process(saved, tmp_path):
+  directory, arch, state = saved
+  x = np.random.default_rng(0).normal(size=(2, *INPUT)).astype(np.float32)
+  np.save(tmp_path / "x.npy", x)
   code = textwrap.dedent(f"""
       import numpy as np
       from jaxsvd import checkpoint
-      apply, meta = checkpoint.load_for_inference({path!r}, {step})
-      np.save({out_path!r}, np.asarray(apply(np.load({x_path!r}))))
-      print(meta["ranks"])
+      r = checkpoint.restore({directory!r})
+      np.save({str(tmp_path / "y.npy")!r}, np.asarray(r.model.apply(r.variables, np.load({str(tmp_path / "x.npy")!r}))))
+      print(r.architecture.ranks["stage1_block0/conv1"], r.architecture.inner_widths, r.meta["note"])
   """)
-  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  return np.load(out_path)
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.split() == ["3", "{'stage3_block0':", "9}", "anything", "JSON"]
+  expected = arch.build_model().apply(state.variables, x)
+  np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.asarray(expected), rtol=1e-6, atol=1e-6)
 
 
-def test_full_rank_and_pruned_checkpoints_restore_in_fresh_process(trained, tmp_path):
-  _, workdir, _ = trained
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
-  first, last = steps[0], steps[-1]
-  x = np.random.default_rng(0).normal(size=(5, 28, 28, 1)).astype(np.float32)
-  np.save(tmp_path / "x.npy", x)
-  for step in (first, last):
-    apply, _ = checkpoint.load_for_inference(ckpt_dir, step)  # same jitted program as the subprocess
-    expected = apply(x)
-    got = _restore_outputs_in_subprocess(ckpt_dir, step, str(tmp_path / "x.npy"), str(tmp_path / f"{step}.npy"))
-    np.testing.assert_array_equal(got, np.asarray(expected))
-  full, pruned = checkpoint.read_meta(ckpt_dir, first), checkpoint.read_meta(ckpt_dir, last)
-  assert sum(pruned["ranks"].values()) < sum(full["ranks"].values())
-  assert full["ranks"] == full["original_ranks"]
+def test_record_round_trips_and_train_item_restores(saved):
+  directory, arch, state = saved
+  restored = checkpoint.restore(directory)
+  assert restored.architecture == arch and restored.step == 5 and restored.meta["epoch"] == 2
+  assert Architecture.from_json(json.loads(json.dumps(arch.to_json()))) == arch
+  chex.assert_trees_all_equal(restored.variables, state.variables)
+  train = checkpoint.restore_train(directory, 5, jax.eval_shape(state.tx.init, state.params))
+  chex.assert_trees_all_equal(jax.random.key_data(train["rng"]), jax.random.key_data(jax.random.key(7)))
+  chex.assert_trees_all_equal(train["opt_state"], state.opt_state)
 
 
-def test_resume_is_bit_identical(trained, tmp_path):
-  c, workdir, data_dir = trained
-  resumed = str(tmp_path / "resumed")
-  assert train.run(c, resumed, stop_after_epoch=3) is None  # killed after the first pruning event
-  assert checkpoint.read_meta(os.path.join(resumed, "checkpoints"), 3 * 3)["epoch"] == 3
-  train.run(c, resumed)
-  a = checkpoint.restore(os.path.join(workdir, "checkpoints"))
-  b = checkpoint.restore(os.path.join(resumed, "checkpoints"))
-  assert a.meta["ranks"] == b.meta["ranks"] and a.step == b.step
-  chex.assert_trees_all_equal(a.variables, b.variables)
-  ta = checkpoint.restore_train(a.directory, a.step, _abstract_opt_state(a.directory, a.step))
-  tb = checkpoint.restore_train(b.directory, b.step, _abstract_opt_state(b.directory, b.step))
-  chex.assert_trees_all_equal(jax.random.key_data(ta["rng"]), jax.random.key_data(tb["rng"]))
-  chex.assert_trees_all_equal(ta["opt_state"], tb["opt_state"])
+def _copied(directory, dst):
+  step = checkpoint.resolve(directory)[1]
+  shutil.copytree(os.path.join(directory, str(step)), os.path.join(dst, str(step)))
+  return str(dst), step
 
 
-def _abstract_opt_state(directory, step):
-  """Abstract optimizer state rebuilt from the checkpoint's own config (as resume does)."""
-  from ml_collections import ConfigDict
-  from jaxsvd import optim
-  meta = checkpoint.read_meta(directory, step)
-  restored = checkpoint.restore(directory, step)
-  cfg = ConfigDict(meta["config"])
-  tx = optim.make_optimizer(cfg.optimizer, restored.variables["params"], cfg.max_steps_per_epoch, cfg.num_epochs)
-  return jax.eval_shape(tx.init, restored.variables["params"])
+def _edit_json(path, **changes):
+  record = json.load(open(path))
+  record.update(changes)
+  json.dump(record, open(path, "w"))
+  return record
 
 
-def _copied_latest(workdir, dst):
-  """A copy of the run's latest checkpoint step (to damage), with its metadata file and contents."""
-  import shutil
-  src = os.path.join(workdir, "checkpoints")
-  step = checkpoint._resolve(src, None)[1]
-  shutil.copytree(os.path.join(src, str(step)), os.path.join(dst, str(step)))
-  meta_file = os.path.join(dst, str(step), "meta", "metadata")
-  return str(dst), step, meta_file, json.load(open(meta_file))
-
-
-def test_rank_mismatch_names_the_leaf(trained, tmp_path):
-  d, step, meta_file, meta = _copied_latest(trained[1], tmp_path / "ck")
-  layer = sorted(meta["ranks"])[0]
-  meta["ranks"][layer] += 1
-  json.dump(meta, open(meta_file, "w"))
-  with pytest.raises(checkpoint.CheckpointError, match=f"{layer}/.*shape"):
+def test_rank_mismatch_names_the_leaf(saved, tmp_path):
+  d, step = _copied(saved[0], tmp_path / "ck")
+  record_file = os.path.join(d, str(step), "architecture", "metadata")
+  record = json.load(open(record_file))
+  _edit_json(record_file, ranks={**record["ranks"], "stage1_block0/conv1": 4})
+  with pytest.raises(checkpoint.CheckpointError, match="stage1_block0/conv1/.*shape"):
     checkpoint.restore(d)
 
 
-def test_unknown_format_version_and_missing(trained, tmp_path):
-  d, step, meta_file, meta = _copied_latest(trained[1], tmp_path / "ck")
-  json.dump({**meta, "format_version": 99}, open(meta_file, "w"))
-  with pytest.raises(checkpoint.CheckpointError, match="format_version=99"):
+@pytest.mark.parametrize("item", ["meta", "architecture"])
+def test_unknown_format_version_is_one_line_naming_it(saved, tmp_path, item):
+  d, step = _copied(saved[0], tmp_path / "ck")
+  _edit_json(os.path.join(d, str(step), item, "metadata"), format_version=99)
+  with pytest.raises(checkpoint.CheckpointError, match="format_version=99") as err:
     checkpoint.restore(d)
+  assert "\n" not in str(err.value)
   with pytest.raises(checkpoint.CheckpointError, match="no checkpoint at"):
     checkpoint.restore(str(tmp_path / "nothing"))
 
 
-def test_corrupt_array_file_is_reported(trained, tmp_path):
-  d, step, _, _ = _copied_latest(trained[1], tmp_path / "ck")
-  model_dir = os.path.join(d, str(step), "model")
-  for root, _, files in os.walk(model_dir):
+def test_missing_record_field_is_named(saved, tmp_path):
+  d, step = _copied(saved[0], tmp_path / "ck")
+  record_file = os.path.join(d, str(step), "architecture", "metadata")
+  record = json.load(open(record_file))
+  del record["input_shape"]
+  json.dump(record, open(record_file, "w"))
+  with pytest.raises(checkpoint.CheckpointError, match="input_shape"):
+    checkpoint.restore(d)
+
+
+def test_corrupt_array_file_is_reported(saved, tmp_path):
+  d, step = _copied(saved[0], tmp_path / "ck")
+  for root, _, files in os.walk(os.path.join(d, str(step), "model")):
     for name in files:
       if "metadata" not in name and not name.startswith("_"):
         with open(os.path.join(root, name), "wb") as f:
@@ -126,21 +133,28 @@ def test_corrupt_array_file_is_reported(trained, tmp_path):
     checkpoint.restore(d)
 
 
+def _dummy_state(step, w, tx):
+  params = {"w": w}
+  return TrainState(step=np.int32(step), params=params, model_state={}, opt_state=tx.init(params), apply_fn=None,
+                    tx=tx)
+
+
+DUMMY = Architecture("resnet8", 10, (28, 28, 1))
+
+
 def test_leftover_tmp_dir_and_kill_mid_save(tmp_path):
   """A process killed (SIGKILL) while saving leaves the previous checkpoint loadable."""
   ckpt = str(tmp_path / "ck")
   code = textwrap.dedent(f"""
-      import jax, numpy as np
+      import jax, numpy as np, optax
       from jaxsvd import checkpoint
-      from jaxsvd.train_state import TrainState
-      import optax
-      params = {{"w": np.ones((512, 1024), np.float32)}}
+      from jaxsvd.record import Architecture
+      from tests.checkpoint_test import _dummy_state
       tx = optax.sgd(0.1, 0.9)
       mngr = checkpoint.manager({ckpt!r}, max_to_keep=2, async_save=True)
       for step in range(1, 10000):
-        state = TrainState(step=np.int32(step), params={{"w": params["w"] * step}}, model_state={{}},
-                           opt_state=tx.init(params), apply_fn=None, tx=tx)
-        checkpoint.save(mngr, state, jax.random.key(0), {{"step": step, "ranks": {{}}}})
+        state = _dummy_state(step, np.full((512, 1024), float(step), np.float32), tx)
+        checkpoint.save(mngr, state, jax.random.key(0), Architecture("resnet8", 10, (28, 28, 1)))
         print(step, flush=True)
   """)
   proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True,
@@ -154,24 +168,21 @@ def test_leftover_tmp_dir_and_kill_mid_save(tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   os.makedirs(os.path.join(ckpt, "999.orbax-checkpoint-tmp-0"), exist_ok=True)  # a torn save
-  directory, step = checkpoint._resolve(ckpt, None)
+  directory, step = checkpoint.resolve(ckpt)
   assert step >= 2
   meta = checkpoint.read_meta(directory, step)
-  train_item = checkpoint.restore_item(directory, step, "model", {
+  item = checkpoint.restore_item(directory, step, "model", {
       "params": {"w": jax.ShapeDtypeStruct((512, 1024), np.float32)}, "model_state": {}})
-  np.testing.assert_array_equal(train_item["params"]["w"], np.full((512, 1024), float(meta["step"]), np.float32))
+  np.testing.assert_array_equal(item["params"]["w"], np.full((512, 1024), float(meta["step"]), np.float32))
+  assert checkpoint.read_architecture(directory, step) == DUMMY
 
 
 def test_rotation_keeps_last_n_and_best(tmp_path):
-  import optax
-  from jaxsvd.train_state import TrainState
   tx = optax.sgd(0.1)
-  params = {"w": np.zeros(3, np.float32)}
   mngr = checkpoint.manager(str(tmp_path), max_to_keep=2, best_metric="test_accuracy", async_save=False)
   for step, acc in zip(range(1, 7), [0.1, 0.9, 0.2, 0.3, 0.4, 0.5]):
-    state = TrainState(step=np.int32(step), params=params, model_state={}, opt_state=tx.init(params),
-                       apply_fn=None, tx=tx)
-    checkpoint.save(mngr, state, jax.random.key(0), {"step": step}, metrics={"test_accuracy": acc})
+    checkpoint.save(mngr, _dummy_state(step, np.zeros(3, np.float32), tx), jax.random.key(0), DUMMY,
+                    metrics={"test_accuracy": acc})
   mngr.wait_until_finished()
   assert sorted(mngr.all_steps()) == [2, 5, 6]  # best (0.9 at step 2) + the last two
   mngr.close()

@@ -64,7 +64,7 @@ def test_full_loop_interrupted_then_resumed_by_cli(data_dir, tmp_path):
 @pytest.mark.parametrize("flag, message", [
     ("--config.model=resnet21", "model='resnet21' is not one of"),
     ("--config.pruning.strategy=magnitude", "pruning.strategy='magnitude' is not one of"),
-    ("--config.pruning.finetune_epochs=9", "leaves no training epochs"),
+    ("--config.finetune_epochs=9", "finetune_epochs=9 leaves no training epochs"),
     ("--config.final_prune.energy=1.5", "final_prune.energy must be in (0.0, 1.0)")])
 def test_bad_config_is_one_line_error_before_compile(data_dir, tmp_path, flag, message):
   proc = cli(f"--workdir={tmp_path}", *helpers.cli_flags(data_dir), flag)

@@ -39,8 +39,8 @@ def write_fashion_mnist(directory: str, n_train: int = 256, n_test: int = 64) ->
 
 TINY = {"batch_size": 32, "eval_batch_size": 48, "num_epochs": 4, "max_steps_per_epoch": 3,
         "progress_bar": False, "plots": False, "tensorboard": False, "checkpoint.async_save": False,
-        "pruning.enabled": True, "pruning.strategy": "ratio", "pruning.reduce_by": 0.25, "pruning.prune_start": 2,
-        "pruning.prune_every": 1, "pruning.finetune_epochs": 1, "final_prune.energy": 0.3}
+        "pruning.enabled": True, "pruning.strategy": "ratio", "pruning.reduce_by": 0.25, "pruning.start": 2,
+        "pruning.every": 1, "finetune_epochs": 1, "final_prune.energy": 0.3}
 
 
 def tiny_config(data_dir: str, **overrides):

@@ -56,12 +56,15 @@ def test_schedules_against_hand_values():
   assert [float(warm(s)) for s in (0, 10, 20, 90)] == pytest.approx([0, 0.5, 1, 1])
 
 
-def test_bn_l1_subgradient_adds_sign():
-  params = {"bn": {"scale": jnp.array([2.0, -1.0, 0.0])}, "k": {"kernel": jnp.array([-3.0])}}
-  tx = optim.add_l1_subgradient(0.5, optim.bn_scale_mask)
+def test_bn_l1_is_the_subgradient_on_norm_layer_gammas_only():
+  params = {"bn": {"scale": jnp.array([2.0, -1.0, 0.0]), "bias": jnp.array([1.0, 1.0, 1.0])},
+            "k": {"kernel": jnp.array([[-3.0]])}, "ln": {"scale": jnp.array([4.0])}}  # no bias: not a norm layer
+  tx = optim.make_optimizer(dict(optimizer="sgd", learning_rate=1.0, momentum=0.0, bn_l1=0.5), params, 1, 1)
   g = jax.tree.map(jnp.zeros_like, params)
   out, _ = tx.update(g, tx.init(params), params)
-  chex.assert_trees_all_close(out, {"bn": {"scale": jnp.array([0.5, -0.5, 0.0])}, "k": {"kernel": jnp.array([0.0])}})
+  expected = jax.tree.map(jnp.zeros_like, params)
+  expected["bn"]["scale"] = -0.5 * jnp.sign(params["bn"]["scale"])  # sgd: −lr·λ·sign(γ)
+  chex.assert_trees_all_close(out, expected)
 
 
 @pytest.mark.parametrize("kind, reference", [

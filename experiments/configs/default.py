@@ -29,13 +29,19 @@ def get_config() -> ml_collections.ConfigDict:
       optimizer="adam", learning_rate=1e-3, momentum=0.9, nesterov=False, weight_decay=0.0,
       schedule="multistep", milestones=(0.5, 0.75), decay_factor=0.1, warmup_epochs=0,
       clip="none", clip_value=1.0, bn_l1=0.0, groups={}))
-  # Online pruning during training (the seed's setting); the paper prunes once at the end.
+  # The last `finetune_epochs` epochs fine-tune: sparsity terms off (λs = 0), no pruning (jaxsvd.pruning.Phases).
+  c.finetune_epochs = 0
+  # Online SVD rank pruning during training (the seed's setting; the paper prunes once at the end). Strategy fields
+  # (jaxsvd.pruning.Strategy), floors (Floors), optimizer-state policy (reinit | slice) and the schedule: after
+  # epochs start, start + every, ... ≤ stop (default: the last epoch before fine-tuning) (Schedule).
   c.pruning = ml_collections.ConfigDict(dict(
       enabled=False, strategy="energy", energy=0.001, prune_by=1, threshold=1e-3, threshold_mode="absolute",
-      reduce_by=0.1, min_rank=1, min_decay=0.0, opt_state="reinit", prune_every=1, prune_start=1, finetune_epochs=0))
-  c.pruning.prune_stop = ml_collections.FieldReference(None, field_type=int)
-  # Final energy prune (paper) before the λs = 0 fine-tune phase of pruning.finetune_epochs.
-  c.final_prune = ml_collections.ConfigDict(dict(enabled=True, strategy="energy", energy=0.01, min_rank=1))
+      reduce_by=0.1, min_rank=1, min_decay=0.0, opt_state="reinit", every=1, start=1))
+  c.pruning.stop = ml_collections.FieldReference(None, field_type=int)
+  # Final SVD rank prune (paper: by energy) after the last training epoch, before fine-tuning; same fields.
+  c.final_prune = ml_collections.ConfigDict(dict(
+      enabled=True, strategy="energy", energy=0.01, prune_by=1, threshold=1e-3, threshold_mode="absolute",
+      reduce_by=0.1, min_rank=1, min_decay=0.0, opt_state="reinit"))
   # Network slimming (Liu et al. 2017): train with optimizer.bn_l1 > 0, prune the fraction `amount` of BN
   # channels (smallest |γ| over all layers) after `prune_epoch`, fine-tune the rest with them held at zero.
   c.slimming = ml_collections.ConfigDict(dict(enabled=False, amount=0.4, min_channels=1))

@@ -13,6 +13,7 @@ def get_config():
   c.num_epochs = 6
   c.optimizer.update(optimizer="adam", learning_rate=2e-3, schedule="cosine")
   c.reg.update(orthogonality=1.0, sparsity=0.01, sparsity_type="hoyer_square")
-  c.pruning.update(enabled=True, strategy="energy", energy=0.02, prune_every=1, prune_start=2, finetune_epochs=2)
+  c.finetune_epochs = 2
+  c.pruning.update(enabled=True, strategy="energy", energy=0.02, every=1, start=2)
   c.final_prune.energy = 0.05
   return c

@@ -9,5 +9,6 @@ def get_config():
   c.num_epochs = 60
   c.optimizer.update(optimizer="sgd", learning_rate=0.01, momentum=0.9, weight_decay=5e-4, schedule="inverse_epoch")
   c.reg.update(orthogonality=1.0, sparsity=0.001, sparsity_type="hoyer")
-  c.pruning.update(enabled=True, strategy="energy", energy=0.001, prune_every=5, prune_start=5, finetune_epochs=10)
+  c.finetune_epochs = 10
+  c.pruning.update(enabled=True, strategy="energy", energy=0.001, every=5, start=5)
   return c

@@ -12,7 +12,7 @@ from typing import Mapping
 import flax.linen as nn
 
 from jaxsvd.layers import DECOMPOSITIONS, MODES, ConvSVD, DenseSVD, default_kernel_init
-from jaxsvd.ranks import validate_ranks
+from jaxsvd.structure import check_rank, validate_ranks
 from jaxsvd.validate import check_choice
 
 
@@ -29,8 +29,7 @@ class SVDSpec:
     check_choice("svd.decomposition", self.decomposition, DECOMPOSITIONS)
     check_choice("svd.mode", self.mode, MODES)
     validate_ranks(dict(self.ranks))
-    if self.default_rank is not None:
-      validate_ranks({"svd.default_rank": self.default_rank})
+    check_rank("svd.default_rank", self.default_rank, allow_none=True)
 
   def rank_of(self, path: str) -> int | None:
     return dict(self.ranks).get(path, self.default_rank)

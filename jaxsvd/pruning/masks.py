@@ -11,6 +11,13 @@ A mask is a bool array shaped like its leaf (True = kept); ``masks`` maps a leaf
   layerwise(params, fn)       fn(w, mask) on every selected leaf → masks
   make_permanent(params, masks)   w ⊙ m: pruned entries become exact zeros in the params
   keep_pruned(masks)          optax transform: updates ⊙ m, so pruned entries stay zero while training
+  l1_subgradient(λ, masks)    optax transform: g + λ·sign(w) ⊙ m, the subgradient of λ·‖w ⊙ m‖₁
+  select(params, fn)          {path: True} for every leaf fn(path, leaf) selects (whole-leaf masks)
+  label_fn(masks, on, off)    masks → the label-tree function of ``optax.multi_transform`` / ``partition``
+
+This is the one mask convention of the library: a mask is a bool array shaped like its leaf (True = kept /
+selected), or a Python bool for the whole leaf, keyed by the leaf's '/'-joined path (``jaxsvd.tree``). It is
+converted to pytrees only where it meets optax (``keep_pruned``, ``l1_subgradient``, ``label_fn``).
 
 Pruning again with an existing ``mask`` prunes a fraction ``a`` of what is *still kept* (entries, or
 slices for ``ln_structured``), as torch's PruningContainer does. ``a`` is a fraction in [0, 1] or an
@@ -27,10 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxsvd.ranks import path_str
+from jaxsvd.tree import leaves_by_path, path_str
 
 Amount = float | int
-Masks = dict[str, jax.Array]
+Masks = dict[str, Any]  # {leaf path: bool array shaped like the leaf, or a bool for all of it}
 
 
 def is_kernel(path: str, leaf) -> bool:
@@ -97,8 +104,12 @@ def ln_structured(weight, amount: Amount, n: float = 2, axis: int = -1, mask=Non
 
 
 def _selected(params, select: Callable[[str, Any], bool]) -> dict[str, Any]:
-  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {path_str(kp): leaf for kp, leaf in leaves if select(path_str(kp), leaf)}
+  return {p: leaf for p, leaf in leaves_by_path(params).items() if select(p, leaf)}
+
+
+def select(params, fn: Callable[[str, Any], bool]) -> Masks:
+  """Whole-leaf masks {path: True} for every leaf of ``params`` that ``fn(path, leaf)`` selects."""
+  return {p: True for p in _selected(params, fn)}
 
 
 def layerwise(params, fn: Callable[[Any, Any], jax.Array], masks: Mapping[str, Any] | None = None,
@@ -126,11 +137,13 @@ def global_unstructured(params, amount: Amount, masks: Mapping[str, Any] | None 
   return out
 
 
-def _check_paths(params, masks: Mapping[str, Any]) -> dict[str, Any]:
-  leaves = {path_str(kp): leaf for kp, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+def _check_paths(params, masks: Mapping[str, Any], whole_leaf_ok: bool = False) -> dict[str, Any]:
+  leaves = leaves_by_path(params)
   for path, m in masks.items():
     if path not in leaves:
       raise ValueError(f"mask for {path!r} has no leaf in params")
+    if whole_leaf_ok and isinstance(m, bool):
+      continue
     if np.shape(m) != np.shape(leaves[path]):
       raise ValueError(f"mask for {path!r} has shape {np.shape(m)}, the leaf {np.shape(leaves[path])}")
   return leaves
@@ -172,3 +185,30 @@ def sparsity(masks: Mapping[str, Any]) -> dict[str, float]:
   total = sum(np.size(m) for m in masks.values())
   pruned = sum(np.size(m) - int(np.sum(np.asarray(m))) for m in masks.values())
   return {**per, "total": pruned / total if total else 0.0}
+
+
+def l1_subgradient(strength: float, masks: Mapping[str, Any]) -> optax.GradientTransformation:
+  """g ← g + λ·sign(θ)·m on the masked leaves: the subgradient of λ·‖θ ⊙ m‖₁ (network slimming on BN γ,
+  pruning-from-scratch gates). Leaves without a mask are unchanged; masks are checked against params."""
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("l1_subgradient needs params in update()")
+    _check_paths(params, masks, whole_leaf_ok=True)
+
+    def add(kp, g, p):
+      m = masks.get(path_str(kp))
+      if m is None or m is False:
+        return g
+      return g + strength * jnp.sign(p).astype(g.dtype) * jnp.asarray(m, g.dtype)
+
+    return jax.tree_util.tree_map_with_path(add, updates, params), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
+
+
+def label_fn(masks: Mapping[str, Any], on: str, off: str) -> Callable[[Any], Any]:
+  """params → a label tree (``on`` for leaves whose whole-leaf mask is True, ``off`` elsewhere), the form
+  ``optax.multi_transform`` and ``optax.partition`` take."""
+  return lambda params: jax.tree_util.tree_map_with_path(lambda kp, _: on if masks.get(path_str(kp)) is True else off,
+                                                         params)

@@ -20,36 +20,46 @@ import jax
 import numpy as np
 import optax
 
-from jaxsvd.optim import add_l1_subgradient
-from jaxsvd.ranks import path_str
+from jaxsvd.pruning import masks as masks_lib
+from jaxsvd.tree import leaves_by_path
 from jaxsvd.validate import check_in_range, check_nonnegative
 
 GATE = "gate"
 
 
-def _is_gate(keypath) -> bool:
-  return path_str(keypath[-1:]) == GATE
+def _is_gate(path: str, leaf) -> bool:
+  del leaf
+  return path.rsplit("/", 1)[-1] == GATE
 
 
-def gate_labels(params) -> Any:
-  """'gate' on gate leaves, 'frozen' elsewhere (``optax.multi_transform`` labels)."""
-  return jax.tree_util.tree_map_with_path(lambda kp, _: "gate" if _is_gate(kp) else "frozen", params)
+def gate_masks(params) -> masks_lib.Masks:
+  """Whole-leaf masks {'<block>/gate': True} of every gate leaf."""
+  return masks_lib.select(params, _is_gate)
 
 
-def gate_optimizer(learning_rate: float, l1: float) -> optax.GradientTransformation:
-  """g ← g + λ·sign(α) on the gates, Adam on the gates, zero updates for every other param (frozen weights)."""
+def gate_optimizer(params, learning_rate: float, l1: float) -> optax.GradientTransformation:
+  """g ← g + λ·sign(α) on the gates, Adam on the gates, zero updates for every other param (frozen weights).
+
+  Args:
+    params: the gated model's params (the gates are found in them by name: leaves called 'gate').
+    learning_rate: Adam's learning rate on the gates.
+    l1: λ of the L1 penalty on the gates.
+
+  Returns:
+    The optax transform.
+  """
   check_nonnegative("from_scratch.l1", l1)
   check_nonnegative("from_scratch.learning_rate", learning_rate)
-  is_gate = lambda params: jax.tree_util.tree_map_with_path(lambda kp, _: _is_gate(kp), params)
-  return optax.chain(add_l1_subgradient(l1, is_gate),
+  gate = gate_masks(params)
+  return optax.chain(masks_lib.l1_subgradient(l1, gate),
                      optax.multi_transform({"gate": optax.adam(learning_rate), "frozen": optax.set_to_zero()},
-                                           gate_labels))
+                                           masks_lib.label_fn(gate, "gate", "frozen")))
 
 
 def gates(params) -> dict[str, np.ndarray]:
   """{block path: |α|} of every gated block."""
-  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {path_str(kp[:-1]): np.abs(np.asarray(leaf, np.float64)) for kp, leaf in leaves if _is_gate(kp)}
+  return {path.rsplit("/", 1)[0]: np.abs(np.asarray(leaf, np.float64))
+          for path, leaf in leaves_by_path(params).items() if _is_gate(path, leaf)}
 
 
 def widths_at(gate_values: Mapping[str, np.ndarray], threshold: float) -> dict[str, int]:

@@ -2,7 +2,7 @@
 
 Train with an L1 penalty on every BatchNorm scale γ (``optim`` field ``bn_l1``), then prune the channels
 whose |γ| is smallest over *all* BN layers (one global threshold), then fine-tune. A channel is pruned
-by masking its γ and β to zero (``masks``): its BN output γ·x̂ + β is then exactly 0, so the channel
+by masking its γ and β to zero (``pruning.masks``): its BN output γ·x̂ + β is then exactly 0, so the channel
 carries nothing, the same function as removing it; ``masks.keep_pruned`` keeps them zero while
 fine-tuning. The pruned channels are data too: ``pruned_channels`` ({BN path: [channel, ...]}) is what
 a checkpoint's JSON metadata stores, and ``masks_from_channels`` rebuilds the masks from it.
@@ -15,22 +15,14 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsvd.masks import Masks, prune_smallest
-from jaxsvd.ranks import get_node
+from jaxsvd.pruning.masks import Masks, prune_smallest
+from jaxsvd.structure import norm_layers, norm_widths
 from jaxsvd.validate import check_in_range, check_min_int
 
 
-def bn_layers(params, prefix: tuple[str, ...] = ()) -> dict[str, int]:
-  """{path: channels} of every normalization layer: a node with 1-D leaves 'scale' and 'bias' of one size."""
-  out = {}
-  if isinstance(params, Mapping):
-    scale, bias = params.get("scale"), params.get("bias")
-    if scale is not None and bias is not None and np.ndim(scale) == 1 and np.shape(scale) == np.shape(bias):
-      out["/".join(prefix)] = int(np.shape(scale)[0])
-    for key in sorted(params, key=str):
-      if isinstance(params[key], Mapping):
-        out.update(bn_layers(params[key], (*prefix, str(key))))
-  return out
+def gamma_masks(params) -> Masks:
+  """Whole-leaf masks {'<norm layer>/scale': True} selecting every γ (what ``optim``'s ``bn_l1`` penalizes)."""
+  return {f"{path}/scale": True for path in norm_layers(params)}
 
 
 def channel_masks(params, amount: float, min_channels: int = 1) -> Masks:
@@ -38,12 +30,12 @@ def channel_masks(params, amount: float, min_channels: int = 1) -> Masks:
   smallest |γ|, one threshold over all layers; every layer keeps its ``min_channels`` largest."""
   check_in_range("slimming.amount", amount, 0.0, 1.0, low_closed=True, high_closed=False)
   check_min_int("slimming.min_channels", min_channels, 1)
-  layers = bn_layers(params)
+  layers = norm_layers(params)
   if not layers:
     raise ValueError("slimming: the params have no BatchNorm layers (no 'scale'/'bias' nodes)")
   scores = []
-  for path in layers:
-    gamma = np.abs(np.asarray(get_node(params, path)["scale"], np.float64))
+  for node in layers.values():
+    gamma = np.abs(np.asarray(node["scale"], np.float64))
     protected = np.argsort(-gamma, kind="stable")[:min_channels]
     gamma[protected] = np.inf
     scores.append(gamma)
@@ -51,7 +43,8 @@ def channel_masks(params, amount: float, min_channels: int = 1) -> Masks:
   k = min(round(amount * flat.size), int(np.isfinite(flat).sum()))  # protected (inf) channels are never among k
   keep = prune_smallest(flat, np.ones(flat.size, bool), k)
   masks, start = {}, 0
-  for path, channels in layers.items():
+  for path, node in layers.items():
+    channels = int(np.shape(node["scale"])[0])
     mask = jnp.asarray(keep[start:start + channels])
     masks[f"{path}/scale"] = masks[f"{path}/bias"] = mask
     start += channels
@@ -66,7 +59,7 @@ def pruned_channels(masks: Masks) -> dict[str, list[int]]:
 
 def masks_from_channels(params, channels: Mapping[str, list[int]]) -> Masks:
   """The slimming masks for ``params`` from ``pruned_channels`` output (e.g. read from a checkpoint)."""
-  layers = bn_layers(params)
+  layers = norm_widths(params)
   masks = {}
   for path, pruned in channels.items():
     if path not in layers:

@@ -1,18 +1,15 @@
-"""Network slimming: global |γ| threshold, exact-zero channels, masks as JSON data, and the experiment end to end."""
+"""Network slimming: global |γ| threshold, exact-zero channels, masks as JSON data."""
 
 import json
-import os
 
 import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
-from experiments import train
-from jaxsvd import checkpoint, slimming
-from jaxsvd import masks as M
-from jaxsvd.ranks import get_node
-from tests import helpers
+from jaxsvd.pruning import masks as M
+from jaxsvd.pruning import slimming
+from jaxsvd.structure import norm_widths
 
 PARAMS = {"bn1": {"scale": np.array([0.9, 0.01, 0.5, -0.02], np.float32), "bias": np.ones(4, np.float32)},
           "block": {"bn2": {"scale": np.array([0.03, 0.04, 0.8], np.float32), "bias": np.ones(3, np.float32)},
@@ -20,7 +17,8 @@ PARAMS = {"bn1": {"scale": np.array([0.9, 0.01, 0.5, -0.02], np.float32), "bias"
 
 
 def test_bn_layers_found_by_structure():
-  assert slimming.bn_layers(PARAMS) == {"bn1": 4, "block/bn2": 3}
+  assert norm_widths(PARAMS) == {"bn1": 4, "block/bn2": 3}
+  assert slimming.gamma_masks(PARAMS) == {"bn1/scale": True, "block/bn2/scale": True}
 
 
 def test_one_global_threshold_and_min_channels():
@@ -59,33 +57,3 @@ def test_masked_channels_output_exact_zeros():
   pruned = M.make_permanent(params, masks)["BatchNorm_0"]
   y = np.asarray(bn.apply({**variables, "params": pruned}, x))
   assert (y[:, [1, 3]] == 0).all() and (y[:, [0, 2]] != 0).all()
-
-
-def test_slimming_experiment_prunes_keeps_zeros_and_resumes(tmp_path):
-  data_dir = helpers.write_fashion_mnist(str(tmp_path / "fm"))
-  overrides = {"svd.enabled": False, "pruning.enabled": False, "final_prune.enabled": False,
-               "reg.orthogonality": 0.0, "reg.sparsity": 0.0, "optimizer.bn_l1": 1e-3,
-               "slimming.enabled": True, "slimming.amount": 0.3, "slimming.prune_epoch": 2}
-  straight = train.run(helpers.tiny_config(data_dir, **overrides), str(tmp_path / "a"))
-  workdir = str(tmp_path / "b")
-  assert train.run(helpers.tiny_config(data_dir, **overrides), workdir, stop_after_epoch=3) is None
-  resumed = train.run(helpers.tiny_config(data_dir, **overrides), workdir)
-  total = straight["bn_channels_before"]
-  assert straight["bn_channels_after"] == resumed["bn_channels_after"] == total - round(0.3 * total)
-  assert resumed["test_accuracy"] == pytest.approx(straight["test_accuracy"], abs=1e-6)
-
-  restored = checkpoint.restore(os.path.join(workdir, "checkpoints"))
-  channels = restored.meta["pruned_channels"]
-  assert sum(len(v) for v in channels.values()) == round(0.3 * total)
-  params = restored.variables["params"]
-  for path, pruned in channels.items():  # two fine-tune epochs later the pruned γ, β are still exactly zero
-    node = get_node(params, path)
-    assert (np.asarray(node["scale"])[pruned] == 0).all() and (np.asarray(node["bias"])[pruned] == 0).all()
-  events = [e for e in restored.meta["pruning_events"] if e["kind"] == "slimming"]
-  assert len(events) == 1 and events[0]["epoch"] == 2
-
-
-def test_bad_slimming_config_is_an_error_before_compile(tmp_path):
-  c = helpers.tiny_config(str(tmp_path), **{"slimming.enabled": True, "slimming.prune_epoch": 4})
-  with pytest.raises(ValueError, match=r"slimming.prune_epoch must be an int in \[1, num_epochs=4\)"):
-    train.make_plan(c)

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsvd import masks as M
+from jaxsvd.pruning import masks as M
 
 RNG = np.random.default_rng(0)
 W = RNG.normal(size=(6, 10)).astype(np.float32)
@@ -115,3 +115,28 @@ def test_same_masks_as_torch_prune():
   prune.ln_structured(conv, "weight", 0.5, n=1, dim=0)
   ours = M.ln_structured(KERNEL, 0.5, n=1, mask=M.ln_structured(KERNEL, 0.25, n=2))
   np.testing.assert_array_equal(conv.weight_mask.numpy().astype(bool), np.asarray(ours).transpose(3, 2, 0, 1))
+
+
+def test_l1_subgradient_adds_lambda_sign_times_mask_numpy_reference():
+  params = {"bn": {"scale": np.array([0.5, -2.0, 0.0], np.float32), "bias": np.ones(3, np.float32)},
+            "w": W}
+  grads = jax.tree.map(lambda p: np.full(np.shape(p), 0.25, np.float32), params)
+  entry_mask = np.array([True, True, False])
+  tx = M.l1_subgradient(0.1, {"bn/scale": entry_mask, "w": True})
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates["bn"]["scale"], 0.25 + 0.1 * np.sign(params["bn"]["scale"]) * entry_mask)
+  np.testing.assert_allclose(updates["w"], 0.25 + 0.1 * np.sign(W))
+  np.testing.assert_array_equal(updates["bn"]["bias"], grads["bn"]["bias"])  # no mask: unchanged
+  with pytest.raises(ValueError, match="mask for 'nope' has no leaf"):
+    M.l1_subgradient(0.1, {"nope": True}).update(grads, optax.EmptyState(), params)
+
+
+def test_select_and_label_fn_meet_optax_partition():
+  params = {"a": {"gate": np.ones(3, np.float32), "kernel": np.ones((2, 3), np.float32)}}
+  masks = M.select(params, lambda path, leaf: path.endswith("/gate"))
+  assert masks == {"a/gate": True}
+  tx = optax.multi_transform({"on": optax.sgd(1.0), "off": optax.set_to_zero()}, M.label_fn(masks, "on", "off"))
+  grads = jax.tree.map(np.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_array_equal(updates["a"]["gate"], -np.ones(3))
+  np.testing.assert_array_equal(updates["a"]["kernel"], np.zeros((2, 3)))

@@ -4,62 +4,76 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsvd import optim, pruning
+from jaxsvd import optim
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec, build_model
-from jaxsvd.pruning import PruneConfig, keep_indices
-from jaxsvd.ranks import iter_svd_layers, ranks, replace_nodes
+from jaxsvd.pruning import Floors, Strategy, rank
+from jaxsvd.pruning.rank import keep_indices
+from jaxsvd.structure import iter_svd_layers, ranks
+from jaxsvd.tree import replace_nodes, trailing_dict_path
 from jaxsvd.recompile import CountingJit
 from jaxsvd.train_state import TrainState, train_step
 
 S = np.array([0.1, 4.0, 0.5, 2.0, 1.0, 0.0])  # sorted |s|: 4, 2, 1, .5, .1, 0 ; Σs² = 21.26
 
 
-def kept(cfg, s=S, original=None):
-  return list(keep_indices(np.asarray(s), original or len(s), cfg))
+def kept(strategy, s=S, original=None, floors=Floors()):
+  return list(keep_indices(np.asarray(s), original or len(s), strategy, floors))
 
 
 def test_count_strategy():
-  assert kept(PruneConfig(strategy="count", prune_by=2)) == [1, 3, 4, 2]
+  assert kept(Strategy("count", prune_by=2)) == [1, 3, 4, 2]
 
 
 def test_threshold_absolute_and_relative():
-  assert kept(PruneConfig(strategy="threshold", threshold=0.5)) == [1, 3, 4, 2]
-  assert kept(PruneConfig(strategy="threshold", threshold=0.3, threshold_mode="relative")) == [1, 3]  # t = 1.2
+  assert kept(Strategy("threshold", threshold=0.5)) == [1, 3, 4, 2]
+  assert kept(Strategy("threshold", threshold=0.3, threshold_mode="relative")) == [1, 3]  # t = 1.2
 
 
 def test_ratio_strategy():
-  assert kept(PruneConfig(strategy="ratio", reduce_by=0.5)) == [1, 3, 4]
-  assert kept(PruneConfig(strategy="ratio", reduce_by=0.4)) == [1, 3, 4, 2]  # ceil(6·0.6) = 4
+  assert kept(Strategy("ratio", reduce_by=0.5)) == [1, 3, 4]
+  assert kept(Strategy("ratio", reduce_by=0.4)) == [1, 3, 4, 2]  # ceil(6·0.6) = 4
 
 
 def test_energy_strategy_hand_worked():
   # cumulative energy: 16, 20, 21, 21.25, 21.26, 21.26 (total 21.26)
-  assert kept(PruneConfig(strategy="energy", energy=0.1)) == [1, 3]  # 20 ≥ 0.9·21.26 = 19.134
-  assert kept(PruneConfig(strategy="energy", energy=0.01)) == [1, 3, 4, 2]  # 21.25 ≥ 21.047, 21 < 21.047
-  assert kept(PruneConfig(strategy="energy", energy=0.3)) == [1]  # 16 ≥ 14.88
+  assert kept(Strategy("energy", energy=0.1)) == [1, 3]  # 20 ≥ 0.9·21.26 = 19.134
+  assert kept(Strategy("energy", energy=0.01)) == [1, 3, 4, 2]  # 21.25 ≥ 21.047, 21 < 21.047
+  assert kept(Strategy("energy", energy=0.3)) == [1]  # 16 ≥ 14.88
 
 
-@pytest.mark.parametrize("strategy", pruning.STRATEGIES)
+@pytest.mark.parametrize("strategy", rank.STRATEGIES)
 @pytest.mark.parametrize("s", [np.zeros(5), np.ones(5), np.full(5, 1e-30)])
 def test_floors_hold_for_adversarial_s(strategy, s):
-  cfg = PruneConfig(strategy=strategy, prune_by=10, threshold=1.0, reduce_by=0.99, energy=0.99, min_rank=2)
-  assert 2 <= len(kept(cfg, s)) <= 5
-  cfg = PruneConfig(strategy=strategy, prune_by=10, threshold=10.0, reduce_by=0.99, energy=0.99, min_decay=0.5)
-  assert len(kept(cfg, s, original=8)) == 4  # ceil(0.5 · 8)
+  cfg = Strategy(strategy, prune_by=10, threshold=1.0, reduce_by=0.99, energy=0.99)
+  assert 2 <= len(kept(cfg, s, floors=Floors(min_rank=2))) <= 5
+  cfg = Strategy(strategy, prune_by=10, threshold=10.0, reduce_by=0.99, energy=0.99)
+  assert len(kept(cfg, s, original=8, floors=Floors(min_decay=0.5))) == 4  # ceil(0.5 · 8)
 
 
 def test_rank_never_reaches_zero():
-  assert len(kept(PruneConfig(strategy="count", prune_by=100), np.array([3.0]))) == 1
+  assert len(kept(Strategy("count", prune_by=100), np.array([3.0]))) == 1
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    (dict(strategy="magnitude"), "strategy"), (dict(energy=1.0), "energy"), (dict(energy=0.0), "energy"),
-    (dict(reduce_by=1.0), "reduce_by"), (dict(prune_by=-1), "prune_by"), (dict(min_rank=0), "min_rank"),
-    (dict(opt_state="keep"), "opt_state")])
-def test_bad_config(kwargs, field):
+    (dict(strategy="magnitude"), "pruning.strategy='magnitude' is not one of"), (dict(energy=1.0), "pruning.energy"),
+    (dict(energy=0.0), "pruning.energy"), (dict(reduce_by=1.0), "pruning.reduce_by"),
+    (dict(prune_by=-1), "pruning.prune_by"), (dict(threshold=-1.0), "pruning.threshold")])
+def test_bad_strategy_config_names_the_field(kwargs, field):
   with pytest.raises(ValueError, match=field):
-    PruneConfig(**kwargs)
+    Strategy.from_config(kwargs, "pruning")
+
+
+@pytest.mark.parametrize("kwargs, field", [(dict(min_rank=0), "final_prune.min_rank"),
+                                           (dict(min_decay=1.5), "final_prune.min_decay")])
+def test_bad_floors_config_names_the_field(kwargs, field):
+  with pytest.raises(ValueError, match=field):
+    Floors.from_config(kwargs, "final_prune")
+
+
+def test_bad_opt_state_policy():
+  with pytest.raises(ValueError, match="opt_state='keep' is not one of"):
+    rank.opt_state_after(None, None, {}, {}, None, "keep")
 
 
 def tiny_model(ranks_map=None):
@@ -76,7 +90,7 @@ def resnet8():
 def test_prune_equals_zeroing_dropped_singular_values(resnet8):
   model, variables, x = resnet8
   params = variables["params"]
-  new_params, new_ranks, report = pruning.prune(params, PruneConfig(strategy="energy", energy=0.3))
+  new_params, new_ranks, report = rank.prune(params, Strategy("energy", energy=0.3))
   assert report.changed and new_ranks == ranks(new_params)
   pruned_model = tiny_model(new_ranks)
   out_pruned = pruned_model.apply({**variables, "params": new_params}, x)
@@ -98,7 +112,7 @@ def test_nan_in_s_names_the_layer(resnet8):
   layer = params["stage1_block0"]["conv1"]
   bad = {**params, "stage1_block0": {**params["stage1_block0"], "conv1": {**layer, "s": layer["s"].at[0].set(jnp.nan)}}}
   with pytest.raises(ValueError, match="stage1_block0/conv1"):
-    pruning.prune(bad, PruneConfig())
+    rank.prune(bad, Strategy())
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
@@ -109,8 +123,8 @@ def test_sliced_moments_equal_original_at_kept_indices(resnet8, opt):
   state = tx.init(params)
   grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape), params)
   _, state = tx.update(grads, state, params)
-  new_params, _, report = pruning.prune(params, PruneConfig(strategy="ratio", reduce_by=0.5))
-  sliced = pruning.slice_opt_state(state, params, report.keep)
+  new_params, _, report = rank.prune(params, Strategy("ratio", reduce_by=0.5))
+  sliced = rank.slice_opt_state(state, params, report.keep)
   tx.update(jax.tree.map(jnp.zeros_like, new_params), sliced, new_params)  # shapes now agree
   path, leaf = "stage2_block0/conv2", "U"
   idx = report.keep[path]
@@ -124,7 +138,7 @@ def test_sliced_moments_equal_original_at_kept_indices(resnet8, opt):
 
 
 def _tail(key_path):
-  return pruning._param_path(key_path)
+  return trailing_dict_path(key_path)
 
 
 def test_reinit_keeps_counts_and_zeros_moments(resnet8):
@@ -134,17 +148,11 @@ def test_reinit_keeps_counts_and_zeros_moments(resnet8):
   state = tx.init(params)
   for _ in range(3):
     _, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
-  new_params, _, report = pruning.prune(params, PruneConfig(strategy="count", prune_by=1))
-  fresh = pruning.reinit_opt_state(tx, new_params, state)
+  new_params, _, report = rank.prune(params, Strategy("count", prune_by=1))
+  fresh = rank.reinit_opt_state(tx, new_params, state)
   flat = {jax.tree_util.keystr(p): l for p, l in jax.tree_util.tree_flatten_with_path(fresh)[0]}
   assert all(int(v) == 3 for k, v in flat.items() if k.endswith(".count"))
   assert all(float(jnp.abs(v).max()) == 0 for k, v in flat.items() if ".mu" in k)
-
-
-def test_schedule():
-  cfg = PruneConfig(prune_every=2, prune_start=2, finetune_epochs=2)
-  assert [e for e in range(1, 11) if pruning.should_prune(e, cfg, 10)] == [2, 4, 6, 8]
-  assert [e for e in range(1, 11) if pruning.in_finetune(e, cfg, 10)] == [9, 10]
 
 
 @pytest.mark.parametrize("policy", ["reinit", "slice"])
@@ -160,8 +168,8 @@ def test_train_prune_train_compiles_once_per_rank_set(resnet8, policy):
     state, metrics = step(state, batch, reg)
   assert step.traces == 1
   for event in range(2):
-    new_params, new_ranks, report = pruning.prune(state.params, PruneConfig(strategy="ratio", reduce_by=0.3))
-    state = state.after_pruning(new_params, tiny_model(new_ranks).apply, report, policy)
+    new_params, new_ranks, report = rank.prune(state.params, Strategy("ratio", reduce_by=0.3))
+    state = rank.update_state(state, new_params, tiny_model(new_ranks).apply, report, policy)
     for _ in range(3):
       state, metrics = step(state, batch, reg)
     assert step.traces == 2 + event  # exactly one new compile per pruning event, none on ordinary steps

@@ -1,0 +1,182 @@
+"""Pruning events: everything that changes a run's architecture, as small classes the loop only iterates.
+
+An ``Event`` is built from the config (``from_config``: zero or more events), says when it is due, and applies
+itself to the host train state:
+
+    outcome = event.apply(state, architecture, ctx)   # Outcome(state, architecture, entry)
+
+``architecture`` is the run's ``jaxsvd.record.Architecture``; the new one goes into the next checkpoint, so
+resume and restore need no method-specific code. ``entry`` is a JSON log record (kept in the checkpoint's run
+metadata). An event may also shape the optimizer for every architecture it has produced (``optimizer``: read
+from the record, so a resumed run rebuilds the same optax chain) and add to the end-of-run summary.
+
+A new pruning method is one new ``Event`` subclass appended to ``EVENT_TYPES``; ``train.py`` does not change.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import optax
+
+from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, rank, slimming
+from jaxsvd.pruning import masks as masks_lib
+from jaxsvd.record import Architecture
+from jaxsvd.structure import norm_widths, total_rank
+from jaxsvd.validate import check_choice, check_in_range, check_min_int
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What events need from the run: a model and an optimizer for any architecture record."""
+  build_model: Callable[[Architecture], Any]  # the linen model (with the run's BN axis)
+  make_tx: Callable[[Architecture, Any], optax.GradientTransformation]  # (architecture, params) -> optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  state: Any  # the host TrainState after the event
+  architecture: Architecture
+  entry: dict  # JSON log record: {'kind', ...} (the loop adds 'epoch')
+  message: str  # one line for the log
+
+
+class Event(abc.ABC):
+  """One pruning method's hook into the epoch loop."""
+  kind: ClassVar[str]
+
+  @property
+  def name(self) -> str:
+    """How the log names the event ('online prune', 'slimming', ...)."""
+    return self.kind
+
+  @classmethod
+  @abc.abstractmethod
+  def from_config(cls, c, phases: Phases) -> list[Event]:
+    """The events of this type that config ``c`` asks for (validated, one-line errors naming the field)."""
+
+  @abc.abstractmethod
+  def due(self, epoch: int) -> bool:
+    """Whether the event fires after completing ``epoch`` (1-based)."""
+
+  @abc.abstractmethod
+  def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
+    """The state and architecture after the event (pure on the host state; the loop re-places it)."""
+
+  def optimizer(self, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
+    """(optimizer config, extra optax transforms chained after it) for ``architecture``; default unchanged."""
+    del architecture, params
+    return opt_cfg, []
+
+  def summary(self, architecture: Architecture, params) -> dict:
+    """Fields this event adds to the end-of-run summary."""
+    del architecture, params
+    return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class RankPrune(Event):
+  """SVD rank pruning (online every k epochs, or the final prune before fine-tuning): ``pruning.rank.prune``."""
+  kind: ClassVar[str] = "rank"
+  label: str  # 'online' | 'final'
+  strategy: Strategy
+  floors: Floors
+  opt_state: str  # 'reinit' | 'slice'
+  schedule: Schedule
+  last_epoch: int  # no pruning after this epoch (fine-tuning)
+
+  @property
+  def name(self) -> str:
+    return f"{self.label} prune"
+
+  @classmethod
+  def from_config(cls, c, phases: Phases) -> list[Event]:
+    if not c.svd.enabled:
+      return []
+    events: list[Event] = []
+    if c.pruning.enabled:
+      schedule = Schedule.from_config(c.pruning, "pruning")
+      if schedule.start > schedule.last(phases.last_train_epoch):
+        raise ValueError(f"pruning.start={schedule.start} is after the last epoch that may prune "
+                         f"({schedule.last(phases.last_train_epoch)})")
+      events.append(cls.for_section(c.pruning, "pruning", "online", schedule, phases))
+    if c.final_prune.enabled:
+      once = Schedule.once(phases.last_train_epoch)
+      events.append(cls.for_section(c.final_prune, "final_prune", "final", once, phases))
+    return events
+
+  @classmethod
+  def for_section(cls, section, name: str, label: str, schedule: Schedule, phases: Phases) -> RankPrune:
+    check_choice(f"{name}.opt_state", section.opt_state, rank.OPT_STATE_POLICIES)
+    return cls(label, Strategy.from_config(section, name), Floors.from_config(section, name), section.opt_state,
+               schedule, phases.last_train_epoch)
+
+  def due(self, epoch: int) -> bool:
+    return self.schedule.due(epoch, self.last_epoch)
+
+  def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
+    new_params, new_ranks, report = rank.prune(state.params, self.strategy, self.floors, architecture.original_ranks)
+    if report.changed:
+      architecture = architecture.replace(ranks=new_ranks)
+      model = ctx.build_model(architecture)
+      state = rank.update_state(state, new_params, model.apply, report, self.opt_state)
+    return Outcome(state, architecture, {"kind": self.label, "total_rank": total_rank(new_ranks)}, report.summary())
+
+
+@dataclasses.dataclass(frozen=True)
+class Slimming(Event):
+  """Network slimming (Liu et al. 2017): zero the norm-layer channels of smallest |γ| (one global threshold),
+  then fine-tune with them held at zero and a fresh optimizer without the γ-L1 term, as the paper does."""
+  kind: ClassVar[str] = "slimming"
+  epoch: int
+  amount: float
+  min_channels: int
+
+  @classmethod
+  def from_config(cls, c, phases: Phases) -> list[Event]:
+    s = c.slimming
+    if not s.enabled:
+      return []
+    check_in_range("slimming.amount", s.amount, 0.0, 1.0, low_closed=True, high_closed=False)
+    check_min_int("slimming.min_channels", s.min_channels, 1)
+    if not isinstance(s.prune_epoch, int) or not 1 <= s.prune_epoch < phases.num_epochs:
+      raise ValueError(f"slimming.prune_epoch must be an int in [1, num_epochs={phases.num_epochs}), "
+                       f"got {s.prune_epoch!r}")
+    return [cls(s.prune_epoch, s.amount, s.min_channels)]
+
+  def due(self, epoch: int) -> bool:
+    return epoch == self.epoch
+
+  def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
+    masks = slimming.channel_masks(state.params, self.amount, self.min_channels)
+    params = masks_lib.make_permanent(state.params, masks)
+    architecture = architecture.replace(pruned_channels=slimming.pruned_channels(masks))
+    tx = ctx.make_tx(architecture, params)
+    state = state.replace(params=params, tx=tx, opt_state=tx.init(params))
+    counts = slimming.summary(masks)
+    message = f"{counts['channels_after']} of {counts['channels_before']} norm-layer channels kept"
+    return Outcome(state, architecture, {"kind": self.kind, **counts}, message)
+
+  def optimizer(self, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
+    if architecture.pruned_channels is None:
+      return opt_cfg, []
+    masks = slimming.masks_from_channels(params, architecture.pruned_channels)
+    return {**opt_cfg, "bn_l1": 0.0}, [masks_lib.keep_pruned(masks)]
+
+  def summary(self, architecture: Architecture, params) -> dict:
+    if architecture.pruned_channels is None:
+      return {}
+    channels = sum(norm_widths(params).values())
+    pruned = sum(len(v) for v in architecture.pruned_channels.values())
+    return {"bn_channels_before": channels, "bn_channels_after": channels - pruned}
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (RankPrune, Slimming)  # order = firing order within one epoch
+
+
+def from_config(c, phases: Phases) -> tuple[Event, ...]:
+  """Every event config ``c`` asks for, in firing order."""
+  return tuple(event for event_type in EVENT_TYPES for event in event_type.from_config(c, phases))

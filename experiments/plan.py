@@ -1,0 +1,77 @@
+"""The experiment config as a validated, typed plan, built before any data is read or anything is compiled.
+
+Every bad field is a one-line ``ValueError`` naming it (``pruning.energy must be in (0.0, 1.0), got 1.5``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from experiments import events as events_lib
+from jaxsvd import data, optim
+from jaxsvd.losses import RegularizerConfig
+from jaxsvd.models import MODEL_NAMES, SVDSpec
+from jaxsvd.parallel import KINDS
+from jaxsvd.pruning import Phases
+from jaxsvd.record import Architecture
+from jaxsvd.validate import check_choice, check_min_int
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What a run does: the model (before its input shape and ranks are known), loss, phases and events."""
+  svd: SVDSpec | None
+  reg: RegularizerConfig
+  phases: Phases
+  events: tuple[events_lib.Event, ...]
+
+  def reg_for(self, epoch: int) -> RegularizerConfig:
+    """The regularizer of ``epoch``: in the fine-tune phase the sparsity term is off (λs = 0)."""
+    return dataclasses.replace(self.reg, sparsity=0.0) if self.phases.in_finetune(epoch) else self.reg
+
+
+def _check_basic_fields(c) -> None:
+  check_choice("model", c.model, MODEL_NAMES)
+  check_choice("dataset", c.dataset, data.DATASETS)
+  check_choice("data_source", c.data_source, data.SOURCES)
+  check_choice("parallel", c.parallel, KINDS)
+  for field in ("num_epochs", "batch_size", "eval_batch_size"):
+    check_min_int(field, c[field], 1)
+  if c.max_steps_per_epoch is not None:
+    check_min_int("max_steps_per_epoch", c.max_steps_per_epoch, 1)
+
+
+def svd_spec(c) -> SVDSpec | None:
+  """The config's SVD spec (ranks come later, from the params), or None for a dense model."""
+  if not c.svd.enabled:
+    return None
+  s = c.svd
+  return SVDSpec(s.decomposition, s.mode, (), s.default_rank, s.dense_first, s.dense_last)
+
+
+def make_plan(c) -> Plan:
+  """Validates config ``c`` and returns its plan.
+
+  Args:
+    c: an experiment config (``experiments/configs/default.py`` lists every field).
+
+  Returns:
+    The ``Plan``.
+
+  Raises:
+    ValueError: one line naming the first bad field.
+  """
+  _check_basic_fields(c)
+  optim.validate(c.optimizer)
+  reg = RegularizerConfig.from_config(c.reg, "reg")
+  try:
+    phases = Phases(c.num_epochs, c.finetune_epochs)
+  except ValueError as err:
+    raise ValueError(str(err)) from None
+  return Plan(svd_spec(c), reg, phases, events_lib.from_config(c, phases))
+
+
+def initial_architecture(c, plan: Plan, input_shape, ranks) -> Architecture:
+  """The record of a run's model at initialization (``ranks`` read back from its params)."""
+  return Architecture(c.model, data.NUM_CLASSES[c.dataset], tuple(input_shape), plan.svd, dict(ranks), dict(ranks),
+                      None if c.inner_widths is None else dict(c.inner_widths))

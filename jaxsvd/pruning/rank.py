@@ -1,0 +1,236 @@
+"""SVD rank pruning as a pure pytree transformation, and the optimizer-state surgery that follows it.
+
+A ``Strategy`` decides, per SVD layer, how many singular directions k to keep (from |s| sorted descending);
+``Floors`` bound k from below; ``prune`` slices U, s, V to the kept directions and returns new params, the new
+ranks (the architecture as data) and a report.
+
+  count:     k = r − prune_by
+  threshold: k = #{|s_i| ≥ t}, t = threshold (absolute) or threshold·max|s| (relative)
+  ratio:     k = ceil(r · (1 − reduce_by))
+  energy:    smallest k with Σ_{i≤k} s_i² ≥ (1 − e)·Σ_i s_i²
+  floors:    k ≥ min_rank ≥ 1 and k ≥ ceil(min_decay · original rank); k ≤ r
+
+After pruning, the optimizer state is re-initialized (``reinit``: fresh moments, step counts kept) or
+sliced (``slice``: every moment shaped like a pruned U/s/V keeps the kept directions), see ``update_state``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsvd.structure import iter_svd_layers
+from jaxsvd.tree import leaves_by_path, replace_nodes, trailing_dict_path
+from jaxsvd.validate import check_choice, check_in_range, check_min_int, check_nonnegative, dataclass_from_config
+
+STRATEGIES = ("count", "threshold", "ratio", "energy")
+THRESHOLD_MODES = ("absolute", "relative")
+OPT_STATE_POLICIES = ("reinit", "slice")
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+  """How many directions each SVD layer keeps. Config fields: strategy, energy, prune_by, threshold, ..."""
+  name: str = "energy"
+  energy: float = 0.1  # e: fraction of Σ s² that may be dropped
+  prune_by: int = 1
+  threshold: float = 1e-3
+  threshold_mode: str = "absolute"
+  reduce_by: float = 0.1
+
+  def __post_init__(self):
+    check_choice("strategy", self.name, STRATEGIES)
+    check_choice("threshold_mode", self.threshold_mode, THRESHOLD_MODES)
+    check_in_range("energy", self.energy, 0.0, 1.0, low_closed=False, high_closed=False)
+    check_in_range("reduce_by", self.reduce_by, 0.0, 1.0, low_closed=True, high_closed=False)
+    check_min_int("prune_by", self.prune_by, 0)
+    check_nonnegative("threshold", self.threshold)
+
+  @classmethod
+  def from_config(cls, cfg: Any, section: str = "pruning") -> Strategy:
+    """From a config section (its ``strategy`` field is the name); errors name ``section.field``."""
+    return dataclass_from_config(cls, cfg, section, aliases={"strategy": "name"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Floors:
+  """Lower bounds on every kept rank: k ≥ min_rank and k ≥ ceil(min_decay · original rank)."""
+  min_rank: int = 1
+  min_decay: float = 0.0
+
+  def __post_init__(self):
+    check_min_int("min_rank", self.min_rank, 1)
+    check_in_range("min_decay", self.min_decay, 0.0, 1.0, low_closed=True, high_closed=True)
+
+  @classmethod
+  def from_config(cls, cfg: Any, section: str = "pruning") -> Floors:
+    return dataclass_from_config(cls, cfg, section)
+
+  def apply(self, k: int, rank: int, original_rank: int) -> int:
+    """k raised to the floors, at most the current ``rank``."""
+    floor = max(self.min_rank, math.ceil(self.min_decay * original_rank - 1e-9))
+    return int(min(rank, max(k, floor, 1)))
+
+
+# ---- strategies: sorted |s| (descending, float64 numpy) -> number of directions to keep ----
+
+def keep_count_by_count(s_sorted: np.ndarray, strategy: Strategy) -> int:
+  return len(s_sorted) - strategy.prune_by
+
+
+def keep_count_by_threshold(s_sorted: np.ndarray, strategy: Strategy) -> int:
+  relative = strategy.threshold_mode == "relative" and len(s_sorted)
+  t = strategy.threshold * (s_sorted[0] if relative else 1.0)
+  return int(np.sum(s_sorted >= t))
+
+
+def keep_count_by_ratio(s_sorted: np.ndarray, strategy: Strategy) -> int:
+  return math.ceil(len(s_sorted) * (1.0 - strategy.reduce_by) - 1e-9)
+
+
+def keep_count_by_energy(s_sorted: np.ndarray, strategy: Strategy) -> int:
+  cumulative = np.cumsum(s_sorted**2)
+  if len(cumulative) == 0 or cumulative[-1] <= 0:
+    return 0
+  target = (1.0 - strategy.energy) * cumulative[-1]
+  return int(np.argmax(cumulative >= target * (1 - 1e-12))) + 1
+
+
+STRATEGY_FNS: dict[str, Callable[[np.ndarray, Strategy], int]] = {
+    "count": keep_count_by_count, "threshold": keep_count_by_threshold,
+    "ratio": keep_count_by_ratio, "energy": keep_count_by_energy}
+
+
+def keep_indices(s: np.ndarray, original_rank: int, strategy: Strategy, floors: Floors = Floors()) -> np.ndarray:
+  """Indices (into ``s``) of the directions kept, in descending |s| order."""
+  order = np.argsort(-np.abs(s), kind="stable")
+  k = floors.apply(STRATEGY_FNS[strategy.name](np.abs(s)[order], strategy), len(s), original_rank)
+  return order[:k]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerReport:
+  old_rank: int
+  new_rank: int
+  kept_energy: float  # Σ kept s² / Σ s²
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneReport:
+  layers: dict[str, LayerReport]
+  keep: dict[str, np.ndarray]  # per layer: indices kept (into the old s)
+
+  @property
+  def changed(self) -> bool:
+    return any(r.old_rank != r.new_rank for r in self.layers.values())
+
+  @property
+  def ranks(self) -> dict[str, int]:
+    return {p: r.new_rank for p, r in self.layers.items()}
+
+  def summary(self) -> str:
+    old = sum(r.old_rank for r in self.layers.values())
+    new = sum(r.new_rank for r in self.layers.values())
+    return f"pruned total rank {old} -> {new} over {len(self.layers)} SVD layers"
+
+
+def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks: Mapping[str, int] | None = None):
+  """Prunes every SVD layer of ``params``. Pure: ``params`` is not modified.
+
+  Args:
+    params: a params pytree with SVD layers ({'U', 's', 'V'} nodes, found by structure).
+    strategy: how many directions each layer keeps.
+    floors: lower bounds on the kept ranks.
+    original_ranks: {layer path: rank at init} for ``floors.min_decay`` (default: the current ranks).
+
+  Returns:
+    (new_params, new_ranks {path: rank}, PruneReport).
+
+  Raises:
+    ValueError naming the layer if any s holds NaN/Inf (nothing is pruned then).
+  """
+  layers = dict(iter_svd_layers(params))
+  host_s = {path: np.asarray(jax.device_get(node["s"]), np.float64) for path, node in layers.items()}
+  for path, s in host_s.items():
+    if not np.all(np.isfinite(s)):
+      raise ValueError(f"cannot prune: singular values of layer {path!r} contain NaN/Inf")
+  original_ranks = original_ranks or {}
+  keep, reports, new_nodes = {}, {}, {}
+  for path, node in layers.items():
+    s = host_s[path]
+    idx = keep_indices(s, original_ranks.get(path, len(s)), strategy, floors)
+    total = float(np.sum(s**2))
+    keep[path] = idx
+    reports[path] = LayerReport(len(s), len(idx), float(np.sum(s[idx] ** 2)) / total if total > 0 else 1.0)
+    new_nodes[path] = slice_layer(node, idx)
+  report = PruneReport(reports, keep)
+  return replace_nodes(params, new_nodes), report.ranks, report
+
+
+def _take_last(x, idx: np.ndarray) -> jax.Array:
+  """x[..., idx], gathered on the host: eager device gathers would compile once per new shape."""
+  return jnp.asarray(np.take(np.asarray(jax.device_get(x)), idx, axis=-1))
+
+
+def slice_layer(node: Mapping, idx: np.ndarray) -> dict:
+  """An SVD layer's params keeping only the directions ``idx`` of U, s and V (other leaves as they are)."""
+  return {**node, "U": _take_last(node["U"], idx), "s": _take_last(node["s"], idx), "V": _take_last(node["V"], idx)}
+
+
+# ---- optimizer-state surgery ----
+
+def _param_shapes(params) -> dict[str, tuple]:
+  return {path: tuple(np.shape(leaf)) for path, leaf in leaves_by_path(params).items()}
+
+
+def slice_opt_state(opt_state, old_params, keep: Mapping[str, np.ndarray]):
+  """Slices every optimizer-state leaf shaped like a pruned U/s/V (momenta, Adam moments).
+
+  Leaves are matched to params by their trailing dict-key path and shape; counts and schedule state are
+  left as they are.
+  """
+  shapes = _param_shapes(old_params)
+
+  def surgery(key_path, leaf):
+    path = trailing_dict_path(key_path)
+    if path is None or "/" not in path:
+      return leaf
+    layer, name = path.rsplit("/", 1)
+    if layer in keep and name in ("U", "s", "V") and tuple(np.shape(leaf)) == shapes.get(path):
+      return _take_last(leaf, keep[layer])
+    return leaf
+
+  return jax.tree_util.tree_map_with_path(surgery, opt_state)
+
+
+def reinit_opt_state(tx, new_params, old_opt_state):
+  """``tx.init(new_params)`` with every non-param leaf (step counts, schedule state) kept from the old state."""
+  fresh = tx.init(new_params)
+  shapes = _param_shapes(new_params)
+
+  def merge(key_path, new_leaf, old_leaf):
+    path = trailing_dict_path(key_path)
+    is_param_like = path in shapes and tuple(np.shape(new_leaf)) == shapes[path]
+    return new_leaf if is_param_like else old_leaf
+
+  return jax.tree_util.tree_map_with_path(merge, fresh, old_opt_state)
+
+
+def opt_state_after(tx, opt_state, old_params, new_params, report: PruneReport, policy: str):
+  """The optimizer state for ``new_params``: ``policy`` 'reinit' or 'slice' (see the module doc)."""
+  check_choice("opt_state", policy, OPT_STATE_POLICIES)
+  if policy == "slice":
+    return slice_opt_state(opt_state, old_params, report.keep)
+  return reinit_opt_state(tx, new_params, opt_state)
+
+
+def update_state(state, new_params, apply_fn, report: PruneReport, policy: str):
+  """A ``TrainState`` at the new ranks: new params and apply fn, optimizer state re-initialized or sliced."""
+  opt_state = opt_state_after(state.tx, state.opt_state, state.params, new_params, report, policy)
+  return state.replace(params=new_params, opt_state=opt_state, apply_fn=apply_fn)

@@ -1,0 +1,79 @@
+"""When pruning events fire and when the fine-tune phase begins, in completed epochs (1-based).
+
+  Schedule(every, start, stop):  due after epochs start, start + every, start + 2·every, ... ≤ stop
+  Schedule.once(epoch):          due after that one epoch
+  Phases(num_epochs, finetune_epochs):  epochs 1..T train; the last ``finetune_epochs`` fine-tune (no
+                                 sparsity terms, no pruning): T = num_epochs − finetune_epochs
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxsvd.validate import check_min_int, dataclass_from_config
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """Epochs after which a recurring event is due. ``stop=None``: no bound besides the caller's ``last``."""
+  every: int = 1
+  start: int = 1
+  stop: int | None = None
+
+  def __post_init__(self):
+    check_min_int("every", self.every, 1)
+    check_min_int("start", self.start, 1)
+    if self.stop is not None:
+      check_min_int("stop", self.stop, 1)
+
+  @classmethod
+  def once(cls, epoch: int) -> Schedule:
+    """Due after ``epoch`` only."""
+    return cls(every=1, start=epoch, stop=epoch)
+
+  @classmethod
+  def from_config(cls, cfg: Any, section: str = "pruning") -> Schedule:
+    """From a config section's ``every``/``start``/``stop`` fields; errors name ``section.field``."""
+    return dataclass_from_config(cls, cfg, section)
+
+  def last(self, limit: int) -> int:
+    """The last epoch that may fire, given the caller's ``limit`` (e.g. the last training epoch)."""
+    return limit if self.stop is None else min(self.stop, limit)
+
+  def due(self, epoch: int, limit: int) -> bool:
+    """Whether the event fires after completing ``epoch`` (1-based), at most up to epoch ``limit``.
+
+    Args:
+      epoch: the epoch just completed.
+      limit: the last epoch any event may fire (``Phases.last_train_epoch``).
+
+    Returns:
+      True on start, start + every, ... ≤ min(stop, limit).
+    """
+    if epoch < self.start or epoch > self.last(limit):
+      return False
+    return (epoch - self.start) % self.every == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Phases:
+  """A run of ``num_epochs``: training, then ``finetune_epochs`` of fine-tuning (sparsity terms off)."""
+  num_epochs: int
+  finetune_epochs: int = 0
+
+  def __post_init__(self):
+    check_min_int("num_epochs", self.num_epochs, 1)
+    check_min_int("finetune_epochs", self.finetune_epochs, 0)
+    if self.finetune_epochs >= self.num_epochs:
+      raise ValueError(f"finetune_epochs={self.finetune_epochs} leaves no training epochs "
+                       f"(num_epochs={self.num_epochs})")
+
+  @property
+  def last_train_epoch(self) -> int:
+    """The last epoch before fine-tuning: where the final prune happens and online pruning stops."""
+    return self.num_epochs - self.finetune_epochs
+
+  def in_finetune(self, epoch: int) -> bool:
+    """Whether ``epoch`` (1-based) belongs to the fine-tune phase."""
+    return epoch > self.last_train_epoch

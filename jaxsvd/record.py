@@ -1,0 +1,106 @@
+"""The architecture record: everything a model's shapes depend on, as JSON-able data.
+
+A checkpoint stores it beside the arrays (``jaxsvd.checkpoint``), so a pruned model restores in a fresh
+process with nothing but the directory: read the record → ``build_model()`` → ``jax.eval_shape(init)`` →
+abstract targets → arrays. Fields (format version 2):
+
+  format_version   int: 2. Version 1 (jaxsvd 0.1.0 before the redesign) kept these fields inside the run
+                   metadata; ``from_json`` converts such a dict, any other version is a one-line error.
+  model            str: a zoo model name (``jaxsvd.models.MODEL_NAMES``), e.g. 'resnet20'.
+  num_classes      int: outputs of the classifier.
+  input_shape      [int]: one example's shape without the batch dimension, e.g. [32, 32, 3].
+  svd              null (dense model) or the SVD spec without its ranks: {decomposition: 'channel' |
+                   'spatial', mode: 'reconstruct' | 'factored' | 'auto', default_rank: int | null,
+                   dense_first: bool, dense_last: bool}.
+  ranks            {SVD layer path: int}: the ranks now (read back from params by ``structure.ranks``).
+  original_ranks   {SVD layer path: int}: the ranks at initialization (``pruning.rank.Floors.min_decay``).
+  inner_widths     null or {ResNet block name: int}: blocks' inner channel widths (pruning from scratch).
+  pruned_channels  null or {norm layer path: [int]}: channels held at zero by network slimming
+                   (``pruning.slimming.masks_from_channels`` rebuilds the masks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+
+from jaxsvd.models import SVDSpec, build_model
+from jaxsvd.structure import validate_ranks
+
+FORMAT_VERSION = 2
+
+
+class FormatError(ValueError):
+  """An architecture record of an unknown format version, or with missing/ill-typed fields."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """A model's architecture as data (see the module doc for every field)."""
+  model: str
+  num_classes: int
+  input_shape: tuple[int, ...]
+  svd: SVDSpec | None = None
+  ranks: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  original_ranks: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  inner_widths: Mapping[str, int] | None = None
+  pruned_channels: Mapping[str, list[int]] | None = None
+
+  def __post_init__(self):
+    validate_ranks(self.ranks, "ranks")
+    validate_ranks(self.original_ranks, "original_ranks")
+
+  def replace(self, **changes) -> Architecture:
+    return dataclasses.replace(self, **changes)
+
+  def build_model(self, bn_axis_name: str | None = None, gated: bool = False) -> nn.Module:
+    """The linen model at this architecture (``bn_axis_name``: synchronized BN for pmap training)."""
+    return build_model(self.model, self.num_classes, self.svd, ranks=dict(self.ranks) if self.svd else None,
+                       bn_axis_name=bn_axis_name, inner_widths=self.inner_widths, gated=gated)
+
+  def dense(self) -> Architecture:
+    """The same architecture with every SVD layer dense (the target of ``export.merge``)."""
+    return self.replace(svd=None, ranks={}, original_ranks={})
+
+  def to_json(self) -> dict:
+    """The record as a JSON-able dict (with ``format_version``)."""
+    svd = None if self.svd is None else {k: v for k, v in self.svd.to_dict().items() if k != "ranks"}
+    return {"format_version": FORMAT_VERSION, "model": self.model, "num_classes": int(self.num_classes),
+            "input_shape": [int(d) for d in self.input_shape], "svd": svd, "ranks": dict(self.ranks),
+            "original_ranks": dict(self.original_ranks),
+            "inner_widths": None if self.inner_widths is None else dict(self.inner_widths),
+            "pruned_channels": None if self.pruned_channels is None else
+            {k: [int(i) for i in v] for k, v in self.pruned_channels.items()}}
+
+  @classmethod
+  def from_json(cls, d: Mapping[str, Any], where: str = "architecture record") -> Architecture:
+    """The record from ``to_json`` output, or from a format-1 checkpoint's metadata dict."""
+    if not isinstance(d, Mapping):
+      raise FormatError(f"{where}: expected a JSON object, got {type(d).__name__}")
+    version = d.get("format_version")
+    if version == 1:
+      d = _from_version_1(d)
+    elif version != FORMAT_VERSION:
+      raise FormatError(f"{where} has format_version={version!r}; this jaxsvd reads versions 1 and {FORMAT_VERSION}")
+    try:
+      svd = None if d["svd"] is None else SVDSpec.from_dict({**d["svd"], "ranks": {}})
+      return cls(model=str(d["model"]), num_classes=int(d["num_classes"]),
+                 input_shape=tuple(int(x) for x in d["input_shape"]), svd=svd, ranks=dict(d["ranks"]),
+                 original_ranks=dict(d["original_ranks"]), inner_widths=d.get("inner_widths"),
+                 pruned_channels=d.get("pruned_channels"))
+    except (KeyError, TypeError) as err:
+      raise FormatError(f"{where} (format_version={version}) is missing or mistypes field {err}") from None
+
+
+def _from_version_1(meta: Mapping[str, Any]) -> dict:
+  """A format-1 metadata dict (record fields mixed with run metadata) as a version-2 record dict."""
+  model = meta["model"]
+  svd = model.get("svd")
+  return {"format_version": FORMAT_VERSION, "model": model["name"], "num_classes": model["num_classes"],
+          "input_shape": meta["input_shape"],
+          "svd": None if svd is None else {k: v for k, v in svd.items() if k != "ranks"},
+          "ranks": meta.get("ranks") or {}, "original_ranks": meta.get("original_ranks") or meta.get("ranks") or {},
+          "inner_widths": model.get("inner_widths"), "pruned_channels": meta.get("pruned_channels")}

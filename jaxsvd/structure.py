@@ -1,0 +1,104 @@
+"""Layers found in params by structure, never by name, and the architecture read back from their shapes.
+
+  SVD layer:   a mapping holding leaves ``U`` (m, r), ``s`` (r,), ``V`` (k, r) with one shared r.
+  norm layer:  a mapping holding 1-D leaves ``scale`` and ``bias`` of one size (BatchNorm, LayerNorm):
+               its γ is what network slimming penalizes and thresholds.
+
+A layer's path is the '/'-joined chain of keys from the root (``jaxsvd.tree``), e.g.
+``'stage1_block0/conv1'``. ``ranks(params)`` and ``norm_widths(params)`` are the architecture as data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Iterator
+
+import numpy as np
+
+PyTree = Any
+
+
+def _shape(x) -> tuple | None:
+  shape = getattr(x, "shape", None)
+  return None if shape is None else tuple(shape)
+
+
+def is_svd_node(node: Any) -> bool:
+  """Whether ``node`` is an SVD layer's params: {'U': (m, r), 's': (r,), 'V': (k, r), ...}."""
+  if not isinstance(node, Mapping) or not {"U", "s", "V"} <= set(node.keys()):
+    return False
+  us, ss, vs = (_shape(node[k]) for k in ("U", "s", "V"))
+  if us is None or ss is None or vs is None:
+    return False
+  return len(us) == 2 and len(ss) == 1 and len(vs) == 2 and us[1] == ss[0] == vs[1]
+
+
+def is_norm_node(node: Any) -> bool:
+  """Whether ``node`` is a normalization layer's params: 1-D 'scale' and 'bias' of one size."""
+  if not isinstance(node, Mapping) or "scale" not in node or "bias" not in node:
+    return False
+  scale, bias = _shape(node["scale"]), _shape(node["bias"])
+  return scale is not None and len(scale) == 1 and scale == bias
+
+
+def iter_svd_layers(params: PyTree, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, Mapping]]:
+  """Yields (path, node) for every SVD layer in ``params``, in sorted (deterministic) order."""
+  if is_svd_node(params):
+    yield "/".join(prefix), params
+    return
+  if isinstance(params, Mapping):
+    for key in sorted(params.keys(), key=str):
+      yield from iter_svd_layers(params[key], prefix + (str(key),))
+
+
+def svd_layers(params: PyTree) -> dict[str, Mapping]:
+  """All SVD layers of ``params`` as {path: {'U', 's', 'V', ...}}."""
+  return dict(iter_svd_layers(params))
+
+
+def norm_layers(params: PyTree, prefix: tuple[str, ...] = ()) -> dict[str, Mapping]:
+  """All normalization layers of ``params`` as {path: {'scale', 'bias', ...}}, in sorted order."""
+  out = {}
+  if isinstance(params, Mapping):
+    if is_norm_node(params):
+      out["/".join(prefix)] = params
+    for key in sorted(params, key=str):
+      out.update(norm_layers(params[key], (*prefix, str(key))))
+  return out
+
+
+def ranks(params: PyTree) -> dict[str, int]:
+  """The SVD architecture read back from params.
+
+  Args:
+    params: a params pytree (nested mappings; arrays or ``jax.ShapeDtypeStruct`` leaves).
+
+  Returns:
+    {SVD layer path: rank r}.
+  """
+  return {path: int(node["s"].shape[0]) for path, node in iter_svd_layers(params)}
+
+
+def norm_widths(params: PyTree) -> dict[str, int]:
+  """{normalization layer path: channels} read back from the shapes of ``scale``."""
+  return {path: int(np.shape(node["scale"])[0]) for path, node in norm_layers(params).items()}
+
+
+def total_rank(rank_map: Mapping[str, int]) -> int:
+  """Σ ranks of a {path: rank} map."""
+  return int(sum(rank_map.values()))
+
+
+def check_rank(field: str, rank: Any, allow_none: bool = False) -> None:
+  """One-line ValueError naming ``field`` unless ``rank`` is an int ≥ 1 (or None when ``allow_none``)."""
+  if allow_none and rank is None:
+    return
+  if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+    expected = "None (full rank) or an int >= 1" if allow_none else "an int >= 1"
+    raise ValueError(f"{field} must be {expected}, got {rank!r}")
+
+
+def validate_ranks(rank_map: Mapping[str, int], field: str = "ranks") -> None:
+  """Checks every rank of a {path: rank} map (``field[path]`` named in the error)."""
+  for path, r in rank_map.items():
+    check_rank(f"{field}[{path!r}]", r)

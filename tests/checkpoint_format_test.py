@@ -1,0 +1,46 @@
+"""Checkpoints written before the redesign (format version 1) restore with today's code, to the same outputs."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from jaxsvd import checkpoint
+from jaxsvd.inference import load_for_inference
+from jaxsvd.record import FORMAT_VERSION
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "format_v1")
+
+
+@pytest.mark.parametrize("name, step", [("svd_pruned", 12), ("slimmed", 9)])
+def test_version_1_checkpoint_restores_to_the_logits_its_writer_computed(name, step):
+  restored = checkpoint.restore(os.path.join(FIXTURES, name))
+  assert restored.step == step and restored.meta["format_version"] == 1
+  x = np.load(os.path.join(FIXTURES, "x.npy"))
+  expected = np.load(os.path.join(FIXTURES, f"{name}_logits.npy"))
+  got = restored.model.apply(restored.variables, x, train=False)
+  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
+  record = restored.architecture
+  assert record.model == "resnet8" and record.input_shape == (28, 28, 1)
+  if name == "svd_pruned":
+    assert sum(record.ranks.values()) < sum(record.original_ranks.values()) and record.pruned_channels is None
+  else:
+    assert record.svd is None and sum(len(v) for v in record.pruned_channels.values()) > 0
+  assert record.to_json()["format_version"] == FORMAT_VERSION  # re-saved records are version 2
+
+
+def test_version_1_loads_for_inference():
+  apply, record = load_for_inference(os.path.join(FIXTURES, "svd_pruned"))
+  x = np.load(os.path.join(FIXTURES, "x.npy"))
+  np.testing.assert_allclose(np.asarray(apply(x)), np.load(os.path.join(FIXTURES, "svd_pruned_logits.npy")),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_future_version_is_a_one_line_error_naming_it(tmp_path):
+  shutil.copytree(os.path.join(FIXTURES, "svd_pruned"), tmp_path / "ck")
+  meta_file = tmp_path / "ck" / "12" / "meta" / "metadata"
+  json.dump({**json.load(open(meta_file)), "format_version": 0}, open(meta_file, "w"))
+  with pytest.raises(checkpoint.CheckpointError, match=r"format_version=0; this jaxsvd reads versions \(1, 2\)"):
+    checkpoint.restore(str(tmp_path / "ck"))
