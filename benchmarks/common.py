@@ -12,9 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsvd import optim, pruning, xla_options
-from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec, build_model
-from jaxsvd.ranks import ranks as read_ranks
+from jaxsvd.structure import ranks as read_ranks
 from jaxsvd.train_state import EVAL_VARIANTS, TrainState, eval_step, train_step
 
 
@@ -75,7 +74,7 @@ def make_state(model_name: str, svd: SVDSpec | None, image: int = 32, rank_fract
   variables = model.init(jax.random.key(0), jnp.zeros((1, image, image, 3)))
   params = variables["params"]
   if svd is not None and rank_fraction is not None:
-    cfg = pruning.PruneConfig(strategy="ratio", reduce_by=1.0 - rank_fraction)
+    cfg = pruning.Strategy("ratio", reduce_by=1.0 - rank_fraction)
     params, new_ranks, _ = pruning.prune(params, cfg)
     model = build_model(model_name, 10, svd, ranks=new_ranks)
     variables = {**variables, "params": params}

@@ -38,9 +38,9 @@ def main():
     common.block(state)
     traces = step.traces
     t0 = time.perf_counter()
-    new_params, new_ranks, report = pruning.prune(state.params, pruning.PruneConfig(strategy="ratio", reduce_by=0.3))
+    new_params, new_ranks, report = pruning.prune(state.params, pruning.Strategy("ratio", reduce_by=0.3))
     model = build_model(model_name, 10, SVDSpec(), ranks=new_ranks)
-    new_state = common.block(state.after_pruning(new_params, model.apply, report, policy))
+    new_state = common.block(pruning.rank.update_state(state, new_params, model.apply, report, policy))
     t1 = time.perf_counter()
     first_state, metrics = step(new_state, data, reg)
     common.block(metrics)

@@ -15,7 +15,7 @@ from benchmarks import common
 from jaxsvd import flops
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec
-from jaxsvd.ranks import iter_svd_layers
+from jaxsvd.structure import iter_svd_layers
 
 
 def gram_macs(params) -> int:

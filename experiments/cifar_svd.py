@@ -18,6 +18,18 @@ flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, metri
 
 
 def main(argv):
+  """The program: ``train.run`` of ``--config`` in ``--workdir``, errors as one line.
+
+  Args:
+    argv: the arguments left after absl's flag parsing (none expected).
+
+  Returns:
+    None.
+
+  Raises:
+    app.UsageError: if there are extra arguments.
+    SystemExit: 'error: ...' on a ValueError, FileNotFoundError or FloatingPointError.
+  """
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   reporting.setup_logging()

@@ -38,6 +38,9 @@ class Context:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
+  """What ``Event.apply`` returns: the host train state and architecture after the event, a JSON log entry
+  (the loop adds the epoch) and a one-line log message.
+  """
   state: Any  # the host TrainState after the event
   architecture: Architecture
   entry: dict  # JSON log record: {'kind', ...} (the loop adds 'epoch')
@@ -56,23 +59,67 @@ class Event(abc.ABC):
   @classmethod
   @abc.abstractmethod
   def from_config(cls, c, phases: Phases) -> list[Event]:
-    """The events of this type that config ``c`` asks for (validated, one-line errors naming the field)."""
+    """The events of this type that config ``c`` asks for (validated, one-line errors naming the field).
+
+    Args:
+      c: the experiment config.
+      phases: the run's training and fine-tune phases.
+
+    Returns:
+      The events, none when the method is off.
+
+    Raises:
+      ValueError: one line naming a bad field.
+    """
 
   @abc.abstractmethod
   def due(self, epoch: int) -> bool:
-    """Whether the event fires after completing ``epoch`` (1-based)."""
+    """Whether the event fires after completing ``epoch`` (1-based).
+
+    Args:
+      epoch: the epoch just completed.
+
+    Returns:
+      Whether it fires now.
+    """
 
   @abc.abstractmethod
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
-    """The state and architecture after the event (pure on the host state; the loop re-places it)."""
+    """The state and architecture after the event (pure on the host state; the loop re-places it).
+
+    Args:
+      state: the host train state.
+      architecture: the run's current architecture record.
+      ctx: builds models and optimizers for an architecture.
+
+    Returns:
+      The ``Outcome``.
+    """
 
   def optimizer(self, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
-    """(optimizer config, extra optax transforms chained after it) for ``architecture``; default unchanged."""
+    """(optimizer config, extra optax transforms chained after it) for ``architecture``; default unchanged.
+
+    Args:
+      architecture: the architecture record the optimizer is built for.
+      params: its params.
+      opt_cfg: the optimizer config, as the events before this one left it.
+
+    Returns:
+      (optimizer config, list of extra transforms); the default returns (``opt_cfg``, []).
+    """
     del architecture, params
     return opt_cfg, []
 
   def summary(self, architecture: Architecture, params) -> dict:
-    """Fields this event adds to the end-of-run summary."""
+    """Fields this event adds to the end-of-run summary.
+
+    Args:
+      architecture: the final architecture record.
+      params: the final params.
+
+    Returns:
+      {field: value}; none by default.
+    """
     del architecture, params
     return {}
 
@@ -90,10 +137,16 @@ class RankPrune(Event):
 
   @property
   def name(self) -> str:
+    """'online prune' or 'final prune'."""
     return f"{self.label} prune"
 
   @classmethod
   def from_config(cls, c, phases: Phases) -> list[Event]:
+    """An 'online' (``c.pruning``) and a 'final' (``c.final_prune``) event, each if enabled; none if ``c.svd`` is off.
+
+    Raises:
+      ValueError: one line naming a bad field, or ``pruning.start`` after the last epoch that may prune.
+    """
     if not c.svd.enabled:
       return []
     events: list[Event] = []
@@ -110,14 +163,31 @@ class RankPrune(Event):
 
   @classmethod
   def for_section(cls, section, name: str, label: str, schedule: Schedule, phases: Phases) -> RankPrune:
+    """The rank-pruning event of one config section.
+
+    Args:
+      section: the config section (strategy, floors and ``opt_state`` fields).
+      name: the section's name, put in errors.
+      label: 'online' or 'final'.
+      schedule: when it prunes.
+      phases: the run's phases (no pruning after ``phases.last_train_epoch``).
+
+    Returns:
+      The ``RankPrune``.
+
+    Raises:
+      ValueError: one line naming a bad field of the section.
+    """
     check_choice(f"{name}.opt_state", section.opt_state, rank.OPT_STATE_POLICIES)
     return cls(label, Strategy.from_config(section, name), Floors.from_config(section, name), section.opt_state,
                schedule, phases.last_train_epoch)
 
   def due(self, epoch: int) -> bool:
+    """Due when ``schedule`` is, up to ``last_epoch``."""
     return self.schedule.due(epoch, self.last_epoch)
 
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
+    """Prunes ranks (``rank.prune``); on a change, rebuilds the model and updates the state per ``opt_state``."""
     new_params, new_ranks, report = rank.prune(state.params, self.strategy, self.floors, architecture.original_ranks)
     if report.changed:
       architecture = architecture.replace(ranks=new_ranks)
@@ -137,6 +207,12 @@ class Slimming(Event):
 
   @classmethod
   def from_config(cls, c, phases: Phases) -> list[Event]:
+    """One event after ``slimming.prune_epoch`` if ``c.slimming`` is enabled.
+
+    Raises:
+      ValueError: if ``amount`` is not in [0, 1), ``min_channels`` is not an int ≥ 1, or ``prune_epoch`` is not an
+        int in [1, num_epochs).
+    """
     s = c.slimming
     if not s.enabled:
       return []
@@ -148,9 +224,11 @@ class Slimming(Event):
     return [cls(s.prune_epoch, s.amount, s.min_channels)]
 
   def due(self, epoch: int) -> bool:
+    """Due only after epoch ``self.epoch`` (``slimming.prune_epoch``)."""
     return epoch == self.epoch
 
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
+    """Zeros the channels of smallest |γ|, records them in ``pruned_channels`` and starts a fresh optimizer."""
     masks = slimming.channel_masks(state.params, self.amount, self.min_channels)
     params = masks_lib.make_permanent(state.params, masks)
     architecture = architecture.replace(pruned_channels=slimming.pruned_channels(masks))
@@ -161,12 +239,14 @@ class Slimming(Event):
     return Outcome(state, architecture, {"kind": self.kind, **counts}, message)
 
   def optimizer(self, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
+    """Once channels are pruned: ``bn_l1`` = 0 and a transform holding them at zero; before that, unchanged."""
     if architecture.pruned_channels is None:
       return opt_cfg, []
     masks = slimming.masks_from_channels(params, architecture.pruned_channels)
     return {**opt_cfg, "bn_l1": 0.0}, [masks_lib.keep_pruned(masks)]
 
   def summary(self, architecture: Architecture, params) -> dict:
+    """BN channels before and after slimming; empty until it has fired."""
     if architecture.pruned_channels is None:
       return {}
     channels = sum(norm_widths(params).values())
@@ -178,5 +258,16 @@ EVENT_TYPES: tuple[type[Event], ...] = (RankPrune, Slimming)  # order = firing o
 
 
 def from_config(c, phases: Phases) -> tuple[Event, ...]:
-  """Every event config ``c`` asks for, in firing order."""
+  """Every event config ``c`` asks for, in firing order.
+
+  Args:
+    c: the experiment config.
+    phases: the run's training and fine-tune phases.
+
+  Returns:
+    The events of every type in ``EVENT_TYPES``, in that order.
+
+  Raises:
+    ValueError: one line naming a bad field.
+  """
   return tuple(event for event_type in EVENT_TYPES for event in event_type.from_config(c, phases))

@@ -26,7 +26,14 @@ class Plan:
   events: tuple[events_lib.Event, ...]
 
   def reg_for(self, epoch: int) -> RegularizerConfig:
-    """The regularizer of ``epoch``: in the fine-tune phase the sparsity term is off (λs = 0)."""
+    """The regularizer of ``epoch``: in the fine-tune phase the sparsity term is off (λs = 0).
+
+    Args:
+      epoch: the epoch (1-based).
+
+    Returns:
+      The ``RegularizerConfig``.
+    """
     return dataclasses.replace(self.reg, sparsity=0.0) if self.phases.in_finetune(epoch) else self.reg
 
 
@@ -42,7 +49,17 @@ def _check_basic_fields(c) -> None:
 
 
 def svd_spec(c) -> SVDSpec | None:
-  """The config's SVD spec (ranks come later, from the params), or None for a dense model."""
+  """The config's SVD spec (ranks come later, from the params), or None for a dense model.
+
+  Args:
+    c: the experiment config (its ``svd`` section).
+
+  Returns:
+    The ``SVDSpec`` without ranks, or None when ``c.svd.enabled`` is off.
+
+  Raises:
+    ValueError: if a field of ``c.svd`` is invalid.
+  """
   if not c.svd.enabled:
     return None
   s = c.svd
@@ -72,6 +89,16 @@ def make_plan(c) -> Plan:
 
 
 def initial_architecture(c, plan: Plan, input_shape, ranks) -> Architecture:
-  """The record of a run's model at initialization (``ranks`` read back from its params)."""
+  """The record of a run's model at initialization (``ranks`` read back from its params).
+
+  Args:
+    c: the experiment config (``model``, ``dataset`` and ``inner_widths`` are read).
+    plan: the run's plan (its SVD spec).
+    input_shape: the (H, W, C) input shape.
+    ranks: {layer path: rank}, used as both the current and the original ranks.
+
+  Returns:
+    The ``Architecture``.
+  """
   return Architecture(c.model, data.NUM_CLASSES[c.dataset], tuple(input_shape), plan.svd, dict(ranks), dict(ranks),
                       None if c.inner_widths is None else dict(c.inner_widths))

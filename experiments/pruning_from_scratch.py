@@ -39,7 +39,15 @@ def define_flags() -> None:
 
 
 def search_gates(c, ds) -> dict:
-  """Gates learned with frozen random weights: {block path: |α|}."""
+  """Gates learned with frozen random weights: {block path: |α|}.
+
+  Args:
+    c: the experiment config (model, dataset, seed, batch and ``from_scratch`` fields).
+    ds: the dataset.
+
+  Returns:
+    {block path: |α|} after ``c.from_scratch.search_epochs`` epochs of training the gates of the dense model.
+  """
   model = build_model(c.model, data.NUM_CLASSES[c.dataset], None, gated=True)
   variables = jax.jit(model.init)(jax.random.key(c.seed), jnp.zeros((1, *ds.input_shape), jnp.float32))
   tx = from_scratch.gate_optimizer(variables["params"], c.from_scratch.learning_rate, c.from_scratch.l1)
@@ -57,7 +65,20 @@ def search_gates(c, ds) -> dict:
 
 
 def search(c, workdir: str) -> dict:
-  """Widths for the budget (from ``workdir/widths.json`` if an earlier run found them)."""
+  """Widths for the budget (from ``workdir/widths.json`` if an earlier run found them).
+
+  A new search writes its record (widths, MACs and channels before and after, budget) to ``workdir/widths.json``.
+
+  Args:
+    c: the experiment config.
+    workdir: the run's directory.
+
+  Returns:
+    {block path: inner width}.
+
+  Raises:
+    ValueError: if even one channel per block exceeds the MACs budget.
+  """
   path = os.path.join(workdir, "widths.json")
   if os.path.exists(path):
     with open(path) as f:
@@ -80,7 +101,17 @@ def search(c, workdir: str) -> dict:
 
 
 def validate(c) -> None:
-  """One-line errors for the whole experiment before anything is compiled."""
+  """One-line errors for the whole experiment before anything is compiled.
+
+  Args:
+    c: the experiment config.
+
+  Returns:
+    None.
+
+  Raises:
+    ValueError: one line naming a bad field, or a model that is not a ResNet.
+  """
   plan.make_plan(c)
   check_min_int("from_scratch.search_epochs", c.from_scratch.search_epochs, 1)
   check_in_range("from_scratch.budget", c.from_scratch.budget, 0.0, 1.0, low_closed=False, high_closed=True)
@@ -90,13 +121,37 @@ def validate(c) -> None:
 
 
 def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
-  """Search (once), then ``train.run`` on the pruned architecture from a fresh random init."""
+  """Search (once), then ``train.run`` on the pruned architecture from a fresh random init.
+
+  Args:
+    c: the experiment config; ``c.inner_widths`` is set to the searched widths.
+    workdir: the run's directory.
+    stop_after_epoch: as for ``train.run``.
+
+  Returns:
+    ``train.run``'s summary, or None when stopped early.
+
+  Raises:
+    ValueError: one line naming a bad field.
+  """
   validate(c)
   c.inner_widths = search(c, workdir)
   return train.run(c, workdir, stop_after_epoch)
 
 
 def main(argv):
+  """The program: ``run`` of ``--config`` in ``--workdir``, errors as one line.
+
+  Args:
+    argv: the arguments left after absl's flag parsing (none expected).
+
+  Returns:
+    None.
+
+  Raises:
+    app.UsageError: if there are extra arguments.
+    SystemExit: 'error: ...' on a ValueError, FileNotFoundError or FloatingPointError.
+  """
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   reporting.setup_logging()

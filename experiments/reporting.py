@@ -23,7 +23,15 @@ class MetricsWriter:
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, row: dict[str, Any]) -> None:
-    """Columns are fixed by the first row (also across resumes); missing values are left blank."""
+    """Columns are fixed by the first row (also across resumes); missing values are left blank.
+
+    Args:
+      row: {column: value} of one epoch, with an 'epoch' key (the TensorBoard step); only int and float values
+        go to TensorBoard.
+
+    Returns:
+      None.
+    """
     new = not os.path.exists(self.path)
     fields = list(row) if new else next(csv.reader(open(self.path)))
     with open(self.path, "a", newline="") as f:
@@ -38,11 +46,23 @@ class MetricsWriter:
       self.tb.flush()
 
   def close(self) -> None:
+    """Closes the TensorBoard writer, if any."""
     if self.tb is not None:
       self.tb.close()
 
 
 def epoch_line(row: dict[str, Any]) -> str:
+  """One log line of an epoch's metrics.
+
+  Args:
+    row: the epoch's metrics row (``train.run_epoch``'s).
+
+  Returns:
+    The line: losses, accuracies, total rank, params, MACs, times and images/s.
+
+  Raises:
+    KeyError: if one of those fields is missing from ``row``.
+  """
   return (f"epoch {row['epoch']:3d} | train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
           f"test acc {row['test_accuracy']:.4f} | rank {row['total_rank']} | params {row['params']:,} | "
           f"MACs {row['macs']:,} | time train {row['time_train']:.1f}s eval {row['time_eval']:.1f}s "
@@ -63,6 +83,14 @@ def setup_logging() -> None:
 
 
 def summary_table(summary: dict[str, Any]) -> str:
+  """The end-of-run summary as a two-column text table of before -> after values and their ratios.
+
+  Args:
+    summary: the summary of ``train.finish``.
+
+  Returns:
+    The table, one row per line.
+  """
   rows = [("test accuracy", f"{summary['test_accuracy']:.4f}"),
           ("params (all layers)", f"{summary['params_before']:,} -> {summary['params_after']:,} "
                                    f"({summary['params_before'] / max(summary['params_after'], 1):.2f}x)"),
@@ -78,6 +106,16 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 
 def plot_all(workdir: str, history: list[dict], params) -> list[str]:
+  """Saves accuracy.png and ranks.png (per epoch) and, if there are SVD layers, spectra.png to ``workdir``.
+
+  Args:
+    workdir: the directory to write to.
+    history: the metrics rows of every epoch.
+    params: host params; the spectra are their layers' sorted |s|.
+
+  Returns:
+    The paths of the saved files.
+  """
   import matplotlib
 
   matplotlib.use("Agg")

@@ -65,6 +65,7 @@ class Setup:
   costs: dict = dataclasses.field(default_factory=dict)
 
   def cost(self, architecture: Architecture) -> flops.CostReport:
+    """``flops.CostReport`` (params, MACs) of ``architecture``'s model, cached under the record's JSON."""
     key = json.dumps(architecture.to_json(), sort_keys=True)
     if key not in self.costs:
       self.costs[key] = flops.count(architecture.build_model(), architecture.input_shape)
@@ -72,7 +73,18 @@ class Setup:
 
 
 def make_tx(c, events, steps_per_epoch: int, architecture: Architecture, params) -> optax.GradientTransformation:
-  """The run's optimizer for ``architecture``: the config's, as every event shapes it (e.g. after slimming)."""
+  """The run's optimizer for ``architecture``: the config's, as every event shapes it (e.g. after slimming).
+
+  Args:
+    c: the experiment config (``optimizer`` and ``num_epochs`` are read).
+    events: the plan's events; each may change the optimizer config and add transforms (``Event.optimizer``).
+    steps_per_epoch: optimizer steps per epoch, for the learning-rate schedule.
+    architecture: the architecture record the optimizer is for.
+    params: that architecture's params.
+
+  Returns:
+    ``optim.make_optimizer`` of the resulting config, chained with the events' extra transforms.
+  """
   cfg, extra = c.optimizer.to_dict(), []
   for event in events:
     cfg, more = event.optimizer(architecture, params, cfg)
@@ -82,6 +94,7 @@ def make_tx(c, events, steps_per_epoch: int, architecture: Architecture, params)
 
 
 def init_run(s: Setup) -> Run:
+  """A fresh ``Run`` at epoch 0 (placed state): the model initialized from ``s.c.seed``, ranks read from its params."""
   rng, init_rng = jax.random.split(jax.random.key(s.c.seed))
   architecture = initial_architecture(s.c, s.plan, s.ds.input_shape, {})
   model = s.ctx.build_model(architecture)
@@ -93,6 +106,15 @@ def init_run(s: Setup) -> Run:
 
 
 def resume_run(s: Setup, step: int) -> Run:
+  """The run saved in checkpoint ``step``: architecture, params, model and optimizer state, rng, epoch, history.
+
+  Args:
+    s: the run's setup (its checkpoint manager's directory is read).
+    step: the checkpoint step to restore.
+
+  Returns:
+    The ``Run``, its state placed for the parallel mode.
+  """
   directory = s.mngr.directory
   meta = checkpoint.read_meta(directory, step)
   architecture = checkpoint.read_architecture(directory, step)
@@ -110,7 +132,23 @@ def resume_run(s: Setup, step: int) -> Run:
 
 
 def train_epoch(c, par: DataParallel, state, batches, reg, total: int, desc: str):
-  """Runs ``par.train_step`` over ``batches``; returns (state, {'train_loss', ..., 'images_per_sec'})."""
+  """Runs ``par.train_step`` over ``batches``; returns (state, {'train_loss', ..., 'images_per_sec'}).
+
+  Args:
+    c: the experiment config (``batch_size`` and ``progress_bar`` are read).
+    par: the data-parallel mode.
+    state: the train state, placed for ``par``.
+    batches: the host batches of the epoch.
+    reg: the epoch's regularizer config.
+    total: the number of batches (for the progress bar).
+    desc: the progress bar's label.
+
+  Returns:
+    (state, metrics): the new state; the step metrics' means as ``train_<name>``, ``time_train``, ``images_per_sec``.
+
+  Raises:
+    ValueError: if ``batches`` is empty (``batch_size`` larger than the training set).
+  """
   bar = tqdm.tqdm(batches, total=total, desc=desc, disable=not c.progress_bar, leave=False)
   sums, steps, start = None, 0, time.perf_counter()
   for batch in bar:
@@ -130,7 +168,15 @@ def train_epoch(c, par: DataParallel, state, batches, reg, total: int, desc: str
 
 
 def epoch_batches(s: Setup, r: Run):
-  """The shuffled, augmented batches of epoch ``r.epoch`` (seeded by the run's rng and the epoch)."""
+  """The shuffled, augmented batches of epoch ``r.epoch`` (seeded by the run's rng and the epoch).
+
+  Args:
+    s: the run's setup (data, normalization and config).
+    r: the run.
+
+  Returns:
+    The iterator of ``data.train_batches``.
+  """
   c, ds = s.c, s.ds
   seed = [int(x) for x in np.asarray(jax.random.key_data(jax.random.fold_in(r.rng, r.epoch)))]
   return data.train_batches(ds.train_images, ds.train_labels, c.batch_size, seed, r.epoch, s.mean, s.std,
@@ -138,6 +184,19 @@ def epoch_batches(s: Setup, r: Run):
 
 
 def evaluate(par: DataParallel, state, ds, mean, std, batch_size: int) -> dict:
+  """Test loss and accuracy of ``state`` over the whole test set.
+
+  Args:
+    par: the data-parallel mode.
+    state: the train state, placed for ``par``.
+    ds: the dataset (its test split is used).
+    mean: per-channel normalization mean.
+    std: per-channel normalization standard deviation.
+    batch_size: the eval batch size (the last batch is padded and masked).
+
+  Returns:
+    {'test_loss', 'test_accuracy'}, means over the test examples.
+  """
   sums = None
   for batch in data.eval_batches(ds.test_images, ds.test_labels, batch_size, mean, std):
     out = par.eval_step(state, par.shard_batch(batch))
@@ -147,7 +206,15 @@ def evaluate(par: DataParallel, state, ds, mean, std, batch_size: int) -> dict:
 
 
 def apply_events(s: Setup, r: Run) -> bool:
-  """Fires every event due after ``r.epoch``; returns whether the architecture changed."""
+  """Fires every event due after ``r.epoch``; returns whether the architecture changed.
+
+  Args:
+    s: the run's setup (its plan's events).
+    r: the run; its state, architecture and events are updated in place.
+
+  Returns:
+    Whether the architecture differs from the one before the events.
+  """
   before = r.architecture
   for event in s.plan.events:
     if not event.due(r.epoch):
@@ -160,7 +227,18 @@ def apply_events(s: Setup, r: Run) -> bool:
 
 
 def run_epoch(s: Setup, r: Run) -> tuple[dict, bool]:
-  """Trains, evaluates and fires the events of epoch ``r.epoch``; returns (metrics row, architecture changed)."""
+  """Trains, evaluates and fires the events of epoch ``r.epoch``; returns (metrics row, architecture changed).
+
+  Args:
+    s: the run's setup.
+    r: the run, at the epoch to run; its state, architecture and events are updated in place.
+
+  Returns:
+    (row, changed): the epoch's metrics, times, total rank, params and MACs; whether the architecture changed.
+
+  Raises:
+    FloatingPointError: if the training loss is not finite (nothing is saved).
+  """
   c = s.c
   total = data.num_train_batches(len(s.ds.train_images), c.batch_size, c.max_steps_per_epoch)
   r.state, row = train_epoch(c, s.par, r.state, epoch_batches(s, r), s.plan.reg_for(r.epoch), total,
@@ -181,13 +259,34 @@ def run_epoch(s: Setup, r: Run) -> tuple[dict, bool]:
 
 
 def run_info(c, r: Run) -> dict:
-  """The checkpoint's run metadata (beside the architecture record)."""
+  """The checkpoint's run metadata (beside the architecture record).
+
+  Args:
+    c: the experiment config (stored as JSON).
+    r: the run.
+
+  Returns:
+    {'epoch', 'history', 'pruning_events', 'best_test_accuracy' (None without history), 'config'}.
+  """
   best = max((h["test_accuracy"] for h in r.history), default=None)
   return {"epoch": r.epoch, "history": r.history, "pruning_events": r.events, "best_test_accuracy": best,
           "config": json.loads(c.to_json_best_effort())}
 
 
 def setup(c, workdir: str) -> Setup:
+  """Validates config ``c`` and builds what stays fixed: plan, data, parallel mode, event context, checkpoints.
+
+  Args:
+    c: the experiment config.
+    workdir: the run's directory (created if missing); checkpoints go to ``workdir/checkpoints``.
+
+  Returns:
+    The ``Setup``.
+
+  Raises:
+    ValueError: one line naming a bad config field.
+    FileNotFoundError: if the dataset's local files are missing.
+  """
   plan = make_plan(c)
   os.makedirs(workdir, exist_ok=True)
   ds = data.load_dataset(c.dataset, c.data_dir, c.data_source).subset(c.train_subset, c.test_subset)
@@ -211,6 +310,10 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
 
   Returns:
     The end-of-run summary, or None when stopped early.
+
+  Raises:
+    ValueError: one line naming a bad config field.
+    FloatingPointError: if the training loss becomes non-finite.
   """
   s = setup(c, workdir)
   latest = s.mngr.latest_step()
@@ -241,7 +344,16 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
 
 
 def export_params(architecture: Architecture, state, workdir: str) -> None:
-  """``workdir/export/merged`` (dense kernels of the svd-off model) and ``export/factored`` (√|s| in both)."""
+  """``workdir/export/merged`` (dense kernels of the svd-off model) and ``export/factored`` (√|s| in both).
+
+  Args:
+    architecture: the final architecture record (an SVD model).
+    state: the host train state.
+    workdir: the run's directory.
+
+  Returns:
+    None.
+  """
   template = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)["params"]
   merged = {"params": export.merge(state.params, template), **state.model_state}
   factored = {"params": export.factored(state.params), **state.model_state}
@@ -251,6 +363,17 @@ def export_params(architecture: Architecture, state, workdir: str) -> None:
 
 
 def finish(s: Setup, r: Run, workdir: str) -> dict:
+  """The end of a run: writes ``summary.json``, the exports (SVD models only) and, if ``s.c.plots``, the plots.
+
+  Args:
+    s: the run's setup.
+    r: the finished run.
+    workdir: the run's directory.
+
+  Returns:
+    The summary: final test accuracy; params, SVD-layer params, MACs and total rank at the original and the final
+    ranks; FLOPs speedup; epochs; the events' fields; ``plots`` (PNG paths, not in ``summary.json``) if plotted.
+  """
   state = s.par.host_state(r.state)
   arch = r.architecture
   before, after = s.cost(arch.replace(ranks=arch.original_ranks)), s.cost(arch)

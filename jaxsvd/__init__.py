@@ -18,8 +18,25 @@ The names a user imports; everything else lives in the submodules listed in READ
 __version__ = "0.2.0"
 
 from jaxsvd import (  # noqa: E402  (submodules as namespaces: jaxsvd.pruning.slimming, jaxsvd.checkpoint.save, ...)
-    checkpoint, data, export, flops, inference, layers, losses, models, optim, parallel, pruning, record,
-    regularizers, structure, svdify, train_state, tree, xla_options)
+    checkpoint,
+    data,
+    export,
+    flops,
+    inference,
+    layers,
+    losses,
+    models,
+    optim,
+    parallel,
+    pruning,
+    record,
+    regularizers,
+    structure,
+    svdify,
+    train_state,
+    tree,
+    xla_options,
+)
 from jaxsvd.checkpoint import CheckpointError, restore  # noqa: E402
 from jaxsvd.inference import load_for_inference  # noqa: E402
 from jaxsvd.layers import ConvSVD, DenseSVD  # noqa: E402

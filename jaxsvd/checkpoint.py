@@ -38,7 +38,18 @@ class CheckpointError(ValueError):
 
 def manager(directory: str, max_to_keep: int = 3, best_metric: str | None = None, best_mode: str = "max",
             async_save: bool = True) -> ocp.CheckpointManager:
-  """An Orbax manager keeping the last ``max_to_keep`` steps and, with ``best_metric``, the best one."""
+  """An Orbax manager keeping the last ``max_to_keep`` steps and, with ``best_metric``, the best one.
+
+  Args:
+    directory: the run's checkpoint directory (made absolute).
+    max_to_keep: how many of the latest steps to keep.
+    best_metric: the key in ``save``'s ``metrics`` that ranks checkpoints (None: no best-checkpoint policy).
+    best_mode: 'min' keeps the lowest metric; any other value the highest.
+    async_save: whether saves are asynchronous.
+
+  Returns:
+    The ``ocp.CheckpointManager``; a step is kept if either policy keeps it.
+  """
   policies = [_policies.LatestN(n=max_to_keep)]
   if best_metric:
     policies.append(_policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1))
@@ -59,6 +70,9 @@ def save(mngr: ocp.CheckpointManager, state, rng, architecture: Architecture, ru
     architecture: the record ``state.params`` was built from.
     run: JSON-able caller metadata stored in the ``meta`` item.
     metrics: for the manager's best-checkpoint policy.
+
+  Returns:
+    None. The step's items are ``model``, ``train``, ``architecture`` and ``meta`` (see the module doc).
   """
   step = int(jax.device_get(state.step))
   meta = {**(run or {}), "format_version": FORMAT_VERSION, "library_version": _library_version(), "step": step}
@@ -75,7 +89,20 @@ def _library_version() -> str:
 
 
 def resolve(path: str, step: int | None = None) -> tuple[str, int]:
-  """(manager directory, step) from a run's checkpoint dir (latest step, or ``step``) or one step's dir."""
+  """(manager directory, step) from a run's checkpoint dir (latest step, or ``step``) or one step's dir.
+
+  A finalized step is a digit-named subdirectory holding a ``meta`` item.
+
+  Args:
+    path: a run's checkpoint directory, or one step's directory (then ``step`` must be None).
+    step: the step wanted (None: the latest, or the step whose directory ``path`` is).
+
+  Returns:
+    (absolute manager directory, step).
+
+  Raises:
+    CheckpointError: if ``path`` is not a directory, holds no finalized step, or lacks ``step``.
+  """
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise CheckpointError(f"no checkpoint at {path}")
@@ -99,7 +126,18 @@ def _read_json(item_dir: str) -> Any:
 
 
 def read_meta(directory: str, step: int) -> dict:
-  """The ``meta`` item (run metadata) of a step; a one-line error names an unreadable format version."""
+  """The ``meta`` item (run metadata) of a step; a one-line error names an unreadable format version.
+
+  Args:
+    directory: the manager directory (from ``resolve``).
+    step: the step.
+
+  Returns:
+    The metadata dict (the caller's ``run`` plus format_version, library_version, step).
+
+  Raises:
+    CheckpointError: if the item cannot be read or its format_version is not one of ``READABLE_VERSIONS``.
+  """
   meta_dir = os.path.join(directory, str(step), "meta")
   meta = _read_json(meta_dir)
   version = meta.get("format_version") if isinstance(meta, dict) else None
@@ -110,7 +148,18 @@ def read_meta(directory: str, step: int) -> dict:
 
 
 def read_architecture(directory: str, step: int) -> Architecture:
-  """The architecture record of a step (format 2: its own item; format 1: converted from ``meta``)."""
+  """The architecture record of a step (format 2: its own item; format 1: converted from ``meta``).
+
+  Args:
+    directory: the manager directory (from ``resolve``).
+    step: the step.
+
+  Returns:
+    The ``Architecture``.
+
+  Raises:
+    CheckpointError: if the record cannot be read or is invalid (``Architecture.from_json``'s errors).
+  """
   arch_dir = os.path.join(directory, str(step), "architecture")
   if os.path.isdir(arch_dir):
     source, record = arch_dir, _read_json(arch_dir)
@@ -145,7 +194,21 @@ def _check_shapes(item_dir: str, abstract: Any) -> None:
 
 
 def restore_item(directory: str, step: int, item: str, abstract: Any) -> Any:
-  """One array item of a step restored into ``abstract`` (shapes checked leaf by leaf first)."""
+  """One array item of a step restored into ``abstract`` (shapes checked leaf by leaf first).
+
+  Args:
+    directory: the manager directory (from ``resolve``).
+    step: the step.
+    item: the item's name ('model' or 'train').
+    abstract: the target pytree (``jax.ShapeDtypeStruct`` leaves) the arrays are restored into.
+
+  Returns:
+    The restored pytree.
+
+  Raises:
+    CheckpointError: if a leaf is missing on either side, a stored shape differs from the expected one, or
+      the metadata or arrays cannot be read.
+  """
   item_dir = os.path.join(directory, str(step), item)
   _check_shapes(item_dir, abstract)
   try:
@@ -157,6 +220,9 @@ def restore_item(directory: str, step: int, item: str, abstract: Any) -> Any:
 
 @dataclasses.dataclass
 class Restored:
+  """What ``restore`` returns: the linen ``model`` built from the record, its flax ``variables``
+  ({'params': ..., other collections}), the ``architecture`` record, the run ``meta``, and the manager
+  ``directory`` and ``step`` it came from."""
   model: Any
   variables: dict
   architecture: Architecture
@@ -166,13 +232,36 @@ class Restored:
 
 
 def abstract_variables(model, input_shape, **init_kwargs) -> dict:
-  """``jax.eval_shape`` of ``model.init`` on one example of ``input_shape``: the variables' shapes, no arrays."""
+  """``jax.eval_shape`` of ``model.init`` on one example of ``input_shape``: the variables' shapes, no arrays.
+
+  Args:
+    model: a linen module.
+    input_shape: one example's shape without the batch dimension.
+    **init_kwargs: passed to ``model.init`` (e.g. ``train=False``).
+
+  Returns:
+    The variables dict with ``jax.ShapeDtypeStruct`` leaves, for a float32 input of shape (1, *input_shape).
+  """
   x = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
   return jax.eval_shape(lambda k, x: model.init(k, x, **init_kwargs), jax.random.key(0), x)
 
 
 def restore_variables(directory: str, step: int, model, input_shape, **init_kwargs) -> dict:
-  """The 'model' item as flax variables, restored into ``model``'s abstract shapes (no shapes stored in code)."""
+  """The 'model' item as flax variables, restored into ``model``'s abstract shapes (no shapes stored in code).
+
+  Args:
+    directory: the manager directory (from ``resolve``).
+    step: the step.
+    model: the linen module built from the step's architecture record.
+    input_shape: one example's shape without the batch dimension.
+    **init_kwargs: passed to ``model.init`` for the abstract shapes.
+
+  Returns:
+    {'params': ..., plus every other variable collection (e.g. 'batch_stats')}.
+
+  Raises:
+    CheckpointError: as ``restore_item``.
+  """
   abstract = abstract_variables(model, input_shape, **init_kwargs)
   model_state = {k: v for k, v in abstract.items() if k != "params"}
   item = restore_item(directory, step, "model", {"params": abstract["params"], "model_state": model_state})
@@ -188,6 +277,9 @@ def restore(path: str, step: int | None = None) -> Restored:
 
   Returns:
     ``Restored`` (model, variables, architecture record, run metadata, directory, step).
+
+  Raises:
+    CheckpointError: if the checkpoint is missing, unreadable, or does not match its architecture record.
   """
   directory, step = resolve(path, step)
   meta = read_meta(directory, step)
@@ -198,7 +290,19 @@ def restore(path: str, step: int | None = None) -> Restored:
 
 
 def restore_train(directory: str, step: int, abstract_opt_state: Any) -> dict:
-  """The 'train' item (opt_state, step, typed rng key) for resuming, given the abstract optimizer state."""
+  """The 'train' item (opt_state, step, typed rng key) for resuming, given the abstract optimizer state.
+
+  Args:
+    directory: the manager directory (from ``resolve``).
+    step: the step.
+    abstract_opt_state: the optimizer state's abstract shapes (e.g. ``jax.eval_shape(tx.init, params)``).
+
+  Returns:
+    {'opt_state': ..., 'step': int32 scalar, 'rng': typed PRNG key (rewrapped from its key data)}.
+
+  Raises:
+    CheckpointError: as ``restore_item``.
+  """
   abstract = {"opt_state": abstract_opt_state, "step": jax.ShapeDtypeStruct((), np.int32),
               "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
   item = restore_item(directory, step, "train", abstract)

@@ -33,6 +33,9 @@ CIFAR = {  # name: (binary dir, binary archive, python dir, python archive, labe
 
 @dataclasses.dataclass
 class Dataset:
+  """An in-memory dataset: the train and test splits as uint8 (N, H, W, C) images and int32 (N,) labels, with the
+  dataset's name and number of classes.
+  """
   name: str
   train_images: np.ndarray  # (N, H, W, C) uint8
   train_labels: np.ndarray  # (N,) int32
@@ -42,15 +45,35 @@ class Dataset:
 
   @property
   def input_shape(self) -> tuple[int, int, int]:
+    """The (H, W, C) shape of one image."""
     return tuple(self.train_images.shape[1:])
 
   def subset(self, train: int | None, test: int | None) -> "Dataset":
+    """The dataset cut to its first ``train`` training and first ``test`` test examples.
+
+    Args:
+      train: how many training examples to keep; None keeps them all.
+      test: how many test examples to keep; None keeps them all.
+
+    Returns:
+      A new ``Dataset`` whose arrays are slices of this one's.
+    """
     return dataclasses.replace(self, train_images=self.train_images[:train], train_labels=self.train_labels[:train],
                                test_images=self.test_images[:test], test_labels=self.test_labels[:test])
 
 
 def read_idx(path: str) -> np.ndarray:
-  """An IDX file (optionally gzipped) as a uint8 array with the shape its header gives."""
+  """An IDX file (optionally gzipped) as a uint8 array with the shape its header gives.
+
+  Args:
+    path: the file; a name ending in ``.gz`` is read through gzip.
+
+  Returns:
+    The array, with the dimensions given in the header.
+
+  Raises:
+    ValueError: if the file is not an unsigned-byte IDX file, or its size does not match its header.
+  """
   opener = gzip.open if path.endswith(".gz") else open
   with opener(path, "rb") as f:
     data = f.read()
@@ -72,6 +95,20 @@ def _find(directory: str, stem: str) -> str | None:
 
 
 def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
+  """Fashion-MNIST from its four IDX files (each optionally gzipped).
+
+  The directories searched, in order: ``data_dir``, ``os.path.join(data_dir or "", "fashion-mnist")``, then
+  ``FASHION_MNIST_DIRS`` (where the Debian package installs it); the first that holds all four files is used.
+
+  Args:
+    data_dir: the directory to search first, or None.
+
+  Returns:
+    The ``Dataset``, images with a trailing channel axis of 1.
+
+  Raises:
+    FileNotFoundError: if no searched directory holds all four files.
+  """
   candidates = [d for d in (data_dir, os.path.join(data_dir or "", "fashion-mnist")) if d] + list(FASHION_MNIST_DIRS)
   for directory in candidates:
     paths = {k: _find(directory, v) for k, v in FASHION_FILES.items()}
@@ -113,6 +150,22 @@ def _concat(parts):
 
 
 def load_cifar_local(name: str, data_dir: str) -> Dataset:
+  """CIFAR-10 or CIFAR-100 from the original archives in a local directory.
+
+  The binary version (extracted folder, else its .tar.gz) is preferred over the python version; CIFAR-100
+  gets its fine labels.
+
+  Args:
+    name: 'cifar10' or 'cifar100'.
+    data_dir: the directory holding the extracted folder or the archive.
+
+  Returns:
+    The ``Dataset`` (32×32×3 images).
+
+  Raises:
+    KeyError: if ``name`` is not a CIFAR dataset.
+    FileNotFoundError: if neither version is in ``data_dir``.
+  """
   binary_dir, binary_tar, python_dir, python_tar, label_bytes, offset = CIFAR[name]
   num_classes = NUM_CLASSES[name]
   members = _read_members(data_dir, binary_dir, binary_tar)
@@ -135,6 +188,15 @@ def load_cifar_local(name: str, data_dir: str) -> Dataset:
 
 
 def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
+  """A dataset read through tensorflow-datasets (``tfds.data_source``), both splits fully into memory.
+
+  Args:
+    name: the tfds name ('cifar10', 'cifar100' or 'fashion_mnist').
+    data_dir: the tfds data directory; None uses tfds's default.
+
+  Returns:
+    The ``Dataset`` of the 'train' and 'test' splits.
+  """
   import tensorflow_datasets as tfds
 
   def split(s):
@@ -147,6 +209,23 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
 
 
 def load_dataset(name: str, data_dir: str | None = None, source: str = "auto") -> Dataset:
+  """The dataset ``name`` from ``source``.
+
+  'tfds' reads it with ``load_tfds``; 'auto' and 'local' both read local files: Fashion-MNIST with
+  ``load_fashion_mnist``, CIFAR with ``load_cifar_local`` in ``data_dir`` (default '.').
+
+  Args:
+    name: one of ``DATASETS``.
+    data_dir: where the data is, or None for the defaults above.
+    source: one of ``SOURCES``.
+
+  Returns:
+    The ``Dataset``.
+
+  Raises:
+    ValueError: if ``name`` or ``source`` is not one of the known choices.
+    FileNotFoundError: if the local files are missing.
+  """
   check_choice("dataset", name, DATASETS)
   check_choice("data_source", source, SOURCES)
   if source == "tfds":
@@ -159,12 +238,29 @@ def load_dataset(name: str, data_dir: str | None = None, source: str = "auto") -
 # ---- batches ----
 
 def normalization(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and standard deviation of uint8 images, in the [0, 1] scale.
+
+  Args:
+    images: a uint8 array whose last axis is the channels.
+
+  Returns:
+    (mean, std), float32 arrays with one entry per channel; std is at least 1e-3.
+  """
   x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
   return x.mean(0).astype(np.float32), np.maximum(x.std(0), 1e-3).astype(np.float32)
 
 
 def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-  """Pad-``pad`` random crop + horizontal flip, vectorized over the batch."""
+  """Pad-``pad`` random crop + horizontal flip, vectorized over the batch.
+
+  Args:
+    images: a (B, H, W, C) batch.
+    rng: the generator drawing each image's crop offsets and flip.
+    pad: zeros added on each side before the crop; offsets are uniform in [0, 2·pad].
+
+  Returns:
+    The augmented batch, of the same shape; each image is flipped with probability 1/2.
+  """
   b, h, w, _ = images.shape
   padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
   oy, ox = rng.integers(0, 2 * pad + 1, size=(2, b))
@@ -176,14 +272,38 @@ def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4)
 
 
 def num_train_batches(num_examples: int, batch_size: int, max_batches: int | None = None) -> int:
-  """Full batches per epoch (the remainder is dropped), capped at ``max_batches``."""
+  """Full batches per epoch (the remainder is dropped), capped at ``max_batches``.
+
+  Args:
+    num_examples: the training set's size.
+    batch_size: examples per batch.
+    max_batches: the cap, or None for no cap.
+
+  Returns:
+    The number of batches.
+  """
   full = num_examples // batch_size
   return full if max_batches is None else min(max_batches, full)
 
 
 def train_batches(images, labels, batch_size: int, seed: int, epoch: int, mean, std, augment: bool,
                   max_batches: int | None = None) -> Iterator[dict]:
-  """Shuffled full batches (the remainder is dropped), deterministic in (seed, epoch)."""
+  """Shuffled full batches (the remainder is dropped), deterministic in (seed, epoch).
+
+  Args:
+    images: (N, H, W, C) uint8 images.
+    labels: (N,) labels.
+    batch_size: examples per batch.
+    seed: the seed (an int or a sequence of ints) of the shuffle and the augmentation.
+    epoch: the epoch, mixed into the seed.
+    mean: per-channel mean subtracted from the [0, 1]-scaled images (see ``normalization``).
+    std: per-channel standard deviation they are divided by.
+    augment: whether to apply ``random_crop_flip``.
+    max_batches: at most this many batches, or None for all.
+
+  Yields:
+    {'image': the normalized float32 batch, 'label': its labels}.
+  """
   rng = np.random.default_rng([seed, epoch])
   order = rng.permutation(len(images))
   for i in range(num_train_batches(len(images), batch_size, max_batches)):
@@ -195,7 +315,18 @@ def train_batches(images, labels, batch_size: int, seed: int, epoch: int, mean, 
 
 
 def eval_batches(images, labels, batch_size: int, mean, std) -> Iterator[dict]:
-  """All examples; the last batch is padded to full size with mask = 0 on the padding."""
+  """All examples; the last batch is padded to full size with mask = 0 on the padding.
+
+  Args:
+    images: (N, H, W, C) uint8 images, in order.
+    labels: (N,) labels.
+    batch_size: examples per batch.
+    mean: per-channel mean subtracted from the [0, 1]-scaled images.
+    std: per-channel standard deviation they are divided by.
+
+  Yields:
+    {'image': the normalized float32 batch, 'label': its labels, 'mask': float32, 1 for real examples}.
+  """
   for start in range(0, len(images), batch_size):
     x, y = images[start:start + batch_size], labels[start:start + batch_size]
     real = len(x)

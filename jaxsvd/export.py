@@ -13,12 +13,26 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsvd.layers import factors_to_kernel
+from jaxsvd.factors import factors_to_kernel
 from jaxsvd.structure import iter_svd_layers
 from jaxsvd.tree import get_node, replace_nodes
 
 
 def infer_decomposition(U, V, kernel_shape) -> str:
+  """The decomposition of an SVD layer, read from the shapes of its factors and of its dense kernel.
+
+  Args:
+    U: the layer's U, (m, r).
+    V: the layer's V, (k, r).
+    kernel_shape: the dense kernel's shape: (in, out) or (kh, kw, c, n).
+
+  Returns:
+    'channel' for a 2-D kernel or when U is (n, r) and V (kh·kw·c, r); 'spatial' when U is (kw·n, r) and
+    V (kh·c, r) (channel is preferred when both fit, as for kw = 1, where they coincide).
+
+  Raises:
+    ValueError: if the factors fit neither decomposition of a 4-D kernel.
+  """
   if len(kernel_shape) == 2:
     return "channel"
   kh, kw, c, n = kernel_shape
@@ -30,7 +44,20 @@ def infer_decomposition(U, V, kernel_shape) -> str:
 
 
 def merge(params: Any, dense_template: Any) -> dict:
-  """Dense params of the ordinary (svd off) model, W reconstructed from every SVD layer."""
+  """Dense params of the ordinary (svd off) model, W reconstructed from every SVD layer.
+
+  Args:
+    params: the SVD model's params.
+    dense_template: params (or their ``jax.eval_shape``) of the same model with svd off; only the shape of the
+      ``kernel`` at each SVD layer's path is read.
+
+  Returns:
+    ``params`` with each SVD layer {U, s, V[, bias]} replaced by {kernel[, bias]}, kernel = U·diag(s)·Vᵀ
+    reshaped to the template's kernel shape (other leaves of the SVD node are dropped).
+
+  Raises:
+    ValueError: if the template has no kernel at an SVD layer's path, or the factors do not fit it.
+  """
   new_nodes = {}
   for path, node in iter_svd_layers(params):
     try:
@@ -50,6 +77,12 @@ def factored(params: Any) -> dict:
 
   The same model (any mode) applied to these gives the same outputs; the factored execution
   then needs no per-direction scaling.
+
+  Args:
+    params: the SVD model's params.
+
+  Returns:
+    ``params`` with every SVD layer's U, V, s replaced as above (U'·diag(s')·V'ᵀ = U·diag(s)·Vᵀ).
   """
   new_nodes = {}
   for path, node in iter_svd_layers(params):

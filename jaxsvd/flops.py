@@ -17,12 +17,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxsvd.layers import ConvSVD, DenseSVD, conv_macs, conv_pads, dense_macs, matrix_shape
+from jaxsvd.factors import conv_macs, conv_pads, dense_macs, matrix_shape
+from jaxsvd.layers import ConvSVD, DenseSVD
 from jaxsvd.svdify import SVDModel
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerCost:
+  """One layer's cost for one example: ``kind`` (the module's class name: 'Dense', 'Conv', 'DenseSVD',
+  'ConvSVD'), ``macs`` and ``params`` (bias included; for an SVD layer min(r·(m + k), m·k) + bias)."""
   kind: str
   macs: int
   params: int
@@ -30,17 +33,21 @@ class LayerCost:
 
 @dataclasses.dataclass(frozen=True)
 class CostReport:
+  """Costs of a model for one example: ``layers`` {module path: LayerCost}, with totals."""
   layers: dict[str, LayerCost]
 
   @property
   def macs(self) -> int:
+    """Σ MACs over all counted layers."""
     return sum(c.macs for c in self.layers.values())
 
   @property
   def params(self) -> int:
+    """Σ params over all counted layers."""
     return sum(c.params for c in self.layers.values())
 
   def svd_params(self) -> int:
+    """Σ params over the SVD layers only (kinds ending in 'SVD')."""
     return sum(c.params for c in self.layers.values() if c.kind.endswith("SVD"))
 
 
@@ -80,6 +87,15 @@ def count(model: nn.Module, input_shape: tuple[int, ...], **apply_kwargs: Any) -
 
   Ranks come from the model's config (the architecture is data); no params are needed.
   ``model`` may also be an ``svdify.SVDModel``: its converted layers count as the SVD layers they run as.
+
+  Args:
+    model: a linen module (or ``svdify.SVDModel``).
+    input_shape: one example's shape without the batch dimension.
+    **apply_kwargs: passed to the model's init (e.g. ``train=False``).
+
+  Returns:
+    A ``CostReport`` with one ``LayerCost`` per nn.Dense / nn.Conv / DenseSVD / ConvSVD call, keyed by the
+    '/'-joined module path (a module called twice is counted once, at its last call).
   """
   layers: dict[str, LayerCost] = {}
   as_run = model.svd_layer if isinstance(model, SVDModel) else (lambda module: module)

@@ -21,6 +21,9 @@ def load_for_inference(path: str, step: int | None = None) -> tuple[Callable, Ar
     (apply, architecture record). ``apply`` is jitted; on its first real calls it times the model's own SVD
     execution mode against all-reconstruct and the tuned against the default XLA options, then keeps the
     fastest (``xla_options.autotuned_jit``); every candidate computes the same function.
+
+  Raises:
+    CheckpointError: as ``checkpoint.restore``.
   """
   restored = checkpoint.restore(path, step)
   apply = xla_options.autotuned_jit(

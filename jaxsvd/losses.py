@@ -19,11 +19,17 @@ import jax.numpy as jnp
 import optax
 
 from jaxsvd import regularizers
-from jaxsvd.validate import check_min_int, check_nonnegative, dataclass_from_config
+from jaxsvd.validate import check_choice, check_min_int, check_nonnegative, dataclass_from_config
 
 
 @dataclasses.dataclass(frozen=True)
 class RegularizerConfig:
+  """Weights of the regularization terms of the SVD-training loss; frozen, so hashable (a static jit argument).
+
+  Validated on construction (a ``ValueError`` otherwise): every λ ≥ 0, ``sparsity_type`` a key of
+  ``regularizers.SPARSITY``, ``every`` an int ≥ 1. A term whose λ is 0 is not traced.
+  """
+
   orthogonality: float = 0.0  # λo
   sparsity: float = 0.0  # λs
   sparsity_type: str = "hoyer"
@@ -33,7 +39,7 @@ class RegularizerConfig:
   def __post_init__(self):
     for field in ("orthogonality", "sparsity", "l2"):
       check_nonnegative(field, getattr(self, field))
-    regularizers.sparsity_fn(self.sparsity_type)
+    check_choice("sparsity_type", self.sparsity_type, tuple(regularizers.SPARSITY))
     check_min_int("every", self.every, 1)
 
   def split_lazy(self) -> tuple["RegularizerConfig", "RegularizerConfig | None"]:
@@ -45,7 +51,18 @@ class RegularizerConfig:
 
   @classmethod
   def from_config(cls, cfg: Any, section: str = "reg") -> "RegularizerConfig":
-    """From a config section; errors name ``section.field``."""
+    """From a config section; errors name ``section.field``.
+
+    Args:
+      cfg: a mapping or ConfigDict; keys that are not fields are ignored.
+      section: the section's name, put before the field in errors.
+
+    Returns:
+      The validated ``RegularizerConfig``.
+
+    Raises:
+      ValueError: if a field is invalid.
+    """
     return dataclass_from_config(cls, cfg, section)
 
 
@@ -67,13 +84,36 @@ def cross_entropy_sums(logits, labels, mask=None) -> dict[str, jax.Array]:
 
 
 def cross_entropy(logits, labels, mask=None) -> tuple[jax.Array, jax.Array]:
-  """(mean cross-entropy, top-1 accuracy) over the examples ``mask`` marks (default: all)."""
+  """(mean cross-entropy, top-1 accuracy) over the examples ``mask`` marks (default: all).
+
+  CE = Σᵢ mᵢ·CEᵢ / max(Σᵢ mᵢ, 1) and accuracy = Σᵢ mᵢ·1[argmax logitsᵢ = labelsᵢ] / max(Σᵢ mᵢ, 1).
+
+  Args:
+    logits: (batch, classes).
+    labels: (batch,) integer labels.
+    mask: optional (batch,) float weights, 1 = a real example, 0 = padding.
+
+  Returns:
+    (mean cross-entropy, accuracy), both scalars.
+  """
   sums = cross_entropy_sums(logits, labels, mask)
   count = jnp.maximum(sums["count"], 1.0)
   return sums["loss_sum"] / count, sums["correct"] / count
 
 
 def regularization(params, reg: RegularizerConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The weighted regularization of ``params`` and its unweighted terms.
+
+  total = λo·Σ orthogonality(U, V) + λs·Σ sparsity(s) + λ₂·½‖θ‖², the first two summed over the SVD layers and ‖θ‖²
+  over all leaves. Terms whose λ is 0 are neither computed nor reported.
+
+  Args:
+    params: the params pytree.
+    reg: the weights (``reg.every`` is not used here).
+
+  Returns:
+    (total, metrics): the scalar total and the unweighted terms present among {'orth', 'sparsity', 'l2'}.
+  """
   total, metrics = jnp.zeros((), jnp.float32), {}
   if reg.orthogonality:
     metrics["orth"] = regularizers.total_orthogonality(params)
@@ -92,6 +132,17 @@ def make_loss_fn(apply_fn: Callable, reg: RegularizerConfig, *, train: bool = Tr
 
   ``batch`` is {'image', 'label'} with an optional float 'mask' (1 = real example).
   ``model_state`` holds non-param collections (e.g. batch_stats); may be empty.
+  loss = mean CE + ``regularization(params, reg)``; metrics are the regularization terms plus 'ce', 'accuracy'
+  and 'loss'. With ``train`` and a non-empty ``model_state`` its collections are mutable and come back updated;
+  otherwise ``model_state`` is returned as is. ``rng``, when given, is the model's 'dropout' rng.
+
+  Args:
+    apply_fn: the model's ``apply(variables, images, train=..., ...)``.
+    reg: the regularization weights (λ = 0 terms are not traced).
+    train: whether the model runs in training mode.
+
+  Returns:
+    The pure, jittable ``loss_fn``.
   """
 
   def loss_fn(params, model_state, batch, rng=None):
@@ -115,6 +166,14 @@ def lazy_regularization_grads(params, step: jax.Array, reg: RegularizerConfig) -
 
   N = ``reg.every``. The metrics carry the same factor N, so their mean over an epoch estimates the
   every-step values. One ``lax.cond``: the off branch computes nothing but zeros.
+
+  Args:
+    params: the params pytree.
+    step: the current optimizer step (an int array).
+    reg: the lazy terms (the second item of ``RegularizerConfig.split_lazy``).
+
+  Returns:
+    (grads, metrics): grads like ``params``; metrics are N·the terms of ``regularization`` and 'reg' = N·total.
   """
 
   def on(p):

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -51,6 +50,18 @@ def _field(cfg: Any, name: str):
 
 
 def validate(cfg: Any) -> None:
+  """Checks an optimizer config before anything is built.
+
+  Args:
+    cfg: the optimizer config (a mapping or ConfigDict; missing or None fields take ``DEFAULTS``).
+
+  Returns:
+    None.
+
+  Raises:
+    ValueError: if the top-level optimizer, schedule or clip is not a known choice, a ``groups`` key is not in
+      ``GROUPS``, or bn_l1 or any group's learning_rate, momentum or weight_decay is negative (or NaN).
+  """
   check_choice("optimizer.optimizer", _field(cfg, "optimizer"), OPTIMIZERS)
   check_choice("optimizer.schedule", _field(cfg, "schedule"), SCHEDULES)
   check_choice("optimizer.clip", _field(cfg, "clip"), CLIPS)
@@ -63,7 +74,15 @@ def validate(cfg: Any) -> None:
 
 
 def param_labels(params) -> Any:
-  """A pytree like ``params`` with each leaf's group name ('uv', 's', 'norm_bias', 'other')."""
+  """A pytree like ``params`` with each leaf's group name ('uv', 's', 'norm_bias', 'other').
+
+  Args:
+    params: the params pytree.
+
+  Returns:
+    Its structure with string leaves: 'uv' for U and V and 's' for s of each SVD layer (found by structure),
+    'norm_bias' for every other 1-D leaf, 'other' for the rest.
+  """
   svd_paths = set(svd_layers(params))
 
   def label(path, leaf):
@@ -78,7 +97,25 @@ def param_labels(params) -> Any:
 
 
 def make_schedule(cfg: Any, steps_per_epoch: int, num_epochs: int, group: str | None = None) -> optax.Schedule:
-  """The learning-rate schedule of one group, as an optax schedule over optimizer steps."""
+  """The learning-rate schedule of one group, as an optax schedule over optimizer steps.
+
+  With T = max(1, steps_per_epoch·num_epochs) and W = warmup_epochs·steps_per_epoch: a linear warmup lr·t / W for
+  t < W, then, with t counted from the end of warmup and D = max(1, T − W):
+    constant:       lr
+    multistep:      lr·decay_factor^k, k = the number of milestones f with t ≥ ⌊f·D⌋
+    inverse_epoch:  lr / (⌊t / steps_per_epoch⌋ + 1)
+    linear:         lr·(1 − t / D), then 0
+    cosine:         lr·½(1 + cos(π·t / D)), then 0
+
+  Args:
+    cfg: the optimizer config (see module doc); ``groups[group]`` fields override the top-level ones.
+    steps_per_epoch: optimizer steps per epoch.
+    num_epochs: the number of training epochs.
+    group: the parameter group whose overrides apply, or None for the top-level fields only.
+
+  Returns:
+    An ``optax.Schedule``: step → learning rate.
+  """
   lr = float(_get(cfg, "learning_rate", group))
   kind = _get(cfg, "schedule", group)
   total = max(1, steps_per_epoch * num_epochs)
@@ -113,6 +150,17 @@ def _group_transform(cfg, group, steps_per_epoch, num_epochs) -> optax.GradientT
 
 
 def clipping(cfg: Any) -> optax.GradientTransformation:
+  """The gradient clipping of ``cfg.clip`` with threshold c = ``cfg.clip_value``.
+
+  'norm': g·min(1, c / ‖g‖₂) over the global norm; 'value': each element clipped to [−c, c]; 'adaptive':
+  ``optax.adaptive_grad_clip(c)`` (unit-wise, relative to the param norm); 'none': the identity.
+
+  Args:
+    cfg: the optimizer config.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
   kind, value = _field(cfg, "clip"), float(_field(cfg, "clip_value"))
   if kind == "norm":
     return optax.clip_by_global_norm(value)
@@ -124,7 +172,24 @@ def clipping(cfg: Any) -> optax.GradientTransformation:
 
 
 def make_optimizer(cfg: Any, params, steps_per_epoch: int, num_epochs: int) -> optax.GradientTransformation:
-  """clip → (optional BN-γ L1) → per-group optimizer, as one optax transform."""
+  """clip → (optional BN-γ L1) → per-group optimizer, as one optax transform.
+
+  With ``bn_l1`` = λ > 0, λ·sign(γ) is added to the gradient of every norm layer's scale γ (network slimming).
+  Each group ('uv', 's', 'norm_bias', 'other', see ``param_labels``) then gets its own schedule and optimizer:
+  'sgd' and 'adam' with coupled weight decay (g + wd·θ), 'adamw' with decoupled weight decay.
+
+  Args:
+    cfg: the optimizer config (see module doc).
+    params: the params pytree; its norm layers select the γ leaves of the BN-γ L1 term.
+    steps_per_epoch: optimizer steps per epoch.
+    num_epochs: the number of training epochs.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  Raises:
+    ValueError: if the config is invalid (see ``validate``).
+  """
   validate(cfg)
   groups = {g: _group_transform(cfg, g, steps_per_epoch, num_epochs) for g in GROUPS}
   parts = [clipping(cfg)]

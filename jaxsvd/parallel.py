@@ -32,7 +32,25 @@ AXIS = "batch"
 
 
 class DataParallel:
+  """The train/eval steps under one data-parallel strategy ('none', 'pmap' or 'sharding'; see module doc).
+
+  ``train_step(state, batch, reg)`` and ``eval_step(state, batch)`` are ``CountingJit``-wrapped steps (their
+  ``traces`` count jax's traces); ``place`` and ``host_state`` move a state into and out of the layout the steps
+  expect, ``shard_batch`` splits a batch over the devices. Models must use ``bn_axis_name`` ('batch' under
+  pmap, else None) as their BatchNorm axis name.
+  """
+
   def __init__(self, kind: str = "none", num_devices: int | None = None):
+    """Builds the device mesh and the wrapped steps.
+
+    Args:
+      kind: 'none' (the first device only), 'pmap' or 'sharding'.
+      num_devices: how many of ``jax.devices()`` 'pmap' and 'sharding' use (None: all).
+
+    Raises:
+      ValueError: if ``kind`` is unknown or fewer than ``num_devices`` devices are used (so also for any
+        ``num_devices`` > 1 with 'none').
+    """
     check_choice("parallel", kind, KINDS)
     self.kind = kind
     devices = jax.devices()[: num_devices or None] if kind != "none" else jax.devices()[:1]
@@ -52,10 +70,19 @@ class DataParallel:
 
   @property
   def num_devices(self) -> int:
+    """The number of devices the steps run on."""
     return len(self.devices)
 
   def place(self, state):
-    """Put a host/single-device state where the step expects it."""
+    """Put a host/single-device state where the step expects it.
+
+    Args:
+      state: an unreplicated state (e.g. from ``host_state``, or after pruning).
+
+    Returns:
+      'none': the state on the first device; 'pmap': stacked along a new leading device axis (num_devices, ...)
+      and sharded one copy per device; 'sharding': replicated over the mesh.
+    """
     if self.kind == "none":
       return jax.device_put(state, self.devices[0])
     if self.kind == "pmap":
@@ -65,12 +92,31 @@ class DataParallel:
     return jax.device_put(state, NamedSharding(self.mesh, P()))
 
   def host_state(self, state):
-    """The single (unreplicated) state, for pruning, checkpoints and export."""
+    """The single (unreplicated) state, for pruning, checkpoints and export.
+
+    Args:
+      state: a state as the steps return it.
+
+    Returns:
+      'pmap': the first device's copy; 'sharding': the state fetched to the host; 'none': ``state`` unchanged.
+    """
     if self.kind == "pmap":
       return jax.tree.map(lambda x: x[0], state)
     return jax.device_get(state) if self.kind == "sharding" else state
 
   def shard_batch(self, batch: dict) -> dict:
+    """Splits a host batch over the devices.
+
+    Args:
+      batch: {name: array (B, ...)}, B a multiple of ``num_devices``.
+
+    Returns:
+      'none': ``batch`` unchanged; 'pmap': each array reshaped to (num_devices, B / num_devices, ...) and sharded
+      along the leading axis; 'sharding': each array sharded along B over the mesh.
+
+    Raises:
+      ValueError: if B is not divisible by ``num_devices``.
+    """
     n = len(next(iter(batch.values())))
     if n % self.num_devices:
       raise ValueError(f"batch size {n} is not divisible by the {self.num_devices} devices; "
@@ -83,7 +129,14 @@ class DataParallel:
     return jax.device_put(batch, NamedSharding(self.mesh, P(AXIS)))
 
   def metrics(self, metrics) -> dict:
-    """Per-step metrics as host floats (already averaged across devices)."""
+    """Per-step metrics as host floats (already averaged across devices).
+
+    Args:
+      metrics: the metrics pytree of a train step (with a leading device axis under 'pmap').
+
+    Returns:
+      The same pytree with Python float leaves.
+    """
     if self.kind == "pmap":
       metrics = jax.tree.map(lambda x: x[0], metrics)
     return jax.tree.map(float, jax.device_get(metrics))

@@ -11,8 +11,18 @@ from typing import Any, Callable
 
 
 class CountingJit:
+  """``fn`` under a jit-like ``transform``, called like it; ``traces`` counts how many times jax has traced ``fn``
+  (each new argument shape/dtype/static signature traces it again; ``xla_options.autotuned_jit`` once per variant).
+  """
+
   def __init__(self, fn: Callable, transform: Callable | None = None, **transform_kwargs: Any):
-    """``transform`` defaults to ``xla_options.jit`` (jax.jit with the measured-faster options)."""
+    """``transform`` defaults to ``xla_options.jit`` (jax.jit with the measured-faster options).
+
+    Args:
+      fn: the function to wrap.
+      transform: ``transform(fn, **transform_kwargs)`` → callable, e.g. ``jax.pmap`` or ``xla_options.autotuned_jit``.
+      **transform_kwargs: passed to ``transform`` (static_argnums, donate_argnums, axis_name, ...).
+    """
     from jaxsvd import xla_options
 
     self.traces = 0

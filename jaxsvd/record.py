@@ -39,7 +39,10 @@ class FormatError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
-  """A model's architecture as data (see the module doc for every field)."""
+  """A model's architecture as data (see the module doc for every field).
+
+  Frozen; construction raises ValueError unless every value of ``ranks`` and ``original_ranks`` is an int ≥ 1.
+  """
   model: str
   num_classes: int
   input_shape: tuple[int, ...]
@@ -54,10 +57,26 @@ class Architecture:
     validate_ranks(self.original_ranks, "original_ranks")
 
   def replace(self, **changes) -> Architecture:
+    """A copy with some fields changed (``dataclasses.replace``).
+
+    Args:
+      **changes: field name → new value.
+
+    Returns:
+      The new ``Architecture`` (validated like any other).
+    """
     return dataclasses.replace(self, **changes)
 
   def build_model(self, bn_axis_name: str | None = None, gated: bool = False) -> nn.Module:
-    """The linen model at this architecture (``bn_axis_name``: synchronized BN for pmap training)."""
+    """The linen model at this architecture (``bn_axis_name``: synchronized BN for pmap training).
+
+    Args:
+      bn_axis_name: the pmap axis name over which BatchNorm statistics are synchronized (None: not).
+      gated: add pruning-from-scratch gates (ResNets only).
+
+    Returns:
+      ``models.build_model(model, num_classes, svd, ranks=ranks (if svd), inner_widths=inner_widths, ...)``.
+    """
     return build_model(self.model, self.num_classes, self.svd, ranks=dict(self.ranks) if self.svd else None,
                        bn_axis_name=bn_axis_name, inner_widths=self.inner_widths, gated=gated)
 
@@ -77,21 +96,32 @@ class Architecture:
 
   @classmethod
   def from_json(cls, d: Mapping[str, Any], where: str = "architecture record") -> Architecture:
-    """The record from ``to_json`` output, or from a format-1 checkpoint's metadata dict."""
+    """The record from ``to_json`` output, or from a format-1 checkpoint's metadata dict.
+
+    Args:
+      d: the JSON object.
+      where: what ``d`` was read from, named in errors.
+
+    Returns:
+      The ``Architecture``.
+
+    Raises:
+      FormatError: if ``d`` is not a mapping, its format_version is not 1 or 2, or (after any conversion from
+        format 1) a field is missing or of the wrong type. Invalid values (e.g. a rank < 1) raise ValueError.
+    """
     if not isinstance(d, Mapping):
       raise FormatError(f"{where}: expected a JSON object, got {type(d).__name__}")
     version = d.get("format_version")
-    if version == 1:
-      d = _from_version_1(d)
-    elif version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
       raise FormatError(f"{where} has format_version={version!r}; this jaxsvd reads versions 1 and {FORMAT_VERSION}")
     try:
+      d = _from_version_1(d) if version == 1 else d
       svd = None if d["svd"] is None else SVDSpec.from_dict({**d["svd"], "ranks": {}})
       return cls(model=str(d["model"]), num_classes=int(d["num_classes"]),
                  input_shape=tuple(int(x) for x in d["input_shape"]), svd=svd, ranks=dict(d["ranks"]),
                  original_ranks=dict(d["original_ranks"]), inner_widths=d.get("inner_widths"),
                  pruned_channels=d.get("pruned_channels"))
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, AttributeError) as err:
       raise FormatError(f"{where} (format_version={version}) is missing or mistypes field {err}") from None
 
 

@@ -24,7 +24,14 @@ def _shape(x) -> tuple | None:
 
 
 def is_svd_node(node: Any) -> bool:
-  """Whether ``node`` is an SVD layer's params: {'U': (m, r), 's': (r,), 'V': (k, r), ...}."""
+  """Whether ``node`` is an SVD layer's params: {'U': (m, r), 's': (r,), 'V': (k, r), ...}.
+
+  Args:
+    node: any pytree node.
+
+  Returns:
+    True iff ``node`` is a mapping with shaped leaves 'U' (2-D), 's' (1-D), 'V' (2-D) sharing one r.
+  """
   if not isinstance(node, Mapping) or not {"U", "s", "V"} <= set(node.keys()):
     return False
   us, ss, vs = (_shape(node[k]) for k in ("U", "s", "V"))
@@ -34,7 +41,14 @@ def is_svd_node(node: Any) -> bool:
 
 
 def is_norm_node(node: Any) -> bool:
-  """Whether ``node`` is a normalization layer's params: 1-D 'scale' and 'bias' of one size."""
+  """Whether ``node`` is a normalization layer's params: 1-D 'scale' and 'bias' of one size.
+
+  Args:
+    node: any pytree node.
+
+  Returns:
+    True iff ``node`` is a mapping with 'scale' and 'bias' leaves of the same 1-D shape.
+  """
   if not isinstance(node, Mapping) or "scale" not in node or "bias" not in node:
     return False
   scale, bias = _shape(node["scale"]), _shape(node["bias"])
@@ -42,7 +56,17 @@ def is_norm_node(node: Any) -> bool:
 
 
 def iter_svd_layers(params: PyTree, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, Mapping]]:
-  """Yields (path, node) for every SVD layer in ``params``, in sorted (deterministic) order."""
+  """Yields (path, node) for every SVD layer in ``params``, in sorted (deterministic) order.
+
+  Only nested mappings are searched (keys sorted by ``str``); an SVD node is not searched further.
+
+  Args:
+    params: a params pytree.
+    prefix: the path of ``params`` itself (for recursion).
+
+  Yields:
+    (the layer's '/'-joined path, its node).
+  """
   if is_svd_node(params):
     yield "/".join(prefix), params
     return
@@ -52,12 +76,27 @@ def iter_svd_layers(params: PyTree, prefix: tuple[str, ...] = ()) -> Iterator[tu
 
 
 def svd_layers(params: PyTree) -> dict[str, Mapping]:
-  """All SVD layers of ``params`` as {path: {'U', 's', 'V', ...}}."""
+  """All SVD layers of ``params`` as {path: {'U', 's', 'V', ...}}.
+
+  Args:
+    params: a params pytree.
+
+  Returns:
+    {layer path: node}, in the order of ``iter_svd_layers``.
+  """
   return dict(iter_svd_layers(params))
 
 
 def norm_layers(params: PyTree, prefix: tuple[str, ...] = ()) -> dict[str, Mapping]:
-  """All normalization layers of ``params`` as {path: {'scale', 'bias', ...}}, in sorted order."""
+  """All normalization layers of ``params`` as {path: {'scale', 'bias', ...}}, in sorted order.
+
+  Args:
+    params: a params pytree (nested mappings are searched, keys sorted by ``str``).
+    prefix: the path of ``params`` itself (for recursion).
+
+  Returns:
+    {layer path: node} of every node for which ``is_norm_node`` holds.
+  """
   out = {}
   if isinstance(params, Mapping):
     if is_norm_node(params):
@@ -80,17 +119,43 @@ def ranks(params: PyTree) -> dict[str, int]:
 
 
 def norm_widths(params: PyTree) -> dict[str, int]:
-  """{normalization layer path: channels} read back from the shapes of ``scale``."""
+  """{normalization layer path: channels} read back from the shapes of ``scale``.
+
+  Args:
+    params: a params pytree (arrays or ``jax.ShapeDtypeStruct`` leaves).
+
+  Returns:
+    {norm layer path: len(scale)}.
+  """
   return {path: int(np.shape(node["scale"])[0]) for path, node in norm_layers(params).items()}
 
 
 def total_rank(rank_map: Mapping[str, int]) -> int:
-  """Σ ranks of a {path: rank} map."""
+  """Σ ranks of a {path: rank} map.
+
+  Args:
+    rank_map: {layer path: rank}, e.g. from ``ranks``.
+
+  Returns:
+    The sum of its values, as an int.
+  """
   return int(sum(rank_map.values()))
 
 
 def check_rank(field: str, rank: Any, allow_none: bool = False) -> None:
-  """One-line ValueError naming ``field`` unless ``rank`` is an int ≥ 1 (or None when ``allow_none``)."""
+  """One-line ValueError naming ``field`` unless ``rank`` is an int ≥ 1 (or None when ``allow_none``).
+
+  Args:
+    field: the name put in the error, e.g. ``"svd.default_rank"``.
+    rank: the value to check (bools are rejected).
+    allow_none: whether None (full rank) is accepted.
+
+  Returns:
+    None.
+
+  Raises:
+    ValueError: if ``rank`` is not an int ≥ 1 (nor None when allowed).
+  """
   if allow_none and rank is None:
     return
   if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
@@ -99,6 +164,17 @@ def check_rank(field: str, rank: Any, allow_none: bool = False) -> None:
 
 
 def validate_ranks(rank_map: Mapping[str, int], field: str = "ranks") -> None:
-  """Checks every rank of a {path: rank} map (``field[path]`` named in the error)."""
+  """Checks every rank of a {path: rank} map (``field[path]`` named in the error).
+
+  Args:
+    rank_map: {layer path: rank}.
+    field: the map's name in the error.
+
+  Returns:
+    None.
+
+  Raises:
+    ValueError: at the first rank that is not an int ≥ 1 (see ``check_rank``).
+  """
   for path, r in rank_map.items():
     check_rank(f"{field}[{path!r}]", r)

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsvd import layers
+from jaxsvd import factors, layers
 from jaxsvd.structure import iter_svd_layers, validate_ranks
 from jaxsvd.tree import get_node, replace_nodes
 from jaxsvd.validate import check_choice
@@ -52,9 +52,36 @@ class SVDModel:
       raise ValueError(f"svdify: layers {overlap} are both in ranks and in skip")
 
   def init(self, rngs, *args, **kwargs):
+    """``model.init`` with the Dense/Conv layers in SVD form.
+
+    Args:
+      rngs: the PRNG key(s), as for ``nn.Module.init``.
+      *args: the model's inputs.
+      **kwargs: further arguments of ``model.init``.
+
+    Returns:
+      The variables; each converted layer holds ``U``, ``s``, ``V`` instead of ``kernel``.
+
+    Raises:
+      ValueError: if ``ranks`` names a layer that is not a converted Dense/Conv of the model, or a conv uses a
+        feature the SVD layers cannot express.
+    """
     return self._run(self.model.init, rngs, *args, **kwargs)
 
   def apply(self, variables, *args, **kwargs):
+    """``model.apply`` with the Dense/Conv layers in SVD form.
+
+    Args:
+      variables: SVD-form variables (from ``init`` or ``decompose``).
+      *args: the model's inputs.
+      **kwargs: further arguments of ``model.apply`` (e.g. ``mutable``).
+
+    Returns:
+      What ``model.apply`` returns.
+
+    Raises:
+      ValueError: as for ``init``.
+    """
     return self._run(self.model.apply, variables, *args, **kwargs)
 
   def _run(self, fn, *args, **kwargs):
@@ -67,13 +94,47 @@ class SVDModel:
     return out
 
   def with_ranks(self, ranks: Mapping[str, int]) -> SVDModel:
+    """This model at new ranks, its other settings unchanged.
+
+    Args:
+      ranks: {layer path: rank}; missing paths are full rank.
+
+    Returns:
+      A new ``SVDModel``.
+
+    Raises:
+      ValueError: if a rank is not an int ≥ 1, or a layer is also in ``skip``.
+    """
     return dataclasses.replace(self, ranks=_frozen(ranks))
 
   def with_mode(self, mode: str) -> SVDModel:
+    """This model with its SVD layers run in execution mode ``mode``.
+
+    Args:
+      mode: one of ``layers.MODES``.
+
+    Returns:
+      A new ``SVDModel``.
+
+    Raises:
+      ValueError: if ``mode`` is not one of ``layers.MODES``.
+    """
     return dataclasses.replace(self, mode=mode)
 
   def svd_layer(self, module: nn.Module) -> nn.Module:
-    """The unbound ``ConvSVD``/``DenseSVD`` that ``module`` (a bound layer of ``model``) runs as, else ``module``."""
+    """The unbound ``ConvSVD``/``DenseSVD`` that ``module`` (a bound layer of ``model``) runs as, else ``module``.
+
+    Args:
+      module: a bound submodule of ``model``.
+
+    Returns:
+      A ``DenseSVD``/``ConvSVD`` with the layer's features, bias setting and rank and this model's mode (a conv
+      also its kernel size, strides, padding and this model's decomposition); ``module`` itself when it is not an
+      ``nn.Dense``/``nn.Conv`` or is in ``skip``.
+
+    Raises:
+      ValueError: if a conv's kernel size or strides are not 2-D.
+    """
     path = "/".join(module.path)
     if type(module) not in (nn.Dense, nn.Conv) or path in self.skip:
       return module
@@ -101,15 +162,40 @@ class SVDModel:
 
 def svdify(model: nn.Module, ranks: Mapping[str, int] | None = None, decomposition: str = "channel",
            mode: str = "auto", skip: tuple[str, ...] | list[str] = ()) -> SVDModel:
-  """``model`` with every ``nn.Dense``/``nn.Conv`` (except ``skip``) as U, s, V at ``ranks`` (default full)."""
+  """``model`` with every ``nn.Dense``/``nn.Conv`` (except ``skip``) as U, s, V at ``ranks`` (default full).
+
+  Args:
+    model: any linen model.
+    ranks: {layer path: rank}; missing paths (and None) mean full rank.
+    decomposition: how conv kernels are matricized, one of ``layers.DECOMPOSITIONS``.
+    mode: the SVD layers' execution mode, one of ``layers.MODES``.
+    skip: layer paths kept dense.
+
+  Returns:
+    The ``SVDModel``.
+
+  Raises:
+    ValueError: if ``decomposition``, ``mode`` or a rank is invalid, or a layer is both in ``ranks`` and in ``skip``.
+  """
   return SVDModel(model, _frozen(ranks or {}), decomposition, mode, tuple(skip))
 
 
 def decompose(svd_model: SVDModel, dense_variables: Mapping[str, Any], *args, **kwargs) -> dict:
   """``dense_variables`` of ``svd_model.model`` with each converted kernel replaced by its truncated SVD.
 
-  ``args``/``kwargs`` are sample inputs (only their shapes are used). Non-param collections
-  (e.g. batch_stats) are kept as they are.
+  Args:
+    svd_model: the SVD model the result is for (its layers and ranks).
+    dense_variables: variables of the dense ``svd_model.model``. Non-param collections (e.g. batch_stats) are
+      kept as they are.
+    *args: sample inputs (only their shapes are used).
+    **kwargs: sample keyword inputs (only their shapes are used).
+
+  Returns:
+    The variables with ``U``, ``s``, ``V`` (truncated to the SVD layer's rank) in place of each converted
+    layer's ``kernel``; the layer's other params (e.g. ``bias``) are kept.
+
+  Raises:
+    ValueError: if the dense params have no kernel at a converted layer.
   """
   target = jax.eval_shape(svd_model.init, jax.random.key(0), *args, **kwargs)["params"]
   params = dense_variables["params"]
@@ -120,7 +206,7 @@ def decompose(svd_model: SVDModel, dense_variables: Mapping[str, Any], *args, **
       kernel = jnp.asarray(dense["kernel"])
     except (KeyError, TypeError) as err:
       raise ValueError(f"decompose: the dense params have no kernel at layer {path!r}") from err
-    u, s, vt = jnp.linalg.svd(layers.kernel_to_matrix(kernel, svd_model.decomposition), full_matrices=False)
+    u, s, vt = jnp.linalg.svd(factors.kernel_to_matrix(kernel, svd_model.decomposition), full_matrices=False)
     r = node["s"].shape[0]
     new_nodes[path] = {**{k: v for k, v in dense.items() if k != "kernel"}, "U": u[:, :r], "s": s[:r], "V": vt[:r].T}
   return {**dense_variables, "params": replace_nodes(params, new_nodes)}
@@ -155,7 +241,7 @@ def _conv(module: nn.Conv, path: str, x, rank, decomposition, mode):
   kernel_shape = (*kernel_size, x.shape[-1], module.features)
   U, s, V = layers.svd_params(module, kernel_shape, rank, decomposition, module.kernel_init)
   x, U, s, V = layers.cast(module.dtype, x, U, s, V)
-  pads = layers.conv_pads(x.shape[1:3], kernel_size, strides, module.padding)
+  pads = factors.conv_pads(x.shape[1:3], kernel_size, strides, module.padding)
   return _bias(module, layers.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, decomposition, mode))
 
 

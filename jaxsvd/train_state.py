@@ -19,6 +19,11 @@ from jaxsvd.models import in_mode
 
 
 class TrainState(struct.PyTreeNode):
+  """What a train step updates, as a pytree: ``step`` (int32 scalar), ``params``, ``model_state`` (non-param
+  collections) and ``opt_state``. ``apply_fn`` and ``tx`` are static fields (not leaves), so a new model (e.g.
+  after pruning) or optimizer makes the jitted steps retrace.
+  """
+
   step: jax.Array
   params: Any
   model_state: dict  # non-param collections, e.g. {'batch_stats': ...}
@@ -28,6 +33,16 @@ class TrainState(struct.PyTreeNode):
 
   @classmethod
   def create(cls, apply_fn, variables, tx) -> "TrainState":
+    """A state at step 0 with ``tx`` initialized on the params.
+
+    Args:
+      apply_fn: the model's apply function.
+      variables: the model's variables, {'params': ..., other collections}.
+      tx: the optax transform.
+
+    Returns:
+      The new ``TrainState``.
+    """
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
     return cls(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
@@ -35,6 +50,7 @@ class TrainState(struct.PyTreeNode):
 
   @property
   def variables(self) -> dict:
+    """The model's variables: {'params': params, **model_state}."""
     return {"params": self.params, **self.model_state}
 
 
@@ -43,7 +59,21 @@ def _average(tree, axis_name):
 
 
 def train_step(state: TrainState, batch: dict, reg: RegularizerConfig, axis_name: str | None = None):
-  """One SGD step. ``reg`` is static (λ = 0 terms are not traced). Returns (state, metrics)."""
+  """One SGD step. ``reg`` is static (λ = 0 terms are not traced). Returns (state, metrics).
+
+  The update is ``state.tx``'s (any optax transform). With ``reg.every`` = N > 1 the orthogonality and sparsity
+  gradients come from ``losses.lazy_regularization_grads`` (N-weighted, every N-th step) and their value is added
+  to 'loss'. With ``axis_name``, grads, metrics and model state are ``pmean``-ed over that axis before the update.
+
+  Args:
+    state: the current state.
+    batch: {'image', 'label'} with an optional float 'mask'.
+    reg: the regularization weights (hashable; a static argument under jit).
+    axis_name: the device axis to average over, or None.
+
+  Returns:
+    (the state after one update, with step + 1; the metrics of ``losses.make_loss_fn`` plus any lazy terms).
+  """
   step_reg, lazy_reg = reg.split_lazy()
   loss_fn = make_loss_fn(state.apply_fn, step_reg, train=True)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -51,7 +81,8 @@ def train_step(state: TrainState, batch: dict, reg: RegularizerConfig, axis_name
   if lazy_reg is not None:
     lazy_grads, lazy_metrics = lazy_regularization_grads(state.params, state.step, lazy_reg)
     grads = jax.tree.map(jnp.add, grads, lazy_grads)
-    metrics = {**metrics, **lazy_metrics, "loss": metrics["loss"] + lazy_metrics.pop("reg")}
+    lazy_total = lazy_metrics.pop("reg")
+    metrics = {**metrics, **lazy_metrics, "loss": metrics["loss"] + lazy_total}
   grads, metrics, model_state = _average((grads, metrics, model_state), axis_name)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -67,6 +98,15 @@ def eval_step(state: TrainState, batch: dict, axis_name: str | None = None, mode
   """Sums (not means) over the batch, so padded/uneven batches average exactly: mask = 1 marks real rows.
 
   ``mode`` runs a zoo model's SVD layers in that execution mode (``models.in_mode``; same result).
+
+  Args:
+    state: the state whose variables are evaluated (train=False).
+    batch: {'image', 'label'} with an optional float 'mask'.
+    axis_name: the device axis to ``psum`` the sums over, or None.
+    mode: 'reconstruct', 'factored' or 'auto', or None for the model's own mode.
+
+  Returns:
+    {'loss_sum', 'correct', 'count'} (see ``losses.cross_entropy_sums``).
   """
   logits = in_mode(state.apply_fn, mode)(state.variables, batch["image"], train=False)
   sums = cross_entropy_sums(logits, batch["label"], batch.get("mask"))

@@ -15,7 +15,14 @@ PyTree = Any
 
 
 def key_str(key) -> str:
-  """One key of a key path as a string (``DictKey.key``, ``GetAttrKey.name``, ``SequenceKey.idx``)."""
+  """One key of a key path as a string (``DictKey.key``, ``GetAttrKey.name``, ``SequenceKey.idx``).
+
+  Args:
+    key: one entry of a ``jax.tree_util`` key path.
+
+  Returns:
+    ``str`` of its ``key``, ``name`` or ``idx`` attribute (the first it has), else ``str(key)``.
+  """
   for attr in ("key", "name", "idx"):
     if hasattr(key, attr):
       return str(getattr(key, attr))
@@ -39,6 +46,12 @@ def trailing_dict_path(keypath) -> str | None:
 
   An optimizer-state leaf (e.g. Adam's ``mu`` inside a chain's tuple of states) shadows the param whose
   path is this suffix.
+
+  Args:
+    keypath: a ``jax.tree_util`` key path.
+
+  Returns:
+    The '/'-joined keys of the longest run of ``DictKey``s at its end, or None if the last key is not one.
   """
   names = []
   for key in reversed(keypath):
@@ -63,12 +76,32 @@ def leaves_by_path(tree: PyTree, is_leaf=None) -> dict[str, Any]:
 
 
 def map_with_path(fn, tree: PyTree, *rest: PyTree) -> PyTree:
-  """``jax.tree_util.tree_map_with_path`` with the path given to ``fn`` as its string."""
+  """``jax.tree_util.tree_map_with_path`` with the path given to ``fn`` as its string.
+
+  Args:
+    fn: called as ``fn(path, leaf, *rest_leaves)`` with ``path`` the leaf's '/'-joined path.
+    tree: the pytree whose structure is mapped.
+    *rest: more pytrees with the structure of ``tree``; their leaves are passed after ``tree``'s.
+
+  Returns:
+    A pytree like ``tree`` of ``fn``'s results.
+  """
   return jax.tree_util.tree_map_with_path(lambda kp, *leaves: fn(path_str(kp), *leaves), tree, *rest)
 
 
 def get_node(tree: PyTree, path: str) -> Any:
-  """The subtree of a nested mapping at ``path`` ('' is the root); KeyError if absent."""
+  """The subtree of a nested mapping at ``path`` ('' is the root); KeyError if absent.
+
+  Args:
+    tree: nested mappings.
+    path: '/'-joined keys from the root of ``tree``.
+
+  Returns:
+    ``tree[k1][k2]...`` for the keys of ``path``.
+
+  Raises:
+    KeyError: if a key of ``path`` is absent (TypeError if a node on the way is not subscriptable by str).
+  """
   node = tree
   for key in path.split("/") if path else []:
     node = node[key]
@@ -84,7 +117,8 @@ def replace_nodes(tree: PyTree, new_nodes: Mapping[str, Any], prefix: tuple[str,
     prefix: the path of ``tree`` itself (for recursion).
 
   Returns:
-    The new tree; ``tree`` is not modified.
+    The new tree; ``tree`` is not modified. Paths of ``new_nodes`` that ``tree`` lacks are ignored; replaced
+    nodes are not searched further.
   """
   path = "/".join(prefix)
   if path in new_nodes:

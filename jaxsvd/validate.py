@@ -8,17 +8,58 @@ from typing import Any
 
 
 def check_choice(field: str, value: Any, allowed: Iterable[Any]) -> None:
+  """Checks that ``value`` is one of ``allowed``.
+
+  Args:
+    field: the name the error starts with.
+    value: the value to check.
+    allowed: the accepted values.
+
+  Returns:
+    None.
+
+  Raises:
+    ValueError: if ``value`` is not in ``allowed``.
+  """
   allowed = tuple(allowed)
   if value not in allowed:
     raise ValueError(f"{field}={value!r} is not one of {allowed}")
 
 
 def check_nonnegative(field: str, value: float) -> None:
+  """Checks that ``value`` ≥ 0.
+
+  Args:
+    field: the name the error starts with.
+    value: the number to check.
+
+  Returns:
+    None.
+
+  Raises:
+    ValueError: if ``value`` is negative, NaN or None.
+  """
   if value is None or not value >= 0:  # also rejects NaN
     raise ValueError(f"{field} must be >= 0, got {value!r}")
 
 
 def check_in_range(field: str, value: float, low: float, high: float, *, low_closed: bool, high_closed: bool) -> None:
+  """Checks that ``value`` lies in the interval from ``low`` to ``high``, e.g. [low, high) or (low, high].
+
+  Args:
+    field: the name the error starts with.
+    value: the number to check.
+    low: the lower bound.
+    high: the upper bound.
+    low_closed: whether ``value`` = ``low`` is allowed.
+    high_closed: whether ``value`` = ``high`` is allowed.
+
+  Returns:
+    None.
+
+  Raises:
+    ValueError: if ``value`` is outside the interval (or NaN).
+  """
   above = value >= low if low_closed else value > low
   below = value <= high if high_closed else value < high
   if not (above and below):
@@ -27,6 +68,19 @@ def check_in_range(field: str, value: float, low: float, high: float, *, low_clo
 
 
 def check_min_int(field: str, value: Any, minimum: int) -> None:
+  """Checks that ``value`` is an int (not a bool) ≥ ``minimum``.
+
+  Args:
+    field: the name the error starts with.
+    value: the value to check.
+    minimum: the smallest allowed value.
+
+  Returns:
+    None.
+
+  Raises:
+    ValueError: if ``value`` is not an int, is a bool, or is below ``minimum``.
+  """
   if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
     raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}")
 

@@ -63,12 +63,28 @@ def tuned_options() -> dict[str, Any] | None:
 
 
 def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
-  """``jax.jit`` with ``tuned_options()`` for the default backend."""
+  """``jax.jit`` with ``tuned_options()`` for the default backend.
+
+  Args:
+    fn: the function to compile.
+    **jit_kwargs: further ``jax.jit`` arguments (not ``compiler_options``).
+
+  Returns:
+    The jitted function.
+  """
   return jax.jit(fn, compiler_options=tuned_options(), **jit_kwargs)
 
 
 def autotuned_jit(fn: Callable, **kwargs: Any) -> "AutotunedJit":
-  """``AutotunedJit(fn, **kwargs)`` (kwargs: static_argnums, donate_argnums, trials, variants)."""
+  """``AutotunedJit(fn, **kwargs)`` (kwargs: static_argnums, donate_argnums, trials, variants).
+
+  Args:
+    fn: the function to compile.
+    **kwargs: ``AutotunedJit``'s keyword arguments.
+
+  Returns:
+    The ``AutotunedJit``.
+  """
   return AutotunedJit(fn, **kwargs)
 
 

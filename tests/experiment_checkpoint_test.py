@@ -8,6 +8,7 @@ import textwrap
 import chex
 import jax
 import numpy as np
+import pytest
 
 from experiments import train
 from jaxsvd import checkpoint

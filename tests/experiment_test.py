@@ -38,7 +38,7 @@ def test_full_loop_interrupted_then_resumed_by_cli(data_dir, tmp_path):
   proc = cli(f"--workdir={workdir}", *helpers.cli_flags(data_dir, **overrides))
   assert proc.returncode == 0, proc.stderr[-3000:]
   log = proc.stdout + proc.stderr
-  assert "resumed from" in log and "final prune after epoch 3" in log and "recompiled for new ranks" in log
+  assert "resumed from" in log and "final prune after epoch 3" in log and "recompiled for the new architecture" in log
 
   rows = list(csv.DictReader(open(os.path.join(workdir, "metrics.csv"))))
   assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import pytest
 
 from jaxsvd import export, pruning
-from jaxsvd.ranks import ranks
 from jaxsvd.models import SVDSpec, build_model
+from jaxsvd.structure import ranks
 
 
 @pytest.mark.parametrize("decomposition", ["channel", "spatial"])
@@ -14,7 +14,7 @@ def test_merge_and_factored_export_match_svd_model(decomposition):
   model = build_model("resnet8", 5, svd)
   x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
   variables = model.init(jax.random.key(1), x)
-  params, _, _ = pruning.prune(variables["params"], pruning.PruneConfig(strategy="ratio", reduce_by=0.5))
+  params, _, _ = pruning.prune(variables["params"], pruning.Strategy("ratio", reduce_by=0.5))
   pruned = build_model("resnet8", 5, svd, ranks=ranks(params))
   expected = pruned.apply({**variables, "params": params}, x)
 

@@ -47,10 +47,44 @@ def test_jit_equals_eager(setup):
   chex.assert_trees_all_close(jax.jit(grad_fn)(params, state, batch), grad_fn(params, state, batch), atol=1e-5, rtol=1e-5)
 
 
+def _primitive_counts(jaxpr) -> dict[str, int]:
+  counts: dict[str, int] = {}
+
+  def sub_jaxprs(params):
+    for value in params.values():
+      for item in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(item, "jaxpr", item)  # ClosedJaxpr -> Jaxpr
+        if hasattr(inner, "eqns"):
+          yield inner
+
+  def walk(jx):
+    for eqn in jx.eqns:
+      counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
+      for sub in sub_jaxprs(eqn.params):
+        walk(sub)
+
+  walk(jaxpr.jaxpr)
+  return counts
+
+
 def test_zero_lambdas_are_not_traced(setup):
+  """With λ = 0 the loss's jaxpr has exactly the matmuls/convs/reductions of forward + CE, nothing more."""
   model, params, state, batch = setup
-  _, (metrics, _) = make_loss_fn(model.apply, RegularizerConfig())(params, state, batch)
+  loss_fn = make_loss_fn(model.apply, RegularizerConfig(), train=False)
+  _, (metrics, _) = loss_fn(params, state, batch)
   assert "orth" not in metrics and "sparsity" not in metrics
+
+  def forward_and_ce(p):
+    logits = model.apply({"params": p, **state}, batch["image"], train=False)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+
+  heavy = ("dot_general", "conv_general_dilated", "custom_vjp_call", "sqrt", "abs")
+  zero = _primitive_counts(jax.make_jaxpr(lambda p: loss_fn(p, state, batch)[0])(params))
+  reference = _primitive_counts(jax.make_jaxpr(forward_and_ce)(params))
+  assert {k: zero.get(k, 0) for k in heavy} == {k: reference.get(k, 0) for k in heavy}
+  with_reg = make_loss_fn(model.apply, RegularizerConfig(orthogonality=1.0, sparsity=0.1), train=False)
+  on = _primitive_counts(jax.make_jaxpr(lambda p: with_reg(p, state, batch)[0])(params))
+  assert on.get("custom_vjp_call", 0) > 0 and on["dot_general"] > reference["dot_general"]
 
 
 def test_mask_ignores_padded_examples(setup):
@@ -74,8 +108,10 @@ def test_unknown_sparsity_type_raises():
 
 @pytest.mark.parametrize("every", [0, 2.0, True])
 def test_every_must_be_a_positive_int(every):
-  with pytest.raises(ValueError, match="regularizer.every"):
+  with pytest.raises(ValueError, match="every must be an int >= 1"):
     RegularizerConfig(orthogonality=1.0, every=every)
+  with pytest.raises(ValueError, match="reg.every must be an int >= 1"):
+    RegularizerConfig.from_config({"orthogonality": 1.0, "every": every}, "reg")
 
 
 def _sgd_deltas(model, params, state, batch, reg, steps):

@@ -5,7 +5,7 @@ import pytest
 
 from jaxsvd import export, flops
 from jaxsvd.models import SVDSpec, build_model, resnet_cifar
-from jaxsvd.ranks import ranks
+from jaxsvd.structure import ranks
 
 
 @pytest.mark.parametrize("name, n_svd", [("resnet8", 6), ("resnet20", 18), ("resnet18", 19), ("vgg11", 7)])

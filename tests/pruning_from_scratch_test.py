@@ -10,6 +10,7 @@ from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.pruning import from_scratch
 from jaxsvd.structure import ranks
 from jaxsvd.train_state import TrainState, train_step
+
 X = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
 BLOCKS = ["stage1_block0", "stage2_block0", "stage3_block0"]  # resnet8
 

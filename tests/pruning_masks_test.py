@@ -140,3 +140,15 @@ def test_select_and_label_fn_meet_optax_partition():
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_array_equal(updates["a"]["gate"], -np.ones(3))
   np.testing.assert_array_equal(updates["a"]["kernel"], np.zeros((2, 3)))
+
+
+def test_whole_leaf_bool_masks_are_the_same_convention_everywhere():
+  params = {"Dense_0": {"kernel": W}, "b": {"kernel": KERNEL}}
+  np.testing.assert_array_equal(M.l1_unstructured(W, 0.3, True), M.l1_unstructured(W, 0.3))
+  with_bool = M.global_unstructured(params, 0.4, M.select(params, M.is_kernel))
+  chex.assert_trees_all_equal(with_bool, M.global_unstructured(params, 0.4))
+  chex.assert_trees_all_equal(M.make_permanent(params, {"b/kernel": False})["b"]["kernel"], np.zeros_like(KERNEL))
+  state = M.keep_pruned({"Dense_0/kernel": True}).init(params)
+  chex.assert_shape(state.masks["Dense_0/kernel"], W.shape)
+  with pytest.raises(ValueError, match="whole-leaf bools"):
+    M.sparsity({"Dense_0/kernel": True})

@@ -9,10 +9,10 @@ from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.pruning import Floors, Strategy, rank
 from jaxsvd.pruning.rank import keep_indices
-from jaxsvd.structure import iter_svd_layers, ranks
-from jaxsvd.tree import replace_nodes, trailing_dict_path
 from jaxsvd.recompile import CountingJit
+from jaxsvd.structure import iter_svd_layers, ranks
 from jaxsvd.train_state import TrainState, train_step
+from jaxsvd.tree import replace_nodes, trailing_dict_path
 
 S = np.array([0.1, 4.0, 0.5, 2.0, 1.0, 0.0])  # sorted |s|: 4, 2, 1, .5, .1, 0 ; Σs² = 21.26
 

@@ -11,7 +11,7 @@ from jaxsvd import export, flops, pruning
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import in_mode
 from jaxsvd.optim import make_optimizer
-from jaxsvd.ranks import ranks
+from jaxsvd.structure import ranks
 from jaxsvd.svdify import decompose, svdify
 from jaxsvd.train_state import TrainState, eval_step, train_step
 
@@ -80,7 +80,7 @@ def test_full_rank_init_is_the_layers_own_init():
 def test_prune_then_rebuild_from_ranks_and_train():
   svd_model = svdify(SmallCNN())
   variables = svd_model.init(jax.random.key(4), X)
-  params, new_ranks, _ = pruning.prune(variables["params"], pruning.PruneConfig(strategy="ratio", reduce_by=0.5))
+  params, new_ranks, _ = pruning.prune(variables["params"], pruning.Strategy("ratio", reduce_by=0.5))
   assert new_ranks == {"Conv_0": 4, "Conv_1": 8, "Dense_0": 5}
   pruned = svdify(SmallCNN(), new_ranks)
   tx = make_optimizer({"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9}, params, 10, 1)

@@ -18,7 +18,7 @@ def small_state(svd: SVDSpec | None = SVD, reduce_by: float | None = None):
   model = build_model("resnet8", 10, svd)
   variables = model.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))
   if reduce_by is not None:  # pruned: `auto` then runs some layers factored, `reconstruct` none
-    params, ranks, _ = pruning.prune(variables["params"], pruning.PruneConfig(strategy="ratio", reduce_by=reduce_by))
+    params, ranks, _ = pruning.prune(variables["params"], pruning.Strategy("ratio", reduce_by=reduce_by))
     model, variables = build_model("resnet8", 10, svd, ranks=ranks), {**variables, "params": params}
   tx = make_optimizer(dict(optimizer="sgd", learning_rate=0.05, momentum=0.9), variables["params"], 10, 1)
   return TrainState.create(model.apply, variables, tx)

@@ -4,6 +4,7 @@ import ml_collections
 
 
 def get_config() -> ml_collections.ConfigDict:
+  """CIFAR-10 ResNet-20, channel-wise SVD, Hoyer λs = 0.003, Adam 1e-3, 164 epochs, final prune; other methods off."""
   c = ml_collections.ConfigDict()
   c.model = "resnet20"
   c.dataset = "cifar10"

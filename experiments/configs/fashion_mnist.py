@@ -5,6 +5,7 @@ from experiments.configs import default
 
 
 def get_config():
+  """Fashion-MNIST ResNet-8, 6 epochs (2 fine-tune), Adam 2e-3 cosine, Hoyer-Square λs = 0.01, online energy pruning."""
   c = default.get_config()
   c.model = "resnet8"
   c.dataset = "fashion_mnist"

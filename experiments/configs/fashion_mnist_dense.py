@@ -4,6 +4,7 @@ from experiments.configs import fashion_mnist
 
 
 def get_config():
+  """The Fashion-MNIST config with SVD, regularization and pruning off."""
   c = fashion_mnist.get_config()
   c.svd.enabled = False
   c.reg.update(orthogonality=0.0, sparsity=0.0)

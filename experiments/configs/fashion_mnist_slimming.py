@@ -5,6 +5,7 @@ from experiments.configs import fashion_mnist_dense
 
 
 def get_config():
+  """The dense Fashion-MNIST config with BN-γ L1 1e-4 and 40 % of the BN channels slimmed after epoch 4."""
   c = fashion_mnist_dense.get_config()
   c.optimizer.bn_l1 = 1e-4
   c.slimming.update(enabled=True, amount=0.4, prune_epoch=4)

@@ -7,6 +7,7 @@ from experiments.configs import default
 
 
 def get_config():
+  """The defaults with every SVD layer at rank 8, no orthogonality or sparsity term and no final prune."""
   c = default.get_config()
   c.svd.default_rank = 8
   c.reg.update(orthogonality=0.0, sparsity=0.0)

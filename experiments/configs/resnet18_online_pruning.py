@@ -4,6 +4,7 @@ from experiments.configs import default
 
 
 def get_config():
+  """ResNet-18, 60 epochs (10 fine-tune), SGD 0.01 with 1/(epoch+1) LR, energy pruning every 5 epochs from epoch 5."""
   c = default.get_config()
   c.model = "resnet18"
   c.num_epochs = 60

@@ -9,6 +9,7 @@ from experiments.configs import default
 
 
 def get_config():
+  """The defaults as 164 epochs + 82 fine-tune epochs, Hoyer λs = 0.003, final prune at energy 0.01."""
   c = default.get_config()
   c.finetune_epochs = 82  # 164 with regularization, final energy prune, 82 fine-tune (λs = 0)
   c.num_epochs = 164 + 82

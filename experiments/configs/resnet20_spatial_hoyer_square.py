@@ -4,6 +4,7 @@ from experiments.configs import resnet20_channel_hoyer
 
 
 def get_config():
+  """``resnet20_channel_hoyer`` with spatial-wise decomposition and Hoyer-Square sparsity, λs = 0.001."""
   c = resnet20_channel_hoyer.get_config()
   c.svd.decomposition = "spatial"
   c.reg.sparsity_type, c.reg.sparsity = "hoyer_square", 0.001

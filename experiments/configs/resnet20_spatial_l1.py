@@ -4,6 +4,7 @@ from experiments.configs import resnet20_channel_hoyer
 
 
 def get_config():
+  """``resnet20_channel_hoyer`` with spatial-wise decomposition and L1 sparsity, λs = 0.0001."""
   c = resnet20_channel_hoyer.get_config()
   c.svd.decomposition = "spatial"
   c.reg.sparsity_type, c.reg.sparsity = "l1", 0.0001

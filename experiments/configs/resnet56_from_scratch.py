@@ -7,6 +7,7 @@ from experiments.configs import dense_baseline
 
 
 def get_config():
+  """Dense ResNet-56, 160 epochs SGD 0.1 (÷10 at 50 %/75 %), 10-epoch gate search, 50 % MACs budget."""
   c = dense_baseline.get_config()
   c.model = "resnet56"
   c.num_epochs = 160

@@ -23,9 +23,21 @@ def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
                 inner_widths: Mapping[str, int] | None = None, gated: bool = False) -> nn.Module:
   """The model ``name`` with SVD layers at ``ranks`` (overrides svd.ranks when given).
 
-  ``bn_axis_name`` (pmap training only) synchronizes BatchNorm statistics across devices.
-  ResNets only: ``inner_widths`` {block: width} narrows blocks' inner channels, ``gated`` adds
-  pruning-from-scratch gates (``jaxsvd.from_scratch``).
+  Args:
+    name: one of ``MODEL_NAMES``.
+    num_classes: the classifier's outputs.
+    svd: the SVD spec; None builds the dense model.
+    ranks: {layer path: rank} replacing ``svd.ranks`` (unused when ``svd`` is None).
+    bn_axis_name: (pmap training only) synchronizes BatchNorm statistics across devices.
+    inner_widths: ResNets only: {block: width} narrows blocks' inner channels.
+    gated: ResNets only: adds pruning-from-scratch gates (``jaxsvd.from_scratch``).
+
+  Returns:
+    The linen model (a ``ResNet`` or a ``VGG``).
+
+  Raises:
+    ValueError: if ``name`` is unknown, ``inner_widths``/``gated`` are given for a VGG, or ``inner_widths`` names
+      unknown blocks or widths that are not ints ≥ 1.
   """
   if name not in MODEL_NAMES:
     raise ValueError(f"model={name!r} is not one of {MODEL_NAMES}")
@@ -45,8 +57,18 @@ def in_mode(apply_fn: Callable, mode: str | None) -> Callable:
   """``apply_fn`` (a zoo model's or an ``svdify.SVDModel``'s bound ``.apply``) of the same model with its
   SVD layers in ``mode``.
 
-  The result is the same function to float tolerance; only the execution differs. ``mode=None``,
-  dense models and other functions are returned unchanged.
+  The result is the same function to float tolerance; only the execution differs.
+
+  Args:
+    apply_fn: the bound ``.apply`` to convert.
+    mode: one of ``layers.MODES``, or None.
+
+  Returns:
+    The ``.apply`` of the model in ``mode``; ``mode=None``, dense models and other functions are returned
+    unchanged.
+
+  Raises:
+    ValueError: if ``mode`` is not None and not one of ``layers.MODES``.
   """
   if mode is None:
     return apply_fn

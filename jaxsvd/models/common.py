@@ -18,6 +18,10 @@ from jaxsvd.validate import check_choice
 
 @dataclasses.dataclass(frozen=True)
 class SVDSpec:
+  """How a zoo model uses SVD layers: the decomposition, the execution mode, the ranks (frozen {layer path: rank};
+  other layers get ``default_rank``, None = full rank), and whether the first conv and the classifier stay dense.
+  Invalid fields raise a ``ValueError`` on construction.
+  """
   decomposition: str = "channel"
   mode: str = "auto"
   ranks: tuple[tuple[str, int], ...] = ()  # frozen {path: rank}; missing paths use default_rank
@@ -32,21 +36,64 @@ class SVDSpec:
     check_rank("svd.default_rank", self.default_rank, allow_none=True)
 
   def rank_of(self, path: str) -> int | None:
+    """The rank of the layer at ``path``.
+
+    Args:
+      path: the '/'-joined layer path.
+
+    Returns:
+      Its rank in ``ranks``, else ``default_rank`` (None = full rank).
+    """
     return dict(self.ranks).get(path, self.default_rank)
 
   def with_ranks(self, ranks: Mapping[str, int]) -> "SVDSpec":
+    """This spec with ``ranks`` replacing all its ranks.
+
+    Args:
+      ranks: {layer path: rank}.
+
+    Returns:
+      A new ``SVDSpec``.
+
+    Raises:
+      ValueError: if a rank, converted to int, is below 1.
+    """
     return dataclasses.replace(self, ranks=tuple(sorted((str(k), int(v)) for k, v in ranks.items())))
 
   def with_mode(self, mode: str) -> "SVDSpec":
+    """This spec with execution mode ``mode``.
+
+    Args:
+      mode: one of ``layers.MODES``.
+
+    Returns:
+      A new ``SVDSpec``.
+
+    Raises:
+      ValueError: if ``mode`` is not one of ``layers.MODES``.
+    """
     return dataclasses.replace(self, mode=mode)
 
   def to_dict(self) -> dict:
+    """The spec as a plain dict, ``ranks`` as a {path: rank} dict (``from_dict`` reads it back)."""
     d = dataclasses.asdict(self)
     d["ranks"] = dict(self.ranks)
     return d
 
   @classmethod
   def from_dict(cls, d: Mapping | None) -> "SVDSpec | None":
+    """The spec that ``to_dict`` wrote.
+
+    Args:
+      d: the dict, or None.
+
+    Returns:
+      The ``SVDSpec``, or None when ``d`` is None.
+
+    Raises:
+      ValueError: if a field is invalid.
+      TypeError: if ``d`` has a key that is not a field.
+    """
     if d is None:
       return None
     d = dict(d)
@@ -61,7 +108,20 @@ def _path(parent: nn.Module, name: str) -> str:
 def conv(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, kernel=(3, 3), strides=(1, 1),
          dense: bool = False) -> nn.Module:
   """Conv with symmetric k//2 padding (as the original CIFAR ResNets / PyTorch; XLA 'SAME' pads
-  stride-2 convs asymmetrically)."""
+  stride-2 convs asymmetrically).
+
+  Args:
+    parent: the module the layer belongs to (with ``name``, its path gives the layer's rank).
+    name: the layer's name.
+    svd: the model's SVD spec; None gives a dense conv.
+    features: output channels.
+    kernel: the kernel size; the padding is ``kernel[0] // 2`` on every side.
+    strides: the strides.
+    dense: keep this layer dense even when ``svd`` is given.
+
+  Returns:
+    An ``nn.Conv`` without bias, or a ``ConvSVD`` at ``svd.rank_of(path)``.
+  """
   padding = kernel[0] // 2
   if svd is None or dense:
     return nn.Conv(features, kernel, strides, padding, use_bias=False, kernel_init=default_kernel_init, name=name)
@@ -70,11 +130,33 @@ def conv(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, kerne
 
 
 def dense(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, force_dense: bool = False) -> nn.Module:
+  """A dense layer, or a ``DenseSVD`` at the layer's rank when ``svd`` is given.
+
+  Args:
+    parent: the module the layer belongs to (with ``name``, its path gives the layer's rank).
+    name: the layer's name.
+    svd: the model's SVD spec; None gives an ``nn.Dense``.
+    features: output features.
+    force_dense: keep this layer dense even when ``svd`` is given.
+
+  Returns:
+    An ``nn.Dense`` or a ``DenseSVD`` (both with bias).
+  """
   if svd is None or force_dense:
     return nn.Dense(features, kernel_init=default_kernel_init, name=name)
   return DenseSVD(features, rank=svd.rank_of(_path(parent, name)), mode=svd.mode, name=name)
 
 
 def batch_norm(train: bool, name: str, axis_name: str | None = None) -> nn.BatchNorm:
-  """BatchNorm; with ``axis_name`` the batch statistics are averaged over that device axis (sync BN)."""
+  """BatchNorm; with ``axis_name`` the batch statistics are averaged over that device axis (sync BN).
+
+  Args:
+    train: normalize with the batch statistics (and update the running averages) if True, else with the
+      running averages.
+    name: the layer's name.
+    axis_name: the device axis to average the statistics over, or None.
+
+  Returns:
+    The ``nn.BatchNorm`` (momentum 0.9, epsilon 1e-5).
+  """
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=axis_name, name=name)

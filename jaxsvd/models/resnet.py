@@ -19,6 +19,11 @@ from jaxsvd.validate import check_min_int
 
 
 class BasicBlock(nn.Module):
+  """A residual block: conv1 (3×3, stride ``strides``, ``inner`` outputs, default ``features``) → bn1 → optional
+  learnable per-channel ``gate`` → ReLU → conv2 (3×3, ``features``) → bn2, added to the shortcut, then ReLU. When
+  the stride or width changes, the shortcut is option A (subsampling + zero-padded channels) for ``shortcut='A'``
+  and otherwise option B (1×1 conv + BN projection).
+  """
   features: int
   strides: int
   svd: SVDSpec | None
@@ -49,6 +54,10 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
+  """A ResNet of ``BasicBlock``s: a 3×3 stem conv + BN + ReLU, ``stage_sizes[i]`` blocks of width ``widths[i]`` per
+  stage (the first block of every stage after the first has stride 2), global average pooling and the classifier.
+  ``svd`` (None: dense) gives the SVD layers; ``inner_widths`` and ``gated`` are passed to the blocks.
+  """
   stage_sizes: Sequence[int]
   widths: Sequence[int]
   num_classes: int = 10
@@ -64,6 +73,7 @@ class ResNet(nn.Module):
             for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)) for j in range(blocks)]
 
   def block_names(self) -> list[str]:
+    """The names of the residual blocks ('stage1_block0', ...), in order."""
     return [name for name, _, _ in self.blocks()]
 
   @nn.compact
@@ -81,7 +91,19 @@ class ResNet(nn.Module):
 
 
 def with_inner_widths(model: ResNet, inner_widths: Mapping[str, int] | None, gated: bool = False) -> ResNet:
-  """``model`` with blocks narrowed to ``inner_widths`` (validated: known blocks, ints ≥ 1) and gates if asked."""
+  """``model`` with blocks narrowed to ``inner_widths`` (validated: known blocks, ints ≥ 1) and gates if asked.
+
+  Args:
+    model: the ResNet.
+    inner_widths: {block name: inner width}; None or empty leaves every block at its standard width.
+    gated: whether the blocks get gates.
+
+  Returns:
+    A clone of ``model`` with these inner widths and ``gated``.
+
+  Raises:
+    ValueError: if ``inner_widths`` names a block the model does not have, or a width is not an int ≥ 1.
+  """
   inner_widths = dict(inner_widths or {})
   if unknown := sorted(set(inner_widths) - set(model.block_names())):
     raise ValueError(f"inner_widths names {unknown}, which are not blocks of the model ({model.block_names()})")
@@ -92,6 +114,21 @@ def with_inner_widths(model: ResNet, inner_widths: Mapping[str, int] | None, gat
 
 def resnet_cifar(depth: int, num_classes: int = 10, svd: SVDSpec | None = None, shortcut: str = "A",
                  bn_axis_name: str | None = None) -> ResNet:
+  """The CIFAR ResNet-``depth``: 3 stages of (depth − 2) / 6 blocks, of widths 16, 32 and 64.
+
+  Args:
+    depth: 6n + 2 with n ≥ 1 (8, 20, 32, 56, 110, ...).
+    num_classes: the classifier's outputs.
+    svd: the SVD spec; None builds the dense model.
+    shortcut: 'A' (subsampling + zero-padding) or 'B' (1×1 conv + BN projection).
+    bn_axis_name: device axis for synchronized BatchNorm, or None.
+
+  Returns:
+    The ``ResNet``.
+
+  Raises:
+    ValueError: if ``depth`` is not of the form 6n + 2 ≥ 8.
+  """
   if depth < 8 or (depth - 2) % 6:
     raise ValueError(f"CIFAR ResNet depth must be 6n+2 (8, 20, 32, 56, 110, ...), got {depth}")
   n = (depth - 2) // 6
@@ -99,4 +136,14 @@ def resnet_cifar(depth: int, num_classes: int = 10, svd: SVDSpec | None = None, 
 
 
 def resnet18(num_classes: int = 10, svd: SVDSpec | None = None, bn_axis_name: str | None = None) -> ResNet:
+  """The CIFAR ResNet-18: 4 stages of 2 blocks, of widths 64, 128, 256 and 512, with option-B shortcuts.
+
+  Args:
+    num_classes: the classifier's outputs.
+    svd: the SVD spec; None builds the dense model.
+    bn_axis_name: device axis for synchronized BatchNorm, or None.
+
+  Returns:
+    The ``ResNet``.
+  """
   return ResNet((2, 2, 2, 2), (64, 128, 256, 512), num_classes, svd, "B", bn_axis_name)

@@ -18,6 +18,9 @@ CFGS = {
 
 
 class VGG(nn.Module):
+  """VGG with BatchNorm: each ``cfg`` entry is a 3×3 conv of that width + BN + ReLU, or 'M' for a 2×2 max-pool;
+  then global average pooling and the classifier. ``svd`` (None: dense) gives the SVD layers.
+  """
   cfg: Sequence[int | str]
   num_classes: int = 10
   svd: SVDSpec | None = None
@@ -40,6 +43,20 @@ class VGG(nn.Module):
 
 
 def vgg(depth: int, num_classes: int = 10, svd: SVDSpec | None = None, bn_axis_name: str | None = None) -> VGG:
+  """VGG-``depth`` with the layer list ``CFGS[depth]``.
+
+  Args:
+    depth: 11, 13, 16 or 19.
+    num_classes: the classifier's outputs.
+    svd: the SVD spec; None builds the dense model.
+    bn_axis_name: device axis for synchronized BatchNorm, or None.
+
+  Returns:
+    The ``VGG``.
+
+  Raises:
+    ValueError: if ``depth`` is not in ``CFGS``.
+  """
   if depth not in CFGS:
     raise ValueError(f"VGG depth={depth} is not one of {tuple(CFGS)}")
   return VGG(CFGS[depth], num_classes, svd, bn_axis_name)

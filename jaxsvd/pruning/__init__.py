@@ -6,6 +6,9 @@
   slimming      network slimming (Liu et al. 2017): one global |γ| threshold over all norm layers
   from_scratch  pruning from scratch (Wang et al. 2020): gates on the random init, MACs-budget bisection
   schedule      when events fire (``Schedule``) and when fine-tuning begins (``Phases``)
+
+A mask is a bool array shaped like its leaf (True = kept / selected) or a Python bool for the whole leaf, keyed
+by the leaf's '/'-joined path (``jaxsvd.tree``).
 """
 
 from jaxsvd.pruning import from_scratch, masks, rank, schedule, slimming

@@ -14,9 +14,7 @@ a *randomly initialized* network, then trained from scratch.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
-import jax
 import numpy as np
 import optax
 
@@ -33,7 +31,14 @@ def _is_gate(path: str, leaf) -> bool:
 
 
 def gate_masks(params) -> masks_lib.Masks:
-  """Whole-leaf masks {'<block>/gate': True} of every gate leaf."""
+  """Whole-leaf masks {'<block>/gate': True} of every gate leaf.
+
+  Args:
+    params: the gated model's params (gates are the leaves named 'gate').
+
+  Returns:
+    {gate leaf path: True}.
+  """
   return masks_lib.select(params, _is_gate)
 
 
@@ -46,7 +51,11 @@ def gate_optimizer(params, learning_rate: float, l1: float) -> optax.GradientTra
     l1: λ of the L1 penalty on the gates.
 
   Returns:
-    The optax transform.
+    The optax transform: ``l1_subgradient(l1, gates)`` chained with ``multi_transform`` (Adam on the gates,
+    ``set_to_zero`` elsewhere).
+
+  Raises:
+    ValueError: if ``learning_rate`` or ``l1`` is negative.
   """
   check_nonnegative("from_scratch.l1", l1)
   check_nonnegative("from_scratch.learning_rate", learning_rate)
@@ -57,13 +66,28 @@ def gate_optimizer(params, learning_rate: float, l1: float) -> optax.GradientTra
 
 
 def gates(params) -> dict[str, np.ndarray]:
-  """{block path: |α|} of every gated block."""
+  """{block path: |α|} of every gated block.
+
+  Args:
+    params: the gated model's params.
+
+  Returns:
+    {path of the gate's parent: |gate| as a float64 numpy array}.
+  """
   return {path.rsplit("/", 1)[0]: np.abs(np.asarray(leaf, np.float64))
           for path, leaf in leaves_by_path(params).items() if _is_gate(path, leaf)}
 
 
 def widths_at(gate_values: Mapping[str, np.ndarray], threshold: float) -> dict[str, int]:
-  """Inner width per block: its gates above ``threshold``, at least 1."""
+  """Inner width per block: its gates above ``threshold``, at least 1.
+
+  Args:
+    gate_values: {block path: |α|}, e.g. from ``gates``.
+    threshold: the global threshold t.
+
+  Returns:
+    {block path: max(1, #{j : |α_j| > t})}.
+  """
   return {path: max(1, int(np.sum(g > threshold))) for path, g in gate_values.items()}
 
 
@@ -73,6 +97,18 @@ def widths_for_budget(gate_values: Mapping[str, np.ndarray], macs_of: Callable[[
 
   ``macs_of(widths)`` gives an architecture's MACs (e.g. via ``flops.count``). Raises if even one channel
   per block exceeds the budget.
+
+  Args:
+    gate_values: {block path: |α|}, e.g. from ``gates``.
+    macs_of: ``macs_of({block path: width}) -> MACs``; assumed non-increasing as widths shrink.
+    budget: the fraction of the unpruned MACs allowed, in (0, 1].
+
+  Returns:
+    ``widths_at(gate_values, t)`` for the smallest t (−inf or one of the |α| values) with
+    MACs ≤ budget · MACs(all gates kept), found by binary search.
+
+  Raises:
+    ValueError: if ``budget`` ∉ (0, 1], there are no gates, or one channel per block exceeds the budget.
   """
   check_in_range("from_scratch.budget", budget, 0.0, 1.0, low_closed=False, high_closed=True)
   if not gate_values:

@@ -41,7 +41,15 @@ Masks = dict[str, Any]  # {leaf path: bool array shaped like the leaf, or a bool
 
 
 def is_kernel(path: str, leaf) -> bool:
-  """The default selection: weight matrices/kernels (leaves named 'kernel', ≥ 2-D)."""
+  """The default selection: weight matrices/kernels (leaves named 'kernel', ≥ 2-D).
+
+  Args:
+    path: the leaf's '/'-joined path.
+    leaf: the leaf (only its ndim is used).
+
+  Returns:
+    True iff the last key of ``path`` is 'kernel' and the leaf has ≥ 2 dimensions.
+  """
   return path.rsplit("/", 1)[-1] == "kernel" and np.ndim(leaf) >= 2
 
 
@@ -58,11 +66,25 @@ def _count(amount: Amount, n: int, what: str) -> int:
 
 
 def _kept(shape, mask) -> np.ndarray:
-  return np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
+  """The mask as a bool array of ``shape`` (None: all kept; a Python bool: the whole leaf)."""
+  return np.ones(shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape).copy()
 
 
 def prune_smallest(scores: np.ndarray, kept: np.ndarray, amount: Amount, what: str = "entries") -> np.ndarray:
-  """``kept`` with the k = amount·(kept count) kept entries of smallest score set False (ties: lower index first)."""
+  """``kept`` with the k = amount·(kept count) kept entries of smallest score set False (ties: lower index first).
+
+  Args:
+    scores: one score per entry (any shape with ``kept``'s size).
+    kept: bool array, True where an entry is still kept; only those entries are candidates and counted.
+    amount: a fraction in [0, 1] (k = round(amount · kept count)) or an int count k.
+    what: the name of the entries in errors ('entries', 'slices').
+
+  Returns:
+    A new bool array shaped like ``kept``.
+
+  Raises:
+    ValueError: if ``amount`` is not a fraction in [0, 1] or an int in [0, kept count] (bools rejected).
+  """
   flat_kept = kept.ravel()
   idx = np.flatnonzero(flat_kept)
   k = _count(amount, idx.size, what)
@@ -73,13 +95,38 @@ def prune_smallest(scores: np.ndarray, kept: np.ndarray, amount: Amount, what: s
 
 
 def l1_unstructured(weight, amount: Amount, mask=None) -> jax.Array:
-  """Mask pruning the entries of smallest |w| (among those ``mask`` still keeps)."""
+  """Mask pruning the entries of smallest |w| (among those ``mask`` still keeps).
+
+  Args:
+    weight: the leaf w.
+    amount: a fraction of the still-kept entries, or an int count of them.
+    mask: the leaf's current bool mask (None: all kept).
+
+  Returns:
+    A bool mask shaped like ``weight``: ``mask`` with k more entries False.
+
+  Raises:
+    ValueError: on a bad ``amount`` (see ``prune_smallest``).
+  """
   w = np.asarray(weight)
   return jnp.asarray(prune_smallest(np.abs(w), _kept(w.shape, mask), amount))
 
 
 def random_unstructured(key, weight, amount: Amount, mask=None) -> jax.Array:
-  """Mask pruning entries chosen uniformly at random (among those ``mask`` still keeps)."""
+  """Mask pruning entries chosen uniformly at random (among those ``mask`` still keeps).
+
+  Args:
+    key: a PRNG key; the entries with the smallest ``jax.random.uniform(key, shape)`` scores are pruned.
+    weight: the leaf (only its shape is used).
+    amount: a fraction of the still-kept entries, or an int count of them.
+    mask: the leaf's current bool mask (None: all kept).
+
+  Returns:
+    A bool mask shaped like ``weight``: ``mask`` with k more entries False.
+
+  Raises:
+    ValueError: on a bad ``amount`` (see ``prune_smallest``).
+  """
   scores = np.asarray(jax.random.uniform(key, np.shape(weight)))
   return jnp.asarray(prune_smallest(scores, _kept(np.shape(weight), mask), amount))
 
@@ -88,6 +135,19 @@ def ln_structured(weight, amount: Amount, n: float = 2, axis: int = -1, mask=Non
   """Mask pruning whole slices along ``axis`` with the smallest Lₙ norm (over all other axes).
 
   Norms are of the masked weight; slices that ``mask`` has already removed entirely are not counted.
+
+  Args:
+    weight: the leaf w.
+    amount: a fraction of the still-alive slices, or an int count of them.
+    n: the norm's order (> 0, or ``np.inf``): ‖x‖ₙ = (Σ|x_j|ⁿ)^(1/n) over each slice's entries.
+    axis: the axis whose slices are pruned (-1: a kernel's output channels).
+    mask: the leaf's current bool mask (None: all kept).
+
+  Returns:
+    A bool mask shaped like ``weight``: ``mask`` with k more whole slices False.
+
+  Raises:
+    ValueError: if ``n`` is not > 0 or inf, or on a bad ``amount`` (see ``prune_smallest``).
   """
   if not (n == np.inf or (isinstance(n, (int, float)) and n > 0)):
     raise ValueError(f"ln_structured: n must be > 0 or inf, got {n!r}")
@@ -108,21 +168,52 @@ def _selected(params, select: Callable[[str, Any], bool]) -> dict[str, Any]:
 
 
 def select(params, fn: Callable[[str, Any], bool]) -> Masks:
-  """Whole-leaf masks {path: True} for every leaf of ``params`` that ``fn(path, leaf)`` selects."""
+  """Whole-leaf masks {path: True} for every leaf of ``params`` that ``fn(path, leaf)`` selects.
+
+  Args:
+    params: a params pytree.
+    fn: ``fn(path, leaf) -> bool``.
+
+  Returns:
+    {path: True} for the selected leaves.
+  """
   return {p: True for p in _selected(params, fn)}
 
 
 def layerwise(params, fn: Callable[[Any, Any], jax.Array], masks: Mapping[str, Any] | None = None,
               select: Callable[[str, Any], bool] = is_kernel) -> Masks:
   """{path: fn(leaf, its current mask or None)} for every selected leaf, e.g.
-  ``layerwise(params, lambda w, m: l1_unstructured(w, 0.3, m))``."""
+  ``layerwise(params, lambda w, m: l1_unstructured(w, 0.3, m))``.
+
+  Args:
+    params: a params pytree.
+    fn: ``fn(leaf, mask or None) -> mask``.
+    masks: the current masks (None: none).
+    select: ``select(path, leaf) -> bool`` picks the leaves (default: ``is_kernel``).
+
+  Returns:
+    ``masks`` updated with the new mask of every selected leaf (masks of other leaves kept).
+  """
   masks = masks or {}
   return {**masks, **{p: fn(w, masks.get(p)) for p, w in _selected(params, select).items()}}
 
 
 def global_unstructured(params, amount: Amount, masks: Mapping[str, Any] | None = None,
                         select: Callable[[str, Any], bool] = is_kernel) -> Masks:
-  """Masks pruning, over all selected leaves together, the k = round(amount·N) kept entries of smallest |w|."""
+  """Masks pruning, over all selected leaves together, the k = round(amount·N) kept entries of smallest |w|.
+
+  Args:
+    params: a params pytree.
+    amount: a fraction of the N entries still kept over all selected leaves, or an int count k.
+    masks: the current masks (None: none); their kept entries are the candidates.
+    select: ``select(path, leaf) -> bool`` picks the leaves (default: ``is_kernel``).
+
+  Returns:
+    ``masks`` updated with a bool mask for every selected leaf (one global |w| threshold).
+
+  Raises:
+    ValueError: if no leaf is selected, or on a bad ``amount`` (see ``prune_smallest``).
+  """
   masks = masks or {}
   leaves = _selected(params, select)
   if not leaves:
@@ -137,12 +228,12 @@ def global_unstructured(params, amount: Amount, masks: Mapping[str, Any] | None 
   return out
 
 
-def _check_paths(params, masks: Mapping[str, Any], whole_leaf_ok: bool = False) -> dict[str, Any]:
+def _check_paths(params, masks: Mapping[str, Any]) -> dict[str, Any]:
   leaves = leaves_by_path(params)
   for path, m in masks.items():
     if path not in leaves:
       raise ValueError(f"mask for {path!r} has no leaf in params")
-    if whole_leaf_ok and isinstance(m, bool):
+    if isinstance(m, (bool, np.bool_)):
       continue
     if np.shape(m) != np.shape(leaves[path]):
       raise ValueError(f"mask for {path!r} has shape {np.shape(m)}, the leaf {np.shape(leaves[path])}")
@@ -151,24 +242,46 @@ def _check_paths(params, masks: Mapping[str, Any], whole_leaf_ok: bool = False) 
 
 def make_permanent(params, masks: Mapping[str, Any]):
   """params with w ⊙ m on every masked leaf: the pruned entries become exact zeros (masks may then be dropped;
-  without ``keep_pruned`` further training lets them regrow)."""
+  without ``keep_pruned`` further training lets them regrow).
+
+  Args:
+    params: a params pytree.
+    masks: {leaf path: bool array shaped like the leaf}.
+
+  Returns:
+    A pytree like ``params``; unmasked leaves are unchanged.
+
+  Raises:
+    ValueError: if a mask's path is not a leaf of ``params`` or its shape differs from the leaf's (so a
+      whole-leaf Python bool is rejected too).
+  """
   _check_paths(params, masks)
   return jax.tree_util.tree_map_with_path(
       lambda kp, w: w * jnp.asarray(masks[path_str(kp)], w.dtype) if path_str(kp) in masks else w, params)
 
 
 class KeepPrunedState(NamedTuple):
+  """The optax state of ``keep_pruned``: ``masks`` {leaf path: bool array} (copies of the masks it was built
+  with, replaceable with ``optax.tree_utils.tree_set``)."""
   masks: Masks
 
 
 def keep_pruned(masks: Mapping[str, Any]) -> optax.GradientTransformation:
   """u ← u ⊙ m on every masked leaf (put it last in the chain): pruned weights that are zero stay zero,
   whatever the optimizer, momentum or weight decay do. The masks live in the optax state (so they are
-  checkpointed with it); replace them with ``optax.tree_utils.tree_set(opt_state, masks=new)``."""
+  checkpointed with it); replace them with ``optax.tree_utils.tree_set(opt_state, masks=new)``.
+
+  Args:
+    masks: {leaf path: bool array shaped like the leaf}.
+
+  Returns:
+    An ``optax.GradientTransformation``; its ``init`` raises ValueError if a mask's path is not a leaf of the
+    params or its shape differs (whole-leaf bools included), and its state is a ``KeepPrunedState``.
+  """
 
   def init_fn(params):
-    _check_paths(params, masks)
-    return KeepPrunedState({p: jnp.array(m, bool) for p, m in masks.items()})  # copies: no shared (donated) buffers
+    leaves = _check_paths(params, masks)  # full-shape copies: no shared (donated) buffers
+    return KeepPrunedState({p: jnp.array(_kept(np.shape(leaves[p]), m)) for p, m in masks.items()})
 
   def update_fn(updates, state, params=None):
     del params
@@ -180,7 +293,16 @@ def keep_pruned(masks: Mapping[str, Any]) -> optax.GradientTransformation:
 
 
 def sparsity(masks: Mapping[str, Any]) -> dict[str, float]:
-  """Fraction of pruned entries per masked leaf, and over all of them ('total')."""
+  """Fraction of pruned entries per masked leaf, and over all of them ('total').
+
+  Args:
+    masks: {leaf path: bool mask}.
+
+  Returns:
+    {leaf path: 1 − mean(m)} plus 'total': pruned entries / all masked entries (0.0 if there are none).
+  """
+  if bools := sorted(p for p, m in masks.items() if isinstance(m, (bool, np.bool_))):
+    raise ValueError(f"sparsity needs array masks (entry counts); {bools} are whole-leaf bools")
   per = {p: 1.0 - float(np.mean(np.asarray(m))) for p, m in masks.items()}
   total = sum(np.size(m) for m in masks.values())
   pruned = sum(np.size(m) - int(np.sum(np.asarray(m))) for m in masks.values())
@@ -189,12 +311,21 @@ def sparsity(masks: Mapping[str, Any]) -> dict[str, float]:
 
 def l1_subgradient(strength: float, masks: Mapping[str, Any]) -> optax.GradientTransformation:
   """g ← g + λ·sign(θ)·m on the masked leaves: the subgradient of λ·‖θ ⊙ m‖₁ (network slimming on BN γ,
-  pruning-from-scratch gates). Leaves without a mask are unchanged; masks are checked against params."""
+  pruning-from-scratch gates). Leaves without a mask are unchanged; masks are checked against params.
+
+  Args:
+    strength: λ.
+    masks: {leaf path: bool array shaped like the leaf, or a Python bool for the whole leaf}.
+
+  Returns:
+    A stateless ``optax.GradientTransformation``. Its ``update`` needs ``params`` and raises ValueError when
+    they are missing, when a mask's path is not a leaf, or when an array mask's shape differs from the leaf's.
+  """
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError("l1_subgradient needs params in update()")
-    _check_paths(params, masks, whole_leaf_ok=True)
+    _check_paths(params, masks)
 
     def add(kp, g, p):
       m = masks.get(path_str(kp))
@@ -209,6 +340,15 @@ def l1_subgradient(strength: float, masks: Mapping[str, Any]) -> optax.GradientT
 
 def label_fn(masks: Mapping[str, Any], on: str, off: str) -> Callable[[Any], Any]:
   """params → a label tree (``on`` for leaves whose whole-leaf mask is True, ``off`` elsewhere), the form
-  ``optax.multi_transform`` and ``optax.partition`` take."""
+  ``optax.multi_transform`` and ``optax.partition`` take.
+
+  Args:
+    masks: {leaf path: mask}; only the Python value ``True`` labels a leaf ``on`` (array masks give ``off``).
+    on: the label of selected leaves.
+    off: the label of every other leaf.
+
+  Returns:
+    A function ``params -> label tree`` shaped like params.
+  """
   return lambda params: jax.tree_util.tree_map_with_path(lambda kp, _: on if masks.get(path_str(kp)) is True else off,
                                                          params)

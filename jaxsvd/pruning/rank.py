@@ -36,7 +36,12 @@ OPT_STATE_POLICIES = ("reinit", "slice")
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-  """How many directions each SVD layer keeps. Config fields: strategy, energy, prune_by, threshold, ..."""
+  """How many directions each SVD layer keeps. Config fields: strategy, energy, prune_by, threshold, ...
+
+  ``name`` picks the rule of the module doc ('count' | 'threshold' | 'ratio' | 'energy'); the other fields are
+  the rules' parameters, each used by its rule only. Construction raises ValueError on an unknown name or
+  threshold_mode, energy ∉ (0, 1), reduce_by ∉ [0, 1), prune_by < 0 or threshold < 0.
+  """
   name: str = "energy"
   energy: float = 0.1  # e: fraction of Σ s² that may be dropped
   prune_by: int = 1
@@ -54,13 +59,27 @@ class Strategy:
 
   @classmethod
   def from_config(cls, cfg: Any, section: str = "pruning") -> Strategy:
-    """From a config section (its ``strategy`` field is the name); errors name ``section.field``."""
+    """From a config section (its ``strategy`` field is the name); errors name ``section.field``.
+
+    Args:
+      cfg: a mapping or ConfigDict; fields the dataclass does not declare are ignored.
+      section: the section's name, used in error messages.
+
+    Returns:
+      The ``Strategy``.
+
+    Raises:
+      ValueError: on an invalid field (see the class doc).
+    """
     return dataclass_from_config(cls, cfg, section, aliases={"strategy": "name"})
 
 
 @dataclasses.dataclass(frozen=True)
 class Floors:
-  """Lower bounds on every kept rank: k ≥ min_rank and k ≥ ceil(min_decay · original rank)."""
+  """Lower bounds on every kept rank: k ≥ min_rank and k ≥ ceil(min_decay · original rank).
+
+  Construction raises ValueError unless min_rank is an int ≥ 1 and min_decay ∈ [0, 1].
+  """
   min_rank: int = 1
   min_decay: float = 0.0
 
@@ -70,10 +89,31 @@ class Floors:
 
   @classmethod
   def from_config(cls, cfg: Any, section: str = "pruning") -> Floors:
+    """From a config section's ``min_rank``/``min_decay`` fields; errors name ``section.field``.
+
+    Args:
+      cfg: a mapping or ConfigDict; fields the dataclass does not declare are ignored.
+      section: the section's name, used in error messages.
+
+    Returns:
+      The ``Floors``.
+
+    Raises:
+      ValueError: on an invalid field (see the class doc).
+    """
     return dataclass_from_config(cls, cfg, section)
 
   def apply(self, k: int, rank: int, original_rank: int) -> int:
-    """k raised to the floors, at most the current ``rank``."""
+    """k raised to the floors, at most the current ``rank``.
+
+    Args:
+      k: the number of directions a strategy keeps.
+      rank: the layer's current rank r.
+      original_rank: its rank at init (for ``min_decay``).
+
+    Returns:
+      min(r, max(k, min_rank, ceil(min_decay · original_rank), 1)).
+    """
     floor = max(self.min_rank, math.ceil(self.min_decay * original_rank - 1e-9))
     return int(min(rank, max(k, floor, 1)))
 
@@ -81,20 +121,56 @@ class Floors:
 # ---- strategies: sorted |s| (descending, float64 numpy) -> number of directions to keep ----
 
 def keep_count_by_count(s_sorted: np.ndarray, strategy: Strategy) -> int:
+  """The 'count' rule: k = r − prune_by.
+
+  Args:
+    s_sorted: |s| sorted descending.
+    strategy: supplies ``prune_by``.
+
+  Returns:
+    r − prune_by (may be ≤ 0; ``Floors.apply`` raises it).
+  """
   return len(s_sorted) - strategy.prune_by
 
 
 def keep_count_by_threshold(s_sorted: np.ndarray, strategy: Strategy) -> int:
+  """The 'threshold' rule: k = #{i : |s_i| ≥ t}.
+
+  Args:
+    s_sorted: |s| sorted descending.
+    strategy: supplies ``threshold`` and ``threshold_mode``.
+
+  Returns:
+    The count, with t = threshold ('absolute', or empty s) or t = threshold · max|s| ('relative').
+  """
   relative = strategy.threshold_mode == "relative" and len(s_sorted)
   t = strategy.threshold * (s_sorted[0] if relative else 1.0)
   return int(np.sum(s_sorted >= t))
 
 
 def keep_count_by_ratio(s_sorted: np.ndarray, strategy: Strategy) -> int:
+  """The 'ratio' rule: k = ceil(r · (1 − reduce_by)).
+
+  Args:
+    s_sorted: |s| sorted descending (only its length r is used).
+    strategy: supplies ``reduce_by``.
+
+  Returns:
+    ceil(r · (1 − reduce_by)), with a 1e-9 tolerance against float error.
+  """
   return math.ceil(len(s_sorted) * (1.0 - strategy.reduce_by) - 1e-9)
 
 
 def keep_count_by_energy(s_sorted: np.ndarray, strategy: Strategy) -> int:
+  """The 'energy' rule: the smallest k with Σ_{i≤k} s_i² ≥ (1 − e)·Σ_i s_i², e = ``strategy.energy``.
+
+  Args:
+    s_sorted: |s| sorted descending.
+    strategy: supplies ``energy``.
+
+  Returns:
+    That k (the comparison has a 1e-12 relative tolerance); 0 if s is empty or all zero.
+  """
   cumulative = np.cumsum(s_sorted**2)
   if len(cumulative) == 0 or cumulative[-1] <= 0:
     return 0
@@ -108,7 +184,17 @@ STRATEGY_FNS: dict[str, Callable[[np.ndarray, Strategy], int]] = {
 
 
 def keep_indices(s: np.ndarray, original_rank: int, strategy: Strategy, floors: Floors = Floors()) -> np.ndarray:
-  """Indices (into ``s``) of the directions kept, in descending |s| order."""
+  """Indices (into ``s``) of the directions kept, in descending |s| order.
+
+  Args:
+    s: a layer's singular values (host array).
+    original_rank: the layer's rank at init (for ``floors.min_decay``).
+    strategy: the rule giving the number k to keep from |s| sorted descending.
+    floors: bounds applied to k (``Floors.apply``).
+
+  Returns:
+    The first k indices of a stable argsort of −|s| (ties: lower index first).
+  """
   order = np.argsort(-np.abs(s), kind="stable")
   k = floors.apply(STRATEGY_FNS[strategy.name](np.abs(s)[order], strategy), len(s), original_rank)
   return order[:k]
@@ -116,6 +202,8 @@ def keep_indices(s: np.ndarray, original_rank: int, strategy: Strategy, floors: 
 
 @dataclasses.dataclass(frozen=True)
 class LayerReport:
+  """One SVD layer's outcome of ``prune``: its rank before and after, and kept_energy = Σ_kept s_i² / Σ s_i²
+  (1.0 when Σ s_i² = 0)."""
   old_rank: int
   new_rank: int
   kept_energy: float  # Σ kept s² / Σ s²
@@ -123,18 +211,23 @@ class LayerReport:
 
 @dataclasses.dataclass(frozen=True)
 class PruneReport:
+  """What ``prune`` did: ``layers`` {layer path: LayerReport} and ``keep`` {layer path: indices into the old s
+  of the kept directions, in descending |s| order} (what ``slice_opt_state`` slices by)."""
   layers: dict[str, LayerReport]
   keep: dict[str, np.ndarray]  # per layer: indices kept (into the old s)
 
   @property
   def changed(self) -> bool:
+    """Whether any layer's rank changed."""
     return any(r.old_rank != r.new_rank for r in self.layers.values())
 
   @property
   def ranks(self) -> dict[str, int]:
+    """{layer path: new rank}."""
     return {p: r.new_rank for p, r in self.layers.items()}
 
   def summary(self) -> str:
+    """One line: total rank before -> after, over how many SVD layers."""
     old = sum(r.old_rank for r in self.layers.values())
     new = sum(r.new_rank for r in self.layers.values())
     return f"pruned total rank {old} -> {new} over {len(self.layers)} SVD layers"
@@ -150,10 +243,11 @@ def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks:
     original_ranks: {layer path: rank at init} for ``floors.min_decay`` (default: the current ranks).
 
   Returns:
-    (new_params, new_ranks {path: rank}, PruneReport).
+    (new_params, new_ranks {path: rank}, PruneReport). In new_params each SVD layer's U, s, V hold only the
+    kept directions, reordered by descending |s| (the layer's function is unchanged by the reordering).
 
   Raises:
-    ValueError naming the layer if any s holds NaN/Inf (nothing is pruned then).
+    ValueError: naming the layer if any s holds NaN/Inf (nothing is pruned then).
   """
   layers = dict(iter_svd_layers(params))
   host_s = {path: np.asarray(jax.device_get(node["s"]), np.float64) for path, node in layers.items()}
@@ -179,7 +273,15 @@ def _take_last(x, idx: np.ndarray) -> jax.Array:
 
 
 def slice_layer(node: Mapping, idx: np.ndarray) -> dict:
-  """An SVD layer's params keeping only the directions ``idx`` of U, s and V (other leaves as they are)."""
+  """An SVD layer's params keeping only the directions ``idx`` of U, s and V (other leaves as they are).
+
+  Args:
+    node: an SVD layer's params {'U', 's', 'V', ...}.
+    idx: indices of the directions to keep, in the order wanted.
+
+  Returns:
+    A new dict with U[:, idx], s[idx], V[:, idx] (gathered on the host).
+  """
   return {**node, "U": _take_last(node["U"], idx), "s": _take_last(node["s"], idx), "V": _take_last(node["V"], idx)}
 
 
@@ -194,6 +296,14 @@ def slice_opt_state(opt_state, old_params, keep: Mapping[str, np.ndarray]):
 
   Leaves are matched to params by their trailing dict-key path and shape; counts and schedule state are
   left as they are.
+
+  Args:
+    opt_state: the optimizer state for ``old_params``.
+    old_params: the params before pruning (for the shapes of U/s/V).
+    keep: {SVD layer path: kept indices}, i.e. ``PruneReport.keep``.
+
+  Returns:
+    The optimizer state with every matching leaf replaced by leaf[..., keep[layer]].
   """
   shapes = _param_shapes(old_params)
 
@@ -210,7 +320,18 @@ def slice_opt_state(opt_state, old_params, keep: Mapping[str, np.ndarray]):
 
 
 def reinit_opt_state(tx, new_params, old_opt_state):
-  """``tx.init(new_params)`` with every non-param leaf (step counts, schedule state) kept from the old state."""
+  """``tx.init(new_params)`` with every non-param leaf (step counts, schedule state) kept from the old state.
+
+  A leaf is param-like when its trailing dict-key path names a leaf of ``new_params`` of the same shape.
+
+  Args:
+    tx: the optax transformation.
+    new_params: the pruned params.
+    old_opt_state: the state before pruning; must have the tree structure of ``tx.init(new_params)``.
+
+  Returns:
+    The fresh state's param-like leaves (zeroed moments) and the old state's other leaves.
+  """
   fresh = tx.init(new_params)
   shapes = _param_shapes(new_params)
 
@@ -223,7 +344,22 @@ def reinit_opt_state(tx, new_params, old_opt_state):
 
 
 def opt_state_after(tx, opt_state, old_params, new_params, report: PruneReport, policy: str):
-  """The optimizer state for ``new_params``: ``policy`` 'reinit' or 'slice' (see the module doc)."""
+  """The optimizer state for ``new_params``: ``policy`` 'reinit' or 'slice' (see the module doc).
+
+  Args:
+    tx: the optax transformation (used by 'reinit').
+    opt_state: the state before pruning.
+    old_params: the params before pruning (used by 'slice').
+    new_params: the pruned params (used by 'reinit').
+    report: the ``PruneReport`` of the pruning (its ``keep``, used by 'slice').
+    policy: 'reinit' (``reinit_opt_state``) or 'slice' (``slice_opt_state``).
+
+  Returns:
+    The new optimizer state.
+
+  Raises:
+    ValueError: if ``policy`` is neither.
+  """
   check_choice("opt_state", policy, OPT_STATE_POLICIES)
   if policy == "slice":
     return slice_opt_state(opt_state, old_params, report.keep)
@@ -231,6 +367,20 @@ def opt_state_after(tx, opt_state, old_params, new_params, report: PruneReport, 
 
 
 def update_state(state, new_params, apply_fn, report: PruneReport, policy: str):
-  """A ``TrainState`` at the new ranks: new params and apply fn, optimizer state re-initialized or sliced."""
+  """A ``TrainState`` at the new ranks: new params and apply fn, optimizer state re-initialized or sliced.
+
+  Args:
+    state: the train state before pruning (its ``tx``, ``opt_state`` and ``params`` are used).
+    new_params: the pruned params.
+    apply_fn: the apply function of the model at the new ranks.
+    report: the ``PruneReport`` of the pruning.
+    policy: 'reinit' or 'slice' (``opt_state_after``).
+
+  Returns:
+    ``state.replace(params=new_params, opt_state=..., apply_fn=apply_fn)``.
+
+  Raises:
+    ValueError: if ``policy`` is neither.
+  """
   opt_state = opt_state_after(state.tx, state.opt_state, state.params, new_params, report, policy)
   return state.replace(params=new_params, opt_state=opt_state, apply_fn=apply_fn)

@@ -16,7 +16,11 @@ from jaxsvd.validate import check_min_int, dataclass_from_config
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-  """Epochs after which a recurring event is due. ``stop=None``: no bound besides the caller's ``last``."""
+  """Epochs after which a recurring event is due. ``stop=None``: no bound besides the caller's ``last``.
+
+  Due after epochs start, start + every, ... ≤ stop. Construction raises ValueError unless every, start (and
+  stop, when given) are ints ≥ 1.
+  """
   every: int = 1
   start: int = 1
   stop: int | None = None
@@ -29,16 +33,44 @@ class Schedule:
 
   @classmethod
   def once(cls, epoch: int) -> Schedule:
-    """Due after ``epoch`` only."""
+    """Due after ``epoch`` only.
+
+    Args:
+      epoch: the (1-based) epoch.
+
+    Returns:
+      ``Schedule(every=1, start=epoch, stop=epoch)``.
+
+    Raises:
+      ValueError: if ``epoch`` is not an int ≥ 1.
+    """
     return cls(every=1, start=epoch, stop=epoch)
 
   @classmethod
   def from_config(cls, cfg: Any, section: str = "pruning") -> Schedule:
-    """From a config section's ``every``/``start``/``stop`` fields; errors name ``section.field``."""
+    """From a config section's ``every``/``start``/``stop`` fields; errors name ``section.field``.
+
+    Args:
+      cfg: a mapping or ConfigDict; fields the dataclass does not declare are ignored.
+      section: the section's name, used in error messages.
+
+    Returns:
+      The ``Schedule``.
+
+    Raises:
+      ValueError: on an invalid field (see the class doc).
+    """
     return dataclass_from_config(cls, cfg, section)
 
   def last(self, limit: int) -> int:
-    """The last epoch that may fire, given the caller's ``limit`` (e.g. the last training epoch)."""
+    """The last epoch that may fire, given the caller's ``limit`` (e.g. the last training epoch).
+
+    Args:
+      limit: the caller's last epoch.
+
+    Returns:
+      ``limit`` if ``stop`` is None, else min(stop, limit).
+    """
     return limit if self.stop is None else min(self.stop, limit)
 
   def due(self, epoch: int, limit: int) -> bool:
@@ -58,7 +90,11 @@ class Schedule:
 
 @dataclasses.dataclass(frozen=True)
 class Phases:
-  """A run of ``num_epochs``: training, then ``finetune_epochs`` of fine-tuning (sparsity terms off)."""
+  """A run of ``num_epochs``: training, then ``finetune_epochs`` of fine-tuning (sparsity terms off).
+
+  Construction raises ValueError unless num_epochs ≥ 1, finetune_epochs ≥ 0 (ints) and finetune_epochs <
+  num_epochs.
+  """
   num_epochs: int
   finetune_epochs: int = 0
 
@@ -75,5 +111,12 @@ class Phases:
     return self.num_epochs - self.finetune_epochs
 
   def in_finetune(self, epoch: int) -> bool:
-    """Whether ``epoch`` (1-based) belongs to the fine-tune phase."""
+    """Whether ``epoch`` (1-based) belongs to the fine-tune phase.
+
+    Args:
+      epoch: the epoch.
+
+    Returns:
+      True iff epoch > ``last_train_epoch``.
+    """
     return epoch > self.last_train_epoch

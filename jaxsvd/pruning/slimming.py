@@ -21,13 +21,36 @@ from jaxsvd.validate import check_in_range, check_min_int
 
 
 def gamma_masks(params) -> Masks:
-  """Whole-leaf masks {'<norm layer>/scale': True} selecting every γ (what ``optim``'s ``bn_l1`` penalizes)."""
+  """Whole-leaf masks {'<norm layer>/scale': True} selecting every γ (what ``optim``'s ``bn_l1`` penalizes).
+
+  Args:
+    params: a params pytree (norm layers found by ``structure.norm_layers``).
+
+  Returns:
+    {'<norm layer path>/scale': True} for every norm layer.
+  """
   return {f"{path}/scale": True for path in norm_layers(params)}
 
 
 def channel_masks(params, amount: float, min_channels: int = 1) -> Masks:
   """Masks (on each BN's 'scale' and 'bias') pruning the fraction ``amount`` of all BN channels with the
-  smallest |γ|, one threshold over all layers; every layer keeps its ``min_channels`` largest."""
+  smallest |γ|, one threshold over all layers; every layer keeps its ``min_channels`` largest.
+
+  k = min(round(amount · C), #unprotected) of all C channels are pruned, where each layer's ``min_channels``
+  largest |γ| are protected. Ties go to the lower index (layers in ``norm_layers`` order).
+
+  Args:
+    params: a params pytree with norm layers.
+    amount: the fraction of all norm channels to prune, in [0, 1).
+    min_channels: channels each layer keeps at least (int ≥ 1).
+
+  Returns:
+    {'<layer>/scale': m, '<layer>/bias': m} with m a bool (channels,) array, True = kept (one array shared by
+    both keys).
+
+  Raises:
+    ValueError: if ``amount`` or ``min_channels`` is out of range, or ``params`` have no norm layers.
+  """
   check_in_range("slimming.amount", amount, 0.0, 1.0, low_closed=True, high_closed=False)
   check_min_int("slimming.min_channels", min_channels, 1)
   layers = norm_layers(params)
@@ -52,13 +75,31 @@ def channel_masks(params, amount: float, min_channels: int = 1) -> Masks:
 
 
 def pruned_channels(masks: Masks) -> dict[str, list[int]]:
-  """{BN path: sorted pruned channel indices} (JSON-able) from slimming masks."""
+  """{BN path: sorted pruned channel indices} (JSON-able) from slimming masks.
+
+  Args:
+    masks: slimming masks (only the '<layer>/scale' entries are read).
+
+  Returns:
+    {layer path: [indices where the scale mask is False]}, sorted by path.
+  """
   return {path[: -len("/scale")]: np.flatnonzero(~np.asarray(m)).tolist()
           for path, m in sorted(masks.items()) if path.endswith("/scale")}
 
 
 def masks_from_channels(params, channels: Mapping[str, list[int]]) -> Masks:
-  """The slimming masks for ``params`` from ``pruned_channels`` output (e.g. read from a checkpoint)."""
+  """The slimming masks for ``params`` from ``pruned_channels`` output (e.g. read from a checkpoint).
+
+  Args:
+    params: a params pytree with norm layers (for their widths).
+    channels: {norm layer path: [pruned channel index]}.
+
+  Returns:
+    {'<layer>/scale': m, '<layer>/bias': m} for every layer of ``channels`` (m: bool, False at the indices).
+
+  Raises:
+    ValueError: if a path is not a norm layer of ``params`` or an index is outside [0, channels).
+  """
   layers = norm_widths(params)
   masks = {}
   for path, pruned in channels.items():
@@ -73,6 +114,13 @@ def masks_from_channels(params, channels: Mapping[str, list[int]]) -> Masks:
 
 
 def summary(masks: Masks) -> dict[str, int]:
-  """Channels before/after over all slimmed BN layers."""
+  """Channels before/after over all slimmed BN layers.
+
+  Args:
+    masks: slimming masks (only the '<layer>/scale' entries are read).
+
+  Returns:
+    {'channels_before': total channels, 'channels_after': total kept channels}.
+  """
   scales = [np.asarray(m) for p, m in masks.items() if p.endswith("/scale")]
   return {"channels_before": int(sum(m.size for m in scales)), "channels_after": int(sum(m.sum() for m in scales))}

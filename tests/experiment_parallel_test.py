@@ -46,7 +46,7 @@ def test_same_params_as_single_device(data_dir, single, tmp_path, kind, devices)
   c = _config(data_dir, parallel=kind, num_devices=devices)
   summary = train.run(c, str(tmp_path))
   multi = _final(str(tmp_path))  # a multi-device checkpoint restores on one device
-  assert multi.meta["ranks"] == single.meta["ranks"]  # same pruning decisions on every path
+  assert multi.architecture.ranks == single.architecture.ranks  # same pruning decisions on every path
   assert len(multi.meta["pruning_events"]) >= 2
   chex.assert_trees_all_close(multi.variables, single.variables, atol=5e-4, rtol=1e-3)
   assert summary["rank_after"] < summary["rank_before"]
