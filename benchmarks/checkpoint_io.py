@@ -1,7 +1,7 @@
 """Checkpoint size and save/restore time for a ResNet-20 at full rank and pruned (Adam state included).
 
   python -m benchmarks.checkpoint_io [--quick]
-Restore = read JSON metadata → rebuild the model at the saved ranks → abstract targets → arrays.
+Restore = read the JSON architecture record → rebuild the model at the saved ranks → abstract targets → arrays.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import jax
 from benchmarks import common
 from jaxsvd import checkpoint
 from jaxsvd.models import SVDSpec
+from jaxsvd.record import Architecture
 
 
 def dir_size(path: str) -> int:
@@ -30,17 +31,17 @@ def main():
     state, _ = common.make_state(model_name, SVDSpec(), rank_fraction=fraction, optimizer="adam")
     with tempfile.TemporaryDirectory() as tmp:
       mngr = checkpoint.manager(tmp, async_save=False)
-      meta = {"step": 1, "epoch": 1, "ranks": {k: int(v) for k, v in common.read_ranks(state.params).items()},
-              "model": checkpoint.model_meta(model_name, 10, SVDSpec()), "input_shape": [32, 32, 3]}
+      ranks = common.read_ranks(state.params)
+      architecture = Architecture(model_name, 10, (32, 32, 3), SVDSpec(), ranks, ranks)
       start = time.perf_counter()
-      checkpoint.save(mngr, state, jax.random.key(0), meta)
+      checkpoint.save(mngr, state, jax.random.key(0), architecture, run={"epoch": 1})
       mngr.wait_until_finished()
       t_save = time.perf_counter() - start
       start = time.perf_counter()
       restored = checkpoint.restore(tmp)
       jax.block_until_ready(restored.variables)
       t_restore = time.perf_counter() - start
-      size = dir_size(os.path.join(tmp, "1"))
+      size = dir_size(os.path.join(tmp, str(restored.step)))
       mngr.close()
     rows.append({"checkpoint": label, "total rank": common.total_rank(state), "size KiB": f"{size / 1024:.0f}",
                  "save ms": f"{t_save * 1e3:.0f}", "restore ms": f"{t_restore * 1e3:.0f}"})

@@ -17,27 +17,7 @@ config_flags.DEFINE_config_file("config", "experiments/configs/resnet20_channel_
 flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, metrics, plots and exports.")
 
 
-def main(argv):
-  """The program: ``train.run`` of ``--config`` in ``--workdir``, errors as one line.
-
-  Args:
-    argv: the arguments left after absl's flag parsing (none expected).
-
-  Returns:
-    None.
-
-  Raises:
-    app.UsageError: if there are extra arguments.
-    SystemExit: 'error: ...' on a ValueError, FileNotFoundError or FloatingPointError.
-  """
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  reporting.setup_logging()
-  try:
-    train.run(FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError, FloatingPointError) as err:
-    raise SystemExit(f"error: {err}") from None
-
+main = reporting.cli_main(train.run)
 
 if __name__ == "__main__":
   app.run(main)

@@ -139,27 +139,7 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
   return train.run(c, workdir, stop_after_epoch)
 
 
-def main(argv):
-  """The program: ``run`` of ``--config`` in ``--workdir``, errors as one line.
-
-  Args:
-    argv: the arguments left after absl's flag parsing (none expected).
-
-  Returns:
-    None.
-
-  Raises:
-    app.UsageError: if there are extra arguments.
-    SystemExit: 'error: ...' on a ValueError, FileNotFoundError or FloatingPointError.
-  """
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  reporting.setup_logging()
-  try:
-    run(FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError, FloatingPointError) as err:
-    raise SystemExit(f"error: {err}") from None
-
+main = reporting.cli_main(run)
 
 if __name__ == "__main__":
   define_flags()

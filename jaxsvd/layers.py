@@ -117,14 +117,7 @@ def conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, decomposition: str, 
   """NHWC conv with the kernel U·diag(s)·Vᵀ: one conv with the rebuilt kernel or two (``mode``, 'auto' by MACs).
 
   Args:
-    x: (N, H, W, c) input.
-    U: (n, r) for 'channel', (kw·n, r) for 'spatial'.
-    s: (r,).
-    V: (kh·kw·c, r) for 'channel', (kh·c, r) for 'spatial'.
-    kernel_shape: (kh, kw, c, n) HWIO.
-    strides: (sh, sw).
-    pads: [(low, high), (low, high)], the padding of H and W.
-    decomposition: 'channel' or 'spatial'.
+    x, U, s, V, kernel_shape, strides, pads, decomposition: as in ``factors.factored_conv``.
     mode: 'reconstruct', 'factored' or 'auto' (fewer ``CHANNEL_QUANTUM``-quantized MACs, see ``conv_macs``).
 
   Returns:

@@ -12,18 +12,18 @@ their cost (Σ 2·k·r² MACs per step at full rank, ~5 % of a ResNet-18 step at
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxsvd import regularizers
-from jaxsvd.validate import check_choice, check_min_int, check_nonnegative, dataclass_from_config
+from jaxsvd.validate import FromConfig, check_choice, check_min_int, check_nonnegative
 
 
 @dataclasses.dataclass(frozen=True)
-class RegularizerConfig:
+class RegularizerConfig(FromConfig):
   """Weights of the regularization terms of the SVD-training loss; frozen, so hashable (a static jit argument).
 
   Validated on construction (a ``ValueError`` otherwise): every λ ≥ 0, ``sparsity_type`` a key of
@@ -35,6 +35,7 @@ class RegularizerConfig:
   sparsity_type: str = "hoyer"
   l2: float = 0.0  # ½·λ·‖θ‖² over all params, for optimizers without weight decay
   every: int = 1  # N: orthogonality + sparsity only every N steps, weighted N·λ (lazy regularization)
+  config_section: ClassVar[str] = "reg"
 
   def __post_init__(self):
     for field in ("orthogonality", "sparsity", "l2"):
@@ -48,22 +49,6 @@ class RegularizerConfig:
       return self, None
     return (dataclasses.replace(self, orthogonality=0.0, sparsity=0.0, every=1),
             dataclasses.replace(self, l2=0.0))
-
-  @classmethod
-  def from_config(cls, cfg: Any, section: str = "reg") -> "RegularizerConfig":
-    """From a config section; errors name ``section.field``.
-
-    Args:
-      cfg: a mapping or ConfigDict; keys that are not fields are ignored.
-      section: the section's name, put before the field in errors.
-
-    Returns:
-      The validated ``RegularizerConfig``.
-
-    Raises:
-      ValueError: if a field is invalid.
-    """
-    return dataclass_from_config(cls, cfg, section)
 
 
 def cross_entropy_sums(logits, labels, mask=None) -> dict[str, jax.Array]:

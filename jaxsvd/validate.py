@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 
 def check_choice(field: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -107,3 +107,28 @@ def dataclass_from_config(cls: type, cfg: Any, section: str | None = None,
     if section is None:
       raise
     raise ValueError(f"{section}.{err}") from None
+
+
+class FromConfig:
+  """Mixin for the config dataclasses (``Strategy``, ``Floors``, ``Schedule``, ``RegularizerConfig``): build one
+  from a config section with ``from_config``; ``config_section`` is the default section name for errors and
+  ``config_aliases`` maps config field names to dataclass field names where they differ."""
+  config_section: ClassVar[str | None] = None
+  config_aliases: ClassVar[Mapping[str, str]] = {}
+
+  @classmethod
+  def from_config(cls, cfg: Any, section: str | None = None):
+    """The dataclass from the fields of a config section that it declares (others are ignored).
+
+    Args:
+      cfg: a mapping or ``ml_collections.ConfigDict``.
+      section: the section's name in errors (``'final_prune'`` → "final_prune.energy must be ..."); default
+        ``config_section``.
+
+    Returns:
+      The instance.
+
+    Raises:
+      ValueError: one line naming ``section.field`` for the first invalid field.
+    """
+    return dataclass_from_config(cls, cfg, section or cls.config_section, cls.config_aliases)

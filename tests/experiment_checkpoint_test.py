@@ -85,3 +85,20 @@ def _abstract_opt_state(directory, step):
   cfg = ConfigDict(meta["config"])
   tx = optim.make_optimizer(cfg.optimizer, restored.variables["params"], cfg.max_steps_per_epoch, cfg.num_epochs)
   return jax.eval_shape(tx.init, restored.variables["params"])
+
+
+def test_a_format_1_run_resumes_and_continues(tmp_path):
+  """The v1 fixture (4 of 4 epochs, written before the redesign) continues for a 5th epoch under today's loop."""
+  import shutil
+  fixture = os.path.join(REPO, "tests", "fixtures", "format_v1", "svd_pruned")
+  workdir = tmp_path / "run"
+  shutil.copytree(fixture, workdir / "checkpoints")
+  data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"))  # the data the fixture was trained on
+  c = helpers.tiny_config(data_dir, num_epochs=5)
+  before = checkpoint.restore(str(workdir / "checkpoints"))
+  summary = train.run(c, str(workdir))
+  after = checkpoint.restore(str(workdir / "checkpoints"))
+  assert after.meta["format_version"] == 2 and after.meta["epoch"] == 5 and summary["epochs"] == 5
+  assert [h["epoch"] for h in after.meta["history"]] == [1, 2, 3, 4, 5]
+  assert after.architecture.ranks == before.architecture.ranks  # epoch 5 is fine-tuning: no pruning
+  assert after.step == before.step + 3  # 3 more steps, from the restored optimizer state

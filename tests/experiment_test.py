@@ -33,7 +33,9 @@ def data_dir(tmp_path_factory):
 
 def test_full_loop_interrupted_then_resumed_by_cli(data_dir, tmp_path):
   workdir = str(tmp_path / "run")
-  overrides = {"plots": True, "tensorboard": True}
+  # 8 steps/epoch and a gentle final prune: enough to learn the bands (measured 0.55-0.75 test accuracy over seeds;
+  # with 3 steps/epoch and final energy 0.3 the same run stays at chance, 0.08-0.22).
+  overrides = {"plots": True, "tensorboard": True, "max_steps_per_epoch": 8, "final_prune.energy": 0.05}
   assert train.run(helpers.tiny_config(data_dir, **overrides), workdir, stop_after_epoch=2) is None
   proc = cli(f"--workdir={workdir}", *helpers.cli_flags(data_dir, **overrides))
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -45,7 +47,8 @@ def test_full_loop_interrupted_then_resumed_by_cli(data_dir, tmp_path):
   assert int(rows[-1]["total_rank"]) < int(rows[0]["total_rank"])
   assert rows[-1]["finetune"] == "1" and rows[0]["finetune"] == "0"
   summary = json.load(open(os.path.join(workdir, "summary.json")))
-  assert summary["svd_params_after"] < summary["svd_params_before"] and 0 <= summary["test_accuracy"] <= 1
+  assert summary["svd_params_after"] < summary["svd_params_before"]
+  assert summary["test_accuracy"] >= 0.35  # 10 classes: chance is 0.1
   for png in ("accuracy.png", "ranks.png", "spectra.png"):
     assert os.path.getsize(os.path.join(workdir, png)) > 1000
   assert os.listdir(os.path.join(workdir, "tensorboard"))

@@ -47,7 +47,7 @@ def test_tree_paths_are_one_convention():
   assert list(tree.leaves_by_path(params)) == ["a/b", "a/c/0", "a/c/1"]
   assert tree.get_node(params, "a/b") is params["a"]["b"]
   replaced = tree.replace_nodes(params, {"a/b": "new"})
-  assert replaced["a"]["b"] == "new" and params["a"]["b"] != "new"
+  assert replaced["a"]["b"] == "new" and isinstance(params["a"]["b"], np.ndarray)  # the input is untouched
   state = (jax.tree_util.SequenceKey(0), jax.tree_util.GetAttrKey("mu"), jax.tree_util.DictKey("a"),
            jax.tree_util.DictKey("b"))
   assert tree.trailing_dict_path(state) == "a/b" and tree.path_str(state) == "0/mu/a/b"

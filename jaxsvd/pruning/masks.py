@@ -117,15 +117,10 @@ def random_unstructured(key, weight, amount: Amount, mask=None) -> jax.Array:
 
   Args:
     key: a PRNG key; the entries with the smallest ``jax.random.uniform(key, shape)`` scores are pruned.
-    weight: the leaf (only its shape is used).
-    amount: a fraction of the still-kept entries, or an int count of them.
-    mask: the leaf's current bool mask (None: all kept).
+    weight, amount, mask: as in ``l1_unstructured`` (only the shape of ``weight`` is used).
 
   Returns:
-    A bool mask shaped like ``weight``: ``mask`` with k more entries False.
-
-  Raises:
-    ValueError: on a bad ``amount`` (see ``prune_smallest``).
+    As ``l1_unstructured``.
   """
   scores = np.asarray(jax.random.uniform(key, np.shape(weight)))
   return jnp.asarray(prune_smallest(scores, _kept(np.shape(weight), mask), amount))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxsvd.structure import iter_svd_layers
 from jaxsvd.tree import leaves_by_path, replace_nodes, trailing_dict_path
-from jaxsvd.validate import check_choice, check_in_range, check_min_int, check_nonnegative, dataclass_from_config
+from jaxsvd.validate import FromConfig, check_choice, check_in_range, check_min_int, check_nonnegative
 
 STRATEGIES = ("count", "threshold", "ratio", "energy")
 THRESHOLD_MODES = ("absolute", "relative")
@@ -35,7 +35,7 @@ OPT_STATE_POLICIES = ("reinit", "slice")
 
 
 @dataclasses.dataclass(frozen=True)
-class Strategy:
+class Strategy(FromConfig):
   """How many directions each SVD layer keeps. Config fields: strategy, energy, prune_by, threshold, ...
 
   ``name`` picks the rule of the module doc ('count' | 'threshold' | 'ratio' | 'energy'); the other fields are
@@ -48,6 +48,8 @@ class Strategy:
   threshold: float = 1e-3
   threshold_mode: str = "absolute"
   reduce_by: float = 0.1
+  config_section: ClassVar[str] = "pruning"
+  config_aliases: ClassVar[dict] = {"strategy": "name"}  # the config's `strategy` field is the name
 
   def __post_init__(self):
     check_choice("strategy", self.name, STRATEGIES)
@@ -57,51 +59,20 @@ class Strategy:
     check_min_int("prune_by", self.prune_by, 0)
     check_nonnegative("threshold", self.threshold)
 
-  @classmethod
-  def from_config(cls, cfg: Any, section: str = "pruning") -> Strategy:
-    """From a config section (its ``strategy`` field is the name); errors name ``section.field``.
-
-    Args:
-      cfg: a mapping or ConfigDict; fields the dataclass does not declare are ignored.
-      section: the section's name, used in error messages.
-
-    Returns:
-      The ``Strategy``.
-
-    Raises:
-      ValueError: on an invalid field (see the class doc).
-    """
-    return dataclass_from_config(cls, cfg, section, aliases={"strategy": "name"})
-
 
 @dataclasses.dataclass(frozen=True)
-class Floors:
+class Floors(FromConfig):
   """Lower bounds on every kept rank: k ≥ min_rank and k ≥ ceil(min_decay · original rank).
 
   Construction raises ValueError unless min_rank is an int ≥ 1 and min_decay ∈ [0, 1].
   """
   min_rank: int = 1
   min_decay: float = 0.0
+  config_section: ClassVar[str] = "pruning"
 
   def __post_init__(self):
     check_min_int("min_rank", self.min_rank, 1)
     check_in_range("min_decay", self.min_decay, 0.0, 1.0, low_closed=True, high_closed=True)
-
-  @classmethod
-  def from_config(cls, cfg: Any, section: str = "pruning") -> Floors:
-    """From a config section's ``min_rank``/``min_decay`` fields; errors name ``section.field``.
-
-    Args:
-      cfg: a mapping or ConfigDict; fields the dataclass does not declare are ignored.
-      section: the section's name, used in error messages.
-
-    Returns:
-      The ``Floors``.
-
-    Raises:
-      ValueError: on an invalid field (see the class doc).
-    """
-    return dataclass_from_config(cls, cfg, section)
 
   def apply(self, k: int, rank: int, original_rank: int) -> int:
     """k raised to the floors, at most the current ``rank``.

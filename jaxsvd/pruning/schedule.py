@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import ClassVar
 
-from jaxsvd.validate import check_min_int, dataclass_from_config
+from jaxsvd.validate import FromConfig, check_min_int
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
+class Schedule(FromConfig):
   """Epochs after which a recurring event is due. ``stop=None``: no bound besides the caller's ``last``.
 
   Due after epochs start, start + every, ... ≤ stop. Construction raises ValueError unless every, start (and
@@ -24,6 +24,7 @@ class Schedule:
   every: int = 1
   start: int = 1
   stop: int | None = None
+  config_section: ClassVar[str] = "pruning"
 
   def __post_init__(self):
     check_min_int("every", self.every, 1)
@@ -45,22 +46,6 @@ class Schedule:
       ValueError: if ``epoch`` is not an int ≥ 1.
     """
     return cls(every=1, start=epoch, stop=epoch)
-
-  @classmethod
-  def from_config(cls, cfg: Any, section: str = "pruning") -> Schedule:
-    """From a config section's ``every``/``start``/``stop`` fields; errors name ``section.field``.
-
-    Args:
-      cfg: a mapping or ConfigDict; fields the dataclass does not declare are ignored.
-      section: the section's name, used in error messages.
-
-    Returns:
-      The ``Schedule``.
-
-    Raises:
-      ValueError: on an invalid field (see the class doc).
-    """
-    return dataclass_from_config(cls, cfg, section)
 
   def last(self, limit: int) -> int:
     """The last epoch that may fire, given the caller's ``limit`` (e.g. the last training epoch).
