@@ -45,10 +45,10 @@ def main():
       mngr.close()
     rows.append({"checkpoint": label, "total rank": common.total_rank(state), "size KiB": f"{size / 1024:.0f}",
                  "save ms": f"{t_save * 1e3:.0f}", "restore ms": f"{t_restore * 1e3:.0f}"})
-  print(f"model={model_name} (params + batch stats + Adam moments + step + rng + JSON metadata)")
+  print(f"model={model_name} (params + batch stats + Adam moments + step + rng + JSON architecture record)")
   print(common.table(rows, list(rows[0])))
   print(f"KEY pruned-50% checkpoint: {rows[1]['size KiB']} KiB, save {rows[1]['save ms']} ms, "
-        f"restore (fresh model from metadata) {rows[1]['restore ms']} ms")
+        f"restore (fresh model from the record) {rows[1]['restore ms']} ms")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ itself to the host train state:
 
 ``architecture`` is the run's ``jaxsvd.record.Architecture``; the new one goes into the next checkpoint, so
 resume and restore need no method-specific code. ``entry`` is a JSON log record (kept in the checkpoint's run
-metadata). An event may also shape the optimizer for every architecture it has produced (``optimizer``: read
-from the record, so a resumed run rebuilds the same optax chain) and add to the end-of-run summary.
+metadata). An event type may also shape the optimizer for every architecture it has produced and add to the
+end-of-run summary (classmethods ``optimizer`` and ``summary``: they read only the record, so a resumed run
+rebuilds the same optax chain whatever the current config enables).
 
 A new pruning method is one new ``Event`` subclass appended to ``EVENT_TYPES``; ``train.py`` does not change.
 """
@@ -20,12 +21,15 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, rank, slimming
+from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, channels, rank, slimming
 from jaxsvd.pruning import masks as masks_lib
 from jaxsvd.record import Architecture
-from jaxsvd.structure import norm_widths, total_rank
+from jaxsvd.structure import norm_widths, ranks, total_rank
 from jaxsvd.validate import check_choice, check_in_range, check_min_int
 
 
@@ -96,8 +100,11 @@ class Event(abc.ABC):
       The ``Outcome``.
     """
 
-  def optimizer(self, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
+  @classmethod
+  def optimizer(cls, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
     """(optimizer config, extra optax transforms chained after it) for ``architecture``; default unchanged.
+
+    Called for every type in ``EVENT_TYPES`` (not only configured ones): it must depend on the record alone.
 
     Args:
       architecture: the architecture record the optimizer is built for.
@@ -110,7 +117,8 @@ class Event(abc.ABC):
     del architecture, params
     return opt_cfg, []
 
-  def summary(self, architecture: Architecture, params) -> dict:
+  @classmethod
+  def summary(cls, architecture: Architecture, params) -> dict:
     """Fields this event adds to the end-of-run summary.
 
     Args:
@@ -193,13 +201,17 @@ class RankPrune(Event):
       architecture = architecture.replace(ranks=new_ranks)
       model = ctx.build_model(architecture)
       state = rank.update_state(state, new_params, model.apply, report, self.opt_state)
-    return Outcome(state, architecture, {"kind": self.label, "total_rank": total_rank(new_ranks)}, report.summary())
+    entry = {"kind": self.label, "total_rank": total_rank(new_ranks), "ranks": dict(new_ranks)}
+    return Outcome(state, architecture, entry, report.summary())
 
 
 @dataclasses.dataclass(frozen=True)
 class Slimming(Event):
-  """Network slimming (Liu et al. 2017): zero the norm-layer channels of smallest |γ| (one global threshold),
-  then fine-tune with them held at zero and a fresh optimizer without the γ-L1 term, as the paper does."""
+  """Network slimming (Liu et al. 2017): drop the channels of smallest |γ| (one global threshold over the model's
+  channel groups) *physically*: the model is rebuilt narrower with the kept weights copied
+  (``pruning.channels.slice_channels``; the same function as the masked model), then fine-tuned with a fresh
+  optimizer without the γ-L1 term, as the paper does. A ResNet's residual stream is not pruned (see
+  ``ResNet.channel_groups``)."""
   kind: ClassVar[str] = "slimming"
   epoch: int
   amount: float
@@ -225,33 +237,54 @@ class Slimming(Event):
 
   def due(self, epoch: int) -> bool:
     """Due only after epoch ``self.epoch`` (``slimming.prune_epoch``)."""
-    return epoch == self.epoch
+    return Schedule.once(self.epoch).due(epoch, self.epoch)
 
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
-    """Zeros the channels of smallest |γ|, records them in ``pruned_channels`` and starts a fresh optimizer."""
-    masks = slimming.channel_masks(state.params, self.amount, self.min_channels)
-    params = masks_lib.make_permanent(state.params, masks)
-    architecture = architecture.replace(pruned_channels=slimming.pruned_channels(masks))
+    """Picks the channels by |γ|, slices every variable carrying them, records the new widths, fresh optimizer."""
+    groups = ctx.build_model(architecture).channel_groups()
+    masks = slimming.channel_masks(state.params, self.amount, self.min_channels, norms=[g.norm for g in groups])
+    keep = {g.conv: np.flatnonzero(np.asarray(masks[f"{g.norm}/scale"])) for g in groups}
+    shapes = channels.kernel_shapes(architecture.dense().build_model(), architecture.input_shape)
+    decomposition = architecture.svd.decomposition if architecture.svd else "channel"
+    variables = channels.slice_channels(state.variables, groups, keep, shapes, decomposition)
+    params = jax.tree.map(jnp.asarray, variables.pop("params"))
+    architecture = architecture.replace(
+        widths={**(architecture.widths or {}), **{conv: len(idx) for conv, idx in keep.items()}},
+        pruned_channels={**(architecture.pruned_channels or {}), **slimming.pruned_channels(masks)},
+        ranks=ranks(params))
     tx = ctx.make_tx(architecture, params)
-    state = state.replace(params=params, tx=tx, opt_state=tx.init(params))
+    state = state.replace(params=params, model_state=jax.tree.map(jnp.asarray, variables), tx=tx,
+                          opt_state=tx.init(params), apply_fn=ctx.build_model(architecture).apply)
     counts = slimming.summary(masks)
-    message = f"{counts['channels_after']} of {counts['channels_before']} norm-layer channels kept"
-    return Outcome(state, architecture, {"kind": self.kind, **counts}, message)
+    message = f"{counts['channels_after']} of {counts['channels_before']} prunable channels kept (rebuilt narrower)"
+    entry = {"kind": self.kind, **counts, "widths": dict(architecture.widths),
+             "pruned_channels": slimming.pruned_channels(masks)}
+    return Outcome(state, architecture, entry, message)
 
-  def optimizer(self, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
-    """Once channels are pruned: ``bn_l1`` = 0 and a transform holding them at zero; before that, unchanged."""
-    if architecture.pruned_channels is None:
-      return opt_cfg, []
-    masks = slimming.masks_from_channels(params, architecture.pruned_channels)
-    return {**opt_cfg, "bn_l1": 0.0}, [masks_lib.keep_pruned(masks)]
+  @classmethod
+  def optimizer(cls, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
+    """After slimming: ``bn_l1`` = 0; for a format-1 record (channels masked, not removed) also a transform that
+    holds them at zero. Before slimming: unchanged."""
+    if architecture.masked_channels is not None:
+      masks = slimming.masks_from_channels(params, architecture.masked_channels)
+      return {**opt_cfg, "bn_l1": 0.0}, [masks_lib.keep_pruned(masks)]
+    if architecture.pruned_channels is not None:
+      return {**opt_cfg, "bn_l1": 0.0}, []
+    return opt_cfg, []
 
-  def summary(self, architecture: Architecture, params) -> dict:
-    """BN channels before and after slimming; empty until it has fired."""
-    if architecture.pruned_channels is None:
-      return {}
-    channels = sum(norm_widths(params).values())
-    pruned = sum(len(v) for v in architecture.pruned_channels.values())
-    return {"bn_channels_before": channels, "bn_channels_after": channels - pruned}
+  @classmethod
+  def summary(cls, architecture: Architecture, params) -> dict:
+    """Norm-layer channels (all layers) before and after slimming; empty until it has fired."""
+    now = sum(norm_widths(params).values())
+    if architecture.masked_channels is not None:
+      return {"bn_channels_before": now, "bn_channels_after": now - _count(architecture.masked_channels)}
+    if architecture.pruned_channels is not None:
+      return {"bn_channels_before": now + _count(architecture.pruned_channels), "bn_channels_after": now}
+    return {}
+
+
+def _count(channels: dict) -> int:
+  return sum(len(v) for v in channels.values())
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (RankPrune, Slimming)  # order = firing order within one epoch

@@ -81,10 +81,7 @@ def make_plan(c) -> Plan:
   _check_basic_fields(c)
   optim.validate(c.optimizer)
   reg = RegularizerConfig.from_config(c.reg, "reg")
-  try:
-    phases = Phases(c.num_epochs, c.finetune_epochs)
-  except ValueError as err:
-    raise ValueError(str(err)) from None
+  phases = Phases(c.num_epochs, c.finetune_epochs)
   return Plan(svd_spec(c), reg, phases, events_lib.from_config(c, phases))
 
 
@@ -92,7 +89,7 @@ def initial_architecture(c, plan: Plan, input_shape, ranks) -> Architecture:
   """The record of a run's model at initialization (``ranks`` read back from its params).
 
   Args:
-    c: the experiment config (``model``, ``dataset`` and ``inner_widths`` are read).
+    c: the experiment config (``model``, ``dataset`` and ``widths`` are read).
     plan: the run's plan (its SVD spec).
     input_shape: the (H, W, C) input shape.
     ranks: {layer path: rank}, used as both the current and the original ranks.
@@ -101,4 +98,27 @@ def initial_architecture(c, plan: Plan, input_shape, ranks) -> Architecture:
     The ``Architecture``.
   """
   return Architecture(c.model, data.NUM_CLASSES[c.dataset], tuple(input_shape), plan.svd, dict(ranks), dict(ranks),
-                      None if c.inner_widths is None else dict(c.inner_widths))
+                      None if c.widths is None else dict(c.widths))
+
+
+def resumable_architecture(c, plan: Plan, saved: Architecture) -> Architecture:
+  """A workdir's saved record, checked against the config that resumes it; the SVD execution mode follows the
+  config (every mode computes the same function).
+
+  Args:
+    c: the resuming experiment config.
+    plan: its plan.
+    saved: the record read from the workdir's checkpoint.
+
+  Returns:
+    ``saved``, with ``svd.mode`` from the config.
+
+  Raises:
+    ValueError: one line if the config asks for another model, class count, SVD on/off or decomposition.
+  """
+  asked = (c.model, data.NUM_CLASSES[c.dataset], None if plan.svd is None else plan.svd.decomposition)
+  have = (saved.model, saved.num_classes, None if saved.svd is None else saved.svd.decomposition)
+  if asked != have:
+    raise ValueError(f"the workdir holds a run of (model, classes, svd decomposition) = {have}, the config asks for "
+                     f"{asked}; resume with the run's config or use another --workdir")
+  return saved if plan.svd is None else saved.replace(svd=saved.svd.with_mode(plan.svd.mode))

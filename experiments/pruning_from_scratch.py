@@ -25,7 +25,7 @@ from jaxsvd.models import build_model
 from jaxsvd.parallel import DataParallel
 from jaxsvd.pruning import from_scratch
 from jaxsvd.train_state import TrainState
-from jaxsvd.validate import check_in_range, check_min_int
+from jaxsvd.validate import check_choice, check_in_range, check_min_int, check_nonnegative
 
 FLAGS = flags.FLAGS
 log = logging.getLogger("jaxsvd")
@@ -39,18 +39,21 @@ def define_flags() -> None:
 
 
 def search_gates(c, ds) -> dict:
-  """Gates learned with frozen random weights: {block path: |α|}.
+  """Gates learned with frozen random weights: {conv path: |α|}.
 
   Args:
     c: the experiment config (model, dataset, seed, batch and ``from_scratch`` fields).
     ds: the dataset.
 
   Returns:
-    {block path: |α|} after ``c.from_scratch.search_epochs`` epochs of training the gates of the dense model.
+    {conv path: |α|} after ``c.from_scratch.search_epochs`` epochs of training the gates of the dense model.
   """
-  model = build_model(c.model, data.NUM_CLASSES[c.dataset], None, gated=True)
+  fs = c.from_scratch
+  model = build_model(c.model, data.NUM_CLASSES[c.dataset], None, gated=fs.gates == "block")
   variables = jax.jit(model.init)(jax.random.key(c.seed), jnp.zeros((1, *ds.input_shape), jnp.float32))
-  tx = from_scratch.gate_optimizer(variables["params"], c.from_scratch.learning_rate, c.from_scratch.l1)
+  paths = from_scratch.gate_paths(model.channel_groups(), fs.gates)
+  variables["params"] = from_scratch.init_gates(variables["params"], paths.values(), fs.init)
+  tx = from_scratch.gate_optimizer(paths.values(), fs.learning_rate, fs.weight, fs.penalty, fs.ratio)
   state = TrainState.create(model.apply, variables, tx)
   par = DataParallel("none")
   mean, std = data.normalization(ds.train_images)
@@ -61,7 +64,7 @@ def search_gates(c, ds) -> dict:
                                  c.augment, c.max_steps_per_epoch)
     state, row = train.train_epoch(c, par, par.place(state), batches, no_reg, total, f"gate search {epoch}")
     log.info("gate search epoch %d: loss %.4f accuracy %.3f", epoch, row["train_loss"], row["train_accuracy"])
-  return from_scratch.gates(state.params)
+  return from_scratch.gates(state.params, paths)
 
 
 def search(c, workdir: str) -> dict:
@@ -74,7 +77,7 @@ def search(c, workdir: str) -> dict:
     workdir: the run's directory.
 
   Returns:
-    {block path: inner width}.
+    {conv path: width} (``widths`` of ``build_model`` and of the architecture record).
 
   Raises:
     ValueError: if even one channel per block exceeds the MACs budget.
@@ -82,14 +85,14 @@ def search(c, workdir: str) -> dict:
   path = os.path.join(workdir, "widths.json")
   if os.path.exists(path):
     with open(path) as f:
-      return json.load(f)["inner_widths"]
+      return json.load(f)["widths"]
   ds = data.load_dataset(c.dataset, c.data_dir, c.data_source).subset(c.train_subset, c.test_subset)
   gate_values = search_gates(c, ds)
   macs_of = lambda widths: flops.count(build_model(c.model, data.NUM_CLASSES[c.dataset], None,  # noqa: E731
-                                                   inner_widths=widths), ds.input_shape).macs
+                                                   widths=widths), ds.input_shape).macs
   widths = from_scratch.widths_for_budget(gate_values, macs_of, c.from_scratch.budget)
   full = macs_of({p: g.size for p, g in gate_values.items()})
-  record = {"inner_widths": widths, "macs_full": full, "macs_pruned": macs_of(widths),
+  record = {"widths": widths, "macs_full": full, "macs_pruned": macs_of(widths),
             "budget": c.from_scratch.budget, "channels_full": sum(g.size for g in gate_values.values()),
             "channels_pruned": sum(widths.values())}
   os.makedirs(workdir, exist_ok=True)
@@ -114,17 +117,21 @@ def validate(c) -> None:
   """
   plan.make_plan(c)
   check_min_int("from_scratch.search_epochs", c.from_scratch.search_epochs, 1)
-  check_in_range("from_scratch.budget", c.from_scratch.budget, 0.0, 1.0, low_closed=False, high_closed=True)
-  from_scratch.gate_optimizer({}, c.from_scratch.learning_rate, c.from_scratch.l1)  # checks both are >= 0
-  if not c.model.startswith("resnet"):
-    raise ValueError(f"pruning from scratch gates ResNet blocks; model={c.model!r} is not a ResNet")
+  fs = c.from_scratch
+  check_in_range("from_scratch.budget", fs.budget, 0.0, 1.0, low_closed=False, high_closed=True)
+  from_scratch.gate_optimizer([], fs.learning_rate, fs.weight, fs.penalty, fs.ratio)  # checks its fields
+  check_choice("from_scratch.gates", fs.gates, from_scratch.GATE_KINDS)
+  check_nonnegative("from_scratch.init", fs.init)
+  if fs.gates == "block" and not c.model.startswith("resnet"):
+    raise ValueError(f"from_scratch.gates='block' gates ResNet blocks; model={c.model!r} is not a ResNet "
+                     f"(use gates='bn')")
 
 
 def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
   """Search (once), then ``train.run`` on the pruned architecture from a fresh random init.
 
   Args:
-    c: the experiment config; ``c.inner_widths`` is set to the searched widths.
+    c: the experiment config; ``c.widths`` is set to the searched widths.
     workdir: the run's directory.
     stop_after_epoch: as for ``train.run``.
 
@@ -135,7 +142,7 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
     ValueError: one line naming a bad field.
   """
   validate(c)
-  c.inner_widths = search(c, workdir)
+  c.widths = search(c, workdir)
   return train.run(c, workdir, stop_after_epoch)
 
 

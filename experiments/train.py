@@ -29,7 +29,7 @@ import tqdm
 
 from experiments import events as events_lib
 from experiments import reporting
-from experiments.plan import Plan, initial_architecture, make_plan
+from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
 from jaxsvd import checkpoint, data, export, flops, optim
 from jaxsvd.parallel import DataParallel
 from jaxsvd.record import Architecture
@@ -72,22 +72,21 @@ class Setup:
     return self.costs[key]
 
 
-def make_tx(c, events, steps_per_epoch: int, architecture: Architecture, params) -> optax.GradientTransformation:
-  """The run's optimizer for ``architecture``: the config's, as every event shapes it (e.g. after slimming).
+def make_tx(c, steps_per_epoch: int, architecture: Architecture, params) -> optax.GradientTransformation:
+  """The run's optimizer for ``architecture``: the config's, as every event type shapes it from the record.
 
   Args:
     c: the experiment config (``optimizer`` and ``num_epochs`` are read).
-    events: the plan's events; each may change the optimizer config and add transforms (``Event.optimizer``).
     steps_per_epoch: optimizer steps per epoch, for the learning-rate schedule.
-    architecture: the architecture record the optimizer is for.
+    architecture: the architecture record the optimizer is for (e.g. after slimming: no γ-L1).
     params: that architecture's params.
 
   Returns:
-    ``optim.make_optimizer`` of the resulting config, chained with the events' extra transforms.
+    ``optim.make_optimizer`` of the resulting config, chained with the event types' extra transforms.
   """
   cfg, extra = c.optimizer.to_dict(), []
-  for event in events:
-    cfg, more = event.optimizer(architecture, params, cfg)
+  for event_type in events_lib.EVENT_TYPES:
+    cfg, more = event_type.optimizer(architecture, params, cfg)
     extra += more
   base = optim.make_optimizer(cfg, params, steps_per_epoch, c.num_epochs)
   return optax.chain(base, *extra) if extra else base
@@ -117,7 +116,7 @@ def resume_run(s: Setup, step: int) -> Run:
   """
   directory = s.mngr.directory
   meta = checkpoint.read_meta(directory, step)
-  architecture = checkpoint.read_architecture(directory, step)
+  architecture = resumable_architecture(s.c, s.plan, checkpoint.read_architecture(directory, step))
   model = s.ctx.build_model(architecture)
   variables = checkpoint.restore_variables(directory, step, model, architecture.input_shape)
   params = variables.pop("params")
@@ -252,8 +251,9 @@ def run_epoch(s: Setup, r: Run) -> tuple[dict, bool]:
   row.update(evaluate(s.par, r.state, s.ds, s.mean, s.std, c.eval_batch_size), time_eval=time.perf_counter() - start)
   start = time.perf_counter()
   changed = apply_events(s, r)
+  row["time_prune"] = time.perf_counter() - start
   cost = s.cost(r.architecture)
-  row.update(time_prune=time.perf_counter() - start, total_rank=total_rank(r.architecture.ranks),
+  row.update(total_rank=total_rank(r.architecture.ranks),
              params=cost.params, macs=cost.macs, finetune=int(s.plan.phases.in_finetune(r.epoch)))
   return row, changed
 
@@ -294,7 +294,7 @@ def setup(c, workdir: str) -> Setup:
   par = DataParallel(c.parallel, c.num_devices)
   steps_per_epoch = max(data.num_train_batches(len(ds.train_images), c.batch_size, c.max_steps_per_epoch), 1)
   ctx = events_lib.Context(build_model=lambda a: a.build_model(par.bn_axis_name),
-                           make_tx=lambda a, params: make_tx(c, plan.events, steps_per_epoch, a, params))
+                           make_tx=lambda a, params: make_tx(c, steps_per_epoch, a, params))
   mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), c.checkpoint.max_to_keep, "test_accuracy",
                             async_save=c.checkpoint.async_save)
   return Setup(c, plan, par, ds, mean, std, ctx, mngr)
@@ -376,14 +376,15 @@ def finish(s: Setup, r: Run, workdir: str) -> dict:
   """
   state = s.par.host_state(r.state)
   arch = r.architecture
-  before, after = s.cost(arch.replace(ranks=arch.original_ranks)), s.cost(arch)
+  before = s.cost(initial_architecture(s.c, s.plan, arch.input_shape, arch.original_ranks))  # as the run began
+  after = s.cost(arch)
   summary = {"test_accuracy": r.history[-1]["test_accuracy"], "params_before": before.params,
              "params_after": after.params, "svd_params_before": before.svd_params(),
              "svd_params_after": after.svd_params(), "macs_before": before.macs, "macs_after": after.macs,
              "flops_speedup": before.macs / max(after.macs, 1), "rank_before": total_rank(arch.original_ranks),
              "rank_after": total_rank(arch.ranks), "epochs": r.epoch}
-  for event in s.plan.events:
-    summary.update(event.summary(arch, state.params))
+  for event_type in events_lib.EVENT_TYPES:
+    summary.update(event_type.summary(arch, state.params))
   if arch.svd is not None:
     export_params(arch, state, workdir)
   with open(os.path.join(workdir, "summary.json"), "w") as f:

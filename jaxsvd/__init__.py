@@ -4,7 +4,9 @@ The names a user imports; everything else lives in the submodules listed in READ
 
   layers        DenseSVD, ConvSVD                            W = U·diag(s)·Vᵀ, channel | spatial, 3 modes
   models        build_model, SVDSpec                         the zoo (CIFAR ResNets, ResNet-18, VGG)
-  svdify        svdify, decompose                            any linen model's Dense/Conv in SVD form
+  svdify        SVDModel, decompose                          any linen model's Dense/Conv in SVD form
+                (the function is ``jaxsvd.svdify.svdify``: ``jaxsvd.svdify`` is the module)
+  factors       (module)                                     matrix views of kernels, both executions, their MACs
   losses        RegularizerConfig, make_loss_fn              CE + λo·orthogonality + λs·sparsity
   optim         make_optimizer                               param groups, schedules, clipping, BN-γ L1
   structure     ranks, svd_layers, norm_layers               the architecture read back from params
@@ -21,6 +23,7 @@ from jaxsvd import (  # noqa: E402  (submodules as namespaces: jaxsvd.pruning.sl
     checkpoint,
     data,
     export,
+    factors,
     flops,
     inference,
     layers,
@@ -63,6 +66,6 @@ __all__ = [
     # training
     "TrainState", "train_step", "eval_step",
     # submodules
-    "checkpoint", "data", "export", "flops", "inference", "layers", "losses", "models", "optim", "parallel",
+    "checkpoint", "data", "export", "factors", "flops", "inference", "layers", "losses", "models", "optim", "parallel",
     "pruning", "record", "regularizers", "structure", "svdify", "train_state", "tree", "xla_options",
 ]

@@ -25,10 +25,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxsvd.record import FORMAT_VERSION, Architecture, FormatError
+from jaxsvd.record import FORMAT_VERSION, READABLE_VERSIONS, Architecture, FormatError
 from jaxsvd.tree import leaves_by_path
 
-READABLE_VERSIONS = (1, FORMAT_VERSION)
 _policies = ocp.checkpoint_managers
 
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxsvd.pruning.masks import l1_subgradient
-from jaxsvd.pruning.slimming import gamma_masks
-from jaxsvd.structure import svd_layers
-from jaxsvd.tree import map_with_path
+from jaxsvd.structure import norm_scales, svd_layers
+from jaxsvd.tree import leaves_by_path, map_with_path, path_str
 from jaxsvd.validate import check_choice, check_nonnegative
 
 GROUPS = ("uv", "s", "norm_bias", "other")
@@ -149,6 +149,44 @@ def _group_transform(cfg, group, steps_per_epoch, num_epochs) -> optax.GradientT
   return optax.adamw(schedule, weight_decay=wd)
 
 
+def l1_subgradient(strength: float, masks: Mapping[str, Any]) -> optax.GradientTransformation:
+  """g ← g + λ·sign(θ)·m on the masked leaves: the subgradient of λ·‖θ ⊙ m‖₁ (network slimming on BN γ,
+  pruning-from-scratch gates). Leaves without a mask are unchanged; masks are checked against params.
+
+  Args:
+    strength: λ.
+    masks: {leaf path: bool array shaped like the leaf, or a Python bool for the whole leaf}.
+
+  Returns:
+    A stateless ``optax.GradientTransformation``. Its ``update`` needs ``params`` and raises ValueError when
+    they are missing, when a mask's path is not a leaf, or when an array mask's shape differs from the leaf's.
+  """
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("l1_subgradient needs params in update()")
+    _check_mask_paths(params, masks)
+
+    def add(kp, g, p):
+      m = masks.get(path_str(kp))
+      if m is None or m is False:
+        return g
+      return g + strength * jnp.sign(p).astype(g.dtype) * jnp.asarray(m, g.dtype)
+
+    return jax.tree_util.tree_map_with_path(add, updates, params), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
+
+
+def _check_mask_paths(params, masks) -> None:
+  leaves = leaves_by_path(params)
+  for path, m in masks.items():
+    if path not in leaves:
+      raise ValueError(f"mask for {path!r} has no leaf in params")
+    if not isinstance(m, (bool, np.bool_)) and np.shape(m) != np.shape(leaves[path]):
+      raise ValueError(f"mask for {path!r} has shape {np.shape(m)}, the leaf {np.shape(leaves[path])}")
+
+
 def clipping(cfg: Any) -> optax.GradientTransformation:
   """The gradient clipping of ``cfg.clip`` with threshold c = ``cfg.clip_value``.
 
@@ -194,6 +232,6 @@ def make_optimizer(cfg: Any, params, steps_per_epoch: int, num_epochs: int) -> o
   groups = {g: _group_transform(cfg, g, steps_per_epoch, num_epochs) for g in GROUPS}
   parts = [clipping(cfg)]
   if _field(cfg, "bn_l1"):
-    parts.append(l1_subgradient(float(_field(cfg, "bn_l1")), gamma_masks(params)))
+    parts.append(l1_subgradient(float(_field(cfg, "bn_l1")), norm_scales(params)))
   parts.append(optax.partition(groups, param_labels))
   return optax.chain(*parts)

@@ -14,9 +14,13 @@ abstract targets → arrays. Fields (format version 2):
                    dense_first: bool, dense_last: bool}.
   ranks            {SVD layer path: int}: the ranks now (read back from params by ``structure.ranks``).
   original_ranks   {SVD layer path: int}: the ranks at initialization (``pruning.rank.Floors.min_decay``).
-  inner_widths     null or {ResNet block name: int}: blocks' inner channel widths (pruning from scratch).
-  pruned_channels  null or {norm layer path: [int]}: channels held at zero by network slimming
-                   (``pruning.slimming.masks_from_channels`` rebuilds the masks).
+  widths           null or {conv path: int}: output channels of the model's channel groups
+                   (``model.channel_groups()``: every VGG conv, each ResNet block's conv1) where they differ from
+                   the standard model: set by network slimming and by pruning from scratch.
+  pruned_channels  null or {norm layer path: [int]}: the channels network slimming removed physically (indices in
+                   the layer before that slimming; ``widths`` already holds the new sizes).
+  masked_channels  null or {norm layer path: [int]}: channels held at exactly zero in full-width params (format-1
+                   slimming; ``pruning.slimming.masks_from_channels`` rebuilds the masks for resuming).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.structure import validate_ranks
 
 FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, FORMAT_VERSION)  # 1: converted on read (``from_json``)
 
 
 class FormatError(ValueError):
@@ -49,8 +54,9 @@ class Architecture:
   svd: SVDSpec | None = None
   ranks: Mapping[str, int] = dataclasses.field(default_factory=dict)
   original_ranks: Mapping[str, int] = dataclasses.field(default_factory=dict)
-  inner_widths: Mapping[str, int] | None = None
+  widths: Mapping[str, int] | None = None
   pruned_channels: Mapping[str, list[int]] | None = None
+  masked_channels: Mapping[str, list[int]] | None = None
 
   def __post_init__(self):
     validate_ranks(self.ranks, "ranks")
@@ -75,10 +81,10 @@ class Architecture:
       gated: add pruning-from-scratch gates (ResNets only).
 
     Returns:
-      ``models.build_model(model, num_classes, svd, ranks=ranks (if svd), inner_widths=inner_widths, ...)``.
+      ``models.build_model(model, num_classes, svd, ranks=ranks (if svd), widths=widths, ...)``.
     """
     return build_model(self.model, self.num_classes, self.svd, ranks=dict(self.ranks) if self.svd else None,
-                       bn_axis_name=bn_axis_name, inner_widths=self.inner_widths, gated=gated)
+                       bn_axis_name=bn_axis_name, widths=self.widths, gated=gated)
 
   def dense(self) -> Architecture:
     """The same architecture with every SVD layer dense (the target of ``export.merge``)."""
@@ -90,9 +96,9 @@ class Architecture:
     return {"format_version": FORMAT_VERSION, "model": self.model, "num_classes": int(self.num_classes),
             "input_shape": [int(d) for d in self.input_shape], "svd": svd, "ranks": dict(self.ranks),
             "original_ranks": dict(self.original_ranks),
-            "inner_widths": None if self.inner_widths is None else dict(self.inner_widths),
-            "pruned_channels": None if self.pruned_channels is None else
-            {k: [int(i) for i in v] for k, v in self.pruned_channels.items()}}
+            "widths": None if self.widths is None else {k: int(v) for k, v in self.widths.items()},
+            "pruned_channels": _channels_json(self.pruned_channels),
+            "masked_channels": _channels_json(self.masked_channels)}
 
   @classmethod
   def from_json(cls, d: Mapping[str, Any], where: str = "architecture record") -> Architecture:
@@ -112,15 +118,15 @@ class Architecture:
     if not isinstance(d, Mapping):
       raise FormatError(f"{where}: expected a JSON object, got {type(d).__name__}")
     version = d.get("format_version")
-    if version not in (1, FORMAT_VERSION):
-      raise FormatError(f"{where} has format_version={version!r}; this jaxsvd reads versions 1 and {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+      raise FormatError(f"{where} has format_version={version!r}; this jaxsvd reads versions {READABLE_VERSIONS}")
     try:
       d = _from_version_1(d) if version == 1 else d
       svd = None if d["svd"] is None else SVDSpec.from_dict({**d["svd"], "ranks": {}})
       return cls(model=str(d["model"]), num_classes=int(d["num_classes"]),
                  input_shape=tuple(int(x) for x in d["input_shape"]), svd=svd, ranks=dict(d["ranks"]),
-                 original_ranks=dict(d["original_ranks"]), inner_widths=d.get("inner_widths"),
-                 pruned_channels=d.get("pruned_channels"))
+                 original_ranks=dict(d["original_ranks"]), widths=d.get("widths"),
+                 pruned_channels=d.get("pruned_channels"), masked_channels=d.get("masked_channels"))
     except (KeyError, TypeError, AttributeError) as err:
       raise FormatError(f"{where} (format_version={version}) is missing or mistypes field {err}") from None
 
@@ -128,9 +134,14 @@ class Architecture:
 def _from_version_1(meta: Mapping[str, Any]) -> dict:
   """A format-1 metadata dict (record fields mixed with run metadata) as a version-2 record dict."""
   model = meta["model"]
-  svd = model.get("svd")
+  svd, inner = model.get("svd"), model.get("inner_widths")
   return {"format_version": FORMAT_VERSION, "model": model["name"], "num_classes": model["num_classes"],
           "input_shape": meta["input_shape"],
           "svd": None if svd is None else {k: v for k, v in svd.items() if k != "ranks"},
           "ranks": meta.get("ranks") or {}, "original_ranks": meta.get("original_ranks") or meta.get("ranks") or {},
-          "inner_widths": model.get("inner_widths"), "pruned_channels": meta.get("pruned_channels")}
+          "widths": None if not inner else {f"{block}/conv1": width for block, width in inner.items()},
+          "pruned_channels": None, "masked_channels": meta.get("pruned_channels")}
+
+
+def _channels_json(channels: Mapping[str, list[int]] | None) -> dict | None:
+  return None if channels is None else {k: [int(i) for i in v] for k, v in channels.items()}

@@ -130,6 +130,11 @@ def norm_widths(params: PyTree) -> dict[str, int]:
   return {path: int(np.shape(node["scale"])[0]) for path, node in norm_layers(params).items()}
 
 
+def norm_scales(params: PyTree) -> dict[str, bool]:
+  """Whole-leaf masks {'<norm layer>/scale': True} selecting every γ (what network slimming's L1 penalizes)."""
+  return {f"{path}/scale": True for path in norm_layers(params)}
+
+
 def total_rank(rank_map: Mapping[str, int]) -> int:
   """Σ ranks of a {path: rank} map.
 

@@ -9,7 +9,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["step_time", "regularizer_overhead", "pruned_inference", "pruning_event", "parallel_scaling", "checkpoint_io",
-           "data_pipeline", "vs_pytorch", "xla_options"]
+           "data_pipeline", "vs_pytorch", "xla_options", "channel_pruning", "run_latency"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

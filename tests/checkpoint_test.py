@@ -37,8 +37,8 @@ def _state(model, step=5):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
   """A pruned SVD ResNet-8 saved by the library, with its architecture record."""
-  widths = {"stage3_block0": 9}
-  full = ranks(jax.eval_shape(build_model("resnet8", 4, SVDSpec(), inner_widths=widths).init, jax.random.key(0),
+  widths = {"stage3_block0/conv1": 9}
+  full = ranks(jax.eval_shape(build_model("resnet8", 4, SVDSpec(), widths=widths).init, jax.random.key(0),
                               jax.ShapeDtypeStruct((1, *INPUT), np.float32))["params"])
   arch = Architecture("resnet8", 4, INPUT, SVDSpec(), {**full, **PRUNED}, full, widths)
   state = _state(arch.build_model())
@@ -58,12 +58,12 @@ def test_restore_needs_only_the_directory_in_a_fresh_process(saved, tmp_path):
       from jaxsvd import checkpoint
       r = checkpoint.restore({directory!r})
       np.save({str(tmp_path / "y.npy")!r}, np.asarray(r.model.apply(r.variables, np.load({str(tmp_path / "x.npy")!r}))))
-      print(r.architecture.ranks["stage1_block0/conv1"], r.architecture.inner_widths, r.meta["note"])
+      print(r.architecture.ranks["stage1_block0/conv1"], r.architecture.widths, r.meta["note"])
   """)
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert proc.stdout.split() == ["3", "{'stage3_block0':", "9}", "anything", "JSON"]
+  assert proc.stdout.split() == ["3", "{'stage3_block0/conv1':", "9}", "anything", "JSON"]
   expected = arch.build_model().apply(state.variables, x)
   np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.asarray(expected), rtol=1e-6, atol=1e-6)
 

@@ -1,4 +1,5 @@
-"""Checkpoints of real runs: restore in a fresh process (full rank and pruned), resume bit-identical to a straight run."""
+"""Checkpoints of real runs: restore in a fresh process (full rank and pruned), resume bit-identical to a straight
+run, and runs written in format 1 resume under today's loop."""
 
 import os
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from experiments import train
 from jaxsvd import checkpoint
 from jaxsvd.inference import load_for_inference
+from jaxsvd.tree import get_node
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,3 +104,22 @@ def test_a_format_1_run_resumes_and_continues(tmp_path):
   assert [h["epoch"] for h in after.meta["history"]] == [1, 2, 3, 4, 5]
   assert after.architecture.ranks == before.architecture.ranks  # epoch 5 is fine-tuning: no pruning
   assert after.step == before.step + 3  # 3 more steps, from the restored optimizer state
+
+
+def test_a_format_1_slimmed_run_resumes_with_its_channels_held_at_zero(tmp_path):
+  """Format 1 masked slimmed channels; resuming rebuilds that optimizer (keep_pruned) from the record alone, even
+  with slimming off in the resuming config."""
+  import shutil
+  workdir = tmp_path / "run"
+  shutil.copytree(os.path.join(REPO, "tests", "fixtures", "format_v1", "slimmed"), workdir / "checkpoints")
+  data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"))
+  c = helpers.tiny_config(data_dir, num_epochs=4, finetune_epochs=0, **{
+      "svd.enabled": False, "pruning.enabled": False, "final_prune.enabled": False, "optimizer.bn_l1": 1e-4})
+  summary = train.run(c, str(workdir))
+  after = checkpoint.restore(str(workdir / "checkpoints"))
+  masked = after.architecture.masked_channels
+  assert after.meta["epoch"] == 4 and summary["bn_channels_before"] - summary["bn_channels_after"] == sum(
+      len(v) for v in masked.values()) > 0
+  for path, channels in masked.items():  # one more epoch of Adam later, still exactly zero
+    node = get_node(after.variables["params"], path)
+    assert (np.asarray(node["scale"])[channels] == 0).all() and (np.asarray(node["bias"])[channels] == 0).all()

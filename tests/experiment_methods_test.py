@@ -13,13 +13,12 @@ from experiments import pruning_from_scratch, train
 from experiments.plan import make_plan
 from jaxsvd import checkpoint, flops
 from jaxsvd.models import build_model
-from jaxsvd.tree import get_node
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_slimming_experiment_prunes_keeps_zeros_and_resumes(tmp_path):
+def test_slimming_rebuilds_a_narrower_model_and_resumes_exactly(tmp_path):
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "fm"))
   overrides = {"svd.enabled": False, "pruning.enabled": False, "final_prune.enabled": False,
                "reg.orthogonality": 0.0, "reg.sparsity": 0.0, "optimizer.bn_l1": 1e-3,
@@ -28,19 +27,45 @@ def test_slimming_experiment_prunes_keeps_zeros_and_resumes(tmp_path):
   workdir = str(tmp_path / "b")
   assert train.run(helpers.tiny_config(data_dir, **overrides), workdir, stop_after_epoch=3) is None
   resumed = train.run(helpers.tiny_config(data_dir, **overrides), workdir)
-  total = straight["bn_channels_before"]
-  assert straight["bn_channels_after"] == resumed["bn_channels_after"] == total - round(0.3 * total)
-  assert resumed["test_accuracy"] == pytest.approx(straight["test_accuracy"], abs=1e-6)
+  prunable = 16 + 32 + 64  # ResNet-8's three blocks' inner channels (the residual stream is not pruned)
+  removed = round(0.3 * prunable)
+  assert straight["bn_channels_before"] - straight["bn_channels_after"] == removed
+  assert resumed == straight  # a kill after the rebuild resumes to the same result
+  assert straight["macs_after"] < straight["macs_before"] and straight["params_after"] < straight["params_before"]
 
   restored = checkpoint.restore(os.path.join(workdir, "checkpoints"))
-  channels = restored.architecture.pruned_channels
-  assert sum(len(v) for v in channels.values()) == round(0.3 * total)
-  params = restored.variables["params"]
-  for path, pruned in channels.items():  # two fine-tune epochs later the pruned γ, β are still exactly zero
-    node = get_node(params, path)
-    assert (np.asarray(node["scale"])[pruned] == 0).all() and (np.asarray(node["bias"])[pruned] == 0).all()
+  widths = restored.architecture.widths
+  assert sum(widths.values()) == prunable - removed
+  assert sum(len(v) for v in restored.architecture.pruned_channels.values()) == removed
+  for conv, width in widths.items():  # physically narrower: conv1 outputs, bn1, conv2 inputs
+    block = restored.variables["params"][conv.split("/")[0]]
+    conv1, conv2 = block["conv1"]["kernel"], block["conv2"]["kernel"]
+    chex.assert_shape([conv1, block["bn1"]["scale"], conv2],
+                      [(*conv1.shape[:3], width), (width,), (3, 3, width, conv2.shape[3])])
   events = [e for e in restored.meta["pruning_events"] if e["kind"] == "slimming"]
   assert len(events) == 1 and events[0]["epoch"] == 2
+
+
+def test_svd_and_slimming_together_restore_in_a_fresh_process(tmp_path):
+  """One model both low-rank and narrow: the slimmed SVD checkpoint restores from its directory alone."""
+  data_dir = helpers.write_fashion_mnist(str(tmp_path / "fm"))
+  overrides = {"pruning.enabled": False, "final_prune.enabled": False, "optimizer.bn_l1": 1e-3, "num_epochs": 3,
+               "slimming.enabled": True, "slimming.amount": 0.5, "slimming.prune_epoch": 2}
+  summary = train.run(helpers.tiny_config(data_dir, **overrides), str(tmp_path / "run"))
+  ckpt = os.path.join(tmp_path, "run", "checkpoints")
+  restored = checkpoint.restore(ckpt)
+  assert restored.architecture.svd is not None and sum(restored.architecture.widths.values()) == 56
+  assert summary["macs_after"] < summary["macs_before"]
+  x = np.random.default_rng(0).normal(size=(2, 28, 28, 1)).astype(np.float32)
+  np.save(tmp_path / "x.npy", x)
+  x_file, y_file = str(tmp_path / "x.npy"), str(tmp_path / "y.npy")
+  code = (f"import numpy as np; from jaxsvd import checkpoint; r = checkpoint.restore({ckpt!r}); "
+          f"np.save({y_file!r}, np.asarray(r.model.apply(r.variables, np.load({x_file!r}))))")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  expected = restored.model.apply(restored.variables, x)
+  np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_slimming_config_is_an_error_before_compile(tmp_path):
@@ -61,9 +86,9 @@ def test_experiment_search_then_train_from_scratch_and_restore(tmp_path):
   dense = flops.count(build_model("resnet8", 10, None), (28, 28, 1)).macs
   assert record["macs_full"] == dense
   restored = checkpoint.restore(os.path.join(workdir, "checkpoints"))  # the widths come from the metadata
-  assert restored.architecture.inner_widths == record["inner_widths"]
-  for block, width in record["inner_widths"].items():
-    chex.assert_shape(restored.variables["params"][block]["bn1"]["scale"], (width,))
+  assert restored.architecture.widths == record["widths"]
+  for conv, width in record["widths"].items():
+    chex.assert_shape(restored.variables["params"][conv.split("/")[0]]["bn1"]["scale"], (width,))
 
 
 def test_cli_bad_config_is_one_line_error_before_search(tmp_path):

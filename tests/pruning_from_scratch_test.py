@@ -3,8 +3,10 @@
 import chex
 import jax
 import numpy as np
+import optax
 import pytest
 
+from jaxsvd import flops
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.pruning import from_scratch
@@ -15,24 +17,27 @@ X = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
 BLOCKS = ["stage1_block0", "stage2_block0", "stage3_block0"]  # resnet8
 
 
-def test_inner_widths_are_data_and_checked():
-  model = build_model("resnet8", 10, SVDSpec(), inner_widths={"stage2_block0": 5})
+def test_widths_are_data_and_checked():
+  model = build_model("resnet8", 10, SVDSpec(), widths={"stage2_block0/conv1": 5})
   params = model.init(jax.random.key(0), X)["params"]
   assert ranks(params)["stage2_block0/conv1"] == 5  # conv1: 5 outputs; conv2: 5 inputs, V is (3·3·5, 32)
   chex.assert_shape(params["stage2_block0"]["conv2"]["V"], (45, 32))
   chex.assert_shape(params["stage2_block0"]["bn1"]["scale"], (5,))
-  with pytest.raises(ValueError, match=r"inner_widths names \['stage9_block0'\]"):
-    build_model("resnet8", 10, None, inner_widths={"stage9_block0": 4})
+  with pytest.raises(ValueError, match=r"widths names \['stage9_block0/conv1'\], which are not prunable convs"):
+    build_model("resnet8", 10, None, widths={"stage9_block0/conv1": 4})
   with pytest.raises(ValueError, match="int >= 1"):
-    build_model("resnet8", 10, None, inner_widths={"stage1_block0": 0})
+    build_model("resnet8", 10, None, widths={"stage1_block0/conv1": 0})
   with pytest.raises(ValueError, match="only to the ResNets"):
-    build_model("vgg11", 10, None, inner_widths={"x": 1})
+    build_model("vgg11", 10, None, gated=True)
+  vgg = build_model("vgg11", 10, None, widths={"conv2": 7})
+  chex.assert_shape(vgg.init(jax.random.key(0), X)["params"]["conv3"]["kernel"], (3, 3, 7, 256))
 
 
 def test_gates_start_at_one_and_change_nothing():
   plain, gated = build_model("resnet8", 10, None), build_model("resnet8", 10, None, gated=True)
   variables = gated.init(jax.random.key(0), X)
-  assert sorted(from_scratch.gates(variables["params"])) == BLOCKS
+  paths = from_scratch.gate_paths(gated.channel_groups(), "block")
+  assert sorted(from_scratch.gates(variables["params"], paths)) == [f"{b}/conv1" for b in BLOCKS]
   without = {**variables, "params": {k: {n: v for n, v in b.items() if n != "gate"} if isinstance(b, dict) else b
                                      for k, b in variables["params"].items()}}
   chex.assert_trees_all_close(gated.apply(variables, X), plain.apply(without, X), atol=1e-6)
@@ -41,14 +46,59 @@ def test_gates_start_at_one_and_change_nothing():
 def test_gate_search_trains_only_the_gates_and_l1_shrinks_them():
   model = build_model("resnet8", 10, None, gated=True)
   variables = model.init(jax.random.key(0), X)
-  tx = from_scratch.gate_optimizer(variables["params"], 1e-2, 1.0)
+  paths = from_scratch.gate_paths(model.channel_groups(), "block")
+  tx = from_scratch.gate_optimizer(paths.values(), 1e-2, 1.0, "l1")
   state = TrainState.create(model.apply, variables, tx)
   batch = {"image": X, "label": np.arange(4, dtype=np.int32)}
   for _ in range(3):
     state, _ = jax.jit(train_step, static_argnums=(2,))(state, batch, RegularizerConfig(0.0, 0.0))
   moved = {path for path, (a, b) in _pairs(state.params, variables["params"]).items() if np.any(a != b)}
   assert moved == {f"{block}/gate" for block in BLOCKS}
-  assert all((g < 1).all() for g in from_scratch.gates(state.params).values())  # λ = 1 dominates CE
+  gate_values = from_scratch.gates(state.params, paths)
+  assert all((g < 1).all() for g in gate_values.values())  # λ = 1 dominates CE
+
+
+def test_budget_loss_gradient_against_hand_computed_value():
+  gammas = [np.array([0.5, -0.2, 0.0], np.float32), np.array([0.9], np.float32)]
+  # Σ|γ| = 1.6 over C = 4 channels; r = 0.25: Ω = (0.4 − 0.25)² = 0.0225, ∂Ω/∂γ = 2·0.15·sign(γ)/4 = 0.075·sign(γ)
+  np.testing.assert_allclose(from_scratch.budget_loss(gammas, 0.25), 0.0225, rtol=1e-6)
+  params = {"a": {"scale": gammas[0]}, "b": {"scale": gammas[1]}, "w": np.ones(2, np.float32)}
+  tx = from_scratch.budget_gradient(2.0, ["a/scale", "b/scale"], 0.25)
+  updates, _ = tx.update(jax.tree.map(np.zeros_like, params), optax.EmptyState(), params)
+  np.testing.assert_allclose(updates["a"]["scale"], 2.0 * 0.075 * np.array([1, -1, 0]), rtol=1e-6)
+  np.testing.assert_allclose(updates["b"]["scale"], [2.0 * 0.075], rtol=1e-6)
+  np.testing.assert_array_equal(updates["w"], np.zeros(2))
+  autodiff = jax.grad(lambda g: from_scratch.budget_loss(g, 0.25))(gammas)  # away from γ = 0 they agree
+  np.testing.assert_allclose(autodiff[0][:2], 0.075 * np.array([1, -1]), rtol=1e-6)
+
+
+def test_bn_gate_search_on_vgg_trains_only_gammas_toward_the_ratio():
+  model = build_model("vgg11", 10, None)
+  variables = model.init(jax.random.key(0), X)
+  paths = from_scratch.gate_paths(model.channel_groups(), "bn")
+  variables["params"] = from_scratch.init_gates(variables["params"], paths.values(), 0.5)
+  # ∂Ω/∂γ = 2·(mean|γ| − r)/C per γ with C = 2752 channels: λ = 1e4 makes it ≈ 2, above the CE gradient.
+  tx = from_scratch.gate_optimizer(paths.values(), 5e-2, 1e4, "budget", ratio=0.2)
+  state = TrainState.create(model.apply, variables, tx)
+  batch = {"image": X, "label": np.arange(4, dtype=np.int32)}
+  step = jax.jit(train_step, static_argnums=(2,))
+  for _ in range(5):
+    state, _ = step(state, batch, RegularizerConfig(0.0, 0.0))
+  moved = {path for path, (a, b) in _pairs(state.params, variables["params"]).items() if np.any(a != b)}
+  assert moved == set(paths.values())  # only the γ of the channel groups (β, kernels frozen)
+  mean_gate = np.mean(np.concatenate(list(from_scratch.gates(state.params, paths).values())))
+  assert mean_gate < 0.35  # from 0.5 toward r = 0.2 (Adam: ≤ 0.05 per step)
+
+
+def test_bisection_meets_a_macs_target_within_half_a_percent():
+  model = build_model("vgg11", 10, None)
+  groups = model.channel_groups()
+  rng = np.random.default_rng(0)
+  gate_values = {g.conv: rng.uniform(size=c) for g, c in zip(groups, (64, 128, 256, 256, 512, 512, 512, 512))}
+  macs_of = lambda widths: flops.count(build_model("vgg11", 10, None, widths=widths), (32, 32, 3)).macs  # noqa: E731
+  full = macs_of({})
+  widths = from_scratch.widths_for_budget(gate_values, macs_of, 0.5)
+  assert 0.995 * 0.5 * full <= macs_of(widths) <= 0.5 * full
 
 
 def _pairs(a, b):

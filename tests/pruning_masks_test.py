@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxsvd.optim import l1_subgradient
 from jaxsvd.pruning import masks as M
 
 RNG = np.random.default_rng(0)
@@ -122,13 +123,13 @@ def test_l1_subgradient_adds_lambda_sign_times_mask_numpy_reference():
             "w": W}
   grads = jax.tree.map(lambda p: np.full(np.shape(p), 0.25, np.float32), params)
   entry_mask = np.array([True, True, False])
-  tx = M.l1_subgradient(0.1, {"bn/scale": entry_mask, "w": True})
+  tx = l1_subgradient(0.1, {"bn/scale": entry_mask, "w": True})
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_allclose(updates["bn"]["scale"], 0.25 + 0.1 * np.sign(params["bn"]["scale"]) * entry_mask)
   np.testing.assert_allclose(updates["w"], 0.25 + 0.1 * np.sign(W))
   np.testing.assert_array_equal(updates["bn"]["bias"], grads["bn"]["bias"])  # no mask: unchanged
   with pytest.raises(ValueError, match="mask for 'nope' has no leaf"):
-    M.l1_subgradient(0.1, {"nope": True}).update(grads, optax.EmptyState(), params)
+    l1_subgradient(0.1, {"nope": True}).update(grads, optax.EmptyState(), params)
 
 
 def test_select_and_label_fn_meet_optax_partition():

@@ -9,16 +9,16 @@ import pytest
 
 from jaxsvd.pruning import masks as M
 from jaxsvd.pruning import slimming
-from jaxsvd.structure import norm_widths
+from jaxsvd.structure import norm_scales, norm_widths
 
 PARAMS = {"bn1": {"scale": np.array([0.9, 0.01, 0.5, -0.02], np.float32), "bias": np.ones(4, np.float32)},
           "block": {"bn2": {"scale": np.array([0.03, 0.04, 0.8], np.float32), "bias": np.ones(3, np.float32)},
                     "conv": {"kernel": np.ones((3, 3, 4, 3), np.float32)}}}
 
 
-def test_bn_layers_found_by_structure():
+def test_norm_layers_found_by_structure():
   assert norm_widths(PARAMS) == {"bn1": 4, "block/bn2": 3}
-  assert slimming.gamma_masks(PARAMS) == {"bn1/scale": True, "block/bn2/scale": True}
+  assert norm_scales(PARAMS) == {"bn1/scale": True, "block/bn2/scale": True}
 
 
 def test_one_global_threshold_and_min_channels():

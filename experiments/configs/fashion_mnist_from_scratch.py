@@ -1,5 +1,10 @@
 """Pruning from scratch on the quick Fashion-MNIST setup: ResNet-8 (dense), 1 epoch of gate search on the
-random init, block widths for 50 % of the MACs, then 6 epochs of training from scratch."""
+random init (BN γ as gates, γ₀ = 0.5, budget loss), block widths for 50 % of the MACs, then 6 epochs of training
+from scratch.
+
+  python -m experiments.pruning_from_scratch --config=experiments/configs/fashion_mnist_from_scratch.py \\
+      --workdir=runs/pfs
+"""
 
 from experiments.configs import fashion_mnist_dense
 
@@ -7,5 +12,6 @@ from experiments.configs import fashion_mnist_dense
 def get_config():
   """The dense Fashion-MNIST config with a 1-epoch gate search and a 50 % MACs budget."""
   c = fashion_mnist_dense.get_config()
-  c.from_scratch.update(search_epochs=1, l1=1e-3, learning_rate=1e-2, budget=0.5)
+  c.from_scratch.update(search_epochs=1, gates="bn", init=0.5, penalty="budget", weight=100.0, ratio=0.5,
+                        learning_rate=1e-2, budget=0.5)
   return c

@@ -1,11 +1,12 @@
 """Network slimming on the quick Fashion-MNIST setup: dense ResNet-8 trained with an L1 penalty on BN γ,
-40 % of the BN channels (smallest |γ|, one global threshold) pruned after epoch 4, 2 fine-tune epochs."""
+40 % of the blocks' inner channels (smallest |γ|, one global threshold; the residual stream is not pruned) removed
+after epoch 4 (the model is rebuilt narrower), then 2 fine-tune epochs."""
 
 from experiments.configs import fashion_mnist_dense
 
 
 def get_config():
-  """The dense Fashion-MNIST config with BN-γ L1 1e-4 and 40 % of the BN channels slimmed after epoch 4."""
+  """The dense Fashion-MNIST config with BN-γ L1 1e-4 and 40 % of the block channels slimmed after epoch 4."""
   c = fashion_mnist_dense.get_config()
   c.optimizer.bn_l1 = 1e-4
   c.slimming.update(enabled=True, amount=0.4, prune_epoch=4)

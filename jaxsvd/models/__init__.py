@@ -8,8 +8,8 @@ from typing import Callable, Mapping
 import flax.linen as nn
 
 from jaxsvd.layers import MODES
-from jaxsvd.models.common import SVDSpec
-from jaxsvd.models.resnet import ResNet, resnet18, resnet_cifar, with_inner_widths
+from jaxsvd.models.common import ChannelGroup, SVDSpec
+from jaxsvd.models.resnet import ResNet, resnet18, resnet_cifar
 from jaxsvd.models.vgg import VGG, vgg
 from jaxsvd.svdify import SVDModel
 from jaxsvd.validate import check_choice
@@ -20,8 +20,8 @@ MODEL_NAMES = ("resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "resn
 
 def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
                 ranks: Mapping[str, int] | None = None, bn_axis_name: str | None = None,
-                inner_widths: Mapping[str, int] | None = None, gated: bool = False) -> nn.Module:
-  """The model ``name`` with SVD layers at ``ranks`` (overrides svd.ranks when given).
+                widths: Mapping[str, int] | None = None, gated: bool = False) -> nn.Module:
+  """The model ``name`` with SVD layers at ``ranks`` and channel widths ``widths``.
 
   Args:
     name: one of ``MODEL_NAMES``.
@@ -29,15 +29,16 @@ def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
     svd: the SVD spec; None builds the dense model.
     ranks: {layer path: rank} replacing ``svd.ranks`` (unused when ``svd`` is None).
     bn_axis_name: (pmap training only) synchronizes BatchNorm statistics across devices.
-    inner_widths: ResNets only: {block: width} narrows blocks' inner channels.
-    gated: ResNets only: adds pruning-from-scratch gates (``jaxsvd.from_scratch``).
+    widths: {conv path: output channels} of the model's channel groups (``model.channel_groups()``: every VGG
+      conv; each ResNet block's conv1); missing convs keep their standard width.
+    gated: ResNets only: adds pruning-from-scratch gates (``jaxsvd.pruning.from_scratch``).
 
   Returns:
     The linen model (a ``ResNet`` or a ``VGG``).
 
   Raises:
-    ValueError: if ``name`` is unknown, ``inner_widths``/``gated`` are given for a VGG, or ``inner_widths`` names
-      unknown blocks or widths that are not ints ≥ 1.
+    ValueError: if ``name`` is unknown, ``gated`` is asked of a VGG, or ``widths`` names a conv that is not a
+      channel group's or a width that is not an int ≥ 1.
   """
   if name not in MODEL_NAMES:
     raise ValueError(f"model={name!r} is not one of {MODEL_NAMES}")
@@ -45,12 +46,12 @@ def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
     svd = svd.with_ranks(ranks)
   depth = int(re.sub(r"\D", "", name))
   if not name.startswith("resnet"):
-    if inner_widths or gated:
-      raise ValueError(f"inner_widths / gated apply only to the ResNets, not model={name!r}")
-    return vgg(depth, num_classes, svd, bn_axis_name)
+    if gated:
+      raise ValueError(f"gated applies only to the ResNets, not model={name!r}")
+    return vgg(depth, num_classes, svd, bn_axis_name).with_widths(widths)
   model = resnet18(num_classes, svd, bn_axis_name) if name == "resnet18" else resnet_cifar(
       depth, num_classes, svd, bn_axis_name=bn_axis_name)
-  return with_inner_widths(model, inner_widths, gated) if inner_widths or gated else model
+  return model.with_widths(widths, gated) if widths or gated else model
 
 
 def in_mode(apply_fn: Callable, mode: str | None) -> Callable:
@@ -82,4 +83,5 @@ def in_mode(apply_fn: Callable, mode: str | None) -> Callable:
   return model.clone(svd=svd.with_mode(mode)).apply
 
 
-__all__ = ["SVDSpec", "ResNet", "VGG", "build_model", "in_mode", "resnet18", "resnet_cifar", "vgg", "MODEL_NAMES"]
+__all__ = ["ChannelGroup", "SVDSpec", "ResNet", "VGG", "build_model", "in_mode", "resnet18", "resnet_cifar", "vgg",
+           "MODEL_NAMES"]

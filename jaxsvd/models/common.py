@@ -7,13 +7,13 @@ A model is (architecture config, ``SVDSpec``); the spec carries the ranks mappin
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 
 from jaxsvd.layers import DECOMPOSITIONS, MODES, ConvSVD, DenseSVD, default_kernel_init
 from jaxsvd.structure import check_rank, validate_ranks
-from jaxsvd.validate import check_choice
+from jaxsvd.validate import check_choice, check_min_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,3 +160,36 @@ def batch_norm(train: bool, name: str, axis_name: str | None = None) -> nn.Batch
     The ``nn.BatchNorm`` (momentum 0.9, epsilon 1e-5).
   """
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, axis_name=axis_name, name=name)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelGroup:
+  """One set of channels a model can lose physically: produced by ``conv``, normalized by ``norm``, read as input
+  channels by ``consumers`` (and scaled by a pruning-from-scratch ``gate`` param, if any). Its width is the
+  architecture datum ``widths[conv]``."""
+  conv: str
+  norm: str
+  consumers: tuple[str, ...]
+  gate: str | None = None
+
+
+def check_widths(widths: Mapping[str, int] | None, groups: Sequence[ChannelGroup]) -> dict[str, int]:
+  """``widths`` as a dict, checked: every key is a group's conv path and every width an int ≥ 1.
+
+  Args:
+    widths: {conv path: output channels}, or None.
+    groups: the model's channel groups.
+
+  Returns:
+    The widths as a plain dict.
+
+  Raises:
+    ValueError: naming the first unknown key or bad width.
+  """
+  widths = dict(widths or {})
+  known = [g.conv for g in groups]
+  if unknown := sorted(set(widths) - set(known)):
+    raise ValueError(f"widths names {unknown}, which are not prunable convs of the model ({known})")
+  for path, width in widths.items():
+    check_min_int(f"widths[{path!r}]", width, 1)
+  return widths

@@ -14,8 +14,7 @@ from typing import Mapping, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxsvd.models.common import SVDSpec, batch_norm, conv, dense
-from jaxsvd.validate import check_min_int
+from jaxsvd.models.common import ChannelGroup, SVDSpec, batch_norm, check_widths, conv, dense
 
 
 class BasicBlock(nn.Module):
@@ -72,6 +71,18 @@ class ResNet(nn.Module):
     return [(f"stage{i + 1}_block{j}", width, 2 if i > 0 and j == 0 else 1)
             for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)) for j in range(blocks)]
 
+  def channel_groups(self) -> list[ChannelGroup]:
+    """Each block's inner channels: conv1 → bn1 (→ gate) → conv2. The residual stream (stem, conv2, projections)
+    is not a group: every block adds into it, so its width stays as built."""
+    return [ChannelGroup(f"{b}/conv1", f"{b}/bn1", (f"{b}/conv2",), f"{b}/gate" if self.gated else None)
+            for b in self.block_names()]
+
+  def with_widths(self, widths: Mapping[str, int] | None, gated: bool = False) -> ResNet:
+    """This ResNet with inner widths ``widths`` ({'<block>/conv1': channels}; checked) and gates if ``gated``."""
+    widths = check_widths(widths, self.channel_groups())
+    inner = {path.rsplit("/", 1)[0]: width for path, width in widths.items()}
+    return self.clone(inner_widths=tuple(sorted(inner.items())), gated=gated)
+
   def block_names(self) -> list[str]:
     """The names of the residual blocks ('stage1_block0', ...), in order."""
     return [name for name, _, _ in self.blocks()]
@@ -88,28 +99,6 @@ class ResNet(nn.Module):
     x = jnp.mean(x, axis=(1, 2))
     return dense(self, "classifier", self.svd, self.num_classes,
                  force_dense=self.svd is not None and self.svd.dense_last)(x)
-
-
-def with_inner_widths(model: ResNet, inner_widths: Mapping[str, int] | None, gated: bool = False) -> ResNet:
-  """``model`` with blocks narrowed to ``inner_widths`` (validated: known blocks, ints ≥ 1) and gates if asked.
-
-  Args:
-    model: the ResNet.
-    inner_widths: {block name: inner width}; None or empty leaves every block at its standard width.
-    gated: whether the blocks get gates.
-
-  Returns:
-    A clone of ``model`` with these inner widths and ``gated``.
-
-  Raises:
-    ValueError: if ``inner_widths`` names a block the model does not have, or a width is not an int ≥ 1.
-  """
-  inner_widths = dict(inner_widths or {})
-  if unknown := sorted(set(inner_widths) - set(model.block_names())):
-    raise ValueError(f"inner_widths names {unknown}, which are not blocks of the model ({model.block_names()})")
-  for name, width in inner_widths.items():
-    check_min_int(f"inner_widths[{name!r}]", width, 1)
-  return model.clone(inner_widths=tuple(sorted(inner_widths.items())), gated=gated)
 
 
 def resnet_cifar(depth: int, num_classes: int = 10, svd: SVDSpec | None = None, shortcut: str = "A",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxsvd.models.common import SVDSpec, batch_norm, conv, dense
+from jaxsvd.models.common import ChannelGroup, SVDSpec, batch_norm, check_widths, conv, dense
 
 CFGS = {
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
@@ -25,6 +25,21 @@ class VGG(nn.Module):
   num_classes: int = 10
   svd: SVDSpec | None = None
   bn_axis_name: str | None = None
+
+  def channel_groups(self) -> list[ChannelGroup]:
+    """Every conv's output channels: conv{i} → bn{i} → conv{i+1} (the last: → the classifier, after pooling)."""
+    n = sum(1 for item in self.cfg if item != "M")
+    return [ChannelGroup(f"conv{i}", f"bn{i}", (f"conv{i + 1}",) if i + 1 < n else ("classifier",)) for i in range(n)]
+
+  def with_widths(self, widths: Mapping[str, int] | None) -> VGG:
+    """This VGG with conv output widths replaced by ``widths`` ({'conv{i}': channels}; checked)."""
+    widths = check_widths(widths, self.channel_groups())
+    cfg, index = [], 0
+    for item in self.cfg:
+      if item != "M":
+        item, index = widths.get(f"conv{index}", int(item)), index + 1
+      cfg.append(item)
+    return self.clone(cfg=tuple(cfg))
 
   @nn.compact
   def __call__(self, x, train: bool = False):

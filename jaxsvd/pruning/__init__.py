@@ -3,7 +3,8 @@
   rank          SVD rank pruning: strategies (count | threshold | ratio | energy), floors, ``prune``,
                 optimizer-state surgery after it
   masks         mask pruning (``torch.nn.utils.prune`` semantics), ``keep_pruned`` / ``l1_subgradient`` (optax)
-  slimming      network slimming (Liu et al. 2017): one global |γ| threshold over all norm layers
+  slimming      network slimming (Liu et al. 2017): one global |γ| threshold over the norm layers
+  channels      physical channel pruning: variables sliced to kept channels (dense and SVD layers)
   from_scratch  pruning from scratch (Wang et al. 2020): gates on the random init, MACs-budget bisection
   schedule      when events fire (``Schedule``) and when fine-tuning begins (``Phases``)
 
@@ -11,9 +12,9 @@ A mask is a bool array shaped like its leaf (True = kept / selected) or a Python
 by the leaf's '/'-joined path (``jaxsvd.tree``).
 """
 
-from jaxsvd.pruning import from_scratch, masks, rank, schedule, slimming
+from jaxsvd.pruning import channels, from_scratch, masks, rank, schedule, slimming
 from jaxsvd.pruning.rank import Floors, PruneReport, Strategy, prune
 from jaxsvd.pruning.schedule import Phases, Schedule
 
-__all__ = ["Floors", "Phases", "PruneReport", "Schedule", "Strategy", "from_scratch", "masks", "prune", "rank",
-           "schedule", "slimming"]
+__all__ = ["Floors", "Phases", "PruneReport", "Schedule", "Strategy", "channels", "from_scratch", "masks", "prune",
+           "rank", "schedule", "slimming"]

@@ -1,92 +1,158 @@
 """Pruning from scratch (Wang et al. 2020, "Pruning from Scratch", AAAI): the pruned architecture is found on
 a *randomly initialized* network, then trained from scratch.
 
-1. Gate search: every residual block's inner channels get a gate α (``BasicBlock(gated=True)``: the bn1
-   output is multiplied by α, α₀ = 1). The weights stay at their random init; only the gates learn,
-   with loss CE + λ·Σ|α| (``gate_optimizer``: the L1 subgradient plus an optimizer on the gates alone).
-2. Budget: one global threshold t on |α|; a block keeps its channels with |α| > t (at least one).
-   ``widths_for_budget`` picks the smallest t whose architecture's MACs ≤ budget (binary search over
-   the sorted |α|; MACs fall monotonically as t rises).
-3. The result, {block path: inner width}, is data (``build_model(..., inner_widths=)``, checkpoint
-   metadata); that architecture is trained from a fresh random init.
+1. Gate search: the channels of every channel group (``model.channel_groups()``) get a gate; the weights stay
+   at their random init and only the gates learn. Gates (``GATE_KINDS``):
+     'bn'     the group's BatchNorm γ is the gate (the seed's setting: every BN layer, VGG and ResNet), γ₀ = 0.5;
+     'block'  a separate α after each ResNet block's bn1 (``build_model(gated=True)``), α₀ = 1.
+   Penalty (``PENALTIES``), λ = ``weight``, over all gates Λ = {γ_j} with C = Σ_j C_j channels:
+     'budget' Ω(Λ) = (Σ_j ‖Λ_j‖₁ / C − r)²  (drives the mean |γ| to the channel ratio r),
+              ∂Ω/∂γ_i = 2·(Σ|γ|/C − r)·sign(γ_i)/C  (``budget_gradient``)
+     'l1'     λ·Σ|γ| (``optim.l1_subgradient``)
+2. Budget: one global threshold t on |γ|; a group keeps its channels with |γ| > t (at least one).
+   ``widths_for_budget`` picks the smallest t whose architecture's MACs ≤ budget × the full MACs (binary search
+   over the sorted |γ|; MACs fall monotonically as t rises).
+3. The result, {conv path: width}, is data (``build_model(..., widths=)``, the checkpoint's architecture
+   record); that architecture is trained from a fresh random init.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxsvd.optim import l1_subgradient
 from jaxsvd.pruning import masks as masks_lib
-from jaxsvd.tree import leaves_by_path
-from jaxsvd.validate import check_in_range, check_nonnegative
+from jaxsvd.tree import leaves_by_path, map_with_path
+from jaxsvd.validate import check_choice, check_in_range, check_nonnegative
 
-GATE = "gate"
-
-
-def _is_gate(path: str, leaf) -> bool:
-  del leaf
-  return path.rsplit("/", 1)[-1] == GATE
+GATE_KINDS = ("bn", "block")
+PENALTIES = ("budget", "l1")
 
 
-def gate_masks(params) -> masks_lib.Masks:
-  """Whole-leaf masks {'<block>/gate': True} of every gate leaf.
+def gate_paths(groups: Sequence, kind: str) -> dict[str, str]:
+  """{group conv path: path of its gate leaf} for gate kind 'bn' (the norm's scale) or 'block' (the α param).
 
   Args:
-    params: the gated model's params (gates are the leaves named 'gate').
+    groups: the model's ``ChannelGroup``s.
+    kind: one of ``GATE_KINDS``.
 
   Returns:
-    {gate leaf path: True}.
-  """
-  return masks_lib.select(params, _is_gate)
-
-
-def gate_optimizer(params, learning_rate: float, l1: float) -> optax.GradientTransformation:
-  """g ← g + λ·sign(α) on the gates, Adam on the gates, zero updates for every other param (frozen weights).
-
-  Args:
-    params: the gated model's params (the gates are found in them by name: leaves called 'gate').
-    learning_rate: Adam's learning rate on the gates.
-    l1: λ of the L1 penalty on the gates.
-
-  Returns:
-    The optax transform: ``l1_subgradient(l1, gates)`` chained with ``multi_transform`` (Adam on the gates,
-    ``set_to_zero`` elsewhere).
+    The gate leaf of every group.
 
   Raises:
-    ValueError: if ``learning_rate`` or ``l1`` is negative.
+    ValueError: on an unknown kind, or 'block' gates on a model built without them.
   """
-  check_nonnegative("from_scratch.l1", l1)
-  check_nonnegative("from_scratch.learning_rate", learning_rate)
-  gate = gate_masks(params)
-  return optax.chain(masks_lib.l1_subgradient(l1, gate),
-                     optax.multi_transform({"gate": optax.adam(learning_rate), "frozen": optax.set_to_zero()},
-                                           masks_lib.label_fn(gate, "gate", "frozen")))
+  check_choice("from_scratch.gates", kind, GATE_KINDS)
+  if kind == "bn":
+    return {g.conv: f"{g.norm}/scale" for g in groups}
+  if missing := [g.conv for g in groups if g.gate is None]:
+    raise ValueError(f"from_scratch.gates='block' needs gated blocks (a ResNet built with gated=True); "
+                     f"{missing[:3]} have none")
+  return {g.conv: g.gate for g in groups}
 
 
-def gates(params) -> dict[str, np.ndarray]:
-  """{block path: |α|} of every gated block.
+def init_gates(params, paths: Sequence[str], value: float):
+  """``params`` with every gate leaf in ``paths`` set to ``value`` (e.g. γ₀ = 0.5)."""
+  paths = set(paths)
+  return map_with_path(lambda p, leaf: jnp.full_like(leaf, value) if p in paths else leaf, params)
+
+
+def budget_loss(gate_values: Sequence, ratio: float):
+  """Ω(Λ) = (Σ_j ‖Λ_j‖₁ / Σ_j C_j − r)², the budget loss of Wang et al. (2020).
 
   Args:
-    params: the gated model's params.
+    gate_values: the gate arrays Λ_j (one per group).
+    ratio: r, the target mean |γ| (the fraction of channels to keep).
 
   Returns:
-    {path of the gate's parent: |gate| as a float64 numpy array}.
+    The scalar loss.
   """
-  return {path.rsplit("/", 1)[0]: np.abs(np.asarray(leaf, np.float64))
-          for path, leaf in leaves_by_path(params).items() if _is_gate(path, leaf)}
+  total = sum(jnp.sum(jnp.abs(g)) for g in gate_values)
+  channels = sum(int(np.size(g)) for g in gate_values)
+  return (total / channels - ratio) ** 2
+
+
+def budget_gradient(weight: float, paths: Sequence[str], ratio: float) -> optax.GradientTransformation:
+  """g ← g + λ·∂Ω/∂γ on the gate leaves, with ∂Ω/∂γ_i = 2·(Σ|γ|/C − r)·sign(γ_i)/C (``budget_loss``).
+
+  Args:
+    weight: λ.
+    paths: the gate leaves' paths.
+    ratio: r.
+
+  Returns:
+    A stateless optax transform; its ``update`` needs ``params``.
+  """
+  paths = set(paths)
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("budget_gradient needs params in update()")
+    gates = {p: leaf for p, leaf in leaves_by_path(params).items() if p in paths}
+    channels = sum(int(np.size(g)) for g in gates.values())
+    excess = sum(jnp.sum(jnp.abs(g)) for g in gates.values()) / channels - ratio
+    scale = weight * 2.0 * excess / channels
+    add = lambda p, g, w: g + (scale * jnp.sign(w)).astype(g.dtype) if p in paths else g  # noqa: E731
+    return map_with_path(add, updates, params), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
+
+
+def gate_optimizer(paths: Sequence[str], learning_rate: float, weight: float, penalty: str = "l1",
+                   ratio: float = 0.5) -> optax.GradientTransformation:
+  """The penalty's gradient on the gates, Adam on the gates, zero updates for every other param (frozen weights).
+
+  Args:
+    paths: the gate leaves' paths (``gate_paths(...).values()``).
+    learning_rate: Adam's learning rate on the gates.
+    weight: λ of the penalty.
+    penalty: 'budget' (Ω, see the module doc) or 'l1' (λ·Σ|γ|).
+    ratio: r of the budget loss.
+
+  Returns:
+    The optax transform.
+
+  Raises:
+    ValueError: on a negative learning rate or weight, an unknown penalty, or r outside (0, 1].
+  """
+  check_nonnegative("from_scratch.weight", weight)
+  check_nonnegative("from_scratch.learning_rate", learning_rate)
+  check_choice("from_scratch.penalty", penalty, PENALTIES)
+  check_in_range("from_scratch.ratio", ratio, 0.0, 1.0, low_closed=False, high_closed=True)
+  masks = {p: True for p in paths}
+  grad = budget_gradient(weight, paths, ratio) if penalty == "budget" else l1_subgradient(weight, masks)
+  return optax.chain(grad, optax.multi_transform({"gate": optax.adam(learning_rate), "frozen": optax.set_to_zero()},
+                                                 masks_lib.label_fn(masks, "gate", "frozen")))
+
+
+def gates(params, paths: Mapping[str, str]) -> dict[str, np.ndarray]:
+  """{group conv path: |gate|} (float64 numpy) for the gate leaves ``paths`` ({conv path: leaf path}).
+
+  Args:
+    params: the searched model's params.
+    paths: from ``gate_paths``.
+
+  Returns:
+    The keys of ``widths``, each with its gate magnitudes.
+  """
+  leaves = leaves_by_path(params)
+  return {conv: np.abs(np.asarray(jax.device_get(leaves[p]), np.float64)) for conv, p in paths.items()}
 
 
 def widths_at(gate_values: Mapping[str, np.ndarray], threshold: float) -> dict[str, int]:
-  """Inner width per block: its gates above ``threshold``, at least 1.
+  """The width of every group: its gates above ``threshold``, at least 1.
 
   Args:
-    gate_values: {block path: |α|}, e.g. from ``gates``.
+    gate_values: {conv path: |γ|}, e.g. from ``gates``.
     threshold: the global threshold t.
 
   Returns:
-    {block path: max(1, #{j : |α_j| > t})}.
+    {conv path: max(1, #{j : |γ_j| > t})}.
   """
   return {path: max(1, int(np.sum(g > threshold))) for path, g in gate_values.items()}
 

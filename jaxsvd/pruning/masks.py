@@ -11,13 +11,12 @@ A mask is a bool array shaped like its leaf (True = kept); ``masks`` maps a leaf
   layerwise(params, fn)       fn(w, mask) on every selected leaf → masks
   make_permanent(params, masks)   w ⊙ m: pruned entries become exact zeros in the params
   keep_pruned(masks)          optax transform: updates ⊙ m, so pruned entries stay zero while training
-  l1_subgradient(λ, masks)    optax transform: g + λ·sign(w) ⊙ m, the subgradient of λ·‖w ⊙ m‖₁
   select(params, fn)          {path: True} for every leaf fn(path, leaf) selects (whole-leaf masks)
   label_fn(masks, on, off)    masks → the label-tree function of ``optax.multi_transform`` / ``partition``
 
 This is the one mask convention of the library: a mask is a bool array shaped like its leaf (True = kept /
 selected), or a Python bool for the whole leaf, keyed by the leaf's '/'-joined path (``jaxsvd.tree``). It is
-converted to pytrees only where it meets optax (``keep_pruned``, ``l1_subgradient``, ``label_fn``).
+converted to pytrees only where it meets optax (``keep_pruned``, ``label_fn``, ``optim.l1_subgradient``).
 
 Pruning again with an existing ``mask`` prunes a fraction ``a`` of what is *still kept* (entries, or
 slices for ``ln_structured``), as torch's PruningContainer does. ``a`` is a fraction in [0, 1] or an
@@ -247,8 +246,8 @@ def make_permanent(params, masks: Mapping[str, Any]):
     A pytree like ``params``; unmasked leaves are unchanged.
 
   Raises:
-    ValueError: if a mask's path is not a leaf of ``params`` or its shape differs from the leaf's (so a
-      whole-leaf Python bool is rejected too).
+    ValueError: if a mask's path is not a leaf of ``params`` or an array mask's shape differs from the leaf's
+      (a Python bool masks the whole leaf).
   """
   _check_paths(params, masks)
   return jax.tree_util.tree_map_with_path(
@@ -267,11 +266,11 @@ def keep_pruned(masks: Mapping[str, Any]) -> optax.GradientTransformation:
   checkpointed with it); replace them with ``optax.tree_utils.tree_set(opt_state, masks=new)``.
 
   Args:
-    masks: {leaf path: bool array shaped like the leaf}.
+    masks: {leaf path: bool array shaped like the leaf, or a Python bool for the whole leaf}.
 
   Returns:
     An ``optax.GradientTransformation``; its ``init`` raises ValueError if a mask's path is not a leaf of the
-    params or its shape differs (whole-leaf bools included), and its state is a ``KeepPrunedState``.
+    params or an array mask's shape differs, and its state is a ``KeepPrunedState`` of full-shape masks.
   """
 
   def init_fn(params):
@@ -302,35 +301,6 @@ def sparsity(masks: Mapping[str, Any]) -> dict[str, float]:
   total = sum(np.size(m) for m in masks.values())
   pruned = sum(np.size(m) - int(np.sum(np.asarray(m))) for m in masks.values())
   return {**per, "total": pruned / total if total else 0.0}
-
-
-def l1_subgradient(strength: float, masks: Mapping[str, Any]) -> optax.GradientTransformation:
-  """g ← g + λ·sign(θ)·m on the masked leaves: the subgradient of λ·‖θ ⊙ m‖₁ (network slimming on BN γ,
-  pruning-from-scratch gates). Leaves without a mask are unchanged; masks are checked against params.
-
-  Args:
-    strength: λ.
-    masks: {leaf path: bool array shaped like the leaf, or a Python bool for the whole leaf}.
-
-  Returns:
-    A stateless ``optax.GradientTransformation``. Its ``update`` needs ``params`` and raises ValueError when
-    they are missing, when a mask's path is not a leaf, or when an array mask's shape differs from the leaf's.
-  """
-
-  def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("l1_subgradient needs params in update()")
-    _check_paths(params, masks)
-
-    def add(kp, g, p):
-      m = masks.get(path_str(kp))
-      if m is None or m is False:
-        return g
-      return g + strength * jnp.sign(p).astype(g.dtype) * jnp.asarray(m, g.dtype)
-
-    return jax.tree_util.tree_map_with_path(add, updates, params), state
-
-  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 
 def label_fn(masks: Mapping[str, Any], on: str, off: str) -> Callable[[Any], Any]:

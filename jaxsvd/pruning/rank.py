@@ -48,7 +48,6 @@ class Strategy(FromConfig):
   threshold: float = 1e-3
   threshold_mode: str = "absolute"
   reduce_by: float = 0.1
-  config_section: ClassVar[str] = "pruning"
   config_aliases: ClassVar[dict] = {"strategy": "name"}  # the config's `strategy` field is the name
 
   def __post_init__(self):
@@ -68,7 +67,6 @@ class Floors(FromConfig):
   """
   min_rank: int = 1
   min_decay: float = 0.0
-  config_section: ClassVar[str] = "pruning"
 
   def __post_init__(self):
     check_min_int("min_rank", self.min_rank, 1)

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 from jaxsvd.validate import FromConfig, check_min_int
 
@@ -24,7 +23,6 @@ class Schedule(FromConfig):
   every: int = 1
   start: int = 1
   stop: int | None = None
-  config_section: ClassVar[str] = "pruning"
 
   def __post_init__(self):
     check_min_int("every", self.every, 1)

@@ -1,16 +1,17 @@
 """Network slimming (Liu et al. 2017, "Learning Efficient Convolutional Networks through Network Slimming").
 
-Train with an L1 penalty on every BatchNorm scale γ (``optim`` field ``bn_l1``), then prune the channels
-whose |γ| is smallest over *all* BN layers (one global threshold), then fine-tune. A channel is pruned
-by masking its γ and β to zero (``pruning.masks``): its BN output γ·x̂ + β is then exactly 0, so the channel
-carries nothing, the same function as removing it; ``masks.keep_pruned`` keeps them zero while
-fine-tuning. The pruned channels are data too: ``pruned_channels`` ({BN path: [channel, ...]}) is what
-a checkpoint's JSON metadata stores, and ``masks_from_channels`` rebuilds the masks from it.
+Train with an L1 penalty on every BatchNorm scale γ (``optim`` field ``bn_l1``), then pick the channels whose
+|γ| is smallest over all (prunable) norm layers, one global threshold (``channel_masks``), then fine-tune.
+Masking a channel's γ and β to zero makes its BN output γ·x̂ + β exactly 0, so it carries nothing: the same
+function as removing it, which ``pruning.channels.slice_channels`` then does physically (the experiment's
+slimming event rebuilds the narrower model). The pruned channels are data: ``pruned_channels`` ({BN path:
+[channel, ...]}) goes into the checkpoint's architecture record; ``masks_from_channels`` rebuilds masks from it
+(format-1 checkpoints held slimmed channels at zero with ``masks.keep_pruned`` instead of removing them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -20,19 +21,7 @@ from jaxsvd.structure import norm_layers, norm_widths
 from jaxsvd.validate import check_in_range, check_min_int
 
 
-def gamma_masks(params) -> Masks:
-  """Whole-leaf masks {'<norm layer>/scale': True} selecting every γ (what ``optim``'s ``bn_l1`` penalizes).
-
-  Args:
-    params: a params pytree (norm layers found by ``structure.norm_layers``).
-
-  Returns:
-    {'<norm layer path>/scale': True} for every norm layer.
-  """
-  return {f"{path}/scale": True for path in norm_layers(params)}
-
-
-def channel_masks(params, amount: float, min_channels: int = 1) -> Masks:
+def channel_masks(params, amount: float, min_channels: int = 1, norms: Sequence[str] | None = None) -> Masks:
   """Masks (on each BN's 'scale' and 'bias') pruning the fraction ``amount`` of all BN channels with the
   smallest |γ|, one threshold over all layers; every layer keeps its ``min_channels`` largest.
 
@@ -43,6 +32,8 @@ def channel_masks(params, amount: float, min_channels: int = 1) -> Masks:
     params: a params pytree with norm layers.
     amount: the fraction of all norm channels to prune, in [0, 1).
     min_channels: channels each layer keeps at least (int ≥ 1).
+    norms: the norm layers that may lose channels (default: all; a model's prunable ones are its
+      ``channel_groups()``' norms, e.g. not the residual stream of a ResNet).
 
   Returns:
     {'<layer>/scale': m, '<layer>/bias': m} with m a bool (channels,) array, True = kept (one array shared by
@@ -54,6 +45,10 @@ def channel_masks(params, amount: float, min_channels: int = 1) -> Masks:
   check_in_range("slimming.amount", amount, 0.0, 1.0, low_closed=True, high_closed=False)
   check_min_int("slimming.min_channels", min_channels, 1)
   layers = norm_layers(params)
+  if norms is not None:
+    if missing := sorted(set(norms) - set(layers)):
+      raise ValueError(f"slimming: {missing} are not norm layers of the params")
+    layers = {path: node for path, node in layers.items() if path in set(norms)}
   if not layers:
     raise ValueError("slimming: the params have no BatchNorm layers (no 'scale'/'bias' nodes)")
   scores = []

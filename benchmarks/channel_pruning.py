@@ -1,0 +1,91 @@
+"""Inference speedup of channel pruning (physically narrower models) vs rank pruning, at the same MACs reduction.
+
+  python -m benchmarks.channel_pruning [--quick] [--models resnet20,vgg11] [--budgets 0.5,0.25]
+For each MACs budget b (fraction of the dense model's MACs), three models with MACs ≤ b × dense, timed
+alternately with the dense model in one run (eval step as the library runs it, ``xla_options.autotuned_jit``):
+  narrow (global |γ|)   widths from one global threshold on per-channel scores (what network slimming and
+                        pruning from scratch produce; bisected to the budget by ``from_scratch.widths_for_budget``)
+  narrow (uniform)      every channel group scaled by the same factor (bisected to the budget)
+  svd rank              every SVD layer pruned to the same rank fraction (bisected to the budget)
+The key number is speedup ÷ MACs reduction (1.0: latency falls as fast as MACs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+
+from benchmarks import common
+from jaxsvd import flops
+from jaxsvd.models import SVDSpec, build_model
+from jaxsvd.pruning import from_scratch
+from jaxsvd.structure import norm_widths
+
+
+def _bisect(macs_of, limit: float, lo: float = 0.0, hi: float = 1.0, steps: int = 14) -> float:
+  """The largest fraction f in (lo, hi] with macs_of(f) ≤ limit (macs_of increasing in f)."""
+  for _ in range(steps):
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if macs_of(mid) <= limit else (lo, mid)
+  return lo
+
+
+def _narrow_variants(name: str, budget: float, dense_macs: int) -> dict[str, dict]:
+  model = build_model(name, 10, None)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))
+  full = {g.conv: norm_widths(shapes["params"])[g.norm] for g in model.channel_groups()}
+  macs_of = lambda widths: flops.count(build_model(name, 10, None, widths=widths), (32, 32, 3)).macs  # noqa: E731
+  rng = np.random.default_rng(0)
+  scores = {conv: np.abs(rng.normal(size=w)) * rng.uniform(0.5, 1.5) for conv, w in full.items()}
+  uniform = lambda f: {c: max(1, math.floor(w * f)) for c, w in full.items()}  # noqa: E731
+  f = _bisect(lambda f: macs_of(uniform(f)), budget * dense_macs)
+  return {"narrow (global |γ|)": from_scratch.widths_for_budget(scores, macs_of, budget),
+          "narrow (uniform)": uniform(f)}
+
+
+def _rank_state(name: str, budget: float, dense_macs: int):
+  macs_at = lambda f: flops.count(common.make_state(name, SVDSpec(), rank_fraction=max(f, 1e-3))[1],  # noqa: E731
+                                  (32, 32, 3)).macs
+  f = _bisect(macs_at, budget * dense_macs, steps=8)
+  return common.make_state(name, SVDSpec(), rank_fraction=max(f, 1e-3)), f
+
+
+def main():
+  p = common.parser(__doc__)
+  p.add_argument("--models", default="resnet20,vgg11")
+  p.add_argument("--budgets", default="0.5,0.25")
+  args = p.parse_args()
+  names = ["resnet8"] if args.quick else args.models.split(",")
+  budgets = [0.5] if args.quick else [float(b) for b in args.budgets.split(",")]
+  batch_size, repeats = common.sizes(args)
+  data = common.batch(batch_size)
+  rows = []
+  for name in names:
+    dense_state, dense_model = common.make_state(name, None)
+    dense_macs = flops.count(dense_model, (32, 32, 3)).macs
+    for budget in budgets:
+      states = {label: common.make_state(name, None, widths=widths)
+                for label, widths in _narrow_variants(name, budget, dense_macs).items()}
+      (rank_state, _), fraction = _rank_state(name, budget, dense_macs)
+      states[f"svd rank {fraction:.0%}"] = (rank_state, build_model(name, 10, SVDSpec(),
+                                                                    ranks=common.read_ranks(rank_state.params)))
+      runners = {"dense": common.eval_runner(dense_state, data, "auto"),
+                 **{label: common.eval_runner(state, data, "auto") for label, (state, _) in states.items()}}
+      t = common.alternate(runners, repeats)
+      for label, (state, model) in states.items():
+        macs = flops.count(model, (32, 32, 3)).macs
+        speedup, reduction = t["dense"] / t[label], dense_macs / macs
+        rows.append({"model": name, "budget": f"{budget:.0%}", "variant": label, "MACs red.": f"{reduction:.2f}x",
+                     "ms/batch": f"{t[label] * 1e3:.1f}", "dense ms": f"{t['dense'] * 1e3:.1f}",
+                     "speedup": f"{speedup:.2f}x", "speedup/MACs": f"{speedup / reduction:.2f}"})
+  print(f"backend={jax.default_backend()} batch={batch_size} repeats={repeats} (median, alternated)")
+  print(common.table(rows, list(rows[0])))
+  key = {f"{r['model']}@{r['budget']} {r['variant'].split(' (')[0].split(' ')[0]}": r["speedup/MACs"] for r in rows
+         if "uniform" not in r["variant"]}
+  print("KEY speedup/MACs-reduction: " + ", ".join(f"{k} {v}" for k, v in key.items()))
+
+
+if __name__ == "__main__":
+  main()
