@@ -86,3 +86,22 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
   restored = checkpoint.restore(os.path.join(tmp_path, "checkpoints"))
   assert restored.meta["epoch"] == 2
   chex.assert_tree_all_finite(restored.variables)
+
+
+CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "experiments", "configs"))
+                 if f.endswith(".py") and f not in ("__init__.py", "default.py"))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_shipped_config_validates(name):
+  """Each config file builds a plan (and pruning-from-scratch configs pass their own checks) before any compile."""
+  import importlib
+
+  from experiments import plan, pruning_from_scratch
+  c = importlib.import_module(f"experiments.configs.{name}").get_config()
+  events = plan.make_plan(c).events
+  if "from_scratch" in name:
+    pruning_from_scratch.validate(c)
+  expected = (["online prune"] if c.svd.enabled and c.pruning.enabled else []) + (
+      ["final prune"] if c.svd.enabled and c.final_prune.enabled else []) + (["slimming"] if c.slimming.enabled else [])
+  assert [e.name for e in events] == expected

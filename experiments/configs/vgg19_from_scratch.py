@@ -7,16 +7,12 @@ wd 1e-4, 160 epochs, ÷10 at 50 % / 75 %).
       --workdir=runs/vgg19_pfs --config.data_dir=/path/to/cifar
 """
 
-from experiments.configs import dense_baseline
+from experiments.configs import resnet56_from_scratch
 
 
 def get_config():
-  """Dense VGG-19, BN-γ gates with the budget loss, 50 % MACs budget, 160 epochs SGD 0.1 from scratch."""
-  c = dense_baseline.get_config()
+  """``resnet56_from_scratch.py`` (BN-γ gates, budget loss, 50 % MACs, 160 epochs SGD 0.1) on VGG-19, λ = 5000."""
+  c = resnet56_from_scratch.get_config()
   c.model = "vgg19"
-  c.num_epochs = 160
-  c.optimizer.update(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4, schedule="multistep",
-                     milestones=(0.5, 0.75), decay_factor=0.1)
-  c.from_scratch.update(search_epochs=10, gates="bn", init=0.5, penalty="budget", weight=5000.0, ratio=0.5,
-                        learning_rate=1e-2, budget=0.5)
+  c.from_scratch.weight = 5000.0  # λ of the order of the gated channels C (5504 for VGG-19)
   return c

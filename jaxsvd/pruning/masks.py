@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxsvd.tree import leaves_by_path, path_str
+from jaxsvd.tree import leaves_by_path, map_with_path
 
 Amount = float | int
 Masks = dict[str, Any]  # {leaf path: bool array shaped like the leaf, or a bool for all of it}
@@ -250,8 +250,7 @@ def make_permanent(params, masks: Mapping[str, Any]):
       (a Python bool masks the whole leaf).
   """
   _check_paths(params, masks)
-  return jax.tree_util.tree_map_with_path(
-      lambda kp, w: w * jnp.asarray(masks[path_str(kp)], w.dtype) if path_str(kp) in masks else w, params)
+  return map_with_path(lambda path, w: w * jnp.asarray(masks[path], w.dtype) if path in masks else w, params)
 
 
 class KeepPrunedState(NamedTuple):
@@ -279,9 +278,8 @@ def keep_pruned(masks: Mapping[str, Any]) -> optax.GradientTransformation:
 
   def update_fn(updates, state, params=None):
     del params
-    apply = lambda kp, u: (jnp.where(state.masks[path_str(kp)], u, jnp.zeros_like(u))
-                           if path_str(kp) in state.masks else u)
-    return jax.tree_util.tree_map_with_path(apply, updates), state
+    apply = lambda path, u: jnp.where(state.masks[path], u, jnp.zeros_like(u)) if path in state.masks else u
+    return map_with_path(apply, updates), state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -315,5 +313,4 @@ def label_fn(masks: Mapping[str, Any], on: str, off: str) -> Callable[[Any], Any
   Returns:
     A function ``params -> label tree`` shaped like params.
   """
-  return lambda params: jax.tree_util.tree_map_with_path(lambda kp, _: on if masks.get(path_str(kp)) is True else off,
-                                                         params)
+  return lambda params: map_with_path(lambda path, _: on if masks.get(path) is True else off, params)
