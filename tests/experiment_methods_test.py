@@ -44,6 +44,7 @@ def test_slimming_rebuilds_a_narrower_model_and_resumes_exactly(tmp_path):
                       [(*conv1.shape[:3], width), (width,), (3, 3, width, conv2.shape[3])])
   events = [e for e in restored.meta["pruning_events"] if e["kind"] == "slimming"]
   assert len(events) == 1 and events[0]["epoch"] == 2
+  _restores_in_a_fresh_process(os.path.join(workdir, "checkpoints"), restored, tmp_path)
 
 
 def test_svd_and_slimming_together_restore_in_a_fresh_process(tmp_path):
@@ -56,16 +57,21 @@ def test_svd_and_slimming_together_restore_in_a_fresh_process(tmp_path):
   restored = checkpoint.restore(ckpt)
   assert restored.architecture.svd is not None and sum(restored.architecture.widths.values()) == 56
   assert summary["macs_after"] < summary["macs_before"]
+  _restores_in_a_fresh_process(ckpt, restored, tmp_path)
+
+
+def _restores_in_a_fresh_process(ckpt, restored, tmp_path):
+  """The checkpoint's model, restored from the directory alone in a new process, gives this process's outputs."""
   x = np.random.default_rng(0).normal(size=(2, 28, 28, 1)).astype(np.float32)
-  np.save(tmp_path / "x.npy", x)
   x_file, y_file = str(tmp_path / "x.npy"), str(tmp_path / "y.npy")
+  np.save(x_file, x)
   code = (f"import numpy as np; from jaxsvd import checkpoint; r = checkpoint.restore({ckpt!r}); "
           f"np.save({y_file!r}, np.asarray(r.model.apply(r.variables, np.load({x_file!r}))))")
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert proc.returncode == 0, proc.stderr[-2000:]
   expected = restored.model.apply(restored.variables, x)
-  np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.asarray(expected), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.load(y_file), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_slimming_config_is_an_error_before_compile(tmp_path):
