@@ -251,7 +251,7 @@ class Slimming(Event):
     architecture = architecture.replace(
         widths={**(architecture.widths or {}), **{conv: len(idx) for conv, idx in keep.items()}},
         pruned_channels={**(architecture.pruned_channels or {}), **slimming.pruned_channels(masks)},
-        ranks=ranks(params))
+        masked_channels=None, ranks=ranks(params))  # masked (format-1) channels are gone with the rebuild
     tx = ctx.make_tx(architecture, params)
     state = state.replace(params=params, model_state=jax.tree.map(jnp.asarray, variables), tx=tx,
                           opt_state=tx.init(params), apply_fn=ctx.build_model(architecture).apply)

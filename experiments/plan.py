@@ -114,11 +114,12 @@ def resumable_architecture(c, plan: Plan, saved: Architecture) -> Architecture:
     ``saved``, with ``svd.mode`` from the config.
 
   Raises:
-    ValueError: one line if the config asks for another model, class count, SVD on/off or decomposition.
+    ValueError: one line if the config asks for another model, class count or SVD spec (any field but ``mode``).
   """
-  asked = (c.model, data.NUM_CLASSES[c.dataset], None if plan.svd is None else plan.svd.decomposition)
-  have = (saved.model, saved.num_classes, None if saved.svd is None else saved.svd.decomposition)
+  spec = lambda svd: None if svd is None else svd.with_mode("auto").with_ranks({}).to_dict()  # noqa: E731
+  asked = (c.model, data.NUM_CLASSES[c.dataset], spec(plan.svd))
+  have = (saved.model, saved.num_classes, spec(saved.svd))
   if asked != have:
-    raise ValueError(f"the workdir holds a run of (model, classes, svd decomposition) = {have}, the config asks for "
+    raise ValueError(f"the workdir holds a run of (model, classes, svd spec) = {have}, the config asks for "
                      f"{asked}; resume with the run's config or use another --workdir")
   return saved if plan.svd is None else saved.replace(svd=saved.svd.with_mode(plan.svd.mode))

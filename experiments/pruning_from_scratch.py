@@ -85,7 +85,10 @@ def search(c, workdir: str) -> dict:
   path = os.path.join(workdir, "widths.json")
   if os.path.exists(path):
     with open(path) as f:
-      return json.load(f)["widths"]
+      found = json.load(f)
+    if "widths" not in found:  # written before widths were keyed by conv path
+      return {f"{block}/conv1": width for block, width in found["inner_widths"].items()}
+    return found["widths"]
   ds = data.load_dataset(c.dataset, c.data_dir, c.data_source).subset(c.train_subset, c.test_subset)
   gate_values = search_gates(c, ds)
   macs_of = lambda widths: flops.count(build_model(c.model, data.NUM_CLASSES[c.dataset], None,  # noqa: E731

@@ -123,3 +123,13 @@ def test_a_format_1_slimmed_run_resumes_with_its_channels_held_at_zero(tmp_path)
   for path, channels in masked.items():  # one more epoch of Adam later, still exactly zero
     node = get_node(after.variables["params"], path)
     assert (np.asarray(node["scale"])[channels] == 0).all() and (np.asarray(node["bias"])[channels] == 0).all()
+
+
+def test_resuming_with_another_model_or_svd_spec_is_a_one_line_error(tmp_path):
+  import shutil
+  shutil.copytree(os.path.join(REPO, "tests", "fixtures", "format_v1", "svd_pruned"), tmp_path / "checkpoints")
+  data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"))
+  for overrides in ({"model": "resnet20"}, {"svd.decomposition": "spatial"}, {"svd.dense_first": False}):
+    with pytest.raises(ValueError, match="the workdir holds a run of") as err:
+      train.run(helpers.tiny_config(data_dir, num_epochs=5, **overrides), str(tmp_path))
+    assert "\n" not in str(err.value)

@@ -1,5 +1,5 @@
 """Pruning from scratch (Wang et al. 2020) setting for CIFAR-10 ResNet-56 at 50 % of the MACs: gates learned for
-10 epochs on the random init (every BN γ a gate, γ₀ = 0.5, budget loss (Σ|γ|/C − 0.5)² as in the seed;
+10 epochs on the random init (each block's bn1 γ a gate, γ₀ = 0.5, budget loss (Σ|γ|/C − 0.5)² as in the seed;
 Adam 1e-2 on the gates: our choice, the paper's exact search hyper-parameters were not checked offline), then
 the pruned network trained from scratch with SGD 0.1, momentum 0.9, wd 1e-4, 160 epochs, ÷10 at 50 % / 75 %
 (the standard CIFAR schedule)."""
