@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from jaxsvd import flops
+from jaxsvd import checkpoint, flops
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.pruning import from_scratch
 from jaxsvd.structure import norm_widths
@@ -34,7 +34,7 @@ def _bisect(macs_of, limit: float, lo: float = 0.0, hi: float = 1.0, steps: int 
 
 def _narrow_variants(name: str, budget: float, dense_macs: int) -> dict[str, dict]:
   model = build_model(name, 10, None)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32))
+  shapes = checkpoint.abstract_variables(model, (32, 32, 3))
   full = {g.conv: norm_widths(shapes["params"])[g.norm] for g in model.channel_groups()}
   macs_of = lambda widths: flops.count(build_model(name, 10, None, widths=widths), (32, 32, 3)).macs  # noqa: E731
   rng = np.random.default_rng(0)

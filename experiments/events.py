@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxsvd import checkpoint
 from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, channels, rank, slimming
 from jaxsvd.pruning import masks as masks_lib
 from jaxsvd.record import Architecture
@@ -244,7 +245,8 @@ class Slimming(Event):
     groups = ctx.build_model(architecture).channel_groups()
     masks = slimming.channel_masks(state.params, self.amount, self.min_channels, norms=[g.norm for g in groups])
     keep = {g.conv: np.flatnonzero(np.asarray(masks[f"{g.norm}/scale"])) for g in groups}
-    shapes = channels.kernel_shapes(architecture.dense().build_model(), architecture.input_shape)
+    dense = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)
+    shapes = channels.kernel_shapes(dense["params"])
     decomposition = architecture.svd.decomposition if architecture.svd else "channel"
     variables = channels.slice_channels(state.variables, groups, keep, shapes, decomposition)
     params = jax.tree.map(jnp.asarray, variables.pop("params"))

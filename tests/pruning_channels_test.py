@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxsvd import checkpoint
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.pruning import channels, slimming
 from jaxsvd.pruning import masks as M
@@ -35,7 +36,7 @@ def test_rebuilt_narrow_model_equals_the_masked_model(name, svd):
   masks = slimming.channel_masks(variables["params"], 0.4, 1, norms=[g.norm for g in groups])
   masked = {**variables, "params": M.make_permanent(variables["params"], masks)}
   keep = {g.conv: np.flatnonzero(np.asarray(masks[f"{g.norm}/scale"])) for g in groups}
-  shapes = channels.kernel_shapes(build_model(name, 10, None), X.shape[1:])
+  shapes = channels.kernel_shapes(checkpoint.abstract_variables(build_model(name, 10, None), X.shape[1:])["params"])
   slim = channels.slice_channels(masked, groups, keep, shapes, svd.decomposition if svd else "channel")
   widths = {conv: len(idx) for conv, idx in keep.items()}
   narrow = build_model(name, 10, svd, ranks=ranks(slim["params"]) if svd else None, widths=widths)
@@ -67,7 +68,8 @@ def test_svd_layer_rank_is_clipped_to_the_narrow_matrix():
   model = build_model("resnet8", 10, SVDSpec())
   variables = model.init(jax.random.key(0), X)
   groups = [g for g in model.channel_groups() if g.conv == "stage1_block0/conv1"]
-  shapes = channels.kernel_shapes(build_model("resnet8", 10, None), X.shape[1:])
+  dense = checkpoint.abstract_variables(build_model("resnet8", 10, None), X.shape[1:])
+  shapes = channels.kernel_shapes(dense["params"])
   slim = channels.slice_channels(variables, groups, {"stage1_block0/conv1": np.array([2, 3])}, shapes)
   assert ranks(slim["params"])["stage1_block0/conv1"] == 2  # U (16, 16) → 2 output channels: rank ≤ 2
   assert ranks(slim["params"])["stage1_block0/conv2"] == 16  # V (3·3·2, 16) → still 16 ≤ min(16, 18)

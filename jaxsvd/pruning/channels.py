@@ -28,19 +28,17 @@ from jaxsvd.structure import is_svd_node
 from jaxsvd.tree import get_node, leaves_by_path, replace_nodes
 
 
-def kernel_shapes(dense_model, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
-  """{layer path: kernel shape} of every Dense/Conv layer of ``dense_model`` (the svd-off twin), from abstract init.
+def kernel_shapes(dense_params) -> dict[str, tuple[int, ...]]:
+  """{layer path: kernel shape} of every Dense/Conv layer in the params of the svd-off twin.
 
   Args:
-    dense_model: a linen model whose layers hold 'kernel' params.
-    input_shape: one example's shape (no batch dimension).
+    dense_params: params (arrays or ``jax.ShapeDtypeStruct``, e.g. ``checkpoint.abstract_variables(...)['params']``)
+      whose layers hold 'kernel' leaves.
 
   Returns:
     The kernel shapes, e.g. {'conv1': (3, 3, 16, 32), 'classifier': (64, 10)}.
   """
-  x = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
-  params = jax.eval_shape(lambda k, x: dense_model.init(k, x), jax.random.key(0), x)["params"]
-  return {path[: -len("/kernel")]: tuple(leaf.shape) for path, leaf in leaves_by_path(params).items()
+  return {path[: -len("/kernel")]: tuple(leaf.shape) for path, leaf in leaves_by_path(dense_params).items()
           if path.endswith("/kernel")}
 
 
