@@ -29,6 +29,7 @@ import optax
 from jaxsvd import checkpoint
 from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, channels, rank, slimming
 from jaxsvd.pruning import masks as masks_lib
+from jaxsvd.pruning.budget import MacsCounter
 from jaxsvd.record import Architecture
 from jaxsvd.structure import norm_widths, ranks, total_rank
 from jaxsvd.validate import check_choice, check_in_range, check_min_int
@@ -197,7 +198,9 @@ class RankPrune(Event):
 
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
     """Prunes ranks (``rank.prune``); on a change, rebuilds the model and updates the state per ``opt_state``."""
-    new_params, new_ranks, report = rank.prune(state.params, self.strategy, self.floors, architecture.original_ranks)
+    macs = MacsCounter.for_architecture(architecture) if self.strategy.name == "budget" else None
+    new_params, new_ranks, report = rank.prune(state.params, self.strategy, self.floors, architecture.original_ranks,
+                                               macs)
     if report.changed:
       architecture = architecture.replace(ranks=new_ranks)
       model = ctx.build_model(architecture)

@@ -34,15 +34,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.finetune_epochs = 0
   # Online SVD rank pruning during training (the seed's setting; the paper prunes once at the end). Strategy fields
   # (jaxsvd.pruning.Strategy), floors (Floors), optimizer-state policy (reinit | slice) and the schedule: after
-  # epochs start, start + every, ... ≤ stop (default: the last epoch before fine-tuning) (Schedule).
+  # epochs start, start + every, ... ≤ stop (default: the last epoch before fine-tuning) (Schedule). strategy="budget":
+  # one global energy bisected so the model has ≤ dense MACs / macs_reduction; rank_multiple rounds kept ranks up.
   c.pruning = ml_collections.ConfigDict(dict(
       enabled=False, strategy="energy", energy=0.001, prune_by=1, threshold=1e-3, threshold_mode="absolute",
-      reduce_by=0.1, min_rank=1, min_decay=0.0, opt_state="reinit", every=1, start=1))
+      reduce_by=0.1, macs_reduction=2.0, min_rank=1, min_decay=0.0, rank_multiple=1, opt_state="reinit", every=1,
+      start=1))
   c.pruning.stop = ml_collections.FieldReference(None, field_type=int)
   # Final SVD rank prune (paper: by energy) after the last training epoch, before fine-tuning; same fields.
   c.final_prune = ml_collections.ConfigDict(dict(
       enabled=True, strategy="energy", energy=0.01, prune_by=1, threshold=1e-3, threshold_mode="absolute",
-      reduce_by=0.1, min_rank=1, min_decay=0.0, opt_state="reinit"))
+      reduce_by=0.1, macs_reduction=2.0, min_rank=1, min_decay=0.0, rank_multiple=1, opt_state="reinit"))
   # Network slimming (Liu et al. 2017): train with optimizer.bn_l1 > 0, prune the fraction `amount` of the prunable
   # channels (smallest |γ| over all channel groups) after `prune_epoch`: the model is rebuilt narrower, then fine-tuned.
   c.slimming = ml_collections.ConfigDict(dict(enabled=False, amount=0.4, min_channels=1))

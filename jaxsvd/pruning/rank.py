@@ -8,7 +8,9 @@ ranks (the architecture as data) and a report.
   threshold: k = #{|s_i| ≥ t}, t = threshold (absolute) or threshold·max|s| (relative)
   ratio:     k = ceil(r · (1 − reduce_by))
   energy:    smallest k with Σ_{i≤k} s_i² ≥ (1 − e)·Σ_i s_i²
-  floors:    k ≥ min_rank ≥ 1 and k ≥ ceil(min_decay · original rank); k ≤ r
+  budget:    'energy' with one global e, bisected so the model has ≤ dense MACs / macs_reduction (``budget``)
+  floors:    k ≥ min_rank ≥ 1 and k ≥ ceil(min_decay · original rank), then k rounded up to a multiple of
+             rank_multiple (e.g. 8 or 16: vector/tile widths); k ≤ r
 
 After pruning, the optimizer state is re-initialized (``reinit``: fresh moments, step counts kept) or
 sliced (``slice``: every moment shaped like a pruned U/s/V keeps the kept directions), see ``update_state``.
@@ -25,11 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsvd.pruning import budget
 from jaxsvd.structure import iter_svd_layers
 from jaxsvd.tree import leaves_by_path, replace_nodes, trailing_dict_path
 from jaxsvd.validate import FromConfig, check_choice, check_in_range, check_min_int, check_nonnegative
 
-STRATEGIES = ("count", "threshold", "ratio", "energy")
+STRATEGIES = ("count", "threshold", "ratio", "energy")  # per-layer rules
+GLOBAL_STRATEGIES = ("budget",)  # one decision over all layers (needs the model's MACs: ``prune(..., macs=)``)
 THRESHOLD_MODES = ("absolute", "relative")
 OPT_STATE_POLICIES = ("reinit", "slice")
 
@@ -48,29 +52,35 @@ class Strategy(FromConfig):
   threshold: float = 1e-3
   threshold_mode: str = "absolute"
   reduce_by: float = 0.1
+  macs_reduction: float = 2.0  # 'budget': the pruned model has ≤ dense MACs / macs_reduction
   config_aliases: ClassVar[dict] = {"strategy": "name"}  # the config's `strategy` field is the name
 
   def __post_init__(self):
-    check_choice("strategy", self.name, STRATEGIES)
+    check_choice("strategy", self.name, STRATEGIES + GLOBAL_STRATEGIES)
     check_choice("threshold_mode", self.threshold_mode, THRESHOLD_MODES)
     check_in_range("energy", self.energy, 0.0, 1.0, low_closed=False, high_closed=False)
     check_in_range("reduce_by", self.reduce_by, 0.0, 1.0, low_closed=True, high_closed=False)
     check_min_int("prune_by", self.prune_by, 0)
     check_nonnegative("threshold", self.threshold)
+    if not isinstance(self.macs_reduction, (int, float)) or not self.macs_reduction >= 1.0:
+      raise ValueError(f"macs_reduction must be a number >= 1, got {self.macs_reduction!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Floors(FromConfig):
   """Lower bounds on every kept rank: k ≥ min_rank and k ≥ ceil(min_decay · original rank).
 
-  Construction raises ValueError unless min_rank is an int ≥ 1 and min_decay ∈ [0, 1].
+  ``rank_multiple`` m then rounds k up to a multiple of m (never above the current rank).
+  Construction raises ValueError unless min_rank and rank_multiple are ints ≥ 1 and min_decay ∈ [0, 1].
   """
   min_rank: int = 1
   min_decay: float = 0.0
+  rank_multiple: int = 1
 
   def __post_init__(self):
     check_min_int("min_rank", self.min_rank, 1)
     check_in_range("min_decay", self.min_decay, 0.0, 1.0, low_closed=True, high_closed=True)
+    check_min_int("rank_multiple", self.rank_multiple, 1)
 
   def apply(self, k: int, rank: int, original_rank: int) -> int:
     """k raised to the floors, at most the current ``rank``.
@@ -81,10 +91,11 @@ class Floors(FromConfig):
       original_rank: its rank at init (for ``min_decay``).
 
     Returns:
-      min(r, max(k, min_rank, ceil(min_decay · original_rank), 1)).
+      min(r, m·ceil(max(k, min_rank, ceil(min_decay · original_rank), 1) / m)), m = rank_multiple.
     """
     floor = max(self.min_rank, math.ceil(self.min_decay * original_rank - 1e-9))
-    return int(min(rank, max(k, floor, 1)))
+    k = max(k, floor, 1)
+    return int(min(rank, -(-k // self.rank_multiple) * self.rank_multiple))
 
 
 # ---- strategies: sorted |s| (descending, float64 numpy) -> number of directions to keep ----
@@ -164,6 +175,8 @@ def keep_indices(s: np.ndarray, original_rank: int, strategy: Strategy, floors: 
   Returns:
     The first k indices of a stable argsort of −|s| (ties: lower index first).
   """
+  if strategy.name in GLOBAL_STRATEGIES:
+    raise ValueError(f"strategy={strategy.name!r} decides over all layers at once: use prune(..., macs=...)")
   order = np.argsort(-np.abs(s), kind="stable")
   k = floors.apply(STRATEGY_FNS[strategy.name](np.abs(s)[order], strategy), len(s), original_rank)
   return order[:k]
@@ -202,7 +215,8 @@ class PruneReport:
     return f"pruned total rank {old} -> {new} over {len(self.layers)} SVD layers"
 
 
-def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks: Mapping[str, int] | None = None):
+def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks: Mapping[str, int] | None = None,
+          macs: budget.MacsCounter | None = None):
   """Prunes every SVD layer of ``params``. Pure: ``params`` is not modified.
 
   Args:
@@ -210,13 +224,15 @@ def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks:
     strategy: how many directions each layer keeps.
     floors: lower bounds on the kept ranks.
     original_ranks: {layer path: rank at init} for ``floors.min_decay`` (default: the current ranks).
+    macs: the model's MACs at given ranks and its dense MACs; needed by (only) the 'budget' strategy.
 
   Returns:
     (new_params, new_ranks {path: rank}, PruneReport). In new_params each SVD layer's U, s, V hold only the
     kept directions, reordered by descending |s| (the layer's function is unchanged by the reordering).
 
   Raises:
-    ValueError: naming the layer if any s holds NaN/Inf (nothing is pruned then).
+    ValueError: naming the layer if any s holds NaN/Inf (nothing is pruned then); for 'budget' without ``macs`` or
+      with a target the floors cannot meet.
   """
   layers = dict(iter_svd_layers(params))
   host_s = {path: np.asarray(jax.device_get(node["s"]), np.float64) for path, node in layers.items()}
@@ -224,16 +240,28 @@ def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks:
     if not np.all(np.isfinite(s)):
       raise ValueError(f"cannot prune: singular values of layer {path!r} contain NaN/Inf")
   original_ranks = original_ranks or {}
+  counts = _budget_counts(host_s, strategy, floors, original_ranks, macs) if strategy.name == "budget" else {}
   keep, reports, new_nodes = {}, {}, {}
   for path, node in layers.items():
     s = host_s[path]
-    idx = keep_indices(s, original_ranks.get(path, len(s)), strategy, floors)
+    if path in counts:
+      idx = np.argsort(-np.abs(s), kind="stable")[:counts[path]]
+    else:
+      idx = keep_indices(s, original_ranks.get(path, len(s)), strategy, floors)
     total = float(np.sum(s**2))
     keep[path] = idx
     reports[path] = LayerReport(len(s), len(idx), float(np.sum(s[idx] ** 2)) / total if total > 0 else 1.0)
     new_nodes[path] = slice_layer(node, idx)
   report = PruneReport(reports, keep)
   return replace_nodes(params, new_nodes), report.ranks, report
+
+
+def _budget_counts(host_s, strategy: Strategy, floors: Floors, original_ranks, macs) -> dict[str, int]:
+  if macs is None:
+    raise ValueError("strategy='budget' needs the model's MACs: prune(..., macs=budget.MacsCounter...)")
+  s_sorted = {p: np.sort(np.abs(s))[::-1] for p, s in host_s.items()}
+  floor = lambda p, k: floors.apply(k, len(s_sorted[p]), original_ranks.get(p, len(s_sorted[p])))
+  return budget.keep_counts(s_sorted, floor, macs, strategy.macs_reduction)[0]
 
 
 def _take_last(x, idx: np.ndarray) -> jax.Array:

@@ -1,0 +1,171 @@
+"""A folded model (``jaxsvd.deploy``) as a standalone inference artifact, with its executions chosen by measuring.
+
+``autotune(folded, x)`` builds candidate plans ({layer: 'merged' | 'factored'}): 'auto' (channel-quantized
+MACs), 'merged' (every layer one conv) and 'measured' (each SVD layer timed alone in both executions at the
+batch's shapes, ``measured_plan``), and lets ``xla_options.autotuned_jit`` time the whole model under each plan
+and each XLA option set on real calls: a layer that wins alone can lose inside the model's fusions.
+
+``write(folded, plan, directory)`` serializes ``folded.apply`` with ``jax.export`` (StableHLO, symbolic batch
+dimension ``b``, lowered for ``platforms``) and writes
+  model.stablehlo   the serialized ``jax.export.Exported``: f(weights, images) -> logits
+  weights.npz       its weights, one array per '/'-joined name (BatchNorms folded, executions fixed)
+  meta.json         input shape, plan, the XLA:CPU options chosen, MACs, folded/kept norms, the architecture record
+  deploy_runner.py  a copy of ``jaxsvd/deploy_runner.py``: loads and runs the three above with jax + numpy only
+StableHLO carries no compiler options, so the options measured fastest are stored in meta.json and the runner
+passes them to ``jax.jit`` on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import time
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsvd import deploy_runner, xla_options
+from jaxsvd.deploy import Folded, run_layer
+from jaxsvd.deploy import _execution_weights as execution_weights
+from jaxsvd.tree import leaves_by_path
+from jaxsvd.validate import check_choice
+
+FORMAT = "jaxsvd-deploy-1"
+CANDIDATES = ("auto", "merged", "measured")
+FILES = ("model.stablehlo", "weights.npz", "meta.json", "deploy_runner.py")
+
+
+def _median_time(fn, args, repeats: int) -> float:
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def measured_plan(folded: Folded, batch: int, repeats: int = 5) -> dict[str, str]:
+  """Each SVD layer's faster execution, timed alone on random inputs of its traced shape at ``batch``.
+
+  Args:
+    folded: the folded model.
+    batch: the batch size to time at.
+    repeats: timed calls per execution (median, after one warm-up call).
+
+  Returns:
+    {layer path: 'merged' | 'factored'} (dense layers: 'merged').
+  """
+  plan = folded.plan("merged")
+  rng = np.random.default_rng(0)
+  for path, rank in folded.ranks().items():
+    site = folded.sites[path]
+    x = jnp.asarray(rng.normal(size=(batch, *site.in_shape)), jnp.float32)
+    times = {}
+    for execution in ("merged", "factored"):
+      w = {k: jnp.asarray(v, jnp.float32) for k, v in execution_weights(site, folded.layers[path], execution).items()}
+      times[execution] = _median_time(xla_options.jit(lambda w, x, site=site: run_layer(site, w, x)), (w, x), repeats)
+    plan[path] = min(times, key=times.get)
+  return plan
+
+
+def candidate_plans(folded: Folded, batch: int, rules: Sequence[str] = CANDIDATES) -> dict[str, dict[str, str]]:
+  """{rule: plan} for ``rules`` ⊆ ('auto', 'merged', 'factored', 'measured'), duplicates of an earlier plan dropped."""
+  plans: dict[str, dict[str, str]] = {}
+  for rule in rules:
+    check_choice("plan rule", rule, (*CANDIDATES, "factored"))
+    plan = measured_plan(folded, batch) if rule == "measured" else folded.plan(rule)
+    if plan not in plans.values():
+      plans[rule] = plan
+  return plans
+
+
+def autotune(folded: Folded, x: jax.Array, rules: Sequence[str] = CANDIDATES, trials: int = 3):
+  """The fastest (plan, XLA options) for inputs shaped like ``x``, timed on whole-model calls.
+
+  Args:
+    folded: the folded model.
+    x: a batch of inputs at the batch size to tune for.
+    rules: the candidate plans (``candidate_plans``).
+    trials: timed rounds per candidate (after one warm-up round), as ``xla_options.AutotunedJit``.
+
+  Returns:
+    (rule name, plan, ``xla_options.Choice``-like dict {'options': ...}, the ``AutotunedJit`` serving the choice).
+  """
+  plans = candidate_plans(folded, x.shape[0], rules)
+  weights = {rule: folded.weights(plan) for rule, plan in plans.items()}
+  tuned = xla_options.autotuned_jit(lambda w, x, rule: folded.apply(w[rule], x), variants={"rule": list(plans)},
+                                    trials=trials)
+  while not tuned.choices:
+    tuned(weights, x)
+  choice = next(iter(tuned.choices.values()))
+  rule = choice.variant["rule"]
+  return rule, plans[rule], choice.options, lambda x: tuned(weights, x)
+
+
+def flat_weights(weights: Mapping) -> dict[str, np.ndarray]:
+  """The nested weights as {'/'-joined name: host array} (the npz and the exported function's argument)."""
+  return {name: np.asarray(leaf, np.float32) for name, leaf in leaves_by_path(weights).items()}
+
+
+def export(folded: Folded, plan: Mapping[str, str], platforms: Sequence[str] = ("cpu", "cuda")):
+  """(``jax.export.Exported`` of ``f(flat weights, images)`` with a symbolic batch dimension, flat weights).
+
+  Args:
+    folded: the folded model.
+    plan: {layer path: 'merged' | 'factored'} (``Folded.plan``).
+    platforms: what the StableHLO is lowered for (jax.export multi-platform lowering).
+
+  Returns:
+    The ``Exported`` and the {name: array} weights it takes.
+  """
+  weights = folded.weights(plan)
+  flat = flat_weights(weights)
+  treedef = jax.tree.structure(weights)
+  names = list(flat)
+
+  def f(flat_in, images):
+    return folded.apply(jax.tree.unflatten(treedef, [flat_in[n] for n in names]), images)
+
+  (batch,) = jax.export.symbolic_shape("b")
+  spec = jax.ShapeDtypeStruct((batch, *folded.input_shape), jnp.float32)
+  arg_specs = {n: jax.ShapeDtypeStruct(a.shape, a.dtype) for n, a in flat.items()}
+  return jax.export.export(jax.jit(f), platforms=tuple(platforms))(arg_specs, spec), flat
+
+
+def write(folded: Folded, plan: Mapping[str, str], directory: str, xla: dict[str, Any] | None = None,
+          platforms: Sequence[str] = ("cpu", "cuda"), extra_meta: Mapping[str, Any] | None = None) -> str:
+  """Writes the artifact (``FILES``, see the module doc) to ``directory`` (created; existing files replaced).
+
+  Args:
+    folded: the folded model.
+    plan: {layer path: 'merged' | 'factored'}.
+    directory: where to write.
+    xla: the XLA:CPU compiler options the runner should use (e.g. ``autotune``'s), or None.
+    platforms: the platforms the StableHLO is lowered for.
+    extra_meta: more JSON-able entries for meta.json (e.g. the architecture record, a verification result).
+
+  Returns:
+    ``directory``.
+  """
+  exported, flat = export(folded, plan, platforms)
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, "model.stablehlo"), "wb") as f:
+    f.write(exported.serialize())
+  np.savez(os.path.join(directory, "weights.npz"), **flat)
+  meta = {"format": FORMAT, "input_shape": list(folded.input_shape), "dtype": "float32", "batch": "symbolic",
+          "platforms": list(platforms), "plan": dict(plan), "xla_options": xla, "macs_per_example": folded.macs(plan),
+          "folded_norms": folded.folded_norms, "kept_norms": folded.kept_norms, **dict(extra_meta or {})}
+  with open(os.path.join(directory, "meta.json"), "w") as f:
+    json.dump(meta, f, indent=1)
+  shutil.copyfile(deploy_runner.__file__, os.path.join(directory, "deploy_runner.py"))
+  return directory
+
+
+def load(directory: str):
+  """``predict(images) -> logits`` from an artifact directory (``deploy_runner.load``: jax + numpy only)."""
+  return deploy_runner.load(directory)
