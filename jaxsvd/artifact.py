@@ -160,10 +160,21 @@ def write(folded: Folded, plan: Mapping[str, str], directory: str, xla: dict[str
   meta = {"format": FORMAT, "input_shape": list(folded.input_shape), "dtype": "float32", "batch": "symbolic",
           "platforms": list(platforms), "plan": dict(plan), "xla_options": xla, "macs_per_example": folded.macs(plan),
           "folded_norms": folded.folded_norms, "kept_norms": folded.kept_norms, **dict(extra_meta or {})}
-  with open(os.path.join(directory, "meta.json"), "w") as f:
-    json.dump(meta, f, indent=1)
+  write_meta(directory, meta)
   shutil.copyfile(deploy_runner.__file__, os.path.join(directory, "deploy_runner.py"))
   return directory
+
+
+def read_meta(directory: str) -> dict:
+  """The artifact's meta.json."""
+  with open(os.path.join(directory, "meta.json")) as f:
+    return json.load(f)
+
+
+def write_meta(directory: str, meta: Mapping[str, Any]) -> None:
+  """Writes ``meta`` as the artifact's meta.json."""
+  with open(os.path.join(directory, "meta.json"), "w") as f:
+    json.dump(dict(meta), f, indent=1)
 
 
 def load(directory: str):
