@@ -198,7 +198,7 @@ class RankPrune(Event):
 
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
     """Prunes ranks (``rank.prune``); on a change, rebuilds the model and updates the state per ``opt_state``."""
-    macs = MacsCounter.for_architecture(architecture) if self.strategy.name == "budget" else None
+    macs = MacsCounter.for_architecture(architecture, ranks(state.params)) if self.strategy.name == "budget" else None
     new_params, new_ranks, report = rank.prune(state.params, self.strategy, self.floors, architecture.original_ranks,
                                                macs)
     if report.changed:

@@ -6,8 +6,12 @@ the smallest e at which the whole model's MACs (``jaxsvd.flops``: each SVD layer
 most  target = dense MACs / X  (dense: the same model with every SVD layer dense). Per layer the kept rank is a
 non-increasing step function of e and MACs are non-decreasing in every rank, so the model's MACs are a
 non-increasing step function of e that changes only where some layer's k does:
-at e_{l,k} = 1 − Σ_{i≤k} s_{l,i}² / Σ_i s_{l,i}². The search bisects over these sorted breakpoints (≈ log₂ of the
-total rank MACs evaluations). Like AIMET's greedy compression-ratio search, but with one global knob.
+at e_{l,k} = 1 − Σ_{i≤k} s_{l,i}² / Σ_i s_{l,i}². The search bisects over these sorted breakpoints. One step of e
+moves one layer by one direction, which in an early full-resolution layer can be > 1 % of the model's MACs; so the
+budget left under the target is then filled greedily with single directions (the most energetic next direction
+of any layer first, a layer dropping out once its next one does not fit). Like AIMET's compression-ratio search,
+with one global knob. MACs are counted from two ``flops.count`` traces: per SVD layer min(dense, r·(MACs at r = 1)),
+exact for ``flops``' count (the factored execution is linear in r).
 """
 
 from __future__ import annotations
@@ -31,18 +35,23 @@ class MacsCounter:
   dense: int
 
   @classmethod
-  def for_architecture(cls, architecture: Architecture) -> MacsCounter:
-    """Counts with ``flops.count`` on the record's model (at the ranks asked) and on ``architecture.dense()``.
+  def for_architecture(cls, architecture: Architecture, paths) -> MacsCounter:
+    """Counts with ``flops.count`` on ``architecture.dense()`` and on the model with every SVD layer at rank 1.
 
     Args:
       architecture: the record of an SVD model.
+      paths: its SVD layers' paths (e.g. the keys of ``structure.ranks(params)``).
 
     Returns:
-      The ``MacsCounter``.
+      The ``MacsCounter``: MACs = Σ_other layers + Σ_SVD min(dense_l, r_l · MACs_l(r = 1)).
     """
     shape = tuple(architecture.input_shape)
-    dense = flops.count(architecture.dense().build_model(), shape).macs
-    return cls(lambda ranks: flops.count(architecture.replace(ranks=dict(ranks)).build_model(), shape).macs, dense)
+    dense = flops.count(architecture.dense().build_model(), shape).layers
+    ones = flops.count(architecture.replace(ranks={p: 1 for p in paths}).build_model(), shape).layers
+    fixed = sum(c.macs for p, c in ones.items() if p not in paths)
+    per_layer = {p: (dense[p].macs, ones[p].macs) for p in paths}
+    return cls(lambda ranks: fixed + sum(min(d, ranks[p] * one) for p, (d, one) in per_layer.items()),
+               sum(c.macs for c in dense.values()))
 
 
 def energy_keep(s_sorted: np.ndarray, energy: float) -> int:
@@ -106,4 +115,26 @@ def keep_counts(s_sorted: Mapping[str, np.ndarray], floor: Callable[[str, int], 
     mid = (low + high) // 2
     low, high = (low, mid) if cost(candidates[mid]) <= target else (mid, high)
   e = float(candidates[high])
-  return ranks_at(e), e, cost(e), target
+  ranks = _fill(ranks_at(e), s_sorted, floor, macs.at_ranks, target)
+  return ranks, e, macs.at_ranks(ranks), target
+
+
+def _fill(ranks: dict[str, int], s_sorted, floor, at_ranks, target: float) -> dict[str, int]:
+  """Adds single directions, most energetic (s_k² / Σ s²) first, while the model stays within ``target``."""
+  ranks = dict(ranks)
+
+  def importance(path):
+    s, k = s_sorted[path], ranks[path]
+    return s[k] ** 2 / max(np.sum(s**2), 1e-300) if k < len(s) else -1.0
+
+  open_layers = {p for p in ranks if ranks[p] < len(s_sorted[p])}
+  while open_layers:
+    path = max(sorted(open_layers), key=importance)
+    grown = {**ranks, path: floor(path, ranks[path] + 1)}
+    if grown[path] > ranks[path] and at_ranks(grown) <= target:
+      ranks = grown
+      if ranks[path] >= len(s_sorted[path]):
+        open_layers.discard(path)
+    else:
+      open_layers.discard(path)
+  return ranks

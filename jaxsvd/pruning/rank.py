@@ -8,7 +8,8 @@ ranks (the architecture as data) and a report.
   threshold: k = #{|s_i| ≥ t}, t = threshold (absolute) or threshold·max|s| (relative)
   ratio:     k = ceil(r · (1 − reduce_by))
   energy:    smallest k with Σ_{i≤k} s_i² ≥ (1 − e)·Σ_i s_i²
-  budget:    'energy' with one global e, bisected so the model has ≤ dense MACs / macs_reduction (``budget``)
+  budget:    'energy' with one global e, bisected so the model has ≤ dense MACs / macs_reduction, the rest of the
+             budget filled direction by direction (``budget``)
   floors:    k ≥ min_rank ≥ 1 and k ≥ ceil(min_decay · original rank), then k rounded up to a multiple of
              rank_multiple (e.g. 8 or 16: vector/tile widths); k ≤ r
 

@@ -1,0 +1,98 @@
+"""Budget-targeted rank pruning meets its MACs target (checked with MACs counted by hand, in NumPy)."""
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import default
+from experiments.plan import make_plan
+from jaxsvd.models import SVDSpec
+from jaxsvd.pruning import Floors, Strategy, budget, prune
+from jaxsvd.pruning.rank import keep_indices
+from jaxsvd.record import Architecture
+from jaxsvd.structure import ranks, svd_layers
+
+# ResNet-8 on 32×32×3, option A: (path, input size, in channels, out channels, stride) of every 3×3 conv (pad 1).
+CONVS = [("stem", 32, 3, 16, 1), ("stage1_block0/conv1", 32, 16, 16, 1), ("stage1_block0/conv2", 32, 16, 16, 1),
+         ("stage2_block0/conv1", 32, 16, 32, 2), ("stage2_block0/conv2", 16, 32, 32, 1),
+         ("stage3_block0/conv1", 16, 32, 64, 2), ("stage3_block0/conv2", 8, 64, 64, 1)]
+
+
+def numpy_macs(rank_map):
+  """Σ per layer of Ho·Wo·min(9·c·n, r·(9·c + n)) (a channel-wise SVD conv runs dense or factored, whichever is
+  cheaper), plus the dense classifier 64·10; a layer without a rank is dense."""
+  total = 64 * 10
+  for path, size, c, n, stride in CONVS:
+    out = np.arange(0, size, stride).size  # (size + 2 − 3) // stride + 1
+    dense = out * out * 9 * c * n
+    total += dense if path not in rank_map else min(dense, out * out * rank_map[path] * (9 * c + n))
+  return total
+
+
+@pytest.fixture(scope="module")
+def model():
+  svd = SVDSpec("channel")
+  arch = Architecture("resnet8", 10, (32, 32, 3), svd)
+  shapes = jax.eval_shape(arch.build_model().init, jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))["params"]
+  rng = np.random.default_rng(0)  # random factors; s a decaying spectrum, as after sparsity training
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, x: np.exp(-np.arange(x.shape[0]) / rng.uniform(3, 12)) if p[-1].key == "s" else rng.normal(
+          size=x.shape).astype(np.float32), shapes)
+  full = ranks(params)
+  return arch.replace(ranks=full, original_ranks=full), params
+
+
+@pytest.mark.parametrize("reduction", [2.0, 4.0, 7.0])
+def test_budget_meets_the_macs_target_within_one_percent(model, reduction):
+  arch, params = model
+  counter = budget.MacsCounter.for_architecture(arch, arch.ranks)
+  assert counter.dense == numpy_macs({})
+  new_params, new_ranks, report = prune(params, Strategy("budget", macs_reduction=reduction), macs=counter)
+  target = numpy_macs({}) / reduction
+  assert 0.99 * target <= numpy_macs(new_ranks) <= target
+  assert ranks(new_params) == new_ranks and report.changed
+  # least pruning: one more direction in any layer would exceed the target
+  for path, r in new_ranks.items():
+    if r < arch.ranks[path]:
+      assert numpy_macs({**new_ranks, path: r + 1}) > target, path
+  # the global energy: every layer keeps at least what the energy rule keeps at the bisected e
+  s_sorted = {p: np.sort(np.abs(np.asarray(n["s"])))[::-1] for p, n in svd_layers(params).items()}
+  _, e, _, _ = budget.keep_counts(s_sorted, lambda p, k: max(k, 1), counter, reduction)
+  assert all(new_ranks[p] >= max(1, budget.energy_keep(s, e)) for p, s in s_sorted.items())
+
+
+def test_budget_with_floors_and_an_unreachable_target(model):
+  arch, params = model
+  counter = budget.MacsCounter.for_architecture(arch, arch.ranks)
+  _, new_ranks, _ = prune(params, Strategy("budget", macs_reduction=3.0), Floors(rank_multiple=4), macs=counter)
+  assert all(r % 4 == 0 or r == arch.ranks[p] for p, r in new_ranks.items())
+  assert numpy_macs(new_ranks) <= numpy_macs({}) / 3.0
+  with pytest.raises(ValueError, match="macs_reduction=1000.0 cannot be met"):
+    prune(params, Strategy("budget", macs_reduction=1000.0), macs=counter)
+  with pytest.raises(ValueError, match="needs the model's MACs"):
+    prune(params, Strategy("budget"))
+
+
+def test_rank_multiple_rounds_up_within_the_rank():
+  floors = Floors(min_rank=2, rank_multiple=8)
+  assert [floors.apply(k, 64, 64) for k in (0, 3, 8, 9, 61)] == [8, 8, 8, 16, 64]
+  assert floors.apply(9, 12, 64) == 12  # never above the current rank
+  assert list(keep_indices(np.array([5.0, 4, 3, 2, 1, 0.5, 0.1, 0, 0, 0]), 10, Strategy("energy", energy=0.2),
+                           Floors(rank_multiple=4))) == [0, 1, 2, 3]
+  with pytest.raises(ValueError, match="rank_multiple must be an int >= 1"):
+    Floors(rank_multiple=0)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("macs_reduction", 0.5, "final_prune.macs_reduction must be a number >= 1, got 0.5"),
+    ("rank_multiple", 0, "final_prune.rank_multiple must be an int >= 1, got 0"),
+    ("strategy", "budgett", "final_prune.strategy")])
+def test_config_fields_are_validated_in_one_line(field, value, message):
+  c = default.get_config()
+  c.final_prune.strategy = "budget"
+  c.final_prune[field] = value
+  with pytest.raises(ValueError, match=message.replace(".", r"\.")) as err:
+    make_plan(c)
+  assert "\n" not in str(err.value)
+  with pytest.raises(ValueError, match="use prune"):
+    keep_indices(np.ones(3), 3, Strategy("budget"))
