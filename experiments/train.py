@@ -30,7 +30,7 @@ import tqdm
 from experiments import events as events_lib
 from experiments import reporting
 from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
-from jaxsvd import checkpoint, data, export, flops, optim
+from jaxsvd import checkpoint, data, distributed, export, flops, optim
 from jaxsvd.parallel import DataParallel
 from jaxsvd.record import Architecture
 from jaxsvd.structure import ranks as read_ranks
@@ -318,7 +318,7 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
   s = setup(c, workdir)
   latest = s.mngr.latest_step()
   r = resume_run(s, latest) if latest is not None else init_run(s)
-  writer = reporting.MetricsWriter(workdir, c.tensorboard)
+  writer = reporting.MetricsWriter(workdir, c.tensorboard) if distributed.is_primary() else None
   compiles_before = None
   try:
     while r.epoch < c.num_epochs:
@@ -329,7 +329,8 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
                  s.par.train_step.traces - compiles_before)
       compiles_before = s.par.train_step.traces if changed else None
       r.history.append(row)
-      writer.write(row)
+      if writer:
+        writer.write(row)
       log.info(reporting.epoch_line(row))
       checkpoint.save(s.mngr, s.par.host_state(r.state), r.rng, r.architecture, run_info(c, r),
                       metrics={"test_accuracy": row["test_accuracy"]})
@@ -340,7 +341,8 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
   finally:
     s.mngr.wait_until_finished()
     s.mngr.close()
-    writer.close()
+    if writer:
+      writer.close()
 
 
 def export_params(architecture: Architecture, state, workdir: str) -> None:
@@ -355,8 +357,8 @@ def export_params(architecture: Architecture, state, workdir: str) -> None:
     None.
   """
   template = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)["params"]
-  merged = {"params": export.merge(state.params, template), **state.model_state}
-  factored = {"params": export.factored(state.params), **state.model_state}
+  merged = jax.device_get({"params": export.merge(state.params, template), **state.model_state})
+  factored = jax.device_get({"params": export.factored(state.params), **state.model_state})  # host arrays: any process
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.abspath(os.path.join(workdir, "export", "merged")), merged, force=True)
     ckptr.save(os.path.abspath(os.path.join(workdir, "export", "factored")), factored, force=True)
@@ -386,7 +388,9 @@ def finish(s: Setup, r: Run, workdir: str) -> dict:
   for event_type in events_lib.EVENT_TYPES:
     summary.update(event_type.summary(arch, state.params))
   if arch.svd is not None:
-    export_params(arch, state, workdir)
+    export_params(arch, state, workdir)  # every process: Orbax saves are collective
+  if not distributed.is_primary():
+    return summary
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
   log.info("summary\n%s", reporting.summary_table(summary))

@@ -76,7 +76,7 @@ def save(mngr: ocp.CheckpointManager, state, rng, architecture: Architecture, ru
   step = int(jax.device_get(state.step))
   meta = {**(run or {}), "format_version": FORMAT_VERSION, "library_version": _library_version(), "step": step}
   model_item = {"params": state.params, "model_state": state.model_state}
-  train_item = {"opt_state": state.opt_state, "step": state.step, "rng": jax.random.key_data(rng)}
+  train_item = {"opt_state": state.opt_state, "step": state.step, "rng": np.asarray(jax.random.key_data(rng))}
   mngr.save(step, metrics=metrics, args=ocp.args.Composite(
       model=ocp.args.StandardSave(model_item), train=ocp.args.StandardSave(train_item),
       architecture=ocp.args.JsonSave(architecture.to_json()), meta=ocp.args.JsonSave(meta)))

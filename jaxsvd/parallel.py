@@ -11,6 +11,14 @@
 Training batches must divide evenly by the device count (train batches are full: the data pipeline
 drops the remainder); eval batches are padded with a mask instead.
 Pruning/checkpointing work on ``host_state`` (unreplicated); ``place`` re-replicates after it.
+
+Multi-process (``jax.process_count() > 1``, after ``jaxsvd.distributed.initialize``): 'sharding' only. The mesh
+spans every process's devices; a batch is either global (every process holds the same one, as the in-memory
+pipeline makes it: each process places only the rows of its own devices) or process-local (``local=True``, the
+streaming pipeline: ``jax.make_array_from_process_local_data``). The state is replicated, so ``host_state`` is every
+process's own full copy: pruning decisions made from it are the same on every process (same values, same
+deterministic host code). Eval uses plain jit, not ``autotuned_jit``: timing-based choices could differ between
+processes, and every process must run the same program.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import functools
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -53,6 +62,10 @@ class DataParallel:
     """
     check_choice("parallel", kind, KINDS)
     self.kind = kind
+    self.multiprocess = jax.process_count() > 1
+    if self.multiprocess and kind != "sharding":
+      raise ValueError(f"parallel: a multi-process run ({jax.process_count()} processes) needs parallel='sharding', "
+                       f"got {kind!r}")
     devices = jax.devices()[: num_devices or None] if kind != "none" else jax.devices()[:1]
     if num_devices and len(devices) < num_devices:
       raise ValueError(f"parallel: asked for {num_devices} devices, only {len(jax.devices())} available")
@@ -66,7 +79,8 @@ class DataParallel:
                                    devices=devices)
     else:
       self.train_step = CountingJit(train_step, static_argnums=(2,), donate_argnums=(0,))
-      self.eval_step = CountingJit(eval_step, xla_options.autotuned_jit, variants=EVAL_VARIANTS)
+      self.eval_step = (CountingJit(eval_step) if self.multiprocess
+                        else CountingJit(eval_step, xla_options.autotuned_jit, variants=EVAL_VARIANTS))
 
   @property
   def num_devices(self) -> int:
@@ -85,6 +99,8 @@ class DataParallel:
     """
     if self.kind == "none":
       return jax.device_put(state, self.devices[0])
+    if self.multiprocess:
+      state = jax.tree.map(_to_host, state)  # arrays on a local device cannot be device_put across processes
     if self.kind == "pmap":
       n = self.num_devices
       stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x)[None], (n, *np.shape(x))), state)
@@ -102,13 +118,17 @@ class DataParallel:
     """
     if self.kind == "pmap":
       return jax.tree.map(lambda x: x[0], state)
+    if self.multiprocess:
+      return jax.tree.map(_to_host, state)
     return jax.device_get(state) if self.kind == "sharding" else state
 
-  def shard_batch(self, batch: dict) -> dict:
+  def shard_batch(self, batch: dict, local: bool = False) -> dict:
     """Splits a host batch over the devices.
 
     Args:
-      batch: {name: array (B, ...)}, B a multiple of ``num_devices``.
+      batch: {name: array (B, ...)}, B a multiple of ``num_devices``: the global batch, or with ``local`` this
+        process's part of it (B · process count a multiple of ``num_devices``).
+      local: whether ``batch`` is only this process's part ('sharding' only).
 
     Returns:
       'none': ``batch`` unchanged; 'pmap': each array reshaped to (num_devices, B / num_devices, ...) and sharded
@@ -117,7 +137,7 @@ class DataParallel:
     Raises:
       ValueError: if B is not divisible by ``num_devices``.
     """
-    n = len(next(iter(batch.values())))
+    n = len(next(iter(batch.values()))) * (jax.process_count() if local else 1)
     if n % self.num_devices:
       raise ValueError(f"batch size {n} is not divisible by the {self.num_devices} devices; "
                        f"choose batch_size as a multiple of the device count")
@@ -126,7 +146,12 @@ class DataParallel:
     if self.kind == "pmap":
       split = {k: v.reshape(self.num_devices, -1, *v.shape[1:]) for k, v in batch.items()}
       return jax.device_put(split, NamedSharding(self.mesh, P(AXIS)))
-    return jax.device_put(batch, NamedSharding(self.mesh, P(AXIS)))
+    sharding = NamedSharding(self.mesh, P(AXIS))
+    if local:
+      return jax.make_array_from_process_local_data(sharding, batch)
+    if self.multiprocess:  # every process holds the global batch: each places the rows of its own devices
+      return {k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index]) for k, v in batch.items()}
+    return jax.device_put(batch, sharding)
 
   def metrics(self, metrics) -> dict:
     """Per-step metrics as host floats (already averaged across devices).
@@ -139,4 +164,14 @@ class DataParallel:
     """
     if self.kind == "pmap":
       metrics = jax.tree.map(lambda x: x[0], metrics)
-    return jax.tree.map(float, jax.device_get(metrics))
+    return jax.tree.map(lambda x: float(_to_host(x)), metrics)
+
+
+def _to_host(x):
+  """A NumPy copy of ``x``: a replicated array from this process's first shard (no cross-process transfer),
+  a partly sharded one gathered from every process (a collective: all processes must call it)."""
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    return jax.device_get(x)
+  if x.is_fully_replicated:
+    return np.asarray(x.addressable_data(0))
+  return multihost_utils.process_allgather(x, tiled=True)
