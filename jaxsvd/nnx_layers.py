@@ -1,0 +1,256 @@
+"""Flax NNX SVD layers: ``nnx.Linear``, ``nnx.LinearGeneral``, ``nnx.Conv`` and ``nnx.Embed`` with W = U·diag(s)·Vᵀ.
+
+Params are ``nnx.Param`` named ``U``, ``s``, ``V`` (and ``bias``), so ``jaxsvd.structure`` finds them in
+``nnx.state(model).to_pure_dict()`` like any linen SVD layer. Matrix views (U on the output side):
+
+  LinearSVD         kernel (c, n):              M = Kᵀ, n × c                        (``factors.kernel_to_matrix``)
+  LinearGeneralSVD  kernel (*in, *out):         M = n × c, c = Π in, n = Π out (input axes flattened in ``axis``
+                                                order, output axes flattened; per-batch kernels are not supported)
+  ConvSVD           kernel (kh, kw, c, n):      channel n × kh·kw·c, spatial kw·n × kh·c (``factors``);
+                    1-D kernel (k, c, n):       the 2-D view of (k, 1, c, n)
+  EmbedSVD          embedding E (vocab, f):     M = E, vocab × f; a lookup is U[i]·diag(s)·Vᵀ and ``attend``
+                                                is q·V·diag(s)·Uᵀ (a Dense with kernel Eᵀ): one set of factors
+The executions (``reconstruct`` / ``factored`` / ``auto``) are ``layers.dense_svd_apply`` /
+``layers.conv_svd_apply``: outputs equal the linen ``DenseSVD``/``ConvSVD`` for the same factors.
+
+Each layer is built either from a dense kernel (``kernel=``: its truncated SVD, the best rank-r approximation) or,
+with ``rngs``, from a draw of ``kernel_init`` (``layers.svd_init``: He-equivalent, ‖W_r‖_F = ‖W‖_F below full rank).
+The rank is not stored: it is ``s.shape[0]``, so pruning only changes param shapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from flax.nnx.nn import dtypes
+from flax.nnx.nn.linear import canonicalize_padding
+
+from jaxsvd import factors, layers
+from jaxsvd.structure import check_rank
+from jaxsvd.validate import check_choice
+
+default_kernel_init = nnx.initializers.lecun_normal()
+default_embed_init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
+zeros = nnx.initializers.zeros_init()
+
+
+def truncated_svd(matrix: jax.Array, rank: int | None, where: str):
+  """(U (m, r), s (r,), V (k, r)) of the best rank-r approximation of ``matrix`` (m, k) (Eckart–Young).
+
+  Args:
+    matrix: the matrix view M of a kernel.
+    rank: r, or None for full rank min(m, k).
+    where: the layer named in the error.
+
+  Returns:
+    The leading r singular triplets, s descending.
+
+  Raises:
+    ValueError: if ``rank`` is not None or an int in [1, min(m, k)].
+  """
+  full = min(matrix.shape)
+  rank = full if rank is None else rank
+  check_rank(f"{where}.rank", rank)
+  if rank > full:
+    raise ValueError(f"{where}.rank={rank} exceeds min(m, n)={full} for matrix {matrix.shape[0]}x{matrix.shape[1]}")
+  u, s, vt = jnp.linalg.svd(matrix.astype(jnp.float32), full_matrices=False)
+  return u[:, :rank], s[:rank], vt[:rank].T
+
+
+def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rngs, param_dtype):
+  """Sets ``module.U/s/V`` from ``kernel`` (truncated SVD) or, when it is None, from a ``kernel_init`` draw."""
+  where = type(module).__name__
+  if kernel is None:
+    if rngs is None:
+      raise ValueError(f"{where}: pass rngs= (random init) or kernel= (decompose a dense kernel)")
+    check_rank(f"{where}.rank", rank, allow_none=True)
+    rows, cols = factors.matrix_shape(kernel_shape, decomposition)
+    if rank is not None and rank > min(rows, cols):
+      raise ValueError(f"{where}.rank={rank} exceeds min(m, n)={min(rows, cols)} for matrix {rows}x{cols}")
+    U, s, V = layers.svd_init(rngs.params(), kernel_shape, decomposition, rank or min(rows, cols), kernel_init)
+  else:
+    kernel = jnp.asarray(kernel).reshape(kernel_shape)
+    U, s, V = truncated_svd(factors.kernel_to_matrix(kernel, decomposition), rank, where)
+  module.U, module.s, module.V = (nnx.Param(a.astype(param_dtype)) for a in (U, s, V))
+
+
+def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype):
+  if not use_bias:
+    return nnx.data(None)
+  if bias is None:
+    bias = bias_init(rngs.params(), shape, param_dtype)
+  return nnx.Param(jnp.asarray(bias, param_dtype).reshape(shape))
+
+
+def _no_sharding(module, out_sharding):
+  if out_sharding is not None:
+    raise ValueError(f"{type(module).__name__}: out_sharding is not supported by the SVD layers")
+
+
+class _SVDModule(nnx.Module):
+  """Shared validation, the rank and the promoted factors."""
+
+  def _check(self, mode: str, decomposition: str = "channel"):
+    check_choice(f"{type(self).__name__}.mode", mode, layers.MODES)
+    check_choice(f"{type(self).__name__}.decomposition", decomposition, layers.DECOMPOSITIONS)
+
+  @property
+  def rank(self) -> int:
+    """r, read from the shape of ``s``."""
+    return int(self.s.shape[0])
+
+  def _promoted(self, x, inexact=True):
+    bias = self.bias[...] if self.bias is not None else None
+    return dtypes.promote_dtype((x, self.U[...], self.s[...], self.V[...], bias), dtype=self.dtype, inexact=inexact)
+
+
+class LinearSVD(_SVDModule):
+  """``nnx.Linear`` as U (n, r), s (r,), V (c, r): y = x·V·diag(s)·Uᵀ + b."""
+
+  def __init__(self, in_features: int, out_features: int, *, rank: int | None = None, use_bias: bool = True,
+               mode: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32,
+               kernel_init=default_kernel_init, bias_init=zeros, kernel=None, bias=None, rngs: nnx.Rngs | None = None):
+    self._check(mode)
+    self.in_features, self.out_features, self.use_bias = in_features, out_features, use_bias
+    self.mode, self.dtype, self.param_dtype = mode, dtype, param_dtype
+    _factors(self, kernel, (in_features, out_features), "channel", rank, kernel_init, rngs, param_dtype)
+    self.bias = _bias(use_bias, bias, (out_features,), bias_init, rngs, param_dtype)
+
+  def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+    """(..., c) → (..., n)."""
+    _no_sharding(self, out_sharding)
+    x, U, s, V, b = self._promoted(inputs)
+    y = layers.dense_svd_apply(x, U, s, V, self.out_features, self.mode)
+    return y if b is None else y + b
+
+
+def _tuple(x) -> tuple[int, ...]:
+  return (x,) if isinstance(x, int) else tuple(x)
+
+
+class LinearGeneralSVD(_SVDModule):
+  """``nnx.LinearGeneral`` (no ``batch_axis``) with its kernel (*in, *out) held as the (Π in) × (Π out) Dense
+  kernel's U (Π out, r), s, V (Π in, r); the contracted input axes are flattened in ``axis`` order."""
+
+  def __init__(self, in_features, out_features, *, axis=-1, rank: int | None = None, use_bias: bool = True,
+               mode: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32,
+               kernel_init=default_kernel_init, bias_init=zeros, kernel=None, bias=None, rngs: nnx.Rngs | None = None):
+    self._check(mode)
+    self.in_features, self.out_features, self.axis = _tuple(in_features), _tuple(out_features), _tuple(axis)
+    if len(self.in_features) != len(self.axis):
+      raise ValueError(f"LinearGeneralSVD: in_features {self.in_features} and axis {self.axis} differ in length")
+    self.use_bias, self.mode, self.dtype, self.param_dtype = use_bias, mode, dtype, param_dtype
+    dense_shape = (int(np.prod(self.in_features)), int(np.prod(self.out_features)))
+    _factors(self, kernel, dense_shape, "channel", rank, kernel_init, rngs, param_dtype)
+    self.bias = _bias(use_bias, bias, self.out_features, bias_init, rngs, param_dtype)
+
+  def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+    """Contracts ``axis`` of ``inputs``: output = the other axes (in order) + ``out_features``."""
+    _no_sharding(self, out_sharding)
+    axis = tuple(a % inputs.ndim for a in self.axis)
+    rest = tuple(a for a in range(inputs.ndim) if a not in axis)
+    x, U, s, V, b = self._promoted(inputs)
+    x = jnp.transpose(x, rest + axis).reshape(*(inputs.shape[a] for a in rest), -1)
+    y = layers.dense_svd_apply(x, U, s, V, U.shape[0], self.mode).reshape(*x.shape[:-1], *self.out_features)
+    return y if b is None else y + b
+
+
+class ConvSVD(_SVDModule):
+  """``nnx.Conv`` (1-D or 2-D, channels last, one feature group, no dilation or mask) as U, s, V.
+
+  ``padding``: as ``nnx.Conv`` ('SAME', 'VALID', 'CIRCULAR', 'REFLECT', 'CAUSAL' (1-D), ints or pairs).
+  """
+
+  def __init__(self, in_features: int, out_features: int, kernel_size, strides=1, *, padding: Any = "SAME",
+               rank: int | None = None, decomposition: str = "channel", mode: str = "auto", use_bias: bool = True,
+               dtype: Any = None, param_dtype: Any = jnp.float32, kernel_init=default_kernel_init,
+               bias_init=zeros, kernel=None, bias=None, rngs: nnx.Rngs | None = None):
+    self._check(mode, decomposition)
+    self.kernel_size = _tuple(kernel_size)
+    if len(self.kernel_size) not in (1, 2):
+      raise ValueError(f"ConvSVD: kernel_size={kernel_size!r} is not 1-D or 2-D")
+    self.in_features, self.out_features, self.strides, self.padding = in_features, out_features, strides, padding
+    self.decomposition, self.mode, self.use_bias = decomposition, mode, use_bias
+    self.dtype, self.param_dtype = dtype, param_dtype
+    native = (*self.kernel_size, in_features, out_features)
+    init = lambda key, shape, dtype: kernel_init(key, native, dtype).reshape(shape)  # fan-in of the native shape
+    _factors(self, kernel, self.kernel_shape, decomposition, rank, init, rngs, param_dtype)
+    self.bias = _bias(use_bias, bias, (out_features,), bias_init, rngs, param_dtype)
+
+  @property
+  def kernel_shape(self) -> tuple[int, int, int, int]:
+    """The 2-D HWIO kernel shape the factors describe ((k, 1, c, n) for a 1-D conv)."""
+    kh, kw = self.kernel_size if len(self.kernel_size) == 2 else (self.kernel_size[0], 1)
+    return (kh, kw, self.in_features, self.out_features)
+
+  def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+    """(*batch, *spatial, c) → (*batch, *spatial', n), as ``nnx.Conv``."""
+    _no_sharding(self, out_sharding)
+    nd = len(self.kernel_size)
+    batch_shape = inputs.shape[: inputs.ndim - nd - 1]
+    x = inputs.reshape(-1, *inputs.shape[inputs.ndim - nd - 1:])
+    x, padding = _explicit_padding(x, self.padding, self.kernel_size)
+    strides = (self.strides,) * nd if isinstance(self.strides, int) or self.strides is None else tuple(self.strides)
+    strides = tuple(1 if st is None else st for st in strides)
+    if nd == 1:
+      x, strides = x[:, :, None, :], (strides[0], 1)
+      padding = padding if isinstance(padding, str) else [*padding, (0, 0)]
+    kernel_shape = self.kernel_shape
+    x, U, s, V, b = self._promoted(x)
+    pads = factors.conv_pads(x.shape[1:3], kernel_shape[:2], strides, padding)
+    y = layers.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, self.decomposition, self.mode)
+    y = y if b is None else y + b
+    y = y[:, :, 0, :] if nd == 1 else y
+    return y.reshape(*batch_shape, *y.shape[1:])
+
+
+def _explicit_padding(x, padding, kernel_size):
+  """``x`` pre-padded for nnx's 'CIRCULAR'/'REFLECT'/'CAUSAL' (then 'VALID'), else ``x`` and lax-style padding."""
+  padding = canonicalize_padding(padding, len(kernel_size))
+  if padding in ("CIRCULAR", "REFLECT"):
+    pads = [(0, 0), *(((k - 1) // 2, k // 2) for k in kernel_size), (0, 0)]
+    return jnp.pad(x, pads, mode={"CIRCULAR": "wrap", "REFLECT": "reflect"}[padding]), "VALID"
+  if padding == "CAUSAL":
+    if len(kernel_size) != 1:
+      raise ValueError("ConvSVD: 'CAUSAL' padding is only defined for 1-D convolutions")
+    return jnp.pad(x, [(0, 0), (kernel_size[0] - 1, 0), (0, 0)]), "VALID"
+  return x, padding
+
+
+class EmbedSVD(_SVDModule):
+  """``nnx.Embed`` with E (vocab, features) = U (vocab, r)·diag(s)·V (features, r)ᵀ; ``attend`` (tied logits)
+  uses the same factors: q·Eᵀ = q·V·diag(s)·Uᵀ."""
+
+  def __init__(self, num_embeddings: int, features: int, *, rank: int | None = None, mode: str = "auto",
+               dtype: Any = None, param_dtype: Any = jnp.float32, embedding_init=default_embed_init,
+               embedding=None, rngs: nnx.Rngs | None = None):
+    self._check(mode)
+    self.num_embeddings, self.features, self.mode = num_embeddings, features, mode
+    self.param_dtype, self.dtype, self.bias = param_dtype, dtype, nnx.data(None)
+    # E is the transposed Dense kernel (features, vocab): its matrix view is E itself.
+    init = lambda key, shape, dtype: embedding_init(key, (num_embeddings, features), dtype).T
+    kernel = None if embedding is None else jnp.asarray(embedding).T
+    _factors(self, kernel, (features, num_embeddings), "channel", rank, init, rngs, param_dtype)
+
+  def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+    """Integer ids (...) → embeddings (..., features): U[ids]·diag(s)·Vᵀ (``reconstruct``: E[ids])."""
+    _no_sharding(self, out_sharding)
+    if not jnp.issubdtype(inputs.dtype, jnp.integer):
+      raise ValueError("EmbedSVD: input type must be an integer or unsigned integer")
+    _, U, s, V, _ = self._promoted(jnp.zeros((), self.dtype or self.param_dtype), inexact=False)
+    if self.mode == "reconstruct":
+      return jnp.take(factors.factors_to_kernel(U, s, V, (self.features, self.num_embeddings)).T, inputs, axis=0)
+    return (jnp.take(U, inputs, axis=0) * s) @ V.T
+
+  def attend(self, query: jax.Array, out_sharding=None) -> jax.Array:
+    """(..., features) → (..., vocab) logits q·Eᵀ."""
+    _no_sharding(self, out_sharding)
+    q, U, s, V, _ = self._promoted(query)
+    return layers.dense_svd_apply(q, U, s, V, self.num_embeddings, self.mode)
+
+
+SVD_LAYERS = (LinearSVD, LinearGeneralSVD, ConvSVD, EmbedSVD)

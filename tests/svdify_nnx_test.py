@@ -1,0 +1,216 @@
+"""Flax NNX models in SVD form (``jaxsvd.svdify_nnx``, ``nnx_layers``, ``checkpoint_nnx``) on user-style models.
+
+The models below are written the way an NNX user writes them; the references are flax's own dense layers and
+NumPy's SVD (the best rank-k approximation), not our code.
+"""
+
+import os
+import subprocess
+import sys
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxsvd import checkpoint_nnx, nnx_layers, svdify_nnx
+from jaxsvd.losses import RegularizerConfig
+from jaxsvd.pruning import Strategy
+from tests.helpers import learnable_images
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class CNN(nnx.Module):
+  """Conv-BN-ReLU ×2, a grouped conv (stays dense), a 1-D causal conv over the flattened map, a classifier."""
+
+  def __init__(self, *, rngs: nnx.Rngs, classes: int = 4):
+    self.conv1 = nnx.Conv(1, 8, (3, 3), rngs=rngs)
+    self.bn1 = nnx.BatchNorm(8, rngs=rngs)
+    self.conv2 = nnx.Conv(8, 16, (3, 3), strides=2, padding="CIRCULAR", rngs=rngs)
+    self.bn2 = nnx.BatchNorm(16, rngs=rngs)
+    self.grouped = nnx.Conv(16, 16, (3, 3), feature_group_count=4, rngs=rngs)
+    self.temporal = nnx.Conv(16, 12, 3, padding="CAUSAL", rngs=rngs)
+    self.head = nnx.Linear(12, classes, rngs=rngs)
+
+  def __call__(self, x):
+    x = nnx.relu(self.bn1(self.conv1(x)))
+    x = nnx.relu(self.bn2(self.conv2(x)))
+    x = self.grouped(x)
+    x = self.temporal(x.reshape(x.shape[0], -1, x.shape[-1]))
+    return self.head(x.mean(axis=1))
+
+
+class Block(nnx.Module):
+  def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs):
+    self.ln1 = nnx.LayerNorm(dim, rngs=rngs)
+    self.attn = nnx.MultiHeadAttention(heads, dim, decode=False, rngs=rngs)
+    self.ln2 = nnx.LayerNorm(dim, rngs=rngs)
+    self.mlp = nnx.List([nnx.Linear(dim, 2 * dim, rngs=rngs), nnx.Linear(2 * dim, dim, rngs=rngs)])
+
+  def __call__(self, x, mask):
+    x = x + self.attn(self.ln1(x), mask=mask)
+    return x + self.mlp[1](nnx.gelu(self.mlp[0](self.ln2(x))))
+
+
+class LM(nnx.Module):
+  """Decoder-only transformer: token + position embeddings, 2 blocks, logits tied to the token embedding."""
+
+  def __init__(self, *, rngs: nnx.Rngs, vocab: int = 24, dim: int = 16, heads: int = 2, length: int = 8):
+    self.embed = nnx.Embed(vocab, dim, rngs=rngs)
+    self.pos = nnx.Embed(length, dim, rngs=rngs)
+    self.blocks = nnx.List([Block(dim, heads, rngs=rngs) for _ in range(2)])
+    self.ln = nnx.LayerNorm(dim, rngs=rngs)
+
+  def __call__(self, tokens):
+    x = self.embed(tokens) + self.pos(jnp.arange(tokens.shape[-1]))
+    mask = nnx.make_causal_mask(tokens)
+    for block in self.blocks:
+      x = block(x, mask)
+    return self.embed.attend(self.ln(x))
+
+
+def cnn_batch():
+  images, labels = learnable_images(16, (12, 12), 4, seed=0)
+  return jnp.asarray(images[..., None] / 255.0, jnp.float32), jnp.asarray(labels, jnp.int32)
+
+
+def lm_batch():
+  start = np.random.default_rng(0).integers(0, 24, (8, 1))
+  seq = (start + np.arange(9)) % 24  # next token = token + 1
+  return jnp.asarray(seq[:, :-1], jnp.int32), jnp.asarray(seq[:, 1:], jnp.int32)
+
+
+MODELS = {"cnn": (CNN, cnn_batch), "lm": (LM, lm_batch)}
+CONVERTED = {"cnn": {"conv1", "conv2", "temporal", "head"},
+             "lm": {"embed", "pos", *(f"blocks/{i}/{p}" for i in (0, 1)
+                                      for p in ("attn/query", "attn/key", "attn/value", "attn/out", "mlp/0", "mlp/1"))}}
+
+
+def build(name, svd=True, **svdify_kwargs):
+  model = MODELS[name][0](rngs=nnx.Rngs(0))
+  model.eval()
+  report = svdify_nnx.svdify(model, **svdify_kwargs) if svd else None
+  return model, report
+
+
+@nnx.jit
+def forward(model, x):
+  return model(x)
+
+
+def rel_err(a, b):
+  return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+@pytest.mark.parametrize("name", ["cnn", "lm"])
+def test_full_rank_svd_model_equals_the_dense_model(name):
+  x, _ = MODELS[name][1]()
+  dense, _ = build(name, svd=False)
+  model, report = build(name)
+  assert set(report.converted) == CONVERTED[name]
+  assert report.left == ({"grouped": "feature_group_count=4"} if name == "cnn" else {})
+  assert rel_err(forward(model, x), forward(dense, x)) <= 1e-4
+  assert isinstance(model.head if name == "cnn" else model.blocks[1].attn.out, nnx_layers.SVD_LAYERS)
+
+
+def truncated(matrix, k):
+  u, s, vt = np.linalg.svd(np.asarray(matrix, np.float64), full_matrices=False)
+  return (u[:, :k] * s[:k]) @ vt[:k]
+
+
+def low_rank_dense(dense, new_ranks):
+  """The dense model with every pruned kernel replaced by NumPy's best rank-k approximation of its matrix view."""
+  for path, k in new_ranks.items():
+    layer = dense
+    for key in path.split("/"):
+      layer = layer[int(key)] if key.isdigit() else getattr(layer, key)
+    if isinstance(layer, nnx.Embed):
+      layer.embedding.set_value(jnp.asarray(truncated(layer.embedding[...], k), jnp.float32))
+      continue
+    kernel = np.asarray(layer.kernel[...])
+    matrix = kernel.reshape(-1, kernel.shape[-1]) if isinstance(layer, nnx.Conv) else kernel
+    if isinstance(layer, nnx.LinearGeneral):
+      matrix = kernel.reshape(int(np.prod(layer.in_features)), -1)
+    layer.kernel.set_value(jnp.asarray(truncated(matrix, k).reshape(kernel.shape), jnp.float32))
+
+
+@pytest.mark.parametrize("name", ["cnn", "lm"])
+def test_energy_prune_gives_the_best_low_rank_model(name):
+  x, _ = MODELS[name][1]()
+  model, report = build(name)
+  full = svdify_nnx.ranks(model)
+  small, new_ranks, prune_report = svdify_nnx.prune(nnx.split(model), Strategy("energy", energy=0.1))
+  assert svdify_nnx.ranks(model) == full  # pure: the input is unchanged
+  assert svdify_nnx.ranks(small) == new_ranks == prune_report.ranks
+  assert sum(new_ranks.values()) < sum(full.values())
+  for path, layer in svdify_nnx.svd_modules(small).items():
+    chex.assert_shape([layer.U[...], layer.s[...], layer.V[...]], [(None, new_ranks[path]), (new_ranks[path],),
+                                                                    (None, new_ranks[path])])
+  reference, _ = build(name, svd=False)
+  low_rank_dense(reference, new_ranks)
+  assert rel_err(forward(small, x), forward(reference, x)) <= 1e-4
+
+
+def cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+@pytest.mark.parametrize("name", ["cnn", "lm"])
+def test_training_with_regularizers_lowers_cross_entropy(name):
+  x, y = MODELS[name][1]()
+  model, _ = build(name)
+  model.train()
+  reg = RegularizerConfig(orthogonality=1.0, sparsity=1e-3, sparsity_type="hoyer_square")
+  optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+
+  @nnx.jit
+  def train_step(model, optimizer, x, y):
+    def loss_fn(model):
+      ce = cross_entropy(model(x), y)
+      penalty, terms = svdify_nnx.regularization(model, reg)
+      return ce + penalty, (ce, terms)
+    (_, (ce, terms)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)
+    return ce, terms
+
+  history = [train_step(model, optimizer, x, y) for _ in range(6)]
+  ces = [float(ce) for ce, _ in history]
+  assert ces[-1] < ces[0], ces
+  assert set(history[0][1]) == {"orth", "sparsity"} and float(history[0][1]["orth"]) < 1e-6  # SVD factors start orthonormal
+
+
+RESTORE = """
+import sys, numpy as np, jax
+sys.path.insert(0, {repo!r})
+from flax import nnx
+from jaxsvd import checkpoint_nnx
+from tests.svdify_nnx_test import MODELS, forward
+for name, directory in {dirs!r}.items():
+  cls, batch = MODELS[name]
+  restored = checkpoint_nnx.restore(directory, lambda: cls(rngs=nnx.Rngs(7)))
+  restored.model.eval()
+  np.save(directory + ".npy", np.asarray(forward(restored.model, batch()[0])))
+  print(name, restored.architecture.model, sorted(restored.architecture.ranks.items()))
+"""
+
+
+def test_checkpoint_restores_pruned_models_in_a_fresh_process(tmp_path):
+  dirs, expected = {}, {}
+  for name in MODELS:
+    model, _ = build(name)
+    small, _, _ = svdify_nnx.prune(model, Strategy("energy", energy=0.1))
+    small.eval()
+    dirs[name] = str(tmp_path / name)
+    checkpoint_nnx.save(dirs[name], small, step=3, original_ranks=svdify_nnx.ranks(model))
+    expected[name] = np.asarray(forward(small, MODELS[name][1]()[0]))
+  proc = subprocess.run([sys.executable, "-c", RESTORE.format(repo=REPO, dirs=dirs)], cwd=REPO, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for name in MODELS:
+    np.testing.assert_array_equal(np.load(dirs[name] + ".npy"), expected[name])
+  assert "nnx:CNN" in proc.stdout and "nnx:LM" in proc.stdout
