@@ -24,6 +24,7 @@ import functools
 from typing import Any, Mapping
 
 import flax.linen as nn
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -176,7 +177,10 @@ def svdify(model: nn.Module, ranks: Mapping[str, int] | None = None, decompositi
 
   Raises:
     ValueError: if ``decomposition``, ``mode`` or a rank is invalid, or a layer is both in ``ranks`` and in ``skip``.
+    TypeError: if ``model`` is an ``nnx.Module`` (``jaxsvd.svdify_nnx`` converts those).
   """
+  if isinstance(model, nnx.Module):
+    raise TypeError(f"svdify: {type(model).__name__} is an nnx.Module; use jaxsvd.svdify_nnx.svdify (NNX graph surgery)")
   return SVDModel(model, _frozen(ranks or {}), decomposition, mode, tuple(skip))
 
 

@@ -88,8 +88,9 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
   converted, left, memo, new_ranks = {}, {}, {}, {}
 
   def visit(path: str, module) -> Any:
-    if id(module) in memo:
+    if id(module) in memo:  # a shared layer: decided at its first path
       return memo[id(module)]
+    memo[id(module)] = None
     if skipped(path, module):
       left[path] = "in skip"
       if path in ranks:

@@ -214,3 +214,65 @@ def test_checkpoint_restores_pruned_models_in_a_fresh_process(tmp_path):
   for name in MODELS:
     np.testing.assert_array_equal(np.load(dirs[name] + ".npy"), expected[name])
   assert "nnx:CNN" in proc.stdout and "nnx:LM" in proc.stdout
+
+
+class WeightStandardizedConv(nnx.Conv):
+  def __call__(self, x):
+    return super().__call__(x)
+
+
+class Mixed(nnx.Module):
+  """A tied (shared) Linear, layers in a plain dict and a tuple held as data, a subclass, ConvTranspose, dilation."""
+
+  def __init__(self, *, rngs: nnx.Rngs):
+    shared = nnx.Linear(4, 4, rngs=rngs)
+    self.first, self.again = shared, shared
+    self.table = nnx.data({"a": nnx.Linear(4, 4, rngs=rngs), "b": nnx.LinearGeneral(4, (2, 2), rngs=rngs)})
+    self.pair = nnx.data((nnx.Linear(4, 3, rngs=rngs), nnx.Linear(3, 4, rngs=rngs)))
+    self.ws = WeightStandardizedConv(4, 4, (3, 3), rngs=rngs)
+    self.up = nnx.ConvTranspose(4, 4, (2, 2), rngs=rngs)
+    self.atrous = nnx.Conv(4, 4, (3, 3), kernel_dilation=2, rngs=rngs)
+
+
+def test_surgery_finds_layers_in_containers_keeps_ties_and_reports_what_stays_dense():
+  model = Mixed(rngs=nnx.Rngs(0))
+  report = svdify_nnx.svdify(model, ranks={"table/a": 2}, skip=(r"pair/1",))
+  assert set(report.converted) == {"again", "table/a", "table/b", "pair/0"}  # one path for the tied layer
+  assert model.first is model.again and isinstance(model.first, nnx_layers.LinearSVD)
+  assert isinstance(model.table["b"], nnx_layers.LinearGeneralSVD) and type(model.pair[1]) is nnx.Linear
+  assert report.ranks["table/a"] == 2 and svdify_nnx.ranks(model)["table/a"] == 2
+  assert report.left["pair/1"] == "in skip" and "subclass of nnx.Conv" in report.left["ws"]
+  assert "ConvTranspose has no SVD form" in report.left["up"] and "kernel_dilation=2" in report.left["atrous"]
+
+
+def test_svdify_errors_are_clear():
+  with pytest.raises(ValueError, match="no layer of Mixed was converted.*subclass"):
+    svdify_nnx.svdify(Mixed(rngs=nnx.Rngs(0)), skip=(r"again", r"table/.*", r"pair/\d"))
+  with pytest.raises(ValueError, match=r"ranks name layers \['nope'\]"):
+    svdify_nnx.svdify(Mixed(rngs=nnx.Rngs(0)), ranks={"nope": 1})
+  with pytest.raises(TypeError, match="use jaxsvd.svdify.svdify"):
+    svdify_nnx.svdify(nn.Dense(3))
+  from jaxsvd.svdify import svdify as linen_svdify
+  with pytest.raises(TypeError, match="use jaxsvd.svdify_nnx.svdify"):
+    linen_svdify(Mixed(rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match="no SVD layers"):
+    svdify_nnx.prune(Mixed(rngs=nnx.Rngs(0)), Strategy("energy"))
+
+
+def test_nnx_svd_model_runs_inside_linen_through_to_linen():
+  model, _ = build("lm")
+  small, ranks, _ = svdify_nnx.prune(model, Strategy("energy", energy=0.1))
+  tokens, _ = lm_batch()
+  constructor = svdify_nnx.svdified(LM, ranks, skip=lambda path, _: path not in ranks)
+
+  class Outer(nn.Module):
+    @nn.compact
+    def __call__(self, tokens):
+      return nn.log_softmax(nnx.bridge.to_linen(constructor, name="lm")(tokens))
+
+  outer = Outer()
+  variables = outer.init(jax.random.key(1), tokens)
+  assert svdify_nnx.structure.ranks(nn.unbox(variables["params"])["lm"]) == ranks
+  params = {"lm": nnx.state(small, nnx.Param).to_pure_dict()}
+  out = jax.jit(outer.apply)({"params": params}, tokens)
+  np.testing.assert_allclose(out, jax.nn.log_softmax(forward(small, tokens)), rtol=1e-5, atol=1e-5)
