@@ -57,8 +57,16 @@ def truncated_svd(matrix: jax.Array, rank: int | None, where: str):
   check_rank(f"{where}.rank", rank)
   if rank > full:
     raise ValueError(f"{where}.rank={rank} exceeds min(m, n)={full} for matrix {matrix.shape[0]}x{matrix.shape[1]}")
-  u, s, vt = jnp.linalg.svd(matrix.astype(jnp.float32), full_matrices=False)
+  if isinstance(matrix, jax.core.Tracer):  # under jit / nnx.eval_shape
+    u, s, vt = jnp.linalg.svd(matrix.astype(jnp.float32), full_matrices=False)
+  else:  # a concrete kernel: float64 LAPACK on the host (no XLA compile per kernel shape)
+    u, s, vt = np.linalg.svd(np.asarray(matrix, np.float64), full_matrices=False)
   return u[:, :rank], s[:rank], vt[:rank].T
+
+
+def _host(x):
+  """``x`` as a NumPy array when concrete (no eager XLA op per shape), as it is under tracing."""
+  return x if isinstance(x, jax.core.Tracer) else np.asarray(x)
 
 
 def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rngs, param_dtype):
@@ -73,9 +81,9 @@ def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rng
       raise ValueError(f"{where}.rank={rank} exceeds min(m, n)={min(rows, cols)} for matrix {rows}x{cols}")
     U, s, V = layers.svd_init(rngs.params(), kernel_shape, decomposition, rank or min(rows, cols), kernel_init)
   else:
-    kernel = jnp.asarray(kernel).reshape(kernel_shape)
-    U, s, V = truncated_svd(factors.kernel_to_matrix(kernel, decomposition), rank, where)
-  module.U, module.s, module.V = (nnx.Param(a.astype(param_dtype)) for a in (U, s, V))
+    kernel = _host(kernel)
+    U, s, V = truncated_svd(factors.kernel_to_matrix(kernel.reshape(kernel_shape), decomposition), rank, where)
+  module.U, module.s, module.V = (nnx.Param(jnp.asarray(a, param_dtype)) for a in (U, s, V))
 
 
 def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype):
@@ -83,7 +91,7 @@ def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype):
     return nnx.data(None)
   if bias is None:
     bias = bias_init(rngs.params(), shape, param_dtype)
-  return nnx.Param(jnp.asarray(bias, param_dtype).reshape(shape))
+  return nnx.Param(jnp.asarray(_host(bias), param_dtype).reshape(shape))
 
 
 def _no_sharding(module, out_sharding):
@@ -233,7 +241,7 @@ class EmbedSVD(_SVDModule):
     self.param_dtype, self.dtype, self.bias = param_dtype, dtype, nnx.data(None)
     # E is the transposed Dense kernel (features, vocab): its matrix view is E itself.
     init = lambda key, shape, dtype: embedding_init(key, (num_embeddings, features), dtype).T
-    kernel = None if embedding is None else jnp.asarray(embedding).T
+    kernel = None if embedding is None else _host(embedding).T
     _factors(self, kernel, (features, num_embeddings), "channel", rank, init, rngs, param_dtype)
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:

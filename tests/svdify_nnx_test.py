@@ -74,6 +74,12 @@ class LM(nnx.Module):
     return self.embed.attend(self.ln(x))
 
 
+def rngs(seed=0):
+  """RBG keys: threefry costs seconds of XLA compile per parameter shape on CPU (and checkpoints must keep any key
+  implementation)."""
+  return nnx.Rngs(jax.random.key(seed, impl="rbg"))
+
+
 def cnn_batch():
   images, labels = learnable_images(16, (12, 12), 4, seed=0)
   return jnp.asarray(images[..., None] / 255.0, jnp.float32), jnp.asarray(labels, jnp.int32)
@@ -92,7 +98,7 @@ CONVERTED = {"cnn": {"conv1", "conv2", "temporal", "head"},
 
 
 def build(name, svd=True, **svdify_kwargs):
-  model = MODELS[name][0](rngs=nnx.Rngs(0))
+  model = MODELS[name][0](rngs=rngs())
   model.eval()
   report = svdify_nnx.svdify(model, **svdify_kwargs) if svd else None
   return model, report
@@ -189,10 +195,10 @@ import sys, numpy as np, jax
 sys.path.insert(0, {repo!r})
 from flax import nnx
 from jaxsvd import checkpoint_nnx
-from tests.svdify_nnx_test import MODELS, forward
+from tests.svdify_nnx_test import MODELS, forward, rngs
 for name, directory in {dirs!r}.items():
   cls, batch = MODELS[name]
-  restored = checkpoint_nnx.restore(directory, lambda: cls(rngs=nnx.Rngs(7)))
+  restored = checkpoint_nnx.restore(directory, lambda: cls(rngs=rngs(7)))
   restored.model.eval()
   np.save(directory + ".npy", np.asarray(forward(restored.model, batch()[0])))
   print(name, restored.architecture.model, sorted(restored.architecture.ranks.items()))
@@ -235,7 +241,7 @@ class Mixed(nnx.Module):
 
 
 def test_surgery_finds_layers_in_containers_keeps_ties_and_reports_what_stays_dense():
-  model = Mixed(rngs=nnx.Rngs(0))
+  model = Mixed(rngs=rngs())
   report = svdify_nnx.svdify(model, ranks={"table/a": 2}, skip=(r"pair/1",))
   assert set(report.converted) == {"again", "table/a", "table/b", "pair/0"}  # one path for the tied layer
   assert model.first is model.again and isinstance(model.first, nnx_layers.LinearSVD)
@@ -247,16 +253,16 @@ def test_surgery_finds_layers_in_containers_keeps_ties_and_reports_what_stays_de
 
 def test_svdify_errors_are_clear():
   with pytest.raises(ValueError, match="no layer of Mixed was converted.*subclass"):
-    svdify_nnx.svdify(Mixed(rngs=nnx.Rngs(0)), skip=(r"again", r"table/.*", r"pair/\d"))
+    svdify_nnx.svdify(Mixed(rngs=rngs()), skip=(r"again", r"table/.*", r"pair/\d"))
   with pytest.raises(ValueError, match=r"ranks name layers \['nope'\]"):
-    svdify_nnx.svdify(Mixed(rngs=nnx.Rngs(0)), ranks={"nope": 1})
+    svdify_nnx.svdify(Mixed(rngs=rngs()), ranks={"nope": 1})
   with pytest.raises(TypeError, match="use jaxsvd.svdify.svdify"):
     svdify_nnx.svdify(nn.Dense(3))
   from jaxsvd.svdify import svdify as linen_svdify
   with pytest.raises(TypeError, match="use jaxsvd.svdify_nnx.svdify"):
-    linen_svdify(Mixed(rngs=nnx.Rngs(0)))
+    linen_svdify(Mixed(rngs=rngs()))
   with pytest.raises(ValueError, match="no SVD layers"):
-    svdify_nnx.prune(Mixed(rngs=nnx.Rngs(0)), Strategy("energy"))
+    svdify_nnx.prune(Mixed(rngs=rngs()), Strategy("energy"))
 
 
 def test_nnx_svd_model_runs_inside_linen_through_to_linen():
@@ -271,7 +277,7 @@ def test_nnx_svd_model_runs_inside_linen_through_to_linen():
       return nn.log_softmax(nnx.bridge.to_linen(constructor, name="lm")(tokens))
 
   outer = Outer()
-  variables = outer.init(jax.random.key(1), tokens)
+  variables = outer.init(jax.random.key(1, impl="rbg"), tokens)
   assert svdify_nnx.structure.ranks(nn.unbox(variables["params"])["lm"]) == ranks
   params = {"lm": nnx.state(small, nnx.Param).to_pure_dict()}
   out = jax.jit(outer.apply)({"params": params}, tokens)
