@@ -8,8 +8,8 @@ Params are ``nnx.Param`` named ``U``, ``s``, ``V`` (and ``bias``), so ``jaxsvd.s
                                                 order, output axes flattened; per-batch kernels are not supported)
   ConvSVD           kernel (kh, kw, c, n):      channel n × kh·kw·c, spatial kw·n × kh·c (``factors``);
                     1-D kernel (k, c, n):       the 2-D view of (k, 1, c, n)
-  EmbedSVD          embedding E (vocab, f):     M = E, vocab × f; a lookup is U[i]·diag(s)·Vᵀ and ``attend``
-                                                is q·V·diag(s)·Uᵀ (a Dense with kernel Eᵀ): one set of factors
+  EmbedSVD          embedding E (vocab, f):     the Dense kernel of one-hot ids, M = Eᵀ, f × vocab (as linen
+                                                ``svdify``); the lookup and ``attend`` use one set of factors
 The executions (``reconstruct`` / ``factored`` / ``auto``) are ``layers.dense_svd_apply`` /
 ``layers.conv_svd_apply``: outputs equal the linen ``DenseSVD``/``ConvSVD`` for the same factors.
 
@@ -230,8 +230,9 @@ def _explicit_padding(x, padding, kernel_size):
 
 
 class EmbedSVD(_SVDModule):
-  """``nnx.Embed`` with E (vocab, features) = U (vocab, r)·diag(s)·V (features, r)ᵀ; ``attend`` (tied logits)
-  uses the same factors: q·Eᵀ = q·V·diag(s)·Uᵀ."""
+  """``nnx.Embed`` as the Dense kernel E (vocab, features) applied to one-hot ids: U (features, r), s, V (vocab, r),
+  E = V·diag(s)·Uᵀ (the linen ``svdify`` view). A lookup is V[ids]·diag(s)·Uᵀ; ``attend`` (tied logits) uses the
+  same factors: q·Eᵀ = q·U·diag(s)·Vᵀ."""
 
   def __init__(self, num_embeddings: int, features: int, *, rank: int | None = None, mode: str = "auto",
                dtype: Any = None, param_dtype: Any = jnp.float32, embedding_init=default_embed_init,
@@ -239,26 +240,23 @@ class EmbedSVD(_SVDModule):
     self._check(mode)
     self.num_embeddings, self.features, self.mode = num_embeddings, features, mode
     self.param_dtype, self.dtype, self.bias = param_dtype, dtype, nnx.data(None)
-    # E is the transposed Dense kernel (features, vocab): its matrix view is E itself.
-    init = lambda key, shape, dtype: embedding_init(key, (num_embeddings, features), dtype).T
-    kernel = None if embedding is None else _host(embedding).T
-    _factors(self, kernel, (features, num_embeddings), "channel", rank, init, rngs, param_dtype)
+    _factors(self, embedding, (num_embeddings, features), "channel", rank, embedding_init, rngs, param_dtype)
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
-    """Integer ids (...) → embeddings (..., features): U[ids]·diag(s)·Vᵀ (``reconstruct``: E[ids])."""
+    """Integer ids (...) → embeddings (..., features): V[ids]·diag(s)·Uᵀ (``reconstruct``: E[ids])."""
     _no_sharding(self, out_sharding)
     if not jnp.issubdtype(inputs.dtype, jnp.integer):
       raise ValueError("EmbedSVD: input type must be an integer or unsigned integer")
     _, U, s, V, _ = self._promoted(jnp.zeros((), self.dtype or self.param_dtype), inexact=False)
     if self.mode == "reconstruct":
-      return jnp.take(factors.factors_to_kernel(U, s, V, (self.features, self.num_embeddings)).T, inputs, axis=0)
-    return (jnp.take(U, inputs, axis=0) * s) @ V.T
+      return jnp.take(factors.factors_to_kernel(U, s, V, (self.num_embeddings, self.features)), inputs, axis=0)
+    return (jnp.take(V, inputs, axis=0) * s) @ U.T
 
   def attend(self, query: jax.Array, out_sharding=None) -> jax.Array:
-    """(..., features) → (..., vocab) logits q·Eᵀ."""
+    """(..., features) → (..., vocab) logits q·Eᵀ = q·U·diag(s)·Vᵀ."""
     _no_sharding(self, out_sharding)
     q, U, s, V, _ = self._promoted(query)
-    return layers.dense_svd_apply(q, U, s, V, self.num_embeddings, self.mode)
+    return layers.dense_svd_apply(q, V, s, U, self.num_embeddings, self.mode)  # Eᵀ's factors: roles swapped
 
 
 SVD_LAYERS = (LinearSVD, LinearGeneralSVD, ConvSVD, EmbedSVD)

@@ -82,7 +82,7 @@ def test_embed_lookup_and_tied_logits_share_one_set_of_factors():
   e2 = truncated(dense.embedding[...], 2)
   for mode in MODES:
     svd = svdify_nnx.to_svd(dense, None, mode=mode)
-    chex.assert_shape([svd.U[...], svd.s[...], svd.V[...]], [(11, 6), (6,), (6, 6)])
+    chex.assert_shape([svd.U[...], svd.s[...], svd.V[...]], [(6, 6), (6,), (11, 6)])
     np.testing.assert_allclose(apply(svd, ids), apply(dense, ids), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(attend(svd, q), attend(dense, q), rtol=1e-4, atol=1e-5)
     low = svdify_nnx.to_svd(dense, 2, mode=mode)
