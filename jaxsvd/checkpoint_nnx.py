@@ -131,8 +131,7 @@ def restore(path: str, constructor: Callable[[], nnx.Module], step: int | None =
   if not record.model.startswith(MODEL_PREFIX) or record.svd is None:
     raise checkpoint.CheckpointError(f"{directory}/{step}: model={record.model!r} is not an svdified NNX model")
   ranks = dict(record.ranks)
-  build = svdify_nnx.svdified(constructor, ranks, record.svd.decomposition, record.svd.mode,
-                              skip=lambda p, _: p not in ranks)
+  build = svdify_nnx.svdified(constructor, ranks, record.svd.decomposition, record.svd.mode, only_ranked=True)
   graphdef, abstract_state = nnx.split(nnx.eval_shape(build))
   abstract = _arrays(abstract_state)
   abstract = jax.tree.map(lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x, abstract)

@@ -1,6 +1,6 @@
 """Flax NNX models in SVD form: in-place graph surgery, ranks, regularizers and pruning over ``nnx.State``.
 
-  report = svdify(model, ranks={"blocks/0/attn/query": 8}, skip=("conv0",))   # in place; missing paths: full rank
+  report = svdify(model, ranks={"blocks/0/attn/query": 8}, skip=("conv0",))  # in place; missing paths: full rank
   ranks(model)                                    # {layer path: r}, read from nnx.state(model, nnx.Param)
   loss = ce + regularization(model, RegularizerConfig(orthogonality=1.0, sparsity=1e-3))[0]
   small, new_ranks, prune_report = prune(model, Strategy("energy", energy=0.05))   # model itself unchanged
@@ -59,8 +59,8 @@ class ConversionReport:
 
 
 def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposition: str = "channel",
-           mode: str = "auto", skip: Sequence[str | re.Pattern] | Callable[[str, nnx.Module], bool] = ()
-           ) -> ConversionReport:
+           mode: str = "auto", skip: Sequence[str] = (), skip_pattern: str | None = None,
+           skip_if: Callable[[str, nnx.Module], bool] | None = None) -> ConversionReport:
   """Replaces, in place, every convertible layer of ``model`` by its SVD form (truncated SVD of its kernel).
 
   Args:
@@ -68,7 +68,9 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
     ranks: {layer path: rank}; missing paths (and None) mean full rank.
     decomposition: how conv kernels are matricized, 'channel' or 'spatial'.
     mode: the SVD layers' execution, 'reconstruct', 'factored' or 'auto'.
-    skip: layer paths (regexes, matched in full) or a predicate ``(path, module) -> bool``: layers kept dense.
+    skip: layer paths kept dense.
+    skip_pattern: a regex; layers whose path matches it in full are kept dense.
+    skip_if: a predicate ``(path, layer) -> bool``; layers for which it is True are kept dense.
 
   Returns:
     The ``ConversionReport``.
@@ -84,7 +86,7 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
   check_choice("svdify.mode", mode, ("reconstruct", "factored", "auto"))
   ranks = dict(ranks or {})
   structure.validate_ranks(ranks)
-  skipped = _skip_fn(skip)
+  skipped = _skip_fn(skip, skip_pattern, skip_if)
   converted, left, memo, new_ranks = {}, {}, {}, {}
 
   def visit(path: str, module) -> Any:
@@ -115,11 +117,14 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
   return report
 
 
-def _skip_fn(skip) -> Callable[[str, Any], bool]:
-  if callable(skip):
-    return skip
-  patterns = [re.compile(p) if isinstance(p, str) else p for p in skip]
-  return lambda path, _: any(p.fullmatch(path) for p in patterns)
+def _skip_fn(skip, skip_pattern, skip_if) -> Callable[[str, Any], bool]:
+  try:
+    pattern = None if skip_pattern is None else re.compile(skip_pattern)
+  except re.error as err:
+    raise ValueError(f"svdify: skip_pattern={skip_pattern!r} is not a regex: {err}") from None
+  paths = set(skip)
+  return lambda path, layer: (path in paths or bool(pattern and pattern.fullmatch(path))
+                              or bool(skip_if and skip_if(path, layer)))
 
 
 def unsupported(module) -> list[str]:
@@ -311,7 +316,8 @@ def prune(model_or_split, strategy: rank_pruning.Strategy, floors: rank_pruning.
 
 
 def svdified(constructor: Callable[..., nnx.Module], ranks: Mapping[str, int] | None = None,
-             decomposition: str = "channel", mode: str = "auto", skip=()) -> Callable[..., nnx.Module]:
+             decomposition: str = "channel", mode: str = "auto", only_ranked: bool = False, **skips
+             ) -> Callable[..., nnx.Module]:
   """A constructor of the svdified model: ``constructor(*args, **kwargs)`` then ``svdify`` at ``ranks``.
 
   Use it where NNX wants a class-like constructor: ``nnx.eval_shape`` (abstract model to restore a checkpoint into)
@@ -319,13 +325,18 @@ def svdified(constructor: Callable[..., nnx.Module], ranks: Mapping[str, int] | 
 
   Args:
     constructor: builds the dense nnx model (e.g. the model class).
-    ranks, decomposition, mode, skip: as ``svdify``.
+    ranks, decomposition, mode: as ``svdify``.
+    only_ranked: convert exactly the layers named in ``ranks`` (how a saved architecture is rebuilt: its ranks
+      name every converted layer).
+    **skips: ``skip``, ``skip_pattern``, ``skip_if`` as ``svdify``.
 
   Returns:
     A function with ``constructor``'s signature returning the svdified model.
   """
   def build(*args, **kwargs):
     model = constructor(*args, **kwargs)
-    svdify(model, ranks, decomposition, mode, skip)
+    if only_ranked:
+      skips["skip_if"] = lambda path, _: path not in ranks
+    svdify(model, ranks, decomposition, mode, **skips)
     return model
   return build

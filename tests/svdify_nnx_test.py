@@ -242,7 +242,7 @@ class Mixed(nnx.Module):
 
 def test_surgery_finds_layers_in_containers_keeps_ties_and_reports_what_stays_dense():
   model = Mixed(rngs=rngs())
-  report = svdify_nnx.svdify(model, ranks={"table/a": 2}, skip=(r"pair/1",))
+  report = svdify_nnx.svdify(model, ranks={"table/a": 2}, skip_pattern=r"pair/1")
   assert set(report.converted) == {"again", "table/a", "table/b", "pair/0"}  # one path for the tied layer
   assert model.first is model.again and isinstance(model.first, nnx_layers.LinearSVD)
   assert isinstance(model.table["b"], nnx_layers.LinearGeneralSVD) and type(model.pair[1]) is nnx.Linear
@@ -253,7 +253,8 @@ def test_surgery_finds_layers_in_containers_keeps_ties_and_reports_what_stays_de
 
 def test_svdify_errors_are_clear():
   with pytest.raises(ValueError, match="no layer of Mixed was converted.*subclass"):
-    svdify_nnx.svdify(Mixed(rngs=rngs()), skip=(r"again", r"table/.*", r"pair/\d"))
+    svdify_nnx.svdify(Mixed(rngs=rngs()), skip=("again",), skip_pattern=r"table/.*",
+                         skip_if=lambda path, layer: path.startswith("pair/"))
   with pytest.raises(ValueError, match=r"ranks name layers \['nope'\]"):
     svdify_nnx.svdify(Mixed(rngs=rngs()), ranks={"nope": 1})
   with pytest.raises(TypeError, match="use jaxsvd.svdify.svdify"):
@@ -269,7 +270,7 @@ def test_nnx_svd_model_runs_inside_linen_through_to_linen():
   model, _ = build("lm")
   small, ranks, _ = svdify_nnx.prune(model, Strategy("energy", energy=0.1))
   tokens, _ = lm_batch()
-  constructor = svdify_nnx.svdified(LM, ranks, skip=lambda path, _: path not in ranks)
+  constructor = svdify_nnx.svdified(LM, ranks, only_ranked=True)
 
   class Outer(nn.Module):
     @nn.compact
@@ -282,3 +283,10 @@ def test_nnx_svd_model_runs_inside_linen_through_to_linen():
   params = {"lm": nnx.state(small, nnx.Param).to_pure_dict()}
   out = jax.jit(outer.apply)({"params": params}, tokens)
   np.testing.assert_allclose(out, jax.nn.log_softmax(forward(small, tokens)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow  # ~15 s of threefry/XLA compiles; every step it shows is tested above on the CNN and the LM
+def test_readme_nnx_example_runs():
+  readme = open(os.path.join(REPO, "README.md")).read()
+  code = readme.split("<!-- nnx-example -->")[1].split("<!-- /nnx-example -->")[0]
+  exec(code.replace("```python", "").replace("```", ""), {"__name__": "readme"})  # noqa: S102 - our own README
