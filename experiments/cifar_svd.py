@@ -3,7 +3,7 @@
   python -m experiments.cifar_svd --config=experiments/configs/resnet20_channel_hoyer.py --workdir=runs/r20
   python -m experiments.cifar_svd --config=experiments/configs/fashion_mnist.py --workdir=runs/fmnist
 Override any field: --config.num_epochs=10 --config.svd.decomposition=spatial --config.data_dir=/data.
-Re-running with the same --workdir resumes from its latest checkpoint.
+Re-running with the same --workdir resumes from its latest checkpoint. Bad input ends in one ``error:`` line.
 
 Multi-process (one command per host, README "Multi-host training"): add --config.parallel=sharding and
 --coordinator_address=host0:1234 --num_processes=N --process_id=i, or nothing under SLURM / Open MPI / a TPU pod
@@ -11,15 +11,12 @@ Multi-process (one command per host, README "Multi-host training"): add --config
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from experiments import reporting, train
+from experiments import cli, train
 from jaxsvd import distributed
 
+# --config and --workdir are parsed per call by experiments.cli; these global flags by absl (cli.absl_flags).
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "experiments/configs/resnet20_channel_hoyer.py",
-                                "Experiment config file (get_config()).", lock_config=True)
-flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, metrics, plots and exports.")
 flags.DEFINE_enum("distributed", "auto", distributed.MODES,
                   "jax.distributed: auto (when the flags below are set or a cluster job is detected), on, off.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (the same on every process).")
@@ -30,12 +27,13 @@ flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds without a heartbeat befo
 
 def run(config, workdir):
   """``train.run`` after starting jax.distributed as the flags (or the cluster environment) say."""
-  distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                         heartbeat_timeout_s=FLAGS.heartbeat_timeout)
+  flag = lambda name: FLAGS[name].value  # noqa: E731 -- the default when main is called in-process, unparsed
+  distributed.initialize(flag("distributed"), flag("coordinator_address"), flag("num_processes"), flag("process_id"),
+                         heartbeat_timeout_s=flag("heartbeat_timeout"))
   return train.run(config, workdir)
 
 
-main = reporting.cli_main(run)
+main = cli.main_for(run, "experiments/configs/resnet20_channel_hoyer.py", "runs/default")
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.absl_flags)

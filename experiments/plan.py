@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import events as events_lib
+from experiments import preflight
 from jaxsvd import data, optim
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import MODEL_NAMES, SVDSpec
@@ -41,11 +42,21 @@ def _check_basic_fields(c) -> None:
   check_choice("model", c.model, MODEL_NAMES)
   check_choice("dataset", c.dataset, data.DATASETS)
   check_choice("data_source", c.data_source, data.SOURCES)
+  if c.data_dir is not None and not c.data_dir:
+    raise ValueError("data_dir is empty: name a directory, or leave it unset (None) for the default location")
   check_choice("parallel", c.parallel, KINDS)
   for field in ("num_epochs", "batch_size", "eval_batch_size"):
     check_min_int(field, c[field], 1)
-  if c.max_steps_per_epoch is not None:
-    check_min_int("max_steps_per_epoch", c.max_steps_per_epoch, 1)
+  check_min_int("seed", c.seed, 0)
+  for field in ("max_steps_per_epoch", "num_devices"):
+    if c[field] is not None:
+      check_min_int(field, c[field], 1)
+  preflight.subset_size("train_subset", c.train_subset)
+  preflight.subset_size("test_subset", c.test_subset)
+  check_min_int("checkpoint.max_to_keep", c.checkpoint.max_to_keep, 1)
+  if c.widths is not None:
+    for path, width in dict(c.widths).items():
+      check_min_int(f"widths[{path!r}]", width, 1)
 
 
 def svd_spec(c) -> SVDSpec | None:
@@ -101,20 +112,22 @@ def initial_architecture(c, plan: Plan, input_shape, ranks) -> Architecture:
                       None if c.widths is None else dict(c.widths))
 
 
-def resumable_architecture(c, plan: Plan, saved: Architecture) -> Architecture:
-  """A workdir's saved record, checked against the config that resumes it; the SVD execution mode follows the
-  config (every mode computes the same function).
+def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape) -> Architecture:
+  """A workdir's saved record, checked against the config and data that resume it; the SVD execution mode follows
+  the config (every mode computes the same function).
 
   Args:
     c: the resuming experiment config.
     plan: its plan.
     saved: the record read from the workdir's checkpoint.
+    input_shape: the (H, W, C) shape of the data the run resumes on.
 
   Returns:
     ``saved``, with ``svd.mode`` from the config.
 
   Raises:
-    ValueError: one line if the config asks for another model, class count or SVD spec (any field but ``mode``).
+    ValueError: one line if the config asks for another model, class count or SVD spec (any field but ``mode``), or
+      the data's images have another shape than the checkpoint's model was built for.
   """
   spec = lambda svd: None if svd is None else svd.with_mode("auto").with_ranks({}).to_dict()  # noqa: E731
   asked = (c.model, data.NUM_CLASSES[c.dataset], spec(plan.svd))
@@ -122,4 +135,8 @@ def resumable_architecture(c, plan: Plan, saved: Architecture) -> Architecture:
   if asked != have:
     raise ValueError(f"the workdir holds a run of (model, classes, svd spec) = {have}, the config asks for "
                      f"{asked}; resume with the run's config or use another --workdir")
+  if tuple(saved.input_shape) != tuple(input_shape):
+    raise ValueError(f"the workdir's checkpoint is for {tuple(saved.input_shape)} images, data_dir="
+                     f"{c.data_dir} holds {tuple(input_shape)} images ({c.dataset}); resume on the run's data or use "
+                     f"another --workdir")
   return saved if plan.svd is None else saved.replace(svd=saved.svd.with_mode(plan.svd.mode))

@@ -15,10 +15,9 @@ import os
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
-from experiments import plan, reporting, train
+from experiments import cli, plan, preflight, train
 from jaxsvd import data, flops
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import build_model
@@ -27,15 +26,7 @@ from jaxsvd.pruning import from_scratch
 from jaxsvd.train_state import TrainState
 from jaxsvd.validate import check_choice, check_in_range, check_min_int, check_nonnegative
 
-FLAGS = flags.FLAGS
 log = logging.getLogger("jaxsvd")
-
-
-def define_flags() -> None:
-  """The CLI's flags (defined only when run as a program, so importing this module defines none)."""
-  config_flags.DEFINE_config_file("config", "experiments/configs/fashion_mnist_from_scratch.py",
-                                  "Experiment config file (get_config()).", lock_config=False)
-  flags.DEFINE_string("workdir", "runs/from_scratch", "Directory for widths.json, checkpoints, metrics, exports.")
 
 
 def search_gates(c, ds) -> dict:
@@ -89,7 +80,7 @@ def search(c, workdir: str) -> dict:
     if "widths" not in found:  # written before widths were keyed by conv path
       return {f"{block}/conv1": width for block, width in found["inner_widths"].items()}
     return found["widths"]
-  ds = data.load_dataset(c.dataset, c.data_dir, c.data_source).subset(c.train_subset, c.test_subset)
+  ds = preflight.load_data(c)
   gate_values = search_gates(c, ds)
   macs_of = lambda widths: flops.count(build_model(c.model, data.NUM_CLASSES[c.dataset], None,  # noqa: E731
                                                    widths=widths), ds.input_shape).macs
@@ -145,12 +136,12 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
     ValueError: one line naming a bad field.
   """
   validate(c)
+  preflight.check_workdir(workdir)
   c.widths = search(c, workdir)
   return train.run(c, workdir, stop_after_epoch)
 
 
-main = reporting.cli_main(run)
+main = cli.main_for(run, "experiments/configs/fashion_mnist_from_scratch.py", "runs/from_scratch", lock_config=False)
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.absl_flags)

@@ -69,43 +69,6 @@ def epoch_line(row: dict[str, Any]) -> str:
           f"prune {row['time_prune']:.2f}s | {row['images_per_sec']:.0f} img/s")
 
 
-def cli_main(run_fn):
-  """An absl ``main(argv)`` that runs ``run_fn(FLAGS.config, FLAGS.workdir)`` with logging set up.
-
-  Args:
-    run_fn: ``train.run``-like: (config, workdir) → summary.
-
-  Returns:
-    ``main(argv)``: raises ``app.UsageError`` on extra arguments and turns a ValueError, FileNotFoundError or
-    FloatingPointError into ``SystemExit('error: ...')``, one line.
-  """
-  from absl import app, flags
-
-  def main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    setup_logging()
-    try:
-      run_fn(flags.FLAGS.config, flags.FLAGS.workdir)
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
-      raise SystemExit(f"error: {err}") from None
-
-  return main
-
-
-def setup_logging() -> None:
-  """The 'jaxsvd' logger to stderr, plain messages; absl (Orbax's per-save INFO lines) to warnings."""
-  from absl import logging as absl_logging
-
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  logger = logging.getLogger("jaxsvd")
-  logger.setLevel(logging.INFO)
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter("%(message)s"))
-  logger.addHandler(handler)
-  logger.propagate = False
-
-
 def summary_table(summary: dict[str, Any]) -> str:
   """The end-of-run summary as a two-column text table of before -> after values and their ratios.
 

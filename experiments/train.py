@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from experiments import events as events_lib
-from experiments import reporting
+from experiments import preflight, reporting
 from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
 from jaxsvd import checkpoint, data, distributed, export, flops, optim
 from jaxsvd.parallel import DataParallel
@@ -116,7 +116,8 @@ def resume_run(s: Setup, step: int) -> Run:
   """
   directory = s.mngr.directory
   meta = checkpoint.read_meta(directory, step)
-  architecture = resumable_architecture(s.c, s.plan, checkpoint.read_architecture(directory, step))
+  architecture = resumable_architecture(s.c, s.plan, checkpoint.read_architecture(directory, step),
+                                        s.ds.input_shape)
   model = s.ctx.build_model(architecture)
   variables = checkpoint.restore_variables(directory, step, model, architecture.input_shape)
   params = variables.pop("params")
@@ -284,14 +285,15 @@ def setup(c, workdir: str) -> Setup:
     The ``Setup``.
 
   Raises:
-    ValueError: one line naming a bad config field.
+    ValueError: one line naming a bad config field, bad data, or a workdir that cannot be written.
     FileNotFoundError: if the dataset's local files are missing.
   """
   plan = make_plan(c)
-  os.makedirs(workdir, exist_ok=True)
-  ds = data.load_dataset(c.dataset, c.data_dir, c.data_source).subset(c.train_subset, c.test_subset)
+  preflight.check_workdir(workdir)
+  ds = preflight.load_data(c)
   mean, std = data.normalization(ds.train_images)
   par = DataParallel(c.parallel, c.num_devices)
+  preflight.check_devices(c, par.num_devices)
   steps_per_epoch = max(data.num_train_batches(len(ds.train_images), c.batch_size, c.max_steps_per_epoch), 1)
   ctx = events_lib.Context(build_model=lambda a: a.build_model(par.bn_axis_name),
                            make_tx=lambda a, params: make_tx(c, steps_per_epoch, a, params))

@@ -13,11 +13,12 @@ import io
 import os
 import pickle
 import tarfile
+import zlib
 from typing import Iterator
 
 import numpy as np
 
-from jaxsvd.validate import check_choice
+from jaxsvd.validate import check_choice, check_dataset
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}
 DATASETS = tuple(NUM_CLASSES)
@@ -72,16 +73,20 @@ def read_idx(path: str) -> np.ndarray:
     The array, with the dimensions given in the header.
 
   Raises:
-    ValueError: if the file is not an unsigned-byte IDX file, or its size does not match its header.
+    ValueError: if the file cannot be read (truncated or corrupt gzip, I/O error), is not an unsigned-byte IDX
+      file, or its size does not match its header.
   """
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    data = f.read()
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError; a truncated .gz an EOFError
+    raise ValueError(f"{path} cannot be read, truncated or corrupt ({type(err).__name__}: {err})") from None
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
     raise ValueError(f"{path} is not an unsigned-byte IDX file")
   ndim = data[3]
   dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-  body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+  body = np.frombuffer(data, np.uint8, offset=min(4 + 4 * ndim, len(data)))
   if body.size != int(np.prod(dims)):
     raise ValueError(f"{path}: header says {dims} but holds {body.size} bytes")
   return body.reshape(dims)
@@ -94,46 +99,79 @@ def _find(directory: str, stem: str) -> str | None:
   return None
 
 
+def check_data_dir(data_dir: str) -> None:
+  """Raises FileNotFoundError (one line naming ``data_dir``) unless ``data_dir`` is an existing directory."""
+  if not os.path.exists(data_dir):
+    raise FileNotFoundError(f"data_dir={data_dir} does not exist")
+  if not os.path.isdir(data_dir):
+    raise FileNotFoundError(f"data_dir={data_dir} is not a directory")
+
+
+def _fashion_split(paths: dict[str, str], split: str) -> tuple[np.ndarray, np.ndarray]:
+  images, labels = read_idx(paths[f"{split}_images"]), read_idx(paths[f"{split}_labels"])
+  if images.ndim != 3 or labels.ndim != 1:
+    raise ValueError(f"{paths[f'{split}_images']} / {paths[f'{split}_labels']}: expected (N, H, W) images and (N,) "
+                     f"labels, found shapes {images.shape} and {labels.shape}")
+  if len(images) != len(labels):
+    raise ValueError(f"{paths[f'{split}_images']} holds {len(images)} images but {paths[f'{split}_labels']} "
+                     f"{len(labels)} labels")
+  return images[..., None], labels.astype(np.int32)
+
+
 def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
   """Fashion-MNIST from its four IDX files (each optionally gzipped).
 
-  The directories searched, in order: ``data_dir``, ``os.path.join(data_dir or "", "fashion-mnist")``, then
-  ``FASHION_MNIST_DIRS`` (where the Debian package installs it); the first that holds all four files is used.
+  With ``data_dir``, only ``data_dir`` and ``data_dir/fashion-mnist`` are searched (never a default location);
+  without it, ``FASHION_MNIST_DIRS`` (where the Debian package installs it). The first directory that holds all
+  four files is used.
 
   Args:
-    data_dir: the directory to search first, or None.
+    data_dir: the directory holding the files, or None for the default location.
 
   Returns:
     The ``Dataset``, images with a trailing channel axis of 1.
 
   Raises:
-    FileNotFoundError: if no searched directory holds all four files.
+    FileNotFoundError: one line saying which files are expected, where, and which are missing.
+    ValueError: if a file is unreadable, or images and labels disagree in count or shape.
   """
-  candidates = [d for d in (data_dir, os.path.join(data_dir or "", "fashion-mnist")) if d] + list(FASHION_MNIST_DIRS)
+  if data_dir:
+    check_data_dir(data_dir)
+  candidates = [data_dir, os.path.join(data_dir, "fashion-mnist")] if data_dir else list(FASHION_MNIST_DIRS)
   for directory in candidates:
     paths = {k: _find(directory, v) for k, v in FASHION_FILES.items()}
     if all(paths.values()):
-      arrays = {k: read_idx(p) for k, p in paths.items()}
-      return Dataset("fashion_mnist", arrays["train_images"][..., None], arrays["train_labels"].astype(np.int32),
-                     arrays["test_images"][..., None], arrays["test_labels"].astype(np.int32), 10)
+      train, test = _fashion_split(paths, "train"), _fashion_split(paths, "test")
+      return Dataset("fashion_mnist", *train, *test, 10)
+  names = ", ".join(FASHION_FILES.values())
+  if data_dir:
+    missing = [v for v in FASHION_FILES.values() if not _find(data_dir, v)]
+    lacks = "none of its files" if len(missing) == len(FASHION_FILES) else ", ".join(missing)
+    raise FileNotFoundError(f"data_dir={data_dir} lacks Fashion-MNIST's {lacks}: put all of {names} (each optionally "
+                            f".gz) in it or in its fashion-mnist/ folder")
   raise FileNotFoundError(
-      f"Fashion-MNIST not found in {candidates}: install it with `apt-get install dataset-fashion-mnist` "
-      f"or put {', '.join(v + '[.gz]' for v in FASHION_FILES.values())} in --data_dir")
+      f"Fashion-MNIST not found in {list(FASHION_MNIST_DIRS)} (data_dir is unset): install it with `apt-get install "
+      f"dataset-fashion-mnist` or set --config.data_dir to a directory holding {names} (each optionally .gz)")
 
 
-def _read_members(data_dir: str, folder: str, archive: str) -> dict[str, bytes] | None:
-  """{basename: bytes} of an extracted CIFAR folder or its .tar.gz archive."""
+def _read_members(data_dir: str, folder: str, archive: str) -> tuple[str, dict[str, bytes]] | None:
+  """(where, {basename: bytes}) of an extracted CIFAR folder or its .tar.gz archive, or None if neither exists."""
   directory = os.path.join(data_dir, folder)
   if os.path.isdir(directory):
-    return {n: open(os.path.join(directory, n), "rb").read() for n in os.listdir(directory)}
+    return directory, {n: open(os.path.join(directory, n), "rb").read() for n in os.listdir(directory)}
   tar_path = os.path.join(data_dir, archive)
   if os.path.isfile(tar_path):
-    with tarfile.open(tar_path) as tar:
-      return {os.path.basename(m.name): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    try:
+      with tarfile.open(tar_path) as tar:
+        return tar_path, {os.path.basename(m.name): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+      raise ValueError(f"{tar_path} cannot be read, truncated or corrupt ({type(err).__name__}: {err})") from None
   return None
 
 
 def _parse_binary(blob: bytes, label_bytes: int, label_offset: int) -> tuple[np.ndarray, np.ndarray]:
+  if len(blob) % (label_bytes + 3072):
+    raise ValueError(f"size {len(blob)} is not a multiple of the {label_bytes + 3072}-byte record")
   records = np.frombuffer(blob, np.uint8).reshape(-1, label_bytes + 3072)
   images = records[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
   return images, records[:, label_offset].astype(np.int32)
@@ -145,7 +183,17 @@ def _parse_python(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, np.int32)
 
 
-def _concat(parts):
+def _parse_split(where: str, members: dict[str, bytes], names: list[str], parse) -> tuple[np.ndarray, np.ndarray]:
+  """The concatenated (images, labels) of the CIFAR files ``names``; one-line errors for missing or bad files."""
+  missing = [n for n in names if n not in members]
+  if missing:
+    raise FileNotFoundError(f"{where} lacks {', '.join(missing)}")
+  parts = []
+  for n in names:
+    try:
+      parts.append(parse(members[n]))
+    except Exception as err:  # noqa: BLE001 -- pickle and numpy raise many types on a corrupt file
+      raise ValueError(f"{where}/{n} is not a CIFAR batch file ({type(err).__name__}: {err})") from None
   return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -164,27 +212,29 @@ def load_cifar_local(name: str, data_dir: str) -> Dataset:
 
   Raises:
     KeyError: if ``name`` is not a CIFAR dataset.
-    FileNotFoundError: if neither version is in ``data_dir``.
+    FileNotFoundError: if ``data_dir`` is missing, neither version is in it, or a batch file is missing.
+    ValueError: if an archive or a batch file is corrupt.
   """
+  check_data_dir(data_dir)
   binary_dir, binary_tar, python_dir, python_tar, label_bytes, offset = CIFAR[name]
-  num_classes = NUM_CLASSES[name]
-  members = _read_members(data_dir, binary_dir, binary_tar)
-  if members is not None:
-    train_names = [f"data_batch_{i}.bin" for i in range(1, 6)] if name == "cifar10" else ["train.bin"]
-    test_name = "test_batch.bin" if name == "cifar10" else "test.bin"
-    train = _concat([_parse_binary(members[n], label_bytes, offset) for n in train_names if n in members])
-    test = _parse_binary(members[test_name], label_bytes, offset)
-    return Dataset(name, *train, *test, num_classes)
-  members = _read_members(data_dir, python_dir, python_tar)
-  if members is not None:
-    train_names = [f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else ["train"]
-    train = _concat([_parse_python(members[n]) for n in train_names if n in members])
-    test = _parse_python(members["test_batch" if name == "cifar10" else "test"])
-    return Dataset(name, *train, *test, num_classes)
-  raise FileNotFoundError(
-      f"{name} not found in {os.path.abspath(data_dir)}: put {binary_tar} or {python_tar} (or the extracted "
-      f"{binary_dir}/ or {python_dir}/) from https://www.cs.toronto.edu/~kriz/cifar.html there, or use "
-      f"data_source='tfds' with internet access; fashion_mnist works offline (apt-get install dataset-fashion-mnist)")
+  ten = name == "cifar10"
+  found = _read_members(data_dir, binary_dir, binary_tar)
+  if found is not None:
+    train_names = [f"data_batch_{i}.bin" for i in range(1, 6)] if ten else ["train.bin"]
+    parse = lambda blob: _parse_binary(blob, label_bytes, offset)  # noqa: E731
+    test_names = ["test_batch.bin" if ten else "test.bin"]
+  else:
+    found = _read_members(data_dir, python_dir, python_tar)
+    train_names = [f"data_batch_{i}" for i in range(1, 6)] if ten else ["train"]
+    parse, test_names = _parse_python, ["test_batch" if ten else "test"]
+  if found is None:
+    raise FileNotFoundError(
+        f"{name} not found in data_dir={os.path.abspath(data_dir)}: put {binary_tar} or {python_tar} (or the "
+        f"extracted {binary_dir}/ or {python_dir}/) from https://www.cs.toronto.edu/~kriz/cifar.html there, or use "
+        f"data_source='tfds' with internet access; fashion_mnist works offline (apt-get install dataset-fashion-mnist)")
+  where, members = found
+  return Dataset(name, *_parse_split(where, members, train_names, parse), *_parse_split(where, members, test_names, parse),
+                 NUM_CLASSES[name])
 
 
 def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
@@ -196,23 +246,35 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
 
   Returns:
     The ``Dataset`` of the 'train' and 'test' splits.
+
+  Raises:
+    ValueError: one line if tensorflow-datasets (or a part it needs: array_record, TensorFlow to prepare the data)
+      is missing or the dataset cannot be read.
   """
-  import tensorflow_datasets as tfds
+  try:
+    import tensorflow_datasets as tfds
 
-  def split(s):
-    source = tfds.data_source(name, split=s, data_dir=data_dir)
-    items = [source[i] for i in range(len(source))]
-    images = np.stack([np.asarray(x["image"], np.uint8) for x in items])
-    return images.reshape(*images.shape[:3], -1), np.asarray([x["label"] for x in items], np.int32)
+    def split(s):
+      source = tfds.data_source(name, split=s, data_dir=data_dir)
+      items = [source[i] for i in range(len(source))]
+      images = np.stack([np.asarray(x["image"], np.uint8) for x in items])
+      return images.reshape(*images.shape[:3], -1), np.asarray([x["label"] for x in items], np.int32)
 
-  return Dataset(name, *split("train"), *split("test"), NUM_CLASSES[name])
+    return Dataset(name, *split("train"), *split("test"), NUM_CLASSES[name])
+  except Exception as err:  # noqa: BLE001 -- tfds fails in many ways (imports, downloads, preparation)
+    first = (str(err).strip().splitlines() or [""])[0]
+    hint = f"pip install {err.name}" if isinstance(err, ModuleNotFoundError) and err.name else (
+        "tfds reads prepared data (array_record) and prepares it once with TensorFlow: pip install tensorflow-cpu")
+    raise ValueError(f"data_source='tfds' cannot load {name} ({type(err).__name__}: {first}); {hint}, or use "
+                     f"data_source='local' with --config.data_dir") from None
 
 
 def load_dataset(name: str, data_dir: str | None = None, source: str = "auto") -> Dataset:
-  """The dataset ``name`` from ``source``.
+  """The dataset ``name`` from ``source``, checked (``check_dataset``).
 
   'tfds' reads it with ``load_tfds``; 'auto' and 'local' both read local files: Fashion-MNIST with
-  ``load_fashion_mnist``, CIFAR with ``load_cifar_local`` in ``data_dir`` (default '.').
+  ``load_fashion_mnist`` (``data_dir``, or the default location when it is None), CIFAR with ``load_cifar_local``
+  in ``data_dir`` (default '.').
 
   Args:
     name: one of ``DATASETS``.
@@ -223,16 +285,20 @@ def load_dataset(name: str, data_dir: str | None = None, source: str = "auto") -
     The ``Dataset``.
 
   Raises:
-    ValueError: if ``name`` or ``source`` is not one of the known choices.
+    ValueError: if ``name`` or ``source`` is not one of the known choices, or the data is unreadable or
+      inconsistent (counts, shapes, label range).
     FileNotFoundError: if the local files are missing.
   """
   check_choice("dataset", name, DATASETS)
   check_choice("data_source", source, SOURCES)
   if source == "tfds":
-    return load_tfds(name, data_dir)
-  if name == "fashion_mnist":
-    return load_fashion_mnist(data_dir)
-  return load_cifar_local(name, data_dir or ".")
+    ds = load_tfds(name, data_dir)
+  elif name == "fashion_mnist":
+    ds = load_fashion_mnist(data_dir)
+  else:
+    ds = load_cifar_local(name, data_dir or ".")
+  check_dataset(ds, f"data_dir={data_dir}" if data_dir else f"data_source={source}")
+  return ds
 
 
 # ---- batches ----

@@ -25,7 +25,7 @@ import optax
 
 from jaxsvd.structure import norm_scales, svd_layers
 from jaxsvd.tree import leaves_by_path, map_with_path, path_str
-from jaxsvd.validate import check_choice, check_nonnegative
+from jaxsvd.validate import check_choice, check_in_range, check_nonnegative, check_positive
 
 GROUPS = ("uv", "s", "norm_bias", "other")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -50,7 +50,7 @@ def _field(cfg: Any, name: str):
 
 
 def validate(cfg: Any) -> None:
-  """Checks an optimizer config before anything is built.
+  """Checks an optimizer config before anything is built (errors name the field as ``optimizer.<field>``).
 
   Args:
     cfg: the optimizer config (a mapping or ConfigDict; missing or None fields take ``DEFAULTS``).
@@ -60,17 +60,28 @@ def validate(cfg: Any) -> None:
 
   Raises:
     ValueError: if the top-level optimizer, schedule or clip is not a known choice, a ``groups`` key is not in
-      ``GROUPS``, or bn_l1 or any group's learning_rate, momentum or weight_decay is negative (or NaN).
+      ``GROUPS``; unless learning_rate is finite and > 0 (a group's ≥ 0: 0 freezes the group), momentum in [0, 1),
+      weight_decay, bn_l1 and warmup_epochs finite and ≥ 0, decay_factor and clip_value finite and > 0, and the
+      milestones fractions in (0, 1].
   """
   check_choice("optimizer.optimizer", _field(cfg, "optimizer"), OPTIMIZERS)
   check_choice("optimizer.schedule", _field(cfg, "schedule"), SCHEDULES)
   check_choice("optimizer.clip", _field(cfg, "clip"), CLIPS)
-  for group in _field(cfg, "groups") or {}:
+  check_positive("optimizer.learning_rate", _field(cfg, "learning_rate"))
+  groups = _field(cfg, "groups") or {}
+  for group in groups:
     check_choice("optimizer.groups key", group, GROUPS)
   for group in GROUPS:
-    for name in ("learning_rate", "momentum", "weight_decay"):
-      check_nonnegative(f"optimizer.{name} ({group})", _get(cfg, name, group))
+    where = f"optimizer.groups.{group}." if group in groups else "optimizer."
+    check_nonnegative(where + "learning_rate", _get(cfg, "learning_rate", group))
+    check_in_range(where + "momentum", _get(cfg, "momentum", group), 0.0, 1.0, low_closed=True, high_closed=False)
+    check_nonnegative(where + "weight_decay", _get(cfg, "weight_decay", group))
+    check_nonnegative(where + "warmup_epochs", _get(cfg, "warmup_epochs", group))
+    check_positive(where + "decay_factor", _get(cfg, "decay_factor", group))
+    for f in _get(cfg, "milestones", group):
+      check_in_range(where + "milestones", f, 0.0, 1.0, low_closed=False, high_closed=True)
   check_nonnegative("optimizer.bn_l1", _field(cfg, "bn_l1"))
+  check_positive("optimizer.clip_value", _field(cfg, "clip_value"))
 
 
 def param_labels(params) -> Any:

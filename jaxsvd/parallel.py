@@ -68,7 +68,8 @@ class DataParallel:
                        f"got {kind!r}")
     devices = jax.devices()[: num_devices or None] if kind != "none" else jax.devices()[:1]
     if num_devices and len(devices) < num_devices:
-      raise ValueError(f"parallel: asked for {num_devices} devices, only {len(jax.devices())} available")
+      raise ValueError(f"num_devices={num_devices} but parallel={kind!r} uses {len(devices)} of the "
+                       f"{len(jax.devices())} available device(s)")
     self.devices = devices
     self.mesh = Mesh(np.asarray(devices), (AXIS,))
     self.bn_axis_name = AXIS if kind == "pmap" else None

@@ -1,8 +1,10 @@
-"""One-line ValueErrors for bad configuration, raised before anything is traced or compiled."""
+"""One-line ValueErrors for bad configuration and data, raised before anything is traced or compiled."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -27,7 +29,7 @@ def check_choice(field: str, value: Any, allowed: Iterable[Any]) -> None:
 
 
 def check_nonnegative(field: str, value: float) -> None:
-  """Checks that ``value`` ≥ 0.
+  """Checks that ``value`` is a finite number ≥ 0.
 
   Args:
     field: the name the error starts with.
@@ -37,10 +39,31 @@ def check_nonnegative(field: str, value: float) -> None:
     None.
 
   Raises:
-    ValueError: if ``value`` is negative, NaN or None.
+    ValueError: if ``value`` is negative, infinite, NaN, None or not a number.
   """
-  if value is None or not value >= 0:  # also rejects NaN
-    raise ValueError(f"{field} must be >= 0, got {value!r}")
+  if not _is_number(value) or not 0 <= value < math.inf:  # also rejects NaN
+    raise ValueError(f"{field} must be a finite number >= 0, got {value!r}")
+
+
+def check_positive(field: str, value: float) -> None:
+  """Checks that ``value`` is a finite number > 0.
+
+  Args:
+    field: the name the error starts with.
+    value: the number to check.
+
+  Returns:
+    None.
+
+  Raises:
+    ValueError: if ``value`` is ≤ 0, infinite, NaN, None or not a number.
+  """
+  if not _is_number(value) or not 0 < value < math.inf:
+    raise ValueError(f"{field} must be a finite number > 0, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_in_range(field: str, value: float, low: float, high: float, *, low_closed: bool, high_closed: bool) -> None:
@@ -60,6 +83,8 @@ def check_in_range(field: str, value: float, low: float, high: float, *, low_clo
   Raises:
     ValueError: if ``value`` is outside the interval (or NaN).
   """
+  if not _is_number(value):
+    raise ValueError(f"{field} must be a number, got {value!r}")
   above = value >= low if low_closed else value > low
   below = value <= high if high_closed else value < high
   if not (above and below):
@@ -132,3 +157,30 @@ class FromConfig:
       ValueError: one line naming ``section.field`` for the first invalid field.
     """
     return dataclass_from_config(cls, cfg, section or cls.config_section, cls.config_aliases)
+
+
+def check_dataset(ds: Any, where: str) -> None:
+  """One-line ValueErrors unless both splits hold (N, H, W, C) images with as many labels in [0, num_classes), and
+  the test images have the train images' shape.
+
+  Args:
+    ds: a ``jaxsvd.data.Dataset``.
+    where: where it came from, put in errors (e.g. ``data_dir=/data``).
+
+  Returns:
+    None.
+  """
+  for split in ("train", "test"):
+    images, labels = getattr(ds, f"{split}_images"), getattr(ds, f"{split}_labels")
+    if images.ndim != 4 or labels.ndim != 1 or len(images) == 0:
+      raise ValueError(f"{where}: {ds.name} {split} split has images {images.shape} and labels {labels.shape}; "
+                       f"expected (N, H, W, C) and (N,) with N > 0")
+    if len(images) != len(labels):
+      raise ValueError(f"{where}: {ds.name} {split} split has {len(images)} images but {len(labels)} labels")
+    bad = labels[(labels < 0) | (labels >= ds.num_classes)]
+    if bad.size:
+      raise ValueError(f"{where}: {ds.name} {split} labels must be in [0, {ds.num_classes}), found "
+                       f"{bad.size} outside (e.g. {int(bad[0])})")
+  if ds.train_images.shape[1:] != ds.test_images.shape[1:]:
+    raise ValueError(f"{where}: {ds.name} test images are {ds.test_images.shape[1:]} but train images "
+                     f"{ds.train_images.shape[1:]}")

@@ -74,12 +74,12 @@ def test_cifar10_python_archive(tmp_path):
   x, y = _cifar_arrays(5, 10, 1)
   blob = pickle.dumps({b"data": x.transpose(0, 3, 1, 2).reshape(5, -1), b"labels": list(y)})
   with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
-    for name in ["data_batch_1", "test_batch"]:
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
       info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
       info.size = len(blob)
       tar.addfile(info, io.BytesIO(blob))
   ds = data.load_dataset("cifar10", str(tmp_path))
-  np.testing.assert_array_equal(ds.train_images, x)
+  np.testing.assert_array_equal(ds.train_images, np.concatenate([x] * 5))
   np.testing.assert_array_equal(ds.test_labels, y)
 
 
@@ -89,9 +89,75 @@ def test_missing_cifar_message_says_where(tmp_path):
 
 
 def test_missing_fashion_message(tmp_path, monkeypatch):
-  monkeypatch.setattr(data, "FASHION_MNIST_DIRS", ())
-  with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
-    data.load_fashion_mnist(str(tmp_path))
+  monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (str(tmp_path / "nowhere"),))
+  with pytest.raises(FileNotFoundError, match="data_dir is unset.*apt-get install dataset-fashion-mnist"):
+    data.load_fashion_mnist()
+
+
+def test_named_data_dir_never_falls_back_to_the_default_location(tmp_path, monkeypatch):
+  default = helpers.write_fashion_mnist(str(tmp_path / "default"), 20, 8)
+  monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (default,))
+  assert len(data.load_dataset("fashion_mnist").train_images) == 20  # unset: the default location
+  with pytest.raises(FileNotFoundError, match=r"data_dir=\S*missing does not exist"):
+    data.load_dataset("fashion_mnist", str(tmp_path / "missing"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="lacks Fashion-MNIST's none of its files: put all of train-images"):
+    data.load_dataset("fashion_mnist", str(tmp_path / "empty"))
+  partial = helpers.write_fashion_mnist(str(tmp_path / "partial"), 20, 8)
+  os.remove(os.path.join(partial, "t10k-labels-idx1-ubyte.gz"))
+  with pytest.raises(FileNotFoundError, match=r"lacks Fashion-MNIST's t10k-labels-idx1-ubyte: put all"):
+    data.load_dataset("fashion_mnist", partial)
+
+
+def _rewrite(directory, stem, array):
+  helpers.write_idx(os.path.join(directory, stem + ".gz"), array)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("truncated", r"train-images-idx3-ubyte.gz cannot be read, truncated or corrupt \(EOFError"),
+    ("not_gzip", r"t10k-labels-idx1-ubyte.gz cannot be read, truncated or corrupt \(BadGzipFile"),
+    ("fewer_labels", r"holds 20 images but \S*train-labels-idx1-ubyte.gz 12 labels"),
+    ("label_range", r"train labels must be in \[0, 10\), found 1 outside \(e.g. 10\)"),
+    ("test_shape", r"test images are \(32, 32, 1\) but train images \(28, 28, 1\)"),
+    ("labels_2d", r"expected \(N, H, W\) images and \(N,\) labels")])
+def test_bad_fashion_files_are_one_line_errors(tmp_path, case, message):
+  d = helpers.write_fashion_mnist(str(tmp_path), 20, 8)
+  images, labels = helpers.learnable_images(20, (28, 28), 10, 0)
+  if case == "truncated":
+    path = os.path.join(d, "train-images-idx3-ubyte.gz")
+    blob = open(path, "rb").read()
+    open(path, "wb").write(blob[:len(blob) // 2])
+  elif case == "not_gzip":
+    open(os.path.join(d, "t10k-labels-idx1-ubyte.gz"), "wb").write(b"plain bytes")
+  elif case == "fewer_labels":
+    _rewrite(d, "train-labels-idx1-ubyte", labels[:12])
+  elif case == "label_range":
+    labels[3] = 10
+    _rewrite(d, "train-labels-idx1-ubyte", labels)
+  elif case == "test_shape":
+    _rewrite(d, "t10k-images-idx3-ubyte", helpers.learnable_images(8, (32, 32), 10, 1)[0])
+  else:
+    _rewrite(d, "train-labels-idx1-ubyte", labels.reshape(20, 1))
+  with pytest.raises(ValueError, match=message) as err:
+    data.load_dataset("fashion_mnist", d)
+  assert "\n" not in str(err.value)
+
+
+def test_cifar_missing_or_corrupt_batch_is_named(tmp_path):
+  folder = tmp_path / "cifar-10-batches-bin"
+  folder.mkdir()
+  for i in (1, 2, 4, 5):
+    (folder / f"data_batch_{i}.bin").write_bytes(_binary_records(*_cifar_arrays(2, 10, i), False))
+  (folder / "test_batch.bin").write_bytes(b"\0" * 100)
+  with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-bin lacks data_batch_3.bin"):
+    data.load_dataset("cifar10", str(tmp_path))
+  (folder / "data_batch_3.bin").write_bytes(_binary_records(*_cifar_arrays(2, 10, 3), False))
+  with pytest.raises(ValueError, match=r"test_batch.bin is not a CIFAR batch file"):
+    data.load_dataset("cifar10", str(tmp_path))
+  (tmp_path / "arch").mkdir()
+  (tmp_path / "arch" / "cifar-10-binary.tar.gz").write_bytes(b"\x1f\x8b truncated")
+  with pytest.raises(ValueError, match=r"cifar-10-binary.tar.gz cannot be read, truncated or corrupt"):
+    data.load_dataset("cifar10", str(tmp_path / "arch"))
 
 
 def test_tfds_path_with_mock_data():

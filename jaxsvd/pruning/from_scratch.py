@@ -29,7 +29,7 @@ import optax
 from jaxsvd.optim import l1_subgradient
 from jaxsvd.pruning import masks as masks_lib
 from jaxsvd.tree import leaves_by_path, map_with_path
-from jaxsvd.validate import check_choice, check_in_range, check_nonnegative
+from jaxsvd.validate import check_choice, check_in_range, check_nonnegative, check_positive
 
 GATE_KINDS = ("bn", "block")
 PENALTIES = ("budget", "l1")
@@ -122,7 +122,7 @@ def gate_optimizer(paths: Sequence[str], learning_rate: float, weight: float, pe
     ValueError: on a negative learning rate or weight, an unknown penalty, or r outside (0, 1].
   """
   check_nonnegative("from_scratch.weight", weight)
-  check_nonnegative("from_scratch.learning_rate", learning_rate)
+  check_positive("from_scratch.learning_rate", learning_rate)
   check_choice("from_scratch.penalty", penalty, PENALTIES)
   check_in_range("from_scratch.ratio", ratio, 0.0, 1.0, low_closed=False, high_closed=True)
   masks = {p: True for p in paths}

@@ -1,0 +1,132 @@
+"""The experiment programs' command line: flags → (config, workdir) → run, every failure one ``error:`` line.
+
+Flags are parsed into a fresh ``absl.flags.FlagValues`` per call, so ``main`` can be called in-process (tests) as
+well as through ``absl.app.run``; a missing config file, an unknown ``--config.<field>``, a value of the wrong type
+and every ``ValueError`` / ``OSError`` / ``FloatingPointError`` of the run end as ``SystemExit('error: ...')``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from absl import flags
+from ml_collections import config_flags
+
+# What a bad input can raise; each becomes one line. (EOFError: a truncated gzip file, zlib.error: a corrupt one.)
+USER_ERRORS = (ValueError, OSError, FloatingPointError, EOFError, zlib.error, flags.Error)
+
+
+def one_line(err: BaseException) -> str:
+  """``err``'s message on one line: its first line, and its last one when they differ (a wrapped traceback's
+  last line names the exception)."""
+  lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+  return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+
+
+def _unknown_field(argv: Sequence[str], err: Exception) -> str:
+  """The message for an override of a field the config does not have (ml_collections raises a KeyError whose
+  message is the quoted key, sometimes followed by a 'Did you mean' line; for nested fields it comes wrapped in an
+  AttributeError)."""
+  while err.args and isinstance(err.args[0], BaseException):  # an AttributeError wrapping the KeyError
+    err = err.args[0]
+  lines = str(err.args[0] if err.args else err).splitlines() or [""]
+  key = lines[0].strip("\"'\\")
+  hint = f" ({lines[-1].strip()})" if len(lines) > 1 else ""
+  for arg in argv:
+    match = re.match(r"--?(?:no)?config\.([\w.]+)", arg)
+    if match and key in match.group(1).split("."):
+      return f"--config.{match.group(1)}: the config has no field {key!r}{hint}"
+  return f"the config has no field {key!r}{hint}"
+
+
+def parse(argv: Sequence[str], default_config: str, default_workdir: str, lock_config: bool = True):
+  """(config, workdir) from a command line.
+
+  Args:
+    argv: the command line, program name first: ``--config=FILE``, ``--config.<field>=VALUE`` overrides and
+      ``--workdir=DIR``.
+    default_config: the config file used without ``--config``.
+    default_workdir: the workdir used without ``--workdir``.
+    lock_config: whether the config is locked (no new fields may be added by the program).
+
+  Returns:
+    (the ``ml_collections.ConfigDict``, the workdir string).
+
+  Raises:
+    ValueError: one line for a missing or broken config file, an unknown field, a bad value or extra arguments.
+  """
+  argv = list(argv)
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", default_config, "Experiment config file (get_config()).",
+                                  flag_values=values, lock_config=lock_config, sys_argv=argv)
+  flags.DEFINE_string("workdir", default_workdir, "Directory for checkpoints, metrics, plots and exports.",
+                      flag_values=values)
+  try:
+    rest = values(argv)
+    values.config.get("model")  # a config file that failed to load raises OSError on first access
+  except (AttributeError, KeyError) as err:
+    raise ValueError(_unknown_field(argv, err)) from None
+  except flags.Error as err:
+    raise ValueError(one_line(err)) from None
+  except OSError as err:
+    path = next((a.split("=", 1)[1] for a in reversed(argv) if re.match(r"--?config=", a)), default_config)
+    cause = err.__cause__ or err
+    raise ValueError(f"--config={path}: cannot load the config file ({one_line(cause).split('] ')[-1]})") from None
+  if len(rest) > 1:
+    raise ValueError(f"unexpected arguments: {rest[1:]}")
+  return values.config, values.workdir
+
+
+def main_for(run_fn: Callable[[Any, str], Any], default_config: str, default_workdir: str,
+             lock_config: bool = True) -> Callable[[Sequence[str]], None]:
+  """A ``main(argv)`` that parses ``argv`` (see ``parse``) and runs ``run_fn(config, workdir)`` with logging set up.
+
+  Args:
+    run_fn: ``train.run``-like: (config, workdir) → summary.
+    default_config: the config file used without ``--config``.
+    default_workdir: the workdir used without ``--workdir``.
+    lock_config: as for ``parse``.
+
+  Returns:
+    ``main(argv)``; it raises ``SystemExit('error: <one line>')`` on any of ``USER_ERRORS``.
+  """
+
+  def main(argv: Sequence[str]) -> None:
+    try:
+      config, workdir = parse(argv, default_config, default_workdir, lock_config)
+      setup_logging()
+      run_fn(config, workdir)
+    except USER_ERRORS as err:
+      raise SystemExit(f"error: {one_line(err)}") from None
+
+  return main
+
+
+def absl_flags(argv: Sequence[str]) -> list[str]:
+  """``absl.app.run``'s flags parser: absl's own flags (--help, logging) are parsed globally, the rest is left to
+  ``main`` (``app.run(main, flags_parser=absl_flags)``)."""
+  return flags.FLAGS(list(argv), known_only=True)
+
+
+def setup_logging() -> None:
+  """The 'jaxsvd' logger to stderr, plain messages (once per process); absl (Orbax's per-save INFO lines) to
+  warnings."""
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logger = logging.getLogger("jaxsvd")
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+  for handler in logger.handlers:
+    if getattr(handler, "jaxsvd_cli", False):
+      handler.stream = sys.stderr  # the current one (in-process callers may have replaced and closed the old)
+      return
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("%(message)s"))
+  handler.jaxsvd_cli = True
+  logger.addHandler(handler)
