@@ -117,7 +117,8 @@ def test_plan_mapping_is_checked():
 def _save_checkpoint(directory, arch, variables):
   tx = optax.sgd(0.1)
   state = TrainState(step=np.int32(1), params=variables["params"],
-                     model_state={"batch_stats": variables["batch_stats"]}, opt_state=tx.init(variables["params"]), apply_fn=None, tx=tx)
+                     model_state={"batch_stats": variables["batch_stats"]}, opt_state=tx.init(variables["params"]),
+                     apply_fn=None, tx=tx)
   mngr = checkpoint.manager(directory, async_save=False)
   checkpoint.save(mngr, state, jax.random.key(0), arch)
   mngr.close()
