@@ -1,56 +1,103 @@
-"""Inference throughput of dense vs pruned SVD models (auto mode, and the merged dense export).
+"""Inference of dense vs rank-pruned models, as trained and as deployed (BatchNorm folded, autotuned, exported).
 
-  python -m benchmarks.pruned_inference [--quick] [--model resnet20] [--fractions 1.0,0.5,...]
-For each rank fraction: FLOPs reduction (dense MACs / pruned MACs), wall-clock speedup, and their
-ratio (target ≥ 0.7). Every variant is evaluated as the library does (``xla_options.autotuned_jit``
-over tuned/default XLA options and the model's own mode (``auto``) vs all SVD layers as one conv
-(``reconstruct``, the dense-equivalent), whichever is faster for that step; the 'choice' column says
-which), and the variants of one fraction are timed alternately with the dense model.
+  python -m benchmarks.pruned_inference [--quick] [--models resnet20,resnet18] [--fractions 0.5,0.25,0.1]
+Per model and rank fraction, timed alternately in one run (median of --repeats, batch --batch):
+  dense             the dense model's eval step as the library runs it (autotuned XLA options)
+  dense+folded      the dense model with every BatchNorm folded into its conv (``jaxsvd.deploy``), autotuned options
+  pruned            the SVD model pruned to the fraction of every layer's rank, eval step autotuned over options and
+                    own mode ('auto') vs all-reconstruct: what training's eval and ``load_for_inference`` run today
+  pruned+folded     BatchNorm folded, per-layer merged/factored plan and XLA options chosen by timing whole-model
+                    calls over the plans 'auto' (quantized MACs), 'merged' and 'measured' (each layer timed alone)
+  artifact          the same, written by ``jaxsvd.artifact`` (jax.export) and run by its jax-only runner
+speedup = dense time / variant time; MACs red. = dense MACs / variant MACs (``flops.count``); the ratio of the two
+is the deployment efficiency (1.0: latency falls as fast as MACs).
 """
 
 from __future__ import annotations
 
+import tempfile
+
 import jax
+import jax.numpy as jnp
 
 from benchmarks import common
-from jaxsvd import export, flops
+from jaxsvd import artifact, deploy, flops
 from jaxsvd.models import SVDSpec
 
 
-def main():
-  p = common.parser(__doc__, model="resnet20")
-  p.add_argument("--fractions", default="1.0,0.5,0.25,0.1,0.05")
-  args = p.parse_args()
-  model_name = common.model_name(args)
-  batch_size, repeats = common.sizes(args)
+def folded_runner(state, model, x, rules):
+  """(no-argument runner, 'rule/options' description, folded model, plan, options) of the folded model."""
+  folded = deploy.fold(model, state.variables, x, train=False)
+  rule, plan, options, predict = artifact.autotune(folded, x, rules)
+  return (lambda: predict(x)), f"{rule}/{'tuned' if options else 'default'}", folded, plan, options
+
+
+def logits_check(runner, reference) -> float:
+  return float(jnp.max(jnp.abs(runner() - reference)))
+
+
+def measure_model(model_name, fractions, batch_size, repeats, rules):
   data = common.batch(batch_size)
+  x = data["image"]
   dense_state, dense_model = common.make_state(model_name, None)
   dense_macs = flops.count(dense_model, (32, 32, 3)).macs
   dense = common.eval_runner(dense_state, data, "auto")
-  template = jax.eval_shape(dense_model.init, jax.random.key(0), data["image"][:1])["params"]
-  rows, worst = [], None
-  for fraction in [float(f) for f in args.fractions.split(",")]:
+  dense_folded, dense_choice, *_ = folded_runner(dense_state, dense_model, x, ("merged",))
+  reference = dense_model.apply(dense_state.variables, x, train=False)
+  worst_diff = logits_check(dense_folded, reference)
+  rows, ratio_at = [], {}
+  for fraction in fractions:
     state, model = common.make_state(model_name, SVDSpec(dense_last=True), rank_fraction=fraction)
     macs = flops.count(model, (32, 32, 3)).macs
-    reduction = dense_macs / macs
-    merged = state.replace(params=export.merge(state.params, template), apply_fn=dense_model.apply)
-    runners = {"dense": dense, "svd auto": common.eval_runner(state, data, "auto"),
-               "merged dense": common.eval_runner(merged, data, "auto")}
-    t = common.alternate(runners, repeats)
+    pruned = common.eval_runner(state, data, "auto")
+    folded, choice, folded_model, plan, options = folded_runner(state, model, x, rules)
+    with tempfile.TemporaryDirectory() as directory:
+      artifact.write(folded_model, plan, directory, options, platforms=("cpu",))
+      predict = artifact.load(directory)
+      exported = lambda: predict(x)  # noqa: E731
+      reference = model.apply(state.variables, x, train=False)
+      worst_diff = max(worst_diff, logits_check(folded, reference), logits_check(exported, reference))
+      runners = {"dense": dense, "dense+folded": dense_folded, "pruned": pruned, "pruned+folded": folded,
+                 "artifact": exported}
+      t = common.alternate(runners, repeats)
     if not rows:
-      rows.append({"variant": "dense", "rank": "-", "MACs/img": f"{dense_macs / 1e6:.2f}M", "FLOPs red.": "1.00x",
-                   "ms/batch": f"{t['dense'] * 1e3:.1f}", "speedup": "1.00x", "speedup/FLOPs": "-",
-                   "choice": common.describe(dense)})
-    for label in ("svd auto", "merged dense"):
-      speedup = t["dense"] / t[label]
-      rows.append({"variant": label, "rank": f"{fraction:.0%}", "MACs/img": f"{macs / 1e6:.2f}M",
-                   "FLOPs red.": f"{reduction:.2f}x", "ms/batch": f"{t[label] * 1e3:.1f}", "speedup": f"{speedup:.2f}x",
-                   "speedup/FLOPs": f"{speedup / reduction:.2f}", "choice": common.describe(runners[label])})
-    best = t["dense"] / min(t["svd auto"], t["merged dense"]) / reduction
-    worst = best if worst is None else min(worst, best)
-  print(f"backend={jax.default_backend()} model={model_name} batch={batch_size} repeats={repeats} (median, alternated)")
+      for label, choice_text in (("dense", common.describe(dense)), ("dense+folded", dense_choice)):
+        rows.append(_row(model_name, label, "-", dense_macs, dense_macs, t, label, choice_text))
+    describe = {"pruned": common.describe(pruned), "pruned+folded": choice, "artifact": choice}
+    for label in ("pruned", "pruned+folded", "artifact"):
+      rows.append(_row(model_name, label, f"{fraction:.0%}", dense_macs, macs, t, label, describe[label]))
+    ratio_at[fraction] = {k: t["dense"] / t[k] / (dense_macs / macs) for k in ("pruned", "pruned+folded", "artifact")}
+  return rows, ratio_at, worst_diff
+
+
+def _row(model_name, label, fraction, dense_macs, macs, t, key, choice):
+  speedup = t["dense"] / t[key]
+  return {"model": model_name, "variant": label, "rank": fraction, "MACs/img": f"{macs / 1e6:.2f}M",
+          "MACs red.": f"{dense_macs / macs:.2f}x", "ms/batch": f"{t[key] * 1e3:.1f}", "speedup": f"{speedup:.2f}x",
+          "speedup/MACs": f"{speedup / (dense_macs / macs):.2f}", "choice": choice}
+
+
+def main():
+  p = common.parser(__doc__)
+  p.add_argument("--models", default="resnet20,resnet18")
+  p.add_argument("--fractions", default="0.5,0.25,0.1")
+  p.add_argument("--rules", default=",".join(artifact.CANDIDATES), help="candidate plans for pruned+folded")
+  args = p.parse_args()
+  batch_size, repeats = common.sizes(args)
+  models = ["resnet8"] if args.quick else args.models.split(",")
+  fractions = [0.25] if args.quick else [float(f) for f in args.fractions.split(",")]
+  rows, keys, worst_diff = [], [], 0.0
+  for model_name in models:
+    model_rows, ratio_at, diff = measure_model(model_name, fractions, batch_size, repeats, args.rules.split(","))
+    rows += model_rows
+    worst_diff = max(worst_diff, diff)
+    for fraction, ratios in ratio_at.items():
+      keys.append(f"{model_name}@{fraction:.0%}: pruned {ratios['pruned']:.2f} -> folded {ratios['pruned+folded']:.2f}"
+                  f" / artifact {ratios['artifact']:.2f}")
+  print(f"backend={jax.default_backend()} batch={batch_size} repeats={repeats} (median, alternated per fraction)")
   print(common.table(rows, list(rows[0])))
-  print(f"KEY worst speedup / FLOPs-reduction over rank fractions (best execution per fraction) = {worst:.2f}")
+  print(f"max |logits - eval logits| over folded and artifact variants: {worst_diff:.2e}")
+  print("KEY speedup / MACs-reduction, " + "; ".join(keys))
 
 
 if __name__ == "__main__":
