@@ -7,7 +7,9 @@ alternately with the dense model in one run (eval step as the library runs it, `
                         pruning from scratch produce; bisected to the budget by ``from_scratch.widths_for_budget``)
   narrow (uniform)      every channel group scaled by the same factor (bisected to the budget)
   svd rank              every SVD layer pruned to the same rank fraction (bisected to the budget)
-The key number is speedup ÷ MACs reduction (1.0: latency falls as fast as MACs).
+The key number is speedup ÷ MACs reduction (1.0: latency falls as fast as MACs). With ``--folded`` every model is
+also timed as deployed (``jaxsvd.deploy``: BatchNorm folded; plan and XLA options autotuned, as
+``benchmarks.pruned_inference``'s 'pruned+folded'); speedups are against the unfolded dense eval step.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
+from benchmarks.pruned_inference import folded_runner
 from jaxsvd import checkpoint, flops
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.pruning import from_scratch
@@ -56,6 +59,7 @@ def main():
   p = common.parser(__doc__)
   p.add_argument("--models", default="resnet20,vgg11")
   p.add_argument("--budgets", default="0.5,0.25")
+  p.add_argument("--folded", action="store_true", help="also time every model with BatchNorm folded (deployed)")
   args = p.parse_args()
   names = ["resnet8"] if args.quick else args.models.split(",")
   budgets = [0.5] if args.quick else [float(b) for b in args.budgets.split(",")]
@@ -73,6 +77,11 @@ def main():
                                                                     ranks=common.read_ranks(rank_state.params)))
       runners = {"dense": common.eval_runner(dense_state, data, "auto"),
                  **{label: common.eval_runner(state, data, "auto") for label, (state, _) in states.items()}}
+      if args.folded:
+        states = {**states, **{f"{label} +folded": (state, model) for label, (state, model) in
+                               [("dense", (dense_state, dense_model)), *states.items()]}}
+        runners.update({label: folded_runner(state, model, data["image"], ("auto", "merged", "measured"))[0]
+                        for label, (state, model) in states.items() if label.endswith("+folded")})
       t = common.alternate(runners, repeats)
       for label, (state, model) in states.items():
         macs = flops.count(model, (32, 32, 3)).macs
@@ -82,7 +91,8 @@ def main():
                      "speedup": f"{speedup:.2f}x", "speedup/MACs": f"{speedup / reduction:.2f}"})
   print(f"backend={jax.default_backend()} batch={batch_size} repeats={repeats} (median, alternated)")
   print(common.table(rows, list(rows[0])))
-  key = {f"{r['model']}@{r['budget']} {r['variant'].split(' (')[0].split(' ')[0]}": r["speedup/MACs"] for r in rows
+  short = lambda v: v.split(" (")[0].split(" ")[0] + (" folded" if v.endswith("+folded") else "")  # noqa: E731
+  key = {f"{r['model']}@{r['budget']} {short(r['variant'])}": r["speedup/MACs"] for r in rows
          if "uniform" not in r["variant"]}
   print("KEY speedup/MACs-reduction: " + ", ".join(f"{k} {v}" for k, v in key.items()))
 

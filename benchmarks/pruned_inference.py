@@ -67,6 +67,7 @@ def measure_model(model_name, fractions, batch_size, repeats, rules):
     for label in ("pruned", "pruned+folded", "artifact"):
       rows.append(_row(model_name, label, f"{fraction:.0%}", dense_macs, macs, t, label, describe[label]))
     ratio_at[fraction] = {k: t["dense"] / t[k] / (dense_macs / macs) for k in ("pruned", "pruned+folded", "artifact")}
+    print(common.table(rows[-5 if len(rows) == 5 else -3:], list(rows[0])), flush=True)  # progress
   return rows, ratio_at, worst_diff
 
 

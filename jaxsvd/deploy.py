@@ -118,7 +118,8 @@ def _trace(model, variables, x, apply_kwargs) -> tuple[dict[str, Site], dict[str
       return next_fun(*args, **kwargs)
     inputs = args[0] if args else next(iter(kwargs.values()))
     if isinstance(module, nn.BatchNorm):
-      norms[path] = _norm_site(module, path, inputs, kwargs, outputs)
+      running = args[1] if len(args) > 1 else kwargs.get("use_running_average")
+      norms[path] = _norm_site(module, path, inputs, running, outputs)
       return next_fun(*args, **kwargs)
     out = next_fun(*args, **kwargs)
     if path in sites:
@@ -134,8 +135,8 @@ def _trace(model, variables, x, apply_kwargs) -> tuple[dict[str, Site], dict[str
   return sites, norms
 
 
-def _norm_site(module: nn.BatchNorm, path: str, inputs, kwargs, outputs) -> _Norm:
-  running = nn.merge_param("use_running_average", module.use_running_average, kwargs.get("use_running_average"))
+def _norm_site(module: nn.BatchNorm, path: str, inputs, running_arg, outputs) -> _Norm:
+  running = nn.merge_param("use_running_average", module.use_running_average, running_arg)
   if not running:
     raise ValueError(f"deploy: BatchNorm {path!r} normalizes with batch statistics (train mode); "
                      "fold the model as it runs at eval (e.g. train=False)")
