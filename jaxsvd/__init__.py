@@ -7,6 +7,8 @@ The names a user imports; everything else lives in the submodules listed in READ
   svdify        SVDModel, decompose                          any linen model's Dense/Conv in SVD form
                 (the function is ``jaxsvd.svdify.svdify``: ``jaxsvd.svdify`` is the module)
   factors       (module)                                     matrix views of kernels, both executions, their MACs
+  svdify_nnx    (module: svdify, ranks, prune, regularization)  Flax NNX models in SVD form (in-place graph surgery);
+                nnx_layers (LinearSVD, ConvSVD, ...), checkpoint_nnx (save, restore)
   losses        RegularizerConfig, make_loss_fn              CE + λo·orthogonality + λs·sparsity
   optim         make_optimizer                               param groups, schedules, clipping, BN-γ L1
   structure     ranks, svd_layers, norm_layers               the architecture read back from params
@@ -21,6 +23,7 @@ __version__ = "0.2.0"
 
 from jaxsvd import (  # noqa: E402  (submodules as namespaces: jaxsvd.pruning.slimming, jaxsvd.checkpoint.save, ...)
     checkpoint,
+    checkpoint_nnx,
     data,
     export,
     factors,
@@ -29,6 +32,7 @@ from jaxsvd import (  # noqa: E402  (submodules as namespaces: jaxsvd.pruning.sl
     layers,
     losses,
     models,
+    nnx_layers,
     optim,
     parallel,
     pruning,
@@ -36,6 +40,7 @@ from jaxsvd import (  # noqa: E402  (submodules as namespaces: jaxsvd.pruning.sl
     regularizers,
     structure,
     svdify,
+    svdify_nnx,
     train_state,
     tree,
     xla_options,
@@ -68,4 +73,5 @@ __all__ = [
     # submodules
     "checkpoint", "data", "export", "factors", "flops", "inference", "layers", "losses", "models", "optim", "parallel",
     "pruning", "record", "regularizers", "structure", "svdify", "train_state", "tree", "xla_options",
+    "checkpoint_nnx", "nnx_layers", "svdify_nnx",
 ]

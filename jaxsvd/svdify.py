@@ -180,7 +180,8 @@ def svdify(model: nn.Module, ranks: Mapping[str, int] | None = None, decompositi
     TypeError: if ``model`` is an ``nnx.Module`` (``jaxsvd.svdify_nnx`` converts those).
   """
   if isinstance(model, nnx.Module):
-    raise TypeError(f"svdify: {type(model).__name__} is an nnx.Module; use jaxsvd.svdify_nnx.svdify (NNX graph surgery)")
+    raise TypeError(f"svdify: {type(model).__name__} is an nnx.Module; use jaxsvd.svdify_nnx.svdify "
+                    "(NNX graph surgery)")
   return SVDModel(model, _frozen(ranks or {}), decomposition, mode, tuple(skip))
 
 

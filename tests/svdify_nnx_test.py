@@ -187,7 +187,8 @@ def test_training_with_regularizers_lowers_cross_entropy(name):
   history = [train_step(model, optimizer, x, y) for _ in range(6)]
   ces = [float(ce) for ce, _ in history]
   assert ces[-1] < ces[0], ces
-  assert set(history[0][1]) == {"orth", "sparsity"} and float(history[0][1]["orth"]) < 1e-6  # SVD factors start orthonormal
+  assert set(history[0][1]) == {"orth", "sparsity"}
+  assert float(history[0][1]["orth"]) < 1e-6  # the factors of an SVD start orthonormal
 
 
 RESTORE = """
