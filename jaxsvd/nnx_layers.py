@@ -69,7 +69,33 @@ def _host(x):
   return x if isinstance(x, jax.core.Tracer) else np.asarray(x)
 
 
-def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rngs, param_dtype):
+def _sharding(metadata, key: str = "out_sharding") -> dict:
+  """The sharding metadata of a dense Param (``out_sharding`` and ``mesh``) worth carrying over; {} if unsharded."""
+  metadata = metadata or {}
+  return {k: metadata[k] for k in (key, "mesh") if metadata.get(k) is not None} if metadata.get(key) else {}
+
+
+def factor_sharding(kernel_metadata, u_axis: int | None, v_axis: int | None) -> tuple[dict, dict, dict]:
+  """Metadata of U, s, V derived from the dense kernel's: U's rows take the name of kernel axis ``u_axis`` (the
+  leading axis of the flattened output group), V's rows that of ``v_axis`` (the input group's); the rank axis is
+  replicated, so a sharded dense model stays sharded the same way along its input/output dimensions.
+
+  Args:
+    kernel_metadata: the dense kernel Param's metadata (its ``out_sharding``: one mesh axis name or None per axis).
+    u_axis, v_axis: kernel axes naming U's and V's rows (None: replicated).
+
+  Returns:
+    (U metadata, s metadata, V metadata): {} each when the kernel is not sharded.
+  """
+  base = _sharding(kernel_metadata)
+  if not base:
+    return {}, {}, {}
+  names = tuple(base["out_sharding"])
+  named = lambda axis: {**base, "out_sharding": (None if axis is None else names[axis], None)}
+  return named(u_axis), {**base, "out_sharding": (None,)}, named(v_axis)
+
+
+def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rngs, param_dtype, metadata=({},) * 3):
   """Sets ``module.U/s/V`` from ``kernel`` (truncated SVD) or, when it is None, from a ``kernel_init`` draw."""
   where = type(module).__name__
   if kernel is None:
@@ -83,15 +109,15 @@ def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rng
   else:
     kernel = _host(kernel)
     U, s, V = truncated_svd(factors.kernel_to_matrix(kernel.reshape(kernel_shape), decomposition), rank, where)
-  module.U, module.s, module.V = (nnx.Param(jnp.asarray(a, param_dtype)) for a in (U, s, V))
+  module.U, module.s, module.V = (nnx.Param(jnp.asarray(a, param_dtype), **m) for a, m in zip((U, s, V), metadata))
 
 
-def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype):
+def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype, metadata=None):
   if not use_bias:
     return nnx.data(None)
   if bias is None:
     bias = bias_init(rngs.params(), shape, param_dtype)
-  return nnx.Param(jnp.asarray(_host(bias), param_dtype).reshape(shape))
+  return nnx.Param(jnp.asarray(_host(bias), param_dtype).reshape(shape), **_sharding(metadata))
 
 
 def _no_sharding(module, out_sharding):
@@ -121,12 +147,14 @@ class LinearSVD(_SVDModule):
 
   def __init__(self, in_features: int, out_features: int, *, rank: int | None = None, use_bias: bool = True,
                mode: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32,
-               kernel_init=default_kernel_init, bias_init=zeros, kernel=None, bias=None, rngs: nnx.Rngs | None = None):
+               kernel_init=default_kernel_init, bias_init=zeros, kernel=None, bias=None, rngs: nnx.Rngs | None = None,
+               kernel_metadata=None, bias_metadata=None):
     self._check(mode)
     self.in_features, self.out_features, self.use_bias = in_features, out_features, use_bias
     self.mode, self.dtype, self.param_dtype = mode, dtype, param_dtype
-    _factors(self, kernel, (in_features, out_features), "channel", rank, kernel_init, rngs, param_dtype)
-    self.bias = _bias(use_bias, bias, (out_features,), bias_init, rngs, param_dtype)
+    _factors(self, kernel, (in_features, out_features), "channel", rank, kernel_init, rngs, param_dtype,
+             factor_sharding(kernel_metadata, 1, 0))
+    self.bias = _bias(use_bias, bias, (out_features,), bias_init, rngs, param_dtype, bias_metadata)
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """(..., c) → (..., n)."""
@@ -146,15 +174,17 @@ class LinearGeneralSVD(_SVDModule):
 
   def __init__(self, in_features, out_features, *, axis=-1, rank: int | None = None, use_bias: bool = True,
                mode: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32,
-               kernel_init=default_kernel_init, bias_init=zeros, kernel=None, bias=None, rngs: nnx.Rngs | None = None):
+               kernel_init=default_kernel_init, bias_init=zeros, kernel=None, bias=None, rngs: nnx.Rngs | None = None,
+               kernel_metadata=None, bias_metadata=None):
     self._check(mode)
     self.in_features, self.out_features, self.axis = _tuple(in_features), _tuple(out_features), _tuple(axis)
     if len(self.in_features) != len(self.axis):
       raise ValueError(f"LinearGeneralSVD: in_features {self.in_features} and axis {self.axis} differ in length")
     self.use_bias, self.mode, self.dtype, self.param_dtype = use_bias, mode, dtype, param_dtype
     dense_shape = (int(np.prod(self.in_features)), int(np.prod(self.out_features)))
-    _factors(self, kernel, dense_shape, "channel", rank, kernel_init, rngs, param_dtype)
-    self.bias = _bias(use_bias, bias, self.out_features, bias_init, rngs, param_dtype)
+    _factors(self, kernel, dense_shape, "channel", rank, kernel_init, rngs, param_dtype,
+             factor_sharding(kernel_metadata, len(self.in_features), 0))
+    self.bias = _bias(use_bias, bias, self.out_features, bias_init, rngs, param_dtype, bias_metadata)
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """Contracts ``axis`` of ``inputs``: output = the other axes (in order) + ``out_features``."""
@@ -176,7 +206,8 @@ class ConvSVD(_SVDModule):
   def __init__(self, in_features: int, out_features: int, kernel_size, strides=1, *, padding: Any = "SAME",
                rank: int | None = None, decomposition: str = "channel", mode: str = "auto", use_bias: bool = True,
                dtype: Any = None, param_dtype: Any = jnp.float32, kernel_init=default_kernel_init,
-               bias_init=zeros, kernel=None, bias=None, rngs: nnx.Rngs | None = None):
+               bias_init=zeros, kernel=None, bias=None, rngs: nnx.Rngs | None = None, kernel_metadata=None,
+               bias_metadata=None):
     self._check(mode, decomposition)
     self.kernel_size = _tuple(kernel_size)
     if len(self.kernel_size) not in (1, 2):
@@ -186,8 +217,11 @@ class ConvSVD(_SVDModule):
     self.dtype, self.param_dtype = dtype, param_dtype
     native = (*self.kernel_size, in_features, out_features)
     init = lambda key, shape, dtype: kernel_init(key, native, dtype).reshape(shape)  # fan-in of the native shape
-    _factors(self, kernel, self.kernel_shape, decomposition, rank, init, rngs, param_dtype)
-    self.bias = _bias(use_bias, bias, (out_features,), bias_init, rngs, param_dtype)
+    nd = len(self.kernel_size)  # channel: U rows n, V rows (kh, kw, c); spatial: U (kw, n), V (kh, c)
+    u_axis = nd + 1 if decomposition == "channel" or nd == 1 else 1
+    _factors(self, kernel, self.kernel_shape, decomposition, rank, init, rngs, param_dtype,
+             factor_sharding(kernel_metadata, u_axis, 0))
+    self.bias = _bias(use_bias, bias, (out_features,), bias_init, rngs, param_dtype, bias_metadata)
 
   @property
   def kernel_shape(self) -> tuple[int, int, int, int]:
@@ -236,11 +270,12 @@ class EmbedSVD(_SVDModule):
 
   def __init__(self, num_embeddings: int, features: int, *, rank: int | None = None, mode: str = "auto",
                dtype: Any = None, param_dtype: Any = jnp.float32, embedding_init=default_embed_init,
-               embedding=None, rngs: nnx.Rngs | None = None):
+               embedding=None, rngs: nnx.Rngs | None = None, embedding_metadata=None):
     self._check(mode)
     self.num_embeddings, self.features, self.mode = num_embeddings, features, mode
     self.param_dtype, self.dtype, self.bias = param_dtype, dtype, nnx.data(None)
-    _factors(self, embedding, (num_embeddings, features), "channel", rank, embedding_init, rngs, param_dtype)
+    _factors(self, embedding, (num_embeddings, features), "channel", rank, embedding_init, rngs, param_dtype,
+             factor_sharding(embedding_metadata, 1, 0))
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """Integer ids (...) → embeddings (..., features): V[ids]·diag(s)·Uᵀ (``reconstruct``: E[ids])."""

@@ -202,9 +202,12 @@ def _to_svd(module, rank, decomposition, mode):
   kind = type(module)
   if kind is nnx.Embed:
     return nnx_layers.EmbedSVD(module.num_embeddings, module.features, rank=rank, mode=mode, dtype=module.dtype,
-                               param_dtype=module.embedding.dtype, embedding=module.embedding[...])
+                               param_dtype=module.embedding.dtype, embedding=module.embedding[...],
+                               embedding_metadata=module.embedding.get_metadata())
   common = dict(rank=rank, use_bias=module.use_bias, mode=mode, dtype=module.dtype,
-                param_dtype=module.kernel.dtype, kernel=module.kernel[...], bias=_value(module.bias))
+                param_dtype=module.kernel.dtype, kernel=module.kernel[...], bias=_value(module.bias),
+                kernel_metadata=module.kernel.get_metadata(),
+                bias_metadata=None if module.bias is None else module.bias.get_metadata())
   if kind is nnx.Linear:
     return nnx_layers.LinearSVD(module.in_features, module.out_features, **common)
   if kind is nnx.LinearGeneral:

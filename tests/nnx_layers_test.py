@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from jaxsvd import nnx_layers, svdify_nnx
 
@@ -112,3 +113,18 @@ def test_layer_errors_are_one_line_and_name_the_layer():
     nnx_layers.ConvSVD(4, 6, (3, 3, 3), rngs=rngs())
   with pytest.raises(ValueError, match="layer 'x'.*rank=7 exceeds"):
     svdify_nnx.to_svd(nnx.Linear(3, 4, rngs=rngs()), 7, path="x")
+
+
+def test_sharded_kernels_give_factors_sharded_along_the_same_dimensions():
+  mesh = jax.make_mesh((2, 2), ("data", "model"))
+  part = nnx.with_partitioning
+  with jax.set_mesh(mesh):
+    dense = nnx.Linear(4, 8, kernel_init=part(nnx.initializers.lecun_normal(), (None, "model")),
+                       bias_init=part(nnx.initializers.zeros_init(), ("model",)), rngs=rngs())
+    embed = nnx.Embed(8, 4, embedding_init=part(nnx.initializers.normal(), ("model", None)), rngs=rngs())
+    svd, svd_embed = svdify_nnx.to_svd(dense, None), svdify_nnx.to_svd(embed, None)
+    specs = {name: getattr(svd, name)[...].sharding.spec for name in ("U", "s", "V", "bias")}
+    assert specs == {"U": P("model", None), "s": P(None), "V": P(None, None), "bias": P("model")}
+    assert svd_embed.V[...].sharding.spec == P("model", None)  # V's rows are the vocab, sharded like E's
+    x = normal(0, (2, 4))
+    np.testing.assert_allclose(apply(svd, x), apply(dense, x), rtol=1e-4, atol=1e-5)
