@@ -11,7 +11,7 @@ from experiments import events as events_lib
 from experiments import preflight
 from jaxsvd import data, optim
 from jaxsvd.losses import RegularizerConfig
-from jaxsvd.models import MODEL_NAMES, SVDSpec
+from jaxsvd.models import MODEL_NAMES, SVDSpec, check_options
 from jaxsvd.parallel import KINDS
 from jaxsvd.pruning import Phases
 from jaxsvd.record import Architecture
@@ -45,6 +45,8 @@ def _check_basic_fields(c) -> None:
   if c.data_dir is not None and not c.data_dir:
     raise ValueError("data_dir is empty: name a directory, or leave it unset (None) for the default location")
   check_choice("parallel", c.parallel, KINDS)
+  check_choice("normalization", c.normalization, data.NORMALIZATIONS)
+  check_options(c.model, c.model_options)
   for field in ("num_epochs", "batch_size", "eval_batch_size"):
     check_min_int(field, c[field], 1)
   check_min_int("seed", c.seed, 0)
@@ -74,7 +76,8 @@ def svd_spec(c) -> SVDSpec | None:
   if not c.svd.enabled:
     return None
   s = c.svd
-  return SVDSpec(s.decomposition, s.mode, (), s.default_rank, s.dense_first, s.dense_last)
+  return SVDSpec(s.decomposition, s.mode, (), s.default_rank, s.dense_first, s.dense_last, s.sigma, s.init,
+                 s.dense_strided)
 
 
 def make_plan(c) -> Plan:
@@ -109,18 +112,21 @@ def initial_architecture(c, plan: Plan, input_shape, ranks) -> Architecture:
     The ``Architecture``.
   """
   return Architecture(c.model, data.NUM_CLASSES[c.dataset], tuple(input_shape), plan.svd, dict(ranks), dict(ranks),
-                      None if c.widths is None else dict(c.widths))
+                      None if c.widths is None else dict(c.widths),
+                      options=dict(c.model_options) if c.model_options else None)
 
 
-def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape) -> Architecture:
-  """A workdir's saved record, checked against the config and data that resume it; the SVD execution mode follows
-  the config (every mode computes the same function).
+def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape,
+                           where: str = "the workdir") -> Architecture:
+  """A workdir's saved record, checked against the config and data that resume (or start from) it; the SVD execution
+  mode follows the config (every mode computes the same function).
 
   Args:
     c: the resuming experiment config.
     plan: its plan.
     saved: the record read from the workdir's checkpoint.
     input_shape: the (H, W, C) shape of the data the run resumes on.
+    where: what holds ``saved``, named in the errors.
 
   Returns:
     ``saved``, with ``svd.mode`` from the config.
@@ -130,13 +136,13 @@ def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape) -> A
       the data's images have another shape than the checkpoint's model was built for.
   """
   spec = lambda svd: None if svd is None else svd.with_mode("auto").with_ranks({}).to_dict()  # noqa: E731
-  asked = (c.model, data.NUM_CLASSES[c.dataset], spec(plan.svd))
-  have = (saved.model, saved.num_classes, spec(saved.svd))
+  asked = (c.model, data.NUM_CLASSES[c.dataset], spec(plan.svd), dict(c.model_options or {}))
+  have = (saved.model, saved.num_classes, spec(saved.svd), dict(saved.options or {}))
   if asked != have:
-    raise ValueError(f"the workdir holds a run of (model, classes, svd spec) = {have}, the config asks for "
-                     f"{asked}; resume with the run's config or use another --workdir")
+    raise ValueError(f"{where} holds a run of (model, classes, svd spec, model options) = {have}, the config asks "
+                     f"for {asked}; resume with the run's config or use another --workdir")
   if tuple(saved.input_shape) != tuple(input_shape):
-    raise ValueError(f"the workdir's checkpoint is for {tuple(saved.input_shape)} images, data_dir="
+    raise ValueError(f"{where}'s checkpoint is for {tuple(saved.input_shape)} images, data_dir="
                      f"{c.data_dir} holds {tuple(input_shape)} images ({c.dataset}); resume on the run's data or use "
                      f"another --workdir")
   return saved if plan.svd is None else saved.replace(svd=saved.svd.with_mode(plan.svd.mode))

@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from experiments import events as events_lib
-from experiments import preflight, reporting
+from experiments import preflight, reporting, stages
 from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
 from jaxsvd import checkpoint, data, distributed, export, flops, optim
 from jaxsvd.parallel import DataParallel
@@ -93,13 +93,18 @@ def make_tx(c, steps_per_epoch: int, architecture: Architecture, params) -> opta
 
 
 def init_run(s: Setup) -> Run:
-  """A fresh ``Run`` at epoch 0 (placed state): the model initialized from ``s.c.seed``, ranks read from its params."""
+  """A fresh ``Run`` at epoch 0 (placed state): the model initialized from ``s.c.seed`` (ranks read from its params),
+  or, with ``s.c.init_from``, that run's latest checkpoint (``stages.start_from``); a fresh optimizer either way."""
   rng, init_rng = jax.random.split(jax.random.key(s.c.seed))
-  architecture = initial_architecture(s.c, s.plan, s.ds.input_shape, {})
+  if s.c.init_from:
+    architecture, variables = stages.start_from(s, s.c.init_from)
+  else:
+    architecture = initial_architecture(s.c, s.plan, s.ds.input_shape, {})
+    model = s.ctx.build_model(architecture)
+    variables = jax.jit(model.init)(init_rng, jnp.zeros((1, *s.ds.input_shape), jnp.float32))
+    ranks = read_ranks(variables["params"])
+    architecture = architecture.replace(ranks=ranks, original_ranks=dict(ranks))
   model = s.ctx.build_model(architecture)
-  variables = jax.jit(model.init)(init_rng, jnp.zeros((1, *s.ds.input_shape), jnp.float32))
-  ranks = read_ranks(variables["params"])
-  architecture = architecture.replace(ranks=ranks, original_ranks=dict(ranks))
   state = TrainState.create(model.apply, variables, s.ctx.make_tx(architecture, variables["params"]))
   return Run(s.par.place(state), rng, 0, architecture, [], [])
 
@@ -291,7 +296,7 @@ def setup(c, workdir: str) -> Setup:
   plan = make_plan(c)
   preflight.check_workdir(workdir)
   ds = preflight.load_data(c)
-  mean, std = data.normalization(ds.train_images)
+  mean, std = data.dataset_normalization(c.dataset, ds.train_images, c.normalization)
   par = DataParallel(c.parallel, c.num_devices)
   preflight.check_devices(c, par.num_devices)
   steps_per_epoch = max(data.num_train_batches(len(ds.train_images), c.batch_size, c.max_steps_per_epoch), 1)
@@ -359,8 +364,9 @@ def export_params(architecture: Architecture, state, workdir: str) -> None:
     None.
   """
   template = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)["params"]
-  merged = jax.device_get({"params": export.merge(state.params, template), **state.model_state})
-  factored = jax.device_get({"params": export.factored(state.params), **state.model_state})  # host arrays: any process
+  sigma = architecture.svd.sigma
+  merged = jax.device_get({"params": export.merge(state.params, template, sigma), **state.model_state})
+  factored = jax.device_get({"params": export.factored(state.params, sigma), **state.model_state})  # host arrays
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.abspath(os.path.join(workdir, "export", "merged")), merged, force=True)
     ckptr.save(os.path.abspath(os.path.join(workdir, "export", "factored")), factored, force=True)

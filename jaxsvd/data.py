@@ -303,6 +303,36 @@ def load_dataset(name: str, data_dir: str | None = None, source: str = "auto") -
 
 # ---- batches ----
 
+# Fixed per-dataset (mean, std) in the [0, 1] scale: CIFAR-10's are the official SVD code's
+# (``transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))``).
+FIXED_NORMALIZATION = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))}
+NORMALIZATIONS = ("auto", "fixed", "computed")
+
+
+def dataset_normalization(name: str, images: np.ndarray, kind: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+  """(mean, std) of dataset ``name``: its ``FIXED_NORMALIZATION`` ('fixed'), computed from ``images``
+  ('computed', ``normalization``), or the fixed constants where there are any, else computed ('auto').
+
+  Args:
+    name: the dataset name.
+    images: its uint8 training images (used by 'computed', and by 'auto' without constants).
+    kind: 'auto', 'fixed' or 'computed'.
+
+  Returns:
+    (mean, std), float32 arrays with one entry per channel.
+
+  Raises:
+    ValueError: if ``kind`` is unknown, or 'fixed' is asked of a dataset without constants.
+  """
+  check_choice("normalization", kind, NORMALIZATIONS)
+  if kind == "fixed" and name not in FIXED_NORMALIZATION:
+    raise ValueError(f"normalization='fixed' has no constants for dataset={name!r} (known: "
+                     f"{sorted(FIXED_NORMALIZATION)}); use 'computed'")
+  if kind != "computed" and name in FIXED_NORMALIZATION:
+    return tuple(np.asarray(v, np.float32) for v in FIXED_NORMALIZATION[name])
+  return normalization(images)
+
+
 def normalization(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Per-channel mean and standard deviation of uint8 images, in the [0, 1] scale.
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsvd.factors import factors_to_kernel
+from jaxsvd.layers import effective_s
 from jaxsvd.structure import iter_svd_layers
 from jaxsvd.tree import get_node, replace_nodes
 
@@ -43,13 +44,14 @@ def infer_decomposition(U, V, kernel_shape) -> str:
   raise ValueError(f"factors U{tuple(U.shape)}, V{tuple(V.shape)} do not fit kernel {tuple(kernel_shape)}")
 
 
-def merge(params: Any, dense_template: Any) -> dict:
+def merge(params: Any, dense_template: Any, sigma: str = "signed") -> dict:
   """Dense params of the ordinary (svd off) model, W reconstructed from every SVD layer.
 
   Args:
     params: the SVD model's params.
     dense_template: params (or their ``jax.eval_shape``) of the same model with svd off; only the shape of the
       ``kernel`` at each SVD layer's path is read.
+    sigma: the model's ``svd.sigma``: 'abs' merges U·diag(|s|)·Vᵀ.
 
   Returns:
     ``params`` with each SVD layer {U, s, V[, bias]} replaced by {kernel[, bias]}, kernel = U·diag(s)·Vᵀ
@@ -65,28 +67,31 @@ def merge(params: Any, dense_template: Any) -> dict:
     except (KeyError, TypeError) as err:
       raise ValueError(f"dense template has no kernel at SVD layer path {path!r}") from err
     decomposition = infer_decomposition(node["U"], node["V"], kernel_shape)
-    merged = {"kernel": factors_to_kernel(node["U"], node["s"], node["V"], kernel_shape, decomposition)}
+    s = effective_s(node["s"], sigma)
+    merged = {"kernel": factors_to_kernel(node["U"], s, node["V"], kernel_shape, decomposition)}
     if "bias" in node:
       merged["bias"] = node["bias"]
     new_nodes[path] = merged
   return replace_nodes(params, new_nodes)
 
 
-def factored(params: Any) -> dict:
-  """SVD params with s folded symmetrically: U' = U·√|s|, V' = V·sign(s)·√|s|, s' = 1.
+def factored(params: Any, sigma: str = "signed") -> dict:
+  """SVD params with s folded symmetrically: U' = U·√|s|, V' = V·sign(s)·√|s| (V·√|s| for ``sigma='abs'``), s' = 1.
 
   The same model (any mode) applied to these gives the same outputs; the factored execution
   then needs no per-direction scaling.
 
   Args:
     params: the SVD model's params.
+    sigma: the model's ``svd.sigma`` ('signed' or 'abs').
 
   Returns:
-    ``params`` with every SVD layer's U, V, s replaced as above (U'·diag(s')·V'ᵀ = U·diag(s)·Vᵀ).
+    ``params`` with every SVD layer's U, V, s replaced as above (U'·diag(s')·V'ᵀ = U·diag(s)·Vᵀ, or U·diag(|s|)·Vᵀ).
   """
   new_nodes = {}
   for path, node in iter_svd_layers(params):
     root = jnp.sqrt(jnp.abs(node["s"]))
-    new_nodes[path] = {**node, "U": node["U"] * root, "V": node["V"] * (jnp.sign(node["s"]) * root),
+    sign = jnp.ones_like(node["s"]) if sigma == "abs" else jnp.sign(node["s"])
+    new_nodes[path] = {**node, "U": node["U"] * root, "V": node["V"] * (sign * root),
                        "s": jnp.ones_like(node["s"])}
   return replace_nodes(params, new_nodes)

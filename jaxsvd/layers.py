@@ -9,6 +9,16 @@ Execution modes (same outputs to float tolerance):
                multiples of CHANNEL_QUANTUM, as vector units process them).
 s is folded into the V factor (not √s into both) so that s may change sign and the
 gradient stays finite at s = 0; `export.factored` gives the symmetric √|s| form.
+
+``sigma`` picks how s enters the kernel:
+  signed: W = U·diag(s)·Vᵀ (s may be negative);
+  abs:    W = U·diag(|s|)·Vᵀ — the official code's training forward (U·√|s|)·(V·√|s|)ᵀ, the same function
+          of (U, s, V). |s| is folded into one factor instead of √|s| into both, so the gradient stays finite at
+          s = 0: ∂W/∂s_i = sign(s_i)·u_i·v_iᵀ, with JAX's subgradient d|s|/ds = 1 at s = 0 (the official
+          √|s| in both factors has d√x/dx = ∞ there: torch gives NaN if an s hits 0 exactly).
+``init`` (layer field ``init_scheme``) picks the initialization:
+  svd_of_he: (U, s, V) from the SVD of a He-normal kernel (``svd_init``);
+  official:  the official code's: U, V Kaiming-normal as torch lays them out, s ~ N(0, 1) (``official_init``).
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ from jaxsvd.validate import check_choice
 
 MODES = ("reconstruct", "factored", "auto")
 DECOMPOSITIONS = ("channel", "spatial")
+SIGMAS = ("signed", "abs")
+INITS = ("svd_of_he", "official")
 
 default_kernel_init = nn.initializers.he_normal()
 
@@ -63,7 +75,39 @@ def svd_init(key, kernel_shape, decomposition, rank, kernel_init=default_kernel_
   return u[:, :rank], s_r, vt[:rank].T
 
 
-def svd_params(owner: nn.Module, kernel_shape, rank: int | None, decomposition: str, kernel_init=default_kernel_init):
+def official_init(key, kernel_shape, decomposition, rank):
+  """(U, s, V) as the official ``SVD_Conv2d`` initializes them, in jaxsvd's layout.
+
+  torch's ``kaiming_normal_`` on a 2-D (a, b) tensor draws N(0, 2 / b). The official code holds channel-wise
+  N (n, r) and C (r, c·kh·kw), spatial-wise N (c·kh, r) and C (r, n·kw), and Sigma ~ N(0, 1). In jaxsvd's
+  layout (rows permuted, which leaves an i.i.d. draw's distribution unchanged):
+    channel (and Dense): U (n, r) ~ N(0, 2/r),     V (kh·kw·c, r) ~ N(0, 2/(kh·kw·c));
+    spatial:             U (kw·n, r) ~ N(0, 2/(kw·n)), V (kh·c, r) ~ N(0, 2/r).
+
+  Args:
+    key: PRNG key.
+    kernel_shape: (c, n) for a Dense kernel or (kh, kw, c, n) for an HWIO conv kernel.
+    decomposition: 'channel' or 'spatial' matrix view.
+    rank: r.
+
+  Returns:
+    (U (rows, r), s (r,), V (cols, r)) in float32.
+  """
+  rows, cols = matrix_shape(kernel_shape, decomposition)
+  spatial = len(kernel_shape) == 4 and decomposition == "spatial"
+  u_var, v_var = (2.0 / rows, 2.0 / rank) if spatial else (2.0 / rank, 2.0 / cols)
+  ku, ks, kv = jax.random.split(key, 3)
+  normal = lambda k, shape: jax.random.normal(k, shape, jnp.float32)  # noqa: E731
+  return normal(ku, (rows, rank)) * jnp.sqrt(u_var), normal(ks, (rank,)), normal(kv, (cols, rank)) * jnp.sqrt(v_var)
+
+
+def effective_s(s, sigma: str):
+  """The diagonal the kernel uses: s ('signed') or |s| ('abs', the official forward; see the module doc)."""
+  return jnp.abs(s) if sigma == "abs" else s
+
+
+def svd_params(owner: nn.Module, kernel_shape, rank: int | None, decomposition: str, kernel_init=default_kernel_init,
+               init: str = "svd_of_he"):
   """Creates (or reads) params U, s, V of ``kernel_shape`` at ``rank`` in ``owner``'s scope (a compact method).
 
   At init all three come from one ``svd_init`` draw keyed by ``owner.make_rng('params')``.
@@ -73,7 +117,8 @@ def svd_params(owner: nn.Module, kernel_shape, rank: int | None, decomposition: 
     kernel_shape: (c, n) for a Dense kernel or (kh, kw, c, n) for an HWIO conv kernel.
     rank: r, or None for full rank min(rows, cols) of the matrix view.
     decomposition: 'channel' or 'spatial' matrix view.
-    kernel_init: initializer of the kernel that is decomposed.
+    kernel_init: initializer of the kernel that is decomposed ('svd_of_he' only).
+    init: 'svd_of_he' (``svd_init``) or 'official' (``official_init``).
 
   Returns:
     (U (rows, r), s (r,), V (cols, r)), with (rows, cols) = ``matrix_shape(kernel_shape, decomposition)``.
@@ -88,8 +133,11 @@ def svd_params(owner: nn.Module, kernel_shape, rank: int | None, decomposition: 
     raise ValueError(f"{type(owner).__name__}.rank={rank} exceeds min(m, n)={full} for matrix {rows}x{cols}")
   # One draw shared by U, s and V; at apply time the init is only shape-checked (eval_shape).
   key = owner.make_rng("params") if owner.is_initializing() else jax.random.key(0)
-  init = lambda i: (lambda _, k: svd_init(k, kernel_shape, decomposition, rank, kernel_init)[i])
-  return tuple(owner.param(name, init(i), key) for i, name in enumerate(("U", "s", "V")))
+  if init == "official":
+    draw = lambda k: official_init(k, kernel_shape, decomposition, rank)  # noqa: E731
+  else:
+    draw = lambda k: svd_init(k, kernel_shape, decomposition, rank, kernel_init)  # noqa: E731
+  return tuple(owner.param(name, lambda _, k, i=i: draw(k)[i], key) for i, name in enumerate(("U", "s", "V")))
 
 
 def dense_svd_apply(x, U, s, V, features: int, mode: str):
@@ -168,10 +216,13 @@ class _SVDBase(nn.Module):
     check_choice(f"{type(self).__name__}.mode", self.mode, MODES)
     check_choice(f"{type(self).__name__}.decomposition", self.decomposition, DECOMPOSITIONS)
     check_rank(f"{type(self).__name__}.rank", self.rank, allow_none=True)
+    check_choice(f"{type(self).__name__}.sigma", self.sigma, SIGMAS)
+    check_choice(f"{type(self).__name__}.init_scheme", self.init_scheme, INITS)
     super().__post_init__()
 
   def _factors(self, kernel_shape):
-    return svd_params(self, kernel_shape, self.rank, self.decomposition, self.kernel_init)
+    U, s, V = svd_params(self, kernel_shape, self.rank, self.decomposition, self.kernel_init, self.init_scheme)
+    return U, effective_s(s, self.sigma), V
 
   def _bias(self, y):
     return add_bias(self, y, self.use_bias, self.features, self.bias_init)
@@ -186,7 +237,8 @@ class DenseSVD(_SVDBase):
   Params U (features, r), s (r,), V (in, r) and, with ``use_bias``, 'bias' (features,). ``rank`` None is full
   rank min(in, features); ``mode`` is the execution ('reconstruct', 'factored' or 'auto', see module doc);
   ``decomposition`` is validated but has no effect on a 2-D kernel; ``dtype`` (None: unchanged) is the dtype the
-  input and factors are cast to before the computation.
+  input and factors are cast to before the computation; ``sigma`` and ``init_scheme`` (the ``init`` of the module
+  doc) as there.
   """
 
   features: int
@@ -197,6 +249,8 @@ class DenseSVD(_SVDBase):
   dtype: Any = None
   kernel_init: Any = default_kernel_init
   bias_init: Any = nn.initializers.zeros
+  sigma: str = "signed"
+  init_scheme: str = "svd_of_he"  # not `init`: that is nn.Module.init
 
   @nn.compact
   def __call__(self, x):
@@ -219,7 +273,8 @@ class ConvSVD(_SVDBase):
   n = ``features`` and (kh, kw) = ``kernel_size``; ``strides`` is a pair or an int; ``padding`` is 'SAME',
   'VALID', an int or per-dimension pads (see ``conv_pads``). ``rank`` None is full rank; ``decomposition`` picks
   the 'channel' or 'spatial' matrix view and ``mode`` the execution; ``dtype`` (None: unchanged) is the dtype the
-  input and factors are cast to. No bias unless ``use_bias``.
+  input and factors are cast to; ``sigma`` and ``init_scheme`` (the ``init`` of the module
+  doc) as there. No bias unless ``use_bias``.
   """
 
   features: int
@@ -233,6 +288,8 @@ class ConvSVD(_SVDBase):
   dtype: Any = None
   kernel_init: Any = default_kernel_init
   bias_init: Any = nn.initializers.zeros
+  sigma: str = "signed"
+  init_scheme: str = "svd_of_he"  # not `init`: that is nn.Module.init
 
   @nn.compact
   def __call__(self, x):

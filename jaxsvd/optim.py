@@ -9,7 +9,8 @@ Each group is an optax chain with its own learning rate, momentum and weight dec
 with ``optax.partition``. Config fields (ml_collections.ConfigDict or any mapping):
   optimizer ('sgd'|'adam'|'adamw'), learning_rate, momentum, nesterov, weight_decay,
   schedule ('constant'|'multistep'|'inverse_epoch'|'linear'|'cosine'), milestones (fractions of
-  training), decay_factor, warmup_epochs, groups ({group: {field: value}} overrides),
+  training), milestone_epochs (epochs; when non-empty they replace milestones), decay_factor, warmup_epochs,
+  groups ({group: {field: value}} overrides),
   clip ('none'|'norm'|'value'|'adaptive'), clip_value, bn_l1 (network slimming strength).
 """
 
@@ -33,7 +34,7 @@ SCHEDULES = ("constant", "multistep", "inverse_epoch", "linear", "cosine")
 CLIPS = ("none", "norm", "value", "adaptive")
 
 DEFAULTS = dict(optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=False, weight_decay=0.0,
-                schedule="constant", milestones=(0.5, 0.75), decay_factor=0.1, warmup_epochs=0,
+                schedule="constant", milestones=(0.5, 0.75), milestone_epochs=(), decay_factor=0.1, warmup_epochs=0,
                 groups={}, clip="none", clip_value=1.0, bn_l1=0.0)
 
 
@@ -113,7 +114,10 @@ def make_schedule(cfg: Any, steps_per_epoch: int, num_epochs: int, group: str | 
   With T = max(1, steps_per_epoch·num_epochs) and W = warmup_epochs·steps_per_epoch: a linear warmup lr·t / W for
   t < W, then, with t counted from the end of warmup and D = max(1, T − W):
     constant:       lr
-    multistep:      lr·decay_factor^k, k = the number of milestones f with t ≥ ⌊f·D⌋
+    multistep:      lr·decay_factor^k, k = the number of milestones f with t ≥ ⌊f·D⌋, or, when milestone_epochs
+                    is non-empty, the number of its epochs m with t ≥ m·steps_per_epoch (the official recipe's
+                    "lr × 0.1 at epochs 81 and 122": from the 82nd epoch on, as torch's loop adjusts before epoch 81
+                    counted from 0)
     inverse_epoch:  lr / (⌊t / steps_per_epoch⌋ + 1)
     linear:         lr·(1 − t / D), then 0
     cosine:         lr·½(1 + cos(π·t / D)), then 0
@@ -135,8 +139,10 @@ def make_schedule(cfg: Any, steps_per_epoch: int, num_epochs: int, group: str | 
   if kind == "constant":
     main = optax.constant_schedule(lr)
   elif kind == "multistep":
-    bounds = {int(f * main_steps): float(_get(cfg, "decay_factor", group)) for f in _get(cfg, "milestones", group)}
-    main = optax.piecewise_constant_schedule(lr, bounds)
+    factor, epochs = float(_get(cfg, "decay_factor", group)), _get(cfg, "milestone_epochs", group)
+    steps = [int(m) * steps_per_epoch for m in epochs] if epochs else [
+        int(f * main_steps) for f in _get(cfg, "milestones", group)]
+    main = optax.piecewise_constant_schedule(lr, {step: factor for step in steps})
   elif kind == "inverse_epoch":
     main = lambda step: lr / (step // steps_per_epoch + 1)
   elif kind == "linear":

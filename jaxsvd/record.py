@@ -11,7 +11,9 @@ abstract targets → arrays. Fields (format version 2):
   input_shape      [int]: one example's shape without the batch dimension, e.g. [32, 32, 3].
   svd              null (dense model) or the SVD spec without its ranks: {decomposition: 'channel' |
                    'spatial', mode: 'reconstruct' | 'factored' | 'auto', default_rank: int | null,
-                   dense_first: bool, dense_last: bool}.
+                   dense_first: bool, dense_last: bool, sigma: 'signed' | 'abs', init: 'svd_of_he' | 'official',
+                   dense_strided: bool}; sigma, init and dense_strided are absent in older records and read as
+                   'signed', 'svd_of_he' and false (what those runs did).
   ranks            {SVD layer path: int}: the ranks now (read back from params by ``structure.ranks``).
   original_ranks   {SVD layer path: int}: the ranks at initialization (``pruning.rank.Floors.min_decay``).
   widths           null or {conv path: int}: output channels of the model's channel groups
@@ -21,6 +23,8 @@ abstract targets → arrays. Fields (format version 2):
                    the layer before that slimming; ``widths`` already holds the new sizes).
   masked_channels  null or {norm layer path: [int]}: channels held at exactly zero in full-width params (format-1
                    slimming; ``pruning.slimming.masks_from_channels`` rebuilds the masks for resuming).
+  options          null or {option: value}: CIFAR ResNet architecture options (``models.CIFAR_RESNET_OPTIONS``:
+                   shortcut 'A' | 'B', block 'basic' | 'bottleneck', bottleneck_relu); absent in older records.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class Architecture:
   widths: Mapping[str, int] | None = None
   pruned_channels: Mapping[str, list[int]] | None = None
   masked_channels: Mapping[str, list[int]] | None = None
+  options: Mapping[str, object] | None = None
 
   def __post_init__(self):
     validate_ranks(self.ranks, "ranks")
@@ -84,7 +89,7 @@ class Architecture:
       ``models.build_model(model, num_classes, svd, ranks=ranks (if svd), widths=widths, ...)``.
     """
     return build_model(self.model, self.num_classes, self.svd, ranks=dict(self.ranks) if self.svd else None,
-                       bn_axis_name=bn_axis_name, widths=self.widths, gated=gated)
+                       bn_axis_name=bn_axis_name, widths=self.widths, gated=gated, options=self.options)
 
   def dense(self) -> Architecture:
     """The same architecture with every SVD layer dense (the target of ``export.merge``)."""
@@ -98,7 +103,8 @@ class Architecture:
             "original_ranks": dict(self.original_ranks),
             "widths": None if self.widths is None else {k: int(v) for k, v in self.widths.items()},
             "pruned_channels": _channels_json(self.pruned_channels),
-            "masked_channels": _channels_json(self.masked_channels)}
+            "masked_channels": _channels_json(self.masked_channels),
+            "options": None if self.options is None else dict(self.options)}
 
   @classmethod
   def from_json(cls, d: Mapping[str, Any], where: str = "architecture record") -> Architecture:
@@ -126,7 +132,8 @@ class Architecture:
       return cls(model=str(d["model"]), num_classes=int(d["num_classes"]),
                  input_shape=tuple(int(x) for x in d["input_shape"]), svd=svd, ranks=dict(d["ranks"]),
                  original_ranks=dict(d["original_ranks"]), widths=d.get("widths"),
-                 pruned_channels=d.get("pruned_channels"), masked_channels=d.get("masked_channels"))
+                 pruned_channels=d.get("pruned_channels"), masked_channels=d.get("masked_channels"),
+                 options=d.get("options"))
     except (KeyError, TypeError, AttributeError) as err:
       raise FormatError(f"{where} (format_version={version}) is missing or mistypes field {err}") from None
 

@@ -60,7 +60,7 @@ def orthogonality(U: jax.Array, V: jax.Array) -> jax.Array:
 
 
 def _l1_and_sumsq(s):
-  s = s.astype(jnp.float32)
+  s = s.astype(jnp.promote_types(s.dtype, jnp.float32))  # at least float32 (float64 stays float64)
   return jnp.sum(jnp.abs(s)), jnp.sum(jnp.square(s))
 
 
@@ -71,7 +71,7 @@ def _safe_ratio(num, den):
 
 
 def hoyer(s: jax.Array) -> jax.Array:
-  """Hoyer measure ‖s‖₁ / ‖s‖₂, computed in float32; 0 at s = 0, with a finite gradient there.
+  """Hoyer measure ‖s‖₁ / ‖s‖₂, computed in float32 (or wider); 0 at s = 0, with a finite gradient there.
 
   Args:
     s: (r,) singular values.
@@ -86,7 +86,7 @@ def hoyer(s: jax.Array) -> jax.Array:
 
 
 def hoyer_square(s: jax.Array) -> jax.Array:
-  """Hoyer-square measure ‖s‖₁² / ‖s‖₂², computed in float32; 0 at s = 0, with a finite gradient there.
+  """Hoyer-square measure ‖s‖₁² / ‖s‖₂², computed in float32 (or wider); 0 at s = 0, with a finite gradient there.
 
   Args:
     s: (r,) singular values.

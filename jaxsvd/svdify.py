@@ -44,10 +44,14 @@ class SVDModel:
   decomposition: str = "channel"
   mode: str = "auto"
   skip: tuple[str, ...] = ()  # layer paths kept dense
+  sigma: str = "signed"  # 'signed' | 'abs' (the official forward, see jaxsvd.layers)
+  init_scheme: str = "svd_of_he"  # 'svd_of_he' | 'official' (not `init`: that is the method)
 
   def __post_init__(self):
     check_choice("svdify.decomposition", self.decomposition, layers.DECOMPOSITIONS)
     check_choice("svdify.mode", self.mode, layers.MODES)
+    check_choice("svdify.sigma", self.sigma, layers.SIGMAS)
+    check_choice("svdify.init", self.init_scheme, layers.INITS)
     validate_ranks(dict(self.ranks))
     if overlap := sorted(set(dict(self.ranks)) & set(self.skip)):
       raise ValueError(f"svdify: layers {overlap} are both in ranks and in skip")
@@ -141,10 +145,12 @@ class SVDModel:
       return module
     rank = dict(self.ranks).get(path)
     if isinstance(module, nn.Dense):
-      return layers.DenseSVD(module.features, rank=rank, use_bias=module.use_bias, mode=self.mode, parent=None)
+      return layers.DenseSVD(module.features, rank=rank, use_bias=module.use_bias, mode=self.mode, sigma=self.sigma,
+                             init_scheme=self.init_scheme, parent=None)
     return layers.ConvSVD(module.features, _pair(module.kernel_size, path, "kernel_size"),
                           _pair(module.strides or 1, path, "strides"), module.padding, rank=rank,
-                          decomposition=self.decomposition, mode=self.mode, use_bias=module.use_bias, parent=None)
+                          decomposition=self.decomposition, mode=self.mode, use_bias=module.use_bias,
+                          sigma=self.sigma, init_scheme=self.init_scheme, parent=None)
 
   def _intercept(self, seen: set[str], next_fun, args, kwargs, context):
     module = context.module
@@ -157,12 +163,13 @@ class SVDModel:
     rank = dict(self.ranks).get(path)
     x = args[0] if args else kwargs["inputs"]
     if isinstance(module, nn.Dense):
-      return _dense(module, x, rank, self.mode)
-    return _conv(module, path, x, rank, self.decomposition, self.mode)
+      return _dense(module, x, rank, self.mode, self.sigma, self.init_scheme)
+    return _conv(module, path, x, rank, self.decomposition, self.mode, self.sigma, self.init_scheme)
 
 
 def svdify(model: nn.Module, ranks: Mapping[str, int] | None = None, decomposition: str = "channel",
-           mode: str = "auto", skip: tuple[str, ...] | list[str] = ()) -> SVDModel:
+           mode: str = "auto", skip: tuple[str, ...] | list[str] = (), sigma: str = "signed",
+           init: str = "svd_of_he") -> SVDModel:
   """``model`` with every ``nn.Dense``/``nn.Conv`` (except ``skip``) as U, s, V at ``ranks`` (default full).
 
   Args:
@@ -171,6 +178,8 @@ def svdify(model: nn.Module, ranks: Mapping[str, int] | None = None, decompositi
     decomposition: how conv kernels are matricized, one of ``layers.DECOMPOSITIONS``.
     mode: the SVD layers' execution mode, one of ``layers.MODES``.
     skip: layer paths kept dense.
+    sigma: 'signed' (W = U·diag(s)·Vᵀ) or 'abs' (W = U·diag(|s|)·Vᵀ, the official forward; ``jaxsvd.layers``).
+    init: 'svd_of_he' or 'official' (``layers.official_init``).
 
   Returns:
     The ``SVDModel``.
@@ -182,7 +191,7 @@ def svdify(model: nn.Module, ranks: Mapping[str, int] | None = None, decompositi
   if isinstance(model, nnx.Module):
     raise TypeError(f"svdify: {type(model).__name__} is an nnx.Module; use jaxsvd.svdify_nnx.svdify "
                     "(NNX graph surgery)")
-  return SVDModel(model, _frozen(ranks or {}), decomposition, mode, tuple(skip))
+  return SVDModel(model, _frozen(ranks or {}), decomposition, mode, tuple(skip), sigma, init)
 
 
 def decompose(svd_model: SVDModel, dense_variables: Mapping[str, Any], *args, **kwargs) -> dict:
@@ -226,13 +235,14 @@ def _bias(module, y):
   return layers.add_bias(module, y, module.use_bias, module.features, module.bias_init, module.param_dtype)
 
 
-def _dense(module: nn.Dense, x, rank, mode):
-  U, s, V = layers.svd_params(module, (x.shape[-1], module.features), rank, "channel", module.kernel_init)
+def _dense(module: nn.Dense, x, rank, mode, sigma, init):
+  U, s, V = layers.svd_params(module, (x.shape[-1], module.features), rank, "channel", module.kernel_init, init)
+  s = layers.effective_s(s, sigma)
   x, U, s, V = layers.cast(module.dtype, x, U, s, V)
   return _bias(module, layers.dense_svd_apply(x, U, s, V, module.features, mode))
 
 
-def _conv(module: nn.Conv, path: str, x, rank, decomposition, mode):
+def _conv(module: nn.Conv, path: str, x, rank, decomposition, mode, sigma, init):
   kernel_size = _pair(module.kernel_size, path, "kernel_size")
   strides = _pair(module.strides or 1, path, "strides")
   unsupported = {"kernel_dilation": _pair(module.kernel_dilation or 1, path, "kernel_dilation") != (1, 1),
@@ -244,7 +254,8 @@ def _conv(module: nn.Conv, path: str, x, rank, decomposition, mode):
     raise ValueError(f"svdify: conv {path!r} has {', '.join(bad)} that the SVD layers do not support; "
                      f"add it to skip=")
   kernel_shape = (*kernel_size, x.shape[-1], module.features)
-  U, s, V = layers.svd_params(module, kernel_shape, rank, decomposition, module.kernel_init)
+  U, s, V = layers.svd_params(module, kernel_shape, rank, decomposition, module.kernel_init, init)
+  s = layers.effective_s(s, sigma)
   x, U, s, V = layers.cast(module.dtype, x, U, s, V)
   pads = factors.conv_pads(x.shape[1:3], kernel_size, strides, module.padding)
   return _bias(module, layers.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, decomposition, mode))

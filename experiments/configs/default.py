@@ -20,15 +20,26 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.parallel = "none"  # none | pmap | sharding
   c.num_devices = ml_collections.FieldReference(None, field_type=int)
+  # CIFAR ResNet options {shortcut: 'A' | 'B', block: 'basic' | 'bottleneck', bottleneck_relu: bool}; None = defaults.
+  c.model_options = ml_collections.FieldReference(None, field_type=dict)
+  # normalization: 'auto' (fixed per-dataset constants where known, e.g. the official CIFAR-10 mean/std; else
+  # computed from the training images) | 'fixed' | 'computed'.
+  c.normalization = "auto"
+  # Start from another run's workdir (its latest checkpoint): architecture from its record, params and batch stats,
+  # fresh optimizer, epoch 0 (the official recipe's stages). Ignored when this workdir already has a checkpoint.
+  c.init_from = ml_collections.FieldReference(None, field_type=str)
 
+  # sigma: 'signed' (W = U·diag(s)·Vᵀ) | 'abs' (the official forward, U·diag(|s|)·Vᵀ); init: 'svd_of_he' | 'official'
+  # (kaiming-normal factors, s ~ N(0, 1)); dense_strided: keep stride > 1 convs dense (the official --svd_s1).
   c.svd = ml_collections.ConfigDict(dict(
-      enabled=True, decomposition="channel", mode="auto", default_rank=None, dense_first=True, dense_last=True))
+      enabled=True, decomposition="channel", mode="auto", default_rank=None, dense_first=True, dense_last=True,
+      sigma="signed", init="svd_of_he", dense_strided=False))
   c.svd.default_rank = ml_collections.FieldReference(None, field_type=int)
   # every > 1: orthogonality + sparsity only every N steps, weighted N·λ (lazy regularization, losses.py).
   c.reg = ml_collections.ConfigDict(dict(orthogonality=1.0, sparsity=0.003, sparsity_type="hoyer", l2=0.0, every=1))
   c.optimizer = ml_collections.ConfigDict(dict(
       optimizer="adam", learning_rate=1e-3, momentum=0.9, nesterov=False, weight_decay=0.0,
-      schedule="multistep", milestones=(0.5, 0.75), decay_factor=0.1, warmup_epochs=0,
+      schedule="multistep", milestones=(0.5, 0.75), milestone_epochs=(), decay_factor=0.1, warmup_epochs=0,
       clip="none", clip_value=1.0, bn_l1=0.0, groups={}))
   # The last `finetune_epochs` epochs fine-tune: sparsity terms off (λs = 0), no pruning (jaxsvd.pruning.Phases).
   c.finetune_epochs = 0
@@ -37,14 +48,16 @@ def get_config() -> ml_collections.ConfigDict:
   # epochs start, start + every, ... ≤ stop (default: the last epoch before fine-tuning) (Schedule). strategy="budget":
   # one global energy bisected so the model has ≤ dense MACs / macs_reduction; rank_multiple rounds kept ranks up.
   c.pruning = ml_collections.ConfigDict(dict(
-      enabled=False, strategy="energy", energy=0.001, prune_by=1, threshold=1e-3, threshold_mode="absolute",
-      reduce_by=0.1, macs_reduction=2.0, min_rank=1, min_decay=0.0, rank_multiple=1, opt_state="reinit", every=1,
-      start=1))
+      enabled=False, strategy="energy", energy=0.001, energy_rule="smallest_k", prune_by=1, threshold=1e-3,
+      threshold_mode="absolute", reduce_by=0.1, macs_reduction=2.0, min_rank=1, min_decay=0.0, rank_multiple=1,
+      opt_state="reinit", every=1, start=1))
   c.pruning.stop = ml_collections.FieldReference(None, field_type=int)
   # Final SVD rank prune (paper: by energy) after the last training epoch, before fine-tuning; same fields.
+  # energy_rule: 'smallest_k' | 'official_cifar' | 'official_imagenet' (ties with the last kept s are kept).
   c.final_prune = ml_collections.ConfigDict(dict(
-      enabled=True, strategy="energy", energy=0.01, prune_by=1, threshold=1e-3, threshold_mode="absolute",
-      reduce_by=0.1, macs_reduction=2.0, min_rank=1, min_decay=0.0, rank_multiple=1, opt_state="reinit"))
+      enabled=True, strategy="energy", energy=0.01, energy_rule="smallest_k", prune_by=1, threshold=1e-3,
+      threshold_mode="absolute", reduce_by=0.1, macs_reduction=2.0, min_rank=1, min_decay=0.0, rank_multiple=1,
+      opt_state="reinit"))
   # Network slimming (Liu et al. 2017): train with optimizer.bn_l1 > 0, prune the fraction `amount` of the prunable
   # channels (smallest |γ| over all channel groups) after `prune_epoch`: the model is rebuilt narrower, then fine-tuned.
   c.slimming = ml_collections.ConfigDict(dict(enabled=False, amount=0.4, min_channels=1))

@@ -9,18 +9,47 @@ import flax.linen as nn
 
 from jaxsvd.layers import MODES
 from jaxsvd.models.common import ChannelGroup, SVDSpec
-from jaxsvd.models.resnet import ResNet, resnet18, resnet_cifar
+from jaxsvd.models.resnet import BLOCKS, SHORTCUTS, ResNet, resnet18, resnet50, resnet_cifar
 from jaxsvd.models.vgg import VGG, vgg
 from jaxsvd.svdify import SVDModel
 from jaxsvd.validate import check_choice
 
-MODEL_NAMES = ("resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "resnet18",
+MODEL_NAMES = ("resnet8", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "resnet50",
                "vgg11", "vgg13", "vgg16", "vgg19")
+# Architecture options of the CIFAR ResNets (``build_model(options=...)``, the record's ``options``).
+CIFAR_RESNET_OPTIONS = {"shortcut": SHORTCUTS, "block": BLOCKS, "bottleneck_relu": (False, True)}
+
+
+def check_options(name: str, options: Mapping | None) -> dict:
+  """``options`` as a dict, checked against model ``name`` (only the CIFAR ResNets take any).
+
+  Args:
+    name: the model name.
+    options: {option: value}, or None.
+
+  Returns:
+    The options as a plain dict.
+
+  Raises:
+    ValueError: one line naming an option the model does not take or a value not among its choices.
+  """
+  options = dict(options or {})
+  allowed = CIFAR_RESNET_OPTIONS if _is_cifar_resnet(name) else {}
+  for key, value in options.items():
+    if key not in allowed:
+      raise ValueError(f"model_options.{key} is not an option of model={name!r} (options: {sorted(allowed)})")
+    check_choice(f"model_options.{key}", value, allowed[key])
+  return options
+
+
+def _is_cifar_resnet(name: str) -> bool:
+  return name.startswith("resnet") and name not in ("resnet18", "resnet50")
 
 
 def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
                 ranks: Mapping[str, int] | None = None, bn_axis_name: str | None = None,
-                widths: Mapping[str, int] | None = None, gated: bool = False) -> nn.Module:
+                widths: Mapping[str, int] | None = None, gated: bool = False,
+                options: Mapping | None = None) -> nn.Module:
   """The model ``name`` with SVD layers at ``ranks`` and channel widths ``widths``.
 
   Args:
@@ -32,6 +61,8 @@ def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
     widths: {conv path: output channels} of the model's channel groups (``model.channel_groups()``: every VGG
       conv; each ResNet block's conv1); missing convs keep their standard width.
     gated: ResNets only: adds pruning-from-scratch gates (``jaxsvd.pruning.from_scratch``).
+    options: CIFAR ResNets only: {'shortcut': 'A' | 'B', 'block': 'basic' | 'bottleneck', 'bottleneck_relu': bool}
+      (``resnet_cifar``; missing: its defaults).
 
   Returns:
     The linen model (a ``ResNet`` or a ``VGG``).
@@ -42,6 +73,7 @@ def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
   """
   if name not in MODEL_NAMES:
     raise ValueError(f"model={name!r} is not one of {MODEL_NAMES}")
+  options = check_options(name, options)
   if svd is not None and ranks is not None:
     svd = svd.with_ranks(ranks)
   depth = int(re.sub(r"\D", "", name))
@@ -49,8 +81,10 @@ def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
     if gated:
       raise ValueError(f"gated applies only to the ResNets, not model={name!r}")
     return vgg(depth, num_classes, svd, bn_axis_name).with_widths(widths)
-  model = resnet18(num_classes, svd, bn_axis_name) if name == "resnet18" else resnet_cifar(
-      depth, num_classes, svd, bn_axis_name=bn_axis_name)
+  if name in ("resnet18", "resnet50"):
+    model = (resnet18 if name == "resnet18" else resnet50)(num_classes, svd, bn_axis_name)
+  else:
+    model = resnet_cifar(depth, num_classes, svd, bn_axis_name=bn_axis_name, **options)
   return model.with_widths(widths, gated) if widths or gated else model
 
 
@@ -83,5 +117,5 @@ def in_mode(apply_fn: Callable, mode: str | None) -> Callable:
   return model.clone(svd=svd.with_mode(mode)).apply
 
 
-__all__ = ["ChannelGroup", "SVDSpec", "ResNet", "VGG", "build_model", "in_mode", "resnet18", "resnet_cifar", "vgg",
-           "MODEL_NAMES"]
+__all__ = ["ChannelGroup", "SVDSpec", "ResNet", "VGG", "build_model", "check_options", "in_mode", "resnet18",
+           "resnet50", "resnet_cifar", "vgg", "MODEL_NAMES"]

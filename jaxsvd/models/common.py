@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import flax.linen as nn
 
-from jaxsvd.layers import DECOMPOSITIONS, MODES, ConvSVD, DenseSVD, default_kernel_init
+from jaxsvd.layers import DECOMPOSITIONS, INITS, MODES, SIGMAS, ConvSVD, DenseSVD, default_kernel_init
 from jaxsvd.structure import check_rank, validate_ranks
 from jaxsvd.validate import check_choice, check_min_int
 
@@ -20,6 +20,8 @@ from jaxsvd.validate import check_choice, check_min_int
 class SVDSpec:
   """How a zoo model uses SVD layers: the decomposition, the execution mode, the ranks (frozen {layer path: rank};
   other layers get ``default_rank``, None = full rank), and whether the first conv and the classifier stay dense.
+  ``sigma`` ('signed' | 'abs') and ``init`` ('svd_of_he' | 'official') are the SVD layers' (``jaxsvd.layers``);
+  ``dense_strided`` keeps every conv with a stride > 1 dense (the official ``--svd_s1``).
   Invalid fields raise a ``ValueError`` on construction.
   """
   decomposition: str = "channel"
@@ -28,10 +30,15 @@ class SVDSpec:
   default_rank: int | None = None  # None = full rank (fixed low-rank baselines set e.g. 8)
   dense_first: bool = True  # keep the first conv dense
   dense_last: bool = True  # keep the classifier dense
+  sigma: str = "signed"  # records without it (older checkpoints) read as 'signed'
+  init: str = "svd_of_he"
+  dense_strided: bool = False
 
   def __post_init__(self):
     check_choice("svd.decomposition", self.decomposition, DECOMPOSITIONS)
     check_choice("svd.mode", self.mode, MODES)
+    check_choice("svd.sigma", self.sigma, SIGMAS)
+    check_choice("svd.init", self.init, INITS)
     validate_ranks(dict(self.ranks))
     check_rank("svd.default_rank", self.default_rank, allow_none=True)
 
@@ -120,13 +127,14 @@ def conv(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, kerne
     dense: keep this layer dense even when ``svd`` is given.
 
   Returns:
-    An ``nn.Conv`` without bias, or a ``ConvSVD`` at ``svd.rank_of(path)``.
+    An ``nn.Conv`` without bias, or a ``ConvSVD`` at ``svd.rank_of(path)`` (dense too when ``svd.dense_strided``
+    and a stride exceeds 1).
   """
   padding = kernel[0] // 2
-  if svd is None or dense:
+  if svd is None or dense or (svd.dense_strided and max(strides) > 1):
     return nn.Conv(features, kernel, strides, padding, use_bias=False, kernel_init=default_kernel_init, name=name)
   return ConvSVD(features, kernel, strides, padding, rank=svd.rank_of(_path(parent, name)),
-                 decomposition=svd.decomposition, mode=svd.mode, name=name)
+                 decomposition=svd.decomposition, mode=svd.mode, sigma=svd.sigma, init_scheme=svd.init, name=name)
 
 
 def dense(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, force_dense: bool = False) -> nn.Module:
@@ -144,7 +152,8 @@ def dense(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, forc
   """
   if svd is None or force_dense:
     return nn.Dense(features, kernel_init=default_kernel_init, name=name)
-  return DenseSVD(features, rank=svd.rank_of(_path(parent, name)), mode=svd.mode, name=name)
+  return DenseSVD(features, rank=svd.rank_of(_path(parent, name)), mode=svd.mode, sigma=svd.sigma, init_scheme=svd.init,
+                  name=name)
 
 
 def batch_norm(train: bool, name: str, axis_name: str | None = None) -> nn.BatchNorm:

@@ -7,7 +7,9 @@ ranks (the architecture as data) and a report.
   count:     k = r − prune_by
   threshold: k = #{|s_i| ≥ t}, t = threshold (absolute) or threshold·max|s| (relative)
   ratio:     k = ceil(r · (1 − reduce_by))
-  energy:    smallest k with Σ_{i≤k} s_i² ≥ (1 − e)·Σ_i s_i²
+  energy:    smallest k with Σ_{i≤k} s_i² ≥ (1 − e)·Σ_i s_i²  (energy_rule 'smallest_k'; the official code's
+             rules 'official_cifar' / 'official_imagenet' keep every s tied with the last kept one, see
+             ``keep_count_by_energy``)
   budget:    'energy' with one global e, bisected so the model has ≤ dense MACs / macs_reduction, the rest of the
              budget filled direction by direction (``budget``)
   floors:    k ≥ min_rank ≥ 1 and k ≥ ceil(min_decay · original rank), then k rounded up to a multiple of
@@ -37,6 +39,7 @@ STRATEGIES = ("count", "threshold", "ratio", "energy")  # per-layer rules
 GLOBAL_STRATEGIES = ("budget",)  # one decision over all layers (needs the model's MACs: ``prune(..., macs=)``)
 THRESHOLD_MODES = ("absolute", "relative")
 OPT_STATE_POLICIES = ("reinit", "slice")
+ENERGY_RULES = ("smallest_k", "official_cifar", "official_imagenet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +57,15 @@ class Strategy(FromConfig):
   threshold_mode: str = "absolute"
   reduce_by: float = 0.1
   macs_reduction: float = 2.0  # 'budget': the pruned model has ≤ dense MACs / macs_reduction
+  energy_rule: str = "smallest_k"  # | 'official_cifar' | 'official_imagenet' (ties kept; e = 0 allowed)
   config_aliases: ClassVar[dict] = {"strategy": "name"}  # the config's `strategy` field is the name
 
   def __post_init__(self):
     check_choice("strategy", self.name, STRATEGIES + GLOBAL_STRATEGIES)
     check_choice("threshold_mode", self.threshold_mode, THRESHOLD_MODES)
-    check_in_range("energy", self.energy, 0.0, 1.0, low_closed=False, high_closed=False)
+    check_choice("energy_rule", self.energy_rule, ENERGY_RULES)
+    official = self.energy_rule != "smallest_k"
+    check_in_range("energy", self.energy, 0.0, 1.0, low_closed=official, high_closed=False)
     check_in_range("reduce_by", self.reduce_by, 0.0, 1.0, low_closed=True, high_closed=False)
     check_min_int("prune_by", self.prune_by, 0)
     check_nonnegative("threshold", self.threshold)
@@ -143,20 +149,33 @@ def keep_count_by_ratio(s_sorted: np.ndarray, strategy: Strategy) -> int:
 
 
 def keep_count_by_energy(s_sorted: np.ndarray, strategy: Strategy) -> int:
-  """The 'energy' rule: the smallest k with Σ_{i≤k} s_i² ≥ (1 − e)·Σ_i s_i², e = ``strategy.energy``.
+  """The 'energy' rule, e = ``strategy.energy``, E_k = Σ_{i≤k} s_i², E = E_r:
+
+    smallest_k:        the smallest k with E_k ≥ (1 − e)·E (1e-12 relative tolerance);
+    official_cifar:    the official CIFAR code: k₀ = the smallest k with E_k / E ≥ 1 − e, threshold t = s_{k₀}
+                       (the last kept), keep every s with |s| ≥ t (ties at t are kept: its mask prunes |s| < t);
+    official_imagenet: the official ImageNet code: k₀ = the smallest k with E_k / E > 1 − e, then as above;
+                       e = 0 gives t = 0, so nothing is pruned.
 
   Args:
     s_sorted: |s| sorted descending.
-    strategy: supplies ``energy``.
+    strategy: supplies ``energy`` and ``energy_rule``.
 
   Returns:
-    That k (the comparison has a 1e-12 relative tolerance); 0 if s is empty or all zero.
+    That k; 0 if s is empty or all zero.
   """
   cumulative = np.cumsum(s_sorted**2)
   if len(cumulative) == 0 or cumulative[-1] <= 0:
     return 0
-  target = (1.0 - strategy.energy) * cumulative[-1]
-  return int(np.argmax(cumulative >= target * (1 - 1e-12))) + 1
+  rule, e = strategy.energy_rule, strategy.energy
+  if rule == "smallest_k":
+    return int(np.argmax(cumulative >= (1.0 - e) * cumulative[-1] * (1 - 1e-12))) + 1
+  if rule == "official_imagenet" and e == 0:
+    return len(s_sorted)
+  fraction = cumulative / cumulative[-1]
+  reached = fraction > 1.0 - e if rule == "official_imagenet" else fraction >= 1.0 - e
+  k0 = int(np.argmax(reached)) + 1 if reached.any() else len(s_sorted)
+  return int(np.sum(s_sorted >= s_sorted[k0 - 1]))
 
 
 STRATEGY_FNS: dict[str, Callable[[np.ndarray, Strategy], int]] = {

@@ -1,0 +1,111 @@
+"""The authors' four-stage recipe in one command: pretrain (λs = 0) → regularize (from it) → prune → fine-tune.
+
+  python -m experiments.paper_recipe --config=experiments/configs/paper.py:resnet20,channel,hoyer --workdir=ROOT
+  python -m experiments.paper_recipe --config=experiments/configs/fashion_mnist_recipe.py --workdir=ROOT
+
+Stages go to ROOT/{pretrain,regularize,prune,finetune} (``experiments/stages.py``); a stage with a
+``summary.json`` is done and skipped, an interrupted training stage resumes from its checkpoints, an interrupted
+prune stage is redone. ROOT/recipe.json collects accuracy, total rank and MACs after each stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import reporting, stages, train
+from jaxsvd import checkpoint
+from jaxsvd.pruning import Floors, Strategy, rank
+from jaxsvd.structure import total_rank
+from jaxsvd.train_state import TrainState
+
+log = logging.getLogger("jaxsvd")
+
+
+def prune_stage(c, workdir: str) -> dict:
+  """Stage 3: the ``c.init_from`` checkpoint pruned once by ``c.final_prune``'s rule, evaluated and saved (step 0,
+  fresh optimizer) to ``workdir``; no training.
+
+  Args:
+    c: the prune stage's config (``init_from`` set).
+    workdir: receives checkpoints/, summary.json and export/.
+
+  Returns:
+    The summary (``train.finish``) plus ``test_accuracy_before_prune`` and the per-layer ``ranks``.
+
+  Raises:
+    ValueError: if ``c.init_from`` is not set, or a config field is invalid.
+  """
+  if not c.init_from:
+    raise ValueError("init_from must name the regularized run's workdir for the prune stage")
+  shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)  # an interrupted prune is redone
+  s = train.setup(c, workdir)
+  try:
+    r = train.init_run(s)
+    before = train.evaluate(s.par, r.state, s.ds, s.mean, s.std, c.eval_batch_size)
+    state = s.par.host_state(r.state)
+    params, ranks, report = rank.prune(state.params, Strategy.from_config(c.final_prune, "final_prune"),
+                                       Floors.from_config(c.final_prune, "final_prune"), r.architecture.original_ranks)
+    r.architecture = r.architecture.replace(ranks=ranks)
+    model = s.ctx.build_model(r.architecture)
+    state = TrainState.create(model.apply, {"params": params, **state.model_state},
+                              s.ctx.make_tx(r.architecture, params))
+    r.state = s.par.place(state)
+    cost = s.cost(r.architecture)
+    row = {"epoch": 0, **train.evaluate(s.par, r.state, s.ds, s.mean, s.std, c.eval_batch_size),
+           "total_rank": total_rank(ranks), "params": cost.params, "macs": cost.macs}
+    r.history, r.events = [row], [{"epoch": 0, "kind": "prune", "total_rank": total_rank(ranks), "ranks": ranks}]
+    log.info("prune stage: %s; test accuracy %.4f -> %.4f", report.summary(), before["test_accuracy"],
+             row["test_accuracy"])
+    checkpoint.save(s.mngr, state, r.rng, r.architecture, train.run_info(c, r), {"test_accuracy": row["test_accuracy"]})
+    s.mngr.wait_until_finished()
+    summary = train.finish(s, r, workdir)
+  finally:
+    s.mngr.close()
+  extra = {"test_accuracy_before_prune": before["test_accuracy"], "ranks": dict(ranks)}
+  with open(os.path.join(workdir, "summary.json")) as f:
+    saved = json.load(f)
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump({**saved, **extra}, f, indent=2)
+  return {**summary, **extra}
+
+
+def run_recipe(c, root: str) -> dict:
+  """Runs (or resumes) the four stages of base config ``c`` into ``root``; returns {stage: summary}.
+
+  Args:
+    c: the recipe's base config (``stages.stage_config`` derives each stage's).
+    root: the recipe's directory.
+
+  Returns:
+    {stage: its summary.json}; also written, with the columns of the README table, to ``root/recipe.json``.
+  """
+  results = {}
+  for stage in stages.STAGES:
+    workdir = os.path.join(root, stage)
+    path = os.path.join(workdir, "summary.json")
+    if not os.path.exists(path):
+      log.info("recipe stage %s -> %s", stage, workdir)
+      sc = stages.stage_config(c, stage, root)
+      prune_stage(sc, workdir) if stage == "prune" else train.run(sc, workdir)
+    with open(path) as f:
+      results[stage] = json.load(f)
+  table = {stage: {k: v for k, v in summary.items() if k in ("test_accuracy", "rank_after", "macs_after", "macs_before",
+                                                             "flops_speedup", "epochs")}
+           for stage, summary in results.items()}
+  with open(os.path.join(root, "recipe.json"), "w") as f:
+    json.dump(table, f, indent=2)
+  log.info("recipe done: %s", json.dumps(table))
+  return results
+
+
+FLAGS = flags.FLAGS
+if __name__ == "__main__":
+  config_flags.DEFINE_config_file("config", None, "Recipe base config (get_config()).", lock_config=True)
+  flags.DEFINE_string("workdir", "runs/recipe", "Root directory of the four stages.")
+  app.run(reporting.cli_main(run_recipe))
