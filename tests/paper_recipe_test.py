@@ -61,15 +61,14 @@ def test_four_stages_run_end_to_end_resume_and_restore_in_a_fresh_process(tmp_pa
 
 
 def test_init_from_another_architecture_is_a_one_line_error(tmp_path):
-  data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"), n_train=64, n_test=32)
-  c = tiny_recipe(data_dir)
-  pre = stages.stage_config(c, "pretrain", str(tmp_path))
+  import shutil
+
   from experiments import train
-  train.run(pre, str(tmp_path / "pretrain"))
-  reg = stages.stage_config(c, "regularize", str(tmp_path))
-  reg.svd.decomposition = "spatial"
+  shutil.copytree(os.path.join(REPO, "tests", "fixtures", "format_v1", "svd_pruned"), tmp_path / "src" / "checkpoints")
+  data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"), n_train=64, n_test=32)
+  c = helpers.tiny_config(data_dir, init_from=str(tmp_path / "src"), **{"svd.decomposition": "spatial"})
   with pytest.raises(ValueError, match="init_from=.* holds a run of") as err:
-    train.run(reg, str(tmp_path / "regularize"))
+    train.run(c, str(tmp_path / "run"))
   assert "\n" not in str(err.value)
 
 
