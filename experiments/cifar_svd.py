@@ -1,6 +1,7 @@
 """SVD training + online pruning experiment (Yang et al. 2020) on CIFAR-10/100 or Fashion-MNIST.
 
-  python -m experiments.cifar_svd --config=experiments/configs/resnet20_channel_hoyer.py --workdir=runs/r20
+  python -m experiments.cifar_svd --config=experiments/configs/paper.py:resnet20,channel,hoyer,regularize
+      --config.init_from=runs/r20/pretrain --workdir=runs/r20/regularize    (one stage; all four: paper_recipe)
   python -m experiments.cifar_svd --config=experiments/configs/fashion_mnist.py --workdir=runs/fmnist
 Override any field: --config.num_epochs=10 --config.svd.decomposition=spatial --config.data_dir=/data.
 Re-running with the same --workdir resumes from its latest checkpoint. Bad input ends in one ``error:`` line.
@@ -33,7 +34,7 @@ def run(config, workdir):
   return train.run(config, workdir)
 
 
-main = cli.main_for(run, "experiments/configs/resnet20_channel_hoyer.py", "runs/default")
+main = cli.main_for(run, "experiments/configs/paper.py", "runs/default")
 
 if __name__ == "__main__":
   app.run(main, flags_parser=cli.absl_flags)

@@ -15,10 +15,9 @@ import logging
 import os
 import shutil
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
-from experiments import reporting, stages, train
+from experiments import cli, stages, train
 from jaxsvd import checkpoint
 from jaxsvd.pruning import Floors, Strategy, rank
 from jaxsvd.structure import total_rank
@@ -104,8 +103,7 @@ def run_recipe(c, root: str) -> dict:
   return results
 
 
-FLAGS = flags.FLAGS
+main = cli.main_for(run_recipe, "experiments/configs/fashion_mnist_recipe.py", "runs/recipe")
+
 if __name__ == "__main__":
-  config_flags.DEFINE_config_file("config", None, "Recipe base config (get_config()).", lock_config=True)
-  flags.DEFINE_string("workdir", "runs/recipe", "Root directory of the four stages.")
-  app.run(reporting.cli_main(run_recipe))
+  app.run(main, flags_parser=cli.absl_flags)
