@@ -29,7 +29,7 @@ PRUNED = {"stage1_block0/conv1": 3, "stage2_block0/conv2": 7}
 def _state(model, step=5):
   variables = model.init(jax.random.key(0), np.zeros((1, *INPUT), np.float32))
   tx = optax.adam(1e-3)
-  return TrainState(step=np.int32(step), params=variables["params"],
+  return TrainState(step=np.asarray(step, np.int32), params=variables["params"],
                     model_state={k: v for k, v in variables.items() if k != "params"},
                     opt_state=tx.init(variables["params"]), apply_fn=model.apply, tx=tx)
 
@@ -135,7 +135,7 @@ def test_corrupt_array_file_is_reported(saved, tmp_path):
 
 def _dummy_state(step, w, tx):
   params = {"w": w}
-  return TrainState(step=np.int32(step), params=params, model_state={}, opt_state=tx.init(params), apply_fn=None,
+  return TrainState(step=np.asarray(step, np.int32), params=params, model_state={}, opt_state=tx.init(params), apply_fn=None,
                     tx=tx)
 
 
