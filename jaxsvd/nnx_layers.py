@@ -20,7 +20,7 @@ The rank is not stored: it is ``s.shape[0]``, so pruning only changes param shap
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
