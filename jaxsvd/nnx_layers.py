@@ -38,6 +38,21 @@ default_embed_init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal", 
 zeros = nnx.initializers.zeros_init()
 
 
+MIN_FLAX = (0, 12)  # nnx.data / nnx.List / Variable.set_value (the pytree Modules of flax 0.12)
+
+
+def require_flax_nnx() -> None:
+  """One-line error unless the installed flax has the NNX API these layers use (flax >= 0.12).
+
+  Raises:
+    RuntimeError: naming the installed and the needed version.
+  """
+  import flax
+  if tuple(int(p) for p in flax.__version__.split(".")[:2]) < MIN_FLAX:
+    raise RuntimeError(f"jaxsvd's NNX support needs flax >= {'.'.join(map(str, MIN_FLAX))}; "
+                       f"flax {flax.__version__} is installed (pip install -U flax)")
+
+
 def truncated_svd(matrix: jax.Array, rank: int | None, where: str):
   """(U (m, r), s (r,), V (k, r)) of the best rank-r approximation of ``matrix`` (m, k) (Eckart–Young).
 
@@ -97,6 +112,7 @@ def factor_sharding(kernel_metadata, u_axis: int | None, v_axis: int | None) -> 
 
 def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rngs, param_dtype, metadata=({},) * 3):
   """Sets ``module.U/s/V`` from ``kernel`` (truncated SVD) or, when it is None, from a ``kernel_init`` draw."""
+  require_flax_nnx()
   where = type(module).__name__
   if kernel is None:
     if rngs is None:

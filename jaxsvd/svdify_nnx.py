@@ -82,6 +82,7 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
   if isinstance(model, nn.Module) or not isinstance(model, nnx.Module):
     raise TypeError(f"svdify_nnx.svdify: expected an nnx.Module, got {type(model).__name__}; "
                     "for a linen model use jaxsvd.svdify.svdify")
+  nnx_layers.require_flax_nnx()
   check_choice("svdify.decomposition", decomposition, ("channel", "spatial"))
   check_choice("svdify.mode", mode, ("reconstruct", "factored", "auto"))
   ranks = dict(ranks or {})

@@ -128,3 +128,10 @@ def test_sharded_kernels_give_factors_sharded_along_the_same_dimensions():
     assert svd_embed.V[...].sharding.spec == P("model", None)  # V's rows are the vocab, sharded like E's
     x = normal(0, (2, 4))
     np.testing.assert_allclose(apply(svd, x), apply(dense, x), rtol=1e-4, atol=1e-5)
+
+
+def test_an_older_flax_gets_a_one_line_error(monkeypatch):
+  import flax
+  monkeypatch.setattr(flax, "__version__", "0.10.3")
+  with pytest.raises(RuntimeError, match="needs flax >= 0.12; flax 0.10.3 is installed"):
+    svdify_nnx.svdify(nnx.Linear(2, 3, rngs=rngs()))
