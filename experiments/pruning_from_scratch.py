@@ -24,6 +24,7 @@ from jaxsvd.models import build_model
 from jaxsvd.parallel import DataParallel
 from jaxsvd.pruning import from_scratch
 from jaxsvd.train_state import TrainState
+from jaxsvd.workdir import lock as workdir_lock
 from jaxsvd.validate import check_choice, check_in_range, check_min_int, check_nonnegative
 
 log = logging.getLogger("jaxsvd")
@@ -137,8 +138,9 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
   """
   validate(c)
   preflight.check_workdir(workdir)
-  c.widths = search(c, workdir)
-  return train.run(c, workdir, stop_after_epoch)
+  with workdir_lock(workdir):  # one process per workdir from the search on (train.run re-enters it)
+    c.widths = search(c, workdir)
+    return train.run(c, workdir, stop_after_epoch)
 
 
 main = cli.main_for(run, "experiments/configs/fashion_mnist_from_scratch.py", "runs/from_scratch", lock_config=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -13,14 +13,34 @@ from jaxsvd.structure import iter_svd_layers
 
 
 class MetricsWriter:
-  """Appends one row per epoch to ``metrics.csv`` and the same scalars to TensorBoard."""
+  """Appends one row per epoch to ``metrics.csv`` and the same scalars to TensorBoard, exactly once per epoch.
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  Opening it reconciles both with ``history``, the rows of the checkpoint the run continues from: metrics.csv is
+  rewritten (atomically) to exactly those rows, dropping rows a killed process wrote for epochs it never
+  committed (or a partial last line), and TensorBoard's writer starts with ``purge_step`` = the next epoch, so
+  TensorBoard discards the earlier attempt's events from that epoch on.
+  """
+
+  def __init__(self, workdir: str, tensorboard: bool = True, history: Sequence[dict[str, Any]] = ()):
     self.path = os.path.join(workdir, "metrics.csv")
+    self._rewrite(list(history))
     self.tb = None
     if tensorboard:
       from tensorboardX import SummaryWriter
-      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      next_epoch = history[-1]["epoch"] + 1 if history else 1
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=next_epoch)
+
+  def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+      if os.path.exists(self.path):
+        os.remove(self.path)
+      return
+    tmp = self.path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=list(rows[0]), restval="", extrasaction="ignore")
+      writer.writeheader()
+      writer.writerows(rows)
+    os.replace(tmp, self.path)
 
   def write(self, row: dict[str, Any]) -> None:
     """Columns are fixed by the first row (also across resumes); missing values are left blank.

@@ -13,6 +13,7 @@ entry point (``experiments/cifar_svd.py``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -28,7 +29,7 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from experiments import events as events_lib
-from experiments import preflight, reporting, stages
+from experiments import preflight, recovery, reporting, stages
 from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
 from jaxsvd import checkpoint, data, distributed, export, flops, optim
 from jaxsvd.parallel import DataParallel
@@ -63,6 +64,7 @@ class Setup:
   ctx: events_lib.Context
   mngr: ocp.CheckpointManager
   costs: dict = dataclasses.field(default_factory=dict)
+  lock: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)  # the workdir lock
 
   def cost(self, architecture: Architecture) -> flops.CostReport:
     """``flops.CostReport`` (params, MACs) of ``architecture``'s model, cached under the record's JSON."""
@@ -153,11 +155,15 @@ def train_epoch(c, par: DataParallel, state, batches, reg, total: int, desc: str
 
   Raises:
     ValueError: if ``batches`` is empty (``batch_size`` larger than the training set).
+    recovery.NonFiniteError: if a step's loss or updated state was non-finite (the steps' on-device flags are read
+      once, at the end of the epoch).
   """
   bar = tqdm.tqdm(batches, total=total, desc=desc, disable=not c.progress_bar, leave=False)
-  sums, steps, start = None, 0, time.perf_counter()
+  sums, steps, start, finite = None, 0, time.perf_counter(), []
+  first_step = int(par.metrics({"step": state.step})["step"])
   for batch in bar:
     state, metrics = par.train_step(state, par.shard_batch(batch), reg)
+    finite.append(metrics.pop("finite"))
     sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
     steps += 1
     if steps % 20 == 0 and c.progress_bar:
@@ -167,6 +173,7 @@ def train_epoch(c, par: DataParallel, state, batches, reg, total: int, desc: str
   if steps == 0:
     raise ValueError(f"batch_size={c.batch_size} is larger than the training set")
   means = {k: v / steps for k, v in par.metrics(sums).items()}
+  recovery.check_finite(par.metrics(finite), first_step, means["loss"])
   elapsed = time.perf_counter() - start
   return state, {**{f"train_{k}": v for k, v in means.items()}, "time_train": elapsed,
                  "images_per_sec": steps * c.batch_size / elapsed}
@@ -242,17 +249,17 @@ def run_epoch(s: Setup, r: Run) -> tuple[dict, bool]:
     (row, changed): the epoch's metrics, times, total rank, params and MACs; whether the architecture changed.
 
   Raises:
-    FloatingPointError: if the training loss is not finite (nothing is saved).
+    FloatingPointError: if a step's loss or updated state is not finite (this epoch is not saved; one line naming
+      the last good checkpoint).
   """
   c = s.c
   total = data.num_train_batches(len(s.ds.train_images), c.batch_size, c.max_steps_per_epoch)
-  r.state, row = train_epoch(c, s.par, r.state, epoch_batches(s, r), s.plan.reg_for(r.epoch), total,
-                             f"epoch {r.epoch}")
+  try:
+    r.state, row = train_epoch(c, s.par, r.state, epoch_batches(s, r), s.plan.reg_for(r.epoch), total,
+                               f"epoch {r.epoch}")
+  except recovery.NonFiniteError as err:
+    raise recovery.nonfinite(s.mngr, err, r.epoch) from None
   row = {"epoch": r.epoch, **row}
-  if not np.isfinite(row["train_loss"]):
-    raise FloatingPointError(
-        f"training loss became {row['train_loss']} in epoch {r.epoch}; stopped without saving. "
-        f"Last good checkpoint: step {s.mngr.latest_step()} in {s.mngr.directory}")
   start = time.perf_counter()
   row.update(evaluate(s.par, r.state, s.ds, s.mean, s.std, c.eval_batch_size), time_eval=time.perf_counter() - start)
   start = time.perf_counter()
@@ -302,9 +309,8 @@ def setup(c, workdir: str) -> Setup:
   steps_per_epoch = max(data.num_train_batches(len(ds.train_images), c.batch_size, c.max_steps_per_epoch), 1)
   ctx = events_lib.Context(build_model=lambda a: a.build_model(par.bn_axis_name),
                            make_tx=lambda a, params: make_tx(c, steps_per_epoch, a, params))
-  mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), c.checkpoint.max_to_keep, "test_accuracy",
-                            async_save=c.checkpoint.async_save)
-  return Setup(c, plan, par, ds, mean, std, ctx, mngr)
+  mngr, lock = recovery.open_checkpoints(workdir, c.checkpoint, "test_accuracy")
+  return Setup(c, plan, par, ds, mean, std, ctx, mngr, lock=lock)
 
 
 def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
@@ -319,15 +325,16 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
     The end-of-run summary, or None when stopped early.
 
   Raises:
-    ValueError: one line naming a bad config field.
-    FloatingPointError: if the training loss becomes non-finite.
+    ValueError: one line naming a bad config field; ``checkpoint.CheckpointError`` for a damaged checkpoint or a
+      failed save; ``workdir.WorkdirLockedError`` if another process runs in ``workdir``.
+    FloatingPointError: if a step's loss or updated state becomes non-finite.
   """
   s = setup(c, workdir)
-  latest = s.mngr.latest_step()
-  r = resume_run(s, latest) if latest is not None else init_run(s)
-  writer = reporting.MetricsWriter(workdir, c.tensorboard) if distributed.is_primary() else None
-  compiles_before = None
+  writer = None
   try:
+    r = recovery.start(s, init_run, resume_run)
+    writer = reporting.MetricsWriter(workdir, c.tensorboard, r.history) if distributed.is_primary() else None
+    compiles_before = None
     while r.epoch < c.num_epochs:
       r.epoch += 1
       row, changed = run_epoch(s, r)
@@ -343,13 +350,10 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
                       metrics={"test_accuracy": row["test_accuracy"]})
       if stop_after_epoch is not None and stop_after_epoch <= r.epoch < c.num_epochs:
         return None
-    s.mngr.wait_until_finished()
+    checkpoint.wait(s.mngr)
     return finish(s, r, workdir)
   finally:
-    s.mngr.wait_until_finished()
-    s.mngr.close()
-    if writer:
-      writer.close()
+    recovery.close(s.mngr, s.lock, writer)
 
 
 def export_params(architecture: Architecture, state, workdir: str) -> None:

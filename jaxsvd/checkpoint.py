@@ -11,12 +11,16 @@ Restore reads ``architecture``, builds the model, builds abstract targets with `
 restores the arrays into them: no predefined shapes. Shapes are checked leaf by leaf against the stored
 array metadata first, so a mismatch names the leaf and nothing is ever truncated or padded.
 Format version 1 (no ``architecture`` item; the record's fields inside ``meta``) still restores: the record
-is converted on read. Rotation (last N + best by metric) is Orbax's preservation policy; atomicity (tmp dir
-+ finalize) is Orbax's, so a process killed mid-save leaves the previous step.
+is converted on read. Rotation (last N + best by metric) is Orbax's preservation policy; the metric is also
+passed as Orbax's ``best_fn`` so Orbax stores it in each step (its ``metrics`` item) and the policy sees it again
+after a restart. Atomicity (tmp dir + rename) is Orbax's, so a process killed mid-save leaves the previous step.
+Integrity (``jaxsvd.integrity``): each step commits a CRC-32 of every item file; every read verifies the item's
+files first (one-line error naming the step and file); non-finite params or model state are never saved.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Any
@@ -25,14 +29,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxsvd import integrity
+from jaxsvd.integrity import CheckpointError, CheckpointSaveError, first_line  # noqa: F401 (CheckpointError: API)
 from jaxsvd.record import FORMAT_VERSION, READABLE_VERSIONS, Architecture, FormatError
 from jaxsvd.tree import leaves_by_path
 
 _policies = ocp.checkpoint_managers
-
-
-class CheckpointError(ValueError):
-  """A checkpoint is missing, corrupt, or does not match the model it describes."""
 
 
 def manager(directory: str, max_to_keep: int = 3, best_metric: str | None = None, best_mode: str = "max",
@@ -50,11 +52,14 @@ def manager(directory: str, max_to_keep: int = 3, best_metric: str | None = None
     The ``ocp.CheckpointManager``; a step is kept if either policy keeps it.
   """
   policies = [_policies.LatestN(n=max_to_keep)]
-  if best_metric:
-    policies.append(_policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1))
+  best_fn = (lambda m: m[best_metric]) if best_metric else None
+  if best_metric:  # steps without a stored metric (written before it was stored) fall to LatestN alone
+    policies.append(_policies.BestN(get_metric_fn=best_fn, reverse=best_mode == "min", n=1,
+                                    keep_checkpoints_without_metrics=False))
   options = ocp.CheckpointManagerOptions(
-      preservation_policy=_policies.AnyPreservationPolicy(policies),
-      enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+      preservation_policy=_policies.AnyPreservationPolicy(policies), best_fn=best_fn,
+      best_mode="min" if best_mode == "min" else "max", enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=True, temporary_path_class=integrity.ChecksummedTemporaryPath)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
@@ -72,14 +77,51 @@ def save(mngr: ocp.CheckpointManager, state, rng, architecture: Architecture, ru
 
   Returns:
     None. The step's items are ``model``, ``train``, ``architecture`` and ``meta`` (see the module doc).
+
+  Raises:
+    CheckpointError: if a param or model-state leaf holds NaN or ±Inf (nothing is written).
+    CheckpointSaveError: one line (path, reason, free space) if this or the previous async save failed to write.
   """
   step = int(jax.device_get(state.step))
   meta = {**(run or {}), "format_version": FORMAT_VERSION, "library_version": _library_version(), "step": step}
   model_item = {"params": state.params, "model_state": state.model_state}
+  bad = integrity.nonfinite_leaves(model_item)
+  if bad:
+    raise CheckpointError(f"refusing to save step {step}: non-finite values in {', '.join(bad[:3])}"
+                          f"{' ...' if len(bad) > 3 else ''}")
   train_item = {"opt_state": state.opt_state, "step": state.step, "rng": np.asarray(jax.random.key_data(rng))}
-  mngr.save(step, metrics=metrics, args=ocp.args.Composite(
+  args = ocp.args.Composite(
       model=ocp.args.StandardSave(model_item), train=ocp.args.StandardSave(train_item),
-      architecture=ocp.args.JsonSave(architecture.to_json()), meta=ocp.args.JsonSave(meta)))
+      architecture=ocp.args.JsonSave(architecture.to_json()), meta=ocp.args.JsonSave(meta))
+  with _save_errors(mngr):
+    mngr.save(step, metrics=metrics, args=args)
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+  """``mngr.wait_until_finished()``, a failed async save raised as a one-line ``CheckpointSaveError``.
+
+  Args:
+    mngr: from ``manager``.
+
+  Raises:
+    CheckpointSaveError: if the save in flight failed to write (disk full, I/O error).
+  """
+  with _save_errors(mngr):
+    mngr.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _save_errors(mngr):
+  """Turns a storage failure during a save (also one surfacing from an earlier async save) into one line."""
+  try:
+    yield
+  except Exception as err:
+    if not (isinstance(err, OSError) or integrity.storage_error(err) is not None):
+      raise
+    directory = os.fspath(mngr.directory)
+    done = steps(directory) if os.path.isdir(directory) else []
+    latest = f"the latest complete checkpoint is step {done[-1]}" if done else "no checkpoint is complete"
+    raise CheckpointSaveError(f"{integrity.save_failure(err, directory, 'a checkpoint')}; {latest}") from None
 
 
 def _library_version() -> str:
@@ -108,20 +150,27 @@ def resolve(path: str, step: int | None = None) -> tuple[str, int]:
   base = os.path.basename(path)
   if step is None and base.isdigit() and os.path.isdir(os.path.join(path, "meta")):
     return os.path.dirname(path), int(base)
-  steps = sorted(int(d) for d in os.listdir(path) if d.isdigit() and os.path.isdir(os.path.join(path, d, "meta")))
-  if not steps:
+  found = steps(path)
+  if not found:
     raise CheckpointError(f"no finalized checkpoint steps under {path}")
-  if step is not None and step not in steps:
-    raise CheckpointError(f"step {step} not in checkpoints {steps} under {path}")
-  return path, steps[-1] if step is None else step
+  if step is not None and step not in found:
+    raise CheckpointError(f"step {step} not in checkpoints {found} under {path}")
+  return path, found[-1] if step is None else step
+
+
+def steps(directory: str) -> list[int]:
+  """The finalized steps (digit-named subdirectories holding a ``meta`` item) of a manager directory, ascending."""
+  return sorted(int(d) for d in os.listdir(directory)
+                if d.isdigit() and os.path.isdir(os.path.join(directory, d, "meta")))
 
 
 def _read_json(item_dir: str) -> Any:
+  integrity.verify_item(os.path.dirname(item_dir), os.path.basename(item_dir))
   try:
     with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckptr:
       return ckptr.restore(item_dir)
   except Exception as err:  # noqa: BLE001 - any read failure is a corrupt checkpoint
-    raise CheckpointError(f"cannot read checkpoint metadata {item_dir}: {err}") from err
+    raise CheckpointError(f"cannot read checkpoint metadata {item_dir}: {first_line(err)}") from None
 
 
 def read_meta(directory: str, step: int) -> dict:
@@ -179,7 +228,7 @@ def _check_shapes(item_dir: str, abstract: Any) -> None:
     with ocp.PyTreeCheckpointer() as ckptr:
       stored_tree = ckptr.metadata(item_dir).item_metadata.tree
   except Exception as err:  # noqa: BLE001
-    raise CheckpointError(f"cannot read array metadata of {item_dir}: {err}") from err
+    raise CheckpointError(f"cannot read array metadata of {item_dir}: {first_line(err)}") from None
   stored = _normalized_shapes(stored_tree, is_leaf=lambda x: hasattr(x, "shape"))
   expected = _normalized_shapes(abstract)
   for leaf in sorted(set(stored) | set(expected)):
@@ -205,16 +254,17 @@ def restore_item(directory: str, step: int, item: str, abstract: Any) -> Any:
     The restored pytree.
 
   Raises:
-    CheckpointError: if a leaf is missing on either side, a stored shape differs from the expected one, or
-      the metadata or arrays cannot be read.
+    CheckpointError: if a file fails its checksum, a leaf is missing on either side, a stored shape differs from
+      the expected one, or the metadata or arrays cannot be read (one line each).
   """
   item_dir = os.path.join(directory, str(step), item)
+  integrity.verify_item(os.path.dirname(item_dir), item)
   _check_shapes(item_dir, abstract)
   try:
     with ocp.StandardCheckpointer() as ckptr:
       return ckptr.restore(item_dir, abstract)
   except Exception as err:  # noqa: BLE001
-    raise CheckpointError(f"cannot restore {item_dir}: {err}") from err
+    raise CheckpointError(f"cannot restore {item_dir}: {first_line(err)}") from None
 
 
 @dataclasses.dataclass

@@ -72,7 +72,9 @@ def train_step(state: TrainState, batch: dict, reg: RegularizerConfig, axis_name
     axis_name: the device axis to average over, or None.
 
   Returns:
-    (the state after one update, with step + 1; the metrics of ``losses.make_loss_fn`` plus any lazy terms).
+    (the state after one update, with step + 1; the metrics of ``losses.make_loss_fn`` plus any lazy terms, and
+    'finite': 1.0 if the loss and every updated param and model-state value are finite, else 0.0 — one fused
+    reduction, so a caller can stop before saving a diverged state without a host sync per step).
   """
   step_reg, lazy_reg = reg.split_lazy()
   loss_fn = make_loss_fn(state.apply_fn, step_reg, train=True)
@@ -86,7 +88,15 @@ def train_step(state: TrainState, batch: dict, reg: RegularizerConfig, axis_name
   grads, metrics, model_state = _average((grads, metrics, model_state), axis_name)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  finite = jnp.isfinite(metrics["loss"]) & all_finite((params, model_state))
+  metrics = {**metrics, "finite": finite.astype(jnp.float32)}
   return state.replace(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state), metrics
+
+
+def all_finite(tree) -> jax.Array:
+  """A bool scalar: no floating-point leaf of ``tree`` holds a NaN or ±Inf (traceable; one reduction per leaf)."""
+  flags = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.stack(flags).all() if flags else jnp.array(True)
 
 
 # The executions eval/inference autotune over (``xla_options.AutotunedJit(variants=...)``): the model's

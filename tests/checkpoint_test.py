@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsvd import checkpoint
+from jaxsvd import checkpoint, integrity
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.record import Architecture
 from jaxsvd.structure import ranks
@@ -55,7 +55,7 @@ def test_restore_needs_only_the_directory_in_a_fresh_process(saved, tmp_path):
   np.save(tmp_path / "x.npy", x)
   code = textwrap.dedent(f"""
       import numpy as np
-      from jaxsvd import checkpoint
+      from jaxsvd import checkpoint, integrity
       r = checkpoint.restore({directory!r})
       np.save({str(tmp_path / "y.npy")!r}, np.asarray(r.model.apply(r.variables, np.load({str(tmp_path / "x.npy")!r}))))
       print(r.architecture.ranks["stage1_block0/conv1"], r.architecture.widths, r.meta["note"])
@@ -86,10 +86,16 @@ def _copied(directory, dst):
 
 
 def _edit_json(path, **changes):
+  """Edits an item's JSON and re-writes the step's checksums (these tests are about what the record says)."""
   record = json.load(open(path))
   record.update(changes)
-  json.dump(record, open(path, "w"))
+  _write_json(path, record)
   return record
+
+
+def _write_json(path, record):
+  json.dump(record, open(path, "w"))
+  integrity.write_checksums(os.path.dirname(os.path.dirname(path)))
 
 
 def test_rank_mismatch_names_the_leaf(saved, tmp_path):
@@ -117,20 +123,28 @@ def test_missing_record_field_is_named(saved, tmp_path):
   record_file = os.path.join(d, str(step), "architecture", "metadata")
   record = json.load(open(record_file))
   del record["input_shape"]
-  json.dump(record, open(record_file, "w"))
+  _write_json(record_file, record)
   with pytest.raises(checkpoint.CheckpointError, match="input_shape"):
     checkpoint.restore(d)
 
 
-def test_corrupt_array_file_is_reported(saved, tmp_path):
+@pytest.mark.parametrize("checksums", [True, False])
+def test_corrupt_array_file_is_one_line(saved, tmp_path, checksums):
+  """With checksums the file is named before anything is read; without (older steps) TensorStore's multi-line
+  error is cut to its first line."""
   d, step = _copied(saved[0], tmp_path / "ck")
+  if not checksums:
+    os.remove(os.path.join(d, str(step), integrity.CHECKSUMS_FILE))
   for root, _, files in os.walk(os.path.join(d, str(step), "model")):
     for name in files:
       if "metadata" not in name and not name.startswith("_"):
         with open(os.path.join(root, name), "wb") as f:
           f.write(b"garbage")
-  with pytest.raises(checkpoint.CheckpointError, match="model"):
+  match = (f"checkpoint step {step} is damaged: file model/.* is truncated" if checksums
+           else "cannot (restore|read array metadata of) .*model")
+  with pytest.raises(checkpoint.CheckpointError, match=match) as err:
     checkpoint.restore(d)
+  assert "\n" not in str(err.value)
 
 
 def _dummy_state(step, w, tx):
@@ -147,7 +161,7 @@ def test_leftover_tmp_dir_and_kill_mid_save(tmp_path):
   ckpt = str(tmp_path / "ck")
   code = textwrap.dedent(f"""
       import jax, numpy as np, optax
-      from jaxsvd import checkpoint
+      from jaxsvd import checkpoint, integrity
       from jaxsvd.record import Architecture
       from tests.checkpoint_test import _dummy_state
       tx = optax.sgd(0.1, 0.9)

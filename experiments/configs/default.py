@@ -73,7 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.from_scratch = ml_collections.ConfigDict(dict(
       search_epochs=10, gates="bn", init=0.5, penalty="budget", weight=100.0, ratio=0.5, learning_rate=1e-2,
       budget=0.5))
-  c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True))
+  # restore_fallback: resume from the previous step when the latest fails its checksums (it is moved to
+  # corrupt_checkpoints/); off: a damaged latest step is an error.
+  c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True, restore_fallback=False))
   c.tensorboard = True
   c.plots = True
   c.progress_bar = True

@@ -1,0 +1,89 @@
+"""A tiny training run in its own process that dies at a named point (tests/experiment_integrity_test.py).
+
+  python -m tests.fault_driver WORKDIR DATA_DIR FAULT [OVERRIDES_JSON]
+
+FAULT is 'none' or 'POINT:N' — at the N-th time the run reaches POINT the process ends with ``os._exit(17)``
+(no cleanup, no flush, as a kill), or, with FAULT_HOLD=1 in the environment, writes WORKDIR.ready and sleeps until killed:
+  metrics              after an epoch's metrics row is written, before that epoch's checkpoint is saved
+  prune                inside a pruning event (its result computed, nothing saved)
+  before_commit        during a save: the step's files and checksums written, Orbax's commit rename not done
+  after_commit         after the commit rename, before Orbax deletes the steps rotation drops
+Evaluation is pinned to one compiled program (no autotuning by timing), so two runs log identical test metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+
+
+def _arm(point: str, count: int, workdir: str) -> None:
+  from experiments import events, reporting
+  from jaxsvd import integrity
+
+  calls = {"n": 0}
+
+  def hit(name: str) -> None:
+    if name != point:
+      return
+    calls["n"] += 1
+    if calls["n"] != count:
+      return
+    if os.environ.get("FAULT_HOLD"):
+      open(workdir + ".ready", "w").write(str(os.getpid()))
+      time.sleep(600)
+    os._exit(17)
+
+  write = reporting.MetricsWriter.write
+
+  def write_then_hit(self, row):
+    write(self, row)
+    hit("metrics")
+
+  apply = events.RankPrune.apply
+
+  def apply_then_hit(self, *args, **kwargs):
+    out = apply(self, *args, **kwargs)
+    hit("prune")
+    return out
+
+  finalize = integrity.ChecksummedTemporaryPath.finalize
+
+  async def finalize_with_hits(self, *args, **kwargs):
+    is_step = self.get_final().name.isdigit()
+    if is_step:
+      await asyncio.to_thread(integrity.write_checksums, os.fspath(self.get()))
+      hit("before_commit")
+      await super(integrity.ChecksummedTemporaryPath, self).finalize(*args, **kwargs)
+      hit("after_commit")
+    else:
+      await finalize(self, *args, **kwargs)
+
+  reporting.MetricsWriter.write = write_then_hit
+  events.RankPrune.apply = apply_then_hit
+  integrity.ChecksummedTemporaryPath.finalize = finalize_with_hits
+
+
+def main(argv: list[str]) -> None:
+  workdir, data_dir, fault = argv[:3]
+  overrides = json.loads(argv[3]) if len(argv) > 3 else {}
+  from jaxsvd import parallel
+
+  parallel.EVAL_VARIANTS = {}  # with JAXSVD_XLA_OPTIONS=0 (set by the test): one eval program, no timing choice
+  from experiments import train
+  from tests import helpers
+
+  if fault != "none":
+    point, count = fault.split(":")
+    _arm(point, int(count), workdir)
+  logging.getLogger("jaxsvd").addHandler(logging.StreamHandler())
+  logging.getLogger("jaxsvd").setLevel(logging.INFO)
+  train.run(helpers.tiny_config(data_dir, **overrides), workdir)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
