@@ -123,8 +123,8 @@ def start(s, init_run, resume_run):
       return resume_run(s, step)
     except checkpoint.CheckpointError as err:
       if not fallback:
-        hint = " (--config.checkpoint.restore_fallback=True resumes from the previous step)" if len(available) > 1 else ""
-        raise checkpoint.CheckpointError(f"{err}{hint}") from None
+        hint = " (--config.checkpoint.restore_fallback=True resumes from the previous step)"
+        raise checkpoint.CheckpointError(f"{err}{hint if len(available) > 1 else ''}") from None
       moved = quarantine(directory, step) if distributed.is_primary() else "corrupt_checkpoints/"
       if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"jaxsvd_quarantine_{step}")

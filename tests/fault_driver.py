@@ -1,9 +1,10 @@
 """A tiny training run in its own process that dies at a named point (tests/experiment_integrity_test.py).
 
-  python -m tests.fault_driver WORKDIR DATA_DIR FAULT [OVERRIDES_JSON]
+  python -m tests.fault_driver WORKDIR DATA_DIR FAULT [OVERRIDES_JSON]     (config: helpers.tiny_config + overrides)
 
-FAULT is 'none' or 'POINT:N' — at the N-th time the run reaches POINT the process ends with ``os._exit(17)``
-(no cleanup, no flush, as a kill), or, with FAULT_HOLD=1 in the environment, writes WORKDIR.ready and sleeps until killed:
+FAULT is 'none', 'nan:K' (update K of the run adds NaN to the params), or 'POINT:N': at the N-th time the run
+reaches POINT the process ends with ``os._exit(17)`` (no cleanup, no flush, as a kill), or, with FAULT_HOLD=1 in
+the environment, writes WORKDIR.ready and sleeps until killed:
   metrics              after an epoch's metrics row is written, before that epoch's checkpoint is saved
   prune                inside a pruning event (its result computed, nothing saved)
   before_commit        during a save: the step's files and checksums written, Orbax's commit rename not done
@@ -68,6 +69,24 @@ def _arm(point: str, count: int, workdir: str) -> None:
   integrity.ChecksummedTemporaryPath.finalize = finalize_with_hits
 
 
+def poison_updates(make_tx, bad_step: int):
+  """``make_tx`` whose update number ``bad_step`` (1-based) adds NaN to every param; that step's loss is still finite.
+  The step number rides in the optimizer state, so the compiled step is the same for every ``bad_step``."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  def init(params):
+    return jnp.zeros((), jnp.int32), jnp.int32(bad_step)
+
+  def update(updates, state, params=None):
+    count, target = state
+    nan = jnp.where(count + 1 == target, jnp.nan, 0.0)
+    return jax.tree.map(lambda u: u + nan, updates), (count + 1, target)
+
+  return lambda *args: optax.chain(make_tx(*args), optax.GradientTransformation(init, update))
+
+
 def main(argv: list[str]) -> None:
   workdir, data_dir, fault = argv[:3]
   overrides = json.loads(argv[3]) if len(argv) > 3 else {}
@@ -77,12 +96,17 @@ def main(argv: list[str]) -> None:
   from experiments import train
   from tests import helpers
 
-  if fault != "none":
-    point, count = fault.split(":")
+  point, count = fault.split(":") if fault != "none" else ("none", 0)
+  if point == "nan":
+    train.make_tx = poison_updates(train.make_tx, int(count))
+  elif point != "none":
     _arm(point, int(count), workdir)
   logging.getLogger("jaxsvd").addHandler(logging.StreamHandler())
   logging.getLogger("jaxsvd").setLevel(logging.INFO)
-  train.run(helpers.tiny_config(data_dir, **overrides), workdir)
+  try:
+    train.run(helpers.tiny_config(data_dir, **overrides), workdir)
+  except (ValueError, OSError, FloatingPointError) as err:  # as the CLI reports them
+    sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":
