@@ -106,6 +106,7 @@ def _wait_for(path, proc):
     time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_kills_at_named_points_resume_to_the_uninterrupted_run(env, reference):
   """Kill between a metrics row and its commit, inside a pruning event, and (SIGKILL, lock held) during a save while
   a second process tries the workdir: the final arrays, metrics.csv and kept steps equal the uninterrupted run's."""
@@ -151,7 +152,8 @@ def _flip_a_byte(step_dir):
   return rel
 
 
-def test_flipped_byte_is_one_line_and_fallback_resumes_to_the_same_run(env, reference, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_flipped_byte_is_one_line_and_fallback_resumes_to_the_same_run(env, reference, tmp_path):
   _, data_dir, proc_env = env
   work = tmp_path / "run"
   shutil.copytree(reference, work, ignore=shutil.ignore_patterns(LOCK_FILE))
@@ -172,14 +174,32 @@ def test_flipped_byte_is_one_line_and_fallback_resumes_to_the_same_run(env, refe
   _assert_same_run(str(work), reference)  # the previous step resumed, the last epoch retrained: the same run
 
 
+SHORT = {"num_epochs": 2, "finetune_epochs": 0, "pruning.enabled": False, "final_prune.enabled": False}
+
+
+def test_kill_between_metrics_row_and_commit_leaves_each_row_exactly_once(env, tmp_path):
+  """The unmarked, short form of the kill test (the issue's duplicate rows): killed after epoch 2's row is written
+  but before its checkpoint commits; the rerun's metrics.csv is exactly the committed history, every column."""
+  _, data_dir, proc_env = env
+  work = tmp_path / "run"
+  code, err = _run(work, data_dir, "metrics:2", proc_env, SHORT)
+  assert code == 17, err[-3000:]
+  assert _steps(work) == [STEPS_PER_EPOCH] and [r["epoch"] for r in _rows(work)] == ["1", "2"]
+  code, err = _run(work, data_dir, "none", proc_env, SHORT)
+  assert code == 0, err[-3000:]
+  history = checkpoint.restore(os.path.join(work, "checkpoints")).meta["history"]
+  with open(os.path.join(work, "metrics.csv"), newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert rows == [{k: str(v) for k, v in h.items()} for h in history] and [r["epoch"] for r in rows] == ["1", "2"]
+
+
 def test_non_finite_update_is_never_saved(env, tmp_path):
   """NaN params after the *last* update of epoch 2 (that epoch's mean loss is finite): epoch 2 is neither written
   nor saved and the one line names epoch 1's step; NaN in the first epoch: it says no checkpoint exists."""
   _, data_dir, proc_env = env
-  overrides = {"num_epochs": 2, "finetune_epochs": 0, "pruning.enabled": False, "final_prune.enabled": False}
   for bad_step in (2 * STEPS_PER_EPOCH, 1):
     work = str(tmp_path / f"run{bad_step}")
-    code, err = _run(work, data_dir, f"nan:{bad_step}", proc_env, overrides)
+    code, err = _run(work, data_dir, f"nan:{bad_step}", proc_env, SHORT)
     message = err.strip().splitlines()[-1]
     assert code == 1 and "Traceback" not in err, err[-3000:]
     assert message.startswith(f"error: training became non-finite at step {bad_step} ")
