@@ -26,8 +26,8 @@ ABSTRACT = {"params": {"w": jax.ShapeDtypeStruct((64, 64), np.float32)}, "model_
 
 def _state(step, value=None):
   params = {"w": np.full((64, 64), float(step) if value is None else value, np.float32)}
-  return TrainState(step=np.int32(step), params=params, model_state={}, opt_state=TX.init(params), apply_fn=None,
-                    tx=TX)
+  return TrainState(step=np.array(step, np.int32), params=params, model_state={}, opt_state=TX.init(params),
+                    apply_fn=None, tx=TX)
 
 
 def _save_steps(directory, accuracies, async_save=False, max_to_keep=2):
