@@ -251,7 +251,8 @@ class Slimming(Event):
     dense = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)
     shapes = channels.kernel_shapes(dense["params"])
     decomposition = architecture.svd.decomposition if architecture.svd else "channel"
-    variables = channels.slice_channels(state.variables, groups, keep, shapes, decomposition)
+    sigma = architecture.svd.sigma if architecture.svd else "signed"
+    variables = channels.slice_channels(state.variables, groups, keep, shapes, decomposition, sigma)
     params = jax.tree.map(jnp.asarray, variables.pop("params"))
     architecture = architecture.replace(
         widths={**(architecture.widths or {}), **{conv: len(idx) for conv, idx in keep.items()}},

@@ -28,7 +28,8 @@ def _perturbed(variables, seed=1):
 
 @pytest.mark.parametrize("name, svd", [
     ("vgg11", None), ("vgg11", SVDSpec("channel")), ("resnet8", None), ("resnet8", SVDSpec("spatial")),
-    ("resnet8", SVDSpec("channel", dense_first=False))])
+    ("resnet8", SVDSpec("channel", dense_first=False)),
+    ("resnet8", SVDSpec("spatial", sigma="abs", init="official"))])  # official init: s ~ N(0, 1), half negative
 def test_rebuilt_narrow_model_equals_the_masked_model(name, svd):
   model = build_model(name, 10, svd)
   variables = _perturbed(model.init(jax.random.key(0), X))
@@ -37,7 +38,8 @@ def test_rebuilt_narrow_model_equals_the_masked_model(name, svd):
   masked = {**variables, "params": M.make_permanent(variables["params"], masks)}
   keep = {g.conv: np.flatnonzero(np.asarray(masks[f"{g.norm}/scale"])) for g in groups}
   shapes = channels.kernel_shapes(checkpoint.abstract_variables(build_model(name, 10, None), X.shape[1:])["params"])
-  slim = channels.slice_channels(masked, groups, keep, shapes, svd.decomposition if svd else "channel")
+  slim = channels.slice_channels(masked, groups, keep, shapes, svd.decomposition if svd else "channel",
+                                 svd.sigma if svd else "signed")
   widths = {conv: len(idx) for conv, idx in keep.items()}
   narrow = build_model(name, 10, svd, ranks=ranks(slim["params"]) if svd else None, widths=widths)
   chex.assert_trees_all_equal_shapes(slim, jax.eval_shape(narrow.init, jax.random.key(0), X))

@@ -50,10 +50,11 @@ def _slice_kernel(kernel: np.ndarray, out_keep, in_keep) -> np.ndarray:
   return kernel
 
 
-def _slice_svd_node(node: Mapping, kernel_shape, decomposition: str, out_keep, in_keep) -> dict:
+def _slice_svd_node(node: Mapping, kernel_shape, decomposition: str, out_keep, in_keep, sigma: str = "signed") -> dict:
   dtype = np.asarray(node["s"]).dtype
   U, s, V = (np.asarray(node[k], np.float64) for k in ("U", "s", "V"))
   decomposition = "channel" if len(kernel_shape) == 2 else decomposition
+  s = np.abs(s) if sigma == "abs" else s  # the kernel the layer computes; the new s ≥ 0 means the same in both modes
   kernel = _slice_kernel(np.asarray(factors_to_kernel(U, s, V, kernel_shape, decomposition)), out_keep, in_keep)
   u, sv, vt = np.linalg.svd(np.asarray(kernel_to_matrix(kernel, decomposition)), full_matrices=False)
   r = min(len(s), len(sv))
@@ -67,11 +68,11 @@ def _sliced_bias(node: Mapping, out_keep) -> dict:
   return {"bias": np.take(np.asarray(node["bias"]), out_keep, axis=-1)}
 
 
-def _slice_layer(node: Mapping, path: str, shapes, decomposition, out_keep, in_keep) -> dict:
+def _slice_layer(node: Mapping, path: str, shapes, decomposition, out_keep, in_keep, sigma="signed") -> dict:
   if is_svd_node(node):
     if path not in shapes:
       raise ValueError(f"channels: no dense kernel shape for SVD layer {path!r}")
-    return _slice_svd_node(node, shapes[path], decomposition, out_keep, in_keep)
+    return _slice_svd_node(node, shapes[path], decomposition, out_keep, in_keep, sigma)
   if "kernel" not in node:
     raise ValueError(f"channels: layer {path!r} has neither a 'kernel' nor U, s, V")
   kernel = _slice_kernel(np.asarray(node["kernel"]), out_keep, in_keep)
@@ -90,7 +91,8 @@ def _layer_slices(groups, keep) -> dict[str, list]:
 
 
 def slice_channels(variables: Mapping[str, Any], groups: Sequence, keep: Mapping[str, Any],
-                   shapes: Mapping[str, tuple[int, ...]], decomposition: str = "channel") -> dict:
+                   shapes: Mapping[str, tuple[int, ...]], decomposition: str = "channel",
+                   sigma: str = "signed") -> dict:
   """``variables`` with every group narrowed to its kept channels (see the module doc). Pure.
 
   Args:
@@ -99,13 +101,14 @@ def slice_channels(variables: Mapping[str, Any], groups: Sequence, keep: Mapping
     keep: {group conv path: sorted indices of the channels kept}; groups not in it are left whole.
     shapes: {layer path: dense kernel shape} of the wide model (``kernel_shapes``), for its SVD layers.
     decomposition: the SVD layers' matrix view, 'channel' or 'spatial'.
+    sigma: the SVD layers' ``sigma`` ('abs': the kernel is U·diag(|s|)·Vᵀ).
 
   Returns:
     The variables of the narrow model (``build_model(widths={conv: len(keep[conv])})``), as numpy arrays.
   """
   groups = [g for g in groups if g.conv in keep]
   params = variables["params"]
-  nodes = {path: _slice_layer(get_node(params, path), path, shapes, decomposition, *sl)
+  nodes = {path: _slice_layer(get_node(params, path), path, shapes, decomposition, *sl, sigma)
            for path, sl in _layer_slices(groups, keep).items()}
   for group in groups:
     if group.gate is not None:  # a leaf path: replace_nodes swaps leaves as well as subtrees
