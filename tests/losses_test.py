@@ -59,7 +59,9 @@ def _primitive_counts(jaxpr) -> dict[str, int]:
 
   def walk(jx):
     for eqn in jx.eqns:
-      counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
+      name = eqn.primitive.name
+      name = "custom_vjp_call" if name.startswith("custom_vjp_call") else name  # 'custom_vjp_call_jaxpr' in older jax
+      counts[name] = counts.get(name, 0) + 1
       for sub in sub_jaxprs(eqn.params):
         walk(sub)
 
