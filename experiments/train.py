@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from experiments import events as events_lib
+from experiments import inputs as inputs_lib
 from experiments import preflight, recovery, reporting, stages
 from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
 from jaxsvd import checkpoint, data, distributed, export, flops, optim
@@ -58,9 +59,7 @@ class Setup:
   c: Any
   plan: Plan
   par: DataParallel
-  ds: data.Dataset
-  mean: Any
-  std: Any
+  inputs: Any  # experiments.inputs.InMemory | Streamed
   ctx: events_lib.Context
   mngr: ocp.CheckpointManager
   costs: dict = dataclasses.field(default_factory=dict)
@@ -101,9 +100,9 @@ def init_run(s: Setup) -> Run:
   if s.c.init_from:
     architecture, variables = stages.start_from(s, s.c.init_from)
   else:
-    architecture = initial_architecture(s.c, s.plan, s.ds.input_shape, {})
+    architecture = initial_architecture(s.c, s.plan, s.inputs.input_shape, {})
     model = s.ctx.build_model(architecture)
-    variables = jax.jit(model.init)(init_rng, jnp.zeros((1, *s.ds.input_shape), jnp.float32))
+    variables = jax.jit(model.init)(init_rng, jnp.zeros((1, *s.inputs.input_shape), jnp.float32))
     ranks = read_ranks(variables["params"])
     architecture = architecture.replace(ranks=ranks, original_ranks=dict(ranks))
   model = s.ctx.build_model(architecture)
@@ -132,13 +131,15 @@ def resume_run(s: Setup, step: int) -> Run:
   train = checkpoint.restore_train(directory, step, jax.eval_shape(tx.init, params))
   state = TrainState(step=train["step"], params=params, model_state=variables, opt_state=train["opt_state"],
                      apply_fn=model.apply, tx=tx)
+  if s.inputs.local:  # a stream continues where it stopped (mid-epoch exact; any process count)
+    s.inputs.set_state(meta.get("data_stream"))
   log.info("resumed from %s step %d (epoch %d, total rank %d)", directory, step, meta["epoch"],
            total_rank(architecture.ranks))
   return Run(s.par.place(state), train["rng"], meta["epoch"], architecture, meta["history"],
              meta.get("pruning_events", []))
 
 
-def train_epoch(c, par: DataParallel, state, batches, reg, total: int, desc: str):
+def train_epoch(c, par: DataParallel, state, batches, reg, total: int, desc: str, local: bool = False):
   """Runs ``par.train_step`` over ``batches``; returns (state, {'train_loss', ..., 'images_per_sec'}).
 
   Args:
@@ -149,6 +150,7 @@ def train_epoch(c, par: DataParallel, state, batches, reg, total: int, desc: str
     reg: the epoch's regularizer config.
     total: the number of batches (for the progress bar).
     desc: the progress bar's label.
+    local: whether ``batches`` are this process's part of each batch only (a stream), not the global batch.
 
   Returns:
     (state, metrics): the new state; the step metrics' means as ``train_<name>``, ``time_train``, ``images_per_sec``.
@@ -162,7 +164,7 @@ def train_epoch(c, par: DataParallel, state, batches, reg, total: int, desc: str
   sums, steps, start, finite = None, 0, time.perf_counter(), []
   first_step = int(par.metrics({"step": state.step})["step"])
   for batch in bar:
-    state, metrics = par.train_step(state, par.shard_batch(batch), reg)
+    state, metrics = par.train_step(state, par.shard_batch(batch, local), reg)
     finite.append(metrics.pop("finite"))
     sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
     steps += 1
@@ -189,29 +191,24 @@ def epoch_batches(s: Setup, r: Run):
   Returns:
     The iterator of ``data.train_batches``.
   """
-  c, ds = s.c, s.ds
   seed = [int(x) for x in np.asarray(jax.random.key_data(jax.random.fold_in(r.rng, r.epoch)))]
-  return data.train_batches(ds.train_images, ds.train_labels, c.batch_size, seed, r.epoch, s.mean, s.std,
-                            c.augment, c.max_steps_per_epoch)
+  return s.inputs.train_batches(seed, r.epoch)
 
 
-def evaluate(par: DataParallel, state, ds, mean, std, batch_size: int) -> dict:
+def evaluate(par: DataParallel, state, inputs) -> dict:
   """Test loss and accuracy of ``state`` over the whole test set.
 
   Args:
     par: the data-parallel mode.
     state: the train state, placed for ``par``.
-    ds: the dataset (its test split is used).
-    mean: per-channel normalization mean.
-    std: per-channel normalization standard deviation.
-    batch_size: the eval batch size (the last batch is padded and masked).
+    inputs: the run's input (``experiments.inputs``); its eval batches (the last one padded and masked) are used.
 
   Returns:
     {'test_loss', 'test_accuracy'}, means over the test examples.
   """
   sums = None
-  for batch in data.eval_batches(ds.test_images, ds.test_labels, batch_size, mean, std):
-    out = par.eval_step(state, par.shard_batch(batch))
+  for batch in inputs.eval_batches():
+    out = par.eval_step(state, par.shard_batch(batch, inputs.local))
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = par.metrics(sums)
   return {"test_loss": sums["loss_sum"] / sums["count"], "test_accuracy": sums["correct"] / sums["count"]}
@@ -253,15 +250,15 @@ def run_epoch(s: Setup, r: Run) -> tuple[dict, bool]:
       the last good checkpoint).
   """
   c = s.c
-  total = data.num_train_batches(len(s.ds.train_images), c.batch_size, c.max_steps_per_epoch)
+  total = s.inputs.num_train_batches()
   try:
     r.state, row = train_epoch(c, s.par, r.state, epoch_batches(s, r), s.plan.reg_for(r.epoch), total,
-                               f"epoch {r.epoch}")
+                               f"epoch {r.epoch}", s.inputs.local)
   except recovery.NonFiniteError as err:
     raise recovery.nonfinite(s.mngr, err, r.epoch) from None
   row = {"epoch": r.epoch, **row}
   start = time.perf_counter()
-  row.update(evaluate(s.par, r.state, s.ds, s.mean, s.std, c.eval_batch_size), time_eval=time.perf_counter() - start)
+  row.update(evaluate(s.par, r.state, s.inputs), time_eval=time.perf_counter() - start)
   start = time.perf_counter()
   changed = apply_events(s, r)
   row["time_prune"] = time.perf_counter() - start
@@ -302,15 +299,19 @@ def setup(c, workdir: str) -> Setup:
   """
   plan = make_plan(c)
   preflight.check_workdir(workdir)
-  ds = preflight.load_data(c)
-  mean, std = data.dataset_normalization(c.dataset, ds.train_images, c.normalization)
+  if c.dataset in inputs_lib.STREAMED:
+    inputs = inputs_lib.Streamed(c)
+  else:
+    ds = preflight.load_data(c)
+    mean, std = data.dataset_normalization(c.dataset, ds.train_images, c.normalization)
+    inputs = inputs_lib.InMemory(c, ds, mean, std)
   par = DataParallel(c.parallel, c.num_devices)
   preflight.check_devices(c, par.num_devices)
-  steps_per_epoch = max(data.num_train_batches(len(ds.train_images), c.batch_size, c.max_steps_per_epoch), 1)
+  steps_per_epoch = max(inputs.num_train_batches(), 1)
   ctx = events_lib.Context(build_model=lambda a: a.build_model(par.bn_axis_name),
                            make_tx=lambda a, params: make_tx(c, steps_per_epoch, a, params))
   mngr, lock = recovery.open_checkpoints(workdir, c.checkpoint, "test_accuracy")
-  return Setup(c, plan, par, ds, mean, std, ctx, mngr, lock=lock)
+  return Setup(c, plan, par, inputs, ctx, mngr, lock=lock)
 
 
 def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
@@ -346,7 +347,8 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
       if writer:
         writer.write(row)
       log.info(reporting.epoch_line(row))
-      checkpoint.save(s.mngr, s.par.host_state(r.state), r.rng, r.architecture, run_info(c, r),
+      checkpoint.save(s.mngr, s.par.host_state(r.state), r.rng, r.architecture,
+                      {**run_info(c, r), "data_stream": s.inputs.get_state()},
                       metrics={"test_accuracy": row["test_accuracy"]})
       if stop_after_epoch is not None and stop_after_epoch <= r.epoch < c.num_epochs:
         return None

@@ -20,7 +20,8 @@ import numpy as np
 
 from jaxsvd.validate import check_choice, check_dataset
 
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10, "imagenet2012": 1000}
+STREAMED = ("imagenet2012",)  # read by jaxsvd.streaming (experiments/inputs.py), never loaded into memory
 DATASETS = tuple(NUM_CLASSES)
 SOURCES = ("auto", "local", "tfds")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -291,6 +292,8 @@ def load_dataset(name: str, data_dir: str | None = None, source: str = "auto") -
   """
   check_choice("dataset", name, DATASETS)
   check_choice("data_source", source, SOURCES)
+  if name in STREAMED:
+    raise ValueError(f"dataset={name!r} is streamed (jaxsvd.streaming), not loaded into memory")
   if source == "tfds":
     ds = load_tfds(name, data_dir)
   elif name == "fashion_mnist":

@@ -28,6 +28,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Start from another run's workdir (its latest checkpoint): architecture from its record, params and batch stats,
   # fresh optimizer, epoch 0 (the official recipe's stages). Ignored when this workdir already has a checkpoint.
   c.init_from = ml_collections.FieldReference(None, field_type=str)
+  # Streamed datasets (imagenet2012: tfds with data_source='tfds', else data_dir/{train,val}/<class>/*.jpg):
+  # crop size, grain reader threads and prefetched examples per process (jaxsvd.streaming).
+  c.input = ml_collections.ConfigDict(dict(image_size=224, threads=16, prefetch=512))
 
   # sigma: 'signed' (W = U·diag(s)·Vᵀ) | 'abs' (the official forward, U·diag(|s|)·Vᵀ); init: 'svd_of_he' | 'official'
   # (kaiming-normal factors, s ~ N(0, 1)); dense_strided: keep stride > 1 convs dense (the official --svd_s1).
