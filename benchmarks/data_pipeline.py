@@ -117,7 +117,8 @@ def main():
       {"stage": "CIFAR in-memory NumPy (vectorized)", "img/s": f"{cifar['in_memory']:.0f}"},
       {"stage": f"CIFAR grain stream ({args.threads} threads)", "img/s": f"{cifar['grain']:.0f}"},
       {"stage": f"train step {common.model_name(args)} SVD, 32×32, batch {batch_size}", "img/s": f"{cifar_train:.0f}"},
-      {"stage": f"JPEG ({jpeg['mean_kib']:.0f} KiB) decode + RRC 224 + flip, 1 core", "img/s": f"{jpeg['per_core']:.1f}"},
+      {"stage": f"JPEG ({jpeg['mean_kib']:.0f} KiB) decode + RRC 224 + flip, 1 core",
+       "img/s": f"{jpeg['per_core']:.1f}"},
       {"stage": f"JPEG grain stream ({args.threads} threads) + normalize", "img/s": f"{jpeg['grain']:.1f}"},
       {"stage": f"train step {big} SVD, {big_image}×{big_image} (this CPU)", "img/s": f"{big_train:.2f}"},
   ]

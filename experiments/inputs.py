@@ -52,10 +52,9 @@ def sources(c) -> tuple[Any, Any]:
   """(train, eval) sources of a streamed dataset: tfds ('tfds': ``tfds.data_source``) or, for 'auto'/'local', an
   ImageFolder tree ``data_dir/train/<class>/*``, ``data_dir/val/<class>/*``."""
   if c.data_source == "tfds":
-    return streaming.tfds_source(c.dataset, "train", c.data_dir), streaming.tfds_source(c.dataset, "validation",
-                                                                                        c.data_dir)
+    return tuple(streaming.tfds_source(c.dataset, split, c.data_dir) for split in ("train", "validation"))
   root = c.data_dir or "."
-  return streaming.ImageFolderSource(os.path.join(root, "train")), streaming.ImageFolderSource(os.path.join(root, "val"))
+  return tuple(streaming.ImageFolderSource(os.path.join(root, split)) for split in ("train", "val"))
 
 
 class Streamed:
