@@ -123,7 +123,7 @@ def resume_run(s: Setup, step: int) -> Run:
   directory = s.mngr.directory
   meta = checkpoint.read_meta(directory, step)
   architecture = resumable_architecture(s.c, s.plan, checkpoint.read_architecture(directory, step),
-                                        s.ds.input_shape)
+                                        s.inputs.input_shape)
   model = s.ctx.build_model(architecture)
   variables = checkpoint.restore_variables(directory, step, model, architecture.input_shape)
   params = variables.pop("params")
