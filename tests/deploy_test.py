@@ -44,7 +44,7 @@ def perturbed(variables, seed=0):
 
 def pruned_zoo(model, svd):
   """A zoo model (tiny widths) at half rank when ``svd``, with perturbed BatchNorms."""
-  variables = jax.jit(model.init)(jax.random.key(1), X)  # jitted: one compile instead of op-by-op
+  variables = model.init(jax.random.key(1), X)
   if svd is not None:
     params, new_ranks, _ = pruning.prune(variables["params"], pruning.Strategy("ratio", reduce_by=0.5))
     model, variables = model.clone(svd=svd.with_ranks(new_ranks)), {**variables, "params": params}
@@ -64,7 +64,7 @@ def tiny_vgg(svd):
                          ids=["dense", "channel", "spatial"])
 def test_folding_equals_unfused_eval(build, svd):
   model, variables = pruned_zoo(build(svd), svd)
-  expected = jax.jit(model.apply)(variables, X)
+  expected = model.apply(variables, X, train=False)
   folded = deploy.fold(model, variables, X, train=False)
   assert folded.kept_norms == [] and "batch_stats" not in folded.rest  # every BatchNorm is gone
   assert set(folded.folded_norms.values()) <= set(folded.sites)
@@ -88,10 +88,10 @@ class UserNet(nn.Module):
 @pytest.mark.parametrize("decomposition", ["channel", "spatial"])
 def test_folding_an_svdify_model(decomposition):
   svd_model = svdify(UserNet(), decomposition=decomposition)
-  variables = jax.jit(svd_model.init)(jax.random.key(0), X)
+  variables = svd_model.init(jax.random.key(0), X)
   params, new_ranks, _ = pruning.prune(variables["params"], pruning.Strategy("ratio", reduce_by=0.4))
   svd_model, variables = svd_model.with_ranks(new_ranks), perturbed({**variables, "params": params})
-  expected = jax.jit(svd_model.apply)(variables, X)
+  expected = svd_model.apply(variables, X)
   folded = deploy.fold(svd_model, variables, X)
   assert folded.folded_norms == {"BatchNorm_0": "Conv_0", "BatchNorm_1": "Conv_1"}
   assert folded.kept_norms == ["BatchNorm_2"]  # behind a ReLU: stays a BatchNorm, read from `rest`
@@ -133,7 +133,7 @@ def test_export_cli_artifact_runs_without_jaxsvd_or_flax(tmp_path):
       jax.random.key(0), X))["params"])
   arch = Architecture("resnet8", 4, (12, 12, 3), svd, {p: max(1, r // 3) for p, r in full.items()}, full)
   model = arch.build_model()
-  variables = perturbed(jax.jit(model.init)(jax.random.key(2), X))
+  variables = perturbed(model.init(jax.random.key(2), X))
   _save_checkpoint(str(tmp_path / "run" / "checkpoints"), arch, variables)
   info = export_cli.export_run(str(tmp_path / "run"), batch=4, rules=("merged",), platforms=("cpu",))
   out = info["directory"]
@@ -157,7 +157,7 @@ def test_export_cli_artifact_runs_without_jaxsvd_or_flax(tmp_path):
                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
   assert proc.returncode == 0, proc.stderr[-3000:]
   for n, x in images.items():
-    expected = jax.jit(model.apply)(variables, x)
+    expected = model.apply(variables, x, train=False)
     chex.assert_trees_all_close(np.load(tmp_path / f"y{n}.npy"), np.asarray(expected), atol=1e-4, rtol=1e-4)
 
 
