@@ -4,7 +4,7 @@ The names a user imports; everything else lives in the submodules listed in READ
 
   layers        DenseSVD, ConvSVD                            W = U·diag(s)·Vᵀ, channel | spatial, 3 modes
   models        build_model, SVDSpec                         the zoo (CIFAR ResNets, ResNet-18, VGG)
-  svdify        SVDModel, decompose                          any linen model's Dense/Conv in SVD form
+  svdify        SVDModel, decompose                          any linen model's linear layers in SVD form (a module)
                 (the function is ``jaxsvd.svdify.svdify``: ``jaxsvd.svdify`` is the module)
   factors       (module)                                     matrix views of kernels, both executions, their MACs
   svdify_nnx    (module: svdify, ranks, prune, regularization)  Flax NNX models in SVD form (in-place graph surgery);

@@ -28,8 +28,9 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from flax.core import meta as meta_lib
 
-from jaxsvd import integrity
+from jaxsvd import integrity, structure
 from jaxsvd.integrity import CheckpointError, CheckpointSaveError, first_line  # noqa: F401 (CheckpointError: API)
 from jaxsvd.record import FORMAT_VERSION, READABLE_VERSIONS, Architecture, FormatError
 from jaxsvd.tree import leaves_by_path
@@ -70,7 +71,7 @@ def save(mngr: ocp.CheckpointManager, state, rng, architecture: Architecture, ru
   Args:
     mngr: from ``manager``.
     state: the host (unreplicated) train state.
-    rng: the run's PRNG key (typed).
+    rng: the run's PRNG key: typed (any implementation: threefry, rbg, ...) or a raw uint32 key array.
     architecture: the record ``state.params`` was built from.
     run: JSON-able caller metadata stored in the ``meta`` item.
     metrics: for the manager's best-checkpoint policy.
@@ -83,8 +84,9 @@ def save(mngr: ocp.CheckpointManager, state, rng, architecture: Architecture, ru
     CheckpointSaveError: one line (path, reason, free space) if this or the previous async save failed to write.
   """
   step = int(jax.device_get(state.step))
-  meta = {**(run or {}), "format_version": FORMAT_VERSION, "library_version": _library_version(), "step": step}
-  model_item = {"params": state.params, "model_state": state.model_state}
+  meta = {**(run or {}), "format_version": FORMAT_VERSION, "library_version": _library_version(), "step": step,
+          "rng": _rng_meta(rng)}
+  model_item = meta_lib.unbox({"params": state.params, "model_state": state.model_state})
   bad = integrity.nonfinite_leaves(model_item)
   if bad:
     raise CheckpointError(f"refusing to save step {step}: non-finite values in {', '.join(bad[:3])}"
@@ -122,6 +124,13 @@ def _save_errors(mngr):
     done = steps(directory) if os.path.isdir(directory) else []
     latest = f"the latest complete checkpoint is step {done[-1]}" if done else "no checkpoint is complete"
     raise CheckpointSaveError(f"{integrity.save_failure(err, directory, 'a checkpoint')}; {latest}") from None
+
+
+def _rng_meta(rng) -> dict:
+  """How to rebuild ``rng`` from its key data: implementation name (None: a raw uint32 key), data shape and dtype."""
+  typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+  data = jax.random.key_data(rng)
+  return {"impl": str(jax.random.key_impl(rng)) if typed else None, "shape": list(data.shape), "dtype": str(data.dtype)}
 
 
 def _library_version() -> str:
@@ -280,22 +289,24 @@ class Restored:
   step: int
 
 
-def abstract_variables(model, input_shape, **init_kwargs) -> dict:
+def abstract_variables(model, input_shape, input_dtype="float32", **init_kwargs) -> dict:
   """``jax.eval_shape`` of ``model.init`` on one example of ``input_shape``: the variables' shapes, no arrays.
 
   Args:
     model: a linen module.
     input_shape: one example's shape without the batch dimension.
-    **init_kwargs: passed to ``model.init`` (e.g. ``train=False``).
+    input_dtype: the input's dtype (e.g. 'int32' for token ids).
+    **init_kwargs: passed to ``model.init`` as they are, not traced (e.g. ``train=False``).
 
   Returns:
-    The variables dict with ``jax.ShapeDtypeStruct`` leaves, for a float32 input of shape (1, *input_shape).
+    The variables dict with ``jax.ShapeDtypeStruct`` leaves (metadata boxes such as ``nn.Partitioned`` removed),
+    for an input of shape (1, *input_shape).
   """
-  x = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
-  return jax.eval_shape(lambda k, x: model.init(k, x, **init_kwargs), jax.random.key(0), x)
+  x = jax.ShapeDtypeStruct((1, *input_shape), np.dtype(input_dtype))
+  return meta_lib.unbox(jax.eval_shape(lambda k, x: model.init(k, x, **init_kwargs), jax.random.key(0), x))
 
 
-def restore_variables(directory: str, step: int, model, input_shape, **init_kwargs) -> dict:
+def restore_variables(directory: str, step: int, model, input_shape, input_dtype="float32", **init_kwargs) -> dict:
   """The 'model' item as flax variables, restored into ``model``'s abstract shapes (no shapes stored in code).
 
   Args:
@@ -303,7 +314,8 @@ def restore_variables(directory: str, step: int, model, input_shape, **init_kwar
     step: the step.
     model: the linen module built from the step's architecture record.
     input_shape: one example's shape without the batch dimension.
-    **init_kwargs: passed to ``model.init`` for the abstract shapes.
+    input_dtype: the input's dtype.
+    **init_kwargs: passed to ``model.init`` for the abstract shapes (static call arguments, e.g. ``train=False``).
 
   Returns:
     {'params': ..., plus every other variable collection (e.g. 'batch_stats')}.
@@ -311,31 +323,58 @@ def restore_variables(directory: str, step: int, model, input_shape, **init_kwar
   Raises:
     CheckpointError: as ``restore_item``.
   """
-  abstract = abstract_variables(model, input_shape, **init_kwargs)
+  abstract = abstract_variables(model, input_shape, input_dtype, **init_kwargs)
   model_state = {k: v for k, v in abstract.items() if k != "params"}
   item = restore_item(directory, step, "model", {"params": abstract["params"], "model_state": model_state})
   return {"params": item["params"], **item["model_state"]}
 
 
-def restore(path: str, step: int | None = None) -> Restored:
+def restore(path: str, step: int | None = None, model: Any = None) -> Restored:
   """Model + variables from a checkpoint, in a process that knows nothing about the run.
 
   Args:
     path: a run's checkpoint directory (latest step unless ``step``) or one step's directory.
     step: which step.
+    model: for a user model's checkpoint (record ``user``), the user's module (e.g. ``MyNet()``); the record gives
+      its SVD form, ranks, stack shapes and call arguments. Must be None for a zoo model's.
 
   Returns:
-    ``Restored`` (model, variables, architecture record, run metadata, directory, step).
+    ``Restored`` (model, variables, architecture record, run metadata, directory, step); for a user model,
+    ``model`` is the module in the form it was saved in (e.g. its ``svdify.SVDModel``).
 
   Raises:
-    CheckpointError: if the checkpoint is missing, unreadable, or does not match its architecture record.
+    CheckpointError: if the checkpoint is missing, unreadable, or does not match its architecture record, or
+      ``model`` is missing (or given) for a user (zoo) model's checkpoint, or of another class or stack shape.
   """
   directory, step = resolve(path, step)
   meta = read_meta(directory, step)
   architecture = read_architecture(directory, step)
-  model = architecture.build_model()
-  variables = restore_variables(directory, step, model, architecture.input_shape)
+  if architecture.user is None:
+    if model is not None:
+      raise CheckpointError(f"{directory}/{step} holds the zoo model {architecture.model!r}; do not pass model=")
+    model = architecture.build_model()
+    variables = restore_variables(directory, step, model, architecture.input_shape)
+  else:
+    model, variables = _restore_user(directory, step, architecture, model)
   return Restored(model, variables, architecture, meta, directory, step)
+
+
+def _restore_user(directory: str, step: int, architecture: Architecture, module: Any) -> tuple[Any, dict]:
+  user = architecture.user
+  where = f"{directory}/{step}"
+  if module is None:
+    raise CheckpointError(f"{where} holds a user model ({user['module']}); pass it: restore(path, model=...)")
+  try:
+    model = architecture.build_user_model(module)
+  except ValueError as err:
+    raise CheckpointError(f"{where}: {err}") from None
+  args = (architecture.input_shape, user.get("input_dtype", "float32"))
+  abstract = abstract_variables(model, *args, **user.get("call_kwargs", {}))
+  stacks = {k: list(v) for k, v in structure.stack_shapes(abstract["params"]).items()}
+  if stacks != user.get("stack_shapes", {}):
+    raise CheckpointError(f"{where}: stacked layers {user.get('stack_shapes')} in the record but {stacks} in the "
+                          f"module passed (its scan/vmap lengths or groups differ)")
+  return model, restore_variables(directory, step, model, *args, **user.get("call_kwargs", {}))
 
 
 def restore_train(directory: str, step: int, abstract_opt_state: Any) -> dict:
@@ -347,13 +386,18 @@ def restore_train(directory: str, step: int, abstract_opt_state: Any) -> dict:
     abstract_opt_state: the optimizer state's abstract shapes (e.g. ``jax.eval_shape(tx.init, params)``).
 
   Returns:
-    {'opt_state': ..., 'step': int32 scalar, 'rng': typed PRNG key (rewrapped from its key data)}.
+    {'opt_state': ..., 'step': int32 scalar, 'rng': the key as saved: typed, of its implementation (rewrapped from
+    its key data), or a raw uint32 key array}.
 
   Raises:
     CheckpointError: as ``restore_item``.
   """
-  abstract = {"opt_state": abstract_opt_state, "step": jax.ShapeDtypeStruct((), np.int32),
-              "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
+  rng = read_meta(directory, step).get("rng")  # absent before jaxsvd 0.2: a default-implementation typed key
+  impl = None if rng is None else rng["impl"]
+  key_data = (jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))) if rng is None
+              else jax.ShapeDtypeStruct(tuple(rng["shape"]), np.dtype(rng["dtype"])))
+  abstract = {"opt_state": abstract_opt_state, "step": jax.ShapeDtypeStruct((), np.int32), "rng": key_data}
   item = restore_item(directory, step, "train", abstract)
-  item["rng"] = jax.random.wrap_key_data(item["rng"])
+  if rng is None or impl is not None:
+    item["rng"] = jax.random.wrap_key_data(item["rng"], impl=impl)
   return item

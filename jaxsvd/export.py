@@ -3,18 +3,21 @@
 ``merge(params, dense_template)`` replaces each SVD layer {U, s, V[, bias]} by {kernel[, bias]}
 with kernel = U·diag(s)·Vᵀ reshaped to the kernel shape found at the same path in
 ``dense_template`` (the params, or ``jax.eval_shape`` of them, of the same model with svd off).
-The decomposition is read from the factor shapes.
+The matrix view is read from the factor shapes (or given: ``merge(..., views=)``); stacked layers (``nn.scan``,
+``nn.vmap``) merge per slice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+from flax.core.meta import unbox
 
-from jaxsvd.factors import factors_to_kernel
 from jaxsvd.layers import effective_s
+from jaxsvd.matrix_view import MatrixView, conv_view, simple_view
 from jaxsvd.structure import iter_svd_layers
 from jaxsvd.tree import get_node, replace_nodes
 
@@ -44,35 +47,55 @@ def infer_decomposition(U, V, kernel_shape) -> str:
   raise ValueError(f"factors U{tuple(U.shape)}, V{tuple(V.shape)} do not fit kernel {tuple(kernel_shape)}")
 
 
-def merge(params: Any, dense_template: Any, sigma: str = "signed") -> dict:
-  """Dense params of the ordinary (svd off) model, W reconstructed from every SVD layer.
+def merge(params: Any, dense_template: Any, sigma: str = "signed",
+          views: Mapping[str, MatrixView] | None = None) -> dict:
+  """Dense params of the ordinary (svd off) model, W reconstructed from every SVD layer (stacked ones per slice).
 
   Args:
     params: the SVD model's params.
     dense_template: params (or their ``jax.eval_shape``) of the same model with svd off; only the shape of the
-      ``kernel`` at each SVD layer's path is read.
+      ``kernel`` (or an Embed's ``embedding``) at each SVD layer's path is read.
     sigma: the model's ``svd.sigma``: 'abs' merges U·diag(|s|)·Vᵀ.
+    views: {layer path: ``MatrixView``} (``svdify.SVDModel.report(x).views``) for layers whose view the shapes do not
+      determine (grouped convs, Einsum kernels); other layers' views are inferred from the shapes: the kernel is
+      (*lead, *in, *out) with U's leading axes as ``lead`` (Dense, Embed, DenseGeneral, channel-view convs, all
+      under ``nn.scan``), or a 2-D conv's spatial view (``infer_decomposition``).
 
   Returns:
-    ``params`` with each SVD layer {U, s, V[, bias]} replaced by {kernel[, bias]}, kernel = U·diag(s)·Vᵀ
-    reshaped to the template's kernel shape (other leaves of the SVD node are dropped).
+    ``params`` with each SVD layer {U, s, V[, bias]} replaced by {kernel (or embedding)[, bias]} (other leaves of
+    the SVD node are dropped).
 
   Raises:
     ValueError: if the template has no kernel at an SVD layer's path, or the factors do not fit it.
   """
   new_nodes = {}
-  for path, node in iter_svd_layers(params):
+  for path, node in iter_svd_layers(unbox(params)):
     try:
-      kernel_shape = tuple(np.shape(get_node(dense_template, path)["kernel"]))
-    except (KeyError, TypeError) as err:
+      template = get_node(unbox(dense_template), path)
+      name = next(k for k in ("kernel", "embedding") if k in template)
+    except (KeyError, TypeError, StopIteration) as err:
       raise ValueError(f"dense template has no kernel at SVD layer path {path!r}") from err
-    decomposition = infer_decomposition(node["U"], node["V"], kernel_shape)
-    s = effective_s(node["s"], sigma)
-    merged = {"kernel": factors_to_kernel(node["U"], s, node["V"], kernel_shape, decomposition)}
+    shape = tuple(np.shape(template[name]))
+    view = (views or {}).get(path) or _inferred_view(node["U"], node["V"], shape)
+    merged = {name: view.to_kernel(node["U"], effective_s(node["s"], sigma), node["V"]).reshape(shape)}
     if "bias" in node:
       merged["bias"] = node["bias"]
     new_nodes[path] = merged
-  return replace_nodes(params, new_nodes)
+  return replace_nodes(unbox(params), new_nodes)
+
+
+def _inferred_view(U, V, shape) -> MatrixView:
+  """The view of a kernel of ``shape`` (U's leading axes first) that fits U (*lead, m, r), V (*lead, k, r)."""
+  lead = np.ndim(U) - 2
+  kernel_shape = shape[lead:]
+  if len(kernel_shape) == 4 and infer_decomposition(U[(0,) * lead], V[(0,) * lead], kernel_shape) == "spatial":
+    return conv_view(kernel_shape, 1, "spatial")
+  for n_in in range(len(kernel_shape) - 1, 0, -1):
+    view = simple_view(kernel_shape, 0, n_in)
+    if view.matrix_shape == (np.shape(U)[-2], np.shape(V)[-2]):
+      return view
+  raise ValueError(f"factors U{tuple(np.shape(U))}, V{tuple(np.shape(V))} do not fit kernel {shape}; "
+                   f"pass views= (svdify.SVDModel.report(x).views)")
 
 
 def factored(params: Any, sigma: str = "signed") -> dict:
@@ -92,6 +115,6 @@ def factored(params: Any, sigma: str = "signed") -> dict:
   for path, node in iter_svd_layers(params):
     root = jnp.sqrt(jnp.abs(node["s"]))
     sign = jnp.ones_like(node["s"]) if sigma == "abs" else jnp.sign(node["s"])
-    new_nodes[path] = {**node, "U": node["U"] * root, "V": node["V"] * (sign * root),
+    new_nodes[path] = {**node, "U": node["U"] * root[..., None, :], "V": node["V"] * (sign * root)[..., None, :],
                        "s": jnp.ones_like(node["s"])}
   return replace_nodes(params, new_nodes)

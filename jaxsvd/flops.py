@@ -1,10 +1,14 @@
 """MACs and parameter counts of a model at its current ranks, for one input example.
 
 Counted analytically per layer while the model is traced abstractly (``jax.eval_shape``), by
-intercepting every nn.Conv / nn.Dense / ConvSVD / DenseSVD call. For an SVD layer the count is
-its cheaper execution at inference, min(factored, dense) — what ``mode='auto'`` achieves once the
-kernel rebuild is amortized (or merged away by export) — and its deployable parameter count
-min(r·(m + k), m·k). Elementwise ops (BN, ReLU, pooling, adds) are not counted.
+intercepting every linear layer call (Dense, DenseGeneral, Embed and its ``attend``, Einsum, convs, ConvSVD,
+DenseSVD). For an SVD layer the count is its cheaper execution at inference, min(factored, dense) — what
+``mode='auto'`` achieves once the kernel rebuild is amortized (or merged away by export) — and its deployable
+parameter count min(r·(m + k), m·k) per matrix. Other layers than plain Dense / 2-D Conv are counted from their
+output y and matrix view (m × k per stack slice): dense y.size·k MACs (``attend``: y.size·m; an Embed lookup: 0;
+ConvTranspose: y.size·k / ∏strides), factored y.size·r·(m + k)/m. A layer under ``nn.scan``/``nn.vmap`` counts
+once per slice. Elementwise ops (BN, ReLU, pooling, adds, attention's softmax and its two activation products) are
+not counted.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxsvd import conversion
 from jaxsvd.factors import conv_macs, conv_pads, dense_macs, matrix_shape
 from jaxsvd.layers import ConvSVD, DenseSVD
-from jaxsvd.svdify import SVDModel
+from jaxsvd.svdify import SVDModel, abstract_init
+from jaxsvd.tree import get_node
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +70,11 @@ def _layer_cost(module, x) -> LayerCost | None:
   bias = module.features if module.use_bias else 0
   if isinstance(module, (nn.Dense, DenseSVD)):
     k, n = x.shape[-1], module.features
+    vectors = math.prod(x.shape[:-1])  # e.g. the tokens of a sequence
     if isinstance(module, nn.Dense):
-      return LayerCost(kind, k * n, k * n + bias)
+      return LayerCost(kind, vectors * k * n, k * n + bias)
     r = module.rank or min(k, n)
-    macs = dense_macs(1, k, n, r)
+    macs = dense_macs(vectors, k, n, r)
     return LayerCost(kind, min(macs["factored"], macs["dense"]), min(r * (k + n), k * n) + bias)
   kh, kw = module.kernel_size
   strides = _strides(module)
@@ -82,7 +90,33 @@ def _layer_cost(module, x) -> LayerCost | None:
   return LayerCost(kind, min(macs["factored"], macs["dense"]), min(r * (rows + cols), dense_params) + bias)
 
 
-def count(model: nn.Module, input_shape: tuple[int, ...], **apply_kwargs: Any) -> CostReport:
+def _generic_cost(module, method: str, y_shape, node: dict, view) -> LayerCost:
+  """Cost of a layer from its output shape and its params' shapes ``node`` (one slice), see the module doc."""
+  bias = math.prod(node["bias"]) if "bias" in node else 0
+  m, k = view.matrix_shape
+  stack = math.prod(view.stack_shape)
+  out = math.prod(y_shape)
+  if isinstance(module, nn.Embed):
+    dense = out * m if method == "attend" else 0
+  elif isinstance(module, nn.ConvTranspose):
+    dense = out * k // math.prod(conversion.pair(module.strides or 1)) if len(view.kernel_shape) == 4 else out * k
+  else:
+    dense = out * k
+  if "U" not in node:
+    return LayerCost(type(module).__name__, dense, stack * m * k + bias)
+  r = node["s"][-1]
+  applications = out // (k if method == "attend" else m)
+  factored = applications * r * (m + k) if dense else 0
+  return LayerCost(type(module).__name__ + "SVD", min(dense, factored), stack * min(r * (m + k), m * k) + bias)
+
+
+def _shapes(module) -> dict[str, tuple]:
+  params = module.variables.get("params", {})
+  return {k: tuple(np.shape(v)) for k, v in conversion.unbox_tree(dict(params)).items()}
+
+
+def count(model: nn.Module, input_shape: tuple[int, ...], input_dtype: Any = jnp.float32,
+          **apply_kwargs: Any) -> CostReport:
   """Per-layer MACs/params of ``model`` for one example of shape ``input_shape`` (no batch dim).
 
   Ranks come from the model's config (the architecture is data); no params are needed.
@@ -91,28 +125,45 @@ def count(model: nn.Module, input_shape: tuple[int, ...], **apply_kwargs: Any) -
   Args:
     model: a linen module (or ``svdify.SVDModel``).
     input_shape: one example's shape without the batch dimension.
-    **apply_kwargs: passed to the model's init (e.g. ``train=False``).
+    input_dtype: the input's dtype (e.g. ``jnp.int32`` for token ids).
+    **apply_kwargs: passed to the model's init (e.g. ``train=False``), not traced.
 
   Returns:
-    A ``CostReport`` with one ``LayerCost`` per nn.Dense / nn.Conv / DenseSVD / ConvSVD call, keyed by the
-    '/'-joined module path (a module called twice is counted once, at its last call).
+    A ``CostReport`` with one ``LayerCost`` per linear layer, keyed by the '/'-joined module path (a module called
+    twice is counted once, at its last call; a layer under ``nn.scan``/``nn.vmap`` times its number of slices).
   """
-  layers: dict[str, LayerCost] = {}
-  as_run = model.svd_layer if isinstance(model, SVDModel) else (lambda module: module)
-  init = model.init if isinstance(model, SVDModel) else model.init_with_output
+  is_svd = isinstance(model, SVDModel)
+  x = jax.ShapeDtypeStruct((1, *input_shape), input_dtype)
+  views = model.report(x, **apply_kwargs).views if is_svd else {}
+  calls: dict[str, tuple] = {}
 
   def interceptor(next_fun, args, kwargs, context):
-    if context.method_name == "__call__" and args:
-      cost = _layer_cost(as_run(context.module), args[0])
-      if cost is not None:
-        layers["/".join(context.module.path)] = cost
-    return next_fun(*args, **kwargs)
+    module, method = context.module, context.method_name
+    y = next_fun(*args, **kwargs)
+    if method not in ("__call__", "attend") or not args:
+      return y
+    path = "/".join(module.path)
+    if isinstance(module, (DenseSVD, ConvSVD)) or (type(module) in (nn.Dense, nn.Conv)
+                                                   and conversion.is_native(module, args[0])):
+      calls[path] = (_layer_cost(model.svd_layer(module) if is_svd else module, args[0]), _shapes(module))
+    elif conversion.base_class(module) is not None and "params" in module.variables:
+      node = _shapes(module)
+      kernel = node.get("kernel", node.get("embedding"))
+      view = views.get(path) or (conversion.view_for_layer(module, kernel, "channel", None) if kernel else None)
+      if view is not None and not isinstance(view, str):
+        calls[path] = ((module, method, tuple(y.shape), node, view), node)
+    return y
 
-  x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-
-  def run(x):
-    with nn.intercept_methods(interceptor):
-      return init(jax.random.key(0), x, **apply_kwargs)
-
-  jax.eval_shape(run, x)
+  with nn.intercept_methods(interceptor):
+    params = conversion.unbox_tree(abstract_init(model, x, **apply_kwargs)["params"])
+  layers = {}
+  for path, (call, slice_node) in calls.items():
+    cost = call if isinstance(call, LayerCost) else _generic_cost(*call)
+    full = get_node(params, path)
+    name = next((k for k in ("U", "kernel", "embedding") if k in slice_node), None)
+    if name is None:  # a zoo SVD layer's params live in its own scope, never under a scan
+      layers[path] = cost
+      continue
+    slices = math.prod(np.shape(full[name])) // math.prod(slice_node[name])
+    layers[path] = LayerCost(cost.kind, cost.macs * slices, cost.params * slices)
   return CostReport(layers)

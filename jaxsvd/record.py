@@ -25,11 +25,19 @@ abstract targets → arrays. Fields (format version 2):
                    slimming; ``pruning.slimming.masks_from_channels`` rebuilds the masks for resuming).
   options          null or {option: value}: CIFAR ResNet architecture options (``models.CIFAR_RESNET_OPTIONS``:
                    shortcut 'A' | 'B', block 'basic' | 'bottleneck', bottleneck_relu); absent in older records.
+  user             null (a zoo model), or the record kind of a user's own model, whose module the caller passes at
+                   restore (``checkpoint.restore(path, model=MyNet())``); ``model`` then holds its class name and
+                   ``num_classes`` 0. Keys: framework ('linen'; 'nnx'), module (the class's qualified name, checked
+                   at restore), svdify (null: dense; else the ``svdify`` settings {decomposition, mode, skip,
+                   skip_pattern}), call_kwargs ({name: JSON value}: the static arguments init/apply were called
+                   with, e.g. {"train": false}), input_dtype (e.g. 'float32', 'int32'), stack_shapes ({SVD layer
+                   path: [int]}: the leading stack axes of stacked layers, ``nn.scan``/``nn.vmap``/groups).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +48,10 @@ from jaxsvd.structure import validate_ranks
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, FORMAT_VERSION)  # 1: converted on read (``from_json``)
+
+
+# framework → 'module:function' building a user model from (record, module); loaded lazily.
+USER_BUILDERS = {"linen": "jaxsvd.svdify:from_record"}
 
 
 class FormatError(ValueError):
@@ -62,6 +74,7 @@ class Architecture:
   pruned_channels: Mapping[str, list[int]] | None = None
   masked_channels: Mapping[str, list[int]] | None = None
   options: Mapping[str, object] | None = None
+  user: Mapping[str, Any] | None = None
 
   def __post_init__(self):
     validate_ranks(self.ranks, "ranks")
@@ -87,9 +100,37 @@ class Architecture:
 
     Returns:
       ``models.build_model(model, num_classes, svd, ranks=ranks (if svd), widths=widths, ...)``.
+
+    Raises:
+      ValueError: if the record describes a user model (use ``build_user_model``).
     """
+    if self.user is not None:
+      raise ValueError(f"the record describes a user model ({self.model}); build it with build_user_model(module)")
     return build_model(self.model, self.num_classes, self.svd, ranks=dict(self.ranks) if self.svd else None,
                        bn_axis_name=bn_axis_name, widths=self.widths, gated=gated, options=self.options)
+
+  def build_user_model(self, module: Any) -> Any:
+    """The user's ``module`` at this record's architecture (its framework's builder, ``USER_BUILDERS``).
+
+    Args:
+      module: the user's model (e.g. a linen ``nn.Module`` instance), of the class named in ``user['module']``.
+
+    Returns:
+      What the framework's builder returns (linen: ``svdify.svdify(module, ranks, **user['svdify'])``).
+
+    Raises:
+      ValueError: if the record is not a user model's, or ``module`` is of another class.
+    """
+    if self.user is None:
+      raise ValueError(f"the record describes the zoo model {self.model!r}, not a user model")
+    name = type(module).__qualname__
+    if name != self.user["module"]:
+      raise ValueError(f"record user.module={self.user['module']!r} but the module passed is a {name}")
+    framework = self.user["framework"]
+    if framework not in USER_BUILDERS:
+      raise ValueError(f"record user.framework={framework!r} is not one of {tuple(USER_BUILDERS)}")
+    module_name, fn_name = USER_BUILDERS[framework].split(":")
+    return getattr(importlib.import_module(module_name), fn_name)(self, module)
 
   def dense(self) -> Architecture:
     """The same architecture with every SVD layer dense (the target of ``export.merge``)."""
@@ -104,7 +145,7 @@ class Architecture:
             "widths": None if self.widths is None else {k: int(v) for k, v in self.widths.items()},
             "pruned_channels": _channels_json(self.pruned_channels),
             "masked_channels": _channels_json(self.masked_channels),
-            "options": None if self.options is None else dict(self.options)}
+            "options": None if self.options is None else dict(self.options), "user": _user_json(self.user)}
 
   @classmethod
   def from_json(cls, d: Mapping[str, Any], where: str = "architecture record") -> Architecture:
@@ -133,7 +174,7 @@ class Architecture:
                  input_shape=tuple(int(x) for x in d["input_shape"]), svd=svd, ranks=dict(d["ranks"]),
                  original_ranks=dict(d["original_ranks"]), widths=d.get("widths"),
                  pruned_channels=d.get("pruned_channels"), masked_channels=d.get("masked_channels"),
-                 options=d.get("options"))
+                 options=d.get("options"), user=d.get("user"))
     except (KeyError, TypeError, AttributeError) as err:
       raise FormatError(f"{where} (format_version={version}) is missing or mistypes field {err}") from None
 
@@ -148,6 +189,13 @@ def _from_version_1(meta: Mapping[str, Any]) -> dict:
           "ranks": meta.get("ranks") or {}, "original_ranks": meta.get("original_ranks") or meta.get("ranks") or {},
           "widths": None if not inner else {f"{block}/conv1": width for block, width in inner.items()},
           "pruned_channels": None, "masked_channels": meta.get("pruned_channels")}
+
+
+def _user_json(user: Mapping[str, Any] | None) -> dict | None:
+  if user is None:
+    return None
+  shapes = {k: [int(d) for d in v] for k, v in user.get("stack_shapes", {}).items()}
+  return {**user, "stack_shapes": shapes}
 
 
 def _channels_json(channels: Mapping[str, list[int]] | None) -> dict | None:

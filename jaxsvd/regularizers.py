@@ -5,7 +5,8 @@
   hoyer_square(s)     = ‖s‖₁² / ‖s‖₂²
   l1(s)               = ‖s‖₁
 All are defined as 0 at s = 0 and have finite gradients there. The r × r Gram is the
-cheaper orientation since r ≤ min(m, k).
+cheaper orientation since r ≤ min(m, k). A stacked layer (U (*L, m, r), s (*L, r), V (*L, k, r): ``nn.scan``,
+``nn.vmap``, grouped convs) contributes the sum of its slices' terms, each slice being its own layer.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxsvd.structure import iter_svd_layers
+from jaxsvd.structure import iter_svd_layers, unboxed
 
 
 @jax.custom_vjp
@@ -24,16 +25,16 @@ def gram_deviation(a: jax.Array) -> jax.Array:
   autodiff of the plain formula needs three).
 
   Args:
-    a: (m, r) matrix.
+    a: (m, r) matrix, or a stack (*L, m, r) of them.
 
   Returns:
-    The scalar ‖AᵀA − I_r‖²_F.
+    The scalar ‖AᵀA − I_r‖²_F (summed over the stack).
   """
   return _gram_deviation_fwd(a)[0]
 
 
 def _gram_deviation_fwd(a):
-  deviation = a.T @ a - jnp.eye(a.shape[1], dtype=a.dtype)
+  deviation = jnp.swapaxes(a, -1, -2) @ a - jnp.eye(a.shape[-1], dtype=a.dtype)
   return jnp.sum(jnp.square(deviation)), (a, deviation)
 
 
@@ -49,13 +50,13 @@ def orthogonality(U: jax.Array, V: jax.Array) -> jax.Array:
   """(‖UᵀU − I‖²_F + ‖VᵀV − I‖²_F) / r²: how far the columns of U and V are from orthonormal.
 
   Args:
-    U: (m, r).
-    V: (k, r).
+    U: (m, r), or a stack (*L, m, r).
+    V: (k, r), or a stack (*L, k, r).
 
   Returns:
-    A scalar, 0 iff U and V both have orthonormal columns.
+    A scalar, 0 iff U and V both have orthonormal columns (summed over the stack).
   """
-  r = U.shape[1]
+  r = U.shape[-1]
   return (gram_deviation(U) + gram_deviation(V)) / (r * r)
 
 
@@ -130,16 +131,32 @@ def sparsity_fn(name: str) -> Callable[[jax.Array], jax.Array]:
   return SPARSITY[name]
 
 
+def per_slice(fn: Callable[[jax.Array], jax.Array], s: jax.Array) -> jax.Array:
+  """Σ over the slices of a stack s (*L, r) of ``fn(s[l])`` (``fn(s)`` for a plain (r,) s).
+
+  Args:
+    fn: a regularizer of one (r,) vector.
+    s: (r,) or (*L, r).
+
+  Returns:
+    A scalar.
+  """
+  if s.ndim == 1:
+    return fn(s)
+  return jnp.sum(jax.vmap(fn)(s.reshape(-1, s.shape[-1])))
+
+
 def total_orthogonality(params) -> jax.Array:
   """Σ over every SVD layer of ``orthogonality(U, V)``.
 
   Args:
-    params: the params pytree (SVD layers are found by structure, see ``structure.iter_svd_layers``).
+    params: the params pytree (SVD layers are found by structure, see ``structure.iter_svd_layers``; stacked
+      layers count once per slice).
 
   Returns:
     A scalar (0 without SVD layers).
   """
-  terms = [orthogonality(n["U"], n["V"]) for _, n in iter_svd_layers(params)]
+  terms = [orthogonality(unboxed(n["U"]), unboxed(n["V"])) for _, n in iter_svd_layers(params)]
   return sum(terms, jnp.zeros((), jnp.float32))
 
 
@@ -157,5 +174,5 @@ def total_sparsity(params, name: str = "hoyer") -> jax.Array:
     ValueError: if ``name`` is not a key of ``SPARSITY``.
   """
   fn = sparsity_fn(name)
-  terms = [fn(n["s"]) for _, n in iter_svd_layers(params)]
+  terms = [per_slice(fn, unboxed(n["s"])) for _, n in iter_svd_layers(params)]
   return sum(terms, jnp.zeros((), jnp.float32))

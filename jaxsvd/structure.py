@@ -1,6 +1,9 @@
 """Layers found in params by structure, never by name, and the architecture read back from their shapes.
 
-  SVD layer:   a mapping holding leaves ``U`` (m, r), ``s`` (r,), ``V`` (k, r) with one shared r.
+  SVD layer:   a mapping holding leaves ``U`` (*L, m, r), ``s`` (*L, r), ``V`` (*L, k, r) with one shared r and
+               the same leading stack shape L (empty for a plain layer; (layers,) under ``nn.scan``/``nn.vmap``;
+               (groups,) for a grouped conv; both when stacked twice). A stacked layer is one layer of one rank:
+               every slice U[l]·diag(s[l])·V[l]ᵀ is its own matrix, all of rank r (a scan needs equal shapes).
   norm layer:  a mapping holding 1-D leaves ``scale`` and ``bias`` of one size (BatchNorm, LayerNorm):
                its γ is what network slimming penalizes and thresholds.
 
@@ -13,31 +16,50 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Iterator
 
-import numpy as np
+from flax.core.meta import AxisMetadata
 
 PyTree = Any
 
 
+def unboxed(x: Any) -> Any:
+  """``x`` without a flax metadata box (``nn.Partitioned``, ``nn.LogicallyPartitioned``): its ``value``, else ``x``."""
+  return x.value if isinstance(x, AxisMetadata) else x
+
+
 def _shape(x) -> tuple | None:
-  shape = getattr(x, "shape", None)
+  shape = getattr(unboxed(x), "shape", None)
   return None if shape is None else tuple(shape)
 
 
 def is_svd_node(node: Any) -> bool:
-  """Whether ``node`` is an SVD layer's params: {'U': (m, r), 's': (r,), 'V': (k, r), ...}.
+  """Whether ``node`` is an SVD layer's params: {'U': (*L, m, r), 's': (*L, r), 'V': (*L, k, r), ...}.
 
   Args:
-    node: any pytree node.
+    node: any pytree node (leaves may be boxed, e.g. ``nn.LogicallyPartitioned``).
 
   Returns:
-    True iff ``node`` is a mapping with shaped leaves 'U' (2-D), 's' (1-D), 'V' (2-D) sharing one r.
+    True iff ``node`` is a mapping with shaped leaves 'U', 's', 'V' of one leading stack shape L (possibly empty),
+    U and V matrices beyond it, sharing one r.
   """
   if not isinstance(node, Mapping) or not {"U", "s", "V"} <= set(node.keys()):
     return False
   us, ss, vs = (_shape(node[k]) for k in ("U", "s", "V"))
-  if us is None or ss is None or vs is None:
+  if us is None or ss is None or vs is None or len(ss) < 1:
     return False
-  return len(us) == 2 and len(ss) == 1 and len(vs) == 2 and us[1] == ss[0] == vs[1]
+  lead = ss[:-1]
+  return us[:-2] == lead == vs[:-2] and len(us) == len(vs) == len(ss) + 1 and us[-1] == ss[-1] == vs[-1]
+
+
+def stack_shape(node: Mapping) -> tuple[int, ...]:
+  """The leading stack shape L of an SVD layer's params (``()`` for a plain layer).
+
+  Args:
+    node: an SVD layer's params (``is_svd_node``).
+
+  Returns:
+    ``s.shape[:-1]``.
+  """
+  return _shape(node["s"])[:-1]
 
 
 def is_norm_node(node: Any) -> bool:
@@ -115,7 +137,19 @@ def ranks(params: PyTree) -> dict[str, int]:
   Returns:
     {SVD layer path: rank r}.
   """
-  return {path: int(node["s"].shape[0]) for path, node in iter_svd_layers(params)}
+  return {path: int(_shape(node["s"])[-1]) for path, node in iter_svd_layers(params)}
+
+
+def stack_shapes(params: PyTree) -> dict[str, tuple[int, ...]]:
+  """{SVD layer path: leading stack shape} of the stacked SVD layers (``nn.scan``/``nn.vmap``, grouped convs).
+
+  Args:
+    params: a params pytree (arrays or ``jax.ShapeDtypeStruct`` leaves, boxed or not).
+
+  Returns:
+    {layer path: L} for every SVD layer whose L is not empty.
+  """
+  return {path: stack_shape(node) for path, node in iter_svd_layers(params) if stack_shape(node)}
 
 
 def norm_widths(params: PyTree) -> dict[str, int]:
@@ -127,7 +161,7 @@ def norm_widths(params: PyTree) -> dict[str, int]:
   Returns:
     {norm layer path: len(scale)}.
   """
-  return {path: int(np.shape(node["scale"])[0]) for path, node in norm_layers(params).items()}
+  return {path: int(_shape(node["scale"])[0]) for path, node in norm_layers(params).items()}
 
 
 def norm_scales(params: PyTree) -> dict[str, bool]:

@@ -1,49 +1,77 @@
 """Turn any linen model into its SVD form, without touching its code.
 
-``svdify(model, ranks)`` runs ``model`` with every ``nn.Dense`` and 2-D ``nn.Conv`` intercepted
-(``nn.intercept_methods``): instead of a ``kernel`` the layer holds ``U``, ``s``, ``V`` (created in the
-layer's own scope, so param paths are the original model's) and runs as ``layers.DenseSVD`` /
-``layers.ConvSVD`` would. Everything else (BatchNorm, attention, pooling, ...) is untouched.
+``svdify(model, ranks)`` is a linen module that runs ``model`` (sharing its scope: the param paths are the
+model's own) with every linear layer intercepted (``nn.intercept_methods``): instead of its kernel the layer
+holds U, s, V and applies U·diag(s)·Vᵀ. Which layers convert and how is ``jaxsvd.conversion``; the matrix each
+kernel is viewed as is ``jaxsvd.matrix_view``:
 
-  svd_model = svdify(model, ranks={"Conv_1": 8}, skip=("Conv_0",))   # missing paths: full rank
-  variables = svd_model.init(key, x)                                 # He-equivalent SVD init
-  ranks(variables["params"])                                         # the architecture, read back
-  svd_model = svdify(model, new_ranks)                               # after pruning: same params tree
+  nn.Dense (c, n), nn.Embed (vocab, features)   one matrix n × c (Embed's lookup and ``attend`` share it)
+  nn.DenseGeneral (*batch, *in, *out)           ∏out × ∏in: input axes flattened × output axes flattened;
+                                                one matrix per index of the batch_dims (a stacked layer)
+  nn.Einsum                                     when its kernel is a matrix after grouping (else left dense)
+  nn.Conv (1-D/2-D/3-D, grouped, dilated), nn.ConvTranspose, nn.ConvLocal    the channel view n × ∏k·c per
+                                                group (2-D convs also 'spatial'); groups are a stack axis
+Layers under ``nn.scan``/``nn.vmap`` get U (L, m, r), s (L, r), V (L, k, r); ``structure``, the regularizers,
+``pruning.rank.prune``, ``decompose``, ``export.merge`` and checkpoints treat them as one layer of one rank.
+Partitioning boxes (``nn.with_logical_partitioning``, ``nn.Partitioned``) carry over to U, s, V.
 
-``decompose(svd_model, dense_variables, x)`` starts from a trained dense model instead: every kernel
-is factored by its SVD and truncated to the model's ranks (best rank-r approximation, Eckart–Young).
-``export.merge(params, dense_params)`` goes back. Only what the SVD layers can express is converted:
-convs with dilation, groups, a mask, or padding other than SAME/VALID/explicit raise an error that
-names the layer; list such layers in ``skip``.
+  svd_model = svdify(model, ranks={"Conv_1": 8}, skip=("Conv_0",), skip_pattern=r".*head.*")
+  variables = svd_model.init(key, x, train=False)        # a linen module: also usable inside other modules
+  svd_model.report(x, train=False)                       # converted vs left-dense layers, with reasons
+  variables = decompose(svd_model, dense_variables, x)   # from a trained dense model (truncated SVD)
+  svd_model = svd_model.with_ranks(new_ranks)            # after pruning: the architecture is (model, ranks)
+
+Ranks and skip paths are relative to ``model`` ('/'-joined module names, as in its params).
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
-import functools
-from typing import Any, Mapping
+import re
+import warnings
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
-from flax import nnx
 import jax
-import jax.numpy as jnp
+from flax import nnx
 import numpy as np
 
-from jaxsvd import factors, layers
-from jaxsvd.structure import iter_svd_layers, validate_ranks
+from jaxsvd import conversion, layers
+from jaxsvd.matrix_view import describe, simple_view, conv_view, MatrixView
+from jaxsvd.structure import iter_svd_layers, stack_shapes, ranks as read_ranks, validate_ranks
 from jaxsvd.tree import get_node, replace_nodes
 from jaxsvd.validate import check_choice
 
+_SINK: contextvars.ContextVar = contextvars.ContextVar("svdify_report_sink", default=None)
+
 
 @dataclasses.dataclass(frozen=True)
-class SVDModel:
-  """``model`` with its Dense/Conv layers in SVD form; ``init``/``apply`` as a linen module's."""
+class ConversionReport:
+  """What ``svdify`` did to a model: ``converted`` {path: ``conversion.Converted``}, ``dense`` {path: reason}
+  (left dense although it is a linear layer) and ``skipped`` (paths the caller asked to keep dense)."""
+  converted: dict[str, conversion.Converted]
+  dense: dict[str, str]
+  skipped: tuple[str, ...]
+  views: dict[str, MatrixView]
+
+  def __str__(self) -> str:
+    rows = [f"  {p}: {c.kind} {c.matrix}, rank {c.rank}, {c.execution}" for p, c in self.converted.items()]
+    rows += [f"  {p}: left dense: {reason}" for p, reason in self.dense.items()]
+    rows += [f"  {p}: skipped" for p in self.skipped]
+    return f"svdify: {len(self.converted)} layers converted, {len(self.dense)} left dense\n" + "\n".join(rows)
+
+
+class SVDModel(nn.Module):
+  """``model`` with its linear layers in SVD form; a linen module (``init``/``apply``/submodule use)."""
 
   model: nn.Module
   ranks: tuple[tuple[str, int], ...] = ()  # frozen {layer path: rank}; missing paths are full rank
   decomposition: str = "channel"
   mode: str = "auto"
   skip: tuple[str, ...] = ()  # layer paths kept dense
+  skip_pattern: str | None = None  # regex: layers whose path fully matches it are kept dense
+  skip_if: Callable[[str, nn.Module], bool] | None = None  # predicate (path, layer) → keep dense
   sigma: str = "signed"  # 'signed' | 'abs' (the official forward, see jaxsvd.layers)
   init_scheme: str = "svd_of_he"  # 'svd_of_he' | 'official' (not `init`: that is the method)
 
@@ -55,143 +83,254 @@ class SVDModel:
     validate_ranks(dict(self.ranks))
     if overlap := sorted(set(dict(self.ranks)) & set(self.skip)):
       raise ValueError(f"svdify: layers {overlap} are both in ranks and in skip")
+    if self.skip_pattern is not None:
+      re.compile(self.skip_pattern)
+    super().__post_init__()
 
-  def init(self, rngs, *args, **kwargs):
-    """``model.init`` with the Dense/Conv layers in SVD form.
+  def setup(self):
+    nn.share_scope(self, self.model)
 
-    Args:
-      rngs: the PRNG key(s), as for ``nn.Module.init``.
-      *args: the model's inputs.
-      **kwargs: further arguments of ``model.init``.
-
-    Returns:
-      The variables; each converted layer holds ``U``, ``s``, ``V`` instead of ``kernel``.
+  def __call__(self, *args, **kwargs):
+    """``model(*args, **kwargs)`` with the linear layers in SVD form.
 
     Raises:
-      ValueError: if ``ranks`` names a layer that is not a converted Dense/Conv of the model, or a conv uses a
-        feature the SVD layers cannot express.
+      ValueError: if ``ranks`` names a layer that is not converted, a rank exceeds its layer's min(m, k), or no
+        layer converts at all.
     """
-    return self._run(self.model.init, rngs, *args, **kwargs)
-
-  def apply(self, variables, *args, **kwargs):
-    """``model.apply`` with the Dense/Conv layers in SVD form.
-
-    Args:
-      variables: SVD-form variables (from ``init`` or ``decompose``).
-      *args: the model's inputs.
-      **kwargs: further arguments of ``model.apply`` (e.g. ``mutable``).
-
-    Returns:
-      What ``model.apply`` returns.
-
-    Raises:
-      ValueError: as for ``init``.
-    """
-    return self._run(self.model.apply, variables, *args, **kwargs)
-
-  def _run(self, fn, *args, **kwargs):
-    seen: set[str] = set()
-    with nn.intercept_methods(functools.partial(self._intercept, seen)):
-      out = fn(*args, **kwargs)
-    if unknown := sorted(set(dict(self.ranks)) - seen):
-      raise ValueError(f"svdify: ranks name layers {unknown} that are not Dense/Conv layers of the model "
-                       f"(converted: {sorted(seen)})")
+    state = _CallState(self, len(self.path))
+    with nn.intercept_methods(state.intercept):
+      out = self.model(*args, **kwargs)
+    state.finish(self.is_initializing())
     return out
 
+  @nn.nowrap
   def with_ranks(self, ranks: Mapping[str, int]) -> SVDModel:
-    """This model at new ranks, its other settings unchanged.
+    """This model at new ranks ({layer path: rank}; missing paths are full rank), its other settings unchanged."""
+    return self.clone(ranks=_frozen(ranks))
 
-    Args:
-      ranks: {layer path: rank}; missing paths are full rank.
-
-    Returns:
-      A new ``SVDModel``.
-
-    Raises:
-      ValueError: if a rank is not an int ≥ 1, or a layer is also in ``skip``.
-    """
-    return dataclasses.replace(self, ranks=_frozen(ranks))
-
+  @nn.nowrap
   def with_mode(self, mode: str) -> SVDModel:
-    """This model with its SVD layers run in execution mode ``mode``.
+    """This model with its native SVD layers run in execution mode ``mode`` (one of ``layers.MODES``)."""
+    return self.clone(mode=mode)
 
-    Args:
-      mode: one of ``layers.MODES``.
+  @nn.nowrap
+  def skipped(self, path: str, module: nn.Module) -> bool:
+    """Whether the layer at ``path`` is kept dense by ``skip``, ``skip_pattern`` or ``skip_if``."""
+    return (path in self.skip or (self.skip_pattern is not None and re.fullmatch(self.skip_pattern, path) is not None)
+            or (self.skip_if is not None and bool(self.skip_if(path, module))))
 
-    Returns:
-      A new ``SVDModel``.
-
-    Raises:
-      ValueError: if ``mode`` is not one of ``layers.MODES``.
-    """
-    return dataclasses.replace(self, mode=mode)
-
+  @nn.nowrap
   def svd_layer(self, module: nn.Module) -> nn.Module:
-    """The unbound ``ConvSVD``/``DenseSVD`` that ``module`` (a bound layer of ``model``) runs as, else ``module``.
+    """The unbound ``DenseSVD``/``ConvSVD`` a native layer (plain Dense / 2-D Conv) runs as, else ``module``.
 
     Args:
       module: a bound submodule of ``model``.
 
     Returns:
-      A ``DenseSVD``/``ConvSVD`` with the layer's features, bias setting and rank and this model's mode (a conv
-      also its kernel size, strides, padding and this model's decomposition); ``module`` itself when it is not an
-      ``nn.Dense``/``nn.Conv`` or is in ``skip``.
-
-    Raises:
-      ValueError: if a conv's kernel size or strides are not 2-D.
+      A ``DenseSVD``/``ConvSVD`` with the layer's settings, rank and this model's mode and decomposition; ``module``
+      itself for other layers or skipped ones.
     """
-    path = "/".join(module.path)
-    if type(module) not in (nn.Dense, nn.Conv) or path in self.skip:
+    path = "/".join(module.path[len(self.path):]) if self.scope is not None else "/".join(module.path)
+    if type(module) not in (nn.Dense, nn.Conv) or self.skipped(path, module):
       return module
     rank = dict(self.ranks).get(path)
+    common = {"rank": rank, "use_bias": module.use_bias, "mode": self.mode, "sigma": self.sigma,
+              "init_scheme": self.init_scheme, "parent": None}
     if isinstance(module, nn.Dense):
-      return layers.DenseSVD(module.features, rank=rank, use_bias=module.use_bias, mode=self.mode, sigma=self.sigma,
-                             init_scheme=self.init_scheme, parent=None)
-    return layers.ConvSVD(module.features, _pair(module.kernel_size, path, "kernel_size"),
-                          _pair(module.strides or 1, path, "strides"), module.padding, rank=rank,
-                          decomposition=self.decomposition, mode=self.mode, use_bias=module.use_bias,
-                          sigma=self.sigma, init_scheme=self.init_scheme, parent=None)
+      return layers.DenseSVD(module.features, **common)
+    return layers.ConvSVD(module.features, tuple(np.ravel(module.kernel_size)), conversion.pair(module.strides),
+                          module.padding, decomposition=self.decomposition, **common)
 
-  def _intercept(self, seen: set[str], next_fun, args, kwargs, context):
+  @nn.nowrap
+  def report(self, *args, **kwargs) -> ConversionReport:
+    """Which layers convert (and as what matrices) and which stay dense and why, at these inputs (traced
+    abstractly; array arguments are only shape-checked, others passed as they are, e.g. ``train=False``)."""
+    return traced_init(self, *args, **kwargs)[0]
+
+  @nn.nowrap
+  def record(self, params, sample_input, **call_kwargs):
+    """The architecture record of this model for ``checkpoint.save`` (kind ``user``, framework 'linen').
+
+    Args:
+      params: its params (ranks and stack shapes are read from them).
+      sample_input: one batch of inputs (its shape without the batch axis and its dtype are stored).
+      **call_kwargs: the static call arguments (JSON values) restore must call init with, e.g. ``train=False``.
+
+    Returns:
+      The ``record.Architecture``; ``checkpoint.restore(path, model=<the same module>)`` reads it back.
+    """
+    from jaxsvd.record import Architecture  # the record module imports the zoo, which imports this one
+
+    settings = {"decomposition": self.decomposition, "mode": self.mode, "skip": list(self.skip),
+                "skip_pattern": self.skip_pattern, "sigma": self.sigma, "init": self.init_scheme}
+    if self.skip_if is not None:
+      raise ValueError("svdify: a model with skip_if (a function) cannot be recorded; use skip or skip_pattern")
+    user = {"framework": "linen", "module": type(self.model).__qualname__, "svdify": settings,
+            "call_kwargs": dict(call_kwargs), "input_dtype": str(np.dtype(sample_input.dtype)),
+            "stack_shapes": {k: list(v) for k, v in stack_shapes(params).items()}}
+    current = read_ranks(conversion.unbox_tree(params))
+    return Architecture(model=type(self.model).__qualname__, num_classes=0,
+                        input_shape=tuple(int(d) for d in np.shape(sample_input)[1:]), ranks=current,
+                        original_ranks=current, user=user)
+
+
+class _CallState:
+  """The interceptor of one ``SVDModel.__call__`` and what it saw."""
+
+  def __init__(self, svd_model: SVDModel, depth: int):
+    self.svd_model, self.depth = svd_model, depth
+    self.ranks = dict(svd_model.ranks)
+    self.converted: dict[str, conversion.Converted] = {}
+    self.dense: dict[str, str] = {}
+    self.skipped: set[str] = set()
+    self.views: dict[str, MatrixView] = {}
+    self.active: set[int] = set()
+
+  def intercept(self, next_fun, args, kwargs, context):
     module = context.module
-    if context.method_name != "__call__" or type(module) not in (nn.Dense, nn.Conv):
+    base = conversion.base_class(module)
+    if base is None or id(module) in self.active or context.method_name not in ("__call__", "setup", "attend"):
       return next_fun(*args, **kwargs)
-    path = "/".join(module.path)
-    if path in self.skip:
+    path = "/".join(module.path[self.depth:])
+    if self.svd_model.skipped(path, module):
+      self.skipped.add(path)
       return next_fun(*args, **kwargs)
-    seen.add(path)
-    rank = dict(self.ranks).get(path)
-    x = args[0] if args else kwargs["inputs"]
+    if reason := conversion.dense_reason(module):
+      self.dense[path] = reason
+      return next_fun(*args, **kwargs)
+    if base is nn.Einsum and isinstance(view := conversion.view_for_layer(
+        module, module.shape, "channel", kwargs.get("einsum_str", args[1] if len(args) > 1 else None)), str):
+      self.dense[path] = view
+      return next_fun(*args, **kwargs)
+    x = args[0] if args else next(iter(kwargs.values()), None)
+    if context.method_name == "__call__" and conversion.is_native(module, x):
+      return self._native(module, path, x)
+    einsum_str = kwargs.get("einsum_str", args[1] if len(args) > 1 and base is nn.Einsum else None)
+    return self._kernel(module, path, base, einsum_str, next_fun, args, kwargs)
+
+  def _native(self, module, path, x):
+    rank, m = self.ranks.get(path), self.svd_model
     if isinstance(module, nn.Dense):
-      return _dense(module, x, rank, self.mode, self.sigma, self.init_scheme)
-    return _conv(module, path, x, rank, self.decomposition, self.mode, self.sigma, self.init_scheme)
+      view = simple_view((x.shape[-1], module.features), 0, 1)
+      y = conversion.native_dense(module, view, x, rank, m)
+    else:
+      view = conv_view((*(int(d) for d in np.ravel(module.kernel_size)), x.shape[-1], module.features), 1,
+                       m.decomposition)
+      y = conversion.native_conv(module, view, x, rank, m)
+    self._record(path, module, view, rank, m.mode)
+    return y
+
+  def _kernel(self, module, path, base, einsum_str, next_fun, args, kwargs):
+    def make_view(kernel_shape):
+      view = conversion.view_for_layer(module, kernel_shape, self.svd_model.decomposition, einsum_str)
+      if isinstance(view, str):
+        raise _LeaveDense(view)
+      self._record(path, module, view, self.ranks.get(path), "reconstruct")
+      return view
+
+    self.active.add(id(module))
+    try:
+      with conversion.patched_param(module, conversion.KERNEL_PARAMS[base], make_view, self.ranks.get(path),
+                                    self.svd_model):
+        return next_fun(*args, **kwargs)
+    except _LeaveDense as leave:
+      self.dense[path] = str(leave)
+      return next_fun(*args, **kwargs)
+    finally:
+      self.active.discard(id(module))
+
+  def _record(self, path, module, view, rank, execution):
+    self.views[path] = view
+    self.converted[path] = conversion.Converted(type(module).__name__, describe(view), rank or view.full_rank,
+                                                execution)
+
+  def finish(self, initializing: bool):
+    if unknown := sorted(set(self.ranks) - set(self.converted)):
+      raise ValueError(f"svdify: ranks name layers {unknown} that are not converted layers of the model "
+                       f"(converted: {sorted(self.converted)})")
+    dense = {p: r for p, r in self.dense.items() if p not in self.converted}
+    if not self.converted:
+      raise ValueError(f"svdify: no layer of {type(self.svd_model.model).__name__} was converted "
+                       f"(left dense: {dense or 'none'}; skipped: {sorted(self.skipped) or 'none'})")
+    if initializing and dense:
+      warnings.warn(f"svdify: layers left dense: {dense}", stacklevel=2)
+    if (sink := _SINK.get()) is not None:
+      sink.append(ConversionReport(dict(sorted(self.converted.items())), dict(sorted(dense.items())),
+                                   tuple(sorted(self.skipped)), dict(self.views)))
+
+
+class _LeaveDense(Exception):
+  """Raised inside a layer's kernel request when its kernel has no matrix view (it is then run dense)."""
 
 
 def svdify(model: nn.Module, ranks: Mapping[str, int] | None = None, decomposition: str = "channel",
-           mode: str = "auto", skip: tuple[str, ...] | list[str] = (), sigma: str = "signed",
+           mode: str = "auto", skip: tuple[str, ...] | list[str] = (), skip_pattern: str | None = None,
+           skip_if: Callable[[str, nn.Module], bool] | None = None, sigma: str = "signed",
            init: str = "svd_of_he") -> SVDModel:
-  """``model`` with every ``nn.Dense``/``nn.Conv`` (except ``skip``) as U, s, V at ``ranks`` (default full).
+  """``model`` with every linear layer (except those skipped) as U, s, V at ``ranks`` (default full).
 
   Args:
     model: any linen model.
     ranks: {layer path: rank}; missing paths (and None) mean full rank.
-    decomposition: how conv kernels are matricized, one of ``layers.DECOMPOSITIONS``.
-    mode: the SVD layers' execution mode, one of ``layers.MODES``.
+    decomposition: how 2-D conv kernels are matricized, one of ``layers.DECOMPOSITIONS``.
+    mode: the native SVD layers' execution mode, one of ``layers.MODES``.
     skip: layer paths kept dense.
+    skip_pattern: a regex; layers whose path matches it in full are kept dense.
+    skip_if: a predicate ``(path, layer) -> bool``; layers for which it is True are kept dense.
     sigma: 'signed' (W = U·diag(s)·Vᵀ) or 'abs' (W = U·diag(|s|)·Vᵀ, the official forward; ``jaxsvd.layers``).
-    init: 'svd_of_he' or 'official' (``layers.official_init``).
+    init: 'svd_of_he' (the truncated SVD of the layer's own kernel init) or 'official' (``layers.official_init``'s
+      variances on each matrix).
 
   Returns:
-    The ``SVDModel``.
+    The ``SVDModel`` (a linen module).
 
   Raises:
-    ValueError: if ``decomposition``, ``mode`` or a rank is invalid, or a layer is both in ``ranks`` and in ``skip``.
+    ValueError: if ``decomposition``, ``mode``, ``sigma``, ``init``, a rank or ``skip_pattern`` is invalid, or a
+      layer is both in ``ranks`` and in ``skip``.
     TypeError: if ``model`` is an ``nnx.Module`` (``jaxsvd.svdify_nnx`` converts those).
   """
   if isinstance(model, nnx.Module):
     raise TypeError(f"svdify: {type(model).__name__} is an nnx.Module; use jaxsvd.svdify_nnx.svdify "
                     "(NNX graph surgery)")
-  return SVDModel(model, _frozen(ranks or {}), decomposition, mode, tuple(skip), sigma, init)
+  return SVDModel(model, _frozen(ranks or {}), decomposition, mode, tuple(skip), skip_pattern, skip_if, sigma, init)
+
+
+def from_record(architecture, module: nn.Module) -> SVDModel | nn.Module:
+  """The linen model a user record describes (``record.USER_BUILDERS['linen']``): ``svdify(module, ranks, ...)``."""
+  settings = architecture.user["svdify"]
+  if settings is None:
+    return module
+  return svdify(module, dict(architecture.ranks), settings["decomposition"], settings["mode"],
+                tuple(settings.get("skip", ())), settings.get("skip_pattern"), sigma=settings.get("sigma", "signed"),
+                init=settings.get("init", "svd_of_he"))
+
+
+def _is_array(x) -> bool:
+  return isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct))
+
+
+def abstract_init(model: nn.Module, *args, **kwargs):
+  """``jax.eval_shape`` of ``model.init``: array arguments abstract, every other argument passed as it is."""
+  leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+  arrays = [leaf for leaf in leaves if _is_array(leaf)]
+
+  def init(key, arrays):
+    it = iter(arrays)
+    args, kwargs = jax.tree_util.tree_unflatten(treedef, [next(it) if _is_array(x) else x for x in leaves])
+    return model.init(key, *args, **kwargs)
+
+  return jax.eval_shape(init, jax.random.key(0), arrays)
+
+
+def traced_init(svd_model: SVDModel, *args, **kwargs) -> tuple[ConversionReport, dict]:
+  """(the ``ConversionReport``, the abstract variables) of one abstract ``svd_model.init`` (``abstract_init``)."""
+  sink: list = []
+  token = _SINK.set(sink)
+  try:
+    abstract = abstract_init(svd_model, *args, **kwargs)
+  finally:
+    _SINK.reset(token)
+  return sink[-1], abstract
 
 
 def decompose(svd_model: SVDModel, dense_variables: Mapping[str, Any], *args, **kwargs) -> dict:
@@ -199,70 +338,35 @@ def decompose(svd_model: SVDModel, dense_variables: Mapping[str, Any], *args, **
 
   Args:
     svd_model: the SVD model the result is for (its layers and ranks).
-    dense_variables: variables of the dense ``svd_model.model``. Non-param collections (e.g. batch_stats) are
-      kept as they are.
-    *args: sample inputs (only their shapes are used).
-    **kwargs: sample keyword inputs (only their shapes are used).
+    dense_variables: variables of the dense ``svd_model.model`` (boxed or not). Non-param collections (e.g.
+      batch_stats) are kept as they are.
+    *args: sample inputs (arrays: only their shapes are used).
+    **kwargs: sample keyword inputs; non-arrays (e.g. ``train=False``) are passed as they are, not traced.
 
   Returns:
-    The variables with ``U``, ``s``, ``V`` (truncated to the SVD layer's rank) in place of each converted
-    layer's ``kernel``; the layer's other params (e.g. ``bias``) are kept.
+    The variables (unboxed) with ``U``, ``s``, ``V`` (per matrix, truncated to the layer's rank: Eckart–Young) in
+    place of each converted layer's kernel; stacked layers (scan/vmap, groups) per slice. Other params are kept.
 
   Raises:
     ValueError: if the dense params have no kernel at a converted layer.
   """
-  target = jax.eval_shape(svd_model.init, jax.random.key(0), *args, **kwargs)["params"]
-  params = dense_variables["params"]
+  report, abstract = traced_init(svd_model, *args, **kwargs)
+  views, target = report.views, conversion.unbox_tree(abstract["params"])
+  params = conversion.unbox_tree(dense_variables["params"])
   new_nodes = {}
   for path, node in iter_svd_layers(target):
     try:
       dense = get_node(params, path)
-      kernel = jnp.asarray(dense["kernel"])
-    except (KeyError, TypeError) as err:
+      name = next(k for k in ("kernel", "embedding") if k in dense)
+    except (KeyError, TypeError, StopIteration) as err:
       raise ValueError(f"decompose: the dense params have no kernel at layer {path!r}") from err
-    u, s, vt = jnp.linalg.svd(factors.kernel_to_matrix(kernel, svd_model.decomposition), full_matrices=False)
-    r = node["s"].shape[0]
-    new_nodes[path] = {**{k: v for k, v in dense.items() if k != "kernel"}, "U": u[:, :r], "s": s[:r], "V": vt[:r].T}
-  return {**dense_variables, "params": replace_nodes(params, new_nodes)}
+    U, s, V = views[path].factors(dense[name], node["s"].shape[-1])
+    new_nodes[path] = {**{k: v for k, v in dense.items() if k != name}, "U": U, "s": s, "V": V}
+  variables = conversion.unbox_tree(dict(dense_variables))
+  return {**variables, "params": replace_nodes(params, new_nodes)}
 
 
 def _frozen(ranks: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
   validate_ranks(dict(ranks))
   return tuple(sorted((str(k), v) for k, v in ranks.items()))
 
-
-def _bias(module, y):
-  return layers.add_bias(module, y, module.use_bias, module.features, module.bias_init, module.param_dtype)
-
-
-def _dense(module: nn.Dense, x, rank, mode, sigma, init):
-  U, s, V = layers.svd_params(module, (x.shape[-1], module.features), rank, "channel", module.kernel_init, init)
-  s = layers.effective_s(s, sigma)
-  x, U, s, V = layers.cast(module.dtype, x, U, s, V)
-  return _bias(module, layers.dense_svd_apply(x, U, s, V, module.features, mode))
-
-
-def _conv(module: nn.Conv, path: str, x, rank, decomposition, mode, sigma, init):
-  kernel_size = _pair(module.kernel_size, path, "kernel_size")
-  strides = _pair(module.strides or 1, path, "strides")
-  unsupported = {"kernel_dilation": _pair(module.kernel_dilation or 1, path, "kernel_dilation") != (1, 1),
-                 "input_dilation": _pair(module.input_dilation or 1, path, "input_dilation") != (1, 1),
-                 "feature_group_count": module.feature_group_count != 1, "mask": module.mask is not None,
-                 "padding": isinstance(module.padding, str) and module.padding not in ("SAME", "VALID"),
-                 "input rank": x.ndim != 4}
-  if bad := [k for k, v in unsupported.items() if v]:
-    raise ValueError(f"svdify: conv {path!r} has {', '.join(bad)} that the SVD layers do not support; "
-                     f"add it to skip=")
-  kernel_shape = (*kernel_size, x.shape[-1], module.features)
-  U, s, V = layers.svd_params(module, kernel_shape, rank, decomposition, module.kernel_init, init)
-  s = layers.effective_s(s, sigma)
-  x, U, s, V = layers.cast(module.dtype, x, U, s, V)
-  pads = factors.conv_pads(x.shape[1:3], kernel_size, strides, module.padding)
-  return _bias(module, layers.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, decomposition, mode))
-
-
-def _pair(value, path: str, name: str) -> tuple[int, int]:
-  pair = (value, value) if isinstance(value, int) else tuple(np.ravel(value).tolist())
-  if len(pair) != 2:
-    raise ValueError(f"svdify: conv {path!r} {name}={value!r} is not 2-D; only 2-D convs can be converted")
-  return pair

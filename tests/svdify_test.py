@@ -98,10 +98,11 @@ def test_prune_then_rebuild_from_ranks_and_train():
 def test_skip_keeps_a_layer_dense_and_bad_input_errors_name_the_layer():
   variables = svdify(SmallCNN(), skip=["Conv_0"]).init(jax.random.key(0), X)
   assert set(variables["params"]["Conv_0"]) == {"kernel", "bias"} and "Conv_0" not in ranks(variables["params"])
-  with pytest.raises(ValueError, match="'Conv_1' has kernel_dilation.*skip="):
-    svdify(SmallCNN(dilation=2)).init(jax.random.key(0), X)
-  assert "Conv_1" not in ranks(svdify(SmallCNN(dilation=2), skip=("Conv_1",)).init(jax.random.key(0), X)["params"])
-  with pytest.raises(ValueError, match=r"\['Conv_9'\] that are not Dense/Conv layers"):
+  assert ranks(svdify(SmallCNN(dilation=2)).init(jax.random.key(0), X)["params"]) == FULL  # via its kernel param
+  assert "Conv_1" not in ranks(svdify(SmallCNN(), skip_pattern=r"Conv_\d").init(jax.random.key(0), X)["params"])
+  assert set(ranks(svdify(SmallCNN(), skip_if=lambda p, m: isinstance(m, nn.Conv)).init(
+      jax.random.key(0), X)["params"])) == {"Dense_0"}
+  with pytest.raises(ValueError, match=r"\['Conv_9'\] that are not converted layers"):
     svdify(SmallCNN(), {"Conv_9": 2}).init(jax.random.key(0), X)
   with pytest.raises(ValueError, match="exceeds"):
     svdify(SmallCNN(), {"Conv_0": 9}).init(jax.random.key(0), X)

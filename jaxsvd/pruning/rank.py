@@ -15,6 +15,11 @@ ranks (the architecture as data) and a report.
   floors:    k ≥ min_rank ≥ 1 and k ≥ ceil(min_decay · original rank), then k rounded up to a multiple of
              rank_multiple (e.g. 8 or 16: vector/tile widths); k ≤ r
 
+A stacked layer (s of shape (*L, r): ``nn.scan``/``nn.vmap`` layers, grouped convs) keeps one rank for all its
+slices, since a scan needs equal shapes: k = max over slices of the k each slice would keep on its own (floors
+applied per slice), and each slice keeps its own k largest |s| directions (the kept indices differ per slice).
+So no slice loses more than the strategy allows; slices that would keep fewer keep a few more directions.
+
 After pruning, the optimizer state is re-initialized (``reinit``: fresh moments, step counts kept) or
 sliced (``slice``: every moment shaped like a pruned U/s/V keeps the kept directions), see ``update_state``.
 """
@@ -29,9 +34,10 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.core.meta import AxisMetadata
 
 from jaxsvd.pruning import budget
-from jaxsvd.structure import iter_svd_layers
+from jaxsvd.structure import iter_svd_layers, unboxed
 from jaxsvd.tree import leaves_by_path, replace_nodes, trailing_dict_path
 from jaxsvd.validate import FromConfig, check_choice, check_in_range, check_min_int, check_nonnegative
 
@@ -202,6 +208,27 @@ def keep_indices(s: np.ndarray, original_rank: int, strategy: Strategy, floors: 
   return order[:k]
 
 
+def layer_keep_indices(s: np.ndarray, original_rank: int, strategy: Strategy, floors: Floors = Floors()) -> np.ndarray:
+  """``keep_indices`` of a plain (r,) s, or per slice of a stacked (*L, r) s at one shared k (see module doc).
+
+  Args:
+    s: a layer's singular values (host array), (r,) or (*L, r).
+    original_rank: the layer's rank at init (for ``floors.min_decay``).
+    strategy: the rule giving each slice's k.
+    floors: bounds applied to each slice's k.
+
+  Returns:
+    (k,) indices, or (*L, k) indices per slice (each slice's k largest |s|, in descending order), with k the max
+    over slices of each slice's kept count.
+  """
+  if s.ndim == 1:
+    return keep_indices(s, original_rank, strategy, floors)
+  rows = s.reshape(-1, s.shape[-1])
+  k = max(len(keep_indices(row, original_rank, strategy, floors)) for row in rows)
+  orders = np.argsort(-np.abs(rows), axis=-1, kind="stable")
+  return orders[:, :k].reshape(*s.shape[:-1], k)
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerReport:
   """One SVD layer's outcome of ``prune``: its rank before and after, and kept_energy = Σ_kept s_i² / Σ s_i²
@@ -255,7 +282,7 @@ def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks:
       with a target the floors cannot meet.
   """
   layers = dict(iter_svd_layers(params))
-  host_s = {path: np.asarray(jax.device_get(node["s"]), np.float64) for path, node in layers.items()}
+  host_s = {path: np.asarray(jax.device_get(unboxed(node["s"])), np.float64) for path, node in layers.items()}
   for path, s in host_s.items():
     if not np.all(np.isfinite(s)):
       raise ValueError(f"cannot prune: singular values of layer {path!r} contain NaN/Inf")
@@ -267,10 +294,10 @@ def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks:
     if path in counts:
       idx = np.argsort(-np.abs(s), kind="stable")[:counts[path]]
     else:
-      idx = keep_indices(s, original_ranks.get(path, len(s)), strategy, floors)
-    total = float(np.sum(s**2))
+      idx = layer_keep_indices(s, original_ranks.get(path, s.shape[-1]), strategy, floors)
+    total, kept = float(np.sum(s**2)), float(np.sum(_gather_last(s, idx) ** 2))
     keep[path] = idx
-    reports[path] = LayerReport(len(s), len(idx), float(np.sum(s[idx] ** 2)) / total if total > 0 else 1.0)
+    reports[path] = LayerReport(s.shape[-1], idx.shape[-1], kept / total if total > 0 else 1.0)
     new_nodes[path] = slice_layer(node, idx)
   report = PruneReport(reports, keep)
   return replace_nodes(params, new_nodes), report.ranks, report
@@ -279,14 +306,25 @@ def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks:
 def _budget_counts(host_s, strategy: Strategy, floors: Floors, original_ranks, macs) -> dict[str, int]:
   if macs is None:
     raise ValueError("strategy='budget' needs the model's MACs: prune(..., macs=budget.MacsCounter...)")
+  if stacked := sorted(p for p, s in host_s.items() if s.ndim > 1):
+    raise ValueError(f"strategy='budget' does not support stacked layers (nn.scan/nn.vmap, groups) yet: {stacked}")
   s_sorted = {p: np.sort(np.abs(s))[::-1] for p, s in host_s.items()}
   floor = lambda p, k: floors.apply(k, len(s_sorted[p]), original_ranks.get(p, len(s_sorted[p])))
   return budget.keep_counts(s_sorted, floor, macs, strategy.macs_reduction)[0]
 
 
-def _take_last(x, idx: np.ndarray) -> jax.Array:
-  """x[..., idx], gathered on the host: eager device gathers would compile once per new shape."""
-  return jnp.asarray(np.take(np.asarray(jax.device_get(x)), idx, axis=-1))
+def _gather_last(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+  """x[..., idx] for (k,) idx; per slice for (*L, k) idx and x of shape (*L, r) or (*L, m, r)."""
+  if idx.ndim == 1:
+    return np.take(x, idx, axis=-1)
+  return np.take_along_axis(x, idx if x.ndim == idx.ndim else idx[..., None, :], axis=-1)
+
+
+def _take_last(x, idx: np.ndarray):
+  """x[..., idx] (per slice for a stacked idx), gathered on the host: eager device gathers would compile once per
+  new shape. A boxed leaf (``nn.Partitioned``) stays boxed."""
+  value = jnp.asarray(_gather_last(np.asarray(jax.device_get(unboxed(x))), idx))
+  return x.replace_boxed(value) if isinstance(x, AxisMetadata) else value
 
 
 def slice_layer(node: Mapping, idx: np.ndarray) -> dict:
@@ -294,10 +332,10 @@ def slice_layer(node: Mapping, idx: np.ndarray) -> dict:
 
   Args:
     node: an SVD layer's params {'U', 's', 'V', ...}.
-    idx: indices of the directions to keep, in the order wanted.
+    idx: indices of the directions to keep, in the order wanted: (k,), or (*L, k) per slice of a stacked layer.
 
   Returns:
-    A new dict with U[:, idx], s[idx], V[:, idx] (gathered on the host).
+    A new dict with U[..., idx], s[..., idx], V[..., idx] (gathered on the host, per slice when stacked).
   """
   return {**node, "U": _take_last(node["U"], idx), "s": _take_last(node["s"], idx), "V": _take_last(node["V"], idx)}
 
