@@ -57,11 +57,13 @@ def test_every_linear_layer_type_converts_and_equals_the_dense_layer_at_full_ran
   assert report.converted["Einsum_0"].matrix == "6 × 4" and report.converted["ConvLocal_0"].matrix == "6 × (3 × 12)"
   assert report.converted["DenseGeneral_0"].matrix == "6 × 8"  # ∏out × ∏in
   full = decompose(svd_model, dense, x)
-  for got, want in zip(svd_model.apply(full, x), Zoo().apply(dense, x)):
-    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
-  init = svd_model.init(jax.random.key(0), x)  # at full rank the SVD init rebuilds the dense init exactly
-  for got, want in zip(svd_model.apply(init, x), Zoo().apply(dense, x)):
-    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
+  want = jax.jit(Zoo().apply)(dense, x)
+  apply = jax.jit(svd_model.apply)
+  for got, expected in zip(apply(full, x), want):
+    chex.assert_trees_all_close(got, expected, rtol=1e-4, atol=1e-5)
+  init = jax.jit(svd_model.init)(jax.random.key(0), x)  # at full rank the SVD init rebuilds the dense init exactly
+  for got, expected in zip(apply(init, x), want):
+    chex.assert_trees_all_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 class Mixed(nn.Module):
