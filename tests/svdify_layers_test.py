@@ -135,6 +135,7 @@ def test_prune_keeps_one_rank_per_stack_the_max_over_slices():
   assert report.layers["scan"].old_rank == 4 and report.keep["scan"].shape == (3, 3)
 
 
+@pytest.mark.slow  # the same calls as the user-model tests, on the README's model
 def test_the_readme_linen_example_runs():
   readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
   code = readme.split("<!-- linen-example -->")[1].split("<!-- /linen-example -->")[0]
