@@ -70,8 +70,9 @@ def _train(svd_model, variables, x, y, steps=3):
   return ces
 
 
+# resnet (slow): the CNN's code path plus a grouped conv, which svdify_layers_test covers unmarked
 @pytest.mark.parametrize("name", ["cnn", pytest.param("resnet", marks=pytest.mark.slow), "vit", "lm"])
-def test_user_model_decompose_prune_train(name):  # resnet: CNN's code path plus a grouped conv (svdify_layers_test)
+def test_user_model_decompose_prune_train(name):
   cls, x, y = MODELS[name]
   model, svd_model = cls(), svdify(cls())
   variables = nn.unbox(jax.jit(lambda k, x: svd_model.init(k, x, train=False))(jax.random.key(0), x))
