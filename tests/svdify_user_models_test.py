@@ -81,7 +81,8 @@ def test_user_model_decompose_prune_train(name):
   assert ranks(variables["params"]).keys() == report.converted.keys() and not report.dense
 
   template = nn.unbox(jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x))["params"]
-  dense_params = jax.tree.map(lambda a: a + 0.1 * np.sign(a), export.merge(variables["params"], template, views=report.views))
+  merged_init = export.merge(variables["params"], template, views=report.views)
+  dense_params = jax.tree.map(lambda a: a + 0.1 * np.sign(a), merged_init)
   dense = {**variables, "params": dense_params}  # a dense model of the user's, not at any SVD's rank by construction
   full = decompose(svd_model, dense, x, train=False)
   assert _rel(apply(svd_model, full, x), apply(model, dense, x)) <= 1e-4
