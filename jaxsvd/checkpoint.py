@@ -336,7 +336,8 @@ def restore(path: str, step: int | None = None, model: Any = None) -> Restored:
     path: a run's checkpoint directory (latest step unless ``step``) or one step's directory.
     step: which step.
     model: for a user model's checkpoint (record ``user``), the user's module (e.g. ``MyNet()``); the record gives
-      its SVD form, ranks, stack shapes and call arguments. Must be None for a zoo model's.
+      its SVD form, ranks, stack shapes and call arguments. Must be None for a zoo model's. For an NNX model's
+      (record ``user.framework`` 'nnx'), a function building the dense model (``checkpoint_nnx.restore``).
 
   Returns:
     ``Restored`` (model, variables, architecture record, run metadata, directory, step); for a user model,
@@ -349,6 +350,9 @@ def restore(path: str, step: int | None = None, model: Any = None) -> Restored:
   directory, step = resolve(path, step)
   meta = read_meta(directory, step)
   architecture = read_architecture(directory, step)
+  if (architecture.user or {}).get("framework") == "nnx":
+    from jaxsvd import checkpoint_nnx  # it imports this module
+    return checkpoint_nnx.restore(path, model, step)
   if architecture.user is None:
     if model is not None:
       raise CheckpointError(f"{directory}/{step} holds the zoo model {architecture.model!r}; do not pass model=")

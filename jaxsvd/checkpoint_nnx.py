@@ -2,12 +2,13 @@
 
 One step holds the items ``model`` ({'params': the ``nnx.Param`` values, 'model_state': every other variable —
 BatchNorm statistics, rng counts, rng keys as key data}, as pure nested dicts), ``architecture`` (the
-``record.Architecture`` JSON: ``model`` = 'nnx:<class name>', the SVD spec (decomposition, mode), ``ranks`` — which
-also names the converted layers — and ``original_ranks``) and ``meta`` (format_version, library_version, step,
-the rng key implementations, the caller's ``run`` dict).
+``record.Architecture`` of a user model: ``user`` = {framework 'nnx', module: the class name, svdify: {decomposition,
+mode}}, ``ranks`` — which also name the converted layers — and ``original_ranks``) and ``meta`` (format_version,
+library_version, step, the rng key implementations, the caller's ``run`` dict). ``checkpoint.restore(path,
+model=constructor)`` comes here for such a record.
 
   checkpoint_nnx.save(workdir, model, step=100)
-  restored = checkpoint_nnx.restore(workdir, lambda: MyModel(rngs=nnx.Rngs(0)))   # fresh process: same outputs
+  restored = checkpoint.restore(workdir, model=lambda: MyModel(rngs=nnx.Rngs(0)))   # fresh process: same outputs
 
 Restore builds the abstract svdified model (``nnx.eval_shape`` of the constructor + ``svdify`` at the recorded
 ranks, converting exactly the recorded layers), checks every leaf's shape against the stored metadata
@@ -16,7 +17,6 @@ ranks, converting exactly the recorded layers), checks every leaf's shape agains
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +25,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxsvd import checkpoint, nnx_layers, svdify_nnx
-from jaxsvd.models import SVDSpec
 from jaxsvd.record import FORMAT_VERSION, Architecture
 from jaxsvd.tree import leaves_by_path, map_with_path
-
-MODEL_PREFIX = "nnx:"
-
 
 def architecture(model: nnx.Module, original_ranks: dict[str, int] | None = None) -> Architecture:
   """The record of an svdified NNX model: its SVD spec and ranks read from the model itself.
@@ -54,9 +50,11 @@ def architecture(model: nnx.Module, original_ranks: dict[str, int] | None = None
     raise ValueError(f"checkpoint_nnx: SVD layers mix decompositions {sorted(decompositions)} or modes "
                      f"{sorted(modes)}; one record holds one of each")
   ranks = svdify_nnx.ranks(model)
-  return Architecture(model=MODEL_PREFIX + type(model).__name__, num_classes=0, input_shape=(),
-                      svd=SVDSpec(decompositions.pop(), modes.pop()), ranks=ranks,
-                      original_ranks=dict(original_ranks or ranks))
+  settings = {"decomposition": decompositions.pop(), "mode": modes.pop(), "skip": [], "skip_pattern": None}
+  user = {"framework": "nnx", "module": type(model).__qualname__, "svdify": settings, "call_kwargs": {},
+          "input_dtype": None, "stack_shapes": {}}
+  return Architecture(model=type(model).__qualname__, num_classes=0, input_shape=(), ranks=ranks,
+                      original_ranks=dict(original_ranks or ranks), user=user)
 
 
 def _is_key(x) -> bool:
@@ -99,18 +97,7 @@ def save(directory: str, model: nnx.Module, step: int = 0, original_ranks: dict[
     mngr.wait_until_finished()
 
 
-@dataclasses.dataclass
-class Restored:
-  """What ``restore`` returns: the svdified NNX ``model`` holding the stored variables, its ``architecture``
-  record, the run ``meta``, and the ``directory`` and ``step`` it came from."""
-  model: nnx.Module
-  architecture: Architecture
-  meta: dict
-  directory: str
-  step: int
-
-
-def restore(path: str, constructor: Callable[[], nnx.Module], step: int | None = None) -> Restored:
+def restore(path: str, constructor: Callable[[], nnx.Module], step: int | None = None) -> checkpoint.Restored:
   """An svdified NNX model from a checkpoint, in a process that only knows the dense model's constructor.
 
   Args:
@@ -119,7 +106,8 @@ def restore(path: str, constructor: Callable[[], nnx.Module], step: int | None =
     step: which step.
 
   Returns:
-    ``Restored``.
+    ``checkpoint.Restored``: ``model`` the svdified NNX model holding the stored variables, ``variables`` its
+    {'params', 'model_state'} pure dicts, the ``architecture`` record, ``meta``, ``directory``, ``step``.
 
   Raises:
     CheckpointError: if the checkpoint is missing or unreadable, is not an NNX record, or a stored shape differs
@@ -128,11 +116,13 @@ def restore(path: str, constructor: Callable[[], nnx.Module], step: int | None =
   directory, step = checkpoint.resolve(path, step)
   meta = checkpoint.read_meta(directory, step)
   record = checkpoint.read_architecture(directory, step)
-  if not record.model.startswith(MODEL_PREFIX) or record.svd is None:
-    raise checkpoint.CheckpointError(f"{directory}/{step}: model={record.model!r} is not an svdified NNX model")
-  ranks = dict(record.ranks)
-  build = svdify_nnx.svdified(constructor, ranks, record.svd.decomposition, record.svd.mode, only_ranked=True)
-  graphdef, abstract_state = nnx.split(nnx.eval_shape(build))
+  where = f"{directory}/{step}"
+  if (record.user or {}).get("framework") != "nnx":
+    raise checkpoint.CheckpointError(f"{where} holds {record.model!r}, not an NNX model (use checkpoint.restore)")
+  if not callable(constructor) or isinstance(constructor, nnx.Module):
+    raise checkpoint.CheckpointError(f"{where} holds an NNX model ({record.user['module']}); pass a function "
+                                     "building the dense model, e.g. lambda: MyModel(rngs=nnx.Rngs(0))")
+  graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: _build(constructor, record, where)))
   abstract = _arrays(abstract_state)
   abstract = jax.tree.map(lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x, abstract)
   item = checkpoint.restore_item(directory, step, "model", abstract)
@@ -141,7 +131,19 @@ def restore(path: str, constructor: Callable[[], nnx.Module], step: int | None =
   params, rest = abstract_state.split(nnx.Param, ...)
   params.replace_by_pure_dict(item["params"])
   rest.replace_by_pure_dict(item["model_state"])
-  return Restored(nnx.merge(graphdef, params, rest), record, meta, directory, step)
+  model = nnx.merge(graphdef, params, rest)
+  return checkpoint.Restored(model, variables(model), record, meta, directory, step)
+
+
+def _build(constructor, record: Architecture, where: str) -> nnx.Module:
+  """``constructor()`` svdified at the record's ranks (converting exactly the layers they name)."""
+  model, settings = constructor(), record.user["svdify"]
+  if type(model).__qualname__ != record.user["module"]:
+    raise checkpoint.CheckpointError(f"{where}: record user.module={record.user['module']!r} but the constructor "
+                                     f"builds a {type(model).__qualname__}")
+  ranks = dict(record.ranks)
+  svdify_nnx.svdify(model, ranks, settings["decomposition"], settings["mode"], skip_if=lambda p, _: p not in ranks)
+  return model
 
 
 def variables(model: nnx.Module) -> dict[str, Any]:

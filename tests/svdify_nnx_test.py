@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 
 from jaxsvd import checkpoint_nnx, nnx_layers, svdify_nnx
+from jaxsvd.checkpoint import CheckpointError
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.pruning import Strategy
 from tests.helpers import learnable_images
@@ -195,14 +196,14 @@ RESTORE = """
 import sys, numpy as np, jax
 sys.path.insert(0, {repo!r})
 from flax import nnx
-from jaxsvd import checkpoint_nnx
+from jaxsvd import checkpoint
 from tests.svdify_nnx_test import MODELS, forward, rngs
 for name, directory in {dirs!r}.items():
   cls, batch = MODELS[name]
-  restored = checkpoint_nnx.restore(directory, lambda: cls(rngs=rngs(7)))
+  restored = checkpoint.restore(directory, model=lambda: cls(rngs=rngs(7)))  # the record says: an NNX model
   restored.model.eval()
   np.save(directory + ".npy", np.asarray(forward(restored.model, batch()[0])))
-  print(name, restored.architecture.model, sorted(restored.architecture.ranks.items()))
+  print(name, restored.architecture.user["framework"], restored.architecture.model, restored.step)
 """
 
 
@@ -220,7 +221,11 @@ def test_checkpoint_restores_pruned_models_in_a_fresh_process(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   for name in MODELS:
     np.testing.assert_array_equal(np.load(dirs[name] + ".npy"), expected[name])
-  assert "nnx:CNN" in proc.stdout and "nnx:LM" in proc.stdout
+  assert "cnn nnx CNN 3" in proc.stdout and "lm nnx LM 3" in proc.stdout
+  with pytest.raises(CheckpointError, match="user.module='CNN' but the constructor builds a LM"):
+    checkpoint_nnx.restore(dirs["cnn"], lambda: LM(rngs=rngs()))
+  with pytest.raises(CheckpointError, match="pass a function building the dense model"):
+    checkpoint_nnx.restore(dirs["cnn"], CNN(rngs=rngs()))
 
 
 class WeightStandardizedConv(nnx.Conv):
@@ -291,3 +296,22 @@ def test_readme_nnx_example_runs():
   readme = open(os.path.join(REPO, "README.md")).read()
   code = readme.split("<!-- nnx-example -->")[1].split("<!-- /nnx-example -->")[0]
   exec(code.replace("```python", "").replace("```", ""), {"__name__": "readme"})  # noqa: S102 - our own README
+
+
+class LinenNet(nn.Module):
+  """A linen model as a user writes it, to be used (in SVD form) inside NNX."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(8, (3, 3))(x))
+    return nn.Dense(4)(x.mean(axis=(1, 2)))
+
+
+def test_linen_svd_model_runs_inside_nnx_through_to_nnx():
+  from jaxsvd.svdify import svdify as linen_svdify
+  x, _ = cnn_batch()
+  svd_model = linen_svdify(LinenNet())
+  bridged = nnx.bridge.ToNNX(svd_model, rngs=rngs()).lazy_init(x)
+  params = nnx.state(bridged, nnx.Param).to_pure_dict()
+  assert set(svdify_nnx.ranks(bridged).values()) == {4, 8}  # Dense (8→4) and the conv, read from nnx.State
+  np.testing.assert_allclose(forward(bridged, x), svd_model.apply({"params": params}, x), rtol=1e-5, atol=1e-6)
