@@ -144,6 +144,12 @@ def unsupported(module) -> list[str]:
       return [f"{kind.__name__} is a subclass of nnx.{base}; its __call__ may differ from the parent's math"]
     return [f"nnx.{kind.__name__} has no SVD form here (only Linear, LinearGeneral, Conv, Embed convert)"]
   reasons = []
+  param = module.embedding if kind is nnx.Embed else module.kernel
+  expected = {nnx.Linear: lambda m: (m.in_features, m.out_features),
+              nnx.LinearGeneral: lambda m: (*m.batch_axis.values(), *m.in_features, *m.out_features),
+              nnx.Conv: lambda m: m.kernel_shape, nnx.Embed: lambda m: (m.num_embeddings, m.features)}[kind](module)
+  if tuple(param.shape) != tuple(expected):
+    reasons.append(f"kernel shape {tuple(param.shape)} is not {tuple(expected)} (stacked by nnx.vmap/nnx.scan?)")
   if getattr(module, "promote_dtype", dtypes.promote_dtype) is not dtypes.promote_dtype:
     reasons.append("a custom promote_dtype")
   if getattr(module, "precision", None) is not None:

@@ -315,3 +315,9 @@ def test_linen_svd_model_runs_inside_nnx_through_to_nnx():
   params = nnx.state(bridged, nnx.Param).to_pure_dict()
   assert set(svdify_nnx.ranks(bridged).values()) == {4, 8}  # Dense (8→4) and the conv, read from nnx.State
   np.testing.assert_allclose(forward(bridged, x), svd_model.apply({"params": params}, x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_stacked_layer_is_left_dense_with_its_reason():
+  layer = nnx.Linear(3, 4, rngs=rngs())
+  layer.kernel.set_value(jnp.zeros((2, 3, 4)))  # as nnx.vmap over the constructor leaves it
+  assert svdify_nnx.unsupported(layer) == ["kernel shape (2, 3, 4) is not (3, 4) (stacked by nnx.vmap/nnx.scan?)"]
