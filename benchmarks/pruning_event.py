@@ -40,7 +40,7 @@ def main():
     t0 = time.perf_counter()
     new_params, new_ranks, report = pruning.prune(state.params, pruning.Strategy("ratio", reduce_by=0.3))
     model = build_model(model_name, 10, SVDSpec(), ranks=new_ranks)
-    new_state = common.block(pruning.rank.update_state(state, new_params, model.apply, report, policy))
+    new_state = common.block(pruning.opt_state.update_state(state, new_params, model.apply, report, policy))
     t1 = time.perf_counter()
     first_state, metrics = step(new_state, data, reg)
     common.block(metrics)

@@ -30,6 +30,7 @@ from jaxsvd import checkpoint
 from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, channels, rank, slimming
 from jaxsvd.pruning import masks as masks_lib
 from jaxsvd.pruning.budget import MacsCounter
+from jaxsvd.pruning.opt_state import OPT_STATE_POLICIES, update_state
 from jaxsvd.record import Architecture
 from jaxsvd.structure import norm_widths, ranks, total_rank
 from jaxsvd.validate import check_choice, check_in_range, check_min_int
@@ -188,7 +189,7 @@ class RankPrune(Event):
     Raises:
       ValueError: one line naming a bad field of the section.
     """
-    check_choice(f"{name}.opt_state", section.opt_state, rank.OPT_STATE_POLICIES)
+    check_choice(f"{name}.opt_state", section.opt_state, OPT_STATE_POLICIES)
     return cls(label, Strategy.from_config(section, name), Floors.from_config(section, name), section.opt_state,
                schedule, phases.last_train_epoch)
 
@@ -204,7 +205,7 @@ class RankPrune(Event):
     if report.changed:
       architecture = architecture.replace(ranks=new_ranks)
       model = ctx.build_model(architecture)
-      state = rank.update_state(state, new_params, model.apply, report, self.opt_state)
+      state = update_state(state, new_params, model.apply, report, self.opt_state)
     entry = {"kind": self.label, "total_rank": total_rank(new_ranks), "ranks": dict(new_ranks)}
     return Outcome(state, architecture, entry, report.summary())
 

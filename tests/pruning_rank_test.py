@@ -7,7 +7,7 @@ import pytest
 from jaxsvd import optim
 from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec, build_model
-from jaxsvd.pruning import Floors, Strategy, rank
+from jaxsvd.pruning import Floors, Strategy, opt_state, rank
 from jaxsvd.pruning.rank import keep_indices
 from jaxsvd.recompile import CountingJit
 from jaxsvd.structure import iter_svd_layers, ranks
@@ -73,7 +73,7 @@ def test_bad_floors_config_names_the_field(kwargs, field):
 
 def test_bad_opt_state_policy():
   with pytest.raises(ValueError, match="opt_state='keep' is not one of"):
-    rank.opt_state_after(None, None, {}, {}, None, "keep")
+    opt_state.opt_state_after(None, None, {}, {}, None, "keep")
 
 
 def tiny_model(ranks_map=None):
@@ -124,7 +124,7 @@ def test_sliced_moments_equal_original_at_kept_indices(resnet8, opt):
   grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape), params)
   _, state = tx.update(grads, state, params)
   new_params, _, report = rank.prune(params, Strategy("ratio", reduce_by=0.5))
-  sliced = rank.slice_opt_state(state, params, report.keep)
+  sliced = opt_state.slice_opt_state(state, params, report.keep)
   tx.update(jax.tree.map(jnp.zeros_like, new_params), sliced, new_params)  # shapes now agree
   path, leaf = "stage2_block0/conv2", "U"
   idx = report.keep[path]
@@ -149,7 +149,7 @@ def test_reinit_keeps_counts_and_zeros_moments(resnet8):
   for _ in range(3):
     _, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
   new_params, _, report = rank.prune(params, Strategy("count", prune_by=1))
-  fresh = rank.reinit_opt_state(tx, new_params, state)
+  fresh = opt_state.reinit_opt_state(tx, new_params, state)
   flat = {jax.tree_util.keystr(p): l for p, l in jax.tree_util.tree_flatten_with_path(fresh)[0]}
   assert all(int(v) == 3 for k, v in flat.items() if k.endswith(".count"))
   assert all(float(jnp.abs(v).max()) == 0 for k, v in flat.items() if ".mu" in k)
@@ -169,7 +169,7 @@ def test_train_prune_train_compiles_once_per_rank_set(resnet8, policy):
   assert step.traces == 1
   for event in range(2):
     new_params, new_ranks, report = rank.prune(state.params, Strategy("ratio", reduce_by=0.3))
-    state = rank.update_state(state, new_params, tiny_model(new_ranks).apply, report, policy)
+    state = opt_state.update_state(state, new_params, tiny_model(new_ranks).apply, report, policy)
     for _ in range(3):
       state, metrics = step(state, batch, reg)
     assert step.traces == 2 + event  # exactly one new compile per pruning event, none on ordinary steps

@@ -1,7 +1,8 @@
 """Every pruning method of jaxsvd, one module each, one convention for masks ({leaf path: bool mask}).
 
-  rank          SVD rank pruning: strategies (count | threshold | ratio | energy), floors, ``prune``,
-                optimizer-state surgery after it
+  rank          SVD rank pruning: strategies (count | threshold | ratio | energy | budget), floors, ``prune``
+  opt_state     optimizer-state surgery after a rank prune (re-initialize or slice), ``update_state``
+  budget        the MACs-target search of the 'budget' strategy
   masks         mask pruning (``torch.nn.utils.prune`` semantics), ``keep_pruned`` / ``l1_subgradient`` (optax)
   slimming      network slimming (Liu et al. 2017): one global |γ| threshold over the norm layers
   channels      physical channel pruning: variables sliced to kept channels (dense and SVD layers)
@@ -12,9 +13,9 @@ A mask is a bool array shaped like its leaf (True = kept / selected) or a Python
 by the leaf's '/'-joined path (``jaxsvd.tree``).
 """
 
-from jaxsvd.pruning import channels, from_scratch, masks, rank, schedule, slimming
+from jaxsvd.pruning import channels, from_scratch, masks, opt_state, rank, schedule, slimming
 from jaxsvd.pruning.rank import Floors, PruneReport, Strategy, prune
 from jaxsvd.pruning.schedule import Phases, Schedule
 
-__all__ = ["Floors", "Phases", "PruneReport", "Schedule", "Strategy", "channels", "from_scratch", "masks", "prune",
-           "rank", "schedule", "slimming"]
+__all__ = ["Floors", "Phases", "PruneReport", "Schedule", "Strategy", "channels", "from_scratch", "masks",
+           "opt_state", "prune", "rank", "schedule", "slimming"]

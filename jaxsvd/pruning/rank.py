@@ -20,8 +20,7 @@ slices, since a scan needs equal shapes: k = max over slices of the k each slice
 applied per slice), and each slice keeps its own k largest |s| directions (the kept indices differ per slice).
 So no slice loses more than the strategy allows; slices that would keep fewer keep a few more directions.
 
-After pruning, the optimizer state is re-initialized (``reinit``: fresh moments, step counts kept) or
-sliced (``slice``: every moment shaped like a pruned U/s/V keeps the kept directions), see ``update_state``.
+After pruning, the optimizer state is re-initialized or sliced: ``jaxsvd.pruning.opt_state``.
 """
 
 from __future__ import annotations
@@ -38,13 +37,12 @@ from flax.core.meta import AxisMetadata
 
 from jaxsvd.pruning import budget
 from jaxsvd.structure import iter_svd_layers, unboxed
-from jaxsvd.tree import leaves_by_path, replace_nodes, trailing_dict_path
+from jaxsvd.tree import replace_nodes
 from jaxsvd.validate import FromConfig, check_choice, check_in_range, check_min_int, check_nonnegative
 
 STRATEGIES = ("count", "threshold", "ratio", "energy")  # per-layer rules
 GLOBAL_STRATEGIES = ("budget",)  # one decision over all layers (needs the model's MACs: ``prune(..., macs=)``)
 THRESHOLD_MODES = ("absolute", "relative")
-OPT_STATE_POLICIES = ("reinit", "slice")
 ENERGY_RULES = ("smallest_k", "official_cifar", "official_imagenet")
 
 
@@ -295,7 +293,7 @@ def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks:
       idx = np.argsort(-np.abs(s), kind="stable")[:counts[path]]
     else:
       idx = layer_keep_indices(s, original_ranks.get(path, s.shape[-1]), strategy, floors)
-    total, kept = float(np.sum(s**2)), float(np.sum(_gather_last(s, idx) ** 2))
+    total, kept = float(np.sum(s**2)), float(np.sum(gather_last(s, idx) ** 2))
     keep[path] = idx
     reports[path] = LayerReport(s.shape[-1], idx.shape[-1], kept / total if total > 0 else 1.0)
     new_nodes[path] = slice_layer(node, idx)
@@ -313,17 +311,17 @@ def _budget_counts(host_s, strategy: Strategy, floors: Floors, original_ranks, m
   return budget.keep_counts(s_sorted, floor, macs, strategy.macs_reduction)[0]
 
 
-def _gather_last(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def gather_last(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
   """x[..., idx] for (k,) idx; per slice for (*L, k) idx and x of shape (*L, r) or (*L, m, r)."""
   if idx.ndim == 1:
     return np.take(x, idx, axis=-1)
   return np.take_along_axis(x, idx if x.ndim == idx.ndim else idx[..., None, :], axis=-1)
 
 
-def _take_last(x, idx: np.ndarray):
+def take_last(x, idx: np.ndarray):
   """x[..., idx] (per slice for a stacked idx), gathered on the host: eager device gathers would compile once per
   new shape. A boxed leaf (``nn.Partitioned``) stays boxed."""
-  value = jnp.asarray(_gather_last(np.asarray(jax.device_get(unboxed(x))), idx))
+  value = jnp.asarray(gather_last(np.asarray(jax.device_get(unboxed(x))), idx))
   return x.replace_boxed(value) if isinstance(x, AxisMetadata) else value
 
 
@@ -337,105 +335,4 @@ def slice_layer(node: Mapping, idx: np.ndarray) -> dict:
   Returns:
     A new dict with U[..., idx], s[..., idx], V[..., idx] (gathered on the host, per slice when stacked).
   """
-  return {**node, "U": _take_last(node["U"], idx), "s": _take_last(node["s"], idx), "V": _take_last(node["V"], idx)}
-
-
-# ---- optimizer-state surgery ----
-
-def _param_shapes(params) -> dict[str, tuple]:
-  return {path: tuple(np.shape(leaf)) for path, leaf in leaves_by_path(params).items()}
-
-
-def slice_opt_state(opt_state, old_params, keep: Mapping[str, np.ndarray]):
-  """Slices every optimizer-state leaf shaped like a pruned U/s/V (momenta, Adam moments).
-
-  Leaves are matched to params by their trailing dict-key path and shape; counts and schedule state are
-  left as they are.
-
-  Args:
-    opt_state: the optimizer state for ``old_params``.
-    old_params: the params before pruning (for the shapes of U/s/V).
-    keep: {SVD layer path: kept indices}, i.e. ``PruneReport.keep``.
-
-  Returns:
-    The optimizer state with every matching leaf replaced by leaf[..., keep[layer]].
-  """
-  shapes = _param_shapes(old_params)
-
-  def surgery(key_path, leaf):
-    path = trailing_dict_path(key_path)
-    if path is None or "/" not in path:
-      return leaf
-    layer, name = path.rsplit("/", 1)
-    if layer in keep and name in ("U", "s", "V") and tuple(np.shape(leaf)) == shapes.get(path):
-      return _take_last(leaf, keep[layer])
-    return leaf
-
-  return jax.tree_util.tree_map_with_path(surgery, opt_state)
-
-
-def reinit_opt_state(tx, new_params, old_opt_state):
-  """``tx.init(new_params)`` with every non-param leaf (step counts, schedule state) kept from the old state.
-
-  A leaf is param-like when its trailing dict-key path names a leaf of ``new_params`` of the same shape.
-
-  Args:
-    tx: the optax transformation.
-    new_params: the pruned params.
-    old_opt_state: the state before pruning; must have the tree structure of ``tx.init(new_params)``.
-
-  Returns:
-    The fresh state's param-like leaves (zeroed moments) and the old state's other leaves.
-  """
-  fresh = tx.init(new_params)
-  shapes = _param_shapes(new_params)
-
-  def merge(key_path, new_leaf, old_leaf):
-    path = trailing_dict_path(key_path)
-    is_param_like = path in shapes and tuple(np.shape(new_leaf)) == shapes[path]
-    return new_leaf if is_param_like else old_leaf
-
-  return jax.tree_util.tree_map_with_path(merge, fresh, old_opt_state)
-
-
-def opt_state_after(tx, opt_state, old_params, new_params, report: PruneReport, policy: str):
-  """The optimizer state for ``new_params``: ``policy`` 'reinit' or 'slice' (see the module doc).
-
-  Args:
-    tx: the optax transformation (used by 'reinit').
-    opt_state: the state before pruning.
-    old_params: the params before pruning (used by 'slice').
-    new_params: the pruned params (used by 'reinit').
-    report: the ``PruneReport`` of the pruning (its ``keep``, used by 'slice').
-    policy: 'reinit' (``reinit_opt_state``) or 'slice' (``slice_opt_state``).
-
-  Returns:
-    The new optimizer state.
-
-  Raises:
-    ValueError: if ``policy`` is neither.
-  """
-  check_choice("opt_state", policy, OPT_STATE_POLICIES)
-  if policy == "slice":
-    return slice_opt_state(opt_state, old_params, report.keep)
-  return reinit_opt_state(tx, new_params, opt_state)
-
-
-def update_state(state, new_params, apply_fn, report: PruneReport, policy: str):
-  """A ``TrainState`` at the new ranks: new params and apply fn, optimizer state re-initialized or sliced.
-
-  Args:
-    state: the train state before pruning (its ``tx``, ``opt_state`` and ``params`` are used).
-    new_params: the pruned params.
-    apply_fn: the apply function of the model at the new ranks.
-    report: the ``PruneReport`` of the pruning.
-    policy: 'reinit' or 'slice' (``opt_state_after``).
-
-  Returns:
-    ``state.replace(params=new_params, opt_state=..., apply_fn=apply_fn)``.
-
-  Raises:
-    ValueError: if ``policy`` is neither.
-  """
-  opt_state = opt_state_after(state.tx, state.opt_state, state.params, new_params, report, policy)
-  return state.replace(params=new_params, opt_state=opt_state, apply_fn=apply_fn)
+  return {**node, "U": take_last(node["U"], idx), "s": take_last(node["s"], idx), "V": take_last(node["V"], idx)}
