@@ -5,11 +5,14 @@ For each MACs budget b (fraction of the dense model's MACs), three models with M
 alternately with the dense model in one run (eval step as the library runs it, ``xla_options.autotuned_jit``):
   narrow (global |γ|)   widths from one global threshold on per-channel scores (what network slimming and
                         pruning from scratch produce; bisected to the budget by ``from_scratch.widths_for_budget``)
+  narrow (global |γ|, ×8)  the same with every width rounded up to a multiple of 8 (``channel_multiple``), the
+                        threshold bisected again so the rounded model meets the budget
   narrow (uniform)      every channel group scaled by the same factor (bisected to the budget)
   svd rank              every SVD layer pruned to the same rank fraction (bisected to the budget)
 The key number is speedup ÷ MACs reduction (1.0: latency falls as fast as MACs). With ``--folded`` every model is
 also timed as deployed (``jaxsvd.deploy``: BatchNorm folded; plan and XLA options autotuned, as
-``benchmarks.pruned_inference``'s 'pruned+folded'); speedups are against the unfolded dense eval step.
+``benchmarks.pruned_inference``'s 'pruned+folded'); a folded variant's speedup is against the folded dense model
+(like with like), an unfolded one's against the dense eval step.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def _narrow_variants(name: str, budget: float, dense_macs: int) -> dict[str, dic
   uniform = lambda f: {c: max(1, math.floor(w * f)) for c, w in full.items()}  # noqa: E731
   f = _bisect(lambda f: macs_of(uniform(f)), budget * dense_macs)
   return {"narrow (global |γ|)": from_scratch.widths_for_budget(scores, macs_of, budget),
+          "narrow (global |γ|, ×8)": from_scratch.widths_for_budget(scores, macs_of, budget, multiple=8),
           "narrow (uniform)": uniform(f)}
 
 
@@ -85,13 +89,15 @@ def main():
       t = common.alternate(runners, repeats)
       for label, (state, model) in states.items():
         macs = flops.count(model, (32, 32, 3)).macs
-        speedup, reduction = t["dense"] / t[label], dense_macs / macs
+        base = "dense +folded" if label.endswith("+folded") else "dense"  # like with like: folded vs folded
+        speedup, reduction = t[base] / t[label], dense_macs / macs
         rows.append({"model": name, "budget": f"{budget:.0%}", "variant": label, "MACs red.": f"{reduction:.2f}x",
-                     "ms/batch": f"{t[label] * 1e3:.1f}", "dense ms": f"{t['dense'] * 1e3:.1f}",
+                     "ms/batch": f"{t[label] * 1e3:.1f}", "dense ms": f"{t[base] * 1e3:.1f}",
                      "speedup": f"{speedup:.2f}x", "speedup/MACs": f"{speedup / reduction:.2f}"})
   print(f"backend={jax.default_backend()} batch={batch_size} repeats={repeats} (median, alternated)")
   print(common.table(rows, list(rows[0])))
-  short = lambda v: v.split(" (")[0].split(" ")[0] + (" folded" if v.endswith("+folded") else "")  # noqa: E731
+  short = lambda v: (v.split(" (")[0].split(" ")[0] + (" x8" if "×8" in v else "")  # noqa: E731
+                     + (" folded" if v.endswith("+folded") else ""))
   key = {f"{r['model']}@{r['budget']} {short(r['variant'])}": r["speedup/MACs"] for r in rows
          if "uniform" not in r["variant"]}
   print("KEY speedup/MACs-reduction: " + ", ".join(f"{k} {v}" for k, v in key.items()))

@@ -221,13 +221,15 @@ class Slimming(Event):
   epoch: int
   amount: float
   min_channels: int
+  channel_multiple: int = 1
 
   @classmethod
   def from_config(cls, c, phases: Phases) -> list[Event]:
     """One event after ``slimming.prune_epoch`` if ``c.slimming`` is enabled.
 
     Raises:
-      ValueError: if ``amount`` is not in [0, 1), ``min_channels`` is not an int ≥ 1, or ``prune_epoch`` is not an
+      ValueError: if ``amount`` is not in [0, 1), ``min_channels`` or ``channel_multiple`` is not an int ≥ 1, or
+        ``prune_epoch`` is not an
         int in [1, num_epochs).
     """
     s = c.slimming
@@ -235,10 +237,11 @@ class Slimming(Event):
       return []
     check_in_range("slimming.amount", s.amount, 0.0, 1.0, low_closed=True, high_closed=False)
     check_min_int("slimming.min_channels", s.min_channels, 1)
+    check_min_int("slimming.channel_multiple", s.get("channel_multiple", 1), 1)
     if not isinstance(s.prune_epoch, int) or not 1 <= s.prune_epoch < phases.num_epochs:
       raise ValueError(f"slimming.prune_epoch must be an int in [1, num_epochs={phases.num_epochs}), "
                        f"got {s.prune_epoch!r}")
-    return [cls(s.prune_epoch, s.amount, s.min_channels)]
+    return [cls(s.prune_epoch, s.amount, s.min_channels, s.get("channel_multiple", 1))]
 
   def due(self, epoch: int) -> bool:
     """Due only after epoch ``self.epoch`` (``slimming.prune_epoch``)."""
@@ -247,7 +250,8 @@ class Slimming(Event):
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
     """Picks the channels by |γ|, slices every variable carrying them, records the new widths, fresh optimizer."""
     groups = ctx.build_model(architecture).channel_groups()
-    masks = slimming.channel_masks(state.params, self.amount, self.min_channels, norms=[g.norm for g in groups])
+    masks = slimming.channel_masks(state.params, self.amount, self.min_channels, norms=[g.norm for g in groups],
+                                   multiple=self.channel_multiple)
     keep = {g.conv: np.flatnonzero(np.asarray(masks[f"{g.norm}/scale"])) for g in groups}
     dense = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)
     shapes = channels.kernel_shapes(dense["params"])

@@ -85,7 +85,8 @@ def search(c, workdir: str) -> dict:
   gate_values = search_gates(c, ds)
   macs_of = lambda widths: flops.count(build_model(c.model, data.NUM_CLASSES[c.dataset], None,  # noqa: E731
                                                    widths=widths), ds.input_shape).macs
-  widths = from_scratch.widths_for_budget(gate_values, macs_of, c.from_scratch.budget)
+  widths = from_scratch.widths_for_budget(gate_values, macs_of, c.from_scratch.budget,
+                                         c.from_scratch.get("channel_multiple", 1))
   full = macs_of({p: g.size for p, g in gate_values.items()})
   record = {"widths": widths, "macs_full": full, "macs_pruned": macs_of(widths),
             "budget": c.from_scratch.budget, "channels_full": sum(g.size for g in gate_values.values()),
@@ -114,6 +115,7 @@ def validate(c) -> None:
   check_min_int("from_scratch.search_epochs", c.from_scratch.search_epochs, 1)
   fs = c.from_scratch
   check_in_range("from_scratch.budget", fs.budget, 0.0, 1.0, low_closed=False, high_closed=True)
+  check_min_int("from_scratch.channel_multiple", fs.get("channel_multiple", 1), 1)
   from_scratch.gate_optimizer([], fs.learning_rate, fs.weight, fs.penalty, fs.ratio)  # checks its fields
   check_choice("from_scratch.gates", fs.gates, from_scratch.GATE_KINDS)
   check_nonnegative("from_scratch.init", fs.init)

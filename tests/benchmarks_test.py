@@ -8,8 +8,11 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["step_time", "regularizer_overhead", "pruned_inference", "pruning_event", "parallel_scaling", "checkpoint_io",
-           "data_pipeline", "vs_pytorch", "xla_options", "channel_pruning", "run_latency"]
+FAST = ["pruned_inference", "pruning_event", "checkpoint_io", "vs_pytorch", "channel_pruning"]
+# Each of these compiles many programs even in --quick mode (1-7 min on 2 cores); the library code they time is
+# tested on its own (parallel, xla_options, losses, streaming, inference tests).
+HEAVY = ["step_time", "regularizer_overhead", "parallel_scaling", "data_pipeline", "xla_options", "run_latency"]
+SCRIPTS = FAST + [pytest.param(name, marks=pytest.mark.slow) for name in HEAVY]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -1,9 +1,26 @@
 """Test setup: 4 forced host devices (multi-device tests), set before jax is imported."""
 
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def _shared_compilation_cache() -> None:
+  """One persistent XLA compilation cache per pytest run, shared by the xdist workers and every subprocess a test
+  starts (they inherit the environment): the suite compiles the same small models in many tests, and a hit skips
+  XLA's compile (tracing and lowering still run, so trace counts and compile logs are unchanged). Keys are content
+  hashes of the program, options and XLA flags, so a hit runs the same executable a fresh compile would build."""
+  if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+    return
+  run = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()  # xdist workers: the controller's
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"jaxsvd-tests-{run}", "jax_cache")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+
+_shared_compilation_cache()
 
 import logging  # noqa: E402
 
@@ -20,3 +37,11 @@ def _isolated_jaxsvd_logger():
   yield
   logger.propagate, logger.handlers[:] = saved[0], saved[2]
   logger.setLevel(saved[1])
+
+
+def pytest_sessionfinish(session):
+  """The controller (not an xdist worker) removes the run's compilation cache."""
+  if not os.environ.get("PYTEST_XDIST_WORKER"):
+    cache = os.environ["JAX_COMPILATION_CACHE_DIR"]
+    if os.path.basename(os.path.dirname(cache)).startswith("jaxsvd-tests-"):
+      shutil.rmtree(os.path.dirname(cache), ignore_errors=True)

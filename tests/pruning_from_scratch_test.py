@@ -118,3 +118,21 @@ def test_budget_search_is_the_widest_fitting_architecture():
     from_scratch.widths_for_budget(gate_values, macs_of, 0.1)
   with pytest.raises(ValueError, match="budget must be in"):
     from_scratch.widths_for_budget(gate_values, macs_of, 0.0)
+
+
+def test_budget_search_with_a_channel_multiple_counts_the_rounding():
+  gate_values = {"a": np.linspace(0.05, 1.0, 20), "b": np.linspace(0.01, 0.5, 24)}
+  macs_of = lambda w: 10 * w["a"] + 30 * w["b"]  # noqa: E731 - a monotone stand-in for flops.count
+  full = macs_of({"a": 20, "b": 24})
+  widths = from_scratch.widths_for_budget(gate_values, macs_of, 0.5, multiple=8)
+  assert all(w % 8 == 0 or w == gate_values[p].size for p, w in widths.items())
+  assert macs_of(widths) <= 0.5 * full
+  # brute force over every global threshold: the search returns the first (widest) rounded architecture that fits
+  candidates = np.concatenate([[-np.inf], np.unique(np.concatenate(list(gate_values.values())))])
+  fitting = [from_scratch.widths_at(gate_values, t, 8) for t in candidates
+             if macs_of(from_scratch.widths_at(gate_values, t, 8)) <= 0.5 * full]
+  assert widths == fitting[0]
+  assert from_scratch.widths_at({"a": np.ones(20)}, 0.0, 8) == {"a": 20}  # capped at the group's size
+  assert from_scratch.widths_at({"a": np.arange(20.0)}, 16.5, 8) == {"a": 8}  # 3 kept → 8
+  with pytest.raises(ValueError, match="channel_multiple"):
+    from_scratch.widths_for_budget(gate_values, macs_of, 0.5, multiple=0)

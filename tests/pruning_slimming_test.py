@@ -4,6 +4,7 @@ import json
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -57,3 +58,20 @@ def test_masked_channels_output_exact_zeros():
   pruned = M.make_permanent(params, masks)["BatchNorm_0"]
   y = np.asarray(bn.apply({**variables, "params": pruned}, x))
   assert (y[:, [1, 3]] == 0).all() and (y[:, [0, 2]] != 0).all()
+
+
+def test_channel_multiple_keeps_back_the_largest_pruned_gammas():
+  gamma_a = np.array([0.9, 0.01, 0.5, 0.02, 0.03, 0.8, 0.04, 0.05, 0.06, 0.7])  # 10 channels
+  gamma_b = np.array([0.001, 0.002, 0.3, 0.4])
+  params = {"a": {"scale": jnp.asarray(gamma_a), "bias": jnp.zeros(10)},
+            "b": {"scale": jnp.asarray(gamma_b), "bias": jnp.zeros(4)}}
+  plain = slimming.channel_masks(params, 0.5)  # 7 of 14 pruned: one threshold
+  rounded = slimming.channel_masks(params, 0.5, multiple=4)
+  kept_a, kept_b = np.asarray(rounded["a/scale"]), np.asarray(rounded["b/scale"])
+  assert int(np.asarray(plain["a/scale"]).sum()) == 5 and kept_a.sum() == 8  # 5 → 8
+  assert int(np.asarray(plain["b/scale"]).sum()) == 2 and kept_b.sum() == 4  # 2 → 4 (the whole layer)
+  assert np.all(kept_a >= np.asarray(plain["a/scale"]))  # only adds channels back
+  # the three added back in 'a' are its largest pruned |γ| (0.05, 0.04, 0.03)
+  np.testing.assert_array_equal(np.flatnonzero(kept_a & ~np.asarray(plain["a/scale"])), [4, 6, 7])
+  with pytest.raises(ValueError, match="channel_multiple"):
+    slimming.channel_masks(params, 0.5, multiple=0)

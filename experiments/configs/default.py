@@ -63,7 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
       opt_state="reinit"))
   # Network slimming (Liu et al. 2017): train with optimizer.bn_l1 > 0, prune the fraction `amount` of the prunable
   # channels (smallest |γ| over all channel groups) after `prune_epoch`: the model is rebuilt narrower, then fine-tuned.
-  c.slimming = ml_collections.ConfigDict(dict(enabled=False, amount=0.4, min_channels=1))
+  # channel_multiple m: each kept width rounded up to a multiple of m (8/16: vector lanes, tensor-core tiles).
+  c.slimming = ml_collections.ConfigDict(dict(enabled=False, amount=0.4, min_channels=1, channel_multiple=1))
   c.slimming.prune_epoch = ml_collections.FieldReference(None, field_type=int)
   # {conv path: output channels} of the model's channel groups (every VGG conv, each ResNet block's conv1);
   # None = the standard widths. Pruning from scratch writes it; slimming changes it in the checkpoint's record.
@@ -71,11 +72,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Pruning from scratch (experiments/pruning_from_scratch.py; jaxsvd.pruning.from_scratch): gates ('bn': every channel
   # group's BN γ, the seed's setting; 'block': ResNet block gates) start at `init` and learn on the frozen random init
   # for `search_epochs` with penalty 'budget' ((Σ|γ|/C − ratio)², weight λ) or 'l1'; one global gate threshold is
-  # bisected to `budget` × the full MACs; that architecture is trained from scratch. The budget loss's gradient per γ is
+  # bisected to `budget` × the full MACs (widths rounded up to `channel_multiple`, counted in the search); that
+  # architecture is trained from scratch. The budget loss's gradient per γ is
   # 2λ·(mean|γ| − ratio)/C (C = gated channels), so λ of the order of C makes it comparable to the CE gradient.
   c.from_scratch = ml_collections.ConfigDict(dict(
       search_epochs=10, gates="bn", init=0.5, penalty="budget", weight=100.0, ratio=0.5, learning_rate=1e-2,
-      budget=0.5))
+      budget=0.5, channel_multiple=1))
   # restore_fallback: resume from the previous step when the latest fails its checksums (it is moved to
   # corrupt_checkpoints/); off: a damaged latest step is an error.
   c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True, restore_fallback=False))

@@ -29,7 +29,7 @@ import optax
 from jaxsvd.optim import l1_subgradient
 from jaxsvd.pruning import masks as masks_lib
 from jaxsvd.tree import leaves_by_path, map_with_path
-from jaxsvd.validate import check_choice, check_in_range, check_nonnegative, check_positive
+from jaxsvd.validate import check_choice, check_in_range, check_min_int, check_nonnegative, check_positive
 
 GATE_KINDS = ("bn", "block")
 PENALTIES = ("budget", "l1")
@@ -145,21 +145,27 @@ def gates(params, paths: Mapping[str, str]) -> dict[str, np.ndarray]:
   return {conv: np.abs(np.asarray(jax.device_get(leaves[p]), np.float64)) for conv, p in paths.items()}
 
 
-def widths_at(gate_values: Mapping[str, np.ndarray], threshold: float) -> dict[str, int]:
-  """The width of every group: its gates above ``threshold``, at least 1.
+def round_width(width: int, full: int, multiple: int = 1) -> int:
+  """``width`` rounded up to a multiple of ``multiple`` (vector/tile widths: 8, 16), at most ``full``."""
+  return min(full, -(-width // multiple) * multiple)
+
+
+def widths_at(gate_values: Mapping[str, np.ndarray], threshold: float, multiple: int = 1) -> dict[str, int]:
+  """The width of every group: its gates above ``threshold``, at least 1, rounded up to ``multiple``.
 
   Args:
     gate_values: {conv path: |γ|}, e.g. from ``gates``.
     threshold: the global threshold t.
+    multiple: m; each width is rounded up to a multiple of m (never above the group's size).
 
   Returns:
-    {conv path: max(1, #{j : |γ_j| > t})}.
+    {conv path: min(C, m·ceil(max(1, #{j : |γ_j| > t}) / m))}, C the group's channels.
   """
-  return {path: max(1, int(np.sum(g > threshold))) for path, g in gate_values.items()}
+  return {path: round_width(max(1, int(np.sum(g > threshold))), g.size, multiple) for path, g in gate_values.items()}
 
 
 def widths_for_budget(gate_values: Mapping[str, np.ndarray], macs_of: Callable[[dict[str, int]], int],
-                      budget: float) -> dict[str, int]:
+                      budget: float, multiple: int = 1) -> dict[str, int]:
   """The widest architecture (one global gate threshold) whose MACs ≤ ``budget`` × the unpruned MACs.
 
   ``macs_of(widths)`` gives an architecture's MACs (e.g. via ``flops.count``). Raises if even one channel
@@ -169,15 +175,17 @@ def widths_for_budget(gate_values: Mapping[str, np.ndarray], macs_of: Callable[[
     gate_values: {block path: |α|}, e.g. from ``gates``.
     macs_of: ``macs_of({block path: width}) -> MACs``; assumed non-increasing as widths shrink.
     budget: the fraction of the unpruned MACs allowed, in (0, 1].
+    multiple: every width rounded up to a multiple of this (``widths_at``); the search accounts for it.
 
   Returns:
-    ``widths_at(gate_values, t)`` for the smallest t (−inf or one of the |α| values) with
+    ``widths_at(gate_values, t, multiple)`` for the smallest t (−inf or one of the |α| values) with
     MACs ≤ budget · MACs(all gates kept), found by binary search.
 
   Raises:
     ValueError: if ``budget`` ∉ (0, 1], there are no gates, or one channel per block exceeds the budget.
   """
   check_in_range("from_scratch.budget", budget, 0.0, 1.0, low_closed=False, high_closed=True)
+  check_min_int("from_scratch.channel_multiple", multiple, 1)
   if not gate_values:
     raise ValueError("from_scratch: the params have no gates (build the model with gated=True)")
   full = macs_of({p: g.size for p, g in gate_values.items()})
@@ -185,12 +193,13 @@ def widths_for_budget(gate_values: Mapping[str, np.ndarray], macs_of: Callable[[
   # Candidate thresholds: below every gate (keep all), then each gate value (drop it and everything smaller).
   candidates = np.concatenate([[-np.inf], np.unique(np.concatenate(list(gate_values.values())))])
   lo, hi = 0, len(candidates) - 1
-  if macs_of(widths_at(gate_values, candidates[hi])) > limit:
+  widths = lambda t: widths_at(gate_values, t, multiple)  # noqa: E731
+  if macs_of(widths(candidates[hi])) > limit:
     raise ValueError(f"from_scratch.budget={budget}: even one channel per block needs more MACs")
   while lo < hi:  # smallest index whose architecture fits
     mid = (lo + hi) // 2
-    if macs_of(widths_at(gate_values, candidates[mid])) <= limit:
+    if macs_of(widths(candidates[mid])) <= limit:
       hi = mid
     else:
       lo = mid + 1
-  return widths_at(gate_values, candidates[lo])
+  return widths(candidates[lo])

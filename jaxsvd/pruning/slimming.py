@@ -21,12 +21,15 @@ from jaxsvd.structure import norm_layers, norm_widths
 from jaxsvd.validate import check_in_range, check_min_int
 
 
-def channel_masks(params, amount: float, min_channels: int = 1, norms: Sequence[str] | None = None) -> Masks:
+def channel_masks(params, amount: float, min_channels: int = 1, norms: Sequence[str] | None = None,
+                  multiple: int = 1) -> Masks:
   """Masks (on each BN's 'scale' and 'bias') pruning the fraction ``amount`` of all BN channels with the
   smallest |γ|, one threshold over all layers; every layer keeps its ``min_channels`` largest.
 
   k = min(round(amount · C), #unprotected) of all C channels are pruned, where each layer's ``min_channels``
-  largest |γ| are protected. Ties go to the lower index (layers in ``norm_layers`` order).
+  largest |γ| are protected. Ties go to the lower index (layers in ``norm_layers`` order). With ``multiple`` m > 1
+  each layer's kept count is then rounded up to a multiple of m (at most its width) by keeping its largest pruned
+  |γ| back, so fewer than k channels may go: widths that fill vector lanes / tensor-core tiles.
 
   Args:
     params: a params pytree with norm layers.
@@ -34,6 +37,7 @@ def channel_masks(params, amount: float, min_channels: int = 1, norms: Sequence[
     min_channels: channels each layer keeps at least (int ≥ 1).
     norms: the norm layers that may lose channels (default: all; a model's prunable ones are its
       ``channel_groups()``' norms, e.g. not the residual stream of a ResNet).
+    multiple: m ≥ 1; kept channels per layer rounded up to a multiple of m.
 
   Returns:
     {'<layer>/scale': m, '<layer>/bias': m} with m a bool (channels,) array, True = kept (one array shared by
@@ -44,6 +48,7 @@ def channel_masks(params, amount: float, min_channels: int = 1, norms: Sequence[
   """
   check_in_range("slimming.amount", amount, 0.0, 1.0, low_closed=True, high_closed=False)
   check_min_int("slimming.min_channels", min_channels, 1)
+  check_min_int("slimming.channel_multiple", multiple, 1)
   layers = norm_layers(params)
   if norms is not None:
     if missing := sorted(set(norms) - set(layers)):
@@ -63,10 +68,19 @@ def channel_masks(params, amount: float, min_channels: int = 1, norms: Sequence[
   masks, start = {}, 0
   for path, node in layers.items():
     channels = int(np.shape(node["scale"])[0])
-    mask = jnp.asarray(keep[start:start + channels])
+    mask = jnp.asarray(_round_up_kept(keep[start:start + channels], np.abs(np.asarray(node["scale"])), multiple))
     masks[f"{path}/scale"] = masks[f"{path}/bias"] = mask
     start += channels
   return masks
+
+
+def _round_up_kept(keep: np.ndarray, gamma: np.ndarray, multiple: int) -> np.ndarray:
+  """``keep`` with the largest-|γ| pruned channels kept back until the kept count is a multiple (or all)."""
+  target = min(keep.size, -(-int(keep.sum()) // multiple) * multiple)
+  order = np.argsort(-np.where(keep, -np.inf, gamma), kind="stable")  # pruned channels, largest |γ| first
+  keep = keep.copy()
+  keep[order[:target - int(keep.sum())]] = True
+  return keep
 
 
 def pruned_channels(masks: Masks) -> dict[str, list[int]]:
