@@ -3,7 +3,7 @@
 One step holds the items ``model`` ({'params': the ``nnx.Param`` values, 'model_state': every other variable —
 BatchNorm statistics, rng counts, rng keys as key data}, as pure nested dicts), ``architecture`` (the
 ``record.Architecture`` of a user model: ``user`` = {framework 'nnx', module: the class name, svdify: {decomposition,
-mode}}, ``ranks`` — which also name the converted layers — and ``original_ranks``) and ``meta`` (format_version,
+mode, sigma}}, ``ranks`` — which also name the converted layers — and ``original_ranks``) and ``meta`` (format_version,
 library_version, step, the rng key implementations, the caller's ``run`` dict). ``checkpoint.restore(path,
 model=constructor)`` comes here for such a record.
 
@@ -39,18 +39,19 @@ def architecture(model: nnx.Module, original_ranks: dict[str, int] | None = None
     The ``Architecture`` (num_classes 0 and an empty input_shape: an NNX model is built by its constructor).
 
   Raises:
-    ValueError: if the model has no SVD layers or its layers mix decompositions or modes.
+    ValueError: if the model has no SVD layers or its layers mix decompositions, modes or sigmas.
   """
   layers = svdify_nnx.svd_modules(model)
   if not layers:
     raise ValueError("checkpoint_nnx: the model has no SVD layers (run svdify_nnx.svdify first)")
   decompositions = {m.decomposition for m in layers.values() if isinstance(m, nnx_layers.ConvSVD)} or {"channel"}
-  modes = {m.mode for m in layers.values()}
-  if len(decompositions) > 1 or len(modes) > 1:
-    raise ValueError(f"checkpoint_nnx: SVD layers mix decompositions {sorted(decompositions)} or modes "
-                     f"{sorted(modes)}; one record holds one of each")
+  modes, sigmas = {m.mode for m in layers.values()}, {m.sigma for m in layers.values()}
+  if len(decompositions) > 1 or len(modes) > 1 or len(sigmas) > 1:
+    raise ValueError(f"checkpoint_nnx: SVD layers mix decompositions {sorted(decompositions)}, modes "
+                     f"{sorted(modes)} or sigmas {sorted(sigmas)}; one record holds one of each")
   ranks = svdify_nnx.ranks(model)
-  settings = {"decomposition": decompositions.pop(), "mode": modes.pop(), "skip": [], "skip_pattern": None}
+  settings = {"decomposition": decompositions.pop(), "mode": modes.pop(), "sigma": sigmas.pop(), "skip": [],
+              "skip_pattern": None}
   user = {"framework": "nnx", "module": type(model).__qualname__, "svdify": settings, "call_kwargs": {},
           "input_dtype": None, "stack_shapes": {}}
   return Architecture(model=type(model).__qualname__, num_classes=0, input_shape=(), ranks=ranks,
@@ -142,7 +143,8 @@ def _build(constructor, record: Architecture, where: str) -> nnx.Module:
     raise checkpoint.CheckpointError(f"{where}: record user.module={record.user['module']!r} but the constructor "
                                      f"builds a {type(model).__qualname__}")
   ranks = dict(record.ranks)
-  svdify_nnx.svdify(model, ranks, settings["decomposition"], settings["mode"], skip_if=lambda p, _: p not in ranks)
+  svdify_nnx.svdify(model, ranks, settings["decomposition"], settings["mode"], skip_if=lambda p, _: p not in ranks,
+                    sigma=settings.get("sigma", "signed"))  # records written before sigma existed: 'signed'
   return model
 
 

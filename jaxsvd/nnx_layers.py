@@ -14,7 +14,10 @@ The executions (``reconstruct`` / ``factored`` / ``auto``) are ``layers.dense_sv
 ``layers.conv_svd_apply``: outputs equal the linen ``DenseSVD``/``ConvSVD`` for the same factors.
 
 Each layer is built either from a dense kernel (``kernel=``: its truncated SVD, the best rank-r approximation) or,
-with ``rngs``, from a draw of ``kernel_init`` (``layers.svd_init``: He-equivalent, ‖W_r‖_F = ‖W‖_F below full rank).
+with ``rngs``, from a draw of ``kernel_init`` (``layers.svd_init``: He-equivalent, ‖W_r‖_F = ‖W‖_F below full rank)
+or, with ``init='official'``, as the official code draws them (``layers.official_init``). ``sigma='abs'`` computes
+W = U·diag(|s|)·Vᵀ, the official forward (``jaxsvd.layers``: same function as √|s| in both factors, finite gradient
+at s = 0); 'signed' (default) uses s as it is.
 The rank is not stored: it is ``s.shape[0]``, so pruning only changes param shapes.
 """
 
@@ -110,8 +113,10 @@ def factor_sharding(kernel_metadata, u_axis: int | None, v_axis: int | None) -> 
   return named(u_axis), {**base, "out_sharding": (None,)}, named(v_axis)
 
 
-def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rngs, param_dtype, metadata=({},) * 3):
-  """Sets ``module.U/s/V`` from ``kernel`` (truncated SVD) or, when it is None, from a ``kernel_init`` draw."""
+def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rngs, param_dtype, metadata=({},) * 3,
+             init: str = "svd_of_he"):
+  """Sets ``module.U/s/V`` from ``kernel`` (truncated SVD) or, when it is None, from a draw: ``init`` 'svd_of_he'
+  (the SVD of a ``kernel_init`` draw) or 'official' (``layers.official_init``: the official code's init)."""
   require_flax_nnx()
   where = type(module).__name__
   if kernel is None:
@@ -121,7 +126,10 @@ def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rng
     rows, cols = factors.matrix_shape(kernel_shape, decomposition)
     if rank is not None and rank > min(rows, cols):
       raise ValueError(f"{where}.rank={rank} exceeds min(m, n)={min(rows, cols)} for matrix {rows}x{cols}")
-    U, s, V = layers.svd_init(rngs.params(), kernel_shape, decomposition, rank or min(rows, cols), kernel_init)
+    if init == "official":
+      U, s, V = layers.official_init(rngs.params(), kernel_shape, decomposition, rank or min(rows, cols))
+    else:
+      U, s, V = layers.svd_init(rngs.params(), kernel_shape, decomposition, rank or min(rows, cols), kernel_init)
   else:
     kernel = _host(kernel)
     U, s, V = truncated_svd(factors.kernel_to_matrix(kernel.reshape(kernel_shape), decomposition), rank, where)
@@ -144,9 +152,13 @@ def _no_sharding(module, out_sharding):
 class _SVDModule(nnx.Module):
   """Shared validation, the rank and the promoted factors."""
 
-  def _check(self, mode: str, decomposition: str = "channel"):
-    check_choice(f"{type(self).__name__}.mode", mode, layers.MODES)
-    check_choice(f"{type(self).__name__}.decomposition", decomposition, layers.DECOMPOSITIONS)
+  def _check(self, mode: str, decomposition: str = "channel", sigma: str = "signed", init: str = "svd_of_he"):
+    name = type(self).__name__
+    check_choice(f"{name}.mode", mode, layers.MODES)
+    check_choice(f"{name}.decomposition", decomposition, layers.DECOMPOSITIONS)
+    check_choice(f"{name}.sigma", sigma, layers.SIGMAS)
+    check_choice(f"{name}.init", init, layers.INITS)
+    self.sigma = sigma
 
   @property
   def rank(self) -> int:
@@ -155,7 +167,8 @@ class _SVDModule(nnx.Module):
 
   def _promoted(self, x, inexact=True):
     bias = self.bias[...] if self.bias is not None else None
-    return dtypes.promote_dtype((x, self.U[...], self.s[...], self.V[...], bias), dtype=self.dtype, inexact=inexact)
+    s = layers.effective_s(self.s[...], self.sigma)  # 'abs': the official forward, |σ| (``jaxsvd.layers``)
+    return dtypes.promote_dtype((x, self.U[...], s, self.V[...], bias), dtype=self.dtype, inexact=inexact)
 
 
 class LinearSVD(_SVDModule):
@@ -164,12 +177,12 @@ class LinearSVD(_SVDModule):
   def __init__(self, in_features: int, out_features: int, *, rank: int | None = None, use_bias: bool = True,
                mode: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32,
                kernel_init=default_kernel_init, bias_init=zeros, kernel=None, bias=None, rngs: nnx.Rngs | None = None,
-               kernel_metadata=None, bias_metadata=None):
-    self._check(mode)
+               kernel_metadata=None, bias_metadata=None, sigma: str = "signed", init: str = "svd_of_he"):
+    self._check(mode, sigma=sigma, init=init)
     self.in_features, self.out_features, self.use_bias = in_features, out_features, use_bias
     self.mode, self.dtype, self.param_dtype = mode, dtype, param_dtype
     _factors(self, kernel, (in_features, out_features), "channel", rank, kernel_init, rngs, param_dtype,
-             factor_sharding(kernel_metadata, 1, 0))
+             factor_sharding(kernel_metadata, 1, 0), init)
     self.bias = _bias(use_bias, bias, (out_features,), bias_init, rngs, param_dtype, bias_metadata)
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
@@ -191,15 +204,15 @@ class LinearGeneralSVD(_SVDModule):
   def __init__(self, in_features, out_features, *, axis=-1, rank: int | None = None, use_bias: bool = True,
                mode: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32,
                kernel_init=default_kernel_init, bias_init=zeros, kernel=None, bias=None, rngs: nnx.Rngs | None = None,
-               kernel_metadata=None, bias_metadata=None):
-    self._check(mode)
+               kernel_metadata=None, bias_metadata=None, sigma: str = "signed", init: str = "svd_of_he"):
+    self._check(mode, sigma=sigma, init=init)
     self.in_features, self.out_features, self.axis = _tuple(in_features), _tuple(out_features), _tuple(axis)
     if len(self.in_features) != len(self.axis):
       raise ValueError(f"LinearGeneralSVD: in_features {self.in_features} and axis {self.axis} differ in length")
     self.use_bias, self.mode, self.dtype, self.param_dtype = use_bias, mode, dtype, param_dtype
     dense_shape = (int(np.prod(self.in_features)), int(np.prod(self.out_features)))
     _factors(self, kernel, dense_shape, "channel", rank, kernel_init, rngs, param_dtype,
-             factor_sharding(kernel_metadata, len(self.in_features), 0))
+             factor_sharding(kernel_metadata, len(self.in_features), 0), init)
     self.bias = _bias(use_bias, bias, self.out_features, bias_init, rngs, param_dtype, bias_metadata)
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
@@ -223,8 +236,8 @@ class ConvSVD(_SVDModule):
                rank: int | None = None, decomposition: str = "channel", mode: str = "auto", use_bias: bool = True,
                dtype: Any = None, param_dtype: Any = jnp.float32, kernel_init=default_kernel_init,
                bias_init=zeros, kernel=None, bias=None, rngs: nnx.Rngs | None = None, kernel_metadata=None,
-               bias_metadata=None):
-    self._check(mode, decomposition)
+               bias_metadata=None, sigma: str = "signed", init: str = "svd_of_he"):
+    self._check(mode, decomposition, sigma, init)
     self.kernel_size = _tuple(kernel_size)
     if len(self.kernel_size) not in (1, 2):
       raise ValueError(f"ConvSVD: kernel_size={kernel_size!r} is not 1-D or 2-D")
@@ -236,7 +249,7 @@ class ConvSVD(_SVDModule):
     nd = len(self.kernel_size)  # channel: U rows n, V rows (kh, kw, c); spatial: U (kw, n), V (kh, c)
     u_axis = nd + 1 if decomposition == "channel" or nd == 1 else 1
     _factors(self, kernel, self.kernel_shape, decomposition, rank, init, rngs, param_dtype,
-             factor_sharding(kernel_metadata, u_axis, 0))
+             factor_sharding(kernel_metadata, u_axis, 0), init)
     self.bias = _bias(use_bias, bias, (out_features,), bias_init, rngs, param_dtype, bias_metadata)
 
   @property
@@ -286,12 +299,13 @@ class EmbedSVD(_SVDModule):
 
   def __init__(self, num_embeddings: int, features: int, *, rank: int | None = None, mode: str = "auto",
                dtype: Any = None, param_dtype: Any = jnp.float32, embedding_init=default_embed_init,
-               embedding=None, rngs: nnx.Rngs | None = None, embedding_metadata=None):
-    self._check(mode)
+               embedding=None, rngs: nnx.Rngs | None = None, embedding_metadata=None, sigma: str = "signed",
+               init: str = "svd_of_he"):
+    self._check(mode, sigma=sigma, init=init)
     self.num_embeddings, self.features, self.mode = num_embeddings, features, mode
     self.param_dtype, self.dtype, self.bias = param_dtype, dtype, nnx.data(None)
     _factors(self, embedding, (num_embeddings, features), "channel", rank, embedding_init, rngs, param_dtype,
-             factor_sharding(embedding_metadata, 1, 0))
+             factor_sharding(embedding_metadata, 1, 0), init)
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """Integer ids (...) → embeddings (..., features): V[ids]·diag(s)·Uᵀ (``reconstruct``: E[ids])."""

@@ -36,7 +36,7 @@ from flax import nnx
 from flax.nnx import graph
 from flax.nnx.nn import dtypes
 
-from jaxsvd import losses, nnx_layers, structure
+from jaxsvd import layers, losses, nnx_layers, structure
 from jaxsvd.pruning import rank as rank_pruning
 from jaxsvd.validate import check_choice
 
@@ -60,7 +60,7 @@ class ConversionReport:
 
 def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposition: str = "channel",
            mode: str = "auto", skip: Sequence[str] = (), skip_pattern: str | None = None,
-           skip_if: Callable[[str, nnx.Module], bool] | None = None) -> ConversionReport:
+           skip_if: Callable[[str, nnx.Module], bool] | None = None, sigma: str = "signed") -> ConversionReport:
   """Replaces, in place, every convertible layer of ``model`` by its SVD form (truncated SVD of its kernel).
 
   Args:
@@ -71,6 +71,8 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
     skip: layer paths kept dense.
     skip_pattern: a regex; layers whose path matches it in full are kept dense.
     skip_if: a predicate ``(path, layer) -> bool``; layers for which it is True are kept dense.
+    sigma: 'signed' (W = U·diag(s)·Vᵀ) or 'abs' (W = U·diag(|s|)·Vᵀ, the official forward; ``jaxsvd.layers``).
+      The truncated SVD's s is ≥ 0, so both start as the same function.
 
   Returns:
     The ``ConversionReport``.
@@ -85,6 +87,7 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
   nnx_layers.require_flax_nnx()
   check_choice("svdify.decomposition", decomposition, ("channel", "spatial"))
   check_choice("svdify.mode", mode, ("reconstruct", "factored", "auto"))
+  check_choice("svdify.sigma", sigma, layers.SIGMAS)
   ranks = dict(ranks or {})
   structure.validate_ranks(ranks)
   skipped = _skip_fn(skip, skip_pattern, skip_if)
@@ -102,7 +105,7 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
     if reasons := unsupported(module):
       left[path] = "; ".join(reasons)
       return None
-    new = to_svd(module, ranks.get(path), decomposition, mode, path)
+    new = to_svd(module, ranks.get(path), decomposition, mode, path, sigma)
     full = min(new.U.shape[0], new.V.shape[0])
     converted[path] = f"{type(module).__name__} -> {type(new).__name__} (rank {new.rank} of {full})"
     new_ranks[path] = new.rank
@@ -182,7 +185,8 @@ def _value(param):
   return None if param is None else param[...]
 
 
-def to_svd(module, rank: int | None, decomposition: str = "channel", mode: str = "auto", path: str = "layer"):
+def to_svd(module, rank: int | None, decomposition: str = "channel", mode: str = "auto", path: str = "layer",
+           sigma: str = "signed"):
   """The SVD layer computing ``module``'s function from the truncated SVD of its kernel (a ``CONVERTIBLE`` module
   for which ``unsupported`` is empty).
 
@@ -192,6 +196,7 @@ def to_svd(module, rank: int | None, decomposition: str = "channel", mode: str =
     decomposition: the conv matrix view.
     mode: the execution mode.
     path: the layer's path, named in errors.
+    sigma: 'signed' or 'abs' (``svdify``).
 
   Returns:
     A ``LinearSVD``, ``LinearGeneralSVD``, ``ConvSVD`` or ``EmbedSVD``.
@@ -200,18 +205,19 @@ def to_svd(module, rank: int | None, decomposition: str = "channel", mode: str =
     ValueError: if ``rank`` exceeds the matrix view's full rank.
   """
   try:
-    return _to_svd(module, rank, decomposition, mode)
+    return _to_svd(module, rank, decomposition, mode, sigma)
   except ValueError as err:
     raise ValueError(f"svdify: layer {path!r}: {err}") from None
 
 
-def _to_svd(module, rank, decomposition, mode):
+def _to_svd(module, rank, decomposition, mode, sigma):
   kind = type(module)
   if kind is nnx.Embed:
-    return nnx_layers.EmbedSVD(module.num_embeddings, module.features, rank=rank, mode=mode, dtype=module.dtype,
+    return nnx_layers.EmbedSVD(module.num_embeddings, module.features, rank=rank, mode=mode, sigma=sigma,
+                               dtype=module.dtype,
                                param_dtype=module.embedding.dtype, embedding=module.embedding[...],
                                embedding_metadata=module.embedding.get_metadata())
-  common = dict(rank=rank, use_bias=module.use_bias, mode=mode, dtype=module.dtype,
+  common = dict(rank=rank, use_bias=module.use_bias, mode=mode, sigma=sigma, dtype=module.dtype,
                 param_dtype=module.kernel.dtype, kernel=module.kernel[...], bias=_value(module.bias),
                 kernel_metadata=module.kernel.get_metadata(),
                 bias_metadata=None if module.bias is None else module.bias.get_metadata())
@@ -326,8 +332,8 @@ def prune(model_or_split, strategy: rank_pruning.Strategy, floors: rank_pruning.
 
 
 def svdified(constructor: Callable[..., nnx.Module], ranks: Mapping[str, int] | None = None,
-             decomposition: str = "channel", mode: str = "auto", only_ranked: bool = False, **skips
-             ) -> Callable[..., nnx.Module]:
+             decomposition: str = "channel", mode: str = "auto", only_ranked: bool = False,
+             sigma: str = "signed", **skips) -> Callable[..., nnx.Module]:
   """A constructor of the svdified model: ``constructor(*args, **kwargs)`` then ``svdify`` at ``ranks``.
 
   Use it where NNX wants a class-like constructor: ``nnx.eval_shape`` (abstract model to restore a checkpoint into)
@@ -335,7 +341,7 @@ def svdified(constructor: Callable[..., nnx.Module], ranks: Mapping[str, int] | 
 
   Args:
     constructor: builds the dense nnx model (e.g. the model class).
-    ranks, decomposition, mode: as ``svdify``.
+    ranks, decomposition, mode, sigma: as ``svdify``.
     only_ranked: convert exactly the layers named in ``ranks`` (how a saved architecture is rebuilt: its ranks
       name every converted layer).
     **skips: ``skip``, ``skip_pattern``, ``skip_if`` as ``svdify``.
@@ -347,6 +353,6 @@ def svdified(constructor: Callable[..., nnx.Module], ranks: Mapping[str, int] | 
     model = constructor(*args, **kwargs)
     if only_ranked:
       skips["skip_if"] = lambda path, _: path not in ranks
-    svdify(model, ranks, decomposition, mode, **skips)
+    svdify(model, ranks, decomposition, mode, sigma=sigma, **skips)
     return model
   return build
