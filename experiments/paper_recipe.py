@@ -15,10 +15,13 @@ import logging
 import os
 import shutil
 
+import jax
+import numpy as np
 from absl import app
+from jax.experimental import multihost_utils
 
 from experiments import cli, stages, train
-from jaxsvd import checkpoint
+from jaxsvd import checkpoint, distributed
 from jaxsvd.pruning import Floors, Strategy, rank
 from jaxsvd.structure import total_rank
 from jaxsvd.train_state import TrainState
@@ -67,11 +70,20 @@ def prune_stage(c, workdir: str) -> dict:
   finally:
     s.mngr.close()
   extra = {"test_accuracy_before_prune": before["test_accuracy"], "ranks": dict(ranks)}
-  with open(os.path.join(workdir, "summary.json")) as f:
-    saved = json.load(f)
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump({**saved, **extra}, f, indent=2)
+  if distributed.is_primary():  # train.finish wrote summary.json on process 0 only
+    with open(os.path.join(workdir, "summary.json")) as f:
+      saved = json.load(f)
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump({**saved, **extra}, f, indent=2)
   return {**summary, **extra}
+
+
+def stage_done(path: str) -> bool:
+  """Whether a stage's ``summary.json`` exists, as process 0 sees it (every process then takes the same branch)."""
+  done = os.path.exists(path)
+  if jax.process_count() > 1:
+    done = bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
+  return done
 
 
 def run_recipe(c, root: str) -> dict:
@@ -88,17 +100,22 @@ def run_recipe(c, root: str) -> dict:
   for stage in stages.STAGES:
     workdir = os.path.join(root, stage)
     path = os.path.join(workdir, "summary.json")
-    if not os.path.exists(path):
-      log.info("recipe stage %s -> %s", stage, workdir)
-      sc = stages.stage_config(c, stage, root)
-      prune_stage(sc, workdir) if stage == "prune" else train.run(sc, workdir)
-    with open(path) as f:
-      results[stage] = json.load(f)
+    if stage_done(path):
+      with open(path) as f:
+        results[stage] = json.load(f)
+      continue
+    log.info("recipe stage %s -> %s", stage, workdir)
+    sc = stages.stage_config(c, stage, root)
+    summary = prune_stage(sc, workdir) if stage == "prune" else train.run(sc, workdir)
+    if summary is None:  # stopped early (a stop_after_epoch or signal): resumed by the next invocation
+      return results
+    results[stage] = {k: v for k, v in summary.items() if k != "plots"}  # what summary.json holds
   table = {stage: {k: v for k, v in summary.items() if k in ("test_accuracy", "rank_after", "macs_after", "macs_before",
                                                              "flops_speedup", "epochs")}
            for stage, summary in results.items()}
-  with open(os.path.join(root, "recipe.json"), "w") as f:
-    json.dump(table, f, indent=2)
+  if distributed.is_primary():
+    with open(os.path.join(root, "recipe.json"), "w") as f:
+      json.dump(table, f, indent=2)
   log.info("recipe done: %s", json.dumps(table))
   return results
 
