@@ -149,7 +149,8 @@ def total_rank(state) -> int:
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
-  widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+  """A plain-text table; a row without a column shows '-' there."""
+  widths = {c: max(len(c), *(len(str(r.get(c, "-"))) for r in rows)) for c in columns}
   lines = [" | ".join(c.ljust(widths[c]) for c in columns), "-+-".join("-" * widths[c] for c in columns)]
-  lines += [" | ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+  lines += [" | ".join(str(r.get(c, "-")).ljust(widths[c]) for c in columns) for r in rows]
   return "\n".join(lines)

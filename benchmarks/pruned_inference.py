@@ -10,7 +10,9 @@ Per model and rank fraction, timed alternately in one run (median of --repeats, 
                     calls over the plans 'auto' (quantized MACs), 'merged' and 'measured' (each layer timed alone)
   artifact          the same, written by ``jaxsvd.artifact`` (jax.export) and run by its jax-only runner
 speedup = dense time / variant time; MACs red. = dense MACs / variant MACs (``flops.count``); the ratio of the two
-is the deployment efficiency (1.0: latency falls as fast as MACs).
+is the deployment efficiency (1.0: latency falls as fast as MACs). For pruned+folded, XLA's cost analysis of the
+compiled program gives the reduction of its flops and of its bytes accessed (memory traffic) against dense+folded:
+a static profile of why latency does or does not follow MACs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ def folded_runner(state, model, x, rules):
   return (lambda: predict(x)), f"{rule}/{'tuned' if options else 'default'}", folded, plan, options
 
 
+def xla_cost(folded, plan, x) -> dict[str, float]:
+  """XLA's own cost model of the folded model's compiled program: {'flops', 'bytes accessed'} per batch (a static
+  profile: what the program computes and moves, independent of timing noise)."""
+  weights = folded.weights(plan)
+  cost = jax.jit(folded.apply).lower(weights, x).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # a list of one dict in older jax
+  return {k: float(cost.get(k, float("nan"))) for k in ("flops", "bytes accessed")}
+
+
 def logits_check(runner, reference) -> float:
   return float(jnp.max(jnp.abs(runner() - reference)))
 
@@ -42,7 +53,8 @@ def measure_model(model_name, fractions, batch_size, repeats, rules):
   dense_state, dense_model = common.make_state(model_name, None)
   dense_macs = flops.count(dense_model, (32, 32, 3)).macs
   dense = common.eval_runner(dense_state, data, "auto")
-  dense_folded, dense_choice, *_ = folded_runner(dense_state, dense_model, x, ("merged",))
+  dense_folded, dense_choice, dense_fm, dense_plan, _ = folded_runner(dense_state, dense_model, x, ("merged",))
+  dense_cost = xla_cost(dense_fm, dense_plan, x)
   reference = dense_model.apply(dense_state.variables, x, train=False)
   worst_diff = logits_check(dense_folded, reference)
   rows, ratio_at = [], {}
@@ -51,6 +63,7 @@ def measure_model(model_name, fractions, batch_size, repeats, rules):
     macs = flops.count(model, (32, 32, 3)).macs
     pruned = common.eval_runner(state, data, "auto")
     folded, choice, folded_model, plan, options = folded_runner(state, model, x, rules)
+    cost = xla_cost(folded_model, plan, x)
     with tempfile.TemporaryDirectory() as directory:
       artifact.write(folded_model, plan, directory, options, platforms=("cpu",))
       predict = artifact.load(directory)
@@ -66,8 +79,11 @@ def measure_model(model_name, fractions, batch_size, repeats, rules):
     describe = {"pruned": common.describe(pruned), "pruned+folded": choice, "artifact": choice}
     for label in ("pruned", "pruned+folded", "artifact"):
       rows.append(_row(model_name, label, f"{fraction:.0%}", dense_macs, macs, t, label, describe[label]))
+    rows[-2]["XLA bytes red."] = f"{dense_cost['bytes accessed'] / cost['bytes accessed']:.2f}x"
+    rows[-2]["XLA flops red."] = f"{dense_cost['flops'] / cost['flops']:.2f}x"
     ratio_at[fraction] = {k: t["dense"] / t[k] / (dense_macs / macs) for k in ("pruned", "pruned+folded", "artifact")}
-    print(common.table(rows[-5 if len(rows) == 5 else -3:], list(rows[0])), flush=True)  # progress
+    print(common.table(rows[-5 if len(rows) == 5 else -3:], [*rows[0], "XLA flops red.", "XLA bytes red."]),
+          flush=True)  # progress
   return rows, ratio_at, worst_diff
 
 
@@ -96,7 +112,7 @@ def main():
       keys.append(f"{model_name}@{fraction:.0%}: pruned {ratios['pruned']:.2f} -> folded {ratios['pruned+folded']:.2f}"
                   f" / artifact {ratios['artifact']:.2f}")
   print(f"backend={jax.default_backend()} batch={batch_size} repeats={repeats} (median, alternated per fraction)")
-  print(common.table(rows, list(rows[0])))
+  print(common.table(rows, [*rows[0], "XLA flops red.", "XLA bytes red."]))
   print(f"max |logits - eval logits| over folded and artifact variants: {worst_diff:.2e}")
   print("KEY speedup / MACs-reduction, " + "; ".join(keys))
 
