@@ -114,6 +114,8 @@ CONFIG_CASES = [  # (overrides, the start of the error after "error: ")
     (["--config.batch_size=1000"], "batch_size=1000 is larger than the 256 training examples used"),
     (["--config.train_subset=64", "--config.batch_size=100"], "batch_size=100 is larger than the 64 training"),
     (["--config.checkpoint.max_to_keep=0"], "checkpoint.max_to_keep must be an int >= 1, got 0"),
+    (["--config.slimming.enabled=True", "--config.slimming.prune_epoch=1", "--config.slimming.channel_multiple=0"],
+     "slimming.channel_multiple must be an int >= 1, got 0"),
     (["--config.data_dir="], "data_dir is empty"),
     (["--config.parallel=pmap", "--config.num_devices=8"], "num_devices=8 but parallel='pmap' uses 4 of the 4"),
     (["--config.parallel=pmap", "--config.batch_size=30"], "batch_size=30 is not divisible by the 4 devices"),
@@ -169,6 +171,7 @@ FROM_SCRATCH = "--config=experiments/configs/fashion_mnist_from_scratch.py"
 @pytest.mark.parametrize("overrides, expected", [
     (["--config.from_scratch.budget=0"], "from_scratch.budget must be in (0.0, 1.0], got 0"),
     (["--config.from_scratch.learning_rate=0"], "from_scratch.learning_rate must be a finite number > 0"),
+    (["--config.from_scratch.channel_multiple=0"], "from_scratch.channel_multiple must be an int >= 1, got 0"),
     (["--config.data_dir=/nonexistent/fm"], "data_dir=/nonexistent/fm does not exist"),
     (["--config.batch_size=1000"], "batch_size=1000 is larger than the 256 training examples used")])
 def test_pruning_from_scratch_bad_input_before_the_search(good_data, tmp_path, capsys, log_compiles, overrides,
