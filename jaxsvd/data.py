@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import io
 import os
-import pickle
-import tarfile
 import zlib
 from typing import Iterator
 
 import numpy as np
 
+from jaxsvd import cifar_archives
 from jaxsvd.validate import check_choice, check_dataset
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10, "imagenet2012": 1000}
@@ -27,10 +25,6 @@ SOURCES = ("auto", "local", "tfds")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
                  "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-CIFAR = {  # name: (binary dir, binary archive, python dir, python archive, label bytes, label offset)
-    "cifar10": ("cifar-10-batches-bin", "cifar-10-binary.tar.gz", "cifar-10-batches-py", "cifar-10-python.tar.gz", 1, 0),
-    "cifar100": ("cifar-100-binary", "cifar-100-binary.tar.gz", "cifar-100-python", "cifar-100-python.tar.gz", 2, 1),
-}
 
 
 @dataclasses.dataclass
@@ -155,49 +149,6 @@ def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
       f"dataset-fashion-mnist` or set --config.data_dir to a directory holding {names} (each optionally .gz)")
 
 
-def _read_members(data_dir: str, folder: str, archive: str) -> tuple[str, dict[str, bytes]] | None:
-  """(where, {basename: bytes}) of an extracted CIFAR folder or its .tar.gz archive, or None if neither exists."""
-  directory = os.path.join(data_dir, folder)
-  if os.path.isdir(directory):
-    return directory, {n: open(os.path.join(directory, n), "rb").read() for n in os.listdir(directory)}
-  tar_path = os.path.join(data_dir, archive)
-  if os.path.isfile(tar_path):
-    try:
-      with tarfile.open(tar_path) as tar:
-        return tar_path, {os.path.basename(m.name): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-      raise ValueError(f"{tar_path} cannot be read, truncated or corrupt ({type(err).__name__}: {err})") from None
-  return None
-
-
-def _parse_binary(blob: bytes, label_bytes: int, label_offset: int) -> tuple[np.ndarray, np.ndarray]:
-  if len(blob) % (label_bytes + 3072):
-    raise ValueError(f"size {len(blob)} is not a multiple of the {label_bytes + 3072}-byte record")
-  records = np.frombuffer(blob, np.uint8).reshape(-1, label_bytes + 3072)
-  images = records[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-  return images, records[:, label_offset].astype(np.int32)
-
-
-def _parse_python(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
-  d = pickle.load(io.BytesIO(blob), encoding="bytes")
-  labels = d.get(b"labels", d.get(b"fine_labels"))
-  return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, np.int32)
-
-
-def _parse_split(where: str, members: dict[str, bytes], names: list[str], parse) -> tuple[np.ndarray, np.ndarray]:
-  """The concatenated (images, labels) of the CIFAR files ``names``; one-line errors for missing or bad files."""
-  missing = [n for n in names if n not in members]
-  if missing:
-    raise FileNotFoundError(f"{where} lacks {', '.join(missing)}")
-  parts = []
-  for n in names:
-    try:
-      parts.append(parse(members[n]))
-    except Exception as err:  # noqa: BLE001 -- pickle and numpy raise many types on a corrupt file
-      raise ValueError(f"{where}/{n} is not a CIFAR batch file ({type(err).__name__}: {err})") from None
-  return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
 def load_cifar_local(name: str, data_dir: str) -> Dataset:
   """CIFAR-10 or CIFAR-100 from the original archives in a local directory.
 
@@ -217,25 +168,7 @@ def load_cifar_local(name: str, data_dir: str) -> Dataset:
     ValueError: if an archive or a batch file is corrupt.
   """
   check_data_dir(data_dir)
-  binary_dir, binary_tar, python_dir, python_tar, label_bytes, offset = CIFAR[name]
-  ten = name == "cifar10"
-  found = _read_members(data_dir, binary_dir, binary_tar)
-  if found is not None:
-    train_names = [f"data_batch_{i}.bin" for i in range(1, 6)] if ten else ["train.bin"]
-    parse = lambda blob: _parse_binary(blob, label_bytes, offset)  # noqa: E731
-    test_names = ["test_batch.bin" if ten else "test.bin"]
-  else:
-    found = _read_members(data_dir, python_dir, python_tar)
-    train_names = [f"data_batch_{i}" for i in range(1, 6)] if ten else ["train"]
-    parse, test_names = _parse_python, ["test_batch" if ten else "test"]
-  if found is None:
-    raise FileNotFoundError(
-        f"{name} not found in data_dir={os.path.abspath(data_dir)}: put {binary_tar} or {python_tar} (or the "
-        f"extracted {binary_dir}/ or {python_dir}/) from https://www.cs.toronto.edu/~kriz/cifar.html there, or use "
-        f"data_source='tfds' with internet access; fashion_mnist works offline (apt-get install dataset-fashion-mnist)")
-  where, members = found
-  return Dataset(name, *_parse_split(where, members, train_names, parse), *_parse_split(where, members, test_names, parse),
-                 NUM_CLASSES[name])
+  return Dataset(name, *cifar_archives.read_cifar(name, data_dir), NUM_CLASSES[name])
 
 
 def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
