@@ -78,9 +78,13 @@ def prune_stage(c, workdir: str) -> dict:
   return {**summary, **extra}
 
 
-def stage_done(path: str) -> bool:
-  """Whether a stage's ``summary.json`` exists, as process 0 sees it (every process then takes the same branch)."""
-  done = os.path.exists(path)
+def stage_done(path: str, key: str = "test_accuracy") -> bool:
+  """Whether a stage's ``summary.json`` exists and holds ``key`` (the prune stage adds 'ranks' last), as process 0
+  sees it: every process then takes the same branch."""
+  done = False
+  if os.path.exists(path):
+    with open(path) as f:
+      done = key in json.load(f)
   if jax.process_count() > 1:
     done = bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
   return done
@@ -100,7 +104,7 @@ def run_recipe(c, root: str) -> dict:
   for stage in stages.STAGES:
     workdir = os.path.join(root, stage)
     path = os.path.join(workdir, "summary.json")
-    if stage_done(path):
+    if stage_done(path, "ranks" if stage == "prune" else "test_accuracy"):
       with open(path) as f:
         results[stage] = json.load(f)
       continue

@@ -129,7 +129,10 @@ def plot_all(workdir: str, history: list[dict], params) -> list[str]:
   import matplotlib.pyplot as plt
 
   paths = []
-  epochs = [h["epoch"] for h in history]
+
+  def series(key):  # (epochs, values) of the rows that have ``key`` (a prune-only stage's row has no train metrics)
+    rows = [h for h in history if key in h]
+    return [h["epoch"] for h in rows], [h[key] for h in rows]
 
   def save(fig, name):
     path = os.path.join(workdir, name)
@@ -138,14 +141,14 @@ def plot_all(workdir: str, history: list[dict], params) -> list[str]:
     paths.append(path)
 
   fig, ax = plt.subplots(figsize=(6, 4))
-  ax.plot(epochs, [h["train_accuracy"] for h in history], label="train")
-  ax.plot(epochs, [h["test_accuracy"] for h in history], label="test")
+  ax.plot(*series("train_accuracy"), label="train")
+  ax.plot(*series("test_accuracy"), marker=".", label="test")
   ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy vs epoch")
   ax.legend()
   save(fig, "accuracy.png")
 
   fig, ax = plt.subplots(figsize=(6, 4))
-  ax.plot(epochs, [h["total_rank"] for h in history], marker="o")
+  ax.plot(*series("total_rank"), marker="o")
   ax.set(xlabel="epoch", ylabel="total rank (Σ over SVD layers)", title="ranks vs epoch")
   save(fig, "ranks.png")
 

@@ -111,3 +111,13 @@ def test_paper_table_values_from_the_official_notes():
       2.0, "official_imagenet", (31, 61))
   with pytest.raises(ValueError, match="no such row"):
     paper.get_config("resnet44,channel,hoyer")
+
+
+def test_a_stage_is_done_only_when_its_summary_is_complete(tmp_path):
+  """A prune stage killed between train.finish's summary.json and the added 'ranks' is redone, not skipped."""
+  path = tmp_path / "summary.json"
+  assert not paper_recipe.stage_done(str(path))
+  path.write_text(json.dumps({"test_accuracy": 0.8}))
+  assert paper_recipe.stage_done(str(path)) and not paper_recipe.stage_done(str(path), "ranks")
+  path.write_text(json.dumps({"test_accuracy": 0.8, "ranks": {"conv": 3}}))
+  assert paper_recipe.stage_done(str(path), "ranks")
