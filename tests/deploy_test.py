@@ -85,7 +85,7 @@ class UserNet(nn.Module):
     return nn.Dense(5)(jnp.mean(x, axis=(1, 2)))
 
 
-@pytest.mark.parametrize("decomposition", ["channel", "spatial"])
+@pytest.mark.parametrize("decomposition", ["channel", pytest.param("spatial", marks=pytest.mark.slow)])
 def test_folding_an_svdify_model(decomposition):
   svd_model = svdify(UserNet(), decomposition=decomposition)
   variables = svd_model.init(jax.random.key(0), X)

@@ -41,7 +41,9 @@ def test_forced_devices_present():
   assert jax.device_count() >= 4
 
 
-@pytest.mark.parametrize("kind, devices", [("pmap", 2), ("sharding", 2), pytest.param("pmap", 4, marks=pytest.mark.slow)])
+# pmap stays in the default run through test_single_device_checkpoint_resumes_under_pmap
+@pytest.mark.parametrize("kind, devices", [("sharding", 2), pytest.param("pmap", 2, marks=pytest.mark.slow),
+                                           pytest.param("pmap", 4, marks=pytest.mark.slow)])
 def test_same_params_as_single_device(data_dir, single, tmp_path, kind, devices):
   c = _config(data_dir, parallel=kind, num_devices=devices)
   summary = train.run(c, str(tmp_path))
