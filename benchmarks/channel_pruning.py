@@ -47,9 +47,12 @@ def _narrow_variants(name: str, budget: float, dense_macs: int) -> dict[str, dic
   scores = {conv: np.abs(rng.normal(size=w)) * rng.uniform(0.5, 1.5) for conv, w in full.items()}
   uniform = lambda f: {c: max(1, math.floor(w * f)) for c, w in full.items()}  # noqa: E731
   f = _bisect(lambda f: macs_of(uniform(f)), budget * dense_macs)
-  return {"narrow (global |γ|)": from_scratch.widths_for_budget(scores, macs_of, budget),
-          "narrow (global |γ|, ×8)": from_scratch.widths_for_budget(scores, macs_of, budget, multiple=8),
-          "narrow (uniform)": uniform(f)}
+  variants = {"narrow (global |γ|)": from_scratch.widths_for_budget(scores, macs_of, budget)}
+  try:  # at small budgets 8 channels per group may already be too many (the residual stream is not narrowed)
+    variants["narrow (global |γ|, ×8)"] = from_scratch.widths_for_budget(scores, macs_of, budget, multiple=8)
+  except ValueError as err:
+    print(f"{name}@{budget:.0%}: no ×8 variant ({err})")
+  return {**variants, "narrow (uniform)": uniform(f)}
 
 
 def _rank_state(name: str, budget: float, dense_macs: int):
