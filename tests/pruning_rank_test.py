@@ -155,7 +155,7 @@ def test_reinit_keeps_counts_and_zeros_moments(resnet8):
   assert all(float(jnp.abs(v).max()) == 0 for k, v in flat.items() if ".mu" in k)
 
 
-@pytest.mark.parametrize("policy", ["reinit", "slice"])
+@pytest.mark.parametrize("policy", [pytest.param("reinit", marks=pytest.mark.slow), "slice"])
 def test_train_prune_train_compiles_once_per_rank_set(resnet8, policy):
   _, variables, x = resnet8
   variables = jax.tree.map(jnp.copy, variables)  # the step donates its state; keep the fixture intact

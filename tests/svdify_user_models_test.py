@@ -71,7 +71,8 @@ def _train(svd_model, variables, x, y, steps=3):
 
 
 # resnet (slow): the CNN's code path plus a grouped conv, which svdify_layers_test covers unmarked
-@pytest.mark.parametrize("name", ["cnn", pytest.param("resnet", marks=pytest.mark.slow), "vit", "lm"])
+@pytest.mark.parametrize("name", ["cnn", pytest.param("resnet", marks=pytest.mark.slow),  # lm: the transformer
+                                  pytest.param("vit", marks=pytest.mark.slow), "lm"])
 def test_user_model_decompose_prune_train(name):
   cls, x, y = MODELS[name]
   model, svd_model = cls(), svdify(cls())
@@ -117,9 +118,15 @@ def test_vit_stacked_layers_keep_their_logical_axes():
   assert (low.macs, low.params) == (2 * 5 * 4 * (16 + 16), 2 * (4 * (16 + 16) + 16))  # + the (2, 8) bias
 
 
-def test_checkpoints_restore_in_a_fresh_process(tmp_path):
+CLASSES = {"cnn": "CNN", "resnet": "ResNet", "vit": "ViT", "lm": "TransformerLM"}
+KEY_TYPES = {"cnn": "key<rbg>", "resnet": "key<fry>", "vit": "key<fry>", "lm": "uint32"}
+
+
+@pytest.mark.parametrize("names", [("cnn", "lm"), pytest.param(("resnet", "vit"), marks=pytest.mark.slow)])
+def test_checkpoints_restore_in_a_fresh_process(tmp_path, names):
   outputs, keys = {}, {"cnn": jax.random.key(3, impl="rbg"), "lm": jax.random.PRNGKey(4)}
-  for name, (cls, x, _) in MODELS.items():
+  for name in names:
+    cls, x, _ = MODELS[name]
     svd_model = svdify(cls())
     variables = nn.unbox(svd_model.init(jax.random.key(0), x, train=False))
     params, new_ranks, _ = prune(variables["params"], Strategy("energy", energy=0.2))
@@ -135,7 +142,7 @@ def test_checkpoints_restore_in_a_fresh_process(tmp_path):
       sys.path.insert(0, {os.path.join(REPO, 'tests')!r})
       import user_models
       from jaxsvd import checkpoint
-      for name, cls in [("cnn", "CNN"), ("resnet", "ResNet"), ("vit", "ViT"), ("lm", "TransformerLM")]:
+      for name, cls in {[(n, CLASSES[n]) for n in names]!r}:
         r = checkpoint.restore({str(tmp_path)!r} + "/" + name, model=getattr(user_models, cls)())
         x = np.load({str(tmp_path)!r} + f"/{{name}}_x.npy")
         y = jax.jit(lambda v, x: r.model.apply(v, x, **r.architecture.user["call_kwargs"]))(r.variables, x)
@@ -147,8 +154,8 @@ def test_checkpoints_restore_in_a_fresh_process(tmp_path):
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.split() == ["cnn", "key<rbg>", "resnet", "key<fry>", "vit", "key<fry>", "lm", "uint32"]
-  for name in MODELS:
+  assert proc.stdout.split() == [word for n in names for word in (n, KEY_TYPES[n])]
+  for name in names:
     np.testing.assert_array_equal(np.load(tmp_path / f"{name}_y.npy"), outputs[name])
 
 
