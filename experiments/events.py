@@ -229,8 +229,7 @@ class Slimming(Event):
 
     Raises:
       ValueError: if ``amount`` is not in [0, 1), ``min_channels`` or ``channel_multiple`` is not an int ≥ 1, or
-        ``prune_epoch`` is not an
-        int in [1, num_epochs).
+        ``prune_epoch`` is not an int in [1, num_epochs).
     """
     s = c.slimming
     if not s.enabled:
