@@ -145,11 +145,6 @@ def gates(params, paths: Mapping[str, str]) -> dict[str, np.ndarray]:
   return {conv: np.abs(np.asarray(jax.device_get(leaves[p]), np.float64)) for conv, p in paths.items()}
 
 
-def round_width(width: int, full: int, multiple: int = 1) -> int:
-  """``width`` rounded up to a multiple of ``multiple`` (vector/tile widths: 8, 16), at most ``full``."""
-  return min(full, -(-width // multiple) * multiple)
-
-
 def widths_at(gate_values: Mapping[str, np.ndarray], threshold: float, multiple: int = 1) -> dict[str, int]:
   """The width of every group: its gates above ``threshold``, at least 1, rounded up to ``multiple``.
 
@@ -161,7 +156,8 @@ def widths_at(gate_values: Mapping[str, np.ndarray], threshold: float, multiple:
   Returns:
     {conv path: min(C, m·ceil(max(1, #{j : |γ_j| > t}) / m))}, C the group's channels.
   """
-  return {path: round_width(max(1, int(np.sum(g > threshold))), g.size, multiple) for path, g in gate_values.items()}
+  return {path: masks_lib.round_up(max(1, int(np.sum(g > threshold))), g.size, multiple)
+          for path, g in gate_values.items()}
 
 
 def widths_for_budget(gate_values: Mapping[str, np.ndarray], macs_of: Callable[[dict[str, int]], int],

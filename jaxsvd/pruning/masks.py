@@ -69,6 +69,12 @@ def _kept(shape, mask) -> np.ndarray:
   return np.ones(shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool), shape).copy()
 
 
+def round_up(count: int, cap: int, multiple: int = 1) -> int:
+  """``count`` rounded up to a multiple of ``multiple`` (vector / tile widths: 8, 16), at most ``cap``: a kept rank
+  (``rank.Floors``) or channel width (slimming, pruning from scratch)."""
+  return int(min(cap, -(-count // multiple) * multiple))
+
+
 def prune_smallest(scores: np.ndarray, kept: np.ndarray, amount: Amount, what: str = "entries") -> np.ndarray:
   """``kept`` with the k = amount·(kept count) kept entries of smallest score set False (ties: lower index first).
 

@@ -36,6 +36,7 @@ import numpy as np
 from flax.core.meta import AxisMetadata
 
 from jaxsvd.pruning import budget
+from jaxsvd.pruning.masks import round_up
 from jaxsvd.structure import iter_svd_layers, unboxed
 from jaxsvd.tree import replace_nodes
 from jaxsvd.validate import FromConfig, check_choice, check_in_range, check_min_int, check_nonnegative
@@ -106,7 +107,7 @@ class Floors(FromConfig):
     """
     floor = max(self.min_rank, math.ceil(self.min_decay * original_rank - 1e-9))
     k = max(k, floor, 1)
-    return int(min(rank, -(-k // self.rank_multiple) * self.rank_multiple))
+    return round_up(k, rank, self.rank_multiple)
 
 
 # ---- strategies: sorted |s| (descending, float64 numpy) -> number of directions to keep ----

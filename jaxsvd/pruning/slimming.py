@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsvd.pruning.masks import Masks, prune_smallest
+from jaxsvd.pruning.masks import Masks, prune_smallest, round_up
 from jaxsvd.structure import norm_layers, norm_widths
 from jaxsvd.validate import check_in_range, check_min_int
 
@@ -76,7 +76,7 @@ def channel_masks(params, amount: float, min_channels: int = 1, norms: Sequence[
 
 def _round_up_kept(keep: np.ndarray, gamma: np.ndarray, multiple: int) -> np.ndarray:
   """``keep`` with the largest-|γ| pruned channels kept back until the kept count is a multiple (or all)."""
-  target = min(keep.size, -(-int(keep.sum()) // multiple) * multiple)
+  target = round_up(int(keep.sum()), keep.size, multiple)
   order = np.argsort(-np.where(keep, -np.inf, gamma), kind="stable")  # pruned channels, largest |γ| first
   keep = keep.copy()
   keep[order[:target - int(keep.sum())]] = True
