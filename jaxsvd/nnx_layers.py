@@ -153,6 +153,7 @@ class _SVDModule(nnx.Module):
   """Shared validation, the rank and the promoted factors."""
 
   def _check(self, mode: str, decomposition: str = "channel", sigma: str = "signed", init: str = "svd_of_he"):
+    """Validates the layer's options (one-line errors naming the field) and keeps ``sigma`` for ``_promoted``."""
     name = type(self).__name__
     check_choice(f"{name}.mode", mode, layers.MODES)
     check_choice(f"{name}.decomposition", decomposition, layers.DECOMPOSITIONS)
