@@ -119,7 +119,7 @@ def describe(runner) -> str:
   if not chosen:
     return "-"
   mode = chosen[0].variant.get("mode") or "own"
-  return f"{'tuned' if chosen[0].options else 'default'}/{mode}"
+  return f"{xla_options.describe(chosen[0].options)}/{mode}"
 
 
 def alternate(fns: dict, repeats: int) -> dict:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import common
-from jaxsvd import artifact, deploy, flops
+from jaxsvd import artifact, deploy, flops, xla_options
 from jaxsvd.models import SVDSpec
 
 
@@ -31,7 +31,7 @@ def folded_runner(state, model, x, rules):
   """(no-argument runner, 'rule/options' description, folded model, plan, options) of the folded model."""
   folded = deploy.fold(model, state.variables, x, train=False)
   rule, plan, options, predict = artifact.autotune(folded, x, rules)
-  return (lambda: predict(x)), f"{rule}/{'tuned' if options else 'default'}", folded, plan, options
+  return (lambda: predict(x)), f"{rule}/{xla_options.describe(options)}", folded, plan, options
 
 
 def xla_cost(folded, plan, x) -> dict[str, float]:

@@ -2,8 +2,9 @@
 
 ``autotune(folded, x)`` builds candidate plans ({layer: 'merged' | 'factored'}): 'auto' (channel-quantized
 MACs), 'merged' (every layer one conv) and 'measured' (each SVD layer timed alone in both executions at the
-batch's shapes, ``measured_plan``), and lets ``xla_options.autotuned_jit`` time the whole model under each plan
-and each XLA option set on real calls: a layer that wins alone can lose inside the model's fusions.
+batch's shapes, ``measured_plan``), pairs them with each XLA option set for inference
+(``xla_options.candidate_options(inference=True)``) and times the whole model under each pair on real calls:
+a layer that wins alone can lose inside the model's fusions.
 
 ``write(folded, plan, directory)`` serializes ``folded.apply`` with ``jax.export`` (StableHLO, symbolic batch
 dimension ``b``, lowered for ``platforms``) and writes
@@ -17,6 +18,7 @@ passes them to ``jax.jit`` on CPU.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -49,36 +51,45 @@ def _median_time(fn, args, repeats: int) -> float:
   return statistics.median(times)
 
 
-def measured_plan(folded: Folded, batch: int, repeats: int = 5) -> dict[str, str]:
+_TUNED = "tuned"  # measured_plan's default: the options ``xla_options.jit`` compiles with
+
+
+def measured_plan(folded: Folded, batch: int, repeats: int = 5, options: Any = _TUNED) -> dict[str, str]:
   """Each SVD layer's faster execution, timed alone on random inputs of its traced shape at ``batch``.
 
   Args:
     folded: the folded model.
     batch: the batch size to time at.
     repeats: timed calls per execution (median, after one warm-up call).
+    options: the XLA compiler options to time under (default: ``xla_options.tuned_options()``); which execution
+      wins depends on them (``xla_options.INFERENCE_CPU_OPTIONS``).
 
   Returns:
     {layer path: 'merged' | 'factored'} (dense layers: 'merged').
   """
+  options = xla_options.tuned_options() if options is _TUNED else options
   plan = folded.plan("merged")
   rng = np.random.default_rng(0)
-  for path, rank in folded.ranks().items():
+  for path in folded.ranks():
     site = folded.sites[path]
     x = jnp.asarray(rng.normal(size=(batch, *site.in_shape)), jnp.float32)
     times = {}
     for execution in ("merged", "factored"):
       w = {k: jnp.asarray(v, jnp.float32) for k, v in execution_weights(site, folded.layers[path], execution).items()}
-      times[execution] = _median_time(xla_options.jit(lambda w, x, site=site: run_layer(site, w, x)), (w, x), repeats)
+      layer = jax.jit(lambda w, x, site=site: run_layer(site, w, x), compiler_options=options)
+      times[execution] = _median_time(layer, (w, x), repeats)
     plan[path] = min(times, key=times.get)
   return plan
 
 
-def candidate_plans(folded: Folded, batch: int, rules: Sequence[str] = CANDIDATES) -> dict[str, dict[str, str]]:
-  """{rule: plan} for ``rules`` ⊆ ('auto', 'merged', 'factored', 'measured'), duplicates of an earlier plan dropped."""
+def candidate_plans(folded: Folded, batch: int, rules: Sequence[str] = CANDIDATES,
+                    options: Any = _TUNED) -> dict[str, dict[str, str]]:
+  """{rule: plan} for ``rules`` ⊆ ('auto', 'merged', 'factored', 'measured'), duplicates of an earlier plan dropped;
+  'measured' is timed under ``options`` (``measured_plan``)."""
   plans: dict[str, dict[str, str]] = {}
   for rule in rules:
     check_choice("plan rule", rule, (*CANDIDATES, "factored"))
-    plan = measured_plan(folded, batch) if rule == "measured" else folded.plan(rule)
+    plan = measured_plan(folded, batch, options=options) if rule == "measured" else folded.plan(rule)
     if plan not in plans.values():
       plans[rule] = plan
   return plans
@@ -87,24 +98,29 @@ def candidate_plans(folded: Folded, batch: int, rules: Sequence[str] = CANDIDATE
 def autotune(folded: Folded, x: jax.Array, rules: Sequence[str] = CANDIDATES, trials: int = 3):
   """The fastest (plan, XLA options) for inputs shaped like ``x``, timed on whole-model calls.
 
+  Every option set of ``xla_options.candidate_options(inference=True)`` is paired with the plans of ``rules``
+  ('measured' timed under that set), each pair compiled for ``x``'s shape, and the pairs timed in turn on whole
+  calls (``xla_options.fastest``): a layer that wins alone can lose inside the model's fusions.
+
   Args:
     folded: the folded model.
     x: a batch of inputs at the batch size to tune for.
     rules: the candidate plans (``candidate_plans``).
-    trials: timed rounds per candidate (after one warm-up round), as ``xla_options.AutotunedJit``.
+    trials: timed rounds per candidate (after one warm-up round).
 
   Returns:
-    (rule name, plan, ``xla_options.Choice``-like dict {'options': ...}, the ``AutotunedJit`` serving the choice).
+    (rule name, plan, the XLA options (None: defaults), ``predict(images) -> logits`` jitted with them).
   """
-  plans = candidate_plans(folded, x.shape[0], rules)
-  weights = {rule: folded.weights(plan) for rule, plan in plans.items()}
-  tuned = xla_options.autotuned_jit(lambda w, x, rule: folded.apply(w[rule], x), variants={"rule": list(plans)},
-                                    trials=trials)
-  while not tuned.choices:
-    tuned(weights, x)
-  choice = next(iter(tuned.choices.values()))
-  rule = choice.variant["rule"]
-  return rule, plans[rule], choice.options, lambda x: tuned(weights, x)
+  candidates = []
+  for options in xla_options.candidate_options(inference=True):
+    for rule, plan in candidate_plans(folded, x.shape[0], rules, options).items():
+      weights = folded.weights(plan)
+      compiled = jax.jit(folded.apply).lower(weights, x).compile(compiler_options=options)
+      candidates.append(((rule, plan, options, weights), compiled))
+  (rule, plan, options, weights), _ = xla_options.fastest(
+      [(key, functools.partial(compiled, key[3])) for key, compiled in candidates], (x,), trials)
+  apply = jax.jit(folded.apply, compiler_options=options)
+  return rule, plan, options, functools.partial(apply, weights)
 
 
 def flat_weights(weights: Mapping) -> dict[str, np.ndarray]:

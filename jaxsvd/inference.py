@@ -19,7 +19,7 @@ def load_for_inference(path: str, step: int | None = None) -> tuple[Callable, Ar
 
   Returns:
     (apply, architecture record). ``apply`` is jitted; on its first real calls it times the model's own SVD
-    execution mode against all-reconstruct and the tuned against the default XLA options, then keeps the
+    execution mode against all-reconstruct under each XLA option set for inference, then keeps the
     fastest (``xla_options.autotuned_jit``); every candidate computes the same function.
 
   Raises:
@@ -28,5 +28,5 @@ def load_for_inference(path: str, step: int | None = None) -> tuple[Callable, Ar
   restored = checkpoint.restore(path, step)
   apply = xla_options.autotuned_jit(
       lambda x, mode: in_mode(restored.model.apply, mode)(restored.variables, x, train=False),
-      variants=EVAL_VARIANTS)
+      variants=EVAL_VARIANTS, options=xla_options.candidate_options(inference=True))
   return apply, restored.architecture

@@ -22,6 +22,12 @@ the tuned and with the default options, runs its next real calls on the two in t
 faster. The cost is one extra compile per signature; no call is repeated. ``variants`` widens the
 search to equivalent versions of the function (e.g. SVD layers run as one conv or as two): which
 wins depends on the surrounding fusions and the options, so it is measured on the whole step, too.
+
+Inference adds a third set, ``INFERENCE_CPU_OPTIONS`` (``candidate_options(inference=True)``): YNNPACK dots
+and reductions without its elementwise fusions. With ELTWISE, a conv → 1×1 conv (or dot) → bias → ReLU chain,
+i.e. a factored SVD layer, is swallowed whole into one YNNPACK fusion that runs the convolutions in YNNPACK:
+measured per layer (batch 128, 16×16×128, rank 64) 172 ms against 84 ms without ELTWISE and 141 ms for the
+merged conv (``python -m benchmarks.pruned_inference``). Training keeps ELTWISE (it carries BatchNorm).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import jax.numpy as jnp
 
 YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
 CPU_OPTIONS = {YNN_FUSION_TYPE: ",".join(f"LIBRARY_FUSION_TYPE_{t}" for t in ("INDIVIDUAL_DOT", "REDUCE", "ELTWISE"))}
+INFERENCE_CPU_OPTIONS = {YNN_FUSION_TYPE: ",".join(f"LIBRARY_FUSION_TYPE_{t}" for t in ("INDIVIDUAL_DOT", "REDUCE"))}
 
 
 @functools.cache
@@ -76,7 +83,7 @@ def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
 
 
 def autotuned_jit(fn: Callable, **kwargs: Any) -> "AutotunedJit":
-  """``AutotunedJit(fn, **kwargs)`` (kwargs: static_argnums, donate_argnums, trials, variants).
+  """``AutotunedJit(fn, **kwargs)`` (kwargs: static_argnums, donate_argnums, trials, variants, options).
 
   Args:
     fn: the function to compile.
@@ -88,10 +95,23 @@ def autotuned_jit(fn: Callable, **kwargs: Any) -> "AutotunedJit":
   return AutotunedJit(fn, **kwargs)
 
 
-def candidate_options() -> list[dict[str, Any] | None]:
-  """The option sets ``autotuned_jit`` chooses from: the tuned ones (where they apply) and XLA's defaults."""
+def describe(options: Mapping[str, Any] | None) -> str:
+  """'tuned', 'inference', 'default' (None) or 'custom': which option set ``options`` is."""
+  if options is None:
+    return "default"
+  names = {"tuned": tuned_options(), "inference": INFERENCE_CPU_OPTIONS}
+  return next((name for name, known in names.items() if known is not None and dict(options) == dict(known)), "custom")
+
+
+def candidate_options(inference: bool = False) -> list[dict[str, Any] | None]:
+  """The option sets ``autotuned_jit`` chooses from: the tuned ones (where they apply) and XLA's defaults;
+  with ``inference`` also ``INFERENCE_CPU_OPTIONS`` (where the tuned ones apply and this jaxlib accepts it)."""
   tuned = tuned_options()
-  return [None] if tuned is None else [tuned, None]
+  if tuned is None:
+    return [None]
+  if inference and _accepted(tuple(INFERENCE_CPU_OPTIONS.items())):
+    return [tuned, dict(INFERENCE_CPU_OPTIONS), None]
+  return [tuned, None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +133,7 @@ class AutotunedJit:
 
   Candidates are ``fn(*args, **variant)`` for each combination of ``variants`` (keyword → values that
   all compute the same result to float tolerance; none: just ``fn``) compiled with each of
-  ``candidate_options()``. A new signature is traced once per variant (``lower``); variants that lower to
+  ``options`` (default ``candidate_options()``). A new signature is traced once per variant (``lower``); variants that lower to
   the same program are compiled once. The next calls go to the candidates in turn, each call a real one
   whose result is returned (so donation and training steps are fine, nothing is run twice); the first
   round warms up, the next ``trials`` rounds are timed, and the candidate with the smallest median
@@ -121,11 +141,13 @@ class AutotunedJit:
   """
 
   def __init__(self, fn: Callable, *, static_argnums: tuple[int, ...] = (), donate_argnums: tuple[int, ...] = (),
-               trials: int = 3, variants: Mapping[str, Sequence[Any]] | None = None):
+               trials: int = 3, variants: Mapping[str, Sequence[Any]] | None = None,
+               options: Sequence[dict[str, Any] | None] | None = None):
     self._variants = [(v, jax.jit(functools.partial(fn, **v), static_argnums=static_argnums,
                                   donate_argnums=donate_argnums)) for v in _variant_grid(variants)]
     self._static = tuple(static_argnums)
     self._trials = trials
+    self._options = list(options) if options is not None else None
     self._chosen: dict[Any, Any] = {}
     self._tuning: dict[Any, _Trial] = {}
     self.choices: dict[Any, Choice] = {}
@@ -145,7 +167,8 @@ class AutotunedJit:
       if text not in seen:
         seen.add(text)
         lowered.append((variant, low))
-    return [(Choice(v, o), low.compile(compiler_options=o)) for v, low in lowered for o in candidate_options()]
+    option_sets = self._options if self._options is not None else candidate_options()
+    return [(Choice(v, o), low.compile(compiler_options=o)) for v, low in lowered for o in option_sets]
 
   def __call__(self, *args):
     key, dynamic = self._signature(args)
@@ -159,6 +182,17 @@ class AutotunedJit:
       self.choices[key], self._chosen[key] = trial.best()
       del self._tuning[key]
     return out
+
+
+def fastest(candidates: Sequence[tuple[Any, Callable]], args: Sequence[Any], trials: int = 3) -> tuple[Any, Callable]:
+  """The (key, function) pair of ``candidates`` whose ``function(*args)`` has the smallest median time: each is
+  called in turn, one warm-up round and then ``trials`` timed rounds (as ``AutotunedJit`` on real calls)."""
+  trial = _Trial(list(candidates), trials)
+  while not trial.done:
+    trial(tuple(args))
+  return trial.best()
+
+
 class _Trial:
   """Round-robin timing of candidate executables over real calls: one warm-up round, then ``trials`` rounds."""
 

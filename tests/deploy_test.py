@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsvd import artifact, checkpoint, deploy, pruning
+from jaxsvd import artifact, checkpoint, deploy, pruning, xla_options
 from jaxsvd.models import SVDSpec
 from jaxsvd.models.resnet import ResNet
 from jaxsvd.models.vgg import VGG
@@ -166,4 +166,28 @@ def test_autotune_picks_a_candidate_that_computes_the_same():
   folded = deploy.fold(model, variables, X)
   rule, plan, _, predict = artifact.autotune(folded, X, ("factored", "measured"), trials=1)
   assert rule in ("factored", "measured") and set(plan) == set(folded.sites)
+  chex.assert_trees_all_close(predict(X), model.apply(variables, X), **TOL)
+
+
+def test_autotune_pairs_every_inference_option_set_with_its_own_measured_plan(monkeypatch):
+  model, variables = pruned_zoo(tiny_resnet(SVDSpec()), SVDSpec())
+  folded = deploy.fold(model, variables, X)
+  measured_under, timed = [], []
+  real_measured, real_fastest = artifact.measured_plan, xla_options.fastest
+
+  def recording_measured(folded, batch, repeats=5, options=None):
+    measured_under.append(options)
+    return real_measured(folded, batch, 1, options)
+
+  def recording_fastest(candidates, args, trials=3):
+    timed.extend(key[:3:2] for key, _ in candidates)  # (rule, options)
+    return real_fastest(candidates, args, trials)
+
+  monkeypatch.setattr(artifact, "measured_plan", recording_measured)
+  monkeypatch.setattr(xla_options, "fastest", recording_fastest)
+  rule, plan, options, predict = artifact.autotune(folded, X, ("merged", "measured"), trials=1)
+  option_sets = xla_options.candidate_options(inference=True)
+  assert measured_under == option_sets
+  assert all(o in option_sets for _, o in timed) and {r for r, _ in timed} <= {"merged", "measured"}
+  assert all(("merged", o) in timed for o in option_sets) and (rule, options) in timed
   chex.assert_trees_all_close(predict(X), model.apply(variables, X), **TOL)

@@ -171,3 +171,49 @@ def test_in_mode_rebuilds_the_model_in_another_execution_mode():
     chex.assert_trees_all_close(out, outs[0], atol=1e-4, rtol=1e-4)
   with pytest.raises(ValueError, match="mode"):
     in_mode(state.apply_fn, "fast")
+
+
+def test_inference_candidates_add_the_set_without_elementwise_fusions(monkeypatch):
+  tuned, inference = xla_options.CPU_OPTIONS, xla_options.INFERENCE_CPU_OPTIONS
+  assert xla_options.candidate_options(inference=True) == [tuned, inference, None]
+  assert xla_options.candidate_options() == [tuned, None]
+  assert [xla_options.describe(o) for o in (tuned, inference, None, {"x": "1"})] == [
+      "tuned", "inference", "default", "custom"]
+  fusions = set(inference[xla_options.YNN_FUSION_TYPE].split(","))
+  assert fusions == set(tuned[xla_options.YNN_FUSION_TYPE].split(",")) - {"LIBRARY_FUSION_TYPE_ELTWISE"}
+  monkeypatch.setenv("JAXSVD_XLA_OPTIONS", "0")
+  assert xla_options.candidate_options(inference=True) == [None]
+
+
+def test_factored_layer_under_every_inference_option_set_matches_numpy():
+  """conv → 1×1 conv → bias → ReLU, the chain the option sets fuse differently, against a NumPy re-derivation."""
+  rng = np.random.default_rng(0)
+  x, V = rng.normal(size=(2, 6, 6, 4)).astype(np.float32), rng.normal(size=(3, 3, 4, 2)).astype(np.float32)
+  U, b = rng.normal(size=(2, 5)).astype(np.float32), rng.normal(size=5).astype(np.float32)
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  h = sum(np.einsum("bhwc,cr->bhwr", xp[:, i:i + 6, j:j + 6], V[i, j]) for i in range(3) for j in range(3))
+  expected = np.maximum(h @ U + b, 0)
+
+  def layer(x, V, U, b):
+    dn = ("NHWC", "HWIO", "NHWC")
+    h = jax.lax.conv_general_dilated(x, V, (1, 1), [(1, 1), (1, 1)], dimension_numbers=dn)
+    return jax.nn.relu(jax.lax.conv_general_dilated(h, U[None, None], (1, 1), "VALID", dimension_numbers=dn) + b)
+
+  for options in xla_options.candidate_options(inference=True):
+    np.testing.assert_allclose(jax.jit(layer, compiler_options=options)(x, V, U, b), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fastest_times_every_candidate_on_real_calls_and_keeps_the_fastest(monkeypatch):
+  ticks, calls = {"t": 0.0}, []
+
+  def candidate(name, cost):
+    def run(x):
+      calls.append(name)
+      ticks["t"] += cost
+      return x
+    return name, run
+
+  monkeypatch.setattr(xla_options.time, "perf_counter", lambda: ticks["t"])
+  key, fn = xla_options.fastest([candidate("a", 3.0), candidate("b", 1.0), candidate("c", 2.0)], (np.ones(2),), 2)
+  assert key == "b" and calls == ["a", "b", "c"] * 3  # 1 warm-up + 2 timed rounds
+  assert xla_options.fastest([candidate("only", 1.0)], (np.ones(2),))[0] == "only"
