@@ -197,8 +197,9 @@ def run_layer(site: Site, w: Mapping[str, jax.Array], x: jax.Array) -> jax.Array
     y = x @ w["kernel"] if "kernel" in w else (x @ w["first"]) @ w["second"]
   elif "kernel" in w:
     y = factors.conv(x, w["kernel"], site.strides, site.pads)
-  elif site.decomposition == "channel":
-    y = factors.conv(x, w["first"], site.strides, site.pads) @ w["second"]
+  elif site.decomposition == "channel":  # the second factor as a 1×1 conv, not a dot: see INFERENCE_CPU_OPTIONS
+    second = w["second"][None, None]
+    y = factors.conv(factors.conv(x, w["first"], site.strides, site.pads), second, (1, 1), [(0, 0), (0, 0)])
   else:
     (sh, sw), (ph, pw) = site.strides, site.pads
     h = factors.conv(x, w["first"], (sh, 1), [ph, (0, 0)])
