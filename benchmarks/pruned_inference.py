@@ -7,7 +7,8 @@ Per model and rank fraction, timed alternately in one run (median of --repeats, 
   pruned            the SVD model pruned to the fraction of every layer's rank, eval step autotuned over options and
                     own mode ('auto') vs all-reconstruct: what training's eval and ``load_for_inference`` run today
   pruned+folded     BatchNorm folded, per-layer merged/factored plan and XLA options chosen by timing whole-model
-                    calls over the plans 'auto' (quantized MACs), 'merged' and 'measured' (each layer timed alone)
+                    calls over the plans 'auto' (quantized MACs), 'merged' and 'measured' (each layer timed alone),
+                    each under every inference option set (tuned / inference / default: ``artifact.autotune``)
   artifact          the same, written by ``jaxsvd.artifact`` (jax.export) and run by its jax-only runner
 speedup = dense time / variant time; MACs red. = dense MACs / variant MACs (``flops.count``); the ratio of the two
 is the deployment efficiency (1.0: latency falls as fast as MACs). For pruned+folded, XLA's cost analysis of the

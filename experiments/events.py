@@ -29,6 +29,7 @@ import optax
 from jaxsvd import checkpoint
 from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, channels, rank, slimming
 from jaxsvd.pruning import masks as masks_lib
+from jaxsvd.pruning import budget
 from jaxsvd.pruning.budget import MacsCounter
 from jaxsvd.pruning.opt_state import OPT_STATE_POLICIES, update_state
 from jaxsvd.record import Architecture
@@ -41,6 +42,7 @@ class Context:
   """What events need from the run: a model and an optimizer for any architecture record."""
   build_model: Callable[[Architecture], Any]  # the linen model (with the run's BN axis)
   make_tx: Callable[[Architecture, Any], optax.GradientTransformation]  # (architecture, params) -> optimizer
+  epoch: int = 0  # the epoch just completed (the loop sets it before applying events)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +147,7 @@ class RankPrune(Event):
   opt_state: str  # 'reinit' | 'slice'
   schedule: Schedule
   last_epoch: int  # no pruning after this epoch (fine-tuning)
+  budget_ramp: str = "none"  # 'budget' only: how the MACs target is approached over the schedule's events
 
   @property
   def name(self) -> str:
@@ -190,8 +193,23 @@ class RankPrune(Event):
       ValueError: one line naming a bad field of the section.
     """
     check_choice(f"{name}.opt_state", section.opt_state, OPT_STATE_POLICIES)
-    return cls(label, Strategy.from_config(section, name), Floors.from_config(section, name), section.opt_state,
-               schedule, phases.last_train_epoch)
+    ramp = section.get("budget_ramp", "none")
+    check_choice(f"{name}.budget_ramp", ramp, budget.RAMPS)
+    strategy = Strategy.from_config(section, name)
+    if ramp != "none" and strategy.name != "budget":
+      raise ValueError(f"{name}.budget_ramp={ramp!r} needs {name}.strategy='budget', got {strategy.name!r}")
+    return cls(label, strategy, Floors.from_config(section, name), section.opt_state, schedule,
+               phases.last_train_epoch, ramp)
+
+  def strategy_at(self, epoch: int) -> Strategy:
+    """The strategy for the event after ``epoch``: for 'budget', the MACs reduction of ``budget_ramp`` at this
+    event's position in the schedule (``budget.ramped_reduction``); otherwise ``strategy``."""
+    if self.strategy.name != "budget" or self.budget_ramp == "none":
+      return self.strategy
+    events = self.schedule.count(self.last_epoch)
+    reduction = budget.ramped_reduction(self.strategy.macs_reduction, self.schedule.index(epoch), events,
+                                        self.budget_ramp)
+    return dataclasses.replace(self.strategy, macs_reduction=reduction)
 
   def due(self, epoch: int) -> bool:
     """Due when ``schedule`` is, up to ``last_epoch``."""
@@ -200,13 +218,15 @@ class RankPrune(Event):
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
     """Prunes ranks (``rank.prune``); on a change, rebuilds the model and updates the state per ``opt_state``."""
     macs = MacsCounter.for_architecture(architecture, ranks(state.params)) if self.strategy.name == "budget" else None
-    new_params, new_ranks, report = rank.prune(state.params, self.strategy, self.floors, architecture.original_ranks,
-                                               macs)
+    new_params, new_ranks, report = rank.prune(state.params, self.strategy_at(ctx.epoch), self.floors,
+                                               architecture.original_ranks, macs)
     if report.changed:
       architecture = architecture.replace(ranks=new_ranks)
       model = ctx.build_model(architecture)
       state = update_state(state, new_params, model.apply, report, self.opt_state)
     entry = {"kind": self.label, "total_rank": total_rank(new_ranks), "ranks": dict(new_ranks)}
+    if macs is not None:
+      entry["macs_reduction"] = macs.dense / macs.at_ranks(new_ranks)
     return Outcome(state, architecture, entry, report.summary())
 
 

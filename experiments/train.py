@@ -29,10 +29,11 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from experiments import events as events_lib
+from experiments import export as export_run
 from experiments import inputs as inputs_lib
 from experiments import preflight, recovery, reporting, stages
 from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
-from jaxsvd import checkpoint, data, distributed, export, flops, optim
+from jaxsvd import checkpoint, data, distributed, flops, optim
 from jaxsvd.parallel import DataParallel
 from jaxsvd.record import Architecture
 from jaxsvd.structure import ranks as read_ranks
@@ -228,7 +229,7 @@ def apply_events(s: Setup, r: Run) -> bool:
   for event in s.plan.events:
     if not event.due(r.epoch):
       continue
-    outcome = event.apply(s.par.host_state(r.state), r.architecture, s.ctx)
+    outcome = event.apply(s.par.host_state(r.state), r.architecture, dataclasses.replace(s.ctx, epoch=r.epoch))
     r.state, r.architecture = s.par.place(outcome.state), outcome.architecture
     r.events.append({"epoch": r.epoch, **outcome.entry})
     log.info("%s after epoch %d: %s", event.name, r.epoch, outcome.message)
@@ -358,26 +359,6 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
     recovery.close(s.mngr, s.lock, writer)
 
 
-def export_params(architecture: Architecture, state, workdir: str) -> None:
-  """``workdir/export/merged`` (dense kernels of the svd-off model) and ``export/factored`` (√|s| in both).
-
-  Args:
-    architecture: the final architecture record (an SVD model).
-    state: the host train state.
-    workdir: the run's directory.
-
-  Returns:
-    None.
-  """
-  template = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)["params"]
-  sigma = architecture.svd.sigma
-  merged = jax.device_get({"params": export.merge(state.params, template, sigma), **state.model_state})
-  factored = jax.device_get({"params": export.factored(state.params, sigma), **state.model_state})  # host arrays
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.abspath(os.path.join(workdir, "export", "merged")), merged, force=True)
-    ckptr.save(os.path.abspath(os.path.join(workdir, "export", "factored")), factored, force=True)
-
-
 def finish(s: Setup, r: Run, workdir: str) -> dict:
   """The end of a run: writes ``summary.json``, the exports (SVD models only) and, if ``s.c.plots``, the plots.
 
@@ -402,7 +383,7 @@ def finish(s: Setup, r: Run, workdir: str) -> dict:
   for event_type in events_lib.EVENT_TYPES:
     summary.update(event_type.summary(arch, state.params))
   if arch.svd is not None:
-    export_params(arch, state, workdir)  # every process: Orbax saves are collective
+    export_run.save_params(arch, state, workdir)  # every process: Orbax saves are collective
   if not distributed.is_primary():
     return summary
   with open(os.path.join(workdir, "summary.json"), "w") as f:

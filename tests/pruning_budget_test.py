@@ -1,16 +1,21 @@
 """Budget-targeted rank pruning meets its MACs target (checked with MACs counted by hand, in NumPy)."""
 
+import dataclasses
+
 import jax
 import numpy as np
+import optax
 import pytest
 
 from experiments.configs import default
+from experiments.events import Context
 from experiments.plan import make_plan
 from jaxsvd.models import SVDSpec
-from jaxsvd.pruning import Floors, Strategy, budget, prune
+from jaxsvd.pruning import Floors, Schedule, Strategy, budget, prune
 from jaxsvd.pruning.rank import keep_indices
 from jaxsvd.record import Architecture
 from jaxsvd.structure import ranks, svd_layers
+from jaxsvd.train_state import TrainState
 
 # ResNet-8 on 32×32×3, option A: (path, input size, in channels, out channels, stride) of every 3×3 conv (pad 1).
 CONVS = [("stem", 32, 3, 16, 1), ("stage1_block0/conv1", 32, 16, 16, 1), ("stage1_block0/conv2", 32, 16, 16, 1),
@@ -96,3 +101,52 @@ def test_config_fields_are_validated_in_one_line(field, value, message):
   assert "\n" not in str(err.value)
   with pytest.raises(ValueError, match="use prune"):
     keep_indices(np.ones(3), 3, Strategy("budget"))
+
+
+def test_ramped_reduction_by_hand():
+  # X = 4, K = 3 events: kept fraction f = 1 − (3/4)·g(k/3).
+  cubic = [1 / (1 - 0.75 * (1 - (1 - k / 3) ** 3)) for k in (1, 2, 3)]  # 2.1176, 3.6, 4
+  np.testing.assert_allclose(cubic, [36 / 17, 3.6, 4.0])
+  np.testing.assert_allclose([budget.ramped_reduction(4.0, k, 3, "cubic") for k in (1, 2, 3)], cubic)
+  np.testing.assert_allclose([budget.ramped_reduction(4.0, k, 3, "linear") for k in (1, 2, 3)], [4 / 3, 2.0, 4.0])
+  assert [budget.ramped_reduction(4.0, k, 3) for k in (1, 2, 3)] == [4.0] * 3
+  assert budget.ramped_reduction(4.0, 1, 1, "cubic") == 4.0
+  with pytest.raises(ValueError, match="budget_ramp must be one of"):
+    budget.ramped_reduction(4.0, 1, 3, "quadratic")
+
+
+def test_schedule_counts_and_indexes_its_events():
+  s = Schedule(every=2, start=2)
+  assert [e for e in range(1, 9) if s.due(e, 7)] == [2, 4, 6] and s.count(7) == 3
+  assert [s.index(e) for e in (1, 2, 4, 6)] == [0, 1, 2, 3]
+  assert Schedule(start=5).count(3) == 0 and Schedule(every=1, start=1, stop=2).count(9) == 2
+
+
+def test_online_budget_ramp_meets_each_events_target_within_one_percent(model):
+  """Three online 'budget' events with budget_ramp='cubic' to 4×: the real event, MACs counted in NumPy."""
+  arch, params = model
+  c = default.get_config()
+  c.num_epochs, c.finetune_epochs, c.final_prune.enabled = 3, 0, False
+  c.pruning.update(enabled=True, strategy="budget", macs_reduction=4.0, budget_ramp="cubic", every=1, start=1)
+  (online,) = make_plan(c).events
+  model_ = arch.build_model()
+  variables = {**model_.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32)), "params": params}
+  state = TrainState.create(model_.apply, variables, optax.sgd(0.1))
+  ctx = Context(build_model=lambda a: a.build_model(), make_tx=lambda a, p: optax.sgd(0.1))
+  dense = numpy_macs({})
+  for epoch, target in zip((1, 2, 3), (36 / 17, 3.6, 4.0), strict=True):
+    outcome = online.apply(state, arch, dataclasses.replace(ctx, epoch=epoch))
+    state, arch = outcome.state, outcome.architecture
+    assert 0.99 * dense / target <= numpy_macs(arch.ranks) <= dense / target, epoch
+    np.testing.assert_allclose(outcome.entry["macs_reduction"], dense / numpy_macs(arch.ranks), rtol=1e-9)
+
+
+@pytest.mark.parametrize("update, message", [
+    (dict(strategy="budget", budget_ramp="quadratic"), "pruning.budget_ramp"),
+    (dict(strategy="energy", budget_ramp="cubic"), "pruning.budget_ramp='cubic' needs pruning.strategy='budget'")])
+def test_budget_ramp_is_validated_in_one_line(update, message):
+  c = default.get_config()
+  c.pruning.update(enabled=True, **update)
+  with pytest.raises(ValueError, match=message.replace(".", r"\.")) as err:
+    make_plan(c)
+  assert "\n" not in str(err.value)

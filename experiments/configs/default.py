@@ -50,10 +50,12 @@ def get_config() -> ml_collections.ConfigDict:
   # (jaxsvd.pruning.Strategy), floors (Floors), optimizer-state policy (reinit | slice) and the schedule: after
   # epochs start, start + every, ... ≤ stop (default: the last epoch before fine-tuning) (Schedule). strategy="budget":
   # one global energy bisected so the model has ≤ dense MACs / macs_reduction; rank_multiple rounds kept ranks up.
+  # budget_ramp 'linear' | 'cubic' reaches macs_reduction gradually, at the schedule's last event (Zhu & Gupta
+  # 2017; jaxsvd.pruning.budget.ramped_reduction); 'none': the target at the first event.
   c.pruning = ml_collections.ConfigDict(dict(
       enabled=False, strategy="energy", energy=0.001, energy_rule="smallest_k", prune_by=1, threshold=1e-3,
       threshold_mode="absolute", reduce_by=0.1, macs_reduction=2.0, min_rank=1, min_decay=0.0, rank_multiple=1,
-      opt_state="reinit", every=1, start=1))
+      opt_state="reinit", every=1, start=1, budget_ramp="none"))
   c.pruning.stop = ml_collections.FieldReference(None, field_type=int)
   # Final SVD rank prune (paper: by energy) after the last training epoch, before fine-tuning; same fields.
   # energy_rule: 'smallest_k' | 'official_cifar' | 'official_imagenet' (ties with the last kept s are kept).

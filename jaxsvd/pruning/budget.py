@@ -138,3 +138,33 @@ def _fill(ranks: dict[str, int], s_sorted, floor, at_ranks, target: float) -> di
     else:
       open_layers.discard(path)
   return ranks
+
+
+RAMPS = ("none", "linear", "cubic")
+
+
+def ramped_reduction(final: float, event: int, events: int, ramp: str = "none") -> float:
+  """The MACs reduction the ``event``-th of ``events`` budget prunes should meet, so that the last meets ``final``.
+
+  With t = event / events and X = ``final``, the kept fraction of the dense MACs is
+
+      f(t) = 1 − (1 − 1/X)·g(t),   g(t) = 1 ('none'), t ('linear'), 1 − (1 − t)³ ('cubic'),
+
+  and the reduction is 1 / f(t). 'cubic' is the gradual pruning schedule of Zhu & Gupta (2017, "To prune, or not
+  to prune"), applied to the MACs fraction: large steps early, while the network can still recover, small ones
+  near the end. 'none' jumps to the target at the first event.
+
+  Args:
+    final: the MACs reduction X ≥ 1 of the last event.
+    event: which event this is, 1-based (clipped to ``events``).
+    events: how many events the schedule has (≥ 1).
+    ramp: 'none', 'linear' or 'cubic'.
+
+  Returns:
+    The reduction for this event: 1 ≤ it ≤ X, non-decreasing in ``event``, X at ``event`` = ``events``.
+  """
+  if ramp not in RAMPS:
+    raise ValueError(f"budget_ramp must be one of {RAMPS}, got {ramp!r}")
+  t = min(max(event, 1), events) / events
+  progress = {"none": 1.0, "linear": t, "cubic": 1.0 - (1.0 - t) ** 3}[ramp]
+  return 1.0 / (1.0 - (1.0 - 1.0 / final) * progress)

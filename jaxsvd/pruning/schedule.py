@@ -70,6 +70,15 @@ class Schedule(FromConfig):
       return False
     return (epoch - self.start) % self.every == 0
 
+  def count(self, limit: int) -> int:
+    """How many times the event fires up to epoch ``limit`` (0 if ``start`` is after the last epoch that may fire)."""
+    last = self.last(limit)
+    return 0 if last < self.start else (last - self.start) // self.every + 1
+
+  def index(self, epoch: int) -> int:
+    """Which firing (1-based) happens after ``epoch``; events before ``start`` count as 0."""
+    return 0 if epoch < self.start else (epoch - self.start) // self.every + 1
+
 
 @dataclasses.dataclass(frozen=True)
 class Phases:
