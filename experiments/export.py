@@ -7,9 +7,6 @@ The checkpoint's architecture record gives the model (``checkpoint.restore``); `
 BatchNorm into the layer before it; ``artifact.autotune`` picks the plan (per-layer merged/factored) and the XLA
 options on a batch of ``--batch`` random inputs; the artifact's outputs on that batch are checked against the
 restored model's eval outputs and the difference is stored in meta.json.
-
-``save_params`` writes what every finished SVD run leaves for deployment without this CLI: ``export/merged`` and
-``export/factored`` (Orbax, params + model state).
 """
 
 from __future__ import annotations
@@ -18,11 +15,9 @@ import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import app, flags, logging
 
-from jaxsvd import artifact, checkpoint, deploy, export
-from jaxsvd.record import Architecture
+from jaxsvd import artifact, checkpoint, deploy
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The run's directory (its checkpoints/ is read) or a checkpoint directory.")
@@ -31,26 +26,6 @@ flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_integer("batch", 128, "Batch size the executions are tuned for (the artifact takes any batch).")
 flags.DEFINE_list("rules", list(artifact.CANDIDATES), "Candidate plans: auto, merged, factored, measured.")
 flags.DEFINE_list("platforms", ["cpu", "cuda"], "Platforms the StableHLO is lowered for.")
-
-
-def save_params(architecture: Architecture, state, workdir: str) -> None:
-  """``workdir/export/merged`` (dense kernels of the svd-off model) and ``export/factored`` (√|s| in both).
-
-  Args:
-    architecture: the final architecture record (an SVD model).
-    state: the host train state.
-    workdir: the run's directory.
-
-  Returns:
-    None.
-  """
-  template = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)["params"]
-  sigma = architecture.svd.sigma
-  merged = jax.device_get({"params": export.merge(state.params, template, sigma), **state.model_state})
-  factored = jax.device_get({"params": export.factored(state.params, sigma), **state.model_state})  # host arrays
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.abspath(os.path.join(workdir, "export", "merged")), merged, force=True)
-    ckptr.save(os.path.abspath(os.path.join(workdir, "export", "factored")), factored, force=True)
 
 
 def export_run(workdir: str, out: str | None = None, step: int | None = None, batch: int = 128,

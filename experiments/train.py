@@ -29,11 +29,10 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from experiments import events as events_lib
-from experiments import export as export_run
 from experiments import inputs as inputs_lib
 from experiments import preflight, recovery, reporting, stages
 from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
-from jaxsvd import checkpoint, data, distributed, flops, optim
+from jaxsvd import checkpoint, data, distributed, export, flops, optim
 from jaxsvd.parallel import DataParallel
 from jaxsvd.record import Architecture
 from jaxsvd.structure import ranks as read_ranks
@@ -383,7 +382,7 @@ def finish(s: Setup, r: Run, workdir: str) -> dict:
   for event_type in events_lib.EVENT_TYPES:
     summary.update(event_type.summary(arch, state.params))
   if arch.svd is not None:
-    export_run.save_params(arch, state, workdir)  # every process: Orbax saves are collective
+    export.save(os.path.join(workdir, "export"), arch, state.params, state.model_state)  # every process: collective
   if not distributed.is_primary():
     return summary
   with open(os.path.join(workdir, "summary.json"), "w") as f:

@@ -9,11 +9,14 @@ The matrix view is read from the factor shapes (or given: ``merge(..., views=)``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from flax.core.meta import unbox
 
 from jaxsvd.layers import effective_s
@@ -118,3 +121,24 @@ def factored(params: Any, sigma: str = "signed") -> dict:
     new_nodes[path] = {**node, "U": node["U"] * root[..., None, :], "V": node["V"] * (sign * root)[..., None, :],
                        "s": jnp.ones_like(node["s"])}
   return replace_nodes(params, new_nodes)
+
+
+def save(directory: str, architecture, params: Any, model_state: Mapping) -> None:
+  """Writes ``directory/merged`` (dense kernels of the svd-off model) and ``directory/factored`` (√|s| in both
+  factors), each {'params', **model_state} as an Orbax checkpoint (collective: call it on every process).
+
+  Args:
+    directory: where to write (e.g. a run's ``export/``).
+    architecture: the model's ``jaxsvd.record.Architecture`` (an SVD model; its dense twin gives the kernel shapes).
+    params: the SVD model's params.
+    model_state: the other variable collections (e.g. {'batch_stats': ...}), written unchanged.
+  """
+  from jaxsvd import checkpoint  # noqa: PLC0415 - imported here: jaxsvd.checkpoint is heavier than this module
+
+  template = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)["params"]
+  sigma = architecture.svd.sigma
+  merged = jax.device_get({"params": merge(params, template, sigma), **model_state})
+  factored_variables = jax.device_get({"params": factored(params, sigma), **model_state})  # host arrays
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.abspath(os.path.join(directory, "merged")), merged, force=True)
+    ckptr.save(os.path.abspath(os.path.join(directory, "factored")), factored_variables, force=True)

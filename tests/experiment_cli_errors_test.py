@@ -228,3 +228,14 @@ def test_programs_print_one_error_line(good_data, tmp_path, program, args, expec
   assert len(errors) == 1 and expected in errors[0], proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
   assert not any(marker in proc.stderr for marker in COMPILE_LOGS), proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("program", ["cifar_svd", "pruning_from_scratch", "paper_recipe"])
+def test_training_programs_leave_workdir_to_their_own_parser(program):
+  """absl parses its global flags first (``cli.absl_flags``): a global ``--workdir`` (``experiments.export``
+  defines one for its own CLI) imported into a training program would swallow the run's ``--workdir``."""
+  code = (f"import experiments.{program}; from absl import flags; "
+          "print(sorted({'workdir', 'config'} & set(flags.FLAGS)))")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip().splitlines()[-1] == "[]"
