@@ -42,7 +42,7 @@ class Context:
   """What events need from the run: a model and an optimizer for any architecture record."""
   build_model: Callable[[Architecture], Any]  # the linen model (with the run's BN axis)
   make_tx: Callable[[Architecture, Any], optax.GradientTransformation]  # (architecture, params) -> optimizer
-  epoch: int = 0  # the epoch just completed (the loop sets it before applying events)
+  epoch: int | None = None  # the epoch just completed (the loop sets it before applying events)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,11 +201,19 @@ class RankPrune(Event):
     return cls(label, strategy, Floors.from_config(section, name), section.opt_state, schedule,
                phases.last_train_epoch, ramp)
 
-  def strategy_at(self, epoch: int) -> Strategy:
+  def strategy_at(self, epoch: int | None) -> Strategy:
     """The strategy for the event after ``epoch``: for 'budget', the MACs reduction of ``budget_ramp`` at this
-    event's position in the schedule (``budget.ramped_reduction``); otherwise ``strategy``."""
+    event's position in the schedule (``budget.ramped_reduction``); otherwise ``strategy``.
+
+    Raises:
+      ValueError: under a ramp, if ``epoch`` is None or the event is not due after it (the ramp's position would
+        be a guess).
+    """
     if self.strategy.name != "budget" or self.budget_ramp == "none":
       return self.strategy
+    if epoch is None or not self.due(epoch):
+      raise ValueError(f"{self.name}: budget_ramp={self.budget_ramp!r} needs the epoch the event is due after "
+                       f"(Context.epoch), got {epoch!r}")
     events = self.schedule.count(self.last_epoch)
     reduction = budget.ramped_reduction(self.strategy.macs_reduction, self.schedule.index(epoch), events,
                                         self.budget_ramp)

@@ -110,6 +110,8 @@ def autotune(folded: Folded, x: jax.Array, rules: Sequence[str] = CANDIDATES, tr
 
   Returns:
     (rule name, plan, the XLA options (None: defaults), ``predict(images) -> logits`` jitted with them).
+    Tuning compiles len(option sets) × len(plans) whole models and, for 'measured', times every SVD layer alone
+    under each option set.
   """
   candidates = []
   for options in xla_options.candidate_options(inference=True):
@@ -117,10 +119,15 @@ def autotune(folded: Folded, x: jax.Array, rules: Sequence[str] = CANDIDATES, tr
       weights = folded.weights(plan)
       compiled = jax.jit(folded.apply).lower(weights, x).compile(compiler_options=options)
       candidates.append(((rule, plan, options, weights), compiled))
-  (rule, plan, options, weights), _ = xla_options.fastest(
+  (rule, plan, options, weights), best = xla_options.fastest(
       [(key, functools.partial(compiled, key[3])) for key, compiled in candidates], (x,), trials)
   apply = jax.jit(folded.apply, compiler_options=options)
-  return rule, plan, options, functools.partial(apply, weights)
+
+  def predict(images):  # the tuned executable at x's shape; other shapes compile once more, with the same options
+    same = jnp.shape(images) == x.shape and jnp.result_type(images) == x.dtype
+    return best(images) if same else apply(weights, images)
+
+  return rule, plan, options, predict
 
 
 def flat_weights(weights: Mapping) -> dict[str, np.ndarray]:

@@ -16,7 +16,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax.core.meta import unbox
 
 from jaxsvd.layers import effective_s
@@ -133,7 +132,9 @@ def save(directory: str, architecture, params: Any, model_state: Mapping) -> Non
     params: the SVD model's params.
     model_state: the other variable collections (e.g. {'batch_stats': ...}), written unchanged.
   """
-  from jaxsvd import checkpoint  # noqa: PLC0415 - imported here: jaxsvd.checkpoint is heavier than this module
+  import orbax.checkpoint as ocp  # noqa: PLC0415 - only saving needs Orbax (deploy imports this module)
+
+  from jaxsvd import checkpoint  # noqa: PLC0415 - jaxsvd.checkpoint builds models; merge/factored do not
 
   template = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)["params"]
   sigma = architecture.svd.sigma

@@ -172,22 +172,52 @@ def test_autotune_picks_a_candidate_that_computes_the_same():
 def test_autotune_pairs_every_inference_option_set_with_its_own_measured_plan(monkeypatch):
   model, variables = pruned_zoo(tiny_resnet(SVDSpec()), SVDSpec())
   folded = deploy.fold(model, variables, X)
+  option_sets = xla_options.candidate_options(inference=True)
+  inference = xla_options.INFERENCE_CPU_OPTIONS
   measured_under, timed = [], []
-  real_measured, real_fastest = artifact.measured_plan, xla_options.fastest
 
-  def recording_measured(folded, batch, repeats=5, options=None):
+  def tagged_measured(folded, batch, repeats=5, options=None):  # all factored under the inference set only
     measured_under.append(options)
-    return real_measured(folded, batch, 1, options)
+    return folded.plan("factored" if options == inference else "merged")
+
+  real_fastest = xla_options.fastest
 
   def recording_fastest(candidates, args, trials=3):
-    timed.extend(key[:3:2] for key, _ in candidates)  # (rule, options)
+    timed.extend((rule, xla_options.describe(options), plan) for (rule, plan, options, _), _ in candidates)
     return real_fastest(candidates, args, trials)
 
-  monkeypatch.setattr(artifact, "measured_plan", recording_measured)
+  monkeypatch.setattr(artifact, "measured_plan", tagged_measured)
   monkeypatch.setattr(xla_options, "fastest", recording_fastest)
   rule, plan, options, predict = artifact.autotune(folded, X, ("merged", "measured"), trials=1)
-  option_sets = xla_options.candidate_options(inference=True)
   assert measured_under == option_sets
-  assert all(o in option_sets for _, o in timed) and {r for r, _ in timed} <= {"merged", "measured"}
-  assert all(("merged", o) in timed for o in option_sets) and (rule, options) in timed
+  names = [xla_options.describe(o) for o in option_sets]
+  # 'measured' equals 'merged' (a duplicate, dropped) except under the inference set, where it is all factored
+  assert sorted((r, n) for r, n, _ in timed) == sorted([("merged", n) for n in names] + [("measured", "inference")])
+  assert all(p == folded.plan("factored" if r == "measured" else "merged") for r, _, p in timed)
+  assert (rule, xla_options.describe(options), plan) in timed
   chex.assert_trees_all_close(predict(X), model.apply(variables, X), **TOL)
+  chex.assert_trees_all_close(predict(X[:2]), model.apply(variables, X[:2]), **TOL)  # another batch size
+
+
+@pytest.mark.parametrize("decomposition", ["channel", "spatial"])
+def test_factored_layer_runs_the_same_under_every_inference_option_set(decomposition):
+  """``run_layer`` (conv → 1×1 conv or kh×1 → 1×kw, + bias, stride 2) under each option set the autotuner tries,
+  against a NumPy convolution with the kernel rebuilt from U, s, V."""
+  rng = np.random.default_rng(0)
+  kh, kw, c, n, r = 3, 3, 4, 5, 3
+  rows, cols = (n, kh * kw * c) if decomposition == "channel" else (kw * n, kh * c)
+  w = {"U": rng.normal(size=(rows, r)), "s": rng.uniform(0.5, 2, r), "V": rng.normal(size=(cols, r)),
+       "bias": rng.normal(size=n)}
+  site = deploy.Site("layer", (kh, kw, c, n), (2, 2), ((1, 1), (1, 1)), decomposition, True, (7, 7, c))
+  x = rng.normal(size=(2, 7, 7, c)).astype(np.float32)
+  m = (w["U"] * w["s"]) @ w["V"].T  # the matrix view; back to HWIO by its definition (jaxsvd/factors.py doc)
+  kernel = (m.T.reshape(kh, kw, c, n) if decomposition == "channel"
+            else m.reshape(kw, n, kh, c).transpose(2, 0, 3, 1))
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  expected = sum(np.einsum("bhwc,cn->bhwn", xp[:, i:i + 7:2, j:j + 7:2], kernel[i, j])
+                 for i in range(kh) for j in range(kw)) + w["bias"]
+  factored = {k: jnp.asarray(v, jnp.float32) for k, v in deploy._execution_weights(site, w, "factored").items()}
+  assert "first" in factored
+  for options in xla_options.candidate_options(inference=True):
+    out = jax.jit(lambda w, x: deploy.run_layer(site, w, x), compiler_options=options)(factored, x)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)

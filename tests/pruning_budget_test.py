@@ -129,6 +129,9 @@ def test_online_budget_ramp_meets_each_events_target_within_one_percent(model):
   c.num_epochs, c.finetune_epochs, c.final_prune.enabled = 3, 0, False
   c.pruning.update(enabled=True, strategy="budget", macs_reduction=4.0, budget_ramp="cubic", every=1, start=1)
   (online,) = make_plan(c).events
+  for epoch in (None, 4):  # no epoch, or one the event is not due after: its place on the ramp is unknown
+    with pytest.raises(ValueError, match="online prune: budget_ramp='cubic' needs the epoch"):
+      online.strategy_at(epoch)
   model_ = arch.build_model()
   variables = {**model_.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32)), "params": params}
   state = TrainState.create(model_.apply, variables, optax.sgd(0.1))

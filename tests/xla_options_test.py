@@ -185,24 +185,6 @@ def test_inference_candidates_add_the_set_without_elementwise_fusions(monkeypatc
   assert xla_options.candidate_options(inference=True) == [None]
 
 
-def test_factored_layer_under_every_inference_option_set_matches_numpy():
-  """conv → 1×1 conv → bias → ReLU, the chain the option sets fuse differently, against a NumPy re-derivation."""
-  rng = np.random.default_rng(0)
-  x, V = rng.normal(size=(2, 6, 6, 4)).astype(np.float32), rng.normal(size=(3, 3, 4, 2)).astype(np.float32)
-  U, b = rng.normal(size=(2, 5)).astype(np.float32), rng.normal(size=5).astype(np.float32)
-  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  h = sum(np.einsum("bhwc,cr->bhwr", xp[:, i:i + 6, j:j + 6], V[i, j]) for i in range(3) for j in range(3))
-  expected = np.maximum(h @ U + b, 0)
-
-  def layer(x, V, U, b):
-    dn = ("NHWC", "HWIO", "NHWC")
-    h = jax.lax.conv_general_dilated(x, V, (1, 1), [(1, 1), (1, 1)], dimension_numbers=dn)
-    return jax.nn.relu(jax.lax.conv_general_dilated(h, U[None, None], (1, 1), "VALID", dimension_numbers=dn) + b)
-
-  for options in xla_options.candidate_options(inference=True):
-    np.testing.assert_allclose(jax.jit(layer, compiler_options=options)(x, V, U, b), expected, rtol=1e-4, atol=1e-4)
-
-
 def test_fastest_times_every_candidate_on_real_calls_and_keeps_the_fastest(monkeypatch):
   ticks, calls = {"t": 0.0}, []
 

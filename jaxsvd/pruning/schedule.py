@@ -76,7 +76,8 @@ class Schedule(FromConfig):
     return 0 if last < self.start else (last - self.start) // self.every + 1
 
   def index(self, epoch: int) -> int:
-    """Which firing (1-based) happens after ``epoch``; events before ``start`` count as 0."""
+    """The 1-based index of the last firing at or before ``epoch`` (its index if it fires after ``epoch``);
+    0 before ``start``."""
     return 0 if epoch < self.start else (epoch - self.start) // self.every + 1
 
 
