@@ -161,6 +161,7 @@ def test_export_cli_artifact_runs_without_jaxsvd_or_flax(tmp_path):
     chex.assert_trees_all_close(np.load(tmp_path / f"y{n}.npy"), np.asarray(expected), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # the pairing test below runs a real autotune too (measured_plan itself: the export CLI test)
 def test_autotune_picks_a_candidate_that_computes_the_same():
   model, variables = pruned_zoo(tiny_resnet(SVDSpec()), SVDSpec())
   folded = deploy.fold(model, variables, X)

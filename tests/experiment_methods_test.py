@@ -47,6 +47,7 @@ def test_slimming_rebuilds_a_narrower_model_and_resumes_exactly(tmp_path):
   _restores_in_a_fresh_process(os.path.join(workdir, "checkpoints"), restored, tmp_path)
 
 
+@pytest.mark.slow  # each method alone stays in the default run (above; the SVD runs in experiment_test)
 def test_svd_and_slimming_together_restore_in_a_fresh_process(tmp_path):
   """One model both low-rank and narrow: the slimmed SVD checkpoint restores from its directory alone."""
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "fm"))

@@ -27,7 +27,7 @@ def _perturbed(variables, seed=1):
 
 
 @pytest.mark.parametrize("name, svd", [
-    ("vgg11", None), pytest.param("vgg11", SVDSpec("channel"), marks=pytest.mark.slow),  # resnet8 SVD cases stay ("resnet8", None), ("resnet8", SVDSpec("spatial")),
+    pytest.param("vgg11", None, marks=pytest.mark.slow), pytest.param("vgg11", SVDSpec("channel"), marks=pytest.mark.slow),  # resnet8 SVD cases stay ("resnet8", None), ("resnet8", SVDSpec("spatial")),
     ("resnet8", SVDSpec("channel", dense_first=False)),
     ("resnet8", SVDSpec("spatial", sigma="abs", init="official"))])  # official init: s ~ N(0, 1), half negative
 def test_rebuilt_narrow_model_equals_the_masked_model(name, svd):
