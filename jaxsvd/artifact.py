@@ -22,8 +22,6 @@ import functools
 import json
 import os
 import shutil
-import statistics
-import time
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -41,16 +39,6 @@ CANDIDATES = ("auto", "merged", "measured")
 FILES = ("model.stablehlo", "weights.npz", "meta.json", "deploy_runner.py")
 
 
-def _median_time(fn, args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 _TUNED = "tuned"  # measured_plan's default: the options ``xla_options.jit`` compiles with
 
 
@@ -60,7 +48,8 @@ def measured_plan(folded: Folded, batch: int, repeats: int = 5, options: Any = _
   Args:
     folded: the folded model.
     batch: the batch size to time at.
-    repeats: timed calls per execution (median, after one warm-up call).
+    repeats: timed calls per execution (median, after one warm-up call; the two executions alternate,
+      ``xla_options.fastest``).
     options: the XLA compiler options to time under (default: ``xla_options.tuned_options()``); which execution
       wins depends on them (``xla_options.INFERENCE_CPU_OPTIONS``).
 
@@ -73,12 +62,12 @@ def measured_plan(folded: Folded, batch: int, repeats: int = 5, options: Any = _
   for path in folded.ranks():
     site = folded.sites[path]
     x = jnp.asarray(rng.normal(size=(batch, *site.in_shape)), jnp.float32)
-    times = {}
+    layer = jax.jit(lambda w, x, site=site: run_layer(site, w, x), compiler_options=options)
+    candidates = []
     for execution in ("merged", "factored"):
       w = {k: jnp.asarray(v, jnp.float32) for k, v in execution_weights(site, folded.layers[path], execution).items()}
-      layer = jax.jit(lambda w, x, site=site: run_layer(site, w, x), compiler_options=options)
-      times[execution] = _median_time(layer, (w, x), repeats)
-    plan[path] = min(times, key=times.get)
+      candidates.append((execution, functools.partial(layer, w)))
+    plan[path], _ = xla_options.fastest(candidates, (x,), repeats)
   return plan
 
 
