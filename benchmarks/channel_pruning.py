@@ -24,10 +24,11 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.pruned_inference import folded_runner
-from jaxsvd import checkpoint, flops
+from jaxsvd import checkpoint
+from jaxsvd.core.structure import norm_widths
+from jaxsvd.linen import flops
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.pruning import from_scratch
-from jaxsvd.structure import norm_widths
 
 
 def _bisect(macs_of, limit: float, lo: float = 0.0, hi: float = 1.0, steps: int = 14) -> float:

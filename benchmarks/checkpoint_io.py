@@ -14,8 +14,8 @@ import jax
 
 from benchmarks import common
 from jaxsvd import checkpoint
+from jaxsvd.core.record import Architecture
 from jaxsvd.models import SVDSpec
-from jaxsvd.record import Architecture
 
 
 def dir_size(path: str) -> int:

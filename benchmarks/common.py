@@ -11,10 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsvd import optim, pruning, xla_options
+from jaxsvd import pruning
+from jaxsvd.core.structure import ranks as read_ranks
 from jaxsvd.models import SVDSpec, build_model
-from jaxsvd.structure import ranks as read_ranks
-from jaxsvd.train_state import EVAL_VARIANTS, TrainState, eval_step, train_step
+from jaxsvd.training import optim, xla_options
+from jaxsvd.training.train_state import EVAL_VARIANTS, TrainState, eval_step, train_step
 
 
 def parser(doc: str, model: str | None = None) -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """Input-pipeline throughput vs train-step consumption, side by side in one run.
 
   1. CIFAR-size (32×32): the in-memory NumPy pipeline (shuffle + pad-4 crop + flip + normalize, vectorized) vs
-     the same augmentation as a grain stream (``jaxsvd.streaming``, per-image), vs the train step.
+     the same augmentation as a grain stream (``jaxsvd.data.streaming``, per-image), vs the train step.
   2. ImageNet-size JPEGs (synthetic 500×375, quality 90, ~ImageNet's mean size): decode + random-resized-crop 224
      + flip per core (one thread, no grain), and through the grain stream (``--threads`` reader threads);
      vs the ResNet-50 SVD train step on this CPU (a ResNet-18 stand-in if ResNet-50 is not in the zoo), and the
@@ -22,9 +22,10 @@ import numpy as np
 from PIL import Image
 
 from benchmarks import common
-from jaxsvd import data, streaming
-from jaxsvd.losses import RegularizerConfig
+from jaxsvd import data
+from jaxsvd.data import streaming
 from jaxsvd.models import MODEL_NAMES, SVDSpec
+from jaxsvd.training.losses import RegularizerConfig
 
 # Published ResNet-50 v1.5 training throughput, one GPU (NVIDIA DeepLearningExamples, PyTorch, pytorch-21.03 NGC
 # container, PyTorch/Classification/ConvNets/resnet50v1.5/README.md, "Training performance results").

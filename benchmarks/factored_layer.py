@@ -3,11 +3,11 @@
   python -m benchmarks.factored_layer [--quick] [--batch 128] [--repeats 7] [--layers 32x16x8,16x32x16,...]
 Per layer "HxCxR" (an H×H input with C channels, a 3×3 conv to C channels, stride 1, rank R), timed in turn:
   merged          one 3×3 conv with the rebuilt kernel
-  factored/dot    the 3×3 conv to R channels, then the second factor as a dot (what ``jaxsvd.factors`` runs)
+  factored/dot    the 3×3 conv to R channels, then the second factor as a dot (what ``jaxsvd.core.factors`` runs)
   factored/1x1    the same with the second factor as a 1×1 conv (what ``jaxsvd.deploy`` runs)
 each compiled with every option set of ``xla_options.candidate_options(inference=True)`` (tuned: YNNPACK dots,
 reductions and elementwise fusions; inference: without the elementwise fusions; default: XLA's own). This is the
-measurement behind the deploy path's choices: see the module doc of ``jaxsvd.xla_options``.
+measurement behind the deploy path's choices: see the module doc of ``jaxsvd.training.xla_options``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from jaxsvd import factors, xla_options
+from jaxsvd.core import factors
+from jaxsvd.training import xla_options
 
 LAYERS = "32x16x8,16x32x16,8x64x32,32x64x32,16x128x64"  # ResNet-20 stages at 50 % rank; ResNet-18 stages 1, 2
 

@@ -17,9 +17,9 @@ from benchmarks import common
 WORKER = """
 import json, sys
 from benchmarks import common
-from jaxsvd.losses import RegularizerConfig
+from jaxsvd.training.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec, build_model
-from jaxsvd.parallel import DataParallel
+from jaxsvd.training.parallel import DataParallel
 kind, n, model_name, batch_size, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 par = DataParallel(kind, n)
 state, _ = common.make_state(model_name, SVDSpec())

@@ -9,7 +9,7 @@ Per model and rank fraction, timed alternately in one run (median of --repeats, 
   pruned+folded     BatchNorm folded, per-layer merged/factored plan and XLA options chosen by timing whole-model
                     calls over the plans 'auto' (quantized MACs), 'merged' and 'measured' (each layer timed alone),
                     each under every inference option set (tuned / inference / default: ``artifact.autotune``)
-  artifact          the same, written by ``jaxsvd.artifact`` (jax.export) and run by its jax-only runner
+  artifact          the same, written by ``jaxsvd.deploy.artifact`` (jax.export) and run by its jax-only runner
 speedup = dense time / variant time; MACs red. = dense MACs / variant MACs (``flops.count``); the ratio of the two
 is the deployment efficiency (1.0: latency falls as fast as MACs). For pruned+folded, XLA's cost analysis of the
 compiled program gives the reduction of its flops and of its bytes accessed (memory traffic) against dense+folded:
@@ -24,8 +24,11 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import common
-from jaxsvd import artifact, deploy, flops, xla_options
+from jaxsvd import deploy
+from jaxsvd.deploy import artifact
+from jaxsvd.linen import flops
 from jaxsvd.models import SVDSpec
+from jaxsvd.training import xla_options
 
 
 def folded_runner(state, model, x, rules):

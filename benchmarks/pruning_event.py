@@ -11,10 +11,10 @@ import jax
 
 from benchmarks import common
 from jaxsvd import pruning
-from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec, build_model
-from jaxsvd.recompile import CountingJit
-from jaxsvd.train_state import train_step
+from jaxsvd.training.losses import RegularizerConfig
+from jaxsvd.training.recompile import CountingJit
+from jaxsvd.training.train_state import train_step
 
 
 def main():

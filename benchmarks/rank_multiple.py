@@ -21,9 +21,10 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.pruned_inference import folded_runner
-from jaxsvd import checkpoint, data, flops
+from jaxsvd import checkpoint, data
+from jaxsvd.core.structure import total_rank
+from jaxsvd.linen import flops
 from jaxsvd.pruning import Floors, Strategy, rank
-from jaxsvd.structure import total_rank
 
 
 def _accuracy(model, variables, images, labels, mean, std, batch_size) -> float:

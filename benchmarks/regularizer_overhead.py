@@ -12,10 +12,10 @@ from __future__ import annotations
 import jax
 
 from benchmarks import common
-from jaxsvd import flops
-from jaxsvd.losses import RegularizerConfig
+from jaxsvd.core.structure import iter_svd_layers
+from jaxsvd.linen import flops
 from jaxsvd.models import SVDSpec
-from jaxsvd.structure import iter_svd_layers
+from jaxsvd.training.losses import RegularizerConfig
 
 
 def gram_macs(params) -> int:

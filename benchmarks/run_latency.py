@@ -14,8 +14,8 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from jaxsvd import flops
-from jaxsvd.inference import load_for_inference
+from jaxsvd.deploy.inference import load_for_inference
+from jaxsvd.linen import flops
 
 
 def _runner(apply, x):

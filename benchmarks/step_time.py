@@ -9,9 +9,9 @@ from __future__ import annotations
 import jax
 
 from benchmarks import common
-from jaxsvd import flops
-from jaxsvd.losses import RegularizerConfig
+from jaxsvd.linen import flops
 from jaxsvd.models import SVDSpec
+from jaxsvd.training.losses import RegularizerConfig
 
 
 def main():

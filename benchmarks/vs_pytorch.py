@@ -17,8 +17,8 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from jaxsvd.losses import RegularizerConfig, make_loss_fn
 from jaxsvd.models import SVDSpec
+from jaxsvd.training.losses import RegularizerConfig, make_loss_fn
 
 LAMBDA_O, LAMBDA_S = 1.0, 1e-3
 

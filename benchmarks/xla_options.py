@@ -1,4 +1,4 @@
-"""Step time with XLA's default compiler options vs jaxsvd's tuned ones (``jaxsvd.xla_options``), side by side.
+"""Step time with XLA's default compiler options vs jaxsvd's tuned ones (``jaxsvd.training.xla_options``), side by side.
 
   python -m benchmarks.xla_options [--quick] [--models resnet20,resnet18]
 Each variant is compiled twice (defaults / tuned) and the two are timed alternately in one process.
@@ -10,9 +10,9 @@ from __future__ import annotations
 import jax
 
 from benchmarks import common
-from jaxsvd import xla_options
-from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec
+from jaxsvd.training import xla_options
+from jaxsvd.training.losses import RegularizerConfig
 
 VARIANTS = (("dense", None, None), ("svd auto", SVDSpec(), None), ("svd auto 50% rank", SVDSpec(), 0.5),
             ("svd auto 10% rank", SVDSpec(), 0.1))

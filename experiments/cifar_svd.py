@@ -5,8 +5,9 @@
   python -m experiments.cifar_svd --config=experiments/configs/fashion_mnist.py --workdir=runs/fmnist
 Override any field: --config.num_epochs=10 --config.svd.decomposition=spatial --config.data_dir=/data.
 Re-running with the same --workdir resumes from its latest checkpoint. Bad input ends in one ``error:`` line.
+Every config field and its default: docs/experiments.md.
 
-Multi-process (one command per host, README "Multi-host training"): add --config.parallel=sharding and
+Multi-process (one command per host, docs/multihost.md): add --config.parallel=sharding and
 --coordinator_address=host0:1234 --num_processes=N --process_id=i, or nothing under SLURM / Open MPI / a TPU pod
 (jax.distributed detects them).
 """
@@ -14,7 +15,7 @@ Multi-process (one command per host, README "Multi-host training"): add --config
 from absl import app, flags
 
 from experiments import cli, train
-from jaxsvd import distributed
+from jaxsvd.training import distributed
 
 # --config and --workdir are parsed per call by experiments.cli; these global flags by absl (cli.absl_flags).
 FLAGS = flags.FLAGS

@@ -5,7 +5,7 @@ itself to the host train state:
 
     outcome = event.apply(state, architecture, ctx)   # Outcome(state, architecture, entry)
 
-``architecture`` is the run's ``jaxsvd.record.Architecture``; the new one goes into the next checkpoint, so
+``architecture`` is the run's ``jaxsvd.core.record.Architecture``; the new one goes into the next checkpoint, so
 resume and restore need no method-specific code. ``entry`` is a JSON log record (kept in the checkpoint's run
 metadata). An event type may also shape the optimizer for every architecture it has produced and add to the
 end-of-run summary (classmethods ``optimizer`` and ``summary``: they read only the record, so a resumed run
@@ -27,14 +27,13 @@ import numpy as np
 import optax
 
 from jaxsvd import checkpoint
-from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, channels, rank, slimming
+from jaxsvd.core.record import Architecture
+from jaxsvd.core.structure import norm_widths, ranks, total_rank
+from jaxsvd.core.validate import check_choice, check_in_range, check_min_int
+from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, budget, channels, rank, slimming
 from jaxsvd.pruning import masks as masks_lib
-from jaxsvd.pruning import budget
 from jaxsvd.pruning.budget import MacsCounter
 from jaxsvd.pruning.opt_state import OPT_STATE_POLICIES, update_state
-from jaxsvd.record import Architecture
-from jaxsvd.structure import norm_widths, ranks, total_rank
-from jaxsvd.validate import check_choice, check_in_range, check_min_int
 
 
 @dataclasses.dataclass(frozen=True)

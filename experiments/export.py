@@ -17,7 +17,8 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from jaxsvd import artifact, checkpoint, deploy
+from jaxsvd import checkpoint, deploy
+from jaxsvd.deploy import artifact
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The run's directory (its checkpoints/ is read) or a checkpoint directory.")

@@ -1,4 +1,4 @@
-"""The run's input: in-memory arrays (``jaxsvd.data``: CIFAR, Fashion-MNIST) or a grain stream (``jaxsvd.streaming``:
+"""The run's input: in-memory arrays (``jaxsvd.data``: CIFAR, Fashion-MNIST) or a grain stream (``jaxsvd.data.streaming``:
 ImageNet from tfds or from an ImageFolder tree), behind one interface for ``experiments.train``.
 
 Both give ``input_shape``, ``num_train_batches()``, ``train_batches(seed, epoch)``, ``eval_batches()``, ``local``
@@ -13,7 +13,8 @@ import itertools
 import os
 from typing import Any
 
-from jaxsvd import data, streaming
+from jaxsvd import data
+from jaxsvd.data import streaming
 
 STREAMED = data.STREAMED
 
@@ -52,13 +53,13 @@ def sources(c) -> tuple[Any, Any]:
   """(train, eval) sources of a streamed dataset: tfds ('tfds': ``tfds.data_source``) or, for 'auto'/'local', an
   ImageFolder tree ``data_dir/train/<class>/*``, ``data_dir/val/<class>/*``."""
   if c.data_source == "tfds":
-    return tuple(streaming.tfds_source(c.dataset, split, c.data_dir) for split in ("train", "validation"))
+    return tuple(data.load_tfds_module().source(c.dataset, split, c.data_dir) for split in ("train", "validation"))
   root = c.data_dir or "."
   return tuple(streaming.ImageFolderSource(os.path.join(root, split)) for split in ("train", "val"))
 
 
 class Streamed:
-  """One endless grain stream for the whole run (``jaxsvd.streaming.train_stream``, seeded by ``c.seed``); an
+  """One endless grain stream for the whole run (``jaxsvd.data.streaming.train_stream``, seeded by ``c.seed``); an
   epoch is the next ``num_train_batches()`` batches of it. Batches are this process's part (``local``)."""
   local = True
 

@@ -21,10 +21,11 @@ from absl import app
 from jax.experimental import multihost_utils
 
 from experiments import cli, stages, train
-from jaxsvd import checkpoint, distributed
+from jaxsvd import checkpoint
+from jaxsvd.core.structure import total_rank
 from jaxsvd.pruning import Floors, Strategy, rank
-from jaxsvd.structure import total_rank
-from jaxsvd.train_state import TrainState
+from jaxsvd.training import distributed
+from jaxsvd.training.train_state import TrainState
 
 log = logging.getLogger("jaxsvd")
 
@@ -98,7 +99,7 @@ def run_recipe(c, root: str) -> dict:
     root: the recipe's directory.
 
   Returns:
-    {stage: its summary.json}; also written, with the columns of the README table, to ``root/recipe.json``.
+    {stage: its summary.json}; also written, with the columns of docs/paper.md's table, to ``root/recipe.json``.
   """
   results = {}
   for stage in stages.STAGES:

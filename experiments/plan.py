@@ -9,13 +9,14 @@ import dataclasses
 
 from experiments import events as events_lib
 from experiments import preflight
-from jaxsvd import data, optim
-from jaxsvd.losses import RegularizerConfig
+from jaxsvd import data
+from jaxsvd.core.record import Architecture
+from jaxsvd.core.validate import check_choice, check_min_int
 from jaxsvd.models import MODEL_NAMES, SVDSpec, check_options
-from jaxsvd.parallel import KINDS
 from jaxsvd.pruning import Phases
-from jaxsvd.record import Architecture
-from jaxsvd.validate import check_choice, check_min_int
+from jaxsvd.training import optim
+from jaxsvd.training.losses import RegularizerConfig
+from jaxsvd.training.parallel import KINDS
 
 
 @dataclasses.dataclass(frozen=True)

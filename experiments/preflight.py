@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from jaxsvd import data
-from jaxsvd.validate import check_min_int
+from jaxsvd.core.validate import check_min_int
 
 ALL = -1  # the subset sentinel: the whole split
 

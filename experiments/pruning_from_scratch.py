@@ -18,14 +18,15 @@ import jax.numpy as jnp
 from absl import app
 
 from experiments import cli, plan, preflight, train
-from jaxsvd import data, flops
-from jaxsvd.losses import RegularizerConfig
+from jaxsvd import data
+from jaxsvd.checkpoint.workdir import lock as workdir_lock
+from jaxsvd.core.validate import check_choice, check_in_range, check_min_int, check_nonnegative
+from jaxsvd.linen import flops
 from jaxsvd.models import build_model
-from jaxsvd.parallel import DataParallel
 from jaxsvd.pruning import from_scratch
-from jaxsvd.train_state import TrainState
-from jaxsvd.workdir import lock as workdir_lock
-from jaxsvd.validate import check_choice, check_in_range, check_min_int, check_nonnegative
+from jaxsvd.training.losses import RegularizerConfig
+from jaxsvd.training.parallel import DataParallel
+from jaxsvd.training.train_state import TrainState
 
 log = logging.getLogger("jaxsvd")
 

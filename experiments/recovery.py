@@ -20,7 +20,9 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxsvd import checkpoint, distributed, workdir
+from jaxsvd import checkpoint
+from jaxsvd.checkpoint import workdir
+from jaxsvd.training import distributed
 
 log = logging.getLogger("jaxsvd")
 

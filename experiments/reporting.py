@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import logging
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
-from jaxsvd.structure import iter_svd_layers
+from jaxsvd.core.structure import iter_svd_layers
 
 
 class MetricsWriter:

@@ -18,8 +18,8 @@ import ml_collections
 
 from experiments.plan import resumable_architecture
 from jaxsvd import checkpoint
-from jaxsvd.record import Architecture
-from jaxsvd.structure import total_rank
+from jaxsvd.core.record import Architecture
+from jaxsvd.core.structure import total_rank
 
 log = logging.getLogger("jaxsvd")
 

@@ -32,12 +32,15 @@ from experiments import events as events_lib
 from experiments import inputs as inputs_lib
 from experiments import preflight, recovery, reporting, stages
 from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
-from jaxsvd import checkpoint, data, distributed, export, flops, optim
-from jaxsvd.parallel import DataParallel
-from jaxsvd.record import Architecture
-from jaxsvd.structure import ranks as read_ranks
-from jaxsvd.structure import total_rank
-from jaxsvd.train_state import TrainState
+from jaxsvd import checkpoint, data
+from jaxsvd.core.record import Architecture
+from jaxsvd.core.structure import ranks as read_ranks
+from jaxsvd.core.structure import total_rank
+from jaxsvd.deploy import params as deploy_params
+from jaxsvd.linen import flops
+from jaxsvd.training import distributed, optim
+from jaxsvd.training.parallel import DataParallel
+from jaxsvd.training.train_state import TrainState
 
 log = logging.getLogger("jaxsvd")
 
@@ -382,7 +385,7 @@ def finish(s: Setup, r: Run, workdir: str) -> dict:
   for event_type in events_lib.EVENT_TYPES:
     summary.update(event_type.summary(arch, state.params))
   if arch.svd is not None:
-    export.save(os.path.join(workdir, "export"), arch, state.params, state.model_state)  # every process: collective
+    deploy_params.save_params(os.path.join(workdir, "export"), arch, state.params, state.model_state)  # every process: collective
   if not distributed.is_primary():
     return summary
   with open(os.path.join(workdir, "summary.json"), "w") as f:

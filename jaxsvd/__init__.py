@@ -1,77 +1,96 @@
 """jaxsvd: SVD-form training and pruning while training, in JAX (Yang et al. 2020, arXiv 2004.09031).
 
-The names a user imports; everything else lives in the submodules listed in README.md's Architecture section.
+The names most users need are here; each subpackage lists the rest in its own ``__all__``.
 
-  layers        DenseSVD, ConvSVD                            W = U·diag(s)·Vᵀ, channel | spatial, 3 modes
-  models        build_model, SVDSpec                         the zoo (CIFAR ResNets, ResNet-18, VGG)
-  svdify        SVDModel, decompose                          any linen model's linear layers in SVD form (a module)
-                (the function is ``jaxsvd.svdify.svdify``: ``jaxsvd.svdify`` is the module)
-  factors       (module)                                     matrix views of kernels, both executions, their MACs
-  svdify_nnx    (module: svdify, ranks, prune, regularization)  Flax NNX models in SVD form (in-place graph surgery);
-                nnx_layers (LinearSVD, ConvSVD, ...), checkpoint_nnx (save, restore)
-  losses        RegularizerConfig, make_loss_fn              CE + λo·orthogonality + λs·sparsity
-  optim         make_optimizer                               param groups, schedules, clipping, BN-γ L1
-  structure     ranks, svd_layers, norm_layers               the architecture read back from params
-  pruning       prune, Strategy, Floors, Schedule, Phases    rank pruning + masks, slimming, from_scratch
-  record        Architecture                                 the architecture record (JSON in checkpoints)
-  checkpoint    save, restore, manager                       Orbax checkpoints that own their record
-  inference     load_for_inference                           a checkpoint as a jitted, autotuned function
-  train_state   TrainState, train_step, eval_step            pure steps (flax-examples style)
+  core        framework-free: the SVD math, matrix views, structure, regularizers, ``SVDSpec``, ``Architecture``
+  linen       ``DenseSVD``, ``ConvSVD``, ``svdify`` (any linen model), ``decompose``, flops
+  nnx         NNX SVD layers and in-place ``svdify`` / ``prune`` / ``regularization``
+  models      the zoo (CIFAR ResNets, ResNet-18/50, VGG): ``build_model``
+  training    ``make_loss_fn``, ``make_optimizer``, ``TrainState``, ``train_step``, data/model parallelism
+  pruning     rank pruning (``prune``, ``Strategy``), masks, slimming, channels, pruning from scratch
+  checkpoint  Orbax checkpoints that own their record: ``save``, ``restore``                 (loaded on first use)
+  deploy      BatchNorm folding, the ``jax.export`` artifact, ``load_for_inference``         (loaded on first use)
+  data        datasets, batches, grain streaming                                           (loaded on first use)
+
+``checkpoint``, ``deploy`` and ``data`` (Orbax, grain, tensorflow-datasets) are imported when first touched
+(``jaxsvd.checkpoint``, ``jaxsvd.restore``, ``from jaxsvd import data``), so ``import jaxsvd`` stays cheap.
 """
 
-__version__ = "0.2.0"
+import importlib
 
-from jaxsvd import (  # noqa: E402  (submodules as namespaces: jaxsvd.pruning.slimming, jaxsvd.checkpoint.save, ...)
-    checkpoint,
-    checkpoint_nnx,
-    data,
-    export,
-    factors,
-    flops,
-    inference,
-    layers,
-    losses,
-    models,
-    nnx_layers,
-    optim,
-    parallel,
-    pruning,
-    record,
-    regularizers,
-    structure,
-    svdify,
-    svdify_nnx,
-    train_state,
-    tree,
-    xla_options,
-)
-from jaxsvd.checkpoint import CheckpointError, restore  # noqa: E402
-from jaxsvd.inference import load_for_inference  # noqa: E402
-from jaxsvd.layers import ConvSVD, DenseSVD  # noqa: E402
-from jaxsvd.losses import RegularizerConfig, make_loss_fn  # noqa: E402
-from jaxsvd.models import SVDSpec, build_model  # noqa: E402
-from jaxsvd.optim import make_optimizer  # noqa: E402
-from jaxsvd.pruning import Floors, Phases, PruneReport, Schedule, Strategy, prune  # noqa: E402
-from jaxsvd.record import Architecture  # noqa: E402
-from jaxsvd.structure import norm_layers, ranks, svd_layers  # noqa: E402
-from jaxsvd.svdify import SVDModel, decompose  # noqa: E402
-from jaxsvd.train_state import TrainState, eval_step, train_step  # noqa: E402
+from jaxsvd import core as core
+from jaxsvd import linen as linen
+from jaxsvd import models as models
+from jaxsvd import nnx as nnx
+from jaxsvd import pruning as pruning
+from jaxsvd import training as training
+from jaxsvd.core import Architecture as Architecture
+from jaxsvd.core import SVDSpec as SVDSpec
+from jaxsvd.core import norm_layers as norm_layers
+from jaxsvd.core import ranks as ranks
+from jaxsvd.core import svd_layers as svd_layers
+from jaxsvd.linen import ConvSVD as ConvSVD
+from jaxsvd.linen import DenseSVD as DenseSVD
+from jaxsvd.linen import SVDModel as SVDModel
+from jaxsvd.linen import decompose as decompose
+from jaxsvd.linen import svdify as svdify
+from jaxsvd.models import build_model as build_model
+from jaxsvd.pruning import Floors as Floors
+from jaxsvd.pruning import Phases as Phases
+from jaxsvd.pruning import PruneReport as PruneReport
+from jaxsvd.pruning import Schedule as Schedule
+from jaxsvd.pruning import Strategy as Strategy
+from jaxsvd.pruning import prune as prune
+from jaxsvd.training import RegularizerConfig as RegularizerConfig
+from jaxsvd.training import TrainState as TrainState
+from jaxsvd.training import eval_step as eval_step
+from jaxsvd.training import make_loss_fn as make_loss_fn
+from jaxsvd.training import make_optimizer as make_optimizer
+from jaxsvd.training import train_step as train_step
+from jaxsvd.version import __version__ as __version__
+
+# Subpackages that import heavy libraries, and names from them, resolved on first access (PEP 562).
+_LAZY_SUBPACKAGES = ("checkpoint", "data", "deploy")
+_LAZY_NAMES = {"CheckpointError": "checkpoint", "restore": "checkpoint", "load_for_inference": "deploy"}
+
+
+def __getattr__(name: str):
+  """Imports a lazily loaded subpackage (or a name of one) on first access.
+
+  Args:
+    name: the attribute asked of ``jaxsvd``.
+
+  Returns:
+    The subpackage, or the name from its subpackage.
+
+  Raises:
+    AttributeError: if ``name`` is neither.
+  """
+  if name in _LAZY_SUBPACKAGES:
+    return importlib.import_module(f"jaxsvd.{name}")
+  if name in _LAZY_NAMES:
+    return getattr(importlib.import_module(f"jaxsvd.{_LAZY_NAMES[name]}"), name)
+  raise AttributeError(f"module 'jaxsvd' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+  """The module's names, the lazily loaded ones included."""
+  return sorted({*globals(), *_LAZY_SUBPACKAGES, *_LAZY_NAMES})
+
 
 __all__ = [
-    # layers and models
-    "ConvSVD", "DenseSVD", "SVDSpec", "build_model", "SVDModel", "decompose",
+    # layers, models and conversion
+    "ConvSVD", "DenseSVD", "SVDSpec", "build_model", "svdify", "SVDModel", "decompose",
     # objective and optimizer
     "RegularizerConfig", "make_loss_fn", "make_optimizer",
     # the architecture as data
     "Architecture", "ranks", "svd_layers", "norm_layers",
     # pruning
     "prune", "Strategy", "Floors", "Schedule", "Phases", "PruneReport",
-    # checkpoints and inference
+    # checkpoints and inference (loaded on first use)
     "restore", "CheckpointError", "load_for_inference",
     # training
     "TrainState", "train_step", "eval_step",
-    # submodules
-    "checkpoint", "data", "export", "factors", "flops", "inference", "layers", "losses", "models", "optim", "parallel",
-    "pruning", "record", "regularizers", "structure", "svdify", "train_state", "tree", "xla_options",
-    "checkpoint_nnx", "nnx_layers", "svdify_nnx",
+    # subpackages
+    "checkpoint", "core", "data", "deploy", "linen", "models", "nnx", "pruning", "training",
 ]

@@ -4,12 +4,17 @@ import json
 import os
 import shutil
 
+import flax
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxsvd import checkpoint
-from jaxsvd.inference import load_for_inference
-from jaxsvd.record import FORMAT_VERSION
+from jaxsvd.core.record import FORMAT_VERSION
+from jaxsvd.deploy.inference import load_for_inference
+from jaxsvd.nnx import layers as nnx_layers
+from tests import user_models
+from tests.svdify_nnx_test import CNN as NNXCNN
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "format_v1")
 
@@ -45,3 +50,34 @@ def test_future_version_is_a_one_line_error_naming_it(tmp_path):
   json.dump({**json.load(open(meta_file)), "format_version": 0}, open(meta_file, "w"))
   with pytest.raises(checkpoint.CheckpointError, match=r"format_version=0; this jaxsvd reads versions \(1, 2\)"):
     checkpoint.restore(str(tmp_path / "ck"))
+
+
+V020 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "v0_2_0")  # make_v020.py wrote them
+
+
+def _v020_model(name):
+  if name == "linen":
+    return user_models.CNN(num_classes=4)
+  if name == "nnx":
+    return lambda: NNXCNN(rngs=nnx.Rngs(7))
+  return None
+
+
+OLD_FLAX = tuple(int(p) for p in flax.__version__.split(".")[:2]) < nnx_layers.MIN_FLAX  # .ci/minimums: no NNX
+
+
+@pytest.mark.parametrize("name, step", [("zoo", 12), ("linen", 0), pytest.param(
+    "nnx", 3, marks=pytest.mark.skipif(OLD_FLAX, reason="jaxsvd's NNX support needs flax >= 0.12"))])
+def test_checkpoints_written_by_0_2_0_restore_to_their_writers_logits(name, step):
+  """jaxsvd 0.2.0 (the flat layout) wrote these; 0.3.0 moved every module, and the format stores no module path."""
+  restored = checkpoint.restore(os.path.join(V020, name), model=_v020_model(name))
+  assert restored.step == step and restored.meta["library_version"] == "0.2.0"
+  x = np.load(os.path.join(V020, "x.npy"))
+  if name == "nnx":
+    restored.model.eval()
+    got = restored.model(x)
+  else:
+    got = restored.model.apply(restored.variables, x, **({} if name == "linen" else {"train": False}))
+  np.testing.assert_allclose(np.asarray(got), np.load(os.path.join(V020, f"{name}_logits.npy")), rtol=1e-5, atol=1e-5)
+  assert sum(restored.architecture.ranks.values()) < sum(restored.architecture.original_ranks.values()) or (
+      name == "linen")  # the linen model was pruned before its record was taken: its record starts there

@@ -14,10 +14,11 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsvd import checkpoint, integrity
-from jaxsvd import workdir as workdir_lib
-from jaxsvd.record import Architecture
-from jaxsvd.train_state import TrainState
+from jaxsvd import checkpoint
+from jaxsvd.checkpoint import integrity
+from jaxsvd.checkpoint import workdir as workdir_lib
+from jaxsvd.core.record import Architecture
+from jaxsvd.training.train_state import TrainState
 
 DUMMY = Architecture("resnet8", 10, (28, 28, 1))
 TX = optax.sgd(0.1)

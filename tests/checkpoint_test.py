@@ -15,11 +15,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsvd import checkpoint, integrity
+from jaxsvd import checkpoint
+from jaxsvd.checkpoint import integrity
+from jaxsvd.core.record import Architecture
+from jaxsvd.core.structure import ranks
 from jaxsvd.models import SVDSpec, build_model
-from jaxsvd.record import Architecture
-from jaxsvd.structure import ranks
-from jaxsvd.train_state import TrainState
+from jaxsvd.training.train_state import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INPUT = (12, 12, 3)
@@ -55,7 +56,8 @@ def test_restore_needs_only_the_directory_in_a_fresh_process(saved, tmp_path):
   np.save(tmp_path / "x.npy", x)
   code = textwrap.dedent(f"""
       import numpy as np
-      from jaxsvd import checkpoint, integrity
+      from jaxsvd import checkpoint
+      from jaxsvd.checkpoint import integrity
       r = checkpoint.restore({directory!r})
       np.save({str(tmp_path / "y.npy")!r}, np.asarray(r.model.apply(r.variables, np.load({str(tmp_path / "x.npy")!r}))))
       print(r.architecture.ranks["stage1_block0/conv1"], r.architecture.widths, r.meta["note"])
@@ -161,8 +163,9 @@ def test_leftover_tmp_dir_and_kill_mid_save(tmp_path):
   ckpt = str(tmp_path / "ck")
   code = textwrap.dedent(f"""
       import jax, numpy as np, optax
-      from jaxsvd import checkpoint, integrity
-      from jaxsvd.record import Architecture
+      from jaxsvd import checkpoint
+      from jaxsvd.checkpoint import integrity
+      from jaxsvd.core.record import Architecture
       from tests.checkpoint_test import _dummy_state
       tx = optax.sgd(0.1, 0.9)
       mngr = checkpoint.manager({ckpt!r}, max_to_keep=2, async_save=True)

@@ -89,14 +89,14 @@ def test_missing_cifar_message_says_where(tmp_path):
 
 
 def test_missing_fashion_message(tmp_path, monkeypatch):
-  monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (str(tmp_path / "nowhere"),))
+  monkeypatch.setattr(data.datasets, "FASHION_MNIST_DIRS", (str(tmp_path / "nowhere"),))
   with pytest.raises(FileNotFoundError, match="data_dir is unset.*apt-get install dataset-fashion-mnist"):
     data.load_fashion_mnist()
 
 
 def test_named_data_dir_never_falls_back_to_the_default_location(tmp_path, monkeypatch):
   default = helpers.write_fashion_mnist(str(tmp_path / "default"), 20, 8)
-  monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (default,))
+  monkeypatch.setattr(data.datasets, "FASHION_MNIST_DIRS", (default,))
   assert len(data.load_dataset("fashion_mnist").train_images) == 20  # unset: the default location
   with pytest.raises(FileNotFoundError, match=r"data_dir=\S*missing does not exist"):
     data.load_dataset("fashion_mnist", str(tmp_path / "missing"))

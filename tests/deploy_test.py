@@ -13,14 +13,16 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsvd import artifact, checkpoint, deploy, pruning, xla_options
+from jaxsvd import checkpoint, deploy, pruning
+from jaxsvd.core.record import Architecture
+from jaxsvd.core.structure import ranks
+from jaxsvd.deploy import artifact
+from jaxsvd.linen.svdifylib import svdify
 from jaxsvd.models import SVDSpec
 from jaxsvd.models.resnet import ResNet
 from jaxsvd.models.vgg import VGG
-from jaxsvd.record import Architecture
-from jaxsvd.structure import ranks
-from jaxsvd.svdify import svdify
-from jaxsvd.train_state import TrainState
+from jaxsvd.training import xla_options
+from jaxsvd.training.train_state import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 X = jax.random.normal(jax.random.key(0), (3, 12, 12, 3))
@@ -211,13 +213,13 @@ def test_factored_layer_runs_the_same_under_every_inference_option_set(decomposi
        "bias": rng.normal(size=n)}
   site = deploy.Site("layer", (kh, kw, c, n), (2, 2), ((1, 1), (1, 1)), decomposition, True, (7, 7, c))
   x = rng.normal(size=(2, 7, 7, c)).astype(np.float32)
-  m = (w["U"] * w["s"]) @ w["V"].T  # the matrix view; back to HWIO by its definition (jaxsvd/factors.py doc)
+  m = (w["U"] * w["s"]) @ w["V"].T  # the matrix view; back to HWIO by its definition (jaxsvd/core/factors.py doc)
   kernel = (m.T.reshape(kh, kw, c, n) if decomposition == "channel"
             else m.reshape(kw, n, kh, c).transpose(2, 0, 3, 1))
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   expected = sum(np.einsum("bhwc,cn->bhwn", xp[:, i:i + 7:2, j:j + 7:2], kernel[i, j])
                  for i in range(kh) for j in range(kw)) + w["bias"]
-  factored = {k: jnp.asarray(v, jnp.float32) for k, v in deploy._execution_weights(site, w, "factored").items()}
+  factored = {k: jnp.asarray(v, jnp.float32) for k, v in deploy.execution_weights(site, w, "factored").items()}
   assert "first" in factored
   for options in xla_options.candidate_options(inference=True):
     out = jax.jit(lambda w, x: deploy.run_layer(site, w, x), compiler_options=options)(factored, x)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from experiments import train
-from jaxsvd import checkpoint, distributed
+from jaxsvd import checkpoint
+from jaxsvd.training import distributed
 from tests import helpers, multiprocess_worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,8 +13,8 @@ import pytest
 
 from experiments import train
 from jaxsvd import checkpoint
-from jaxsvd.inference import load_for_inference
-from jaxsvd.tree import get_node
+from jaxsvd.core.tree import get_node
+from jaxsvd.deploy.inference import load_for_inference
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
 def _restore_outputs_in_subprocess(path, step, x_path, out_path):
   code = textwrap.dedent(f"""
       import numpy as np
-      from jaxsvd.inference import load_for_inference
+      from jaxsvd.deploy.inference import load_for_inference
       apply, architecture = load_for_inference({path!r}, {step})
       np.save({out_path!r}, np.asarray(apply(np.load({x_path!r}))))
       print(architecture.ranks)
@@ -81,7 +81,7 @@ def _abstract_opt_state(directory, step):
   """Abstract optimizer state rebuilt from the checkpoint's own config (as resume does)."""
   from ml_collections import ConfigDict
 
-  from jaxsvd import optim
+  from jaxsvd.training import optim
   meta = checkpoint.read_meta(directory, step)
   restored = checkpoint.restore(directory, step)
   cfg = ConfigDict(meta["config"])

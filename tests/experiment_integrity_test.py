@@ -19,8 +19,9 @@ import jax
 import pytest
 
 from experiments import train
-from jaxsvd import checkpoint, integrity
-from jaxsvd.workdir import LOCK_FILE
+from jaxsvd import checkpoint
+from jaxsvd.checkpoint import integrity
+from jaxsvd.checkpoint.workdir import LOCK_FILE
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

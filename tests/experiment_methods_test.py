@@ -11,7 +11,8 @@ import pytest
 
 from experiments import pruning_from_scratch, train
 from experiments.plan import make_plan
-from jaxsvd import checkpoint, flops
+from jaxsvd import checkpoint
+from jaxsvd.linen import flops
 from jaxsvd.models import build_model
 from tests import helpers
 

@@ -9,7 +9,7 @@ import pytest
 
 from experiments import train
 from jaxsvd import checkpoint
-from jaxsvd.parallel import DataParallel
+from jaxsvd.training.parallel import DataParallel
 from tests import helpers
 
 

@@ -3,9 +3,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxsvd import export, pruning
+from jaxsvd import pruning
+from jaxsvd.core.structure import ranks
+from jaxsvd.deploy import params as deploy_params
 from jaxsvd.models import SVDSpec, build_model
-from jaxsvd.structure import ranks
 
 
 @pytest.mark.parametrize("decomposition", ["channel", "spatial"])
@@ -20,11 +21,11 @@ def test_merge_and_factored_export_match_svd_model(decomposition):
 
   dense_model = build_model("resnet8", 5, None)
   template = jax.eval_shape(dense_model.init, jax.random.key(0), x)["params"]
-  merged = export.merge(params, template)
+  merged = deploy_params.merged_params(params, template)
   chex.assert_trees_all_equal_shapes(merged, template)
   chex.assert_trees_all_close(dense_model.apply({**variables, "params": merged}, x), expected, atol=1e-4, rtol=1e-4)
 
-  folded = export.factored(params)
+  folded = deploy_params.factored_params(params)
   for mode in ("factored", "reconstruct"):
     out = build_model("resnet8", 5, svd.with_mode(mode), ranks=ranks(params)).apply(
         {**variables, "params": folded}, x)
@@ -36,4 +37,4 @@ def test_merge_with_wrong_template_names_the_layer():
   x = jnp.ones((1, 8, 8, 3))
   params = build_model("resnet8", 3, svd).init(jax.random.key(0), x)["params"]
   with pytest.raises(ValueError, match="stage1_block0/conv1"):
-    export.merge(params, {"stem": {}})
+    deploy_params.merged_params(params, {"stem": {}})

@@ -24,7 +24,7 @@ import time
 
 def _arm(point: str, count: int, workdir: str) -> None:
   from experiments import events, reporting
-  from jaxsvd import integrity
+  from jaxsvd.checkpoint import integrity
 
   calls = {"n": 0}
 
@@ -90,7 +90,7 @@ def poison_updates(make_tx, bad_step: int):
 def main(argv: list[str]) -> None:
   workdir, data_dir, fault = argv[:3]
   overrides = json.loads(argv[3]) if len(argv) > 3 else {}
-  from jaxsvd import parallel
+  from jaxsvd.training import parallel
 
   parallel.EVAL_VARIANTS = {}  # with JAXSVD_XLA_OPTIONS=0 (set by the test): one eval program, no timing choice
   from experiments import train

@@ -1,7 +1,7 @@
 import flax.linen as nn
 
-from jaxsvd import flops
-from jaxsvd.layers import ConvSVD, DenseSVD
+from jaxsvd.linen import flops
+from jaxsvd.linen.layers import ConvSVD, DenseSVD
 
 
 class SmallNet(nn.Module):

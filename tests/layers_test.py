@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxsvd import factors, layers
-from jaxsvd.layers import ConvSVD, DenseSVD
+from jaxsvd.core import factors
+from jaxsvd.linen import layers
+from jaxsvd.linen.layers import ConvSVD, DenseSVD
 
 
 def reference_kernel(U, s, V, kernel_shape, decomposition):

@@ -6,9 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsvd import regularizers as R
-from jaxsvd.layers import ConvSVD, DenseSVD
-from jaxsvd.losses import RegularizerConfig, make_loss_fn
+from jaxsvd.core import regularizers as R
+from jaxsvd.linen.layers import ConvSVD, DenseSVD
+from jaxsvd.training.losses import RegularizerConfig, make_loss_fn
 
 
 class TinyNet(nn.Module):
@@ -118,7 +118,7 @@ def test_every_must_be_a_positive_int(every):
 
 def _sgd_deltas(model, params, state, batch, reg, steps):
   """Param changes of ``steps`` plain-SGD (lr 1) train steps: each is −grad of that step."""
-  from jaxsvd.train_state import TrainState, train_step
+  from jaxsvd.training.train_state import TrainState, train_step
 
   ts = TrainState.create(model.apply, {"params": params, **state}, optax.sgd(1.0))
   step = jax.jit(train_step, static_argnums=(2,))
@@ -148,7 +148,7 @@ def test_lazy_regularization_applies_every_times_the_terms_every_nth_step(setup)
 
 
 def test_lazy_off_steps_equal_unregularized_steps(setup):
-  from jaxsvd.train_state import TrainState, train_step
+  from jaxsvd.training.train_state import TrainState, train_step
 
   model, params, state, batch = setup
   lazy = RegularizerConfig(orthogonality=0.5, sparsity=0.01, every=2)

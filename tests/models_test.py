@@ -3,9 +3,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxsvd import export, flops
+from jaxsvd.core.structure import ranks
+from jaxsvd.deploy import params as deploy_params
+from jaxsvd.linen import flops
 from jaxsvd.models import SVDSpec, build_model, resnet_cifar
-from jaxsvd.structure import ranks
 
 
 @pytest.mark.parametrize("name, n_svd", [("resnet8", 6), ("resnet20", 18), ("resnet18", 19), ("vgg11", 7)])
@@ -26,7 +27,7 @@ def test_full_rank_svd_model_has_the_dense_init(decomposition):
   x = jnp.zeros((1, 16, 16, 3))
   dense = build_model("resnet8", 10, None).init(jax.random.key(0), x)["params"]
   svd_params = build_model("resnet8", 10, SVDSpec(decomposition)).init(jax.random.key(0), x)["params"]
-  chex.assert_trees_all_close(export.merge(svd_params, dense), dense, atol=1e-5)
+  chex.assert_trees_all_close(deploy_params.merged_params(svd_params, dense), dense, atol=1e-5)
 
 
 def test_modes_agree_on_a_whole_model():

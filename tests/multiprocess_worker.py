@@ -18,13 +18,14 @@ import time
 import jax
 import numpy as np
 
-from jaxsvd import optim, pruning
-from jaxsvd.losses import RegularizerConfig
+from jaxsvd import pruning
+from jaxsvd.core.structure import ranks as read_ranks
+from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.models import SVDSpec, build_model
-from jaxsvd.parallel import DataParallel
-from jaxsvd.structure import ranks as read_ranks
-from jaxsvd.train_state import TrainState
-from jaxsvd.tree import leaves_by_path
+from jaxsvd.training import optim
+from jaxsvd.training.losses import RegularizerConfig
+from jaxsvd.training.parallel import DataParallel
+from jaxsvd.training.train_state import TrainState
 
 BATCH = 16
 REG = RegularizerConfig()  # plain cross-entropy: the smallest program to compile (the loop test has the terms)

@@ -8,7 +8,9 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from jaxsvd import nnx_layers, svdify_nnx
+from jaxsvd.nnx import layers as nnx_layers
+from jaxsvd.nnx import svdifylib as svdify_nnx
+
 
 def rngs(seed=0):
   """RBG keys: threefry costs seconds of XLA compile per parameter shape on CPU; any key implementation works."""

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxsvd import checkpoint_nnx, nnx_layers, svdify_nnx
+from jaxsvd.checkpoint import nnx as checkpoint_nnx
+from jaxsvd.nnx import layers as nnx_layers
+from jaxsvd.nnx import svdifylib as svdify_nnx
 from tests.svdify_nnx_test import CNN, cnn_batch, forward, rel_err, rngs
 
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from jaxsvd import optim
+from jaxsvd.training import optim
 
 
 def toy_params():

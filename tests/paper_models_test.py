@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxsvd import data, export, optim
-from jaxsvd.layers import ConvSVD, DenseSVD, official_init
+from jaxsvd import data
+from jaxsvd.core.record import Architecture
+from jaxsvd.deploy import params as deploy_params
+from jaxsvd.linen.layers import ConvSVD, DenseSVD, official_init
+from jaxsvd.linen.svdifylib import svdify
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.models.resnet import Bottleneck
-from jaxsvd.record import Architecture
-from jaxsvd.svdify import svdify
+from jaxsvd.training import optim
 
 
 def conv_ref(x, U, s, V, kh, kw, c, n, decomposition, strides):
@@ -67,9 +69,9 @@ def test_abs_sigma_dense_svdify_and_exports_agree():
   model = svdify(Net(), {"Dense_0": 3}, sigma="abs")
   net_params = {"Dense_0": params}
   chex.assert_trees_all_close(model.apply({"params": net_params}, x), expected, atol=1e-5)
-  merged = export.merge(net_params, {"Dense_0": {"kernel": jnp.zeros((6, 4)), "bias": jnp.zeros(4)}}, sigma="abs")
+  merged = deploy_params.merged_params(net_params, {"Dense_0": {"kernel": jnp.zeros((6, 4)), "bias": jnp.zeros(4)}}, sigma="abs")
   chex.assert_trees_all_close(Net().apply({"params": merged}, x), expected, atol=1e-5)
-  factored = export.factored(net_params, sigma="abs")
+  factored = deploy_params.factored_params(net_params, sigma="abs")
   chex.assert_trees_all_close(model.apply({"params": factored}, x), expected, atol=1e-5)
 
 

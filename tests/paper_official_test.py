@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxsvd import optim
-from jaxsvd.losses import RegularizerConfig
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.pruning import Strategy
 from jaxsvd.pruning.rank import keep_indices
-from jaxsvd.train_state import TrainState, train_step
+from jaxsvd.training import optim
+from jaxsvd.training.losses import RegularizerConfig
+from jaxsvd.training.train_state import TrainState, train_step
 
 LR, LAM_O, LAM_S, STEPS = 1e-2, 1.0, 0.1, 3
 BLOCKS = [("stage1_block0", 1), ("stage2_block0", 2), ("stage3_block0", 2)]  # ResNet-8: one block per stage

@@ -10,12 +10,12 @@ import pytest
 from experiments.configs import default
 from experiments.events import Context
 from experiments.plan import make_plan
+from jaxsvd.core.record import Architecture
+from jaxsvd.core.structure import ranks, svd_layers
 from jaxsvd.models import SVDSpec
 from jaxsvd.pruning import Floors, Schedule, Strategy, budget, prune
 from jaxsvd.pruning.rank import keep_indices
-from jaxsvd.record import Architecture
-from jaxsvd.structure import ranks, svd_layers
-from jaxsvd.train_state import TrainState
+from jaxsvd.training.train_state import TrainState
 
 # ResNet-8 on 32×32×3, option A: (path, input size, in channels, out channels, stride) of every 3×3 conv (pad 1).
 CONVS = [("stem", 32, 3, 16, 1), ("stage1_block0/conv1", 32, 16, 16, 1), ("stage1_block0/conv2", 32, 16, 16, 1),

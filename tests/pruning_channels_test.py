@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from jaxsvd import checkpoint
+from jaxsvd.core.structure import ranks
+from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.pruning import channels, slimming
 from jaxsvd.pruning import masks as M
-from jaxsvd.structure import ranks
-from jaxsvd.tree import leaves_by_path
 
 X = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
 

@@ -6,12 +6,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsvd import flops
-from jaxsvd.losses import RegularizerConfig
+from jaxsvd.core.structure import ranks
+from jaxsvd.linen import flops
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.pruning import from_scratch
-from jaxsvd.structure import ranks
-from jaxsvd.train_state import TrainState, train_step
+from jaxsvd.training.losses import RegularizerConfig
+from jaxsvd.training.train_state import TrainState, train_step
 
 X = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
 BLOCKS = ["stage1_block0", "stage2_block0", "stage3_block0"]  # resnet8
@@ -102,7 +102,7 @@ def test_bisection_meets_a_macs_target_within_half_a_percent():
 
 
 def _pairs(a, b):
-  from jaxsvd.tree import leaves_by_path
+  from jaxsvd.core.tree import leaves_by_path
   la, lb = leaves_by_path(a), leaves_by_path(b)
   return {p: (np.asarray(la[p]), np.asarray(lb[p])) for p in la}
 

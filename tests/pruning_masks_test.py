@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsvd.optim import l1_subgradient
 from jaxsvd.pruning import masks as M
+from jaxsvd.training.optim import l1_subgradient
 
 RNG = np.random.default_rng(0)
 W = RNG.normal(size=(6, 10)).astype(np.float32)

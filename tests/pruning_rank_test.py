@@ -4,15 +4,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsvd import optim
-from jaxsvd.losses import RegularizerConfig
+from jaxsvd.core.structure import iter_svd_layers, ranks
+from jaxsvd.core.tree import replace_nodes, trailing_dict_path
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.pruning import Floors, Strategy, opt_state, rank
 from jaxsvd.pruning.rank import keep_indices
-from jaxsvd.recompile import CountingJit
-from jaxsvd.structure import iter_svd_layers, ranks
-from jaxsvd.train_state import TrainState, train_step
-from jaxsvd.tree import replace_nodes, trailing_dict_path
+from jaxsvd.training import optim
+from jaxsvd.training.losses import RegularizerConfig
+from jaxsvd.training.recompile import CountingJit
+from jaxsvd.training.train_state import TrainState, train_step
 
 S = np.array([0.1, 4.0, 0.5, 2.0, 1.0, 0.0])  # sorted |s|: 4, 2, 1, .5, .1, 0 ; Σs² = 21.26
 

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxsvd.core.structure import norm_scales, norm_widths
 from jaxsvd.pruning import masks as M
 from jaxsvd.pruning import slimming
-from jaxsvd.structure import norm_scales, norm_widths
 
 PARAMS = {"bn1": {"scale": np.array([0.9, 0.01, 0.5, -0.02], np.float32), "bias": np.ones(4, np.float32)},
           "block": {"bn2": {"scale": np.array([0.03, 0.04, 0.8], np.float32), "bias": np.ones(3, np.float32)},

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsvd import regularizers as R
+from jaxsvd.core import regularizers as R
 
 
 def np_orth(U, V):

@@ -5,10 +5,10 @@ projection on each stage's first block, a 2048 → 1000 classifier) and torchvis
 import jax
 import numpy as np
 
-from jaxsvd import flops
+from jaxsvd.core.structure import ranks as read_ranks
+from jaxsvd.linen import flops
+from jaxsvd.linen.svdifylib import abstract_init
 from jaxsvd.models import SVDSpec, build_model
-from jaxsvd.structure import ranks as read_ranks
-from jaxsvd.svdify import abstract_init
 
 
 def hand_count(rank_of=lambda path: None) -> int:

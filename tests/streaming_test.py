@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxsvd import image_ops, streaming
+from jaxsvd.data import image_ops, streaming, tfds_io
 
 COLORS = [(230, 20, 20), (20, 230, 20), (20, 20, 230)]  # one solid color per class
 
@@ -158,13 +158,13 @@ def test_image_folder_missing_is_a_clear_error(tmp_path):
 def test_tfds_mock_imagenet_batches():
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
-    source = streaming.tfds_source("imagenet2012", "train")
+    source = tfds_io.source("imagenet2012", "train")
     expected = sorted(int(source[i]["label"]) for i in range(len(source)))
     stream = streaming.train_stream(source, 5, 0, streaming.Preprocess("random_resized_crop", 24),
                                     streaming.IMAGENET_MEAN, streaming.IMAGENET_STD,
                                     shard=grain.sharding.ShardOptions(0, 1), num_threads=2)
     batches = _take(stream, 2)
-    val = streaming.tfds_source("imagenet2012", "validation")
+    val = tfds_io.source("imagenet2012", "validation")
     evals = list(streaming.eval_stream(val, 4, streaming.Preprocess("center_crop", 24), streaming.IMAGENET_MEAN,
                                        streaming.IMAGENET_STD, shard=grain.sharding.ShardOptions(0, 1)))
   chex.assert_shape([b["image"] for b in batches], (5, 24, 24, 3))

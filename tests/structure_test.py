@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsvd import structure as rk
-from jaxsvd import tree
-from jaxsvd.layers import ConvSVD, DenseSVD
+from jaxsvd.core import structure as rk
+from jaxsvd.core import tree
+from jaxsvd.linen.layers import ConvSVD, DenseSVD
 
 
 class Net(nn.Module):

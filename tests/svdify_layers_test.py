@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsvd import regularizers
+from jaxsvd.core import regularizers
+from jaxsvd.core.structure import ranks
+from jaxsvd.linen import decompose, svdify
 from jaxsvd.pruning import Strategy, prune
 from jaxsvd.pruning.rank import keep_count_by_energy
-from jaxsvd.structure import ranks
-from jaxsvd.svdify import decompose, svdify
 
 
 class StdConv(nn.Conv):

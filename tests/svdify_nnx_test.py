@@ -1,4 +1,4 @@
-"""Flax NNX models in SVD form (``jaxsvd.svdify_nnx``, ``nnx_layers``, ``checkpoint_nnx``) on user-style models.
+"""Flax NNX models in SVD form (``jaxsvd.nnx.svdifylib``, ``nnx_layers``, ``checkpoint_nnx``) on user-style models.
 
 The models below are written the way an NNX user writes them; the references are flax's own dense layers and
 NumPy's SVD (the best rank-k approximation), not our code.
@@ -17,10 +17,12 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxsvd import checkpoint_nnx, nnx_layers, svdify_nnx
 from jaxsvd.checkpoint import CheckpointError
-from jaxsvd.losses import RegularizerConfig
+from jaxsvd.checkpoint import nnx as checkpoint_nnx
+from jaxsvd.nnx import layers as nnx_layers
+from jaxsvd.nnx import svdifylib as svdify_nnx
 from jaxsvd.pruning import Strategy
+from jaxsvd.training.losses import RegularizerConfig
 from tests.helpers import learnable_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -263,10 +265,10 @@ def test_svdify_errors_are_clear():
                          skip_if=lambda path, layer: path.startswith("pair/"))
   with pytest.raises(ValueError, match=r"ranks name layers \['nope'\]"):
     svdify_nnx.svdify(Mixed(rngs=rngs()), ranks={"nope": 1})
-  with pytest.raises(TypeError, match="use jaxsvd.svdify.svdify"):
+  with pytest.raises(TypeError, match="use jaxsvd.linen.svdifylib.svdify"):
     svdify_nnx.svdify(nn.Dense(3))
-  from jaxsvd.svdify import svdify as linen_svdify
-  with pytest.raises(TypeError, match="use jaxsvd.svdify_nnx.svdify"):
+  from jaxsvd.linen.svdifylib import svdify as linen_svdify
+  with pytest.raises(TypeError, match="use jaxsvd.nnx.svdifylib.svdify"):
     linen_svdify(Mixed(rngs=rngs()))
   with pytest.raises(ValueError, match="no SVD layers"):
     svdify_nnx.prune(Mixed(rngs=rngs()), Strategy("energy"))
@@ -308,7 +310,7 @@ class LinenNet(nn.Module):
 
 
 def test_linen_svd_model_runs_inside_nnx_through_to_nnx():
-  from jaxsvd.svdify import svdify as linen_svdify
+  from jaxsvd.linen.svdifylib import svdify as linen_svdify
   x, _ = cnn_batch()
   svd_model = linen_svdify(LinenNet())
   bridged = nnx.bridge.ToNNX(svd_model, rngs=rngs()).lazy_init(x)

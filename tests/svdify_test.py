@@ -7,13 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsvd import export, flops, pruning
-from jaxsvd.losses import RegularizerConfig
-from jaxsvd.models import in_mode
-from jaxsvd.optim import make_optimizer
-from jaxsvd.structure import ranks
-from jaxsvd.svdify import decompose, svdify
-from jaxsvd.train_state import TrainState, eval_step, train_step
+from jaxsvd import pruning
+from jaxsvd.core.structure import ranks
+from jaxsvd.deploy import params as deploy_params
+from jaxsvd.linen import flops
+from jaxsvd.linen.modes import in_mode
+from jaxsvd.linen import decompose, svdify
+from jaxsvd.training.losses import RegularizerConfig
+from jaxsvd.training.optim import make_optimizer
+from jaxsvd.training.train_state import TrainState, eval_step, train_step
 
 
 class SmallCNN(nn.Module):
@@ -48,7 +50,7 @@ def test_same_function_as_the_dense_model_with_merged_kernels(mode, decompositio
   svd_model = svdify(SmallCNN(), {"Conv_1": 5}, decomposition, mode)
   variables = svd_model.init(jax.random.key(1), X)
   template = SmallCNN().init(jax.random.key(0), X)["params"]
-  merged = {**variables, "params": export.merge(variables["params"], template)}
+  merged = {**variables, "params": deploy_params.merged_params(variables["params"], template)}
   chex.assert_trees_all_close(svd_model.apply(variables, X), SmallCNN().apply(merged, X), atol=1e-4, rtol=1e-4)
 
 
@@ -73,7 +75,7 @@ def test_full_rank_init_is_the_layers_own_init():
   model = nn.Conv(256, (3, 3))
   variables = svdify(model).init(jax.random.key(3), np.zeros((1, 8, 8, 64), np.float32))
   template = model.init(jax.random.key(0), np.zeros((1, 8, 8, 64), np.float32))["params"]
-  kernel = export.merge(variables["params"], template)["kernel"]
+  kernel = deploy_params.merged_params(variables["params"], template)["kernel"]
   np.testing.assert_allclose(np.std(kernel), 1 / np.sqrt(9 * 64), rtol=0.05)
 
 

@@ -21,11 +21,14 @@ import pytest
 from jax.sharding import PartitionSpec as PS
 from user_models import CNN, ResNet, TransformerLM, ViT
 
-from jaxsvd import checkpoint, export, flops, regularizers
+from jaxsvd import checkpoint
+from jaxsvd.core import regularizers
+from jaxsvd.core.structure import ranks, stack_shapes
+from jaxsvd.deploy import params as deploy_params
+from jaxsvd.linen import flops
+from jaxsvd.linen import decompose, svdify
 from jaxsvd.pruning import Strategy, prune
-from jaxsvd.structure import ranks, stack_shapes
-from jaxsvd.svdify import decompose, svdify
-from jaxsvd.train_state import TrainState
+from jaxsvd.training.train_state import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _rng = np.random.default_rng(0)
@@ -82,7 +85,7 @@ def test_user_model_decompose_prune_train(name):
   assert ranks(variables["params"]).keys() == report.converted.keys() and not report.dense
 
   template = nn.unbox(jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x))["params"]
-  merged_init = export.merge(variables["params"], template, views=report.views)
+  merged_init = deploy_params.merged_params(variables["params"], template, views=report.views)
   dense_params = jax.tree.map(lambda a: a + 0.1 * np.sign(a), merged_init)
   dense = {**variables, "params": dense_params}  # a dense model of the user's, not at any SVD's rank by construction
   full = decompose(svd_model, dense, x, train=False)
@@ -92,7 +95,7 @@ def test_user_model_decompose_prune_train(name):
   pruned = svd_model.with_ranks(new_ranks)
   assert sum(new_ranks.values()) < sum(ranks(full["params"]).values())
   out = apply(pruned, {**full, "params": params}, x)
-  merged = export.merge(params, dense["params"], views=report.views)
+  merged = deploy_params.merged_params(params, dense["params"], views=report.views)
   assert _rel(out, apply(model, {**dense, "params": merged}, x)) <= 1e-4
 
   ces = _train(pruned, {**full, "params": params}, x, y)

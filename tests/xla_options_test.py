@@ -5,11 +5,13 @@ import jax
 import numpy as np
 import pytest
 
-from jaxsvd import pruning, xla_options
-from jaxsvd.losses import RegularizerConfig
-from jaxsvd.models import SVDSpec, build_model, in_mode
-from jaxsvd.optim import make_optimizer
-from jaxsvd.train_state import EVAL_VARIANTS, TrainState, eval_step, train_step
+from jaxsvd import pruning
+from jaxsvd.linen.modes import in_mode
+from jaxsvd.models import SVDSpec, build_model
+from jaxsvd.training import xla_options
+from jaxsvd.training.losses import RegularizerConfig
+from jaxsvd.training.optim import make_optimizer
+from jaxsvd.training.train_state import EVAL_VARIANTS, TrainState, eval_step, train_step
 
 SVD = SVDSpec()
 

@@ -29,9 +29,22 @@ def get_config() -> ml_collections.ConfigDict:
   # fresh optimizer, epoch 0 (the official recipe's stages). Ignored when this workdir already has a checkpoint.
   c.init_from = ml_collections.FieldReference(None, field_type=str)
   # Streamed datasets (imagenet2012: tfds with data_source='tfds', else data_dir/{train,val}/<class>/*.jpg):
-  # crop size, grain reader threads and prefetched examples per process (jaxsvd.streaming).
+  # crop size, grain reader threads and prefetched examples per process (jaxsvd.data.streaming).
   c.input = ml_collections.ConfigDict(dict(image_size=224, threads=16, prefetch=512))
 
+  _add_objective(c)
+  _add_pruning_methods(c)
+  # restore_fallback: resume from the previous step when the latest fails its checksums (it is moved to
+  # corrupt_checkpoints/); off: a damaged latest step is an error.
+  c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True, restore_fallback=False))
+  c.tensorboard = True
+  c.plots = True
+  c.progress_bar = True
+  return c
+
+
+def _add_objective(c: ml_collections.ConfigDict) -> None:
+  """The SVD layers, the regularizers and the optimizer."""
   # sigma: 'signed' (W = U·diag(s)·Vᵀ) | 'abs' (the official forward, U·diag(|s|)·Vᵀ); init: 'svd_of_he' | 'official'
   # (kaiming-normal factors, s ~ N(0, 1)); dense_strided: keep stride > 1 convs dense (the official --svd_s1).
   c.svd = ml_collections.ConfigDict(dict(
@@ -44,6 +57,11 @@ def get_config() -> ml_collections.ConfigDict:
       optimizer="adam", learning_rate=1e-3, momentum=0.9, nesterov=False, weight_decay=0.0,
       schedule="multistep", milestones=(0.5, 0.75), milestone_epochs=(), decay_factor=0.1, warmup_epochs=0,
       clip="none", clip_value=1.0, bn_l1=0.0, groups={}))
+
+
+def _add_pruning_methods(c: ml_collections.ConfigDict) -> None:
+  """Fine-tuning, online and final rank pruning, network slimming, widths and pruning from scratch (all off but the
+  final prune)."""
   # The last `finetune_epochs` epochs fine-tune: sparsity terms off (λs = 0), no pruning (jaxsvd.pruning.Phases).
   c.finetune_epochs = 0
   # Online SVD rank pruning during training (the seed's setting; the paper prunes once at the end). Strategy fields
@@ -80,10 +98,3 @@ def get_config() -> ml_collections.ConfigDict:
   c.from_scratch = ml_collections.ConfigDict(dict(
       search_epochs=10, gates="bn", init=0.5, penalty="budget", weight=100.0, ratio=0.5, learning_rate=1e-2,
       budget=0.5, channel_multiple=1))
-  # restore_fallback: resume from the previous step when the latest fails its checksums (it is moved to
-  # corrupt_checkpoints/); off: a damaged latest step is an error.
-  c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True, restore_fallback=False))
-  c.tensorboard = True
-  c.plots = True
-  c.progress_bar = True
-  return c

@@ -5,7 +5,7 @@ the online events after epochs 2, 3 and 4 (``budget_ramp='cubic'``: 1.88×, 2.79
   python -m experiments.cifar_svd --config=experiments/configs/fashion_mnist_budget.py --workdir=runs/fm_budget
   (add --config.pruning.budget_ramp=none to jump to 3× at the first event)
 
-Expected (session 8, this 2-core CPU): see the README's results table (the two budget rows).
+Expected (session 8, this 2-core CPU): see docs/results.md (the two budget rows).
 """
 
 from experiments.configs import fashion_mnist

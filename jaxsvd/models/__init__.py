@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Callable, Mapping
+from typing import Mapping
 
 import flax.linen as nn
 
-from jaxsvd.layers import MODES
+from jaxsvd.core import registry
+from jaxsvd.core.validate import check_choice
 from jaxsvd.models.common import ChannelGroup, SVDSpec
 from jaxsvd.models.resnet import BLOCKS, SHORTCUTS, ResNet, resnet18, resnet50, resnet_cifar
 from jaxsvd.models.vgg import VGG, vgg
-from jaxsvd.svdify import SVDModel
-from jaxsvd.validate import check_choice
 
 MODEL_NAMES = ("resnet8", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "resnet50",
                "vgg11", "vgg13", "vgg16", "vgg19")
@@ -88,34 +87,8 @@ def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
   return model.with_widths(widths, gated) if widths or gated else model
 
 
-def in_mode(apply_fn: Callable, mode: str | None) -> Callable:
-  """``apply_fn`` (a zoo model's or an ``svdify.SVDModel``'s bound ``.apply``) of the same model with its
-  SVD layers in ``mode``.
-
-  The result is the same function to float tolerance; only the execution differs.
-
-  Args:
-    apply_fn: the bound ``.apply`` to convert.
-    mode: one of ``layers.MODES``, or None.
-
-  Returns:
-    The ``.apply`` of the model in ``mode``; ``mode=None``, dense models and other functions are returned
-    unchanged.
-
-  Raises:
-    ValueError: if ``mode`` is not None and not one of ``layers.MODES``.
-  """
-  if mode is None:
-    return apply_fn
-  check_choice("mode", mode, MODES)
-  model = getattr(apply_fn, "__self__", None)
-  if isinstance(model, SVDModel):
-    return apply_fn if model.mode == mode else model.with_mode(mode).apply
-  svd = getattr(model, "svd", None)
-  if not isinstance(svd, SVDSpec) or svd.mode == mode:
-    return apply_fn
-  return model.clone(svd=svd.with_mode(mode)).apply
+registry.register("zoo", build_model)
 
 
-__all__ = ["ChannelGroup", "SVDSpec", "ResNet", "VGG", "build_model", "check_options", "in_mode", "resnet18",
+__all__ = ["ChannelGroup", "SVDSpec", "ResNet", "VGG", "build_model", "check_options", "resnet18",
            "resnet50", "resnet_cifar", "vgg", "MODEL_NAMES"]

@@ -20,8 +20,8 @@ from typing import Mapping, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxsvd.core.validate import check_choice
 from jaxsvd.models.common import ChannelGroup, SVDSpec, batch_norm, check_widths, conv, dense
-from jaxsvd.validate import check_choice
 
 BLOCKS = ("basic", "bottleneck")
 SHORTCUTS = ("A", "B")
@@ -30,7 +30,23 @@ STEMS = ("cifar", "imagenet")
 
 def shortcut(parent: nn.Module, x, features: int, strides: int, kind: str, train: bool, bn_axis_name):
   """The residual branch: ``x`` itself, or (when the stride or width changes) option A (subsampling + zero-padded
-  channels) or option B (``proj`` 1×1 conv + ``proj_bn``)."""
+  channels) or option B (``proj`` 1×1 conv + ``proj_bn``).
+
+  Args:
+    parent: the block (called from its compact ``__call__``); option B's ``proj`` / ``proj_bn`` are its
+      submodules, and its ``svd`` spec makes ``proj`` (``common.conv``).
+    x: the block's NHWC input (batch, H, W, c).
+    features: the block's output channels.
+    strides: the block's stride (both spatial axes).
+    kind: 'A' for option A; any other value ('B') for option B.
+    train: whether ``proj_bn`` normalizes with batch statistics (``common.batch_norm``).
+    bn_axis_name: the device axis ``proj_bn`` averages its statistics over, or None.
+
+  Returns:
+    ``x`` unchanged if ``strides == 1`` and c == ``features``; else (batch, ⌈H/strides⌉, ⌈W/strides⌉, features):
+    option A's ``x[:, ::strides, ::strides]`` zero-padded on the channel axis (extra // 2 channels before, the
+    rest after), or option B's ``proj_bn(proj(x))``.
+  """
   if strides == 1 and x.shape[-1] == features:
     return x
   if kind == "A":
@@ -221,3 +237,7 @@ def resnet50(num_classes: int = 1000, svd: SVDSpec | None = None, bn_axis_name: 
   """
   return ResNet((3, 4, 6, 3), (64, 128, 256, 512), num_classes, svd, "B", bn_axis_name, block="bottleneck",
                 bottleneck_relu=True, stem="imagenet", stem_width=64)
+
+
+__all__ = ["BLOCKS", "SHORTCUTS", "STEMS", "shortcut", "BasicBlock", "Bottleneck", "ResNet", "resnet_cifar",
+           "resnet18", "resnet50"]

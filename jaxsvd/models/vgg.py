@@ -75,3 +75,6 @@ def vgg(depth: int, num_classes: int = 10, svd: SVDSpec | None = None, bn_axis_n
   if depth not in CFGS:
     raise ValueError(f"VGG depth={depth} is not one of {tuple(CFGS)}")
   return VGG(CFGS[depth], num_classes, svd, bn_axis_name)
+
+
+__all__ = ["CFGS", "VGG", "vgg"]

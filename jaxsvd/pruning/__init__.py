@@ -10,7 +10,7 @@
   schedule      when events fire (``Schedule``) and when fine-tuning begins (``Phases``)
 
 A mask is a bool array shaped like its leaf (True = kept / selected) or a Python bool for the whole leaf, keyed
-by the leaf's '/'-joined path (``jaxsvd.tree``).
+by the leaf's '/'-joined path (``jaxsvd.core.tree``).
 """
 
 from jaxsvd.pruning import channels, from_scratch, masks, opt_state, rank, schedule, slimming

@@ -2,7 +2,7 @@
 
 The 'budget' strategy (``rank.Strategy('budget', macs_reduction=X)``) keeps, in every SVD layer, the smallest k with
 Σ_{i≤k} s_i² ≥ (1 − e)·Σ_i s_i² (the 'energy' rule, then the floors) for *one* e shared by all layers, and picks
-the smallest e at which the whole model's MACs (``jaxsvd.flops``: each SVD layer at its cheaper execution) are at
+the smallest e at which the whole model's MACs (``jaxsvd.linen.flops``: each SVD layer at its cheaper execution) are at
 most  target = dense MACs / X  (dense: the same model with every SVD layer dense). Per layer the kept rank is a
 non-increasing step function of e and MACs are non-decreasing in every rank, so the model's MACs are a
 non-increasing step function of e that changes only where some layer's k does:
@@ -22,8 +22,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from jaxsvd import flops
-from jaxsvd.record import Architecture
+from jaxsvd.core.record import Architecture
+from jaxsvd.linen import flops
 
 _TOLERANCE = 1e-12  # as rank.keep_count_by_energy
 
@@ -55,7 +55,15 @@ class MacsCounter:
 
 
 def energy_keep(s_sorted: np.ndarray, energy: float) -> int:
-  """The 'energy' rule at e = ``energy`` ∈ [0, 1]: smallest k with Σ_{i≤k} s_i² ≥ (1 − e)·Σ s_i² (0 if s = 0)."""
+  """The 'energy' rule at e = ``energy`` ∈ [0, 1]: smallest k with Σ_{i≤k} s_i² ≥ (1 − e)·Σ s_i² (0 if s = 0).
+
+  Args:
+    s_sorted: one layer's |s|, sorted descending (1-D).
+    energy: e, the fraction of Σ s_i² the dropped directions may hold (compared with a relative tolerance of 1e-12).
+
+  Returns:
+    k, an int in [0, len(s_sorted)]: 0 if ``s_sorted`` is empty or all zero.
+  """
   cumulative = np.cumsum(s_sorted**2)
   if len(cumulative) == 0 or cumulative[-1] <= 0:
     return 0
@@ -63,7 +71,15 @@ def energy_keep(s_sorted: np.ndarray, energy: float) -> int:
 
 
 def breakpoints(s_sorted: Mapping[str, np.ndarray]) -> np.ndarray:
-  """Every e at which some layer's energy-rule k changes, plus 0, sorted ascending and unique."""
+  """Every e at which some layer's energy-rule k changes, plus 0, sorted ascending and unique.
+
+  Args:
+    s_sorted: {SVD layer path: |s| sorted descending}; layers whose s is empty or all zero add no breakpoint.
+
+  Returns:
+    A 1-D float array of the e_{l,k} = 1 − Σ_{i≤k} s_{l,i}² / Σ_i s_{l,i}² of every layer l and k (clipped to
+    [0, 1]) and 0, sorted ascending without duplicates.
+  """
   values = [np.zeros(1)]
   for s in s_sorted.values():
     cumulative = np.cumsum(s**2)
@@ -168,3 +184,6 @@ def ramped_reduction(final: float, event: int, events: int, ramp: str = "none") 
   t = min(max(event, 1), events) / events
   progress = {"none": 1.0, "linear": t, "cubic": 1.0 - (1.0 - t) ** 3}[ramp]
   return 1.0 / (1.0 - (1.0 - 1.0 / final) * progress)
+
+
+__all__ = ["MacsCounter", "energy_keep", "breakpoints", "keep_counts", "RAMPS", "ramped_reduction"]

@@ -23,9 +23,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxsvd.factors import factors_to_kernel, kernel_to_matrix
-from jaxsvd.structure import is_svd_node
-from jaxsvd.tree import get_node, leaves_by_path, replace_nodes
+from jaxsvd.core.factors import factors_to_kernel, kernel_to_matrix
+from jaxsvd.core.structure import is_svd_node
+from jaxsvd.core.tree import get_node, leaves_by_path, replace_nodes
 
 
 def kernel_shapes(dense_params) -> dict[str, tuple[int, ...]]:
@@ -97,7 +97,7 @@ def slice_channels(variables: Mapping[str, Any], groups: Sequence, keep: Mapping
 
   Args:
     variables: flax variables {'params': ..., 'batch_stats': ..., ...} of the wide model.
-    groups: the model's ``ChannelGroup``s (``model.channel_groups()``).
+    groups: the model's ``ChannelGroup`` list (``model.channel_groups()``).
     keep: {group conv path: sorted indices of the channels kept}; groups not in it are left whole.
     shapes: {layer path: dense kernel shape} of the wide model (``kernel_shapes``), for its SVD layers.
     decomposition: the SVD layers' matrix view, 'channel' or 'spatial'.
@@ -128,3 +128,6 @@ def _has(tree, path: str) -> bool:
     return True
   except (KeyError, TypeError):
     return False
+
+
+__all__ = ["kernel_shapes", "slice_channels"]

@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxsvd.optim import l1_subgradient
+from jaxsvd.core.tree import leaves_by_path, map_with_path
+from jaxsvd.core.validate import check_choice, check_in_range, check_min_int, check_nonnegative, check_positive
 from jaxsvd.pruning import masks as masks_lib
-from jaxsvd.tree import leaves_by_path, map_with_path
-from jaxsvd.validate import check_choice, check_in_range, check_min_int, check_nonnegative, check_positive
+from jaxsvd.training.optim import l1_subgradient
 
 GATE_KINDS = ("bn", "block")
 PENALTIES = ("budget", "l1")
@@ -39,7 +39,7 @@ def gate_paths(groups: Sequence, kind: str) -> dict[str, str]:
   """{group conv path: path of its gate leaf} for gate kind 'bn' (the norm's scale) or 'block' (the α param).
 
   Args:
-    groups: the model's ``ChannelGroup``s.
+    groups: the model's ``ChannelGroup`` list.
     kind: one of ``GATE_KINDS``.
 
   Returns:
@@ -58,7 +58,17 @@ def gate_paths(groups: Sequence, kind: str) -> dict[str, str]:
 
 
 def init_gates(params, paths: Sequence[str], value: float):
-  """``params`` with every gate leaf in ``paths`` set to ``value`` (e.g. γ₀ = 0.5)."""
+  """``params`` with every gate leaf in ``paths`` set to ``value`` (e.g. γ₀ = 0.5).
+
+  Args:
+    params: the params pytree.
+    paths: the '/'-joined paths of the gate leaves (e.g. ``'stage1_block0/gate'``).
+    value: the value every entry of those leaves gets.
+
+  Returns:
+    A new pytree of ``params``' structure: leaves at ``paths`` replaced by ``jnp.full_like(leaf, value)`` (same
+    shape and dtype), the others unchanged.
+  """
   paths = set(paths)
   return map_with_path(lambda p, leaf: jnp.full_like(leaf, value) if p in paths else leaf, params)
 
@@ -199,3 +209,7 @@ def widths_for_budget(gate_values: Mapping[str, np.ndarray], macs_of: Callable[[
     else:
       lo = mid + 1
   return widths(candidates[lo])
+
+
+__all__ = ["GATE_KINDS", "PENALTIES", "gate_paths", "init_gates", "budget_loss", "budget_gradient", "gate_optimizer",
+           "gates", "widths_at", "widths_for_budget"]

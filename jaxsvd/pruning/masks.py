@@ -15,7 +15,7 @@ A mask is a bool array shaped like its leaf (True = kept); ``masks`` maps a leaf
   label_fn(masks, on, off)    masks → the label-tree function of ``optax.multi_transform`` / ``partition``
 
 This is the one mask convention of the library: a mask is a bool array shaped like its leaf (True = kept /
-selected), or a Python bool for the whole leaf, keyed by the leaf's '/'-joined path (``jaxsvd.tree``). It is
+selected), or a Python bool for the whole leaf, keyed by the leaf's '/'-joined path (``jaxsvd.core.tree``). It is
 converted to pytrees only where it meets optax (``keep_pruned``, ``label_fn``, ``optim.l1_subgradient``).
 
 Pruning again with an existing ``mask`` prunes a fraction ``a`` of what is *still kept* (entries, or
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxsvd.tree import leaves_by_path, map_with_path
+from jaxsvd.core.tree import leaves_by_path, map_with_path
 
 Amount = float | int
 Masks = dict[str, Any]  # {leaf path: bool array shaped like the leaf, or a bool for all of it}
@@ -71,7 +71,16 @@ def _kept(shape, mask) -> np.ndarray:
 
 def round_up(count: int, cap: int, multiple: int = 1) -> int:
   """``count`` rounded up to a multiple of ``multiple`` (vector / tile widths: 8, 16), at most ``cap``: a kept rank
-  (``rank.Floors``) or channel width (slimming, pruning from scratch)."""
+  (``rank.Floors``) or channel width (slimming, pruning from scratch).
+
+  Args:
+    count: the count to round.
+    cap: the upper bound (e.g. the full rank or width), applied after rounding.
+    multiple: the multiple to round up to (1: no rounding).
+
+  Returns:
+    min(cap, ⌈count / multiple⌉ · multiple), as an int.
+  """
   return int(min(cap, -(-count // multiple) * multiple))
 
 
@@ -320,3 +329,8 @@ def label_fn(masks: Mapping[str, Any], on: str, off: str) -> Callable[[Any], Any
     A function ``params -> label tree`` shaped like params.
   """
   return lambda params: map_with_path(lambda path, _: on if masks.get(path) is True else off, params)
+
+
+__all__ = ["is_kernel", "round_up", "prune_smallest", "l1_unstructured", "random_unstructured", "ln_structured",
+           "select", "layerwise", "global_unstructured", "make_permanent", "KeepPrunedState", "keep_pruned",
+           "sparsity", "label_fn"]

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
+from jaxsvd.core.tree import leaves_by_path, trailing_dict_path
+from jaxsvd.core.validate import check_choice
 from jaxsvd.pruning.rank import PruneReport, take_last
-from jaxsvd.tree import leaves_by_path, trailing_dict_path
-from jaxsvd.validate import check_choice
 
 OPT_STATE_POLICIES = ("reinit", "slice")
 
@@ -117,3 +117,6 @@ def update_state(state, new_params, apply_fn, report: PruneReport, policy: str):
   """
   opt_state = opt_state_after(state.tx, state.opt_state, state.params, new_params, report, policy)
   return state.replace(params=new_params, opt_state=opt_state, apply_fn=apply_fn)
+
+
+__all__ = ["OPT_STATE_POLICIES", "slice_opt_state", "reinit_opt_state", "opt_state_after", "update_state"]

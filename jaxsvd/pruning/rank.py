@@ -35,11 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core.meta import AxisMetadata
 
+from jaxsvd.core.structure import iter_svd_layers, unboxed
+from jaxsvd.core.tree import replace_nodes
+from jaxsvd.core.validate import FromConfig, check_choice, check_in_range, check_min_int, check_nonnegative
 from jaxsvd.pruning import budget
 from jaxsvd.pruning.masks import round_up
-from jaxsvd.structure import iter_svd_layers, unboxed
-from jaxsvd.tree import replace_nodes
-from jaxsvd.validate import FromConfig, check_choice, check_in_range, check_min_int, check_nonnegative
 
 STRATEGIES = ("count", "threshold", "ratio", "energy")  # per-layer rules
 GLOBAL_STRATEGIES = ("budget",)  # one decision over all layers (needs the model's MACs: ``prune(..., macs=)``)
@@ -313,7 +313,15 @@ def _budget_counts(host_s, strategy: Strategy, floors: Floors, original_ranks, m
 
 
 def gather_last(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-  """x[..., idx] for (k,) idx; per slice for (*L, k) idx and x of shape (*L, r) or (*L, m, r)."""
+  """x[..., idx] for (k,) idx; per slice for (*L, k) idx and x of shape (*L, r) or (*L, m, r).
+
+  Args:
+    x: a host array whose last axis is the rank axis: (..., r), or (*L, r) / (*L, m, r) for a stacked ``idx``.
+    idx: the indices to keep along the last axis: (k,), or (*L, k), one row per slice.
+
+  Returns:
+    ``x`` with its last axis gathered at ``idx``: (..., k), or (*L, k) / (*L, m, k).
+  """
   if idx.ndim == 1:
     return np.take(x, idx, axis=-1)
   return np.take_along_axis(x, idx if x.ndim == idx.ndim else idx[..., None, :], axis=-1)
@@ -321,7 +329,15 @@ def gather_last(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def take_last(x, idx: np.ndarray):
   """x[..., idx] (per slice for a stacked idx), gathered on the host: eager device gathers would compile once per
-  new shape. A boxed leaf (``nn.Partitioned``) stays boxed."""
+  new shape. A boxed leaf (``nn.Partitioned``) stays boxed.
+
+  Args:
+    x: a U, s or V leaf (an array, or one in a flax ``AxisMetadata`` box), rank axis last.
+    idx: the indices to keep, as for ``gather_last``: (k,), or (*L, k) per slice.
+
+  Returns:
+    The gathered ``jax.Array`` (``gather_last``'s shape), in the same kind of box as ``x`` if ``x`` is boxed.
+  """
   value = jnp.asarray(gather_last(np.asarray(jax.device_get(unboxed(x))), idx))
   return x.replace_boxed(value) if isinstance(x, AxisMetadata) else value
 
@@ -337,3 +353,9 @@ def slice_layer(node: Mapping, idx: np.ndarray) -> dict:
     A new dict with U[..., idx], s[..., idx], V[..., idx] (gathered on the host, per slice when stacked).
   """
   return {**node, "U": take_last(node["U"], idx), "s": take_last(node["s"], idx), "V": take_last(node["V"], idx)}
+
+
+__all__ = ["STRATEGIES", "GLOBAL_STRATEGIES", "THRESHOLD_MODES", "ENERGY_RULES", "Strategy", "Floors",
+           "keep_count_by_count", "keep_count_by_threshold", "keep_count_by_ratio", "keep_count_by_energy",
+           "STRATEGY_FNS", "keep_indices", "layer_keep_indices", "LayerReport", "PruneReport", "prune",
+           "gather_last", "take_last", "slice_layer"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxsvd.validate import FromConfig, check_min_int
+from jaxsvd.core.validate import FromConfig, check_min_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,3 +113,6 @@ class Phases:
       True iff epoch > ``last_train_epoch``.
     """
     return epoch > self.last_train_epoch
+
+
+__all__ = ["Schedule", "Phases"]

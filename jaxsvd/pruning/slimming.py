@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsvd.core.structure import norm_layers, norm_widths
+from jaxsvd.core.validate import check_in_range, check_min_int
 from jaxsvd.pruning.masks import Masks, prune_smallest, round_up
-from jaxsvd.structure import norm_layers, norm_widths
-from jaxsvd.validate import check_in_range, check_min_int
 
 
 def channel_masks(params, amount: float, min_channels: int = 1, norms: Sequence[str] | None = None,
@@ -133,3 +133,6 @@ def summary(masks: Masks) -> dict[str, int]:
   """
   scales = [np.asarray(m) for p, m in masks.items() if p.endswith("/scale")]
   return {"channels_before": int(sum(m.size for m in scales)), "channels_after": int(sum(m.sum() for m in scales))}
+
+
+__all__ = ["channel_masks", "pruned_channels", "masks_from_channels", "summary"]

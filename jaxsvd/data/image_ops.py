@@ -1,0 +1,159 @@
+"""Per-image decode and augmentation for the streaming pipeline (NumPy + Pillow, one image at a time).
+
+  decode               JPEG/PNG bytes or an (H, W[, C]) uint8 array → (H, W, C) uint8, RGB if ``channels`` = 3.
+  random_resized_crop  torchvision's ``RandomResizedCrop`` (ImageNet training, He et al. / the official recipe):
+                       area fraction s ~ U(scale), log aspect ratio r ~ U(log ratio); crop w = √(s·A·r),
+                       h = √(s·A/r) at a uniform offset, up to 10 tries, else the central crop of the largest
+                       in-range aspect ratio; resized bilinearly to size × size.
+  resize_center_crop   evaluation: shorter side resized to round(size / crop_fraction), central size × size crop.
+  pad_crop_flip        CIFAR: zero-pad ``pad`` pixels, uniform size-preserving crop (same as ``data.random_crop_flip``).
+  flip                 horizontal flip with probability 1/2.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+
+def decode(image, channels: int = 3) -> np.ndarray:
+  """An encoded or decoded image as a (H, W, channels) uint8 array.
+
+  Args:
+    image: encoded bytes (any format Pillow reads), or a uint8 array (H, W) or (H, W, C).
+    channels: 3 (converted to RGB) or 1 (converted to grayscale).
+
+  Returns:
+    The (H, W, channels) uint8 array.
+
+  Raises:
+    ValueError: if ``channels`` is not 1 or 3, or a decoded array's channel count differs from ``channels``.
+  """
+  if channels not in (1, 3):
+    raise ValueError(f"channels must be 1 or 3, got {channels}")
+  if isinstance(image, (bytes, bytearray, np.bytes_)):
+    with Image.open(io.BytesIO(bytes(image))) as img:
+      array = np.asarray(img.convert("RGB" if channels == 3 else "L"))
+  else:
+    array = np.asarray(image, np.uint8)
+  array = array[..., None] if array.ndim == 2 else array
+  if array.shape[-1] != channels:
+    raise ValueError(f"image has {array.shape[-1]} channels, expected {channels}")
+  return array
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  img = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+  out = np.asarray(img.resize((width, height), Image.BILINEAR))
+  return out[..., None] if out.ndim == 2 else out
+
+
+def crop_box(height: int, width: int, rng: np.random.Generator, scale=(0.08, 1.0),
+             ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+  """torchvision ``RandomResizedCrop.get_params``: a random (top, left, h, w) box (see the module doc).
+
+  Args:
+    height: the image's height H.
+    width: the image's width W.
+    rng: the NumPy generator the area fraction, aspect ratio and offsets are drawn from.
+    scale: (low, high) range of the crop's area as a fraction of H·W.
+    ratio: (low, high) range of the crop's aspect ratio w / h (sampled uniformly in log space).
+
+  Returns:
+    (top, left, h, w) ints with the box inside the image; after 10 failed tries, the largest central box whose
+    aspect ratio is the image's clamped to the ``ratio`` range.
+  """
+  area = height * width
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(10):
+    target = area * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(*log_ratio))
+    w = int(round(math.sqrt(target * aspect)))
+    h = int(round(math.sqrt(target / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  in_ratio = width / height
+  if in_ratio < ratio[0]:
+    w, h = width, int(round(width / ratio[0]))
+  elif in_ratio > ratio[1]:
+    h, w = height, int(round(height * ratio[1]))
+  else:
+    w, h = width, height
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+  """A random crop (``crop_box``) of a (H, W, C) uint8 image, resized bilinearly to (size, size, C).
+
+  Args:
+    image: the (H, W, C) uint8 image, C = 1 or 3.
+    rng: the NumPy generator for ``crop_box``.
+    size: the output's height and width.
+    scale: ``crop_box``'s range of the crop's area fraction.
+    ratio: ``crop_box``'s range of the crop's aspect ratio.
+
+  Returns:
+    The (size, size, C) uint8 crop.
+  """
+  top, left, h, w = crop_box(image.shape[0], image.shape[1], rng, scale, ratio)
+  return _resize(image[top:top + h, left:left + w], size, size)
+
+
+def resize_center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
+  """Shorter side resized to round(size / crop_fraction) (256 for 224), then the central (size, size) crop.
+
+  Args:
+    image: the (H, W, C) uint8 image, C = 1 or 3.
+    size: the output's height and width.
+    crop_fraction: the crop's side as a fraction of the resized shorter side (the longer side is resized to keep
+      the aspect ratio, and to at least ``size``).
+
+  Returns:
+    The (size, size, C) uint8 crop.
+  """
+  height, width = image.shape[:2]
+  short = int(round(size / crop_fraction))
+  if height <= width:
+    new_h, new_w = short, max(size, int(round(width * short / height)))
+  else:
+    new_h, new_w = max(size, int(round(height * short / width))), short
+  resized = _resize(image, new_h, new_w)
+  top, left = (new_h - size) // 2, (new_w - size) // 2
+  return resized[top:top + size, left:left + size]
+
+
+def flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """The image mirrored left-right with probability 1/2.
+
+  Args:
+    image: an (H, W, ...) array.
+    rng: the NumPy generator that decides (one ``rng.random()`` draw).
+
+  Returns:
+    ``image[:, ::-1]`` (a view, not a copy) or ``image`` itself.
+  """
+  return image[:, ::-1] if rng.random() < 0.5 else image
+
+
+def pad_crop_flip(image: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+  """Zero-pad ``pad`` pixels per side, crop back to (H, W) at a uniform offset in [0, 2·pad]², flip w.p. 1/2.
+
+  Args:
+    image: the (H, W, C) image.
+    rng: the NumPy generator the offsets and the flip are drawn from.
+    pad: the zero padding added on each side of the height and width.
+
+  Returns:
+    An (H, W, C) array of ``image``'s dtype.
+  """
+  h, w = image.shape[:2]
+  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+  oy, ox = rng.integers(0, 2 * pad + 1, size=2)
+  return flip(padded[oy:oy + h, ox:ox + w], rng)
+
+
+__all__ = ["decode", "crop_box", "random_resized_crop", "resize_center_crop", "flip", "pad_crop_flip"]

@@ -1,0 +1,26 @@
+"""SVD form for flax linen: the layers, and ``svdify`` for any linen model.
+
+  layers         ``DenseSVD``, ``ConvSVD``: W = U·diag(s)·Vᵀ, channel | spatial, modes reconstruct | factored | auto
+  svdifylib      ``svdify`` (a model's linear layers in SVD form, by method interception), ``SVDModel``
+  decomposition  ``decompose``: a trained dense model's variables as truncated SVDs of its kernels
+  conversion     how each linen layer class is converted (kernel names, matrix views, native SVD layers)
+  flops          MACs of a linen model's layers, dense and in SVD form
+  modes          ``in_mode``: a bound ``.apply`` re-targeted to another execution mode
+"""
+
+from jaxsvd.linen import conversion as conversion
+from jaxsvd.linen import decomposition as decomposition
+from jaxsvd.linen import flops as flops
+from jaxsvd.linen import layers as layers
+from jaxsvd.linen import modes as modes
+from jaxsvd.linen import svdifylib as svdifylib
+from jaxsvd.linen.layers import ConvSVD as ConvSVD
+from jaxsvd.linen.layers import DenseSVD as DenseSVD
+from jaxsvd.linen.modes import in_mode as in_mode
+from jaxsvd.linen.svdifylib import ConversionReport as ConversionReport
+from jaxsvd.linen.svdifylib import SVDModel as SVDModel
+from jaxsvd.linen.decomposition import decompose as decompose
+from jaxsvd.linen.svdifylib import svdify as svdify
+
+__all__ = ["ConversionReport", "ConvSVD", "DenseSVD", "SVDModel", "decompose", "in_mode", "svdify",
+           "conversion", "decomposition", "flops", "layers", "modes", "svdifylib"]

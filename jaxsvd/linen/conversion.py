@@ -1,0 +1,316 @@
+"""Which linen layers ``svdify`` converts, and how: the per-layer rules behind ``jaxsvd.linen.SVDModel``.
+
+Two ways a layer runs in SVD form, both holding U, s, V (``matrix_view.MatrixView``) in the layer's own scope:
+  native   plain ``nn.Dense`` and 2-D ``nn.Conv`` (one group, no dilation or mask, NHWC input) run as
+           ``jaxsvd.linen.DenseSVD`` / ``jaxsvd.linen.ConvSVD`` do: ``mode`` reconstruct | factored | auto.
+  kernel   every other supported layer keeps its own ``__call__``: when it asks for its kernel param
+           (``self.param('kernel' | 'embedding', init, shape, dtype)``) it gets U·diag(s)·Vᵀ rebuilt to that shape
+           (reconstruct execution). So DenseGeneral, Embed (lookup and ``attend``), Einsum, 1-D/3-D/grouped/dilated
+           convs, ConvTranspose, ConvLocal and subclasses run through their own, unmodified math.
+A layer is left dense, with a reason in the conversion report, when the kernel it applies may not be the kernel
+param: a subclass that defines methods of its own (e.g. a weight-standardized conv overriding ``param`` or
+``__call__``), a conv with a ``mask``, an Einsum whose kernel is not a (stack of) matrix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.core import meta
+
+from jaxsvd.core import factors, matrix_view, svd
+from jaxsvd.core.structure import unboxed
+from jaxsvd.linen import layers
+
+# flax layer class → the name of its kernel param.
+KERNEL_PARAMS = {nn.Dense: "kernel", nn.DenseGeneral: "kernel", nn.Embed: "embedding", nn.Einsum: "kernel",
+                 nn.Conv: "kernel", nn.ConvTranspose: "kernel", nn.ConvLocal: "kernel"}
+_LIFTED = "flax.linen.transforms"  # classes nn.vmap / nn.scan / nn.remat make of a layer: the layer's own math
+_GENERATED = {"__init__", "__repr__", "__eq__", "__hash__", "__post_init__", "__setattr__", "__getattr__"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Converted:
+  """A converted layer in the report: its class, matrix view ('L × (m × k)'), rank and execution."""
+  kind: str
+  matrix: str
+  rank: int
+  execution: str
+
+
+def base_class(module: nn.Module) -> type | None:
+  """The flax layer class (a key of ``KERNEL_PARAMS``) ``module`` is an instance of, or None.
+
+  Args:
+    module: any linen module.
+
+  Returns:
+    The first class in ``type(module).__mro__`` that is a key of ``KERNEL_PARAMS`` (the most derived one), or None.
+  """
+  return next((c for c in type(module).__mro__ if c in KERNEL_PARAMS), None)
+
+
+def dense_reason(module: nn.Module) -> str | None:
+  """Why a Dense/Conv/Embed/... layer cannot be converted faithfully, or None if it can.
+
+  Args:
+    module: a layer whose ``base_class`` is not None.
+
+  Returns:
+    A one-line reason if ``type(module)`` or a class between it and its flax base class defines methods of its
+    own (lifted ``nn.vmap``/``nn.scan``/``nn.remat`` classes and generated dataclass methods aside), or if it has
+    a ``mask``; None if it can be converted.
+  """
+  base = base_class(module)
+  cls = type(module)
+  own = sorted({name for klass in cls.__mro__[:cls.__mro__.index(base)] if klass.__module__ != _LIFTED
+                for name, v in vars(klass).items()
+                if callable(v) and not isinstance(v, type) and name not in _GENERATED})
+  if own:
+    return (f"{cls.__name__} subclasses {base.__name__} and defines {', '.join(own)}: the kernel it applies may "
+            f"differ from its kernel param (e.g. weight standardization), so U·diag(s)·Vᵀ would not be its map")
+  if getattr(module, "mask", None) is not None:
+    return "the conv multiplies its kernel by a mask, so the kernel param is not the map it applies"
+  return None
+
+
+def is_native(module: nn.Module, x) -> bool:
+  """Whether ``module`` runs as ``DenseSVD``/``ConvSVD`` (all execution modes) rather than via its kernel param.
+
+  Args:
+    module: the layer.
+    x: its input (only its ``ndim`` is read).
+
+  Returns:
+    True for an exact ``nn.Dense``, or an exact ``nn.Conv`` on a 4-D (NHWC) input with a 2-D kernel, one feature
+    group, no mask, no kernel or input dilation, and explicit, 'SAME' or 'VALID' padding; False otherwise.
+  """
+  if type(module) is nn.Dense:
+    return True
+  if type(module) is not nn.Conv or getattr(x, "ndim", 0) != 4:
+    return False
+  ones = lambda v: v is None or all(int(d) == 1 for d in np.ravel(v))
+  return (len(np.ravel(module.kernel_size)) == 2 and module.feature_group_count == 1 and module.mask is None
+          and ones(module.kernel_dilation) and ones(module.input_dilation)
+          and (not isinstance(module.padding, str) or module.padding in ("SAME", "VALID")))
+
+
+def view_for_layer(module: nn.Module, kernel_shape, decomposition: str, einsum_str: str | None) -> Any:
+  """The ``MatrixView`` of ``module``'s kernel of ``kernel_shape``, or the reason (str) it has none.
+
+  Args:
+    module: a supported layer (its ``base_class`` picks the view: see the module doc of ``matrix_view``).
+    kernel_shape: the shape of its kernel param.
+    decomposition: 'channel' or 'spatial', for ``nn.Conv`` / ``nn.ConvTranspose`` kernels (``conv_view``).
+    einsum_str: an ``nn.Einsum``'s einsum string passed at call time, or None for ``module.einsum_str``.
+
+  Returns:
+    The ``MatrixView``, or a one-line reason (str) from ``einsum_view`` for an Einsum whose kernel is not a stack
+    of matrices.
+  """
+  base = base_class(module)
+  shape = tuple(int(d) for d in kernel_shape)
+  if base in (nn.Dense, nn.Embed):
+    return matrix_view.simple_view(shape, 0, 1)
+  if base is nn.DenseGeneral:
+    n_batch = len(np.ravel(module.batch_dims)) if module.batch_dims else 0
+    return matrix_view.simple_view(shape, n_batch, len(np.ravel(module.axis)))
+  if base is nn.Einsum:
+    return matrix_view.einsum_view(shape, einsum_str or module.einsum_str)
+  if base is nn.ConvLocal:
+    return matrix_view.simple_view(shape, len(shape) - 2, 1)
+  groups = getattr(module, "feature_group_count", 1) if base is nn.Conv else 1
+  return matrix_view.conv_view(shape, groups, decomposition)
+
+
+def _box_like(drawn, value, names):
+  """``value`` boxed like ``drawn`` (a flax partitioning box) with axis ``names``, or ``value`` if not boxed."""
+  if isinstance(drawn, (nn.Partitioned, nn.LogicallyPartitioned)):
+    return drawn.replace(value=value, names=names)
+  return value
+
+
+def _rank_name(drawn) -> str | None:
+  return "rank" if isinstance(drawn, nn.LogicallyPartitioned) else None
+
+
+def svd_factors(param, module: nn.Module, view, rank: int | None, init_fn, init_args, init_kwargs,
+                init_scheme: str = "svd_of_he"):
+  """Creates (or reads) U, s, V of ``view`` at ``rank`` in ``module``'s scope, through ``param``.
+
+  At init the layer's own kernel initializer is drawn once (boxed or not) and factored per matrix, s rescaled to
+  keep each matrix's Frobenius norm (``MatrixView.factors(keep_norm=True)``): at full rank the rebuilt kernel is
+  the dense layer's init. A partitioning box's axis names carry over (``MatrixView.factor_names``).
+
+  Args:
+    param: the scope's (or module's) ``param`` method.
+    module: the layer.
+    view: its ``MatrixView``.
+    rank: r, or None for full rank.
+    init_fn, init_args, init_kwargs: what the layer passes for its kernel (shape first, then dtype).
+    init_scheme: 'svd_of_he' (as above) or 'official' (``official_factors``; the kernel init only names axes).
+
+  Returns:
+    (U, s, V), unboxed, in the kernel's param dtype.
+
+  Raises:
+    ValueError: if ``rank`` exceeds min(m, k).
+  """
+  full = view.full_rank
+  rank = full if rank is None else rank
+  if rank > full:
+    raise ValueError(f"svdify: rank {rank} of layer {'/'.join(module.path)!r} exceeds min(m, k)={full} of its "
+                     f"{matrix_view.describe(view)} matrices")
+  dtype = init_args[1] if len(init_args) > 1 else init_kwargs.get("dtype", jnp.float32)
+  stack, (m, k) = view.stack_shape, view.matrix_shape
+  shapes = ((*stack, m, rank), (*stack, rank), (*stack, k, rank))
+  if module.scope.has_variable("params", "U"):
+    drawn, values = None, tuple(jnp.zeros(s, dtype) for s in shapes)  # only shape-checked by flax
+  elif init_scheme == "official":
+    key = module.make_rng("params")
+    drawn = jax.eval_shape(lambda k: init_fn(k, init_args[0], jnp.float32, *init_args[2:], **init_kwargs), key)
+    values = tuple(v.astype(dtype) for v in official_factors(key, view, rank))
+  else:
+    drawn = init_fn(module.make_rng("params"), init_args[0], jnp.float32, *init_args[2:], **init_kwargs)
+    values = tuple(v.astype(dtype) for v in view.factors(unboxed(drawn), rank, True))
+  names = view.factor_names(tuple(drawn.names), _rank_name(drawn)) if hasattr(drawn, "names") else (None,) * 3
+  return tuple(param(name, lambda *_, v=v, n=n: _box_like(drawn, v, n))
+               for name, v, n in zip(("U", "s", "V"), values, names))
+
+
+def official_factors(key, view, rank: int):
+  """``svd.official_init`` on each matrix of ``view``: U ~ N(0, 2/r), V ~ N(0, 2/k), s ~ N(0, 1) (a 2-D conv's
+  spatial view: U ~ N(0, 2/m), V ~ N(0, 2/r)).
+
+  Args:
+    key: the PRNG key (split into one key each for U, s, V).
+    view: the kernel's ``MatrixView``; a view with two out axes counts as the spatial view.
+    rank: r.
+
+  Returns:
+    (U (*L, m, r), s (*L, r), V (*L, k, r)), float32.
+  """
+  (m, k), stack = view.matrix_shape, view.stack_shape
+  spatial = len(view.out) == 2  # conv_view's spatial grouping (kw, n) × (kh, c)
+  u_var, v_var = (2.0 / m, 2.0 / rank) if spatial else (2.0 / rank, 2.0 / k)
+  ku, ks, kv = jax.random.split(key, 3)
+  normal = lambda key, shape: jax.random.normal(key, shape, jnp.float32)  # noqa: E731
+  return (normal(ku, (*stack, m, rank)) * jnp.sqrt(u_var), normal(ks, (*stack, rank)),
+          normal(kv, (*stack, k, rank)) * jnp.sqrt(v_var))
+
+
+class patched_param:
+  """Context manager: while active, ``module``'s scope answers ``param(kernel_name, ...)`` with the kernel rebuilt
+  from ``svd_factors`` (other params as usual)."""
+
+  def __init__(self, module: nn.Module, kernel_name: str, make_view, rank, settings):
+    self.module, self.kernel_name, self.make_view, self.rank = module, kernel_name, make_view, rank
+    self.settings = settings  # the SVDModel: sigma, init_scheme
+
+  def __enter__(self):
+    scope = self.module.scope
+    original = scope.param
+
+    def param(name, init_fn, *init_args, unbox=True, **init_kwargs):
+      if name != self.kernel_name:
+        return original(name, init_fn, *init_args, unbox=unbox, **init_kwargs)
+      view = self.make_view(init_args[0])
+      U, s, V = svd_factors(original, self.module, view, self.rank, init_fn, init_args, init_kwargs,
+                            self.settings.init_scheme)
+      return view.to_kernel(U, svd.effective_s(s, self.settings.sigma), V)
+
+    self.scope = scope
+    scope.param = param
+    return self
+
+  def __exit__(self, *exc):
+    del self.scope.param
+
+
+def _native_factors(module, view, rank, settings):
+  init_args = (view.kernel_shape, module.param_dtype)
+  U, s, V = svd_factors(module.param, module, view, rank, module.kernel_init, init_args, {}, settings.init_scheme)
+  return U, svd.effective_s(s, settings.sigma), V
+
+
+def native_dense(module: nn.Dense, view, x, rank, settings):
+  """``nn.Dense`` as ``jaxsvd.linen.DenseSVD`` computes it, with the module's own bias/dtype settings (``settings``: the
+  ``SVDModel``'s mode, sigma, init_scheme).
+
+  Creates (or reads) U, s, V and, with ``use_bias``, the bias in ``module``'s scope.
+
+  Args:
+    module: the ``nn.Dense`` being called.
+    view: its ``MatrixView`` (``simple_view((c, features), 0, 1)``).
+    x: its input (..., c).
+    rank: r, or None for full rank.
+    settings: the ``SVDModel`` (its ``mode``, ``sigma`` and ``init_scheme`` are read).
+
+  Returns:
+    The (..., features) output, bias included, in ``module.dtype`` (None: the promoted dtype).
+  """
+  U, s, V = _native_factors(module, view, rank, settings)
+  x, U, s, V = svd.cast(module.dtype, x, U, s, V)
+  return _bias(module, svd.dense_svd_apply(x, U, s, V, module.features, settings.mode))
+
+
+def native_conv(module: nn.Conv, view, x, rank, settings):
+  """A plain 2-D ``nn.Conv`` (``is_native``) as ``jaxsvd.linen.ConvSVD`` computes it (``settings`` as ``native_dense``).
+
+  Creates (or reads) U, s, V and, with ``use_bias``, the bias in ``module``'s scope.
+
+  Args:
+    module: the ``nn.Conv`` being called.
+    view: its ``MatrixView`` (``conv_view((kh, kw, c, features), 1, decomposition)``).
+    x: its NHWC input (batch, H, W, c).
+    rank: r, or None for full rank.
+    settings: the ``SVDModel`` (its ``mode``, ``sigma``, ``init_scheme`` and ``decomposition`` are read).
+
+  Returns:
+    The (batch, H', W', features) output, bias included, in ``module.dtype`` (None: the promoted dtype).
+  """
+  kernel_shape = view.kernel_shape
+  kernel_size, strides = kernel_shape[:2], pair(module.strides)
+  U, s, V = _native_factors(module, view, rank, settings)
+  x, U, s, V = svd.cast(module.dtype, x, U, s, V)
+  pads = factors.conv_pads(x.shape[1:3], kernel_size, strides, module.padding)
+  return _bias(module, svd.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, settings.decomposition,
+                                             settings.mode))
+
+
+def pair(value) -> tuple[int, int]:
+  """A 2-D conv's strides (None, an int or a pair) as a pair.
+
+  Args:
+    value: None (meaning 1), an int, or a sequence of ints.
+
+  Returns:
+    (value, value) for an int (1 for None), else the sequence's entries as a tuple of ints.
+  """
+  value = 1 if value is None else value
+  return (value, value) if isinstance(value, int) else tuple(int(d) for d in np.ravel(value))
+
+
+def _bias(module, y):
+  return layers.add_bias(module, y, module.use_bias, module.features, module.bias_init, module.param_dtype)
+
+
+def unbox_tree(tree):
+  """``tree`` with every flax metadata box replaced by its value.
+
+  Args:
+    tree: any pytree, possibly holding ``nn.Partitioned`` / ``nn.LogicallyPartitioned`` boxes.
+
+  Returns:
+    ``flax.core.meta.unbox(tree)``: the same tree with each box's ``value`` in its place.
+  """
+  return meta.unbox(tree)
+
+
+__all__ = ["KERNEL_PARAMS", "Converted", "base_class", "dense_reason", "is_native", "view_for_layer", "svd_factors",
+           "official_factors", "patched_param", "native_dense", "native_conv", "pair", "unbox_tree"]

@@ -1,0 +1,24 @@
+"""SVD form for Flax NNX: the layers, and in-place ``svdify`` / ``prune`` / ``regularization`` over ``nnx.State``.
+
+  layers      ``LinearSVD``, ``LinearGeneralSVD``, ``ConvSVD``, ``EmbedSVD`` (sharding metadata carried to U, s, V)
+  svdifylib   ``svdify`` (graph surgery), ``to_svd``, ``ranks``, ``prune``, ``regularization``, ``svdified``
+
+NNX checkpoints are ``jaxsvd.checkpoint.nnx``; ``jaxsvd.checkpoint.restore`` reads them too.
+"""
+
+from jaxsvd.nnx import layers as layers
+from jaxsvd.nnx import svdifylib as svdifylib
+from jaxsvd.nnx.layers import ConvSVD as ConvSVD
+from jaxsvd.nnx.layers import EmbedSVD as EmbedSVD
+from jaxsvd.nnx.layers import LinearGeneralSVD as LinearGeneralSVD
+from jaxsvd.nnx.layers import LinearSVD as LinearSVD
+from jaxsvd.nnx.svdifylib import ConversionReport as ConversionReport
+from jaxsvd.nnx.svdifylib import prune as prune
+from jaxsvd.nnx.svdifylib import ranks as ranks
+from jaxsvd.nnx.svdifylib import regularization as regularization
+from jaxsvd.nnx.svdifylib import svdified as svdified
+from jaxsvd.nnx.svdifylib import svdify as svdify
+from jaxsvd.nnx.svdifylib import to_svd as to_svd
+
+__all__ = ["ConversionReport", "ConvSVD", "EmbedSVD", "LinearGeneralSVD", "LinearSVD", "prune", "ranks",
+           "regularization", "svdified", "svdify", "to_svd", "layers", "svdifylib"]
