@@ -6,6 +6,7 @@ smaller form elsewhere); blocks in other languages (bash, text) are not run.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import re
@@ -48,3 +49,15 @@ def test_block_extraction():
   text = "x\n```python\na = 1\n```\n```bash\nls\n```\n```python\nb = a + 1\n```\n"
   assert python_blocks(text) == ["a = 1\n", "b = a + 1\n"]
   assert os.path.isfile(REPO / "README.md")
+
+
+def test_the_readme_figure_is_drawn_from_the_results_table(tmp_path):
+  spec = importlib.util.spec_from_file_location("plot_results", REPO / "docs" / "figures" / "plot_results.py")
+  plot_results = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(plot_results)
+  rows = plot_results.measured_rows((REPO / "docs" / "results.md").read_text())
+  assert [label for label, _, _ in rows][:2] == ["fashion_mnist_dense", "fashion_mnist"] and len(rows) == 7
+  assert ("fashion_mnist_dense", 9.15, 91.44) in rows and all(0 < m < 10 and 85 < a < 95 for _, m, a in rows)
+  plot_results.plot(rows, str(tmp_path / "results.png"))
+  assert (tmp_path / "results.png").stat().st_size > 10_000
+  assert "docs/figures/results.png" in (REPO / "README.md").read_text()

@@ -6,6 +6,7 @@ Rules (docs/design.md):
   - no import statement inside a function or class (lazy loading is the root's PEP 562 ``__getattr__`` and plugins
     resolved by name with ``importlib``);
   - no private name (``_x``) of one module is used by another;
+  - the core imports neither ``flax.linen`` nor ``flax.nnx``;
   - no file over 400 lines and no function over 60 lines, in jaxsvd/ and experiments/.
 """
 
@@ -30,6 +31,8 @@ ALLOWED = {
     "checkpoint": {"core", "nnx"},
     "deploy": {"core", "linen", "training", "checkpoint"},
 }
+# subpackage -> external modules it may not import (the core is framework-free: flax.core's metadata boxes only)
+FORBIDDEN_EXTERNAL = {"core": ("flax.linen", "flax.nnx")}
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
@@ -58,6 +61,16 @@ def _imports(tree: ast.Module, modules) -> list[tuple[ast.stmt, str]]:
         if target:
           found.append((node, target))
   return found
+
+
+def _external_imports(tree: ast.Module) -> list[str]:
+  names = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names += [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+  return names
 
 
 def _subpackage(module: str) -> str | None:
@@ -125,6 +138,8 @@ def layering_violations(root: pathlib.Path) -> list[str]:
         problems.append(f"{name}:{node.lineno}: {source} may not import {dest} ({target})")
       if source and target == root.name:
         problems.append(f"{name}:{node.lineno}: imports the root package back up")
+    problems += [f"{name}: {source} may not import {banned}" for banned in _external_imports(tree)
+                 if banned.startswith(FORBIDDEN_EXTERNAL.get(source, ("\0",)))]
   # A package's __init__ importing its own modules is an edge down; a module importing its package's __init__
   # would close a cycle through it, which the graph shows like any other.
   if cycle := _cycle(graph):
@@ -170,6 +185,8 @@ def _write(root: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
     ({"jaxsvd/linen/a.py": "from jaxsvd.core import b\nb._hidden()\n", "jaxsvd/core/b.py": ""},
      "uses the private jaxsvd.core.b._hidden"),
     ({"jaxsvd/linen/a.py": "import jaxsvd\n", "jaxsvd/__init__.py": ""}, "imports the root package back up"),
+    ({"jaxsvd/core/a.py": "from flax import nnx\n"}, "core may not import flax.nnx"),
+    ({"jaxsvd/core/a.py": "import flax.linen as nn\n"}, "core may not import flax.linen"),
 ])
 def test_the_checker_finds_each_kind_of_violation(tmp_path, files, expected):
   problems = layering_violations(_write(tmp_path, {"jaxsvd/__init__.py": "", **files}))

@@ -135,11 +135,11 @@ def test_prune_keeps_one_rank_per_stack_the_max_over_slices():
   assert report.layers["scan"].old_rank == 4 and report.keep["scan"].shape == (3, 3)
 
 
-@pytest.mark.slow  # the same calls as the user-model tests, on the README's model
-def test_the_readme_linen_example_runs():
-  readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
-  code = readme.split("<!-- linen-example -->")[1].split("<!-- /linen-example -->")[0]
+@pytest.mark.slow  # tests/docs_examples_test.py runs it by default; this checks what it computes
+def test_the_docs_linen_example_computes_a_pruned_model():
+  page = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "own_model.md")).read()
+  code = page.split("<!-- linen-example -->")[1].split("<!-- /linen-example -->")[0]
   scope = {}
-  exec(code.replace("```python", "").replace("```", ""), scope)  # noqa: S102 - our own README
+  exec(code.replace("```python", "").replace("```", ""), scope)  # noqa: S102 - our own docs
   assert scope["logits"].shape == (8, 10) and sum(scope["new_ranks"].values()) < sum(
       ranks(scope["variables"]["params"]).values())

@@ -293,11 +293,11 @@ def test_nnx_svd_model_runs_inside_linen_through_to_linen():
   np.testing.assert_allclose(out, jax.nn.log_softmax(forward(small, tokens)), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.slow  # ~15 s of threefry/XLA compiles; every step it shows is tested above on the CNN and the LM
-def test_readme_nnx_example_runs():
-  readme = open(os.path.join(REPO, "README.md")).read()
-  code = readme.split("<!-- nnx-example -->")[1].split("<!-- /nnx-example -->")[0]
-  exec(code.replace("```python", "").replace("```", ""), {"__name__": "readme"})  # noqa: S102 - our own README
+@pytest.mark.slow  # tests/docs_examples_test.py runs the whole page by default; this runs the NNX part alone
+def test_docs_nnx_example_runs():
+  page = open(os.path.join(REPO, "docs", "own_model.md")).read()
+  code = page.split("<!-- nnx-example -->")[1].split("<!-- /nnx-example -->")[0]
+  exec(code.replace("```python", "").replace("```", ""), {"__name__": "docs"})  # noqa: S102 - our own docs
 
 
 class LinenNet(nn.Module):

@@ -1,4 +1,12 @@
-"""Model zoo; every model is built from (name, num_classes, SVDSpec with ranks)."""
+"""The model zoo: every model is built from (name, num_classes, SVDSpec with ranks, widths) — its architecture record.
+
+  common   ``SVDSpec``'s use in layers (``conv`` / ``dense`` factories: SVD or dense per path), ``ChannelGroup``
+  resnet   CIFAR ResNets (8…110; shortcut A | B, basic | bottleneck), ResNet-18 and ResNet-50 (ImageNet)
+  vgg      VGG-11/13/16/19 for CIFAR
+
+``build_model`` is registered as the 'zoo' builder (``jaxsvd.core.registry``), so ``Architecture.build_model`` builds
+these without the core importing them.
+"""
 
 from __future__ import annotations
 
