@@ -109,4 +109,5 @@ def write(directory: str) -> None:
         f.write(text)
 
 
-__all__ = ["SUBPACKAGES", "escape_markup", "index", "modules_of", "page", "render_docstring", "with_literal_tables", "write"]
+__all__ = ["SUBPACKAGES", "escape_markup", "index", "modules_of", "page", "render_docstring", "with_literal_tables",
+           "write"]

@@ -1,5 +1,6 @@
-"""The run's input: in-memory arrays (``jaxsvd.data``: CIFAR, Fashion-MNIST) or a grain stream (``jaxsvd.data.streaming``:
-ImageNet from tfds or from an ImageFolder tree), behind one interface for ``experiments.train``.
+"""The run's input: in-memory arrays (``jaxsvd.data``: CIFAR, Fashion-MNIST) or a grain stream
+(``jaxsvd.data.streaming``: ImageNet from tfds or from an ImageFolder tree), behind one interface for
+``experiments.train``.
 
 Both give ``input_shape``, ``num_train_batches()``, ``train_batches(seed, epoch)``, ``eval_batches()``, ``local``
 (whether batches are this process's part only) and ``get_state()``/``set_state()`` (the stream's position, saved in

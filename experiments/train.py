@@ -385,7 +385,8 @@ def finish(s: Setup, r: Run, workdir: str) -> dict:
   for event_type in events_lib.EVENT_TYPES:
     summary.update(event_type.summary(arch, state.params))
   if arch.svd is not None:
-    deploy_params.save_params(os.path.join(workdir, "export"), arch, state.params, state.model_state)  # every process: collective
+    # every process: the save is collective
+    deploy_params.save_params(os.path.join(workdir, "export"), arch, state.params, state.model_state)
   if not distributed.is_primary():
     return summary
   with open(os.path.join(workdir, "summary.json"), "w") as f:

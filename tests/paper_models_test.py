@@ -69,7 +69,8 @@ def test_abs_sigma_dense_svdify_and_exports_agree():
   model = svdify(Net(), {"Dense_0": 3}, sigma="abs")
   net_params = {"Dense_0": params}
   chex.assert_trees_all_close(model.apply({"params": net_params}, x), expected, atol=1e-5)
-  merged = deploy_params.merged_params(net_params, {"Dense_0": {"kernel": jnp.zeros((6, 4)), "bias": jnp.zeros(4)}}, sigma="abs")
+  dense_template = {"Dense_0": {"kernel": jnp.zeros((6, 4)), "bias": jnp.zeros(4)}}
+  merged = deploy_params.merged_params(net_params, dense_template, sigma="abs")
   chex.assert_trees_all_close(Net().apply({"params": merged}, x), expected, atol=1e-5)
   factored = deploy_params.factored_params(net_params, sigma="abs")
   chex.assert_trees_all_close(model.apply({"params": factored}, x), expected, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Models as a user writes them in plain flax linen; jaxsvd knows nothing of them (svdify tests and docs/own_model.md)."""
+"""Models as a user writes them in plain flax linen; jaxsvd knows nothing of them (svdify tests, docs/own_model.md)."""
 
 from functools import partial
 

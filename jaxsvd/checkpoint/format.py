@@ -14,8 +14,8 @@ Format version 1 (no ``architecture`` item; the record's fields inside ``meta``)
 is converted on read. Rotation (last N + best by metric) is Orbax's preservation policy; the metric is also
 passed as Orbax's ``best_fn`` so Orbax stores it in each step (its ``metrics`` item) and the policy sees it again
 after a restart. Atomicity (tmp dir + rename) is Orbax's, so a process killed mid-save leaves the previous step.
-Integrity (``jaxsvd.checkpoint.integrity``): each step commits a CRC-32 of every item file; every read verifies the item's
-files first (one-line error naming the step and file); non-finite params or model state are never saved.
+Integrity (``jaxsvd.checkpoint.integrity``): each step commits a CRC-32 of every item file; every read verifies
+the item's files first (one-line error naming the step and file); non-finite params or model state are never saved.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ So the position is a global example count, and a checkpoint written by P process
 (``Stream.set_state`` converts it). Evaluation (``eval_stream``) pads the split to a multiple of G with masked
 copies of element 0 and takes the same ``[p::P]`` slice.
 
-Sources: ``ImageFolderSource`` (``root/<class>/<image>``, classes sorted), ``jaxsvd.data.tfds_io.source`` (``tfds.data_source``,
+Sources: ``ImageFolderSource`` (``root/<class>/<image>``, classes sorted), ``jaxsvd.data.tfds_io.source``
+(``tfds.data_source``,
 e.g. 'imagenet2012', ArrayRecord files), ``ArraySource`` (in-memory arrays: CIFAR/Fashion-MNIST as a stream).
 """
 

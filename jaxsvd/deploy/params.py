@@ -105,7 +105,8 @@ def save_params(directory: str, architecture, params: Any, model_state: Mapping)
 
   Args:
     directory: where to write (e.g. a run's ``export/``).
-    architecture: the model's ``jaxsvd.core.record.Architecture`` (an SVD model; its dense twin gives the kernel shapes).
+    architecture: the model's ``jaxsvd.core.record.Architecture`` (an SVD model; its dense twin gives the kernel
+      shapes).
     params: the SVD model's params.
     model_state: the other variable collections (e.g. {'batch_stats': ...}), written unchanged.
   """

@@ -12,7 +12,8 @@ kernel is viewed as is ``jaxsvd.core.matrix_view``:
   nn.Conv (1-D/2-D/3-D, grouped, dilated), nn.ConvTranspose, nn.ConvLocal    the channel view n × ∏k·c per
                                                 group (2-D convs also 'spatial'); groups are a stack axis
 Layers under ``nn.scan``/``nn.vmap`` get U (L, m, r), s (L, r), V (L, k, r); ``structure``, the regularizers,
-``pruning.rank.prune``, ``decompose``, ``jaxsvd.deploy.merged_params`` and checkpoints treat them as one layer of one rank.
+``pruning.rank.prune``, ``decompose``, ``jaxsvd.deploy.merged_params`` and checkpoints treat them as one layer of one
+rank.
 Partitioning boxes (``nn.with_logical_partitioning``, ``nn.Partitioned``) carry over to U, s, V.
 
   svd_model = svdify(model, ranks={"Conv_1": 8}, skip=("Conv_0",), skip_pattern=r".*head.*")

@@ -14,10 +14,10 @@ The executions (``reconstruct`` / ``factored`` / ``auto``) are ``svd.dense_svd_a
 ``svd.conv_svd_apply``: outputs equal the linen ``DenseSVD``/``ConvSVD`` for the same factors.
 
 Each layer is built either from a dense kernel (``kernel=``: its truncated SVD, the best rank-r approximation) or,
-with ``rngs``, from a draw of ``kernel_init`` (``svd.svd_init``: He-equivalent, ‖W_r‖_F = ‖W‖_F below full rank)
-or, with ``init='official'``, as the official code draws them (``svd.official_init``). ``sigma='abs'`` computes
-W = U·diag(|s|)·Vᵀ, the official forward (``jaxsvd.linen.layers``: same function as √|s| in both factors, finite gradient
-at s = 0); 'signed' (default) uses s as it is.
+with ``rngs``, from a draw of ``kernel_init`` (``jaxsvd.core.svd.svd_init``: He-equivalent, ‖W_r‖_F = ‖W‖_F below
+full rank) or, with ``init='official'``, as the official code draws them (``jaxsvd.core.svd.official_init``).
+``sigma='abs'`` computes W = U·diag(|s|)·Vᵀ, the official forward (``jaxsvd.core.svd``: same function as √|s| in both
+factors, finite gradient at s = 0); 'signed' (default) uses s as it is.
 The rank is not stored: it is ``s.shape[0]``, so pruning only changes param shapes.
 """
 

@@ -4,7 +4,8 @@ One Python process per host (or per GPU); every process runs the same program. `
 before any JAX computation, from explicit arguments or, when they are unset, from the cluster environment that
 ``jax.distributed.initialize`` itself detects (SLURM, Open MPI, Cloud TPU, Kubernetes; ``JAX_COORDINATOR_ADDRESS``
 / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` also work). After it, ``jax.devices()`` lists every process's devices
-(``jaxsvd.training.parallel.DataParallel('sharding')`` builds one mesh over them) and ``jax.local_devices()`` this process's.
+(``jaxsvd.training.parallel.DataParallel('sharding')`` builds one mesh over them) and ``jax.local_devices()`` this
+process's.
 
 Failure: the coordination service expects a heartbeat from every process; when one dies the others are stopped
 within about ``heartbeat_timeout_s`` (a collective in flight fails sooner), so a lost host ends the job instead of

@@ -152,8 +152,8 @@ class AutotunedJit:
   Candidates are ``fn(*args, **variant)`` for each combination of ``variants`` (keyword → values that
   all compute the same result to float tolerance; none: just ``fn``) compiled with each of
   ``options`` (default ``candidate_options()``). A new signature is traced once per variant (``lower``);
-  variants that lower to the same program are compiled once. The next calls go to the candidates in turn, each call a real one
-  whose result is returned (so donation and training steps are fine, nothing is run twice); the first
+  variants that lower to the same program are compiled once. The next calls go to the candidates in turn, each call a
+  real one whose result is returned (so donation and training steps are fine, nothing is run twice); the first
   round warms up, the next ``trials`` rounds are timed, and the candidate with the smallest median
   serves that signature from then on. ``choices`` maps each tuned signature to its ``Choice``.
   """
