@@ -6,7 +6,7 @@ Rules (docs/design.md):
   - no import statement inside a function or class (lazy loading is the root's PEP 562 ``__getattr__`` and plugins
     resolved by name with ``importlib``);
   - no private name (``_x``) of one module is used by another;
-  - the core imports neither ``flax.linen`` nor ``flax.nnx``;
+  - the core imports neither ``flax.linen`` nor ``flax.nnx``; the library imports no experiment, benchmark or test;
   - no file over 400 lines and no function over 60 lines, in jaxsvd/ and experiments/.
 """
 
@@ -33,6 +33,7 @@ ALLOWED = {
 }
 # subpackage -> external modules it may not import (the core is framework-free: flax.core's metadata boxes only)
 FORBIDDEN_EXTERNAL = {"core": ("flax.linen", "flax.nnx")}
+OUTSIDE_THE_LIBRARY = ("experiments", "benchmarks", "tests")  # nothing in jaxsvd/ imports them
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
@@ -140,6 +141,8 @@ def layering_violations(root: pathlib.Path) -> list[str]:
         problems.append(f"{name}:{node.lineno}: imports the root package back up")
     problems += [f"{name}: {source} may not import {banned}" for banned in _external_imports(tree)
                  if banned.startswith(FORBIDDEN_EXTERNAL.get(source, ("\0",)))]
+    problems += [f"{name}: the library may not import {banned}" for banned in _external_imports(tree)
+                 if banned.split(".")[0] in OUTSIDE_THE_LIBRARY]
   # A package's __init__ importing its own modules is an edge down; a module importing its package's __init__
   # would close a cycle through it, which the graph shows like any other.
   if cycle := _cycle(graph):
@@ -187,6 +190,7 @@ def _write(root: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
     ({"jaxsvd/linen/a.py": "import jaxsvd\n", "jaxsvd/__init__.py": ""}, "imports the root package back up"),
     ({"jaxsvd/core/a.py": "from flax import nnx\n"}, "core may not import flax.nnx"),
     ({"jaxsvd/core/a.py": "import flax.linen as nn\n"}, "core may not import flax.linen"),
+    ({"jaxsvd/training/a.py": "from experiments import train\n"}, "the library may not import experiments"),
 ])
 def test_the_checker_finds_each_kind_of_violation(tmp_path, files, expected):
   problems = layering_violations(_write(tmp_path, {"jaxsvd/__init__.py": "", **files}))
