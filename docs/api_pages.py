@@ -1,7 +1,9 @@
-"""Writes the API reference pages (``docs/api/``) from every subpackage's ``__all__`` (run by ``conf.py``)."""
+"""Writes the API reference pages (``docs/api/``): each subpackage's headline names (its ``__all__``) and every one of
+its modules with the members of the module's ``__all__`` (run by ``conf.py``)."""
 
 import importlib
 import os
+import pkgutil
 import re
 import types
 
@@ -9,11 +11,8 @@ SUBPACKAGES = ("core", "linen", "nnx", "models", "training", "pruning", "checkpo
 
 
 def modules_of(package: types.ModuleType) -> list[str]:
-  """The modules a subpackage lists in its ``__all__`` (with ``models``' own modules, which it does not list)."""
-  listed = [n for n in package.__all__ if isinstance(getattr(package, n), types.ModuleType)]
-  if package.__name__ == "jaxsvd.models":
-    listed = ["common", "resnet", "vgg"]
-  return [f"{package.__name__}.{n}" for n in listed]
+  """Every module of a subpackage, the ones its ``__init__`` does not import too (``data.streaming``)."""
+  return [f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)]
 
 
 def page(name: str) -> str:

@@ -5,7 +5,7 @@
   python -m experiments.cifar_svd --config=experiments/configs/fashion_mnist.py --workdir=runs/fmnist
 Override any field: --config.num_epochs=10 --config.svd.decomposition=spatial --config.data_dir=/data.
 Re-running with the same --workdir resumes from its latest checkpoint. Bad input ends in one ``error:`` line.
-Every config field and its default: docs/experiments.md.
+Every config field and its default: docs/experiments.md#every-config-field.
 
 Multi-process (one command per host, docs/multihost.md): add --config.parallel=sharding and
 --coordinator_address=host0:1234 --num_processes=N --process_id=i, or nothing under SLURM / Open MPI / a TPU pod

@@ -6,7 +6,8 @@
 The checkpoint's architecture record gives the model (``checkpoint.restore``); ``deploy.fold`` folds every
 BatchNorm into the layer before it; ``artifact.autotune`` picks the plan (per-layer merged/factored) and the XLA
 options on a batch of ``--batch`` random inputs; the artifact's outputs on that batch are checked against the
-restored model's eval outputs and the difference is stored in meta.json.
+restored model's eval outputs and the difference is stored in meta.json. What the artifact's runner takes (shape,
+dtype, the training normalization): docs/deployment.md#the-runners-input-contract.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ block widths that fit a MACs budget, then train that architecture from scratch w
   python -m experiments.pruning_from_scratch --config=experiments/configs/fashion_mnist_from_scratch.py \\
       --workdir=runs/pfs
 ``workdir/widths.json`` records the search (widths, MACs before/after); re-running resumes the training
-phase and does not search again.
+phase and does not search again. The method and its config fields: docs/pruning.md#pruning-from-scratch.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ The names most users need are here; each subpackage lists the rest in its own ``
   linen       ``DenseSVD``, ``ConvSVD``, ``svdify`` (any linen model), ``decompose``, flops
   nnx         NNX SVD layers and in-place ``svdify`` / ``prune`` / ``regularization``
   models      the zoo (CIFAR ResNets, ResNet-18/50, VGG): ``build_model``
-  training    ``make_loss_fn``, ``make_optimizer``, ``TrainState``, ``train_step``, data/model parallelism
+  training    ``make_loss_fn``, ``make_optimizer``, ``TrainState``, ``train_step``, data parallelism
   pruning     rank pruning (``prune``, ``Strategy``), masks, slimming, channels, pruning from scratch
   checkpoint  Orbax checkpoints that own their record: ``save``, ``restore``                 (loaded on first use)
   deploy      BatchNorm folding, the ``jax.export`` artifact, ``load_for_inference``         (loaded on first use)
@@ -91,6 +91,4 @@ __all__ = [
     "restore", "CheckpointError", "load_for_inference",
     # training
     "TrainState", "train_step", "eval_step",
-    # subpackages
-    "checkpoint", "core", "data", "deploy", "linen", "models", "nnx", "pruning", "training",
-]
+]  # The subpackages are attributes, not in __all__: ``from jaxsvd import *`` must not bind ``nnx`` over flax's.

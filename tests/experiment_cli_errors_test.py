@@ -159,6 +159,7 @@ def test_unwritable_workdir_is_one_line_error(good_data, tmp_path, capsys, log_c
 
 def test_tfds_source_without_tensorflow_datasets(good_data, tmp_path, capsys, log_compiles, monkeypatch):
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if it (or a part it imports) were missing
+  monkeypatch.delitem(sys.modules, "jaxsvd.data.tfds_io", raising=False)  # imported anew: finds no tfds
   message = run_main(cifar_svd.main, [CONFIG, f"--workdir={tmp_path}", *helpers.cli_flags(good_data),
                                       "--config.data_source=tfds", "--config.dataset=cifar10"], capsys, log_compiles)
   assert message.startswith("error: data_source='tfds' cannot load cifar10 (ModuleNotFoundError"), message

@@ -1,4 +1,4 @@
-"""Flax NNX models in SVD form (``jaxsvd.nnx.svdifylib``, ``nnx_layers``, ``checkpoint_nnx``) on user-style models.
+"""Flax NNX models in SVD form (``jaxsvd.nnx``, ``jaxsvd.checkpoint.nnx``) on user-style models.
 
 The models below are written the way an NNX user writes them; the references are flax's own dense layers and
 NumPy's SVD (the best rank-k approximation), not our code.

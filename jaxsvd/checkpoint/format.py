@@ -7,9 +7,9 @@ One composite checkpoint per step (format version 2), four items:
                 original ranks, inner widths, pruned channels, format_version; documented in ``jaxsvd.core.record``)
   meta          JSON: format_version, library_version, step, plus whatever the caller passes as ``run``
                 (the experiment stores epoch, history, pruning events, best metric and its config there)
-Restore reads ``architecture``, builds the model, builds abstract targets with ``jax.eval_shape`` and
-restores the arrays into them: no predefined shapes. Shapes are checked leaf by leaf against the stored
-array metadata first, so a mismatch names the leaf and nothing is ever truncated or padded.
+Restore (``jaxsvd.checkpoint.restoring``) reads ``architecture``, builds the model, builds abstract targets with
+``jax.eval_shape`` and restores the arrays into them: no predefined shapes. Shapes are checked leaf by leaf against the
+stored array metadata first, so a mismatch names the leaf and nothing is ever truncated or padded.
 Format version 1 (no ``architecture`` item; the record's fields inside ``meta``) still restores: the record
 is converted on read. Rotation (last N + best by metric) is Orbax's preservation policy; the metric is also
 passed as Orbax's ``best_fn`` so Orbax stores it in each step (its ``metrics`` item) and the policy sees it again

@@ -4,15 +4,15 @@ One step holds the items ``model`` ({'params': the ``nnx.Param`` values, 'model_
 BatchNorm statistics, rng counts, rng keys as key data}, as pure nested dicts), ``architecture`` (the
 ``record.Architecture`` of a user model: ``user`` = {framework 'nnx', module: the class name, svdify: {decomposition,
 mode, sigma}}, ``ranks`` — which also name the converted layers — and ``original_ranks``) and ``meta`` (format_version,
-library_version, step, the rng key implementations, the caller's ``run`` dict). ``checkpoint.restore(path,
+library_version, step, the rng key implementations, the caller's ``run`` dict). ``jaxsvd.checkpoint.restore(path,
 model=constructor)`` comes here for such a record.
 
-  checkpoint_nnx.save(workdir, model, step=100)
-  restored = checkpoint.restore(workdir, model=lambda: MyModel(rngs=nnx.Rngs(0)))   # fresh process: same outputs
+  jaxsvd.checkpoint.nnx.save(workdir, model, step=100)
+  restored = jaxsvd.checkpoint.restore(workdir, model=lambda: MyModel(rngs=nnx.Rngs(0)))  # fresh process: same outputs
 
 Restore builds the abstract svdified model (``nnx.eval_shape`` of the constructor + ``svdify`` at the recorded
 ranks, converting exactly the recorded layers), checks every leaf's shape against the stored metadata
-(``checkpoint.restore_item``: a mismatch names the leaf; nothing is truncated or padded) and merges the arrays.
+(``jaxsvd.checkpoint.restore_item``: a mismatch names the leaf; nothing is truncated or padded) and merges the arrays.
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ def architecture(model: nnx.Module, original_ranks: dict[str, int] | None = None
   """
   layers = svdify_nnx.svd_modules(model)
   if not layers:
-    raise ValueError("checkpoint_nnx: the model has no SVD layers (run svdify_nnx.svdify first)")
+    raise ValueError("jaxsvd.checkpoint.nnx: the model has no SVD layers (run jaxsvd.nnx.svdify first)")
   decompositions = {m.decomposition for m in layers.values() if isinstance(m, nnx_layers.ConvSVD)} or {"channel"}
   modes, sigmas = {m.mode for m in layers.values()}, {m.sigma for m in layers.values()}
   if len(decompositions) > 1 or len(modes) > 1 or len(sigmas) > 1:
-    raise ValueError(f"checkpoint_nnx: SVD layers mix decompositions {sorted(decompositions)}, modes "
+    raise ValueError(f"jaxsvd.checkpoint.nnx: SVD layers mix decompositions {sorted(decompositions)}, modes "
                      f"{sorted(modes)} or sigmas {sorted(sigmas)}; one record holds one of each")
   ranks = svdify_nnx.ranks(model)
   settings = {"decomposition": decompositions.pop(), "mode": modes.pop(), "sigma": sigmas.pop(), "skip": [],

@@ -1,6 +1,6 @@
 """The framework-free core: the SVD math, matrix views, structure read back from params, the architecture record.
 
-Nothing here imports flax modules, the zoo, or any other jaxsvd subpackage (``tests/layering_test.py``).
+Nothing here imports ``flax.linen``, ``flax.nnx``, the zoo or any other jaxsvd subpackage (``tests/layering_test.py``).
 
   svd           W = U·diag(s)·Vᵀ: inits (svd_of_he, official), ``sigma``, dense/conv applies in 3 modes
   factors       a kernel's matrix views (channel | spatial), the two executions, their MACs

@@ -110,7 +110,8 @@ class Architecture:
       module: the user's model (e.g. a linen ``nn.Module`` instance), of the class named in ``user['module']``.
 
     Returns:
-      What the framework's builder returns (linen: ``svdify.svdify(module, ranks, **user['svdify'])``).
+      What the framework's builder returns (linen, ``jaxsvd.linen.svdifylib.from_record``:
+      ``svdify(module, ranks, **user['svdify'])``).
 
     Raises:
       ValueError: if the record is not a user model's, or ``module`` is of another class.
@@ -122,7 +123,8 @@ class Architecture:
       raise ValueError(f"record user.module={self.user['module']!r} but the module passed is a {name}")
     framework = self.user["framework"]
     if f"user/{framework}" not in registry.names():
-      raise ValueError(f"record user.framework={framework!r} has no builder (registered: {registry.names()})")
+      known = tuple(n.removeprefix("user/") for n in registry.names() if n.startswith("user/"))
+      raise ValueError(f"record user.framework={framework!r} is not one of {known}")
     return registry.lookup(f"user/{framework}")(self, module)
 
   def dense(self) -> Architecture:

@@ -14,7 +14,7 @@ from jaxsvd.core.validate import check_choice
 class SVDSpec:
   """How a zoo model uses SVD layers: the decomposition, the execution mode, the ranks (frozen {layer path: rank};
   other layers get ``default_rank``, None = full rank), and whether the first conv and the classifier stay dense.
-  ``sigma`` ('signed' | 'abs') and ``init`` ('svd_of_he' | 'official') are the SVD layers' (``jaxsvd.linen.layers``);
+  ``sigma`` ('signed' | 'abs') and ``init`` ('svd_of_he' | 'official') are the SVD layers' (``jaxsvd.core.svd``);
   ``dense_strided`` keeps every conv with a stride > 1 dense (the official ``--svd_s1``).
   Invalid fields raise a ``ValueError`` on construction.
   """

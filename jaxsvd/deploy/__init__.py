@@ -6,7 +6,7 @@
   params      ``merged_params`` / ``factored_params``: an SVD model's params as dense kernels or √|s| factors
   inference   ``load_for_inference``: a checkpoint as a jitted, autotuned function
 
-The artifact's input contract is in ``docs/deployment.md``.
+The artifact's input contract: ``docs/deployment.md#the-runners-input-contract``.
 """
 
 from jaxsvd.deploy import artifact as artifact

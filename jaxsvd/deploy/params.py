@@ -35,8 +35,8 @@ def merged_params(params: Any, dense_template: Any, sigma: str = "signed",
     dense_template: params (or their ``jax.eval_shape``) of the same model with svd off; only the shape of the
       ``kernel`` (or an Embed's ``embedding``) at each SVD layer's path is read.
     sigma: the model's ``svd.sigma``: 'abs' merges U·diag(|s|)·Vᵀ.
-    views: {layer path: ``MatrixView``} (``svdify.SVDModel.report(x).views``) for layers whose view the shapes do not
-      determine (grouped convs, Einsum kernels); other layers' views are inferred from the shapes: the kernel is
+    views: {layer path: ``MatrixView``} (``jaxsvd.linen.SVDModel.report(x).views``) for layers whose view the shapes
+      do not determine (grouped convs, Einsum kernels); other layers' views are inferred from the shapes: the kernel is
       (*lead, *in, *out) with U's leading axes as ``lead`` (Dense, Embed, DenseGeneral, channel-view convs, all
       under ``nn.scan``), or a 2-D conv's spatial view (``infer_decomposition``).
 
@@ -74,7 +74,7 @@ def _inferred_view(U, V, shape) -> MatrixView:
     if view.matrix_shape == (np.shape(U)[-2], np.shape(V)[-2]):
       return view
   raise ValueError(f"factors U{tuple(np.shape(U))}, V{tuple(np.shape(V))} do not fit kernel {shape}; "
-                   f"pass views= (svdify.SVDModel.report(x).views)")
+                   f"pass views= (jaxsvd.linen.SVDModel.report(x).views)")
 
 
 def factored_params(params: Any, sigma: str = "signed") -> dict:

@@ -14,12 +14,12 @@ from jaxsvd.linen import flops as flops
 from jaxsvd.linen import layers as layers
 from jaxsvd.linen import modes as modes
 from jaxsvd.linen import svdifylib as svdifylib
+from jaxsvd.linen.decomposition import decompose as decompose
 from jaxsvd.linen.layers import ConvSVD as ConvSVD
 from jaxsvd.linen.layers import DenseSVD as DenseSVD
 from jaxsvd.linen.modes import in_mode as in_mode
 from jaxsvd.linen.svdifylib import ConversionReport as ConversionReport
 from jaxsvd.linen.svdifylib import SVDModel as SVDModel
-from jaxsvd.linen.decomposition import decompose as decompose
 from jaxsvd.linen.svdifylib import svdify as svdify
 
 __all__ = ["ConversionReport", "ConvSVD", "DenseSVD", "SVDModel", "decompose", "in_mode", "svdify",

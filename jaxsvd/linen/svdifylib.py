@@ -75,7 +75,7 @@ class SVDModel(nn.Module):
   skip: tuple[str, ...] = ()  # layer paths kept dense
   skip_pattern: str | None = None  # regex: layers whose path fully matches it are kept dense
   skip_if: Callable[[str, nn.Module], bool] | None = None  # predicate (path, layer) → keep dense
-  sigma: str = "signed"  # 'signed' | 'abs' (the official forward, see jaxsvd.linen.layers)
+  sigma: str = "signed"  # 'signed' | 'abs' (the official forward, see jaxsvd.core.svd)
   init_scheme: str = "svd_of_he"  # 'svd_of_he' | 'official' (not `init`: that is the method)
 
   def __post_init__(self):
@@ -279,7 +279,7 @@ def svdify(model: nn.Module, ranks: Mapping[str, int] | None = None, decompositi
     skip: layer paths kept dense.
     skip_pattern: a regex; layers whose path matches it in full are kept dense.
     skip_if: a predicate ``(path, layer) -> bool``; layers for which it is True are kept dense.
-    sigma: 'signed' (W = U·diag(s)·Vᵀ) or 'abs' (W = U·diag(|s|)·Vᵀ, the official forward; ``jaxsvd.linen.layers``).
+    sigma: 'signed' (W = U·diag(s)·Vᵀ) or 'abs' (W = U·diag(|s|)·Vᵀ, the official forward; ``jaxsvd.core.svd``).
     init: 'svd_of_he' (the truncated SVD of the layer's own kernel init) or 'official' (``svd.official_init``'s
       variances on each matrix).
 

@@ -168,7 +168,7 @@ class _SVDModule(nnx.Module):
 
   def _promoted(self, x, inexact=True):
     bias = self.bias[...] if self.bias is not None else None
-    s = svd.effective_s(self.s[...], self.sigma)  # 'abs': the official forward, |σ| (``jaxsvd.linen.layers``)
+    s = svd.effective_s(self.s[...], self.sigma)  # 'abs': the official forward, |σ| (``jaxsvd.core.svd``)
     return dtypes.promote_dtype((x, self.U[...], s, self.V[...], bias), dtype=self.dtype, inexact=inexact)
 
 

@@ -73,7 +73,7 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
     skip: layer paths kept dense.
     skip_pattern: a regex; layers whose path matches it in full are kept dense.
     skip_if: a predicate ``(path, layer) -> bool``; layers for which it is True are kept dense.
-    sigma: 'signed' (W = U·diag(s)·Vᵀ) or 'abs' (W = U·diag(|s|)·Vᵀ, the official forward; ``jaxsvd.linen.layers``).
+    sigma: 'signed' (W = U·diag(s)·Vᵀ) or 'abs' (W = U·diag(|s|)·Vᵀ, the official forward; ``jaxsvd.core.svd``).
       The truncated SVD's s is ≥ 0, so both start as the same function.
 
   Returns:
@@ -84,7 +84,7 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
     ValueError: on an invalid option or rank, a rank for a layer that is not converted, or if nothing converts.
   """
   if isinstance(model, nn.Module) or not isinstance(model, nnx.Module):
-    raise TypeError(f"svdify_nnx.svdify: expected an nnx.Module, got {type(model).__name__}; "
+    raise TypeError(f"jaxsvd.nnx.svdify: expected an nnx.Module, got {type(model).__name__}; "
                     "for a linen model use jaxsvd.linen.svdifylib.svdify")
   ranks = _checked_options(ranks, decomposition, mode, sigma)
   skipped = _skip_fn(skip, skip_pattern, skip_if)
@@ -351,7 +351,7 @@ def prune(model_or_split, strategy: rank_pruning.Strategy, floors: rank_pruning.
   graphdef, state = (nnx.split(model_or_split) if isinstance(model_or_split, nnx.Module) else model_or_split)
   params = params_dict(state)
   if not structure.ranks(params):
-    raise ValueError("prune: the model has no SVD layers (run svdify_nnx.svdify first)")
+    raise ValueError("prune: the model has no SVD layers (run jaxsvd.nnx.svdify first)")
   new_params, new_ranks, report = rank_pruning.prune(params, strategy, floors, original_ranks)
   model = nnx.merge(graphdef, state, copy=True)
   modules = svd_modules(model)

@@ -3,7 +3,8 @@
   rank          SVD rank pruning: strategies (count | threshold | ratio | energy | budget), floors, ``prune``
   opt_state     optimizer-state surgery after a rank prune (re-initialize or slice), ``update_state``
   budget        the MACs-target search of the 'budget' strategy
-  masks         mask pruning (``torch.nn.utils.prune`` semantics), ``keep_pruned`` / ``l1_subgradient`` (optax)
+  masks         mask pruning (``torch.nn.utils.prune`` semantics), ``keep_pruned`` (optax; ``l1_subgradient`` is in
+                ``jaxsvd.training.optim``)
   slimming      network slimming (Liu et al. 2017): one global |γ| threshold over the norm layers
   channels      physical channel pruning: variables sliced to kept channels (dense and SVD layers)
   from_scratch  pruning from scratch (Wang et al. 2020): gates on the random init, MACs-budget bisection
@@ -13,9 +14,20 @@ A mask is a bool array shaped like its leaf (True = kept / selected) or a Python
 by the leaf's '/'-joined path (``jaxsvd.core.tree``).
 """
 
-from jaxsvd.pruning import channels, from_scratch, masks, opt_state, rank, schedule, slimming
-from jaxsvd.pruning.rank import Floors, PruneReport, Strategy, prune
-from jaxsvd.pruning.schedule import Phases, Schedule
+from jaxsvd.pruning import budget as budget
+from jaxsvd.pruning import channels as channels
+from jaxsvd.pruning import from_scratch as from_scratch
+from jaxsvd.pruning import masks as masks
+from jaxsvd.pruning import opt_state as opt_state
+from jaxsvd.pruning import rank as rank
+from jaxsvd.pruning import schedule as schedule
+from jaxsvd.pruning import slimming as slimming
+from jaxsvd.pruning.rank import Floors as Floors
+from jaxsvd.pruning.rank import PruneReport as PruneReport
+from jaxsvd.pruning.rank import Strategy as Strategy
+from jaxsvd.pruning.rank import prune as prune
+from jaxsvd.pruning.schedule import Phases as Phases
+from jaxsvd.pruning.schedule import Schedule as Schedule
 
-__all__ = ["Floors", "Phases", "PruneReport", "Schedule", "Strategy", "channels", "from_scratch", "masks",
-           "opt_state", "prune", "rank", "schedule", "slimming"]
+__all__ = ["Floors", "Phases", "PruneReport", "Schedule", "Strategy", "prune", "budget", "channels", "from_scratch",
+           "masks", "opt_state", "rank", "schedule", "slimming"]

@@ -1,4 +1,4 @@
-"""Training: the loss, the optimizer, pure train/eval steps, data and model parallelism, XLA options.
+"""Training: the loss, the optimizer, pure train/eval steps, data parallelism (pmap or sharding, multi-host).
 
   losses        ``make_loss_fn``: CE + λo·orthogonality + λs·sparsity (``RegularizerConfig``)
   optim         ``make_optimizer``: param groups, schedules, clipping, BN-γ L1 (optax)
