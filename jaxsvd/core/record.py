@@ -100,8 +100,9 @@ class Architecture:
     """
     if self.user is not None:
       raise ValueError(f"the record describes a user model ({self.model}); build it with build_user_model(module)")
-    return registry.lookup("zoo")(self.model, self.num_classes, self.svd, ranks=dict(self.ranks) if self.svd else None,
-                       bn_axis_name=bn_axis_name, widths=self.widths, gated=gated, options=self.options)
+    build_zoo_model = registry.lookup("zoo")
+    return build_zoo_model(self.model, self.num_classes, self.svd, ranks=dict(self.ranks) if self.svd else None,
+                           bn_axis_name=bn_axis_name, widths=self.widths, gated=gated, options=self.options)
 
   def build_user_model(self, module: Any) -> Any:
     """The user's ``module`` at this record's architecture (the builder registered as 'user/<framework>').
