@@ -17,6 +17,8 @@ from typing import Any
 from absl import flags
 from ml_collections import config_flags
 
+from experiments import preemption
+
 # What a bad input can raise; each becomes one line. (EOFError: a truncated gzip file, zlib.error: a corrupt one.)
 USER_ERRORS = (ValueError, OSError, FloatingPointError, EOFError, zlib.error, flags.Error)
 
@@ -93,7 +95,8 @@ def main_for(run_fn: Callable[[Any, str], Any], default_config: str, default_wor
     lock_config: as for ``parse``.
 
   Returns:
-    ``main(argv)``; it raises ``SystemExit('error: <one line>')`` on any of ``USER_ERRORS``.
+    ``main(argv)``; it raises ``SystemExit('error: <one line>')`` on any of ``USER_ERRORS``, and
+    ``SystemExit(preemption.EXIT_CODE)`` when a signal stopped the run after saving (the log says where).
   """
 
   def main(argv: Sequence[str]) -> None:
@@ -101,6 +104,8 @@ def main_for(run_fn: Callable[[Any, str], Any], default_config: str, default_wor
       config, workdir = parse(argv, default_config, default_workdir, lock_config)
       setup_logging()
       run_fn(config, workdir)
+    except preemption.Stopped:
+      raise SystemExit(preemption.EXIT_CODE) from None
     except USER_ERRORS as err:
       raise SystemExit(f"error: {one_line(err)}") from None
 

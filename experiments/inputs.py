@@ -2,9 +2,10 @@
 (``jaxsvd.data.streaming``: ImageNet from tfds or from an ImageFolder tree), behind one interface for
 ``experiments.train``.
 
-Both give ``input_shape``, ``num_train_batches()``, ``train_batches(seed, epoch)``, ``eval_batches()``, ``local``
-(whether batches are this process's part only) and ``get_state()``/``set_state()`` (the stream's position, saved in
-the checkpoint's meta; None for the in-memory pipeline, whose order is a function of (seed, epoch)).
+Both give ``input_shape``, ``num_train_batches()``, ``train_batches(seed, epoch, start)`` (the epoch's batches from
+batch ``start`` on: a resume inside an epoch), ``eval_batches()``, ``local`` (whether batches are this process's part
+only) and ``get_state()``/``set_state()`` (the stream's position, saved in the checkpoint's meta; None for the
+in-memory pipeline, whose order is a function of (seed, epoch)).
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ class InMemory:
   def num_train_batches(self) -> int:
     return data.num_train_batches(len(self.ds.train_images), self.c.batch_size, self.c.max_steps_per_epoch)
 
-  def train_batches(self, seed, epoch: int):
+  def train_batches(self, seed, epoch: int, start: int = 0):
     return data.train_batches(self.ds.train_images, self.ds.train_labels, self.c.batch_size, seed, epoch, self.mean,
-                              self.std, self.c.augment, self.c.max_steps_per_epoch)
+                              self.std, self.c.augment, self.c.max_steps_per_epoch, start)
 
   def eval_batches(self):
     return data.eval_batches(self.ds.test_images, self.ds.test_labels, self.c.eval_batch_size, self.mean, self.std)
@@ -76,9 +77,9 @@ class Streamed:
   def num_train_batches(self) -> int:
     return data.num_train_batches(len(self.train_source), self.c.batch_size, self.c.max_steps_per_epoch)
 
-  def train_batches(self, seed, epoch: int):
-    del seed, epoch  # the stream's own position decides
-    return itertools.islice(self.stream, self.num_train_batches())
+  def train_batches(self, seed, epoch: int, start: int = 0):
+    del seed, epoch  # the stream's own position decides (restored mid-epoch by ``set_state``)
+    return itertools.islice(self.stream, self.num_train_batches() - start)
 
   def eval_batches(self):
     return streaming.eval_stream(self.eval_source, self.c.eval_batch_size,

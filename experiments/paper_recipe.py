@@ -22,6 +22,7 @@ from absl import app
 from jax.experimental import multihost_utils
 
 from experiments import cli, stages, train
+from experiments import epoch as epoch_lib
 from jaxsvd import checkpoint
 from jaxsvd.core.structure import total_rank
 from jaxsvd.pruning import Floors, Strategy, rank
@@ -51,7 +52,7 @@ def prune_stage(c, workdir: str) -> dict:
   s = train.setup(c, workdir)
   try:
     r = train.init_run(s)
-    before = train.evaluate(s.par, r.state, s.inputs)
+    before = epoch_lib.evaluate(s.par, r.state, s.inputs)
     state = s.par.host_state(r.state)
     params, ranks, report = rank.prune(state.params, Strategy.from_config(c.final_prune, "final_prune"),
                                        Floors.from_config(c.final_prune, "final_prune"), r.architecture.original_ranks)
@@ -61,7 +62,7 @@ def prune_stage(c, workdir: str) -> dict:
                               s.ctx.make_tx(r.architecture, params))
     r.state = s.par.place(state)
     cost = s.cost(r.architecture)
-    row = {"epoch": 0, **train.evaluate(s.par, r.state, s.inputs),
+    row = {"epoch": 0, **epoch_lib.evaluate(s.par, r.state, s.inputs),
            "total_rank": total_rank(ranks), "params": cost.params, "macs": cost.macs}
     r.history, r.events = [row], [{"epoch": 0, "kind": "prune", "total_rank": total_rank(ranks), "ranks": ranks}]
     log.info("prune stage: %s; test accuracy %.4f -> %.4f", report.summary(), before["test_accuracy"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from experiments import events as events_lib
-from experiments import preflight
+from experiments import preemption, preflight
 from jaxsvd import data
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.validate import check_choice, check_min_int
@@ -57,6 +57,9 @@ def _check_basic_fields(c) -> None:
   preflight.subset_size("train_subset", c.train_subset)
   preflight.subset_size("test_subset", c.test_subset)
   check_min_int("checkpoint.max_to_keep", c.checkpoint.max_to_keep, 1)
+  check_min_int("checkpoint.every_steps", c.checkpoint.every_steps, 0)
+  check_min_int("checkpoint.stop_sync_every", c.checkpoint.stop_sync_every, 1)
+  preemption.check_stop_signal(c.checkpoint.stop_signal)
   if c.widths is not None:
     for path, width in dict(c.widths).items():
       check_min_int(f"widths[{path!r}]", width, 1)

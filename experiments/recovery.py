@@ -58,11 +58,20 @@ def open_checkpoints(path: str, cfg, best_metric: str):
     best_metric: the metric the best checkpoint is kept by.
 
   Raises:
-    workdir.WorkdirLockedError: one line naming the process that holds ``path``.
+    workdir.WorkdirLockedError: one line naming the process that holds ``path`` (on every process of a multi-process
+      job: process 0 tries the lock and tells the others).
   """
-  lock = contextlib.ExitStack()
+  lock, refused = contextlib.ExitStack(), None
   if distributed.is_primary():  # a multi-process run writes one workdir from every process; process 0 locks it
-    lock.enter_context(workdir.lock(path))
+    try:
+      lock.enter_context(workdir.lock(path))
+    except workdir.WorkdirLockedError as err:
+      refused = err
+  if jax.process_count() > 1 and not multihost_utils.process_allgather(np.int32(refused is None)).all():
+    raise refused or workdir.WorkdirLockedError(f"workdir {path} is in use by another run (process 0 could not "
+                                                "lock it; its error names the holder)")
+  if refused is not None:
+    raise refused
   try:
     mngr = checkpoint.manager(os.path.join(path, "checkpoints"), cfg.max_to_keep, best_metric,
                               async_save=cfg.async_save)

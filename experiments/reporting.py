@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxsvd.checkpoint import integrity
 from jaxsvd.core.structure import iter_svd_layers
 
 
@@ -50,14 +51,21 @@ class MetricsWriter:
 
     Returns:
       None.
+
+    Raises:
+      jaxsvd.checkpoint.integrity.CheckpointSaveError: one line (path, reason, free space) if the row cannot be
+        written (disk full, I/O error); the file keeps its earlier rows (a partial line is dropped on resume).
     """
     new = not os.path.exists(self.path)
-    fields = list(row) if new else next(csv.reader(open(self.path)))
-    with open(self.path, "a", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
-      if new:
-        writer.writeheader()
-      writer.writerow(row)
+    try:
+      fields = list(row) if new else _header(self.path)
+      with open(self.path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="ignore")
+        if new:
+          writer.writeheader()
+        writer.writerow(row)
+    except OSError as err:
+      raise integrity.save_failure(err, self.path, f"the metrics row of epoch {row.get('epoch')}") from None
     if self.tb is not None:
       for key, value in row.items():
         if key != "epoch" and isinstance(value, (int, float)):
@@ -68,6 +76,11 @@ class MetricsWriter:
     """Closes the TensorBoard writer, if any."""
     if self.tb is not None:
       self.tb.close()
+
+
+def _header(path: str) -> list[str]:
+  with open(path, newline="") as f:
+    return next(csv.reader(f))
 
 
 def epoch_line(row: dict[str, Any]) -> str:

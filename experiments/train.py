@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -23,14 +24,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import orbax.checkpoint as ocp
-import tqdm
 
+from experiments import epoch as epoch_lib
 from experiments import events as events_lib
 from experiments import inputs as inputs_lib
-from experiments import preflight, recovery, reporting, stages
+from experiments import preemption, preflight, recovery, reporting, stages
 from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
 from jaxsvd import checkpoint, data
 from jaxsvd.core.record import Architecture
@@ -54,6 +54,7 @@ class Run:
   architecture: Architecture
   history: list
   events: list  # JSON entries of the events that fired
+  progress: epoch_lib.Progress | None = None  # how far epoch ``epoch + 1`` got (a resume from a mid-epoch checkpoint)
 
 
 @dataclasses.dataclass
@@ -67,6 +68,7 @@ class Setup:
   mngr: ocp.CheckpointManager
   costs: dict = dataclasses.field(default_factory=dict)
   lock: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)  # the workdir lock
+  stop: preemption.StopRequest = dataclasses.field(default_factory=preemption.StopRequest)
 
   def cost(self, architecture: Architecture) -> flops.CostReport:
     """``flops.CostReport`` (params, MACs) of ``architecture``'s model, cached under the record's JSON."""
@@ -136,85 +138,13 @@ def resume_run(s: Setup, step: int) -> Run:
                      apply_fn=model.apply, tx=tx)
   if s.inputs.local:  # a stream continues where it stopped (mid-epoch exact; any process count)
     s.inputs.set_state(meta.get("data_stream"))
-  log.info("resumed from %s step %d (epoch %d, total rank %d)", directory, step, meta["epoch"],
-           total_rank(architecture.ranks))
+  progress = meta.get("epoch_progress")
+  if progress is not None:
+    progress = epoch_lib.Progress.from_json(progress, int(train["step"]))
+  where = f"epoch {meta['epoch']}" if progress is None else f"epoch {progress.epoch}, batch {progress.batches}"
+  log.info("resumed from %s step %d (%s, total rank %d)", directory, step, where, total_rank(architecture.ranks))
   return Run(s.par.place(state), train["rng"], meta["epoch"], architecture, meta["history"],
-             meta.get("pruning_events", []))
-
-
-def train_epoch(c, par: DataParallel, state, batches, reg, total: int, desc: str, local: bool = False):
-  """Runs ``par.train_step`` over ``batches``; returns (state, {'train_loss', ..., 'images_per_sec'}).
-
-  Args:
-    c: the experiment config (``batch_size`` and ``progress_bar`` are read).
-    par: the data-parallel mode.
-    state: the train state, placed for ``par``.
-    batches: the host batches of the epoch.
-    reg: the epoch's regularizer config.
-    total: the number of batches (for the progress bar).
-    desc: the progress bar's label.
-    local: whether ``batches`` are this process's part of each batch only (a stream), not the global batch.
-
-  Returns:
-    (state, metrics): the new state; the step metrics' means as ``train_<name>``, ``time_train``, ``images_per_sec``.
-
-  Raises:
-    ValueError: if ``batches`` is empty (``batch_size`` larger than the training set).
-    recovery.NonFiniteError: if a step's loss or updated state was non-finite (the steps' on-device flags are read
-      once, at the end of the epoch).
-  """
-  bar = tqdm.tqdm(batches, total=total, desc=desc, disable=not c.progress_bar, leave=False)
-  sums, steps, start, finite = None, 0, time.perf_counter(), []
-  first_step = int(par.metrics({"step": state.step})["step"])
-  for batch in bar:
-    state, metrics = par.train_step(state, par.shard_batch(batch, local), reg)
-    finite.append(metrics.pop("finite"))
-    sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-    steps += 1
-    if steps % 20 == 0 and c.progress_bar:
-      host = par.metrics(metrics)
-      bar.set_postfix(loss=f"{host['loss']:.3f}", acc=f"{host['accuracy']:.3f}",
-                      img_s=f"{steps * c.batch_size / (time.perf_counter() - start):.0f}")
-  if steps == 0:
-    raise ValueError(f"batch_size={c.batch_size} is larger than the training set")
-  means = {k: v / steps for k, v in par.metrics(sums).items()}
-  recovery.check_finite(par.metrics(finite), first_step, means["loss"])
-  elapsed = time.perf_counter() - start
-  return state, {**{f"train_{k}": v for k, v in means.items()}, "time_train": elapsed,
-                 "images_per_sec": steps * c.batch_size / elapsed}
-
-
-def epoch_batches(s: Setup, r: Run):
-  """The shuffled, augmented batches of epoch ``r.epoch`` (seeded by the run's rng and the epoch).
-
-  Args:
-    s: the run's setup (data, normalization and config).
-    r: the run.
-
-  Returns:
-    The iterator of ``data.train_batches``.
-  """
-  seed = [int(x) for x in np.asarray(jax.random.key_data(jax.random.fold_in(r.rng, r.epoch)))]
-  return s.inputs.train_batches(seed, r.epoch)
-
-
-def evaluate(par: DataParallel, state, inputs) -> dict:
-  """Test loss and accuracy of ``state`` over the whole test set.
-
-  Args:
-    par: the data-parallel mode.
-    state: the train state, placed for ``par``.
-    inputs: the run's input (``experiments.inputs``); its eval batches (the last one padded and masked) are used.
-
-  Returns:
-    {'test_loss', 'test_accuracy'}, means over the test examples.
-  """
-  sums = None
-  for batch in inputs.eval_batches():
-    out = par.eval_step(state, par.shard_batch(batch, inputs.local))
-    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-  sums = par.metrics(sums)
-  return {"test_loss": sums["loss_sum"] / sums["count"], "test_accuracy": sums["correct"] / sums["count"]}
+             meta.get("pruning_events", []), progress)
 
 
 def apply_events(s: Setup, r: Run) -> bool:
@@ -239,11 +169,12 @@ def apply_events(s: Setup, r: Run) -> bool:
 
 
 def run_epoch(s: Setup, r: Run) -> tuple[dict, bool]:
-  """Trains, evaluates and fires the events of epoch ``r.epoch``; returns (metrics row, architecture changed).
+  """Trains (from ``r.progress`` when resuming inside it), evaluates and fires the events of epoch ``r.epoch``;
+  returns (metrics row, architecture changed).
 
   Args:
     s: the run's setup.
-    r: the run, at the epoch to run; its state, architecture and events are updated in place.
+    r: the run, at the epoch to run; its state, architecture, events and progress are updated in place.
 
   Returns:
     (row, changed): the epoch's metrics, times, total rank, params and MACs; whether the architecture changed.
@@ -251,17 +182,21 @@ def run_epoch(s: Setup, r: Run) -> tuple[dict, bool]:
   Raises:
     FloatingPointError: if a step's loss or updated state is not finite (this epoch is not saved; one line naming
       the last good checkpoint).
+    preemption.Stopped: after a stop request inside the epoch, once that step's checkpoint is committed.
   """
   c = s.c
-  total = s.inputs.num_train_batches()
+  if r.progress is None:
+    r.progress = epoch_lib.Progress(r.epoch, first_step=int(s.par.metrics({"step": r.state.step})["step"]))
+  batches = epoch_lib.epoch_batches(s.inputs, r.rng, r.epoch, r.progress.batches)
   try:
-    r.state, row = train_epoch(c, s.par, r.state, epoch_batches(s, r), s.plan.reg_for(r.epoch), total,
-                               f"epoch {r.epoch}", s.inputs.local)
+    r.state, row = epoch_lib.train_epoch(c, s.par, r.state, batches, s.plan.reg_for(r.epoch), r.progress,
+                                         s.inputs.num_train_batches(), s.inputs.local, functools.partial(after_step, s, r))
   except recovery.NonFiniteError as err:
     raise recovery.nonfinite(s.mngr, err, r.epoch) from None
+  r.progress = None
   row = {"epoch": r.epoch, **row}
   start = time.perf_counter()
-  row.update(evaluate(s.par, r.state, s.inputs), time_eval=time.perf_counter() - start)
+  row.update(epoch_lib.evaluate(s.par, r.state, s.inputs), time_eval=time.perf_counter() - start)
   start = time.perf_counter()
   changed = apply_events(s, r)
   row["time_prune"] = time.perf_counter() - start
@@ -269,6 +204,44 @@ def run_epoch(s: Setup, r: Run) -> tuple[dict, bool]:
   row.update(total_rank=total_rank(r.architecture.ranks),
              params=cost.params, macs=cost.macs, finetune=int(s.plan.phases.in_finetune(r.epoch)))
   return row, changed
+
+
+def after_step(s: Setup, r: Run, state, progress: epoch_lib.Progress, last_batch: bool) -> None:
+  """After each step inside an epoch: a mid-epoch checkpoint every ``checkpoint.every_steps`` steps, and on a stop
+  request a checkpoint of this step and ``preemption.Stopped`` (the epoch's last step leaves both to the epoch end).
+
+  Args:
+    s: the run's setup.
+    r: the run (its rng, architecture and history go into the checkpoint).
+    state: the train state after the step, placed for the parallel mode.
+    progress: the epoch so far.
+    last_batch: whether the step was the epoch's last.
+
+  Raises:
+    preemption.Stopped: after the stop checkpoint is committed.
+    recovery.NonFiniteError: if a step since the last check was non-finite (nothing is saved).
+  """
+  checkpoint.check(s.mngr)  # a failed async save stops the run at the next step, naming that save's step
+  step = progress.first_step + len(progress.finite)
+  stop = s.stop.requested(step) and not last_batch
+  every = s.c.checkpoint.every_steps
+  if last_batch or not (stop or (every and step % every == 0)):
+    return
+  progress.check_finite(s.par)
+  info = {**run_info(s.c, r), "epoch": r.epoch - 1, "epoch_progress": progress.to_json(s.par),
+          "data_stream": s.inputs.get_state()}
+  checkpoint.save(s.mngr, s.par.host_state(state), r.rng, r.architecture, info)
+  if stop:
+    raise stopped(s, step, f"epoch {r.epoch}, batch {progress.batches} of {s.inputs.num_train_batches()}")
+
+
+def stopped(s: Setup, step: int, where: str) -> preemption.Stopped:
+  """Waits for the stop checkpoint to commit; the ``Stopped`` error (logged as one line) naming it."""
+  checkpoint.wait(s.mngr)
+  message = (f"stopped by {s.stop.received} after step {step} ({where}); checkpoint saved in {s.mngr.directory}: "
+             f"run the same command again to resume (exit code {preemption.EXIT_CODE})")
+  log.warning("%s", message)
+  return preemption.Stopped(message, step)
 
 
 def run_info(c, r: Run) -> dict:
@@ -314,7 +287,8 @@ def setup(c, workdir: str) -> Setup:
   ctx = events_lib.Context(build_model=lambda a: a.build_model(par.bn_axis_name),
                            make_tx=lambda a, params: make_tx(c, steps_per_epoch, a, params))
   mngr, lock = recovery.open_checkpoints(workdir, c.checkpoint, "test_accuracy")
-  return Setup(c, plan, par, inputs, ctx, mngr, lock=lock)
+  stop = preemption.StopRequest(c.checkpoint.stop_signal, c.checkpoint.stop_sync_every)
+  return Setup(c, plan, par, inputs, ctx, mngr, lock=lock, stop=stop)
 
 
 def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
@@ -336,29 +310,48 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
   s = setup(c, workdir)
   writer = None
   try:
-    r = recovery.start(s, init_run, resume_run)
-    writer = reporting.MetricsWriter(workdir, c.tensorboard, r.history) if distributed.is_primary() else None
-    compiles_before = None
-    while r.epoch < c.num_epochs:
-      r.epoch += 1
-      row, changed = run_epoch(s, r)
-      if compiles_before is not None:
-        log.info("recompiled for the new architecture: %d new compile(s) of train_step",
-                 s.par.train_step.traces - compiles_before)
-      compiles_before = s.par.train_step.traces if changed else None
-      r.history.append(row)
-      if writer:
-        writer.write(row)
-      log.info(reporting.epoch_line(row))
-      checkpoint.save(s.mngr, s.par.host_state(r.state), r.rng, r.architecture,
-                      {**run_info(c, r), "data_stream": s.inputs.get_state()},
-                      metrics={"test_accuracy": row["test_accuracy"]})
-      if stop_after_epoch is not None and stop_after_epoch <= r.epoch < c.num_epochs:
+    with s.stop:
+      r = recovery.start(s, init_run, resume_run)
+      writer = reporting.MetricsWriter(workdir, c.tensorboard, r.history) if distributed.is_primary() else None
+      if not train_epochs(s, r, writer, stop_after_epoch):
         return None
     checkpoint.wait(s.mngr)
     return finish(s, r, workdir)
   finally:
     recovery.close(s.mngr, s.lock, writer)
+
+
+def train_epochs(s: Setup, r: Run, writer, stop_after_epoch: int | None = None) -> bool:
+  """The epochs from ``r.epoch + 1`` to the config's last, each one's row written and checkpoint saved; returns
+  whether the run reached its last epoch (False: ``stop_after_epoch``).
+
+  Raises:
+    preemption.Stopped: after a stop request, once the checkpoint of the step it stopped after is committed.
+  """
+  compiles_before = None
+  while r.epoch < s.c.num_epochs:
+    r.epoch += 1
+    row, changed = run_epoch(s, r)
+    if compiles_before is not None:
+      log.info("recompiled for the new architecture: %d new compile(s) of train_step",
+               s.par.train_step.traces - compiles_before)
+    compiles_before = s.par.train_step.traces if changed else None
+    r.history.append(row)
+    if writer:
+      try:
+        writer.write(row)
+      except checkpoint.CheckpointSaveError as err:
+        raise checkpoint.CheckpointSaveError(f"{err}; {recovery.last_good(s.mngr)}") from None
+    log.info(reporting.epoch_line(row))
+    host = s.par.host_state(r.state)
+    checkpoint.save(s.mngr, host, r.rng, r.architecture, {**run_info(s.c, r), "data_stream": s.inputs.get_state()},
+                    metrics={"test_accuracy": row["test_accuracy"]})
+    step = int(host.step)
+    if r.epoch < s.c.num_epochs and s.stop.requested(step, sync=True):
+      raise stopped(s, step, f"the end of epoch {r.epoch}")
+    if stop_after_epoch is not None and stop_after_epoch <= r.epoch < s.c.num_epochs:
+      return False
+  return True
 
 
 def finish(s: Setup, r: Run, workdir: str) -> dict:

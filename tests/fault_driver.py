@@ -2,13 +2,16 @@
 
   python -m tests.fault_driver WORKDIR DATA_DIR FAULT [OVERRIDES_JSON]     (config: helpers.tiny_config + overrides)
 
-FAULT is 'none', 'nan:K' (update K of the run adds NaN to the params), or 'POINT:N': at the N-th time the run
+FAULT is 'none', 'nan:K' (update K of the run adds NaN to the params), 'POINT:N': at the N-th time the run
 reaches POINT the process ends with ``os._exit(17)`` (no cleanup, no flush, as a kill), or, with FAULT_HOLD=1 in
-the environment, writes WORKDIR.ready and sleeps until killed:
+the environment, writes WORKDIR.ready and sleeps until killed; or 'POINT:N:SIGNAL': there the process sends itself
+SIGNAL (e.g. SIGTERM, SIGUSR1, SIGKILL) and goes on. Points:
   metrics              after an epoch's metrics row is written, before that epoch's checkpoint is saved
   prune                inside a pruning event (its result computed, nothing saved)
   before_commit        during a save: the step's files and checksums written, Orbax's commit rename not done
   after_commit         after the commit rename, before Orbax deletes the steps rotation drops
+  step                 after a training step (the N-th of this process)
+  save                 right after ``checkpoint.save`` returned (an async save is in flight)
 Evaluation is pinned to one compiled program (no autotuning by timing), so two runs log identical test metrics.
 """
 
@@ -18,12 +21,14 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 
 
-def _arm(point: str, count: int, workdir: str) -> None:
-  from experiments import events, reporting
+def _arm(point: str, count: int, workdir: str, signal_name: str | None = None) -> None:
+  import jaxsvd.checkpoint
+  from experiments import epoch, events, reporting
   from jaxsvd.checkpoint import integrity
 
   calls = {"n": 0}
@@ -33,6 +38,9 @@ def _arm(point: str, count: int, workdir: str) -> None:
       return
     calls["n"] += 1
     if calls["n"] != count:
+      return
+    if signal_name is not None:
+      os.kill(os.getpid(), getattr(signal, signal_name))
       return
     if os.environ.get("FAULT_HOLD"):
       open(workdir + ".ready", "w").write(str(os.getpid()))
@@ -64,6 +72,18 @@ def _arm(point: str, count: int, workdir: str) -> None:
     else:
       await finalize(self, *args, **kwargs)
 
+  add, save = epoch.Progress.add, jaxsvd.checkpoint.save
+
+  def add_then_hit(self, metrics):
+    add(self, metrics)
+    hit("step")
+
+  def save_then_hit(*args, **kwargs):
+    save(*args, **kwargs)
+    hit("save")
+
+  epoch.Progress.add = add_then_hit
+  jaxsvd.checkpoint.save = save_then_hit
   reporting.MetricsWriter.write = write_then_hit
   events.RankPrune.apply = apply_then_hit
   integrity.ChecksummedTemporaryPath.finalize = finalize_with_hits
@@ -93,19 +113,21 @@ def main(argv: list[str]) -> None:
   from jaxsvd.training import parallel
 
   parallel.EVAL_VARIANTS = {}  # with JAXSVD_XLA_OPTIONS=0 (set by the test): one eval program, no timing choice
-  from experiments import train
+  from experiments import preemption, train
   from tests import helpers
 
-  point, count = fault.split(":") if fault != "none" else ("none", 0)
+  point, count, *signal_name = fault.split(":") if fault != "none" else ("none", 0)
   if point == "nan":
     train.make_tx = poison_updates(train.make_tx, int(count))
   elif point != "none":
-    _arm(point, int(count), workdir)
+    _arm(point, int(count), workdir, *signal_name)
   logging.getLogger("jaxsvd").addHandler(logging.StreamHandler())
   logging.getLogger("jaxsvd").setLevel(logging.INFO)
   try:
     train.run(helpers.tiny_config(data_dir, **overrides), workdir)
-  except (ValueError, OSError, FloatingPointError) as err:  # as the CLI reports them
+  except preemption.Stopped:  # as the CLI reports it
+    sys.exit(preemption.EXIT_CODE)
+  except (ValueError, OSError, FloatingPointError) as err:
     sys.exit(f"error: {err}")
 
 

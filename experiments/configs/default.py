@@ -35,8 +35,11 @@ def get_config() -> ml_collections.ConfigDict:
   _add_objective(c)
   _add_pruning_methods(c)
   # restore_fallback: resume from the previous step when the latest fails its checksums (it is moved to
-  # corrupt_checkpoints/); off: a damaged latest step is an error.
-  c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True, restore_fallback=False))
+  # corrupt_checkpoints/); off: a damaged latest step is an error. every_steps: also a checkpoint every N optimizer
+  # steps inside epochs (0: at epoch ends only). SIGTERM, SIGINT and stop_signal ('none': only those two) save the
+  # current step and stop (exit code 75); with several processes they agree every stop_sync_every steps.
+  c.checkpoint = ml_collections.ConfigDict(dict(max_to_keep=2, async_save=True, restore_fallback=False, every_steps=0,
+                                                stop_signal="SIGUSR1", stop_sync_every=10))
   c.tensorboard = True
   c.plots = True
   c.progress_bar = True

@@ -15,6 +15,7 @@ from jaxsvd.checkpoint import nnx as nnx
 from jaxsvd.checkpoint import restoring as restoring
 from jaxsvd.checkpoint import workdir as workdir
 from jaxsvd.checkpoint.format import Restored as Restored
+from jaxsvd.checkpoint.format import check as check
 from jaxsvd.checkpoint.format import library_version as library_version
 from jaxsvd.checkpoint.format import manager as manager
 from jaxsvd.checkpoint.format import read_architecture as read_architecture
@@ -33,4 +34,4 @@ from jaxsvd.checkpoint.restoring import restore_variables as restore_variables
 
 __all__ = ["CheckpointError", "CheckpointSaveError", "Restored", "abstract_variables", "library_version", "manager",
            "read_architecture", "read_meta", "resolve", "restore", "restore_item", "restore_train",
-           "restore_variables", "save", "steps", "wait", "format", "integrity", "nnx", "restoring", "workdir"]
+           "restore_variables", "save", "steps", "wait", "check", "format", "integrity", "nnx", "restoring", "workdir"]

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
+import weakref
 from typing import Any
 
 import jax
@@ -37,6 +39,26 @@ from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.version import __version__
 
 _policies = ocp.checkpoint_managers
+_in_flight: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # manager -> the step its last save() wrote
+
+
+class _QuietOrbax(logging.Filter):
+  """Drops two kinds of Orbax log record: its tracebacks of a storage failure (``save``/``wait``/``check`` raise it
+  as one line) and its warning that a step was saved without the best-checkpoint metric (mid-epoch checkpoints have
+  none by design: they rotate out by age)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if f"{os.sep}orbax{os.sep}" not in record.pathname:
+      return True
+    if record.levelno == logging.WARNING and record.getMessage().startswith("Requested `tracked_metric`"):
+      return False
+    if record.levelno < logging.ERROR:
+      return True
+    failure = record.exc_info[1] if record.exc_info else None
+    return integrity.storage_error(failure or Exception(record.getMessage())) is None
+
+
+logging.getLogger("absl").addFilter(_QuietOrbax())
 
 
 def manager(directory: str, max_to_keep: int = 3, best_metric: str | None = None, best_mode: str = "max",
@@ -96,6 +118,8 @@ def save(mngr: ocp.CheckpointManager, state, rng, architecture: Architecture, ru
   args = ocp.args.Composite(
       model=ocp.args.StandardSave(model_item), train=ocp.args.StandardSave(train_item),
       architecture=ocp.args.JsonSave(architecture.to_json()), meta=ocp.args.JsonSave(meta))
+  wait(mngr)  # a failure of the save in flight is reported as that step's
+  _in_flight[mngr] = step
   with _save_errors(mngr):
     mngr.save(step, metrics=metrics, args=args)
 
@@ -113,6 +137,21 @@ def wait(mngr: ocp.CheckpointManager) -> None:
     mngr.wait_until_finished()
 
 
+def check(mngr: ocp.CheckpointManager) -> None:
+  """Raises the failure of an asynchronous save that has already ended, without waiting for one in flight.
+
+  Cheap enough to call after every training step, so a failed save stops the run at once, not one save later.
+
+  Args:
+    mngr: from ``manager``.
+
+  Raises:
+    CheckpointSaveError: one line (the failed step, path, reason, free space, latest complete step).
+  """
+  with _save_errors(mngr):
+    mngr.check_for_errors()
+
+
 @contextlib.contextmanager
 def _save_errors(mngr):
   """Turns a storage failure during a save (also one surfacing from an earlier async save) into one line."""
@@ -124,7 +163,9 @@ def _save_errors(mngr):
     directory = os.fspath(mngr.directory)
     done = steps(directory) if os.path.isdir(directory) else []
     latest = f"the latest complete checkpoint is step {done[-1]}" if done else "no checkpoint is complete"
-    raise CheckpointSaveError(f"{integrity.save_failure(err, directory, 'a checkpoint')}; {latest}") from None
+    step = _in_flight.pop(mngr, None)
+    what = "a checkpoint" if step is None else f"checkpoint step {step}"
+    raise CheckpointSaveError(f"{integrity.save_failure(err, directory, what)}; {latest}") from None
 
 
 def _rng_meta(rng) -> dict:
@@ -323,5 +364,5 @@ def restore_train(directory: str, step: int, abstract_opt_state: Any) -> dict:
   return item
 
 
-__all__ = ["manager", "save", "wait", "library_version", "resolve", "steps", "read_meta", "read_architecture",
+__all__ = ["manager", "save", "wait", "check", "library_version", "resolve", "steps", "read_meta", "read_architecture",
            "restore_item", "Restored", "restore_train"]

@@ -1,10 +1,15 @@
 """The original CIFAR-10/100 archives (https://www.cs.toronto.edu/~kriz/cifar.html) read into uint8 arrays: the
 binary version (extracted folder, else its .tar.gz) is preferred over the python (pickle) version; CIFAR-100 gets
 its fine labels. ``jaxsvd.data.load_cifar_local`` wraps the arrays in a ``Dataset``.
+
+The python version is a pickle, and ``pickle.load`` runs whatever a crafted file names. It is read with
+``SafeUnpickler`` instead, which builds only what those files hold (dicts, lists, bytes, str, ints and NumPy arrays)
+and refuses any other global with one line.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import pickle
@@ -42,8 +47,41 @@ def _parse_binary(blob: bytes, label_bytes: int, label_offset: int) -> tuple[np.
   return images, records[:, label_offset].astype(np.int32)
 
 
+_ALLOWED_GLOBALS = {  # (module, name) -> object: all a CIFAR python batch file (Python 2 or 3, NumPy 1 or 2) names
+    ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
+    ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # bytes in a protocol-2 pickle written by Python 3
+}
+
+
+class SafeUnpickler(pickle.Unpickler):
+  """An unpickler that builds only dicts, lists, tuples, bytes, str, numbers and NumPy arrays: any other global a
+  pickle names (a function to call, a class to build) is refused before anything runs."""
+
+  def find_class(self, module: str, name: str):
+    """The allowed object for (``module``, ``name``).
+
+    Args:
+      module: the module the pickle names.
+      name: the global's name in it.
+
+    Returns:
+      The object, if (module, name) is a NumPy array constructor or ``_codecs.encode``.
+
+    Raises:
+      pickle.UnpicklingError: for every other global.
+    """
+    try:
+      return _ALLOWED_GLOBALS[(module, name)]
+    except KeyError:
+      raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR batch file holds only arrays, lists "
+                                   "and strings") from None
+
+
 def _parse_python(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
-  d = pickle.load(io.BytesIO(blob), encoding="bytes")
+  d = SafeUnpickler(io.BytesIO(blob), encoding="bytes").load()
   labels = d.get(b"labels", d.get(b"fine_labels"))
   return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, np.int32)
 
@@ -98,4 +136,4 @@ def read_cifar(name: str, data_dir: str) -> tuple[np.ndarray, np.ndarray, np.nda
   return (*_parse_split(where, members, train_names, parse), *_parse_split(where, members, test_names, parse))
 
 
-__all__ = ["CIFAR", "read_cifar"]
+__all__ = ["CIFAR", "SafeUnpickler", "read_cifar"]

@@ -297,12 +297,27 @@ def normalization(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return x.mean(0).astype(np.float32), np.maximum(x.std(0), 1e-3).astype(np.float32)
 
 
+def crop_flip_draws(rng: np.random.Generator, batch: int, pad: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The random draws of one ``random_crop_flip`` batch, in the order it makes them (a skipped batch consumes these).
+
+  Args:
+    rng: the generator.
+    batch: the batch size.
+    pad: the crop padding; offsets are uniform in [0, 2·pad].
+
+  Returns:
+    (row offsets, column offsets, flip flags), each of length ``batch``.
+  """
+  oy, ox = rng.integers(0, 2 * pad + 1, size=(2, batch))
+  return oy, ox, rng.random(batch) < 0.5
+
+
 def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
   """Pad-``pad`` random crop + horizontal flip, vectorized over the batch.
 
   Args:
     images: a (B, H, W, C) batch.
-    rng: the generator drawing each image's crop offsets and flip.
+    rng: the generator drawing each image's crop offsets and flip (``crop_flip_draws``).
     pad: zeros added on each side before the crop; offsets are uniform in [0, 2·pad].
 
   Returns:
@@ -310,10 +325,9 @@ def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4)
   """
   b, h, w, _ = images.shape
   padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  oy, ox = rng.integers(0, 2 * pad + 1, size=(2, b))
+  oy, ox, flip = crop_flip_draws(rng, b, pad)
   rows = (oy[:, None] + np.arange(h))[:, :, None]
   cols = ox[:, None] + np.arange(w)
-  flip = rng.random(b) < 0.5
   cols = np.where(flip[:, None], cols[:, ::-1], cols)[:, None, :]
   return padded[np.arange(b)[:, None, None], rows, cols]
 
@@ -334,8 +348,9 @@ def num_train_batches(num_examples: int, batch_size: int, max_batches: int | Non
 
 
 def train_batches(images, labels, batch_size: int, seed: int, epoch: int, mean, std, augment: bool,
-                  max_batches: int | None = None) -> Iterator[dict]:
-  """Shuffled full batches (the remainder is dropped), deterministic in (seed, epoch).
+                  max_batches: int | None = None, start: int = 0) -> Iterator[dict]:
+  """Shuffled full batches (the remainder is dropped), deterministic in (seed, epoch); from batch ``start`` on, the
+  same batches as the full epoch's (the skipped batches' augmentation draws are consumed, not computed).
 
   Args:
     images: (N, H, W, C) uint8 images.
@@ -347,6 +362,7 @@ def train_batches(images, labels, batch_size: int, seed: int, epoch: int, mean, 
     std: per-channel standard deviation they are divided by.
     augment: whether to apply ``random_crop_flip``.
     max_batches: at most this many batches, or None for all.
+    start: the first batch yielded (a resume inside the epoch).
 
   Yields:
     {'image': the normalized float32 batch, 'label': its labels}.
@@ -354,6 +370,10 @@ def train_batches(images, labels, batch_size: int, seed: int, epoch: int, mean, 
   rng = np.random.default_rng([seed, epoch])
   order = rng.permutation(len(images))
   for i in range(num_train_batches(len(images), batch_size, max_batches)):
+    if i < start:
+      if augment:
+        crop_flip_draws(rng, batch_size)
+      continue
     idx = np.sort(order[i * batch_size:(i + 1) * batch_size])
     x = images[idx]
     if augment:
@@ -387,4 +407,4 @@ def eval_batches(images, labels, batch_size: int, mean, std) -> Iterator[dict]:
 __all__ = ["NUM_CLASSES", "STREAMED", "DATASETS", "SOURCES", "TFDS_MODULE", "FASHION_MNIST_DIRS", "FASHION_FILES",
            "Dataset", "read_idx", "check_data_dir", "load_fashion_mnist", "load_cifar_local", "load_tfds_module",
            "load_tfds", "load_dataset", "FIXED_NORMALIZATION", "NORMALIZATIONS", "dataset_normalization",
-           "normalization", "random_crop_flip", "num_train_batches", "train_batches", "eval_batches"]
+           "normalization", "crop_flip_draws", "random_crop_flip", "num_train_batches", "train_batches", "eval_batches"]

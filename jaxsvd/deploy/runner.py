@@ -29,7 +29,7 @@ def load(directory):
   """
   root = pathlib.Path(directory)
   exported = jax.export.deserialize(bytearray((root / "model.stablehlo").read_bytes()))
-  with np.load(root / "weights.npz") as npz:
+  with np.load(root / "weights.npz", allow_pickle=False) as npz:
     weights = {name: jax.device_put(npz[name]) for name in npz.files}
   meta = json.loads((root / "meta.json").read_text())
   options = meta.get("xla_options") if jax.default_backend() == "cpu" else None
@@ -39,7 +39,7 @@ def load(directory):
 
 if __name__ == "__main__":
   predict = load(sys.argv[1])
-  np.save(sys.argv[3], np.asarray(predict(np.load(sys.argv[2]))))
+  np.save(sys.argv[3], np.asarray(predict(np.load(sys.argv[2], allow_pickle=False))))
 
 
 __all__ = ["load"]
