@@ -26,6 +26,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxsvd.core.validate import check_min_int
+
 log = logging.getLogger("jaxsvd")
 
 EXIT_CODE = 75  # os.EX_TEMPFAIL: "try again" — a stopped run resumes when the same command is run again
@@ -57,6 +59,8 @@ class StopRequest:
   on exit); ``requested(step)`` says whether every process should stop after ``step``."""
 
   def __init__(self, extra_signal: str = "SIGUSR1", sync_every: int = 10):
+    check_stop_signal(extra_signal)
+    check_min_int("checkpoint.stop_sync_every", sync_every, 1)
     self.names = ALWAYS + (() if extra_signal == "none" else (extra_signal,))
     self.sync_every = sync_every
     self.received: str | None = None

@@ -259,12 +259,13 @@ def run_info(c, r: Run) -> dict:
           "config": json.loads(c.to_json_best_effort())}
 
 
-def setup(c, workdir: str) -> Setup:
+def setup(c, workdir: str, stop: preemption.StopRequest | None = None) -> Setup:
   """Validates config ``c`` and builds what stays fixed: plan, data, parallel mode, event context, checkpoints.
 
   Args:
     c: the experiment config.
     workdir: the run's directory (created if missing); checkpoints go to ``workdir/checkpoints``.
+    stop: the run's stop request (None: a new one from ``c.checkpoint``, not installed).
 
   Returns:
     The ``Setup``.
@@ -287,7 +288,7 @@ def setup(c, workdir: str) -> Setup:
   ctx = events_lib.Context(build_model=lambda a: a.build_model(par.bn_axis_name),
                            make_tx=lambda a, params: make_tx(c, steps_per_epoch, a, params))
   mngr, lock = recovery.open_checkpoints(workdir, c.checkpoint, "test_accuracy")
-  stop = preemption.StopRequest(c.checkpoint.stop_signal, c.checkpoint.stop_sync_every)
+  stop = stop or preemption.StopRequest(c.checkpoint.stop_signal, c.checkpoint.stop_sync_every)
   return Setup(c, plan, par, inputs, ctx, mngr, lock=lock, stop=stop)
 
 
@@ -307,18 +308,21 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
       failed save; ``workdir.WorkdirLockedError`` if another process runs in ``workdir``.
     FloatingPointError: if a step's loss or updated state becomes non-finite.
   """
-  s = setup(c, workdir)
-  writer = None
+  stop = preemption.StopRequest(c.checkpoint.stop_signal, c.checkpoint.stop_sync_every)
+  s = writer = None
   try:
-    with s.stop:
+    with stop:  # from here a signal stops the run after its next step (one during setup or restore included)
+      s = setup(c, workdir, stop)
       r = recovery.start(s, init_run, resume_run)
       writer = reporting.MetricsWriter(workdir, c.tensorboard, r.history) if distributed.is_primary() else None
-      if not train_epochs(s, r, writer, stop_after_epoch):
-        return None
+      finished = train_epochs(s, r, writer, stop_after_epoch)
+    if not finished:
+      return None
     checkpoint.wait(s.mngr)
     return finish(s, r, workdir)
   finally:
-    recovery.close(s.mngr, s.lock, writer)
+    if s is not None:
+      recovery.close(s.mngr, s.lock, writer)
 
 
 def train_epochs(s: Setup, r: Run, writer, stop_after_epoch: int | None = None) -> bool:

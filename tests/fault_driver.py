@@ -12,6 +12,8 @@ SIGNAL (e.g. SIGTERM, SIGUSR1, SIGKILL) and goes on. Points:
   after_commit         after the commit rename, before Orbax deletes the steps rotation drops
   step                 after a training step (the N-th of this process)
   save                 right after ``checkpoint.save`` returned (an async save is in flight)
+  stopping             a stop request is being honoured: its checkpoint is being committed
+Several faults may be given, separated by commas.
 Evaluation is pinned to one compiled program (no autotuning by timing), so two runs log identical test metrics.
 """
 
@@ -28,7 +30,7 @@ import time
 
 def _arm(point: str, count: int, workdir: str, signal_name: str | None = None) -> None:
   import jaxsvd.checkpoint
-  from experiments import epoch, events, reporting
+  from experiments import epoch, events, reporting, train
   from jaxsvd.checkpoint import integrity
 
   calls = {"n": 0}
@@ -82,6 +84,13 @@ def _arm(point: str, count: int, workdir: str, signal_name: str | None = None) -
     save(*args, **kwargs)
     hit("save")
 
+  stopped = train.stopped
+
+  def hit_then_stopped(*args, **kwargs):
+    hit("stopping")
+    return stopped(*args, **kwargs)
+
+  train.stopped = hit_then_stopped
   epoch.Progress.add = add_then_hit
   jaxsvd.checkpoint.save = save_then_hit
   reporting.MetricsWriter.write = write_then_hit
@@ -116,11 +125,12 @@ def main(argv: list[str]) -> None:
   from experiments import preemption, train
   from tests import helpers
 
-  point, count, *signal_name = fault.split(":") if fault != "none" else ("none", 0)
-  if point == "nan":
-    train.make_tx = poison_updates(train.make_tx, int(count))
-  elif point != "none":
-    _arm(point, int(count), workdir, *signal_name)
+  for one in fault.split(","):
+    point, count, *signal_name = one.split(":") if one != "none" else ("none", 0)
+    if point == "nan":
+      train.make_tx = poison_updates(train.make_tx, int(count))
+    elif point != "none":
+      _arm(point, int(count), workdir, *signal_name)
   logging.getLogger("jaxsvd").addHandler(logging.StreamHandler())
   logging.getLogger("jaxsvd").setLevel(logging.INFO)
   try:

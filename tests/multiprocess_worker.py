@@ -6,6 +6,9 @@
       steps and only its rows (the streaming pipeline's local path) for the last two.
   python -m tests.multiprocess_worker die <coordinator> <num_processes> <process_id>
       process 1 SIGKILLs itself after start-up; the others wait in a cross-process barrier.
+  python -m tests.multiprocess_worker stop-one|stop-all <coordinator> <num_processes> <process_id> <out.npz>
+      a loop of steps under ``experiments.preemption.StopRequest`` (sync every 2 steps); after step 3 process 1 (or
+      every process) sends itself SIGTERM; each process writes the step after which it was told to stop.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from jaxsvd import pruning
 from jaxsvd.core.structure import ranks as read_ranks
@@ -71,6 +75,21 @@ def train_prune_train(num_devices: int | None = None) -> tuple[dict, dict, dict]
   return params, read_ranks(final.params), read_ranks(host.params)
 
 
+def stop_loop(signalled: bool, max_steps: int = 20) -> int:
+  """The step after which ``StopRequest.requested`` first said stop (every process must get the same); -1: never.
+  Each step is a small cross-process computation, so the processes advance in lockstep as training steps do."""
+  from experiments import preemption
+
+  with preemption.StopRequest("SIGUSR1", sync_every=2) as stop:
+    for step in range(1, max_steps + 1):
+      multihost_utils.process_allgather(np.float32(step))  # a step's collective
+      if signalled and step == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+      if stop.requested(step):
+        return step
+  return -1
+
+
 def main(argv):
   mode, coordinator, num_processes, process_id = argv[1], argv[2], int(argv[3]), int(argv[4])
   jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=120,
@@ -78,10 +97,11 @@ def main(argv):
   if mode == "train":
     params, ranks, _ = train_prune_train()
     np.savez(argv[5], **params, **{f"rank:{k}": v for k, v in ranks.items()})
+  elif mode.startswith("stop"):
+    np.savez(argv[5], stopped_after=stop_loop(signalled=mode == "stop-all" or process_id == 1))
   elif process_id == 1:
     os.kill(os.getpid(), signal.SIGKILL)
   else:
-    from jax.experimental import multihost_utils
     time.sleep(1)
     multihost_utils.sync_global_devices("never reached by the killed process")
   print(f"process {process_id} finished", flush=True)
