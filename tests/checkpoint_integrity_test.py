@@ -175,3 +175,36 @@ def test_workdir_lock_second_holder_fails_and_a_killed_holder_is_taken_over(tmp_
   assert f"taking over from pid {holder.pid} on host" in caplog.text
   assert record["pid"] == os.getpid()
   assert (tmp_path / workdir_lib.LOCK_FILE).read_text() == ""  # released cleanly: nothing left to take over
+
+
+def test_failed_async_save_names_its_step_without_orbax_tracebacks(small_tmpfs, capfd):
+  directory = str(small_tmpfs / f"ck{uuid.uuid4().hex[:6]}")
+  mngr = checkpoint.manager(directory, 2, "test_accuracy", async_save=True)
+  checkpoint.save(mngr, _state(1), jax.random.key(0), DUMMY, {}, {"test_accuracy": 0.1})
+  checkpoint.wait(mngr)
+  with open(small_tmpfs / "filler", "wb") as f:
+    f.write(b"\0" * (integrity.free_bytes(str(small_tmpfs)) - 4096))
+  checkpoint.save(mngr, _state(2), jax.random.key(0), DUMMY, {}, {"test_accuracy": 0.2})  # fails in the background
+  with pytest.raises(checkpoint.CheckpointSaveError) as err:
+    checkpoint.save(mngr, _state(3), jax.random.key(0), DUMMY, {}, {"test_accuracy": 0.3})
+  assert str(err.value).startswith(f"writing checkpoint step 2 to {directory} failed: No space left on device (")
+  assert str(err.value).endswith("; the latest complete checkpoint is step 1")
+  assert "Traceback" not in capfd.readouterr().err
+  os.remove(small_tmpfs / "filler")
+  mngr.close()
+
+
+def test_metrics_row_on_a_full_disk_is_one_line(small_tmpfs):
+  from experiments import reporting
+
+  writer = reporting.MetricsWriter(str(small_tmpfs), tensorboard=False)
+  writer.write({"epoch": 1, "loss": 0.5})
+  with open(small_tmpfs / "filler", "wb") as f:
+    f.write(b"\0" * integrity.free_bytes(str(small_tmpfs)))
+  with pytest.raises(checkpoint.CheckpointSaveError) as err:
+    for epoch in range(2, 2000):  # the page cache absorbs small writes until the file system's blocks run out
+      writer.write({"epoch": epoch, "loss": 0.5 + 0.1 * epoch})
+  message = str(err.value)
+  assert "\n" not in message and message.startswith(f"writing the metrics row of epoch ")
+  assert f"to {small_tmpfs / 'metrics.csv'} failed: No space left on device (" in message
+  os.remove(small_tmpfs / "filler")

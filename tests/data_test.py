@@ -197,3 +197,43 @@ def test_batches_are_deterministic_and_eval_pads_with_mask():
   assert len(a) == 2 and all((p == q).all() for p, q in zip(a, b)) and any((p != q).any() for p, q in zip(a, c))
   evals = list(data.eval_batches(x, y, 4, mean, std))
   assert [e["mask"].sum() for e in evals] == [4, 4, 2] and evals[-1]["image"].shape[0] == 4
+
+
+class _CreatesAFile:
+  """A pickle payload that would create a file when loaded by ``pickle.load``."""
+
+  def __init__(self, path):
+    self.path = path
+
+  def __reduce__(self):
+    return (open, (self.path, "w"))
+
+
+def test_crafted_cifar_pickle_is_refused_and_runs_nothing(tmp_path):
+  target = tmp_path / "created_by_the_payload"
+  folder = tmp_path / "cifar-10-batches-py"
+  folder.mkdir()
+  evil = pickle.dumps({b"data": _CreatesAFile(str(target)), b"labels": [0]})
+  for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+    (folder / name).write_bytes(evil)
+  with pytest.raises(ValueError) as err:
+    data.load_dataset("cifar10", str(tmp_path))
+  message = str(err.value)
+  assert "\n" not in message and "data_batch_1 is not a CIFAR batch file" in message
+  assert "refused to load io.open" in message or "refused to load builtins.open" in message
+  assert not target.exists()
+  pickle.loads(evil)  # the same bytes through pickle.load do run the payload
+  assert target.exists()
+
+
+def test_safe_unpickler_reads_python2_style_cifar_pickles(tmp_path):
+  x, y = _cifar_arrays(4, 10, 2)
+  batch = {b"batch_label": b"training batch 1 of 5", b"labels": [int(v) for v in y],
+           b"data": x.transpose(0, 3, 1, 2).reshape(4, -1), b"filenames": [b"a.png"] * 4}
+  folder = tmp_path / "cifar-10-batches-py"
+  folder.mkdir()
+  for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+    (folder / name).write_bytes(pickle.dumps(batch, protocol=2))  # protocol 2: numpy's _reconstruct, _codecs
+  ds = data.load_dataset("cifar10", str(tmp_path))
+  np.testing.assert_array_equal(ds.test_images, x)
+  np.testing.assert_array_equal(ds.test_labels, y)

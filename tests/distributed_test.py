@@ -15,10 +15,13 @@ import chex
 import numpy as np
 import pytest
 
-from experiments import train
+from experiments import preemption, train
 from jaxsvd import checkpoint
+from jaxsvd.checkpoint.workdir import LOCK_FILE
 from jaxsvd.training import distributed
 from tests import helpers, multiprocess_worker
+from tests.checkpoint_integrity_test import _hold_lock_in_subprocess
+from tests.experiment_integrity_test import _flip_a_byte
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = {"num_epochs": 2, "pruning.start": 1, "parallel": "sharding"}  # online + final prune after epoch 1
@@ -37,8 +40,9 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(workdir, data_dir, num_processes=2, devices=2):
-  """Starts the job's processes (one command each, as on a cluster); returns [(Popen, log path)]."""
+def _launch(workdir, data_dir, num_processes=2, devices=2, extra=()):
+  """Starts the job's processes (one command each, as on a cluster; ``extra``: more flags); returns
+  [(Popen, log path)]."""
   port = _free_port()
   env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu",
          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
@@ -50,7 +54,7 @@ def _launch(workdir, data_dir, num_processes=2, devices=2):
     log = os.path.join(workdir + f".{i}.log")
     cmd = [sys.executable, "-m", "experiments.cifar_svd", "--config=experiments/configs/fashion_mnist.py",
            f"--workdir={workdir}", *flags, f"--coordinator_address=localhost:{port}",
-           f"--num_processes={num_processes}", f"--process_id={i}", "--heartbeat_timeout=5"]
+           f"--num_processes={num_processes}", f"--process_id={i}", "--heartbeat_timeout=5", *extra]
     procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT), log))
   return procs
 
@@ -181,3 +185,72 @@ def test_detected_cluster_and_argument_errors():
     distributed.initialize("on", "localhost:1", 2, 2)
   with pytest.raises(ValueError, match="distributed"):
     distributed.initialize("sometimes")
+
+
+@pytest.mark.parametrize("mode", ["stop-one", "stop-all"])
+def test_a_signal_to_one_or_every_process_stops_all_after_the_same_step(tmp_path, job, mode):
+  """SIGTERM after step 3 (to process 1, or to both), checks every 2 steps: both stop after step 4."""
+  for code, log in _wait(job.worker(tmp_path, mode), 120):
+    assert code == 0, log[-3000:]
+  assert [int(np.load(tmp_path / f"out.{i}.npz")["stopped_after"]) for i in range(2)] == [4, 4]
+
+
+def test_the_lock_refuses_a_second_two_process_job_on_every_process(data_dir, tmp_path, job):
+  workdir = tmp_path / "run"
+  holder = _hold_lock_in_subprocess(workdir)
+  try:
+    results = _wait(job(str(workdir), data_dir), 180)
+  finally:
+    holder.kill()
+    holder.wait()
+  for i, (code, log) in enumerate(results):
+    last = log.strip().splitlines()[-1]
+    assert code == 1 and last.startswith(f"error: workdir {workdir} is in use by "), log[-3000:]
+    assert f"pid {holder.pid} " in last if i == 0 else "process 0 could not lock it" in last
+
+
+def _wait_for_lock(workdir, procs):
+  lock = os.path.join(workdir, LOCK_FILE)
+  deadline = time.monotonic() + TIMEOUT_S
+  while not (os.path.exists(lock) and os.path.getsize(lock)):
+    assert time.monotonic() < deadline and all(p.poll() is None for p, _ in procs), open(procs[0][1]).read()[-3000:]
+    time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("targets", [(1,), (0, 1)])
+def test_experiment_signal_stops_every_process_at_one_step_and_the_run_resumes(data_dir, reference, tmp_path, job,
+                                                                               targets):
+  workdir = str(tmp_path / "run")
+  procs = job(workdir, data_dir, extra=["--config.checkpoint.stop_sync_every=1"])
+  _wait_for_lock(workdir, procs)  # process 0 holds the workdir: both are set up or close to it
+  for i in targets:
+    procs[i][0].send_signal(signal.SIGTERM)
+  results = _wait(procs, TIMEOUT_S)
+  stops = [[line for line in log.splitlines() if line.startswith("stopped by ")] for _, log in results]
+  for (code, log), lines in zip(results, stops):
+    assert code == preemption.EXIT_CODE and len(lines) == 1, log[-3000:]
+  step = int(stops[0][0].split("after step ")[1].split()[0])
+  assert stops[1][0].split(" (")[0].endswith(f"after step {step}")  # the same step on both
+  assert checkpoint.steps(os.path.join(workdir, "checkpoints"))[-1] == step
+  train.run(_config(data_dir, num_devices=4), workdir)  # the rerun (1 process × 4 devices) finishes the run
+  final = checkpoint.restore(os.path.join(workdir, "checkpoints"))
+  assert final.architecture.ranks == reference.architecture.ranks
+  chex.assert_trees_all_close(final.variables, reference.variables, atol=5e-4, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_two_processes_fall_back_from_a_damaged_step_to_a_mid_epoch_one(data_dir, reference, tmp_path, job):
+  workdir = str(tmp_path / "run")
+  c = _config(data_dir, num_devices=4)
+  c.checkpoint.every_steps = 2
+  train.run(c, workdir, stop_after_epoch=1)  # steps 2 (mid-epoch) and 3
+  _flip_a_byte(os.path.join(workdir, "checkpoints", "3"))
+  results = _wait(job(workdir, data_dir, extra=["--config.checkpoint.restore_fallback=True"]), TIMEOUT_S)
+  for code, log in results:
+    assert code == 0, log[-3000:]
+    assert "checkpoint step 3 is unusable" in log and "step 2 (epoch 1, batch 2," in log
+  assert os.listdir(os.path.join(workdir, "corrupt_checkpoints")) == ["3"]  # moved once, by process 0
+  final = checkpoint.restore(os.path.join(workdir, "checkpoints"))
+  assert final.architecture.ranks == reference.architecture.ranks
+  chex.assert_trees_all_close(final.variables, reference.variables, atol=5e-4, rtol=1e-3)

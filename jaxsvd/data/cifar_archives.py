@@ -50,6 +50,8 @@ def _parse_binary(blob: bytes, label_bytes: int, label_offset: int) -> tuple[np.
 _ALLOWED_GLOBALS = {  # (module, name) -> object: all a CIFAR python batch file (Python 2 or 3, NumPy 1 or 2) names
     ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
     ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
+    ("numpy.core.multiarray", "scalar"): np.int64(0).__reduce__()[0],  # a NumPy scalar from its dtype and bytes
+    ("numpy._core.multiarray", "scalar"): np.int64(0).__reduce__()[0],
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): codecs.encode,  # bytes in a protocol-2 pickle written by Python 3
@@ -57,8 +59,8 @@ _ALLOWED_GLOBALS = {  # (module, name) -> object: all a CIFAR python batch file 
 
 
 class SafeUnpickler(pickle.Unpickler):
-  """An unpickler that builds only dicts, lists, tuples, bytes, str, numbers and NumPy arrays: any other global a
-  pickle names (a function to call, a class to build) is refused before anything runs."""
+  """An unpickler that builds only dicts, lists, tuples, bytes, str, numbers, NumPy arrays and NumPy scalars: any
+  other global a pickle names (a function to call, a class to build) is refused before anything runs."""
 
   def find_class(self, module: str, name: str):
     """The allowed object for (``module``, ``name``).
@@ -68,7 +70,7 @@ class SafeUnpickler(pickle.Unpickler):
       name: the global's name in it.
 
     Returns:
-      The object, if (module, name) is a NumPy array constructor or ``_codecs.encode``.
+      The object, if (module, name) is a NumPy array or scalar constructor, ``numpy.dtype`` or ``_codecs.encode``.
 
     Raises:
       pickle.UnpicklingError: for every other global.
