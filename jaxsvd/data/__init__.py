@@ -33,9 +33,9 @@ from jaxsvd.data.datasets import load_tfds as load_tfds
 from jaxsvd.data.datasets import load_tfds_module as load_tfds_module
 from jaxsvd.data.datasets import normalization as normalization
 from jaxsvd.data.datasets import num_train_batches as num_train_batches
-from jaxsvd.data.datasets import random_crop_flip as random_crop_flip
 from jaxsvd.data.datasets import read_idx as read_idx
 from jaxsvd.data.datasets import train_batches as train_batches
+from jaxsvd.data.image_ops import random_crop_flip as random_crop_flip
 
 __all__ = ["DATASETS", "Dataset", "FASHION_FILES", "FASHION_MNIST_DIRS", "FIXED_NORMALIZATION", "NORMALIZATIONS",
            "NUM_CLASSES", "SOURCES", "STREAMED", "TFDS_MODULE", "check_data_dir", "dataset_normalization",

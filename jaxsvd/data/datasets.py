@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxsvd.core.validate import check_choice, check_dataset
 from jaxsvd.data import cifar_archives
+from jaxsvd.data.image_ops import crop_flip_draws, random_crop_flip
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10, "imagenet2012": 1000}
 STREAMED = ("imagenet2012",)  # read by jaxsvd.data.streaming (experiments/inputs.py), never loaded into memory
@@ -297,41 +298,6 @@ def normalization(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return x.mean(0).astype(np.float32), np.maximum(x.std(0), 1e-3).astype(np.float32)
 
 
-def crop_flip_draws(rng: np.random.Generator, batch: int, pad: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """The random draws of one ``random_crop_flip`` batch, in the order it makes them (a skipped batch consumes these).
-
-  Args:
-    rng: the generator.
-    batch: the batch size.
-    pad: the crop padding; offsets are uniform in [0, 2·pad].
-
-  Returns:
-    (row offsets, column offsets, flip flags), each of length ``batch``.
-  """
-  oy, ox = rng.integers(0, 2 * pad + 1, size=(2, batch))
-  return oy, ox, rng.random(batch) < 0.5
-
-
-def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-  """Pad-``pad`` random crop + horizontal flip, vectorized over the batch.
-
-  Args:
-    images: a (B, H, W, C) batch.
-    rng: the generator drawing each image's crop offsets and flip (``crop_flip_draws``).
-    pad: zeros added on each side before the crop; offsets are uniform in [0, 2·pad].
-
-  Returns:
-    The augmented batch, of the same shape; each image is flipped with probability 1/2.
-  """
-  b, h, w, _ = images.shape
-  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  oy, ox, flip = crop_flip_draws(rng, b, pad)
-  rows = (oy[:, None] + np.arange(h))[:, :, None]
-  cols = ox[:, None] + np.arange(w)
-  cols = np.where(flip[:, None], cols[:, ::-1], cols)[:, None, :]
-  return padded[np.arange(b)[:, None, None], rows, cols]
-
-
 def num_train_batches(num_examples: int, batch_size: int, max_batches: int | None = None) -> int:
   """Full batches per epoch (the remainder is dropped), capped at ``max_batches``.
 
@@ -360,7 +326,7 @@ def train_batches(images, labels, batch_size: int, seed: int, epoch: int, mean, 
     epoch: the epoch, mixed into the seed.
     mean: per-channel mean subtracted from the [0, 1]-scaled images (see ``normalization``).
     std: per-channel standard deviation they are divided by.
-    augment: whether to apply ``random_crop_flip``.
+    augment: whether to apply ``image_ops.random_crop_flip``.
     max_batches: at most this many batches, or None for all.
     start: the first batch yielded (a resume inside the epoch).
 
@@ -407,4 +373,4 @@ def eval_batches(images, labels, batch_size: int, mean, std) -> Iterator[dict]:
 __all__ = ["NUM_CLASSES", "STREAMED", "DATASETS", "SOURCES", "TFDS_MODULE", "FASHION_MNIST_DIRS", "FASHION_FILES",
            "Dataset", "read_idx", "check_data_dir", "load_fashion_mnist", "load_cifar_local", "load_tfds_module",
            "load_tfds", "load_dataset", "FIXED_NORMALIZATION", "NORMALIZATIONS", "dataset_normalization",
-           "normalization", "crop_flip_draws", "random_crop_flip", "num_train_batches", "train_batches", "eval_batches"]
+           "normalization", "num_train_batches", "train_batches", "eval_batches"]

@@ -6,8 +6,10 @@
                        h = √(s·A/r) at a uniform offset, up to 10 tries, else the central crop of the largest
                        in-range aspect ratio; resized bilinearly to size × size.
   resize_center_crop   evaluation: shorter side resized to round(size / crop_fraction), central size × size crop.
-  pad_crop_flip        CIFAR: zero-pad ``pad`` pixels, uniform size-preserving crop (same as ``data.random_crop_flip``).
+  pad_crop_flip        CIFAR: zero-pad ``pad`` pixels, uniform size-preserving crop (``random_crop_flip`` per image).
   flip                 horizontal flip with probability 1/2.
+  random_crop_flip     the in-memory pipeline's CIFAR augmentation, vectorized over a batch; ``crop_flip_draws`` are
+                       its random draws (a resume inside an epoch consumes them for the batches it skips).
 """
 
 from __future__ import annotations
@@ -156,4 +158,40 @@ def pad_crop_flip(image: np.ndarray, rng: np.random.Generator, pad: int = 4) -> 
   return flip(padded[oy:oy + h, ox:ox + w], rng)
 
 
-__all__ = ["decode", "crop_box", "random_resized_crop", "resize_center_crop", "flip", "pad_crop_flip"]
+def crop_flip_draws(rng: np.random.Generator, batch: int, pad: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The random draws of one ``random_crop_flip`` batch, in the order it makes them (a skipped batch consumes these).
+
+  Args:
+    rng: the generator.
+    batch: the batch size.
+    pad: the crop padding; offsets are uniform in [0, 2·pad].
+
+  Returns:
+    (row offsets, column offsets, flip flags), each of length ``batch``.
+  """
+  oy, ox = rng.integers(0, 2 * pad + 1, size=(2, batch))
+  return oy, ox, rng.random(batch) < 0.5
+
+
+def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+  """Pad-``pad`` random crop + horizontal flip, vectorized over the batch.
+
+  Args:
+    images: a (B, H, W, C) batch.
+    rng: the generator drawing each image's crop offsets and flip (``crop_flip_draws``).
+    pad: zeros added on each side before the crop; offsets are uniform in [0, 2·pad].
+
+  Returns:
+    The augmented batch, of the same shape; each image is flipped with probability 1/2.
+  """
+  b, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  oy, ox, flip = crop_flip_draws(rng, b, pad)
+  rows = (oy[:, None] + np.arange(h))[:, :, None]
+  cols = ox[:, None] + np.arange(w)
+  cols = np.where(flip[:, None], cols[:, ::-1], cols)[:, None, :]
+  return padded[np.arange(b)[:, None, None], rows, cols]
+
+
+__all__ = ["decode", "crop_box", "random_resized_crop", "resize_center_crop", "flip", "pad_crop_flip", "crop_flip_draws",
+           "random_crop_flip"]
