@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from absl import app
 
 from experiments import cli, plan, preflight, train
+from experiments import epoch as epoch_lib
 from jaxsvd import data
 from jaxsvd.checkpoint.workdir import lock as workdir_lock
 from jaxsvd.core.validate import check_choice, check_in_range, check_min_int, check_nonnegative
@@ -55,7 +56,7 @@ def search_gates(c, ds) -> dict:
   for epoch in range(1, c.from_scratch.search_epochs + 1):
     batches = data.train_batches(ds.train_images, ds.train_labels, c.batch_size, c.seed, epoch, mean, std,
                                  c.augment, c.max_steps_per_epoch)
-    state, row = train.train_epoch(c, par, par.place(state), batches, no_reg, total, f"gate search {epoch}")
+    state, row = epoch_lib.train_epoch(c, par, par.place(state), batches, no_reg, epoch_lib.Progress(epoch), total)
     log.info("gate search epoch %d: loss %.4f accuracy %.3f", epoch, row["train_loss"], row["train_accuracy"])
   return from_scratch.gates(state.params, paths)
 
