@@ -14,6 +14,8 @@ from jaxsvd import checkpoint
 from jaxsvd.deploy.inference import load_for_inference
 from tests import helpers
 
+pytestmark = pytest.mark.gpu  # bf16 steps: ``benchmarks/gpu_check.sh`` runs them on the accelerator
+
 
 @pytest.fixture(scope="module")
 def bf16_run(tmp_path_factory):

@@ -19,6 +19,8 @@ from jaxsvd.training.losses import RegularizerConfig, make_loss_fn
 from jaxsvd.nnx.layers import ConvSVD, LinearSVD
 from tests import helpers
 
+pytestmark = pytest.mark.gpu  # bf16 steps: ``benchmarks/gpu_check.sh`` runs them on the accelerator
+
 STEPS = 30
 REG = RegularizerConfig(orthogonality=1.0, sparsity=0.003)
 SPEC = SVDSpec(dense_last=False)  # every conv but the stem and the classifier in SVD form
