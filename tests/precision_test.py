@@ -4,19 +4,19 @@ state, BN statistics, loss and regularizers in float32; the compiled program rea
 import re
 
 import chex
-import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from experiments import plan as plan_lib
 from jaxsvd.core.record import Architecture
 from jaxsvd.models import SVDSpec, build_model
+from jaxsvd.nnx.layers import ConvSVD, LinearSVD
 from jaxsvd.training import TrainState, train_step
 from jaxsvd.training.losses import RegularizerConfig, make_loss_fn
-from jaxsvd.nnx.layers import ConvSVD, LinearSVD
 from tests import helpers
 
 pytestmark = pytest.mark.gpu  # bf16 steps: ``benchmarks/gpu_check.sh`` runs them on the accelerator

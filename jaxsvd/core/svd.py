@@ -22,13 +22,13 @@ import jax.numpy as jnp
 from jaxsvd.core.factors import (
   CHANNEL_QUANTUM,
   choose_mode,
-  matmul,
   conv,
   conv_macs,
   dense_macs,
   factored_conv,
   factors_to_kernel,
   kernel_to_matrix,
+  matmul,
   matrix_shape,
 )
 from jaxsvd.core.validate import check_choice

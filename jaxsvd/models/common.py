@@ -19,7 +19,6 @@ from jaxsvd.core.svd import compute_dtype, default_kernel_init
 from jaxsvd.core.validate import check_min_int
 from jaxsvd.linen.layers import ConvSVD, DenseSVD
 
-
 # flax's dtype/param_dtype convention (params float32, operands cast to ``dtype``) plus float32 sums: the
 # conv/dot_general the dense layers call when a compute dtype is set (bfloat16 products, float32 accumulation).
 _F32_SUM_CONV = functools.partial(lax.conv_general_dilated, preferred_element_type=jnp.float32)
