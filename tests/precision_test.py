@@ -4,6 +4,7 @@ state, BN statistics, loss and regularizers in float32; the compiled program rea
 import re
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,7 @@ from flax import nnx
 
 from experiments import plan as plan_lib
 from jaxsvd.core.record import Architecture
+from jaxsvd.linen.svdifylib import svdify
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.nnx.layers import ConvSVD, LinearSVD
 from jaxsvd.training import TrainState, train_step
@@ -133,6 +135,29 @@ def test_nnx_layers_compute_in_bf16_and_return_their_dtype():
     chex.assert_type(y16, jnp.bfloat16)
     # one bf16 rounding of each operand and of the output: a few 2^-9 relative, against the output's scale
     chex.assert_trees_all_close(y16.astype(jnp.float32), y32, atol=0.03 * float(jnp.abs(y32).max()))
+
+
+class _Bf16Net(nn.Module):
+  """flax's mixed-precision convention on every layer: bf16 compute, float32 params."""
+  dtype: object = jnp.bfloat16
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(16, (3, 3), dtype=self.dtype, param_dtype=jnp.float32)(x))
+    return nn.Dense(10, dtype=self.dtype, param_dtype=jnp.float32)(x.mean((1, 2)))
+
+
+@pytest.mark.parametrize("mode", ["reconstruct", "factored"])
+def test_linen_svdify_keeps_each_layers_dtype_convention(mode):
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+  bf16, f32 = svdify(_Bf16Net(), mode=mode), svdify(_Bf16Net(dtype=None), mode=mode)
+  params = f32.init(jax.random.key(0), x)["params"]
+  chex.assert_type(jax.tree.leaves(bf16.init(jax.random.key(0), x)), jnp.float32)  # U, s, V, biases
+  y16, y32 = bf16.apply({"params": params}, x), f32.apply({"params": params}, x)
+  chex.assert_type(y16, jnp.bfloat16)  # the output dtype of the layers it replaced
+  chex.assert_trees_all_close(y16.astype(jnp.float32), y32, atol=0.03 * float(jnp.abs(y32).max()))
+  text = jax.jit(bf16.apply).lower({"params": params}, x).as_text()
+  assert any(t[0] == "convolution" and t[1:] == (("bf16", "bf16"), "f32") for t in _conv_and_dot_types(text))
 
 
 def test_compute_dtype_is_validated_and_recorded():
