@@ -1,6 +1,7 @@
 """The accelerator check: one process, one report (``benchmarks/gpu_check.sh`` runs it on a lent GPU machine).
 
   python -m benchmarks.gpu_check [--cpu-dry-run] [--data-dir DIR] [--out DIR] [--budget-s 420]
+                                 [--sections tests,step,inference,demo]
 Sections, in this order, each in its own try (a failure is reported, the rest still runs) and skipped once
 ``--budget-s`` seconds have passed:
   tests       ``pytest -m gpu``: the device-relevant tests (data-parallel pmap/sharding, the deploy artifact lowered
@@ -39,6 +40,8 @@ from jaxsvd.models import SVDSpec
 from jaxsvd.training.losses import RegularizerConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECTIONS = {"tests": "tests (pytest -m gpu)", "step": "train step: dense vs SVD, float32 vs bfloat16",
+            "inference": "pruned inference (bf16): speedup / MACs reduction", "demo": "Fashion-MNIST demo, one epoch"}
 DTYPES = ("float32", "bfloat16")
 VARIANTS = (("dense", None, None), ("svd full", SVDSpec(), None), ("svd 50%", SVDSpec(), 0.5),
             ("svd 10%", SVDSpec(), 0.1))
@@ -176,15 +179,17 @@ def main(argv=None):
   p.add_argument("--data-dir", default=os.environ.get("GPU_CHECK_DATA", "/usr/share/datasets/fashion-mnist"))
   p.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_out")
   p.add_argument("--budget-s", type=float, default=420.0, help="sections starting later than this are skipped")
+  p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
   args = p.parse_args(argv)
   sizes, start = (DRY if args.cpu_dry_run else FULL), time.perf_counter()
   report = {"environment": {}, "sections": {}}
   workdir = tempfile.mkdtemp(prefix="gpu_check_")
-  sections = {"tests (pytest -m gpu)": lambda: ([], device_tests(args.cpu_dry_run)),
-              "train step: dense vs SVD, float32 vs bfloat16": lambda: step_times(sizes),
-              "pruned inference (bf16): speedup / MACs reduction": lambda: inference(sizes),
-              "Fashion-MNIST demo, one epoch": lambda: demo(sizes, args.data_dir, workdir)}
-  for title, fn in sections.items():
+  chosen = args.sections.split(",")
+  if unknown := sorted(set(chosen) - set(SECTIONS)):
+    p.error(f"--sections: unknown {unknown}; choose from {list(SECTIONS)}")
+  fns = {"tests": lambda: ([], device_tests(args.cpu_dry_run)), "step": lambda: step_times(sizes),
+         "inference": lambda: inference(sizes), "demo": lambda: demo(sizes, args.data_dir, workdir)}
+  for title, fn in ((SECTIONS[k], fns[k]) for k in SECTIONS if k in chosen):
     if time.perf_counter() - start > args.budget_s:
       report["sections"][title] = {"status": "SKIPPED (budget)"}
       continue
