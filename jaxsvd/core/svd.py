@@ -182,5 +182,5 @@ def cast(dtype, *xs):
   return xs if dtype is None else tuple(x.astype(dtype) for x in xs)
 
 
-__all__ = ["COMPUTE_DTYPES", "DECOMPOSITIONS", "INITS", "MODES", "SIGMAS", "cast", "compute_dtype", "conv_svd_apply", "default_kernel_init",
-           "dense_svd_apply", "effective_s", "official_init", "svd_init"]
+__all__ = ["COMPUTE_DTYPES", "DECOMPOSITIONS", "INITS", "MODES", "SIGMAS", "cast", "compute_dtype", "conv_svd_apply",
+           "default_kernel_init", "dense_svd_apply", "effective_s", "official_init", "svd_init"]
