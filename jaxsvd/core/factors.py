@@ -284,4 +284,5 @@ def factored_conv(x, U, s, V, kernel_shape, strides, pads, decomposition, dtype=
 
 
 __all__ = ["DIMENSION_NUMBERS", "matrix_shape", "kernel_to_matrix", "factors_to_kernel", "conv_pads",
-           "accumulation_dtype", "matmul", "conv", "conv_out_size", "CHANNEL_QUANTUM", "conv_macs", "dense_macs", "choose_mode", "factored_conv"]
+           "accumulation_dtype", "matmul", "conv", "conv_out_size", "CHANNEL_QUANTUM", "conv_macs", "dense_macs",
+           "choose_mode", "factored_conv"]

@@ -117,8 +117,8 @@ class DenseSVD(_SVDBase):
   rank min(in, features); ``mode`` is the execution ('reconstruct', 'factored' or 'auto', see module doc);
   ``decomposition`` is validated but has no effect on a 2-D kernel; ``dtype`` (None: unchanged) is the compute dtype
   (e.g. bfloat16): the kernel (or V·diag(s)) is formed from the float32 params and cast once, the input too, and the
-  products are summed in float32, the output's dtype (``jaxsvd.core.svd.dense_svd_apply``); ``sigma`` and ``init_scheme`` (the ``init`` of the module
-  doc) as there.
+  products are summed in float32, the output's dtype (``jaxsvd.core.svd.dense_svd_apply``); ``sigma`` and
+  ``init_scheme`` (the ``init`` of the module doc) as there.
   """
 
   features: int

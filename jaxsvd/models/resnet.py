@@ -114,7 +114,8 @@ class ResNet(nn.Module):
   """A ResNet: a stem (``'cifar'``: 3×3 conv; ``'imagenet'``: 7×7 stride-2 conv + 3×3 stride-2 max-pool) + BN + ReLU,
   ``stage_sizes[i]`` blocks (``block``: 'basic' or 'bottleneck') of width ``widths[i]`` per stage (the first block
   of every stage after the first has stride 2), global average pooling and the classifier. ``svd`` (None: dense)
-  gives the SVD layers; ``compute_dtype`` the dtype of every conv and matmul (``common.conv``); ``inner_widths`` ({conv path: width}) and ``gated`` (basic blocks) are passed to the blocks.
+  gives the SVD layers; ``compute_dtype`` the dtype of every conv and matmul (``common.conv``); ``inner_widths``
+  ({conv path: width}) and ``gated`` (basic blocks) are passed to the blocks.
   """
   stage_sizes: Sequence[int]
   widths: Sequence[int]

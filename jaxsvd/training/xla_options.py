@@ -149,8 +149,9 @@ def candidate_options(inference: bool = False, platform: str | None = None) -> l
     platform: as in ``tuned_options`` (None: the default backend).
 
   Returns:
-    ``[None]`` where ``tuned_options(platform)`` is None (every platform but CPU); else ``[tuned, INFERENCE_CPU_OPTIONS, None]`` (inference, if
-    accepted) or ``[tuned, None]``; None stands for XLA's defaults.
+    ``[None]`` where ``tuned_options(platform)`` is None (every platform but CPU); else
+    ``[tuned, INFERENCE_CPU_OPTIONS, None]`` (inference, if accepted) or ``[tuned, None]``; None stands for XLA's
+    defaults.
   """
   tuned = tuned_options(platform)
   if tuned is None:
@@ -281,5 +282,5 @@ class _Trial:
     return self.candidates[min(range(len(self.candidates)), key=lambda i: statistics.median(self.times[i]))]
 
 
-__all__ = ["YNN_FUSION_TYPE", "CPU_OPTIONS", "INFERENCE_CPU_OPTIONS", "platform_of", "tuned_options", "jit", "autotuned_jit",
-           "describe", "candidate_options", "Choice", "AutotunedJit", "fastest"]
+__all__ = ["YNN_FUSION_TYPE", "CPU_OPTIONS", "INFERENCE_CPU_OPTIONS", "platform_of", "tuned_options", "jit",
+           "autotuned_jit", "describe", "candidate_options", "Choice", "AutotunedJit", "fastest"]
