@@ -69,15 +69,16 @@ def batch(batch_size: int, image: int = 32, classes: int = 10):
 
 
 def make_state(model_name: str, svd: SVDSpec | None, image: int = 32, rank_fraction: float | None = None,
-               optimizer: str = "sgd", widths: dict | None = None):
-  """A TrainState of ``model_name`` (at channel ``widths``); with ``rank_fraction`` the SVD layers are pruned."""
-  model = build_model(model_name, 10, svd, widths=widths)
+               optimizer: str = "sgd", widths: dict | None = None, compute_dtype: str = "float32"):
+  """A TrainState of ``model_name`` (at channel ``widths``, convs in ``compute_dtype``); with ``rank_fraction`` the
+  SVD layers are pruned."""
+  model = build_model(model_name, 10, svd, widths=widths, compute_dtype=compute_dtype)
   variables = model.init(jax.random.key(0), jnp.zeros((1, image, image, 3)))
   params = variables["params"]
   if svd is not None and rank_fraction is not None:
     cfg = pruning.Strategy("ratio", reduce_by=1.0 - rank_fraction)
     params, new_ranks, _ = pruning.prune(params, cfg)
-    model = build_model(model_name, 10, svd, ranks=new_ranks, widths=widths)
+    model = build_model(model_name, 10, svd, ranks=new_ranks, widths=widths, compute_dtype=compute_dtype)
     variables = {**variables, "params": params}
   tx = optim.make_optimizer(dict(optimizer=optimizer, learning_rate=0.01, momentum=0.9), params, 100, 1)
   return TrainState.create(model.apply, variables, tx), model

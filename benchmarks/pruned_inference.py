@@ -79,10 +79,10 @@ def measure_model(model_name, fractions, batch_size, repeats, rules):
       t = common.alternate(runners, repeats)
     if not rows:
       for label, choice_text in (("dense", common.describe(dense)), ("dense+folded", dense_choice)):
-        rows.append(_row(model_name, label, "-", dense_macs, dense_macs, t, label, choice_text))
+        rows.append(row(model_name, label, "-", dense_macs, dense_macs, t, label, choice_text))
     describe = {"pruned": common.describe(pruned), "pruned+folded": choice, "artifact": choice}
     for label in ("pruned", "pruned+folded", "artifact"):
-      rows.append(_row(model_name, label, f"{fraction:.0%}", dense_macs, macs, t, label, describe[label]))
+      rows.append(row(model_name, label, f"{fraction:.0%}", dense_macs, macs, t, label, describe[label]))
     rows[-2]["XLA bytes red."] = f"{dense_cost['bytes accessed'] / cost['bytes accessed']:.2f}x"
     rows[-2]["XLA flops red."] = f"{dense_cost['flops'] / cost['flops']:.2f}x"
     ratio_at[fraction] = {k: t["dense"] / t[k] / (dense_macs / macs) for k in ("pruned", "pruned+folded", "artifact")}
@@ -91,7 +91,8 @@ def measure_model(model_name, fractions, batch_size, repeats, rules):
   return rows, ratio_at, worst_diff
 
 
-def _row(model_name, label, fraction, dense_macs, macs, t, key, choice):
+def row(model_name, label, fraction, dense_macs, macs, t, key, choice):
+  """A table row of variant ``key``: MACs, time, speedup over t['dense'] and speedup ÷ MACs reduction."""
   speedup = t["dense"] / t[key]
   return {"model": model_name, "variant": label, "rank": fraction, "MACs/img": f"{macs / 1e6:.2f}M",
           "MACs red.": f"{dense_macs / macs:.2f}x", "ms/batch": f"{t[key] * 1e3:.1f}", "speedup": f"{speedup:.2f}x",

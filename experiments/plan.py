@@ -11,6 +11,7 @@ from experiments import events as events_lib
 from experiments import preemption, preflight
 from jaxsvd import data
 from jaxsvd.core.record import Architecture
+from jaxsvd.core.svd import COMPUTE_DTYPES
 from jaxsvd.core.validate import check_choice, check_min_int
 from jaxsvd.models import MODEL_NAMES, SVDSpec, check_options
 from jaxsvd.pruning import Phases
@@ -47,6 +48,7 @@ def _check_basic_fields(c) -> None:
     raise ValueError("data_dir is empty: name a directory, or leave it unset (None) for the default location")
   check_choice("parallel", c.parallel, KINDS)
   check_choice("normalization", c.normalization, data.NORMALIZATIONS)
+  check_choice("compute_dtype", c.compute_dtype, COMPUTE_DTYPES)
   check_options(c.model, c.model_options)
   for field in ("num_epochs", "batch_size", "eval_batch_size"):
     check_min_int(field, c[field], 1)
@@ -107,7 +109,7 @@ def initial_architecture(c, plan: Plan, input_shape, ranks) -> Architecture:
   """The record of a run's model at initialization (``ranks`` read back from its params).
 
   Args:
-    c: the experiment config (``model``, ``dataset`` and ``widths`` are read).
+    c: the experiment config (``model``, ``dataset``, ``widths``, ``model_options`` and ``compute_dtype`` are read).
     plan: the run's plan (its SVD spec).
     input_shape: the (H, W, C) input shape.
     ranks: {layer path: rank}, used as both the current and the original ranks.
@@ -117,13 +119,14 @@ def initial_architecture(c, plan: Plan, input_shape, ranks) -> Architecture:
   """
   return Architecture(c.model, data.NUM_CLASSES[c.dataset], tuple(input_shape), plan.svd, dict(ranks), dict(ranks),
                       None if c.widths is None else dict(c.widths),
-                      options=dict(c.model_options) if c.model_options else None)
+                      options=dict(c.model_options) if c.model_options else None, compute_dtype=c.compute_dtype)
 
 
 def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape,
                            where: str = "the workdir") -> Architecture:
   """A workdir's saved record, checked against the config and data that resume (or start from) it; the SVD execution
-  mode follows the config (every mode computes the same function).
+  mode and the compute dtype follow the config (every mode computes the same function; the precision is a choice of
+  the run that computes, not of the weights).
 
   Args:
     c: the resuming experiment config.
@@ -133,7 +136,7 @@ def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape,
     where: what holds ``saved``, named in the errors.
 
   Returns:
-    ``saved``, with ``svd.mode`` from the config.
+    ``saved``, with ``svd.mode`` and ``compute_dtype`` from the config.
 
   Raises:
     ValueError: one line if the config asks for another model, class count or SVD spec (any field but ``mode``), or
@@ -149,4 +152,5 @@ def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape,
     raise ValueError(f"{where}'s checkpoint is for {tuple(saved.input_shape)} images, data_dir="
                      f"{c.data_dir} holds {tuple(input_shape)} images ({c.dataset}); resume on the run's data or use "
                      f"another --workdir")
+  saved = saved.replace(compute_dtype=c.compute_dtype)
   return saved if plan.svd is None else saved.replace(svd=saved.svd.with_mode(plan.svd.mode))

@@ -43,7 +43,8 @@ def search_gates(c, ds) -> dict:
     {conv path: |α|} after ``c.from_scratch.search_epochs`` epochs of training the gates of the dense model.
   """
   fs = c.from_scratch
-  model = build_model(c.model, data.NUM_CLASSES[c.dataset], None, gated=fs.gates == "block")
+  model = build_model(c.model, data.NUM_CLASSES[c.dataset], None, gated=fs.gates == "block",
+                      compute_dtype=c.compute_dtype)
   variables = jax.jit(model.init)(jax.random.key(c.seed), jnp.zeros((1, *ds.input_shape), jnp.float32))
   paths = from_scratch.gate_paths(model.channel_groups(), fs.gates)
   variables["params"] = from_scratch.init_gates(variables["params"], paths.values(), fs.init)

@@ -126,8 +126,10 @@ def _save_checkpoint(directory, arch, variables):
   mngr.close()
 
 
+@pytest.mark.gpu
 def test_export_cli_artifact_runs_without_jaxsvd_or_flax(tmp_path):
-  """Checkpoint → `experiments.export` → a fresh process with jax + numpy only, at two batch sizes."""
+  """Checkpoint → `experiments.export` → a fresh process with jax + numpy only, at two batch sizes (lowered for
+  and run on the default backend: CPU here, CUDA under ``pytest -m gpu`` on a GPU machine)."""
   from experiments import export as export_cli
 
   svd = SVDSpec("spatial")
@@ -137,7 +139,8 @@ def test_export_cli_artifact_runs_without_jaxsvd_or_flax(tmp_path):
   model = arch.build_model()
   variables = perturbed(model.init(jax.random.key(2), X))
   _save_checkpoint(str(tmp_path / "run" / "checkpoints"), arch, variables)
-  info = export_cli.export_run(str(tmp_path / "run"), batch=4, rules=("merged",), platforms=("cpu",))
+  platform = {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
+  info = export_cli.export_run(str(tmp_path / "run"), batch=4, rules=("merged",), platforms=(platform,))
   out = info["directory"]
   assert sorted(os.listdir(out)) == sorted(artifact.FILES) and info["max_abs_diff_vs_eval"] < 1e-4
   assert artifact.read_meta(out)["architecture"]["ranks"] == arch.ranks

@@ -41,10 +41,21 @@ def test_forced_devices_present():
   assert jax.device_count() >= 4
 
 
-# pmap stays in the default run through test_single_device_checkpoint_resumes_under_pmap
+def _need_devices(n: int) -> None:
+  """Skips where the default backend has fewer than ``n`` devices (a one-GPU machine under ``pytest -m gpu``)."""
+  if jax.device_count() < n:
+    pytest.skip(f"needs {n} devices of the default backend ({jax.default_backend()}: {jax.device_count()})")
+
+
+# pmap stays in the default run through test_single_device_checkpoint_resumes_under_pmap; the 1-device variants run
+# the data-parallel code on a one-GPU machine (``pytest -m gpu`` selects slow tests too)
+@pytest.mark.gpu
 @pytest.mark.parametrize("kind, devices", [("sharding", 2), pytest.param("pmap", 2, marks=pytest.mark.slow),
-                                           pytest.param("pmap", 4, marks=pytest.mark.slow)])
+                                           pytest.param("pmap", 4, marks=pytest.mark.slow),
+                                           pytest.param("sharding", 1, marks=pytest.mark.slow),
+                                           pytest.param("pmap", 1, marks=pytest.mark.slow)])
 def test_same_params_as_single_device(data_dir, single, tmp_path, kind, devices):
+  _need_devices(devices)
   c = _config(data_dir, parallel=kind, num_devices=devices)
   summary = train.run(c, str(tmp_path))
   multi = _final(str(tmp_path))  # a multi-device checkpoint restores on one device
@@ -54,7 +65,9 @@ def test_same_params_as_single_device(data_dir, single, tmp_path, kind, devices)
   assert summary["rank_after"] < summary["rank_before"]
 
 
+@pytest.mark.gpu
 def test_single_device_checkpoint_resumes_under_pmap(data_dir, single, tmp_path):
+  _need_devices(2)
   c = _config(data_dir)
   train.run(c, str(tmp_path), stop_after_epoch=2)
   c.parallel, c.num_devices = "pmap", 2

@@ -201,3 +201,37 @@ def test_fastest_times_every_candidate_on_real_calls_and_keeps_the_fastest(monke
   key, fn = xla_options.fastest([candidate("a", 3.0), candidate("b", 1.0), candidate("c", 2.0)], (np.ones(2),), 2)
   assert key == "b" and calls == ["a", "b", "c"] * 3  # 1 warm-up + 2 timed rounds
   assert xla_options.fastest([candidate("only", 1.0)], (np.ones(2),))[0] == "only"
+
+
+@pytest.mark.parametrize("backend", ["gpu", "tpu"])
+def test_on_gpu_and_tpu_nothing_cpu_specific_is_passed_and_nothing_autotuned(monkeypatch, backend):
+  """With the default backend faked (the options are read per call, not cached) no XLA:CPU option reaches a
+  compile: ``jit`` passes none, ``autotuned_jit`` compiles its first variant once with XLA's defaults and times
+  nothing, even when given CPU option sets (as ``deploy.inference`` builds them on a CPU host)."""
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+  assert xla_options.tuned_options() is None
+  assert xla_options.candidate_options() == [None] == xla_options.candidate_options(inference=True)
+  passed = []
+  real_jit = jax.jit
+  monkeypatch.setattr(jax, "jit", lambda fn, **kw: passed.append(kw.get("compiler_options")) or real_jit(fn, **kw))
+  np.testing.assert_allclose(xla_options.jit(lambda x: x * 2)(np.ones(3, np.float32)), 2.0)
+  assert passed == [None]
+  compiled = []
+  real_compile = jax.stages.Lowered.compile
+  monkeypatch.setattr(jax.stages.Lowered, "compile",
+                      lambda self, compiler_options=None: compiled.append(compiler_options) or real_compile(self))
+  for options in (None, [dict(xla_options.CPU_OPTIONS), None]):
+    f = xla_options.autotuned_jit(lambda x, scale=1.0: x * scale, variants={"scale": (1.0, 2.0)}, options=options)
+    x = jax.numpy.ones(3)
+    out = f(x)
+    choice = next(iter(f.choices.values()))  # chosen at the first call: nothing timed
+    assert len(f.choices) == 1 and choice == xla_options.Choice({"scale": 1.0}, None)
+    np.testing.assert_allclose(f(x), out)
+    np.testing.assert_allclose(out, 1.0)
+  assert compiled == [None, None]  # one compile per autotuned_jit, with XLA's defaults
+
+
+def test_platform_is_read_from_committed_arguments(monkeypatch):
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert xla_options.platform_of((np.ones(2), jax.numpy.ones(2))) == "gpu"  # uncommitted: the default backend
+  assert xla_options.platform_of({"x": jax.device_put(np.ones(2), jax.devices("cpu")[0])}) == "cpu"

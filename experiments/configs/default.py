@@ -22,6 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_devices = ml_collections.FieldReference(None, field_type=int)
   # CIFAR ResNet options {shortcut: 'A' | 'B', block: 'basic' | 'bottleneck', bottleneck_relu: bool}; None = defaults.
   c.model_options = ml_collections.FieldReference(None, field_type=dict)
+  # The dtype convs and matmuls run in: 'float32' | 'bfloat16' (params, optimizer state, BN statistics, loss,
+  # regularizers and pruning energies stay float32; products are summed in float32). docs/accelerators.md.
+  c.compute_dtype = "float32"
   # normalization: 'auto' (fixed per-dataset constants where known, e.g. the official CIFAR-10 mean/std; else
   # computed from the training images) | 'fixed' | 'computed'.
   c.normalization = "auto"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 from jaxsvd.core.validate import check_choice
@@ -102,7 +103,36 @@ def conv_pads(spatial_shape, kernel_size, strides, padding) -> list[tuple[int, i
   return [tuple(p) if not isinstance(p, int) else (p, p) for p in padding]
 
 
-def conv(x, kernel, strides, pads):
+def accumulation_dtype(dtype):
+  """The dtype products are summed in for compute ``dtype``: float32 for a narrower float (bfloat16 has 8 mantissa
+  bits, so a long sum of its products would lose most of them), else ``dtype`` itself.
+
+  Args:
+    dtype: the compute dtype, or None.
+
+  Returns:
+    ``promote_types(dtype, float32)``, or None for None.
+  """
+  return None if dtype is None else jnp.promote_types(dtype, jnp.float32)
+
+
+def matmul(a, b, dtype=None):
+  """a·b with both operands cast to ``dtype`` and the products summed in ``accumulation_dtype(dtype)``.
+
+  Args:
+    a: (..., k) array.
+    b: (k, n) array.
+    dtype: the compute dtype; None: the operands as given (promoted by ``@``).
+
+  Returns:
+    (..., n), in the accumulation dtype (None: the promoted dtype).
+  """
+  if dtype is None:
+    return a @ b
+  return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=accumulation_dtype(dtype))
+
+
+def conv(x, kernel, strides, pads, dtype=None):
   """2-D convolution of an NHWC input with an HWIO kernel (no dilation, one feature group).
 
   Args:
@@ -110,11 +140,16 @@ def conv(x, kernel, strides, pads):
     kernel: (kh, kw, c, n) kernel.
     strides: (sh, sw).
     pads: [(low, high), (low, high)], the padding of H and W.
+    dtype: the compute dtype both operands are cast to, the products summed in ``accumulation_dtype(dtype)``
+      (``preferred_element_type``); None: the operands as given.
 
   Returns:
-    (N, Ho, Wo, n) output.
+    (N, Ho, Wo, n) output (in the accumulation dtype when ``dtype`` is given).
   """
-  return lax.conv_general_dilated(x, kernel, tuple(strides), pads, dimension_numbers=DIMENSION_NUMBERS)
+  if dtype is not None:
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
+  return lax.conv_general_dilated(x, kernel, tuple(strides), pads, dimension_numbers=DIMENSION_NUMBERS,
+                                  preferred_element_type=accumulation_dtype(dtype))
 
 
 def conv_out_size(size: int, k: int, stride: int, pad: tuple[int, int]) -> int:
@@ -215,7 +250,7 @@ def choose_mode(mode: str, costs: dict[str, int]) -> str:
   return "factored" if costs["factored"] < costs["reconstruct"] else "reconstruct"
 
 
-def factored_conv(x, U, s, V, kernel_shape, strides, pads, decomposition):
+def factored_conv(x, U, s, V, kernel_shape, strides, pads, decomposition, dtype=None):
   """The two-conv execution: channel = (kh×kw → r) then 1×1; spatial = (kh×1 → r) then (1×kw).
 
   s is folded into the first factor. 'channel': conv with V·diag(s) as a (kh, kw, c, r) kernel, then h·Uᵀ.
@@ -231,6 +266,8 @@ def factored_conv(x, U, s, V, kernel_shape, strides, pads, decomposition):
     strides: (sh, sw).
     pads: [(low, high), (low, high)], the padding of H and W.
     decomposition: 'channel' or 'spatial'.
+    dtype: the compute dtype (None: as given): V·diag(s) is formed in the factors' dtype, then each conv/matmul casts
+      its operands to ``dtype`` and sums in ``accumulation_dtype(dtype)``.
 
   Returns:
     (N, Ho, Wo, n) output, equal to float tolerance to the conv with the rebuilt kernel.
@@ -238,13 +275,14 @@ def factored_conv(x, U, s, V, kernel_shape, strides, pads, decomposition):
   kh, kw, c, n = kernel_shape
   r = s.shape[0]
   if decomposition == "channel":
-    h = conv(x, (V * s).reshape(kh, kw, c, r), strides, pads)
-    return h @ U.T
+    h = conv(x, (V * s).reshape(kh, kw, c, r), strides, pads, dtype)
+    return matmul(h, U.T, dtype)
   k1 = (V * s).reshape(kh, 1, c, r)
   k2 = U.reshape(kw, n, r).transpose(0, 2, 1)[None]
-  h = conv(x, k1, (strides[0], 1), [pads[0], (0, 0)])
-  return conv(h, k2, (1, strides[1]), [(0, 0), pads[1]])
+  h = conv(x, k1, (strides[0], 1), [pads[0], (0, 0)], dtype)
+  return conv(h, k2, (1, strides[1]), [(0, 0), pads[1]], dtype)
 
 
-__all__ = ["DIMENSION_NUMBERS", "matrix_shape", "kernel_to_matrix", "factors_to_kernel", "conv_pads", "conv",
-           "conv_out_size", "CHANNEL_QUANTUM", "conv_macs", "dense_macs", "choose_mode", "factored_conv"]
+__all__ = ["DIMENSION_NUMBERS", "matrix_shape", "kernel_to_matrix", "factors_to_kernel", "conv_pads",
+           "accumulation_dtype", "matmul", "conv", "conv_out_size", "CHANNEL_QUANTUM", "conv_macs", "dense_macs",
+           "choose_mode", "factored_conv"]

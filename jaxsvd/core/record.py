@@ -25,6 +25,11 @@ abstract targets → arrays. Fields (format version 2):
                    slimming; ``pruning.slimming.masks_from_channels`` rebuilds the masks for resuming).
   options          null or {option: value}: CIFAR ResNet architecture options (``models.CIFAR_RESNET_OPTIONS``:
                    shortcut 'A' | 'B', block 'basic' | 'bottleneck', bottleneck_relu); absent in older records.
+  compute_dtype    str: 'float32' | 'bfloat16', the dtype the zoo model's convs and matmuls run in (params, BN,
+                   sums and logits stay float32; ``models.common.conv``); absent in older records: 'float32'. Like
+                   ``svd.mode`` it changes how the model computes, not its shapes: ``build_model`` rebuilds the model
+                   that was trained; a resumed run follows its config; ``replace(compute_dtype=...)`` evaluates
+                   in the other precision. User models carry their own layers' dtype.
   user             null (a zoo model), or the record kind of a user's own model, whose module the caller passes at
                    restore (``checkpoint.restore(path, model=MyNet())``); ``model`` then holds its class name and
                    ``num_classes`` 0. Keys: framework ('linen'; 'nnx'), module (the class's qualified name, checked
@@ -43,6 +48,8 @@ from typing import Any
 from jaxsvd.core import registry
 from jaxsvd.core.spec import SVDSpec
 from jaxsvd.core.structure import validate_ranks
+from jaxsvd.core.svd import COMPUTE_DTYPES
+from jaxsvd.core.validate import check_choice
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, FORMAT_VERSION)  # 1: converted on read (``from_json``)
@@ -69,8 +76,10 @@ class Architecture:
   masked_channels: Mapping[str, list[int]] | None = None
   options: Mapping[str, object] | None = None
   user: Mapping[str, Any] | None = None
+  compute_dtype: str = "float32"
 
   def __post_init__(self):
+    check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
     validate_ranks(self.ranks, "ranks")
     validate_ranks(self.original_ranks, "original_ranks")
 
@@ -93,7 +102,7 @@ class Architecture:
       gated: add pruning-from-scratch gates (ResNets only).
 
     Returns:
-      ``models.build_model(model, num_classes, svd, ranks=ranks (if svd), widths=widths, ...)``.
+      ``models.build_model(model, num_classes, svd, ranks=ranks (if svd), widths=widths, ..., compute_dtype)``.
 
     Raises:
       ValueError: if the record describes a user model (use ``build_user_model``).
@@ -102,7 +111,8 @@ class Architecture:
       raise ValueError(f"the record describes a user model ({self.model}); build it with build_user_model(module)")
     build_zoo_model = registry.lookup("zoo")
     return build_zoo_model(self.model, self.num_classes, self.svd, ranks=dict(self.ranks) if self.svd else None,
-                           bn_axis_name=bn_axis_name, widths=self.widths, gated=gated, options=self.options)
+                           bn_axis_name=bn_axis_name, widths=self.widths, gated=gated, options=self.options,
+                           compute_dtype=self.compute_dtype)
 
   def build_user_model(self, module: Any) -> Any:
     """The user's ``module`` at this record's architecture (the builder registered as 'user/<framework>').
@@ -141,7 +151,8 @@ class Architecture:
             "widths": None if self.widths is None else {k: int(v) for k, v in self.widths.items()},
             "pruned_channels": _channels_json(self.pruned_channels),
             "masked_channels": _channels_json(self.masked_channels),
-            "options": None if self.options is None else dict(self.options), "user": _user_json(self.user)}
+            "options": None if self.options is None else dict(self.options), "user": _user_json(self.user),
+            "compute_dtype": self.compute_dtype}
 
   @classmethod
   def from_json(cls, d: Mapping[str, Any], where: str = "architecture record") -> Architecture:
@@ -170,7 +181,7 @@ class Architecture:
                  input_shape=tuple(int(x) for x in d["input_shape"]), svd=svd, ranks=dict(d["ranks"]),
                  original_ranks=dict(d["original_ranks"]), widths=d.get("widths"),
                  pruned_channels=d.get("pruned_channels"), masked_channels=d.get("masked_channels"),
-                 options=d.get("options"), user=d.get("user"))
+                 options=d.get("options"), user=d.get("user"), compute_dtype=d.get("compute_dtype", "float32"))
     except (KeyError, TypeError, AttributeError) as err:
       raise FormatError(f"{where} (format_version={version}) is missing or mistypes field {err}") from None
 

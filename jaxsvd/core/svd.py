@@ -28,13 +28,18 @@ from jaxsvd.core.factors import (
   factored_conv,
   factors_to_kernel,
   kernel_to_matrix,
+  matmul,
   matrix_shape,
 )
+from jaxsvd.core.validate import check_choice
 
 MODES = ("reconstruct", "factored", "auto")
 DECOMPOSITIONS = ("channel", "spatial")
 SIGMAS = ("signed", "abs")
 INITS = ("svd_of_he", "official")
+# The dtypes convs and matmuls may run in (``compute_dtype``); params, optimizer state, BN statistics, the loss and
+# the regularizers stay float32 and products are summed in float32 (``factors.accumulation_dtype``).
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 default_kernel_init = jax.nn.initializers.he_normal()
 
@@ -101,8 +106,12 @@ def effective_s(s, sigma: str):
   return jnp.abs(s) if sigma == "abs" else s
 
 
-def dense_svd_apply(x, U, s, V, features: int, mode: str):
+def dense_svd_apply(x, U, s, V, features: int, mode: str, dtype=None):
   """y = x·V·diag(s)·Uᵀ, as one matmul with the rebuilt kernel or as two (``mode``, 'auto' by MACs).
+
+  With a compute ``dtype`` the kernel W = V·diag(s)·Uᵀ (reconstruct) or V·diag(s) (factored) is formed in the factors'
+  dtype (float32) and cast once; every matmul casts its operands to ``dtype`` and sums in float32
+  (``factors.accumulation_dtype``).
 
   Args:
     x: (..., c) input.
@@ -111,31 +120,53 @@ def dense_svd_apply(x, U, s, V, features: int, mode: str):
     V: (c, r).
     features: n.
     mode: 'reconstruct', 'factored' or 'auto' (fewer ``CHANNEL_QUANTUM``-quantized MACs, see ``dense_macs``).
+    dtype: the compute dtype (e.g. bfloat16); None: the operands as given.
 
   Returns:
-    (..., n) output, without bias.
+    (..., n) output, without bias (in the accumulation dtype when ``dtype`` is given).
   """
   kernel_shape = (x.shape[-1], features)
   batch = max(1, x.size // x.shape[-1])
   if choose_mode(mode, dense_macs(batch, x.shape[-1], features, s.shape[0], CHANNEL_QUANTUM)) == "reconstruct":
-    return x @ factors_to_kernel(U, s, V, kernel_shape)
-  return (x @ (V * s)) @ U.T
+    return matmul(x, factors_to_kernel(U, s, V, kernel_shape), dtype)
+  return matmul(matmul(x, V * s, dtype), U.T, dtype)
 
 
-def conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, decomposition: str, mode: str):
+def conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, decomposition: str, mode: str, dtype=None):
   """NHWC conv with the kernel U·diag(s)·Vᵀ: one conv with the rebuilt kernel or two (``mode``, 'auto' by MACs).
+
+  With a compute ``dtype`` the kernel is rebuilt in the factors' dtype (float32) and cast once; every conv casts
+  its operands to ``dtype`` and sums in float32 (``factors.accumulation_dtype``), as in ``dense_svd_apply``.
 
   Args:
     x, U, s, V, kernel_shape, strides, pads, decomposition: as in ``factors.factored_conv``.
     mode: 'reconstruct', 'factored' or 'auto' (fewer ``CHANNEL_QUANTUM``-quantized MACs, see ``conv_macs``).
+    dtype: the compute dtype (e.g. bfloat16); None: the operands as given.
 
   Returns:
-    (N, Ho, Wo, n) output, without bias.
+    (N, Ho, Wo, n) output, without bias (in the accumulation dtype when ``dtype`` is given).
   """
   costs = conv_macs(x.shape[0], x.shape[1:3], kernel_shape, strides, pads, s.shape[0], decomposition, CHANNEL_QUANTUM)
   if choose_mode(mode, costs) == "reconstruct":
-    return conv(x, factors_to_kernel(U, s, V, kernel_shape, decomposition), strides, pads)
-  return factored_conv(x, U, s, V, kernel_shape, strides, pads, decomposition)
+    return conv(x, factors_to_kernel(U, s, V, kernel_shape, decomposition), strides, pads, dtype)
+  return factored_conv(x, U, s, V, kernel_shape, strides, pads, decomposition, dtype)
+
+
+def compute_dtype(name: str):
+  """The layers' ``dtype`` for a ``compute_dtype`` name: None for 'float32' (the operands as given, the float32
+  program unchanged), else the jnp dtype.
+
+  Args:
+    name: one of ``COMPUTE_DTYPES``.
+
+  Returns:
+    None or e.g. ``jnp.bfloat16``.
+
+  Raises:
+    ValueError: if ``name`` is not one of ``COMPUTE_DTYPES``.
+  """
+  check_choice("compute_dtype", name, COMPUTE_DTYPES)
+  return None if name == "float32" else jnp.dtype(name)
 
 
 def cast(dtype, *xs):
@@ -151,5 +182,5 @@ def cast(dtype, *xs):
   return xs if dtype is None else tuple(x.astype(dtype) for x in xs)
 
 
-__all__ = ["DECOMPOSITIONS", "INITS", "MODES", "SIGMAS", "cast", "conv_svd_apply", "default_kernel_init",
-           "dense_svd_apply", "effective_s", "official_init", "svd_init"]
+__all__ = ["COMPUTE_DTYPES", "DECOMPOSITIONS", "INITS", "MODES", "SIGMAS", "cast", "compute_dtype", "conv_svd_apply",
+           "default_kernel_init", "dense_svd_apply", "effective_s", "official_init", "svd_init"]

@@ -255,8 +255,7 @@ def native_dense(module: nn.Dense, view, x, rank, settings):
     The (..., features) output, bias included, in ``module.dtype`` (None: the promoted dtype).
   """
   U, s, V = _native_factors(module, view, rank, settings)
-  x, U, s, V = svd.cast(module.dtype, x, U, s, V)
-  return _bias(module, svd.dense_svd_apply(x, U, s, V, module.features, settings.mode))
+  return _out(module, svd.dense_svd_apply(x, U, s, V, module.features, settings.mode, module.dtype))
 
 
 def native_conv(module: nn.Conv, view, x, rank, settings):
@@ -277,10 +276,9 @@ def native_conv(module: nn.Conv, view, x, rank, settings):
   kernel_shape = view.kernel_shape
   kernel_size, strides = kernel_shape[:2], pair(module.strides)
   U, s, V = _native_factors(module, view, rank, settings)
-  x, U, s, V = svd.cast(module.dtype, x, U, s, V)
   pads = factors.conv_pads(x.shape[1:3], kernel_size, strides, module.padding)
-  return _bias(module, svd.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, settings.decomposition,
-                                             settings.mode))
+  return _out(module, svd.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, settings.decomposition,
+                                            settings.mode, module.dtype))
 
 
 def pair(value) -> tuple[int, int]:
@@ -296,8 +294,10 @@ def pair(value) -> tuple[int, int]:
   return (value, value) if isinstance(value, int) else tuple(int(d) for d in np.ravel(value))
 
 
-def _bias(module, y):
-  return layers.add_bias(module, y, module.use_bias, module.features, module.bias_init, module.param_dtype)
+def _out(module, y):
+  """y + bias, in ``module.dtype`` when set (the layer's own output dtype; y was summed in float32)."""
+  y = layers.add_bias(module, y, module.use_bias, module.features, module.bias_init, module.param_dtype)
+  return y if module.dtype is None else y.astype(module.dtype)
 
 
 def unbox_tree(tree):

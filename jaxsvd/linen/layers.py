@@ -28,7 +28,6 @@ from jaxsvd.core.svd import (
   INITS,
   MODES,
   SIGMAS,
-  cast,
   conv_svd_apply,
   default_kernel_init,
   dense_svd_apply,
@@ -110,18 +109,16 @@ class _SVDBase(nn.Module):
   def _bias(self, y):
     return add_bias(self, y, self.use_bias, self.features, self.bias_init)
 
-  def _cast(self, *xs):
-    return cast(self.dtype, *xs)
-
 
 class DenseSVD(_SVDBase):
   """Dense layer y = x·V·diag(s)·Uᵀ (+ b), i.e. kernel W = V·diag(s)·Uᵀ of shape (in, features).
 
   Params U (features, r), s (r,), V (in, r) and, with ``use_bias``, 'bias' (features,). ``rank`` None is full
   rank min(in, features); ``mode`` is the execution ('reconstruct', 'factored' or 'auto', see module doc);
-  ``decomposition`` is validated but has no effect on a 2-D kernel; ``dtype`` (None: unchanged) is the dtype the
-  input and factors are cast to before the computation; ``sigma`` and ``init_scheme`` (the ``init`` of the module
-  doc) as there.
+  ``decomposition`` is validated but has no effect on a 2-D kernel; ``dtype`` (None: unchanged) is the compute dtype
+  (e.g. bfloat16): the kernel (or V·diag(s)) is formed from the float32 params and cast once, the input too, and the
+  products are summed in float32, the output's dtype (``jaxsvd.core.svd.dense_svd_apply``); ``sigma`` and
+  ``init_scheme`` (the ``init`` of the module doc) as there.
   """
 
   features: int
@@ -146,8 +143,7 @@ class DenseSVD(_SVDBase):
       (..., features) output.
     """
     U, s, V = self._factors((x.shape[-1], self.features))
-    x, U, s, V = self._cast(x, U, s, V)
-    return self._bias(dense_svd_apply(x, U, s, V, self.features, self.mode))
+    return self._bias(dense_svd_apply(x, U, s, V, self.features, self.mode, self.dtype))
 
 
 class ConvSVD(_SVDBase):
@@ -155,8 +151,8 @@ class ConvSVD(_SVDBase):
 
   n = ``features`` and (kh, kw) = ``kernel_size``; ``strides`` is a pair or an int; ``padding`` is 'SAME',
   'VALID', an int or per-dimension pads (see ``conv_pads``). ``rank`` None is full rank; ``decomposition`` picks
-  the 'channel' or 'spatial' matrix view and ``mode`` the execution; ``dtype`` (None: unchanged) is the dtype the
-  input and factors are cast to; ``sigma`` and ``init_scheme`` (the ``init`` of the module
+  the 'channel' or 'spatial' matrix view and ``mode`` the execution; ``dtype`` (None: unchanged) is the compute
+  dtype, as in ``DenseSVD`` (float32 output and accumulation); ``sigma`` and ``init_scheme`` (the ``init`` of the module
   doc) as there. No bias unless ``use_bias``.
   """
 
@@ -188,9 +184,9 @@ class ConvSVD(_SVDBase):
     strides = tuple(self.strides) if not isinstance(self.strides, int) else (self.strides,) * 2
     kernel_shape = (kh, kw, x.shape[-1], self.features)
     U, s, V = self._factors(kernel_shape)
-    x, U, s, V = self._cast(x, U, s, V)
     pads = conv_pads(x.shape[1:3], (kh, kw), strides, self.padding)
-    return self._bias(conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, self.decomposition, self.mode))
+    return self._bias(conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, self.decomposition, self.mode,
+                                     self.dtype))
 
 
 __all__ = ["svd_params", "add_bias", "DenseSVD", "ConvSVD"]

@@ -138,7 +138,7 @@ class SVDModel(nn.Module):
       return module
     rank = dict(self.ranks).get(path)
     common = {"rank": rank, "use_bias": module.use_bias, "mode": self.mode, "sigma": self.sigma,
-              "init_scheme": self.init_scheme, "parent": None}
+              "init_scheme": self.init_scheme, "dtype": module.dtype, "parent": None}
     if isinstance(module, nn.Dense):
       return layers.DenseSVD(module.features, **common)
     return layers.ConvSVD(module.features, tuple(np.ravel(module.kernel_size)), conversion.pair(module.strides),

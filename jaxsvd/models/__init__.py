@@ -16,6 +16,7 @@ from typing import Mapping
 import flax.linen as nn
 
 from jaxsvd.core import registry
+from jaxsvd.core.svd import COMPUTE_DTYPES
 from jaxsvd.core.validate import check_choice
 from jaxsvd.models.common import ChannelGroup, SVDSpec
 from jaxsvd.models.resnet import BLOCKS, SHORTCUTS, ResNet, resnet18, resnet50, resnet_cifar
@@ -56,7 +57,7 @@ def _is_cifar_resnet(name: str) -> bool:
 def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
                 ranks: Mapping[str, int] | None = None, bn_axis_name: str | None = None,
                 widths: Mapping[str, int] | None = None, gated: bool = False,
-                options: Mapping | None = None) -> nn.Module:
+                options: Mapping | None = None, compute_dtype: str = "float32") -> nn.Module:
   """The model ``name`` with SVD layers at ``ranks`` and channel widths ``widths``.
 
   Args:
@@ -70,29 +71,36 @@ def build_model(name: str, num_classes: int = 10, svd: SVDSpec | None = None,
     gated: ResNets only: adds pruning-from-scratch gates (``jaxsvd.pruning.from_scratch``).
     options: CIFAR ResNets only: {'shortcut': 'A' | 'B', 'block': 'basic' | 'bottleneck', 'bottleneck_relu': bool}
       (``resnet_cifar``; missing: its defaults).
+    compute_dtype: 'float32' or 'bfloat16', the dtype every conv and matmul runs in (params, BatchNorm, the sums
+      and the logits stay float32; ``common.conv``).
 
   Returns:
     The linen model (a ``ResNet`` or a ``VGG``).
 
   Raises:
-    ValueError: if ``name`` is unknown, ``gated`` is asked of a VGG, or ``widths`` names a conv that is not a
-      channel group's or a width that is not an int ≥ 1.
+    ValueError: if ``name`` or ``compute_dtype`` is unknown, ``gated`` is asked of a VGG, or ``widths`` names a conv
+      that is not a channel group's or a width that is not an int ≥ 1.
   """
   if name not in MODEL_NAMES:
     raise ValueError(f"model={name!r} is not one of {MODEL_NAMES}")
-  options = check_options(name, options)
+  check_choice("compute_dtype", compute_dtype, COMPUTE_DTYPES)
+  model = _standard_model(name, num_classes, svd, ranks, bn_axis_name, check_options(name, options))
+  if gated and not name.startswith("resnet"):
+    raise ValueError(f"gated applies only to the ResNets, not model={name!r}")
+  model = model.with_widths(widths, gated) if gated else model.with_widths(widths) if widths else model
+  return model if compute_dtype == "float32" else model.clone(compute_dtype=compute_dtype)
+
+
+def _standard_model(name, num_classes, svd, ranks, bn_axis_name, options) -> nn.Module:
+  """The zoo model ``name`` at its standard widths (``build_model``'s arguments)."""
   if svd is not None and ranks is not None:
     svd = svd.with_ranks(ranks)
   depth = int(re.sub(r"\D", "", name))
   if not name.startswith("resnet"):
-    if gated:
-      raise ValueError(f"gated applies only to the ResNets, not model={name!r}")
-    return vgg(depth, num_classes, svd, bn_axis_name).with_widths(widths)
+    return vgg(depth, num_classes, svd, bn_axis_name)
   if name in ("resnet18", "resnet50"):
-    model = (resnet18 if name == "resnet18" else resnet50)(num_classes, svd, bn_axis_name)
-  else:
-    model = resnet_cifar(depth, num_classes, svd, bn_axis_name=bn_axis_name, **options)
-  return model.with_widths(widths, gated) if widths or gated else model
+    return (resnet18 if name == "resnet18" else resnet50)(num_classes, svd, bn_axis_name)
+  return resnet_cifar(depth, num_classes, svd, bn_axis_name=bn_axis_name, **options)
 
 
 registry.register("zoo", build_model)

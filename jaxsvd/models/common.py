@@ -7,22 +7,39 @@ A model is (architecture config, ``SVDSpec``); the spec carries the ranks mappin
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Mapping, Sequence
 
 import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
 
 from jaxsvd.core.spec import SVDSpec
-from jaxsvd.core.svd import default_kernel_init
+from jaxsvd.core.svd import compute_dtype, default_kernel_init
 from jaxsvd.core.validate import check_min_int
 from jaxsvd.linen.layers import ConvSVD, DenseSVD
+
+# flax's dtype/param_dtype convention (params float32, operands cast to ``dtype``) plus float32 sums: the
+# conv/dot_general the dense layers call when a compute dtype is set (bfloat16 products, float32 accumulation).
+_F32_SUM_CONV = functools.partial(lax.conv_general_dilated, preferred_element_type=jnp.float32)
+_F32_SUM_DOT = functools.partial(lax.dot_general, preferred_element_type=jnp.float32)
 
 
 def _path(parent: nn.Module, name: str) -> str:
   return "/".join((*parent.path, name))
 
 
+def _precision(dtype_name: str, op: str) -> dict:
+  """The dense layer's kwargs for compute dtype ``dtype_name`` ({} for float32: the float32 program unchanged)."""
+  dtype = compute_dtype(dtype_name)
+  if dtype is None:
+    return {}
+  summed = _F32_SUM_CONV if op == "conv_general_dilated" else _F32_SUM_DOT
+  return {"dtype": dtype, "param_dtype": jnp.float32, op: summed}
+
+
 def conv(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, kernel=(3, 3), strides=(1, 1),
-         dense: bool = False) -> nn.Module:
+         dense: bool = False, dtype: str = "float32") -> nn.Module:
   """Conv with symmetric k//2 padding (as the original CIFAR ResNets / PyTorch; XLA 'SAME' pads
   stride-2 convs asymmetrically).
 
@@ -34,6 +51,8 @@ def conv(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, kerne
     kernel: the kernel size; the padding is ``kernel[0] // 2`` on every side.
     strides: the strides.
     dense: keep this layer dense even when ``svd`` is given.
+    dtype: the compute dtype ('float32' | 'bfloat16'): operands cast to it, products summed in float32 (the output's
+      dtype), params float32.
 
   Returns:
     An ``nn.Conv`` without bias, or a ``ConvSVD`` at ``svd.rank_of(path)`` (dense too when ``svd.dense_strided``
@@ -41,12 +60,15 @@ def conv(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, kerne
   """
   padding = kernel[0] // 2
   if svd is None or dense or (svd.dense_strided and max(strides) > 1):
-    return nn.Conv(features, kernel, strides, padding, use_bias=False, kernel_init=default_kernel_init, name=name)
+    return nn.Conv(features, kernel, strides, padding, use_bias=False, kernel_init=default_kernel_init, name=name,
+                   **_precision(dtype, "conv_general_dilated"))
   return ConvSVD(features, kernel, strides, padding, rank=svd.rank_of(_path(parent, name)),
-                 decomposition=svd.decomposition, mode=svd.mode, sigma=svd.sigma, init_scheme=svd.init, name=name)
+                 decomposition=svd.decomposition, mode=svd.mode, sigma=svd.sigma, init_scheme=svd.init,
+                 dtype=compute_dtype(dtype), name=name)
 
 
-def dense(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, force_dense: bool = False) -> nn.Module:
+def dense(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, force_dense: bool = False,
+          dtype: str = "float32") -> nn.Module:
   """A dense layer, or a ``DenseSVD`` at the layer's rank when ``svd`` is given.
 
   Args:
@@ -55,14 +77,15 @@ def dense(parent: nn.Module, name: str, svd: SVDSpec | None, features: int, forc
     svd: the model's SVD spec; None gives an ``nn.Dense``.
     features: output features.
     force_dense: keep this layer dense even when ``svd`` is given.
+    dtype: the compute dtype, as in ``conv`` (the logits stay float32: products are summed in float32).
 
   Returns:
     An ``nn.Dense`` or a ``DenseSVD`` (both with bias).
   """
   if svd is None or force_dense:
-    return nn.Dense(features, kernel_init=default_kernel_init, name=name)
+    return nn.Dense(features, kernel_init=default_kernel_init, name=name, **_precision(dtype, "dot_general"))
   return DenseSVD(features, rank=svd.rank_of(_path(parent, name)), mode=svd.mode, sigma=svd.sigma, init_scheme=svd.init,
-                  name=name)
+                  dtype=compute_dtype(dtype), name=name)
 
 
 def batch_norm(train: bool, name: str, axis_name: str | None = None) -> nn.BatchNorm:

@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxsvd.core.svd import COMPUTE_DTYPES
 from jaxsvd.core.validate import check_choice
 from jaxsvd.models.common import ChannelGroup, SVDSpec, batch_norm, check_widths, conv, dense
 
@@ -34,7 +35,7 @@ def shortcut(parent: nn.Module, x, features: int, strides: int, kind: str, train
 
   Args:
     parent: the block (called from its compact ``__call__``); option B's ``proj`` / ``proj_bn`` are its
-      submodules, and its ``svd`` spec makes ``proj`` (``common.conv``).
+      submodules, and its ``svd`` spec and ``compute_dtype`` make ``proj`` (``common.conv``).
     x: the block's NHWC input (batch, H, W, c).
     features: the block's output channels.
     strides: the block's stride (both spatial axes).
@@ -53,7 +54,7 @@ def shortcut(parent: nn.Module, x, features: int, strides: int, kind: str, train
     x = x[:, ::strides, ::strides]
     extra = features - x.shape[-1]
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
-  x = conv(parent, "proj", parent.svd, features, (1, 1), (strides,) * 2)(x)
+  x = conv(parent, "proj", parent.svd, features, (1, 1), (strides,) * 2, dtype=parent.compute_dtype)(x)
   return batch_norm(train, "proj_bn", bn_axis_name)(x)
 
 
@@ -68,16 +69,17 @@ class BasicBlock(nn.Module):
   bn_axis_name: str | None = None
   inner: int | None = None  # inner width (conv1's outputs); None = features
   gated: bool = False
+  compute_dtype: str = "float32"  # the convs' ('float32' | 'bfloat16'; ``common.conv``)
 
   @nn.compact
   def __call__(self, x, train: bool):
     inner = self.inner or self.features
-    y = conv(self, "conv1", self.svd, inner, strides=(self.strides,) * 2)(x)
+    y = conv(self, "conv1", self.svd, inner, strides=(self.strides,) * 2, dtype=self.compute_dtype)(x)
     y = batch_norm(train, "bn1", self.bn_axis_name)(y)
     if self.gated:
       y = y * self.param("gate", nn.initializers.ones, (inner,), jnp.float32)
     y = nn.relu(y)
-    y = conv(self, "conv2", self.svd, self.features)(y)
+    y = conv(self, "conv2", self.svd, self.features, dtype=self.compute_dtype)(y)
     y = batch_norm(train, "bn2", self.bn_axis_name)(y)
     return nn.relu(shortcut(self, x, self.features, self.strides, self.shortcut, train, self.bn_axis_name) + y)
 
@@ -93,15 +95,17 @@ class Bottleneck(nn.Module):
   inner1: int | None = None
   inner2: int | None = None
   relu2: bool = False
+  compute_dtype: str = "float32"  # the convs' ('float32' | 'bfloat16'; ``common.conv``)
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = conv(self, "conv1", self.svd, self.inner1 or self.features, (1, 1))(x)
+    y = conv(self, "conv1", self.svd, self.inner1 or self.features, (1, 1), dtype=self.compute_dtype)(x)
     y = nn.relu(batch_norm(train, "bn1", self.bn_axis_name)(y))
-    y = conv(self, "conv2", self.svd, self.inner2 or self.features, strides=(self.strides,) * 2)(y)
+    y = conv(self, "conv2", self.svd, self.inner2 or self.features, strides=(self.strides,) * 2,
+             dtype=self.compute_dtype)(y)
     y = batch_norm(train, "bn2", self.bn_axis_name)(y)
     y = nn.relu(y) if self.relu2 else y
-    y = conv(self, "conv3", self.svd, 4 * self.features, (1, 1))(y)
+    y = conv(self, "conv3", self.svd, 4 * self.features, (1, 1), dtype=self.compute_dtype)(y)
     y = batch_norm(train, "bn3", self.bn_axis_name)(y)
     return nn.relu(shortcut(self, x, 4 * self.features, self.strides, self.shortcut, train, self.bn_axis_name) + y)
 
@@ -110,7 +114,8 @@ class ResNet(nn.Module):
   """A ResNet: a stem (``'cifar'``: 3×3 conv; ``'imagenet'``: 7×7 stride-2 conv + 3×3 stride-2 max-pool) + BN + ReLU,
   ``stage_sizes[i]`` blocks (``block``: 'basic' or 'bottleneck') of width ``widths[i]`` per stage (the first block
   of every stage after the first has stride 2), global average pooling and the classifier. ``svd`` (None: dense)
-  gives the SVD layers; ``inner_widths`` ({conv path: width}) and ``gated`` (basic blocks) are passed to the blocks.
+  gives the SVD layers; ``compute_dtype`` the dtype of every conv and matmul (``common.conv``); ``inner_widths``
+  ({conv path: width}) and ``gated`` (basic blocks) are passed to the blocks.
   """
   stage_sizes: Sequence[int]
   widths: Sequence[int]
@@ -124,8 +129,10 @@ class ResNet(nn.Module):
   bottleneck_relu: bool = False  # ReLU after bn2 of a bottleneck (official CIFAR code: no; ImageNet: yes)
   stem: str = "cifar"
   stem_width: int | None = None  # None = widths[0]
+  compute_dtype: str = "float32"  # convs/matmuls in 'float32' | 'bfloat16' (float32 params, BN, sums, logits)
 
   def __post_init__(self):
+    check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
     check_choice("block", self.block, BLOCKS)
     check_choice("shortcut", self.shortcut, SHORTCUTS)
     check_choice("stem", self.stem, STEMS)
@@ -160,7 +167,8 @@ class ResNet(nn.Module):
     dense_first = self.svd is not None and self.svd.dense_first
     imagenet = self.stem == "imagenet"
     kernel, strides = ((7, 7), (2, 2)) if imagenet else ((3, 3), (1, 1))
-    x = conv(self, "stem", self.svd, self.stem_width or self.widths[0], kernel, strides, dense=dense_first)(x)
+    x = conv(self, "stem", self.svd, self.stem_width or self.widths[0], kernel, strides, dense=dense_first,
+             dtype=self.compute_dtype)(x)
     x = nn.relu(batch_norm(train, "stem_bn", self.bn_axis_name)(x))
     return nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))) if imagenet else x
 
@@ -171,13 +179,13 @@ class ResNet(nn.Module):
     for name, width, strides in self.blocks():
       if self.block == "bottleneck":
         x = Bottleneck(width, strides, self.svd, self.shortcut, self.bn_axis_name, inner.get(f"{name}/conv1"),
-                       inner.get(f"{name}/conv2"), self.bottleneck_relu, name=name)(x, train)
+                       inner.get(f"{name}/conv2"), self.bottleneck_relu, self.compute_dtype, name=name)(x, train)
       else:
         x = BasicBlock(width, strides, self.svd, self.shortcut, self.bn_axis_name, inner.get(f"{name}/conv1"),
-                       self.gated, name=name)(x, train)
+                       self.gated, self.compute_dtype, name=name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return dense(self, "classifier", self.svd, self.num_classes,
-                 force_dense=self.svd is not None and self.svd.dense_last)(x)
+                 force_dense=self.svd is not None and self.svd.dense_last, dtype=self.compute_dtype)(x)
 
 
 def resnet_cifar(depth: int, num_classes: int = 10, svd: SVDSpec | None = None, shortcut: str | None = None,

@@ -7,6 +7,8 @@ from typing import Mapping, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxsvd.core.svd import COMPUTE_DTYPES
+from jaxsvd.core.validate import check_choice
 from jaxsvd.models.common import ChannelGroup, SVDSpec, batch_norm, check_widths, conv, dense
 
 CFGS = {
@@ -19,12 +21,18 @@ CFGS = {
 
 class VGG(nn.Module):
   """VGG with BatchNorm: each ``cfg`` entry is a 3×3 conv of that width + BN + ReLU, or 'M' for a 2×2 max-pool;
-  then global average pooling and the classifier. ``svd`` (None: dense) gives the SVD layers.
+  then global average pooling and the classifier. ``svd`` (None: dense) gives the SVD layers; ``compute_dtype`` the
+  dtype of every conv and matmul (``common.conv``).
   """
   cfg: Sequence[int | str]
   num_classes: int = 10
   svd: SVDSpec | None = None
   bn_axis_name: str | None = None
+  compute_dtype: str = "float32"  # convs/matmuls in 'float32' | 'bfloat16' (float32 params, BN, sums, logits)
+
+  def __post_init__(self):
+    check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+    super().__post_init__()
 
   def channel_groups(self) -> list[ChannelGroup]:
     """Every conv's output channels: conv{i} → bn{i} → conv{i+1} (the last: → the classifier, after pooling)."""
@@ -49,12 +57,12 @@ class VGG(nn.Module):
         x = nn.max_pool(x, (2, 2), (2, 2))
         continue
       first = index == 0 and self.svd is not None and self.svd.dense_first
-      x = conv(self, f"conv{index}", self.svd, int(item), dense=first)(x)
+      x = conv(self, f"conv{index}", self.svd, int(item), dense=first, dtype=self.compute_dtype)(x)
       x = nn.relu(batch_norm(train, f"bn{index}", self.bn_axis_name)(x))
       index += 1
     x = jnp.mean(x, axis=(1, 2))
     return dense(self, "classifier", self.svd, self.num_classes,
-                 force_dense=self.svd is not None and self.svd.dense_last)(x)
+                 force_dense=self.svd is not None and self.svd.dense_last, dtype=self.compute_dtype)(x)
 
 
 def vgg(depth: int, num_classes: int = 10, svd: SVDSpec | None = None, bn_axis_name: str | None = None) -> VGG:

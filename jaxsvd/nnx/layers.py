@@ -171,6 +171,20 @@ class _SVDModule(nnx.Module):
     s = svd.effective_s(self.s[...], self.sigma)  # 'abs': the official forward, |σ| (``jaxsvd.core.svd``)
     return dtypes.promote_dtype((x, self.U[...], s, self.V[...], bias), dtype=self.dtype, inexact=inexact)
 
+  def _operands(self, x):
+    """(x, U, s, V, bias, compute dtype) of a linear/conv call. With ``dtype`` unset all are promoted to a common
+    dtype (compute dtype None); with it set the factors stay in the param dtype (float32), so the kernel is formed
+    there and cast once, and the apply sums the products in float32 (``jaxsvd.core.svd.dense_svd_apply``)."""
+    if self.dtype is None:
+      return (*self._promoted(x), None)
+    bias = self.bias[...] if self.bias is not None else None
+    return x, self.U[...], svd.effective_s(self.s[...], self.sigma), self.V[...], bias, self.dtype
+
+  def _output(self, y, b):
+    """y + b in ``dtype`` when it is set (``nnx.Linear``/``nnx.Conv``'s output dtype), else in y's dtype."""
+    y = y if b is None else y + b.astype(y.dtype)
+    return y if self.dtype is None else y.astype(self.dtype)
+
 
 class LinearSVD(_SVDModule):
   """``nnx.Linear`` as U (n, r), s (r,), V (c, r): y = x·V·diag(s)·Uᵀ + b."""
@@ -189,9 +203,8 @@ class LinearSVD(_SVDModule):
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """(..., c) → (..., n)."""
     _no_sharding(self, out_sharding)
-    x, U, s, V, b = self._promoted(inputs)
-    y = svd.dense_svd_apply(x, U, s, V, self.out_features, self.mode)
-    return y if b is None else y + b
+    x, U, s, V, b, dtype = self._operands(inputs)
+    return self._output(svd.dense_svd_apply(x, U, s, V, self.out_features, self.mode, dtype), b)
 
 
 def _tuple(x) -> tuple[int, ...]:
@@ -221,10 +234,10 @@ class LinearGeneralSVD(_SVDModule):
     _no_sharding(self, out_sharding)
     axis = tuple(a % inputs.ndim for a in self.axis)
     rest = tuple(a for a in range(inputs.ndim) if a not in axis)
-    x, U, s, V, b = self._promoted(inputs)
+    x, U, s, V, b, dtype = self._operands(inputs)
     x = jnp.transpose(x, rest + axis).reshape(*(inputs.shape[a] for a in rest), -1)
-    y = svd.dense_svd_apply(x, U, s, V, U.shape[0], self.mode).reshape(*x.shape[:-1], *self.out_features)
-    return y if b is None else y + b
+    y = svd.dense_svd_apply(x, U, s, V, U.shape[0], self.mode, dtype).reshape(*x.shape[:-1], *self.out_features)
+    return self._output(y, b)
 
 
 class ConvSVD(_SVDModule):
@@ -272,10 +285,10 @@ class ConvSVD(_SVDModule):
       x, strides = x[:, :, None, :], (strides[0], 1)
       padding = padding if isinstance(padding, str) else [*padding, (0, 0)]
     kernel_shape = self.kernel_shape
-    x, U, s, V, b = self._promoted(x)
+    x, U, s, V, b, dtype = self._operands(x)
     pads = factors.conv_pads(x.shape[1:3], kernel_shape[:2], strides, padding)
-    y = svd.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, self.decomposition, self.mode)
-    y = y if b is None else y + b
+    y = self._output(svd.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, self.decomposition, self.mode, dtype),
+                     b)
     y = y[:, :, 0, :] if nd == 1 else y
     return y.reshape(*batch_shape, *y.shape[1:])
 

@@ -62,6 +62,7 @@ def cross_entropy_sums(logits, labels, mask=None) -> dict[str, jax.Array]:
   Returns:
     {'loss_sum', 'correct', 'count'}: sums (not means), so padded or uneven batches average exactly.
   """
+  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # a bf16 model's logits: loss in float32
   mask = jnp.ones(logits.shape[0], jnp.float32) if mask is None else mask
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)

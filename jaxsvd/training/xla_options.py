@@ -10,7 +10,9 @@ convolutions). Keeping convolutions in Eigen and everything else in YNNPACK give
 default-options time, with the same results to float tolerance (``tests/xla_options_test.py``).
 
 The options are per compile (``jax.jit(..., compiler_options=...)``), never global:
-  * only on the CPU backend, and only if this jaxlib accepts them (probed once; else defaults + a warning);
+  * only on the CPU backend, read at each use (``jit``: the default backend; ``autotuned_jit``: the platform of the
+    call's committed arguments, ``platform_of``; on GPU/TPU it neither passes options nor times candidates), and
+    only if this jaxlib accepts them (probed once; else defaults + a warning);
   * not when the user already set ``xla_cpu_experimental_ynn_fusion_type`` in ``XLA_FLAGS``;
   * ``JAXSVD_XLA_OPTIONS=0`` turns them off.
 ``jax.pmap`` takes no compiler options, so the pmap path runs with XLA's defaults.
@@ -62,9 +64,34 @@ def _accepted(options: tuple[tuple[str, str], ...]) -> bool:
   return True
 
 
-def tuned_options() -> dict[str, Any] | None:
-  """The compiler options for jax's default backend, or None for XLA's defaults."""
-  if jax.default_backend() != "cpu" or os.environ.get("JAXSVD_XLA_OPTIONS", "1") == "0":
+def platform_of(args: Any = ()) -> str:
+  """The platform a jitted call on ``args`` runs on: that of the first committed array's devices (placed with
+  ``jax.device_put`` or sharded), else jax's default backend (where uncommitted arrays run).
+
+  Args:
+    args: a pytree of call arguments.
+
+  Returns:
+    'cpu', 'gpu', 'tpu', ... (``jax.Device.platform``).
+  """
+  for x in jax.tree.leaves(args):
+    if isinstance(x, jax.Array) and getattr(x, "committed", False):
+      return next(iter(x.sharding.device_set)).platform
+  return jax.default_backend()
+
+
+def tuned_options(platform: str | None = None) -> dict[str, Any] | None:
+  """The compiler options for ``platform`` (None: jax's default backend), or None for XLA's defaults: the option
+  sets here are XLA:CPU's, so every other platform gets None.
+
+  Args:
+    platform: 'cpu', 'gpu', 'tpu', ...; None reads ``jax.default_backend()`` now (never cached).
+
+  Returns:
+    A copy of ``CPU_OPTIONS`` on CPU (unless turned off, overridden in ``XLA_FLAGS`` or rejected), else None.
+  """
+  platform = jax.default_backend() if platform is None else platform
+  if platform != "cpu" or os.environ.get("JAXSVD_XLA_OPTIONS", "1") == "0":
     return None
   if YNN_FUSION_TYPE in os.environ.get("XLA_FLAGS", ""):
     return None  # the user chose; per-compile options would override their flag
@@ -72,7 +99,7 @@ def tuned_options() -> dict[str, Any] | None:
 
 
 def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
-  """``jax.jit`` with ``tuned_options()`` for the default backend.
+  """``jax.jit`` with ``tuned_options()`` for the default backend (read now; on GPU/TPU plain ``jax.jit``).
 
   Args:
     fn: the function to compile.
@@ -113,18 +140,20 @@ def describe(options: Mapping[str, Any] | None) -> str:
   return next((name for name, known in names.items() if known is not None and dict(options) == dict(known)), "custom")
 
 
-def candidate_options(inference: bool = False) -> list[dict[str, Any] | None]:
+def candidate_options(inference: bool = False, platform: str | None = None) -> list[dict[str, Any] | None]:
   """The option sets ``autotuned_jit`` chooses from: the tuned ones (where they apply) and XLA's defaults;
   with ``inference`` also ``INFERENCE_CPU_OPTIONS`` (where the tuned ones apply and this jaxlib accepts it).
 
   Args:
     inference: whether to add ``INFERENCE_CPU_OPTIONS`` to the candidates.
+    platform: as in ``tuned_options`` (None: the default backend).
 
   Returns:
-    ``[None]`` where ``tuned_options()`` is None; else ``[tuned, INFERENCE_CPU_OPTIONS, None]`` (inference, if
-    accepted) or ``[tuned, None]``; None stands for XLA's defaults.
+    ``[None]`` where ``tuned_options(platform)`` is None (every platform but CPU); else
+    ``[tuned, INFERENCE_CPU_OPTIONS, None]`` (inference, if accepted) or ``[tuned, None]``; None stands for XLA's
+    defaults.
   """
-  tuned = tuned_options()
+  tuned = tuned_options(platform)
   if tuned is None:
     return [None]
   if inference and _accepted(tuple(INFERENCE_CPU_OPTIONS.items())):
@@ -155,7 +184,9 @@ class AutotunedJit:
   variants that lower to the same program are compiled once. The next calls go to the candidates in turn, each call a
   real one whose result is returned (so donation and training steps are fine, nothing is run twice); the first
   round warms up, the next ``trials`` rounds are timed, and the candidate with the smallest median
-  serves that signature from then on. ``choices`` maps each tuned signature to its ``Choice``.
+  serves that signature from then on. ``choices`` maps each tuned signature to its ``Choice``. The option sets
+  and the tuning apply only where the call runs on CPU (``platform_of`` its arguments): on a GPU/TPU the first
+  variant is compiled once with XLA's defaults and used without timing.
   """
 
   def __init__(self, fn: Callable, *, static_argnums: tuple[int, ...] = (), donate_argnums: tuple[int, ...] = (),
@@ -178,14 +209,17 @@ class AutotunedJit:
     return (tuple(args[i] for i in self._static), treedef, avals), dynamic
 
   def _candidates(self, args) -> list[tuple[Choice, Callable]]:
+    # Per call: the option sets are XLA:CPU's and the tuning is CPU's; a GPU/TPU call runs the first variant,
+    # compiled with XLA's defaults, untimed.
+    on_cpu = platform_of(args) == "cpu"
     lowered, seen = [], set()
-    for variant, jitted in self._variants:
+    for variant, jitted in self._variants if on_cpu else self._variants[:1]:
       low = jitted.lower(*args)
       text = low.as_text() if len(self._variants) > 1 else ""
       if text not in seen:
         seen.add(text)
         lowered.append((variant, low))
-    option_sets = self._options if self._options is not None else candidate_options()
+    option_sets = [None] if not on_cpu else self._options if self._options is not None else candidate_options()
     return [(Choice(v, o), low.compile(compiler_options=o)) for v, low in lowered for o in option_sets]
 
   def __call__(self, *args):
@@ -248,5 +282,5 @@ class _Trial:
     return self.candidates[min(range(len(self.candidates)), key=lambda i: statistics.median(self.times[i]))]
 
 
-__all__ = ["YNN_FUSION_TYPE", "CPU_OPTIONS", "INFERENCE_CPU_OPTIONS", "tuned_options", "jit", "autotuned_jit",
-           "describe", "candidate_options", "Choice", "AutotunedJit", "fastest"]
+__all__ = ["YNN_FUSION_TYPE", "CPU_OPTIONS", "INFERENCE_CPU_OPTIONS", "platform_of", "tuned_options", "jit",
+           "autotuned_jit", "describe", "candidate_options", "Choice", "AutotunedJit", "fastest"]
