@@ -112,6 +112,35 @@ def main_for(run_fn: Callable[[Any, str], Any], default_config: str, default_wor
   return main
 
 
+def command(doc: str, flag_values: flags.FlagValues, body: Callable[[list[str]], None]) -> Callable[[Sequence[str]],
+                                                                                              None]:
+  """A ``main(argv)`` for a tool with its own flags (``flag_values``, not absl's global ones, so tools can be imported
+  together): ``--help`` prints ``doc`` and the flags; ``body(positional args)`` runs with logging set up; a bad flag
+  and every one of ``USER_ERRORS`` ends as ``SystemExit('error: <one line>')``.
+
+  Args:
+    doc: the tool's help text (its module docstring).
+    flag_values: the tool's flags.
+    body: runs the tool on the positional arguments (the program name removed).
+
+  Returns:
+    ``main(argv)``.
+  """
+
+  def main(argv: Sequence[str]) -> None:
+    if any(arg in ("--help", "-h", "--helpfull", "--helpshort") for arg in argv[1:]):
+      print(f"{doc.strip()}\n\nflags:\n{flag_values.get_help()}")
+      return
+    try:
+      rest = flag_values(list(argv))
+      setup_logging()
+      body(rest[1:])
+    except USER_ERRORS as err:
+      raise SystemExit(f"error: {one_line(err)}") from None
+
+  return main
+
+
 def absl_flags(argv: Sequence[str]) -> list[str]:
   """``absl.app.run``'s flags parser: absl's own flags (--help, logging) are parsed globally, the rest is left to
   ``main`` (``app.run(main, flags_parser=absl_flags)``)."""

@@ -6,28 +6,37 @@
 The checkpoint's architecture record gives the model (``checkpoint.restore``); ``deploy.fold`` folds every
 BatchNorm into the layer before it; ``artifact.autotune`` picks the plan (per-layer merged/factored) and the XLA
 options on a batch of ``--batch`` random inputs; the artifact's outputs on that batch are checked against the
-restored model's eval outputs and the difference is stored in meta.json. What the artifact's runner takes (shape,
-dtype, the training normalization): docs/deployment.md#the-runners-input-contract.
+restored model's eval outputs and the difference is stored in meta.json, with the record's input contract (the
+runner takes uint8 images as stored and normalizes them as in training: docs/deployment.md#the-runners-input-contract)
+and two MACs figures: ``macs_model`` (the model at its ranks, each SVD layer as its two factors: what the training
+summary reports) and ``macs_executed`` (what this artifact's plan runs: a layer that measured faster merged runs its
+whole kernel). Every failure is one ``error:`` line.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
+from experiments import cli
 from jaxsvd import checkpoint, deploy
 from jaxsvd.deploy import artifact
+from jaxsvd.linen import flops
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "The run's directory (its checkpoints/ is read) or a checkpoint directory.")
-flags.DEFINE_string("out", None, "Where to write the artifact (default: WORKDIR/deploy).")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-flags.DEFINE_integer("batch", 128, "Batch size the executions are tuned for (the artifact takes any batch).")
-flags.DEFINE_list("rules", list(artifact.CANDIDATES), "Candidate plans: auto, merged, factored, measured.")
-flags.DEFINE_list("platforms", ["cpu", "cuda"], "Platforms the StableHLO is lowered for.")
+FLAGS = flags.FlagValues()  # this tool's own flags (cli.command), not absl's global ones
+flags.DEFINE_string("workdir", None, "The run's directory (its checkpoints/ is read) or a checkpoint directory.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("out", None, "Where to write the artifact (default: WORKDIR/deploy).", flag_values=FLAGS)
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=FLAGS)
+flags.DEFINE_integer("batch", 128, "Batch size the executions are tuned for (the artifact takes any batch).",
+                     flag_values=FLAGS)
+flags.DEFINE_list("rules", list(artifact.CANDIDATES), "Candidate plans: auto, merged, factored, measured.",
+                  flag_values=FLAGS)
+flags.DEFINE_list("platforms", ["cpu", "cuda"], "Platforms the StableHLO is lowered for.", flag_values=FLAGS)
 
 
 def export_run(workdir: str, out: str | None = None, step: int | None = None, batch: int = 128,
@@ -43,11 +52,14 @@ def export_run(workdir: str, out: str | None = None, step: int | None = None, ba
     platforms: what the StableHLO is lowered for.
 
   Returns:
-    {'directory', 'step', 'plan_rule', 'max_abs_diff_vs_eval', 'macs_per_example'}.
+    {'directory', 'step', 'plan_rule', 'max_abs_diff_vs_eval', 'batch', 'macs_model', 'macs_executed', 'input'}.
 
   Raises:
     CheckpointError: if the checkpoint cannot be restored.
+    ValueError: one line for a bad ``batch``, rule or platform.
   """
+  if batch < 1:
+    raise ValueError(f"--batch must be an int >= 1, got {batch}")
   ckpt = os.path.join(workdir, "checkpoints")
   restored = checkpoint.restore(ckpt if os.path.isdir(ckpt) else workdir, step)
   arch = restored.architecture
@@ -56,23 +68,53 @@ def export_run(workdir: str, out: str | None = None, step: int | None = None, ba
   folded = deploy.fold(restored.model, restored.variables, x, train=False)
   rule, plan, options, _ = artifact.autotune(folded, x, rules)
   out = out or os.path.join(workdir, "deploy")
-  artifact.write(folded, plan, out, options, platforms, {"architecture": arch.to_json(), "checkpoint_step":
-                                                         restored.step, "plan_rule": rule})
-  diff = float(np.max(np.abs(np.asarray(artifact.load(out)(x)) - np.asarray(expected))))
-  info = {"directory": out, "step": restored.step, "plan_rule": rule, "max_abs_diff_vs_eval": diff,
-          "macs_per_example": folded.macs(plan)}
+  macs_model = flops.count(restored.model, arch.input_shape).macs  # as train.Setup.cost counts it
+  artifact.write(folded, plan, out, options, platforms, {
+      "architecture": arch.to_json(), "checkpoint_step": restored.step, "plan_rule": rule, "input": arch.input_contract,
+      "macs_model": macs_model})
+  diff = float(np.max(np.abs(np.asarray(artifact.load(out)(x, normalized=True)) - np.asarray(expected))))
   artifact.write_meta(out, {**artifact.read_meta(out), "max_abs_diff_vs_eval": diff})
-  return info
+  return {"directory": out, "step": restored.step, "plan_rule": rule, "max_abs_diff_vs_eval": diff, "batch": batch,
+          "macs_model": macs_model, "macs_executed": folded.macs(plan), "input": arch.input_contract}
 
 
-def main(argv):
-  del argv
+def describe(info: dict) -> str:
+  """What ``export_run`` wrote, for a person: where, the input the runner takes, both MACs figures, the check.
+
+  Args:
+    info: ``export_run``'s result.
+
+  Returns:
+    A few lines of text.
+  """
+  contract = info["input"]
+  if contract is None:
+    takes = "normalized float32 images (the checkpoint has no input contract: it predates jaxsvd 0.3.1)"
+  else:
+    shape = ", ".join(map(str, contract["shape"]))
+    names = contract.get("class_names") or []
+    takes = (f"{contract['dtype']} images (batch, {shape}) as stored, normalized inside by the training mean/std of "
+             f"{contract.get('dataset')}" + (f"; classes {', '.join(names[:4])}, ..." if names else ""))
+  d = info["directory"]
+  return "\n".join([
+      f"deploy artifact: {d} (checkpoint step {info['step']}, plan {info['plan_rule']!r})",
+      f"  input: {takes}",
+      f"  MACs per image: {info['macs_model'] / 1e6:.2f} M in the model (as the training summary counts them); "
+      f"{info['macs_executed'] / 1e6:.2f} M executed by this plan (layers that measured faster merged run whole)",
+      f"  max |artifact - checkpoint| logits on {info['batch']} random inputs: "
+      f"{info['max_abs_diff_vs_eval']:.2e}",
+      f"  run it: python {os.path.join(d, 'deploy_runner.py')} {d} images.npy logits.npy"])
+
+
+def _export(args: list[str]) -> None:
+  if args:
+    raise ValueError(f"unexpected arguments: {args}")
   if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required")
-  info = export_run(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.batch, FLAGS.rules, FLAGS.platforms)
-  logging.info("deploy artifact: %s", info)
-  print(info)
+    raise ValueError("--workdir is required: the run directory to export (e.g. --workdir=runs/fmnist)")
+  print(describe(export_run(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.batch, FLAGS.rules, FLAGS.platforms)))
 
+
+main = cli.command(__doc__, FLAGS, _export)
 
 if __name__ == "__main__":
-  app.run(main)
+  main(sys.argv)

@@ -5,7 +5,8 @@
 Both give ``input_shape``, ``num_train_batches()``, ``train_batches(seed, epoch, start)`` (the epoch's batches from
 batch ``start`` on: a resume inside an epoch), ``eval_batches()``, ``local`` (whether batches are this process's part
 only) and ``get_state()``/``set_state()`` (the stream's position, saved in the checkpoint's meta; None for the
-in-memory pipeline, whose order is a function of (seed, epoch)).
+in-memory pipeline, whose order is a function of (seed, epoch)) and ``contract()`` (the input contract a checkpoint and
+a deploy artifact carry: ``jaxsvd.core.contract``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from typing import Any
 
 from jaxsvd import data
+from jaxsvd.core.contract import InputContract, image_contract
 from jaxsvd.data import streaming
 
 STREAMED = data.STREAMED
@@ -49,6 +51,10 @@ class InMemory:
 
   def set_state(self, state) -> None:
     del state
+
+  def contract(self) -> InputContract:
+    """Raw uint8 images as stored → the training normalization (mean/std of ``normalization``), class names."""
+    return image_contract(self.c.dataset, self.input_shape, self.mean, self.std)
 
 
 def sources(c) -> tuple[Any, Any]:
@@ -85,6 +91,12 @@ class Streamed:
     return streaming.eval_stream(self.eval_source, self.c.eval_batch_size,
                                  streaming.Preprocess("center_crop", self.c.input.image_size), streaming.IMAGENET_MEAN,
                                  streaming.IMAGENET_STD, num_threads=self.c.input.threads)
+
+  def contract(self) -> InputContract:
+    """Raw uint8 images → ImageNet's mean/std, after the evaluation crop (shorter side to size / 0.875, center)."""
+    names = getattr(self.eval_source, "classes", None)
+    return image_contract(self.c.dataset, self.input_shape, streaming.IMAGENET_MEAN, streaming.IMAGENET_STD, names,
+                          resize="center_crop")
 
   def get_state(self) -> dict:
     return self.stream.get_state()

@@ -10,6 +10,7 @@ import dataclasses
 from experiments import events as events_lib
 from experiments import preemption, preflight
 from jaxsvd import data
+from jaxsvd.core.contract import InputContract
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.svd import COMPUTE_DTYPES
 from jaxsvd.core.validate import check_choice, check_min_int
@@ -105,7 +106,7 @@ def make_plan(c) -> Plan:
   return Plan(svd_spec(c), reg, phases, events_lib.from_config(c, phases))
 
 
-def initial_architecture(c, plan: Plan, input_shape, ranks) -> Architecture:
+def initial_architecture(c, plan: Plan, input_shape, ranks, contract: InputContract | None = None) -> Architecture:
   """The record of a run's model at initialization (``ranks`` read back from its params).
 
   Args:
@@ -113,17 +114,19 @@ def initial_architecture(c, plan: Plan, input_shape, ranks) -> Architecture:
     plan: the run's plan (its SVD spec).
     input_shape: the (H, W, C) input shape.
     ranks: {layer path: rank}, used as both the current and the original ranks.
+    contract: the input contract of the run's data (``experiments.inputs``), or None.
 
   Returns:
     The ``Architecture``.
   """
   return Architecture(c.model, data.NUM_CLASSES[c.dataset], tuple(input_shape), plan.svd, dict(ranks), dict(ranks),
                       None if c.widths is None else dict(c.widths),
-                      options=dict(c.model_options) if c.model_options else None, compute_dtype=c.compute_dtype)
+                      options=dict(c.model_options) if c.model_options else None, compute_dtype=c.compute_dtype,
+                      input_contract=None if contract is None else contract.to_json())
 
 
-def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape,
-                           where: str = "the workdir") -> Architecture:
+def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape, where: str = "the workdir",
+                           contract: InputContract | None = None) -> Architecture:
   """A workdir's saved record, checked against the config and data that resume (or start from) it; the SVD execution
   mode and the compute dtype follow the config (every mode computes the same function; the precision is a choice of
   the run that computes, not of the weights).
@@ -134,9 +137,10 @@ def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape,
     saved: the record read from the workdir's checkpoint.
     input_shape: the (H, W, C) shape of the data the run resumes on.
     where: what holds ``saved``, named in the errors.
+    contract: the data's input contract: recorded when ``saved`` has none (a checkpoint of jaxsvd < 0.3.1).
 
   Returns:
-    ``saved``, with ``svd.mode`` and ``compute_dtype`` from the config.
+    ``saved``, with ``svd.mode`` and ``compute_dtype`` from the config (and ``contract`` if it had none).
 
   Raises:
     ValueError: one line if the config asks for another model, class count or SVD spec (any field but ``mode``), or
@@ -153,4 +157,6 @@ def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape,
                      f"{c.data_dir} holds {tuple(input_shape)} images ({c.dataset}); resume on the run's data or use "
                      f"another --workdir")
   saved = saved.replace(compute_dtype=c.compute_dtype)
+  if saved.input_contract is None and contract is not None:
+    saved = saved.replace(input_contract=contract.to_json())
   return saved if plan.svd is None else saved.replace(svd=saved.svd.with_mode(plan.svd.mode))

@@ -44,7 +44,8 @@ def start_from(s, workdir: str) -> tuple[Architecture, dict]:
   """
   directory, step = checkpoint.resolve(os.path.join(workdir, "checkpoints"))
   saved = checkpoint.read_architecture(directory, step)
-  architecture = resumable_architecture(s.c, s.plan, saved, s.inputs.input_shape, where=f"init_from={workdir}")
+  architecture = resumable_architecture(s.c, s.plan, saved, s.inputs.input_shape, where=f"init_from={workdir}",
+                                        contract=s.inputs.contract())
   variables = checkpoint.restore_variables(directory, step, s.ctx.build_model(architecture), architecture.input_shape)
   log.info("initialized from %s step %d (total rank %d)", directory, step, total_rank(architecture.ranks))
   return architecture, variables

@@ -105,7 +105,7 @@ def init_run(s: Setup) -> Run:
   if s.c.init_from:
     architecture, variables = stages.start_from(s, s.c.init_from)
   else:
-    architecture = initial_architecture(s.c, s.plan, s.inputs.input_shape, {})
+    architecture = initial_architecture(s.c, s.plan, s.inputs.input_shape, {}, s.inputs.contract())
     model = s.ctx.build_model(architecture)
     variables = jax.jit(model.init)(init_rng, jnp.zeros((1, *s.inputs.input_shape), jnp.float32))
     ranks = read_ranks(variables["params"])
@@ -128,7 +128,7 @@ def resume_run(s: Setup, step: int) -> Run:
   directory = s.mngr.directory
   meta = checkpoint.read_meta(directory, step)
   architecture = resumable_architecture(s.c, s.plan, checkpoint.read_architecture(directory, step),
-                                        s.inputs.input_shape)
+                                        s.inputs.input_shape, contract=s.inputs.contract())
   model = s.ctx.build_model(architecture)
   variables = checkpoint.restore_variables(directory, step, model, architecture.input_shape)
   params = variables.pop("params")
@@ -297,7 +297,7 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
 
   Args:
     c: the experiment config (validated first: one-line ``ValueError`` naming a bad field).
-    workdir: receives checkpoints/, metrics.csv, summary.json, plots and export/; resumed from if it has them.
+    workdir: receives checkpoints/, metrics.csv, summary.json, plots and final_params/; resumed from if it has them.
     stop_after_epoch: end this process early (after that epoch's checkpoint), as a preemption would.
 
   Returns:
@@ -383,7 +383,7 @@ def finish(s: Setup, r: Run, workdir: str) -> dict:
     summary.update(event_type.summary(arch, state.params))
   if arch.svd is not None:
     # every process: the save is collective
-    deploy_params.save_params(os.path.join(workdir, "export"), arch, state.params, state.model_state)
+    deploy_params.save_params(os.path.join(workdir, "final_params"), arch, state.params, state.model_state)
   if not distributed.is_primary():
     return summary
   with open(os.path.join(workdir, "summary.json"), "w") as f:

@@ -60,7 +60,7 @@ def test_full_loop_interrupted_then_resumed_by_cli(data_dir, tmp_path):
   dense = build_model("resnet8", 10, None)
   template = jax.eval_shape(dense.init, jax.random.key(0), x[:1])
   with ocp.StandardCheckpointer() as ckptr:
-    merged = ckptr.restore(os.path.join(workdir, "export", "merged"), template)
+    merged = ckptr.restore(os.path.join(workdir, "final_params", "merged"), template)
   chex.assert_trees_all_close(dense.apply(merged, x, train=False), expected, atol=1e-4, rtol=1e-4)
 
 

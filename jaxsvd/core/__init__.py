@@ -9,11 +9,13 @@ Nothing here imports ``flax.linen``, ``flax.nnx``, the zoo or any other jaxsvd s
   regularizers  orthogonality and sparsity (Hoyer, Hoyer-Square, L1) of (U, s, V)
   spec          ``SVDSpec``: how a model uses SVD layers
   record        ``Architecture``: the architecture record stored in checkpoints
+  contract      ``InputContract``: raw uint8 images → model inputs (scale, mean, std), class names
   registry      model builders resolved by name (the zoo, user models), so the core imports no framework
   tree          '/'-joined pytree paths
   validate      one-line checks of config values and datasets
 """
 
+from jaxsvd.core import contract as contract
 from jaxsvd.core import factors as factors
 from jaxsvd.core import matrix_view as matrix_view
 from jaxsvd.core import record as record
@@ -32,5 +34,5 @@ from jaxsvd.core.structure import ranks as ranks
 from jaxsvd.core.structure import svd_layers as svd_layers
 
 __all__ = ["Architecture", "FormatError", "SVDSpec", "norm_layers", "ranks", "svd_layers",
-           "factors", "matrix_view", "record", "registry", "regularizers", "spec", "structure", "svd", "tree",
+           "contract", "factors", "matrix_view", "record", "registry", "regularizers", "spec", "structure", "svd", "tree",
            "validate"]

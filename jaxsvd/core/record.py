@@ -37,6 +37,9 @@ abstract targets → arrays. Fields (format version 2):
                    skip_pattern}), call_kwargs ({name: JSON value}: the static arguments init/apply were called
                    with, e.g. {"train": false}), input_dtype (e.g. 'float32', 'int32'), stack_shapes ({SVD layer
                    path: [int]}: the leading stack axes of stacked layers, ``nn.scan``/``nn.vmap``/groups).
+  input_contract   null, or how raw inputs become the model's (``jaxsvd.core.contract.InputContract.to_json``:
+                   shape, uint8 pixels, scale, per-channel mean/std, resize, class names, dataset): set by the
+                   experiments from the training data; absent in older records (then inputs must come normalized).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxsvd.core import registry
+from jaxsvd.core.contract import InputContract
 from jaxsvd.core.spec import SVDSpec
 from jaxsvd.core.structure import validate_ranks
 from jaxsvd.core.svd import COMPUTE_DTYPES
@@ -77,9 +81,12 @@ class Architecture:
   options: Mapping[str, object] | None = None
   user: Mapping[str, Any] | None = None
   compute_dtype: str = "float32"
+  input_contract: Mapping[str, Any] | None = None
 
   def __post_init__(self):
     check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+    if self.input_contract is not None:
+      self.contract()  # validates
     validate_ranks(self.ranks, "ranks")
     validate_ranks(self.original_ranks, "original_ranks")
 
@@ -138,6 +145,17 @@ class Architecture:
       raise ValueError(f"record user.framework={framework!r} is not one of {known}")
     return registry.lookup(f"user/{framework}")(self, module)
 
+  def contract(self) -> InputContract | None:
+    """The record's input contract (None when the record has none).
+
+    Returns:
+      The ``InputContract`` of ``input_contract``, or None.
+
+    Raises:
+      ValueError: if ``input_contract`` is ill-formed (one line).
+    """
+    return None if self.input_contract is None else InputContract.from_json(self.input_contract)
+
   def dense(self) -> Architecture:
     """The same architecture with every SVD layer dense (the target of ``jaxsvd.deploy.merged_params``)."""
     return self.replace(svd=None, ranks={}, original_ranks={})
@@ -152,7 +170,8 @@ class Architecture:
             "pruned_channels": _channels_json(self.pruned_channels),
             "masked_channels": _channels_json(self.masked_channels),
             "options": None if self.options is None else dict(self.options), "user": _user_json(self.user),
-            "compute_dtype": self.compute_dtype}
+            "compute_dtype": self.compute_dtype,
+            "input_contract": None if self.input_contract is None else dict(self.input_contract)}
 
   @classmethod
   def from_json(cls, d: Mapping[str, Any], where: str = "architecture record") -> Architecture:
@@ -181,7 +200,8 @@ class Architecture:
                  input_shape=tuple(int(x) for x in d["input_shape"]), svd=svd, ranks=dict(d["ranks"]),
                  original_ranks=dict(d["original_ranks"]), widths=d.get("widths"),
                  pruned_channels=d.get("pruned_channels"), masked_channels=d.get("masked_channels"),
-                 options=d.get("options"), user=d.get("user"), compute_dtype=d.get("compute_dtype", "float32"))
+                 options=d.get("options"), user=d.get("user"), compute_dtype=d.get("compute_dtype", "float32"),
+                 input_contract=d.get("input_contract"))
     except (KeyError, TypeError, AttributeError) as err:
       raise FormatError(f"{where} (format_version={version}) is missing or mistypes field {err}") from None
 

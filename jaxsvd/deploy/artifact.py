@@ -190,7 +190,7 @@ def write(folded: Folded, plan: Mapping[str, str], directory: str, xla: dict[str
     f.write(exported.serialize())
   np.savez(os.path.join(directory, "weights.npz"), **flat)
   meta = {"format": FORMAT, "input_shape": list(folded.input_shape), "dtype": "float32", "batch": "symbolic",
-          "platforms": list(platforms), "plan": dict(plan), "xla_options": xla, "macs_per_example": folded.macs(plan),
+          "platforms": list(platforms), "plan": dict(plan), "xla_options": xla, "macs_executed": folded.macs(plan),
           "folded_norms": folded.folded_norms, "kept_norms": folded.kept_norms, **dict(extra_meta or {})}
   write_meta(directory, meta)
   shutil.copyfile(deploy_runner.__file__, os.path.join(directory, "deploy_runner.py"))
