@@ -1,11 +1,16 @@
-"""SVD training + online pruning experiment (Yang et al. 2020) on CIFAR-10/100 or Fashion-MNIST.
+"""SVD training + online pruning experiment (Yang et al. 2020) on CIFAR-10/100, Fashion-MNIST or ImageNet.
 
-  python -m experiments.cifar_svd --config=experiments/configs/paper.py:resnet20,channel,hoyer,regularize
+  python -m experiments.cifar_svd --config=fashion_mnist --workdir=runs/fmnist
+  python -m experiments.cifar_svd --config=paper:resnet20,channel,hoyer,regularize
       --config.init_from=runs/r20/pretrain --workdir=runs/r20/regularize    (one stage; all four: paper_recipe)
-  python -m experiments.cifar_svd --config=experiments/configs/fashion_mnist.py --workdir=runs/fmnist
-Override any field: --config.num_epochs=10 --config.svd.decomposition=spatial --config.data_dir=/data.
-Re-running with the same --workdir resumes from its latest checkpoint. Bad input ends in one ``error:`` line.
-Every config field and its default: docs/experiments.md#every-config-field.
+
+  --config=NAME[:ARGS] | FILE.py[:ARGS]   a packaged config by name (--list_configs prints them) or a config file
+  --config.<field>=VALUE                  override any field: --config.num_epochs=10 --config.data_dir=/data
+  --workdir=DIR                           checkpoints, metrics.csv, summary.json, plots (default: runs/default)
+  --list_configs                          the packaged configs, one line each
+Re-running with the same --workdir resumes from its latest checkpoint; a finished run says so and changes nothing.
+SIGTERM / SIGINT / SIGUSR1 save the current step and exit with code 75 (docs/reliability.md#preemption-and-resuming).
+Bad input ends in one ``error:`` line. Every config field and its default: docs/experiments.md#every-config-field.
 
 Multi-process (one command per host, docs/multihost.md): add --config.parallel=sharding and
 --coordinator_address=host0:1234 --num_processes=N --process_id=i, or nothing under SLURM / Open MPI / a TPU pod
@@ -35,7 +40,7 @@ def run(config, workdir):
   return train.run(config, workdir)
 
 
-main = cli.main_for(run, "experiments/configs/paper.py", "runs/default")
+main = cli.main_for(run, "paper", "runs/default")
 
 if __name__ == "__main__":
   app.run(main, flags_parser=cli.absl_flags)

@@ -1,5 +1,9 @@
 """The experiment programs' command line: flags → (config, workdir) → run, every failure one ``error:`` line.
 
+``--config`` takes a config file (``FILE.py[:ARGS]``) or a packaged config by name (``fashion_mnist``,
+``paper:resnet20,channel,hoyer``), which works after any install and from any directory; ``--list_configs`` prints
+the packaged configs with their one-line descriptions.
+
 Flags are parsed into a fresh ``absl.flags.FlagValues`` per call, so ``main`` can be called in-process (tests) as
 well as through ``absl.app.run``; a missing config file, an unknown ``--config.<field>``, a value of the wrong type
 and every ``ValueError`` / ``OSError`` / ``FloatingPointError`` of the run end as ``SystemExit('error: ...')``.
@@ -7,17 +11,23 @@ and every ``ValueError`` / ``OSError`` / ``FloatingPointError`` of the run end a
 
 from __future__ import annotations
 
+import ast
 import logging
+import os
 import re
 import sys
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from absl import flags
+from absl import app, flags
 from ml_collections import config_flags
 
+from experiments import configs as packaged_configs
 from experiments import preemption
+
+CONFIG_DIR = os.path.dirname(os.path.abspath(packaged_configs.__file__))
+log = logging.getLogger("jaxsvd")
 
 # What a bad input can raise; each becomes one line. (EOFError: a truncated gzip file, zlib.error: a corrupt one.)
 USER_ERRORS = (ValueError, OSError, FloatingPointError, EOFError, zlib.error, flags.Error)
@@ -46,13 +56,72 @@ def _unknown_field(argv: Sequence[str], err: Exception) -> str:
   return f"the config has no field {key!r}{hint}"
 
 
+def config_names() -> list[str]:
+  """The packaged configs' names (``experiments/configs/*.py`` but ``default``), sorted."""
+  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+                if f.endswith(".py") and not f.startswith("_") and f != "default.py")
+
+
+def resolve_config(value: str) -> str:
+  """``--config``'s value as a file path: a packaged config's name (with its ``:ARGS``) becomes its file.
+
+  Args:
+    value: a path (``experiments/configs/fashion_mnist.py``, ``my.py:arg``) or a name (``fashion_mnist``,
+      ``paper:resnet20,channel,hoyer``).
+
+  Returns:
+    The path ml_collections loads (a path is returned unchanged).
+
+  Raises:
+    ValueError: one line for a name that is neither a packaged config nor a file.
+  """
+  name, sep, rest = value.partition(":")
+  if "/" in name or os.sep in name or name.endswith(".py") or os.path.exists(name):
+    return value
+  if name not in config_names():
+    raise ValueError(f"--config={value}: no packaged config named {name!r} (python -m experiments.cifar_svd "
+                     f"--list_configs lists them) and no such file")
+  return os.path.join(CONFIG_DIR, f"{name}.py") + sep + rest
+
+
+def list_configs() -> str:
+  """One line per packaged config: its name and the start of its docstring's first paragraph.
+
+  Returns:
+    The text.
+  """
+  lines = []
+  for name in config_names():
+    with open(os.path.join(CONFIG_DIR, f"{name}.py")) as f:
+      doc = " ".join((ast.get_docstring(ast.parse(f.read())) or "").split("\n\n")[0].split())
+    lines.append(f"{name:28s} {doc[:110] + ('...' if len(doc) > 110 else '')}")
+  return "\n".join(lines)
+
+
+def _resolved(argv: list[str]) -> list[str]:
+  """``argv`` with each ``--config=NAME`` / ``--config NAME`` resolved (``resolve_config``)."""
+  out, i = [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if re.match(r"--?config=", arg):
+      flag, value = arg.split("=", 1)
+      arg = f"{flag}={resolve_config(value)}"
+    elif re.fullmatch(r"--?config", arg) and i + 1 < len(argv):
+      out.append(arg)
+      i += 1
+      arg = resolve_config(argv[i])
+    out.append(arg)
+    i += 1
+  return out
+
+
 def parse(argv: Sequence[str], default_config: str, default_workdir: str, lock_config: bool = True):
   """(config, workdir) from a command line.
 
   Args:
-    argv: the command line, program name first: ``--config=FILE``, ``--config.<field>=VALUE`` overrides and
-      ``--workdir=DIR``.
-    default_config: the config file used without ``--config``.
+    argv: the command line, program name first: ``--config=FILE`` or ``--config=NAME`` (``resolve_config``),
+      ``--config.<field>=VALUE`` overrides and ``--workdir=DIR``.
+    default_config: the config (file or packaged name) used without ``--config``.
     default_workdir: the workdir used without ``--workdir``.
     lock_config: whether the config is locked (no new fields may be added by the program).
 
@@ -62,9 +131,9 @@ def parse(argv: Sequence[str], default_config: str, default_workdir: str, lock_c
   Raises:
     ValueError: one line for a missing or broken config file, an unknown field, a bad value or extra arguments.
   """
-  argv = list(argv)
+  argv = _resolved(list(argv))
   values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", default_config, "Experiment config file (get_config()).",
+  config_flags.DEFINE_config_file("config", resolve_config(default_config), "Experiment config file (get_config()).",
                                   flag_values=values, lock_config=lock_config, sys_argv=argv)
   flags.DEFINE_string("workdir", default_workdir, "Directory for checkpoints, metrics, plots and exports.",
                       flag_values=values)
@@ -100,9 +169,14 @@ def main_for(run_fn: Callable[[Any, str], Any], default_config: str, default_wor
   """
 
   def main(argv: Sequence[str]) -> None:
+    if "--list_configs" in argv:
+      print(list_configs())
+      return
     try:
       config, workdir = parse(argv, default_config, default_workdir, lock_config)
       setup_logging()
+      if not any(re.match(r"--?workdir(=|$)", arg) for arg in argv[1:]):
+        log.warning("no --workdir given: writing to %s (name one with --workdir=DIR)", workdir)
       run_fn(config, workdir)
     except preemption.Stopped:
       raise SystemExit(preemption.EXIT_CODE) from None
@@ -142,8 +216,11 @@ def command(doc: str, flag_values: flags.FlagValues, body: Callable[[list[str]],
 
 
 def absl_flags(argv: Sequence[str]) -> list[str]:
-  """``absl.app.run``'s flags parser: absl's own flags (--help, logging) are parsed globally, the rest is left to
-  ``main`` (``app.run(main, flags_parser=absl_flags)``)."""
+  """``absl.app.run``'s flags parser: absl's own flags (logging) are parsed globally, the rest is left to ``main``
+  (``app.run(main, flags_parser=absl_flags)``); ``--help`` / ``-h`` print the program's docstring (its flags) and
+  absl's global flags, then exit 0."""
+  if any(arg in ("--help", "-h", "--helpshort") for arg in argv[1:]):
+    app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
   return flags.FLAGS(list(argv), known_only=True)
 
 

@@ -52,9 +52,20 @@ class InMemory:
   def set_state(self, state) -> None:
     del state
 
+  def describe(self) -> str:
+    """One line for the start-up log: dataset, sizes, where from, normalization."""
+    shape = "x".join(map(str, self.input_shape))
+    return (f"{self.ds.name}: {len(self.ds.train_images):,} train / {len(self.ds.test_images):,} test images of "
+            f"{shape} from {self.c.data_dir or 'the default location'}, normalized by mean "
+            f"{_floats(self.mean)} / std {_floats(self.std)} ({self.c.normalization})")
+
   def contract(self) -> InputContract:
     """Raw uint8 images as stored → the training normalization (mean/std of ``normalization``), class names."""
     return image_contract(self.c.dataset, self.input_shape, self.mean, self.std)
+
+
+def _floats(values) -> str:
+  return "[" + ", ".join(f"{float(v):.3f}" for v in values) + "]"
 
 
 def sources(c) -> tuple[Any, Any]:
@@ -91,6 +102,12 @@ class Streamed:
     return streaming.eval_stream(self.eval_source, self.c.eval_batch_size,
                                  streaming.Preprocess("center_crop", self.c.input.image_size), streaming.IMAGENET_MEAN,
                                  streaming.IMAGENET_STD, num_threads=self.c.input.threads)
+
+  def describe(self) -> str:
+    """One line for the start-up log: dataset, sizes, where from, crops."""
+    size = self.c.input.image_size
+    return (f"{self.c.dataset} (streamed): {len(self.train_source):,} train / {len(self.eval_source):,} evaluation "
+            f"images from {self.c.data_dir or self.c.data_source}, {size}x{size} crops, ImageNet mean/std")
 
   def contract(self) -> InputContract:
     """Raw uint8 images → ImageNet's mean/std, after the evaluation crop (shorter side to size / 0.875, center)."""

@@ -1,7 +1,9 @@
 """The authors' four-stage recipe in one command: pretrain (λs = 0) → regularize (from it) → prune → fine-tune.
 
-  python -m experiments.paper_recipe --config=experiments/configs/paper.py:resnet20,channel,hoyer --workdir=ROOT
-  python -m experiments.paper_recipe --config=experiments/configs/fashion_mnist_recipe.py --workdir=ROOT
+  python -m experiments.paper_recipe --config=paper:resnet20,channel,hoyer --workdir=ROOT
+  python -m experiments.paper_recipe --config=fashion_mnist_recipe --workdir=ROOT
+Flags as for ``experiments.cifar_svd``: --config=NAME|FILE.py[:ARGS] (--list_configs), --config.<field>=VALUE,
+--workdir=DIR (default runs/recipe).
 
 Stages go to ROOT/{pretrain,regularize,prune,finetune} (``experiments/stages.py``); a stage with a
 ``summary.json`` is done and skipped, an interrupted training stage resumes from its checkpoints, an interrupted
@@ -127,7 +129,7 @@ def run_recipe(c, root: str) -> dict:
   return results
 
 
-main = cli.main_for(run_recipe, "experiments/configs/fashion_mnist_recipe.py", "runs/recipe")
+main = cli.main_for(run_recipe, "fashion_mnist_recipe", "runs/recipe")
 
 if __name__ == "__main__":
   app.run(main, flags_parser=cli.absl_flags)

@@ -16,7 +16,8 @@ ALL = -1  # the subset sentinel: the whole split
 
 
 def check_workdir(workdir: str) -> None:
-  """Creates ``workdir`` if missing and proves it writable by writing and removing a probe file.
+  """Proves ``workdir`` writable by creating it if missing and writing and removing a probe file; a directory this
+  check created is removed again (the run creates it when it starts, so a run that fails first leaves nothing).
 
   Args:
     workdir: the run's directory.
@@ -32,6 +33,7 @@ def check_workdir(workdir: str) -> None:
     raise ValueError("--workdir is empty")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"--workdir={workdir} is a file, not a directory")
+  created = _missing_ancestors(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as err:  # a parent is a file, or read-only
@@ -43,6 +45,24 @@ def check_workdir(workdir: str) -> None:
     os.remove(probe)
   except OSError as err:
     raise ValueError(f"--workdir={workdir} is not writable ({err.strerror or err})") from None
+  finally:
+    for directory in created:  # deepest first; only the empty directories this check made
+      try:
+        os.rmdir(directory)
+      except OSError:
+        break
+
+
+def _missing_ancestors(path: str) -> list[str]:
+  """``path`` and its ancestors that do not exist yet, deepest first."""
+  missing, path = [], os.path.abspath(path)
+  while not os.path.exists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
 
 
 def subset_size(field: str, value: int | None) -> int | None:

@@ -1,8 +1,9 @@
 """Pruning from scratch (Wang et al. 2020) on a CIFAR ResNet: learn channel gates on the random init, pick the
 block widths that fit a MACs budget, then train that architecture from scratch with the normal loop.
 
-  python -m experiments.pruning_from_scratch --config=experiments/configs/fashion_mnist_from_scratch.py \\
-      --workdir=runs/pfs
+  python -m experiments.pruning_from_scratch --config=fashion_mnist_from_scratch --workdir=runs/pfs
+Flags as for ``experiments.cifar_svd``: --config=NAME|FILE.py[:ARGS] (--list_configs), --config.<field>=VALUE,
+--workdir=DIR (default runs/from_scratch).
 ``workdir/widths.json`` records the search (widths, MACs before/after); re-running resumes the training
 phase and does not search again. The method and its config fields: docs/pruning.md#pruning-from-scratch.
 """
@@ -148,7 +149,7 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
     return train.run(c, workdir, stop_after_epoch)
 
 
-main = cli.main_for(run, "experiments/configs/fashion_mnist_from_scratch.py", "runs/from_scratch", lock_config=False)
+main = cli.main_for(run, "fashion_mnist_from_scratch", "runs/from_scratch", lock_config=False)
 
 if __name__ == "__main__":
   app.run(main, flags_parser=cli.absl_flags)

@@ -78,6 +78,33 @@ class MetricsWriter:
       self.tb.close()
 
 
+def config_changes(c, defaults, limit: int = 16) -> str:
+  """The fields of config ``c`` whose values differ from ``defaults`` (or that ``defaults`` lacks), as one line.
+
+  Args:
+    c: the run's config.
+    defaults: the default config (``experiments/configs/default.py``).
+    limit: at most this many fields are named.
+
+  Returns:
+    'field=value, ...' ('none' when they agree).
+  """
+  ours, theirs = _flat(c.to_dict()), _flat(defaults.to_dict())
+  changed = [f"{k}={v!r}" for k, v in ours.items() if k not in theirs or theirs[k] != v]
+  more = f", ... ({len(changed) - limit} more)" if len(changed) > limit else ""
+  return ", ".join(changed[:limit]) + more if changed else "none"
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v:
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
 def _header(path: str) -> list[str]:
   with open(path, newline="") as f:
     return next(csv.reader(f))

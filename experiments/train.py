@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from experiments import epoch as epoch_lib
 from experiments import events as events_lib
 from experiments import inputs as inputs_lib
-from experiments import preemption, preflight, recovery, reporting, stages
+from experiments import preemption, preflight, recovery, reporting, stages, startup
 from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
 from jaxsvd import checkpoint, data
 from jaxsvd.core.record import Architecture
@@ -301,18 +301,24 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
     stop_after_epoch: end this process early (after that epoch's checkpoint), as a preemption would.
 
   Returns:
-    The end-of-run summary, or None when stopped early.
+    The end-of-run summary (a finished run's, unchanged, when it is re-run: ``startup.finished``), or None when
+    stopped early.
 
   Raises:
     ValueError: one line naming a bad config field; ``checkpoint.CheckpointError`` for a damaged checkpoint or a
       failed save; ``workdir.WorkdirLockedError`` if another process runs in ``workdir``.
     FloatingPointError: if a step's loss or updated state becomes non-finite.
   """
+  make_plan(c)  # a bad field is one line, finished run or not
+  summary = startup.finished(c, workdir)
+  if summary is not None:
+    return summary
   stop = preemption.StopRequest(c.checkpoint.stop_signal, c.checkpoint.stop_sync_every)
   s = writer = None
   try:
     with stop:  # from here a signal stops the run after its next step (one during setup or restore included)
       s = setup(c, workdir, stop)
+      startup.announce(s, workdir)
       r = recovery.start(s, init_run, resume_run)
       writer = reporting.MetricsWriter(workdir, c.tensorboard, r.history) if distributed.is_primary() else None
       finished = train_epochs(s, r, writer, stop_after_epoch)

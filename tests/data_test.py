@@ -101,7 +101,7 @@ def test_named_data_dir_never_falls_back_to_the_default_location(tmp_path, monke
   with pytest.raises(FileNotFoundError, match=r"data_dir=\S*missing does not exist"):
     data.load_dataset("fashion_mnist", str(tmp_path / "missing"))
   (tmp_path / "empty").mkdir()
-  with pytest.raises(FileNotFoundError, match="lacks Fashion-MNIST's none of its files: put all of train-images"):
+  with pytest.raises(FileNotFoundError, match="holds none of Fashion-MNIST's four files: put all of train-images"):
     data.load_dataset("fashion_mnist", str(tmp_path / "empty"))
   partial = helpers.write_fashion_mnist(str(tmp_path / "partial"), 20, 8)
   os.remove(os.path.join(partial, "t10k-labels-idx1-ubyte.gz"))

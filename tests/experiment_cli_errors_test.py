@@ -72,7 +72,7 @@ MUTATIONS = {  # name: how a copy of the good data directory is broken
 
 DATA_CASES = [
     ("missing", r"data_dir=\S+ does not exist"),
-    ("empty", r"data_dir=\S+ lacks Fashion-MNIST's none of its files: put all of train-images-idx3-ubyte"),
+    ("empty", r"data_dir=\S+ holds none of Fashion-MNIST's four files: put all of train-images-idx3-ubyte"),
     ("partial", r"data_dir=\S+ lacks Fashion-MNIST's t10k-labels-idx1-ubyte: put all of"),
     ("truncated_gzip", r"train-images-idx3-ubyte.gz cannot be read, truncated or corrupt \(EOFError"),
     ("not_gzip", r"train-labels-idx1-ubyte.gz cannot be read, truncated or corrupt \(BadGzipFile"),
@@ -91,6 +91,7 @@ def test_bad_data_dir_is_one_line_error(good_data, tmp_path, capsys, log_compile
                      log_compiles)
   assert re.search(pattern, message), message
   assert "/usr/share/datasets" not in message
+  assert not os.path.exists(tmp_path / "run")  # a run that fails before training leaves no workdir behind
 
 
 CONFIG_CASES = [  # (overrides, the start of the error after "error: ")
@@ -136,7 +137,7 @@ def test_bad_config_is_one_line_error_naming_the_field(good_data, tmp_path, caps
   message = run_main(cifar_svd.main, [CONFIG, f"--workdir={workdir}", *helpers.cli_flags(good_data), *overrides],
                      capsys, log_compiles)
   assert message.startswith(f"error: {expected}"), message
-  assert not os.path.exists(workdir / "checkpoints")
+  assert not os.path.exists(workdir)
 
 
 def _workdir(kind, tmp_path):

@@ -42,15 +42,20 @@ _policies = ocp.checkpoint_managers
 _in_flight: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # manager -> the step its last save() wrote
 
 
+_BENIGN_WARNINGS = (
+    "Requested `tracked_metric`",  # a step saved without the best-checkpoint metric: mid-epoch ones, by design
+    "Metadata file does not exist",  # a restore of an item written without Orbax's optional _CHECKPOINT_METADATA
+)
+
+
 class _QuietOrbax(logging.Filter):
-  """Drops two kinds of Orbax log record: its tracebacks of a storage failure (``save``/``wait``/``check`` raise it
-  as one line) and its warning that a step was saved without the best-checkpoint metric (mid-epoch checkpoints have
-  none by design: they rotate out by age)."""
+  """Drops Orbax's tracebacks of a storage failure (``save``/``wait``/``check`` raise it as one line) and its
+  ``_BENIGN_WARNINGS``."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     if f"{os.sep}orbax{os.sep}" not in record.pathname:
       return True
-    if record.levelno == logging.WARNING and record.getMessage().startswith("Requested `tracked_metric`"):
+    if record.levelno == logging.WARNING and record.getMessage().startswith(_BENIGN_WARNINGS):
       return False
     if record.levelno < logging.ERROR:
       return True

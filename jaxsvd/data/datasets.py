@@ -151,9 +151,10 @@ def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
   names = ", ".join(FASHION_FILES.values())
   if data_dir:
     missing = [v for v in FASHION_FILES.values() if not _find(data_dir, v)]
-    lacks = "none of its files" if len(missing) == len(FASHION_FILES) else ", ".join(missing)
-    raise FileNotFoundError(f"data_dir={data_dir} lacks Fashion-MNIST's {lacks}: put all of {names} (each optionally "
-                            f".gz) in it or in its fashion-mnist/ folder")
+    lacks = ("holds none of Fashion-MNIST's four files" if len(missing) == len(FASHION_FILES)
+             else f"lacks Fashion-MNIST's {', '.join(missing)}")
+    raise FileNotFoundError(f"data_dir={data_dir} {lacks}: put all of {names} (each optionally .gz) in it or in its "
+                            f"fashion-mnist/ folder")
   raise FileNotFoundError(
       f"Fashion-MNIST not found in {list(FASHION_MNIST_DIRS)} (data_dir is unset): install it with `apt-get install "
       f"dataset-fashion-mnist` or set --config.data_dir to a directory holding {names} (each optionally .gz)")
