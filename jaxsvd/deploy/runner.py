@@ -81,7 +81,14 @@ def load(directory):
 
 
 def main(argv):
-  """The command line: ``ARTIFACT_DIR images.npy logits.npy [--normalized]``; returns the exit code."""
+  """The command line: ``ARTIFACT_DIR images.npy logits.npy [--normalized]``.
+
+  Args:
+    argv: the command line, program name first.
+
+  Returns:
+    The exit code: 0, 1 after one ``error:`` line, 2 after the usage line.
+  """
   args = [a for a in argv[1:] if a != "--normalized"]
   if len(args) != 3 or any(a.startswith("-") for a in args):
     print(USAGE, file=sys.stderr)
