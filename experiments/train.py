@@ -390,5 +390,5 @@ def finish(s: Setup, r: Run, workdir: str) -> dict:
     json.dump(summary, f, indent=2)
   log.info("summary\n%s", reporting.summary_table(summary))
   if s.c.plots:
-    summary["plots"] = reporting.plot_all(workdir, r.history, jax.device_get(state.params))
+    summary["plots"] = reporting.plot_all(workdir, r.history, jax.device_get(state.params), r.events, summary, arch)
   return summary
