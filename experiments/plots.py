@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import EngFormatter, MaxNLocator
+from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator, NullFormatter
 
 from experiments import reporting
 from jaxsvd.core.structure import iter_svd_layers, unboxed
@@ -344,7 +344,8 @@ def spectrum_panel(ax, name: str, s: np.ndarray, kept: int | None, after: np.nda
   if after is not None:
     after = np.asarray(after, float).reshape(-1, np.shape(after)[-1])
     for row in np.maximum(after, floor):
-      ax.semilogy(np.arange(1, len(row) + 1), row, color="black", linewidth=0.8, alpha=0.7, label="end of run")
+      ax.semilogy(np.arange(1, len(row) + 1), row, color="0.55", linewidth=3.0, alpha=0.45, zorder=1,
+                  label="end of run (kept part)")
   title = f"{name}\n{k}/{r} kept"
   if kept is not None:
     ax.axvline(k + 0.5, color="black", linestyle="--", linewidth=1.0, gid="cut", label="cut")
@@ -352,6 +353,9 @@ def spectrum_panel(ax, name: str, s: np.ndarray, kept: int | None, after: np.nda
     title += f", {energy:.1%} of Σs²"
   ax.set_title(title, fontsize=8)
   ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+  low, high = ax.get_ylim()  # plain numbers; within a decade the minor ticks carry the labels
+  ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+  ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}") if high / low < 10 else NullFormatter())
 
 
 def spectra_figure(record, params) -> Figure | None:
