@@ -142,7 +142,7 @@ def loss_figure(history: Sequence[dict], events: Sequence[dict] = ()) -> Figure:
             (ce_epochs, ce, "train CE", {"color": "tab:blue"}),
             (*series(history, "test_loss"), "test CE", {"color": "tab:orange", "marker": "o"})]
   if len(ce) == len(loss) and len(loss):
-    curves.append((epochs, loss - ce, "Σ λ·term = train loss − CE", {"color": "tab:purple", "linestyle": "--"}))
+    curves.append((epochs, loss - ce, "Σ λ·term = train loss − CE", {"color": "tab:pink", "linestyle": "--"}))
   values = np.concatenate([v for _, v, _, _ in curves]) if curves else np.zeros(0)
   positive = values[values > 0]
   log = positive.size > 0 and positive.max() / positive.min() > 30
