@@ -26,14 +26,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import reporting
 from jaxsvd import checkpoint
 from jaxsvd.core.record import Architecture
-from jaxsvd.core.structure import norm_widths, ranks, total_rank
+from jaxsvd.core.structure import iter_svd_layers, norm_widths, ranks, total_rank, unboxed
 from jaxsvd.core.validate import check_choice, check_in_range, check_min_int
 from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, budget, channels, rank, slimming
 from jaxsvd.pruning import masks as masks_lib
 from jaxsvd.pruning.budget import MacsCounter
 from jaxsvd.pruning.opt_state import OPT_STATE_POLICIES, update_state
+from jaxsvd.training import distributed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Context:
   build_model: Callable[[Architecture], Any]  # the linen model (with the run's BN axis)
   make_tx: Callable[[Architecture, Any], optax.GradientTransformation]  # (architecture, params) -> optimizer
   epoch: int | None = None  # the epoch just completed (the loop sets it before applying events)
+  workdir: str | None = None  # where rank prunes record the spectra they cut (reporting.spectra_path); None: nowhere
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,8 +228,11 @@ class RankPrune(Event):
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
     """Prunes ranks (``rank.prune``); on a change, rebuilds the model and updates the state per ``opt_state``."""
     macs = MacsCounter.for_architecture(architecture, ranks(state.params)) if self.strategy.name == "budget" else None
-    new_params, new_ranks, report = rank.prune(state.params, self.strategy_at(ctx.epoch), self.floors,
-                                               architecture.original_ranks, macs)
+    strategy = self.strategy_at(ctx.epoch)
+    new_params, new_ranks, report = rank.prune(state.params, strategy, self.floors, architecture.original_ranks, macs)
+    if ctx.workdir is not None and ctx.epoch is not None and distributed.is_primary():
+      reporting.save_spectra(reporting.spectra_path(ctx.workdir, ctx.epoch, self.label), sorted_spectra(state.params),
+                             new_ranks, f"{self.name} after epoch {ctx.epoch}, {describe(strategy)}")
     if report.changed:
       architecture = architecture.replace(ranks=new_ranks)
       model = ctx.build_model(architecture)
@@ -296,6 +302,8 @@ class Slimming(Event):
     message = f"{counts['channels_after']} of {counts['channels_before']} prunable channels kept (rebuilt narrower)"
     entry = {"kind": self.kind, **counts, "widths": dict(architecture.widths),
              "pruned_channels": slimming.pruned_channels(masks)}
+    if architecture.ranks:  # SVD layers: their ranks after the rebuild (the layer-ranks plot)
+      entry.update(total_rank=total_rank(architecture.ranks), ranks=dict(architecture.ranks))
     return Outcome(state, architecture, entry, message)
 
   @classmethod
@@ -322,6 +330,36 @@ class Slimming(Event):
 
 def _count(channels: dict) -> int:
   return sum(len(v) for v in channels.values())
+
+
+def describe(strategy: Strategy) -> str:
+  """A rank-pruning strategy and its parameter, e.g. 'energy=0.05' or 'ratio (reduce_by=0.25)' (a plot's title).
+
+  Args:
+    strategy: the strategy.
+
+  Returns:
+    The name and the field its rule reads.
+  """
+  param = {"energy": "energy", "threshold": "threshold", "ratio": "reduce_by", "count": "prune_by",
+           "budget": "macs_reduction"}.get(strategy.name)
+  if param is None:
+    return strategy.name
+  value = f"{param}={getattr(strategy, param):g}"
+  return value if param == strategy.name else f"{strategy.name} ({value})"
+
+
+def sorted_spectra(params) -> dict[str, np.ndarray]:
+  """{SVD layer path: |s| sorted descending along the last axis} of host ``params``.
+
+  Args:
+    params: host params.
+
+  Returns:
+    The sorted |s| per layer (float32; a stacked layer keeps its leading axes).
+  """
+  return {path: -np.sort(-np.abs(np.asarray(unboxed(node["s"]), np.float32)), axis=-1)
+          for path, node in iter_svd_layers(params)}
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (RankPrune, Slimming)  # order = firing order within one epoch

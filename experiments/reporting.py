@@ -9,7 +9,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from jaxsvd.checkpoint import integrity
-from jaxsvd.core.structure import iter_svd_layers
 
 
 class MetricsWriter:
@@ -151,54 +150,74 @@ def summary_table(summary: dict[str, Any]) -> str:
   return "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
 
 
-def plot_all(workdir: str, history: list[dict], params) -> list[str]:
-  """Saves accuracy.png and ranks.png (per epoch) and, if there are SVD layers, spectra.png to ``workdir``.
+SPECTRA_FILE = "spectra_epoch{epoch}_{kind}.npz"  # a rank-pruning event's |s| before it pruned (RankPrune)
+
+
+def spectra_path(workdir: str, epoch: int, kind: str) -> str:
+  """Where the rank-pruning event ``kind`` ('online' | 'final') after ``epoch`` records the spectra it pruned.
 
   Args:
-    workdir: the directory to write to.
+    workdir: the run's directory.
+    epoch: the epoch the event fired after.
+    kind: the event entry's 'kind'.
+
+  Returns:
+    ``workdir/spectra_epoch{epoch}_{kind}.npz``.
+  """
+  return os.path.join(workdir, SPECTRA_FILE.format(epoch=epoch, kind=kind))
+
+
+def save_spectra(path: str, spectra: dict[str, np.ndarray], kept: dict[str, int], info: str) -> None:
+  """Writes the singular values a rank prune saw and how many it kept, atomically (a redone epoch overwrites).
+
+  Args:
+    path: the ``.npz`` file (``spectra_path``).
+    spectra: {layer path: |s| sorted descending (last axis; a stacked layer has leading axes)}.
+    kept: {layer path: the number of directions kept}.
+    info: one line describing the prune (event, epoch, strategy), shown in the plot's title.
+
+  Returns:
+    None.
+  """
+  names = sorted(spectra)
+  arrays = {f"s{i}": np.asarray(spectra[name], np.float32) for i, name in enumerate(names)}
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    np.savez(f, names=np.array(names, dtype=str), kept=np.array([kept[n] for n in names], np.int64),
+             info=np.array(info), **arrays)
+  os.replace(tmp, path)
+
+
+def load_spectra(path: str) -> tuple[str, dict[str, tuple[np.ndarray, int]]]:
+  """Reads a file of ``save_spectra``.
+
+  Args:
+    path: the ``.npz`` file.
+
+  Returns:
+    (info, {layer path: (|s| sorted descending, kept count)}), layers in sorted order.
+  """
+  with np.load(path) as f:
+    names = [str(n) for n in f["names"]]
+    return str(f["info"]), {n: (f[f"s{i}"], int(f["kept"][i])) for i, n in enumerate(names)}
+
+
+def plot_all(workdir: str, history: list[dict], params, events: Sequence[dict] = (), summary: dict | None = None,
+             architecture=None) -> list[str]:
+  """Saves the run's figures as PNGs in ``workdir`` (``experiments.plots.plot_all``; matplotlib loads only here).
+
+  Args:
+    workdir: the directory to write to (and to read the pruning events' ``spectra_epoch*.npz`` from).
     history: the metrics rows of every epoch.
-    params: host params; the spectra are their layers' sorted |s|.
+    params: host params (the final spectra).
+    events: the run's pruning-event entries ({'epoch', 'kind', ...}).
+    summary: the end-of-run summary (its ``*_before`` values are the run's start), or None.
+    architecture: the final architecture record (its ``original_ranks`` are the per-layer ranks at the start), or
+      None.
 
   Returns:
     The paths of the saved files.
   """
-  import matplotlib
+  from experiments import plots  # imports matplotlib: only when plotting
 
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  paths = []
-
-  def series(key):  # (epochs, values) of the rows that have ``key`` (a prune-only stage's row has no train metrics)
-    rows = [h for h in history if key in h]
-    return [h["epoch"] for h in rows], [h[key] for h in rows]
-
-  def save(fig, name):
-    path = os.path.join(workdir, name)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    paths.append(path)
-
-  fig, ax = plt.subplots(figsize=(6, 4))
-  ax.plot(*series("train_accuracy"), label="train")
-  ax.plot(*series("test_accuracy"), marker=".", label="test")
-  ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy vs epoch")
-  ax.legend()
-  save(fig, "accuracy.png")
-
-  fig, ax = plt.subplots(figsize=(6, 4))
-  ax.plot(*series("total_rank"), marker="o")
-  ax.set(xlabel="epoch", ylabel="total rank (Σ over SVD layers)", title="ranks vs epoch")
-  save(fig, "ranks.png")
-
-  layers = list(iter_svd_layers(params))
-  if layers:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for path, node in layers:
-      s = np.sort(np.abs(np.asarray(node["s"])))[::-1]
-      ax.semilogy(np.arange(1, len(s) + 1), np.maximum(s, 1e-12), label=path, alpha=0.7)
-    ax.set(xlabel="index", ylabel="|s| (sorted)", title="singular-value spectra per layer")
-    if len(layers) <= 12:
-      ax.legend(fontsize=6)
-    save(fig, "spectra.png")
-  return paths
+  return plots.plot_all(workdir, history, params, events, summary, architecture)

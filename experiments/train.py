@@ -286,7 +286,7 @@ def setup(c, workdir: str, stop: preemption.StopRequest | None = None) -> Setup:
   preflight.check_devices(c, par.num_devices)
   steps_per_epoch = max(inputs.num_train_batches(), 1)
   ctx = events_lib.Context(build_model=lambda a: a.build_model(par.bn_axis_name),
-                           make_tx=lambda a, params: make_tx(c, steps_per_epoch, a, params))
+                           make_tx=lambda a, params: make_tx(c, steps_per_epoch, a, params), workdir=workdir)
   mngr, lock = recovery.open_checkpoints(workdir, c.checkpoint, "test_accuracy")
   stop = stop or preemption.StopRequest(c.checkpoint.stop_signal, c.checkpoint.stop_sync_every)
   return Setup(c, plan, par, inputs, ctx, mngr, lock=lock, stop=stop)
@@ -396,5 +396,5 @@ def finish(s: Setup, r: Run, workdir: str) -> dict:
     json.dump(summary, f, indent=2)
   log.info("summary\n%s", reporting.summary_table(summary))
   if s.c.plots:
-    summary["plots"] = reporting.plot_all(workdir, r.history, jax.device_get(state.params))
+    summary["plots"] = reporting.plot_all(workdir, r.history, jax.device_get(state.params), r.events, summary, arch)
   return summary

@@ -49,7 +49,7 @@ def test_full_loop_interrupted_then_resumed_by_cli(data_dir, tmp_path):
   summary = json.load(open(os.path.join(workdir, "summary.json")))
   assert summary["svd_params_after"] < summary["svd_params_before"]
   assert summary["test_accuracy"] >= 0.35  # 10 classes: chance is 0.1
-  for png in ("accuracy.png", "ranks.png", "spectra.png"):
+  for png in ("loss.png", "accuracy.png", "compression.png", "layer_ranks.png", "spectra.png"):
     assert os.path.getsize(os.path.join(workdir, png)) > 1000
   assert os.listdir(os.path.join(workdir, "tensorboard"))
 
