@@ -23,7 +23,7 @@ import numpy as np
 from absl import app
 from jax.experimental import multihost_utils
 
-from experiments import cli, stages, train
+from experiments import cli, outputs, stages, train
 from experiments import epoch as epoch_lib
 from jaxsvd import checkpoint
 from jaxsvd.core.structure import total_rank
@@ -43,7 +43,7 @@ def prune_stage(c, workdir: str) -> dict:
     workdir: receives checkpoints/, summary.json and export/.
 
   Returns:
-    The summary (``train.finish``) plus ``test_accuracy_before_prune`` and the per-layer ``ranks``.
+    The summary (``outputs.finish``) plus ``test_accuracy_before_prune`` and the per-layer ``ranks``.
 
   Raises:
     ValueError: if ``c.init_from`` is not set, or a config field is invalid.
@@ -71,11 +71,11 @@ def prune_stage(c, workdir: str) -> dict:
              row["test_accuracy"])
     checkpoint.save(s.mngr, state, r.rng, r.architecture, train.run_info(c, r), {"test_accuracy": row["test_accuracy"]})
     s.mngr.wait_until_finished()
-    summary = train.finish(s, r, workdir)
+    summary = outputs.finish(s, r, workdir)
   finally:
     s.mngr.close()
   extra = {"test_accuracy_before_prune": before["test_accuracy"], "ranks": dict(ranks)}
-  if distributed.is_primary():  # train.finish wrote summary.json on process 0 only
+  if distributed.is_primary():  # outputs.finish wrote summary.json on process 0 only
     with open(os.path.join(workdir, "summary.json")) as f:
       saved = json.load(f)
     with open(os.path.join(workdir, "summary.json"), "w") as f:

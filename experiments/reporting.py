@@ -131,7 +131,7 @@ def summary_table(summary: dict[str, Any]) -> str:
   """The end-of-run summary as a two-column text table of before -> after values and their ratios.
 
   Args:
-    summary: the summary of ``train.finish``.
+    summary: the summary of ``outputs.finish``.
 
   Returns:
     The table, one row per line.

@@ -117,8 +117,13 @@ def test_configs_by_name_after_pip_install_in_a_fresh_venv(tmp_path):
                            capture_output=True, text=True, check=True).stdout.strip()
   with open(os.path.join(purelib, "deps.pth"), "w") as f:
     f.write(sysconfig.get_paths()["purelib"] + "\n")  # jax, flax, ... (not processed as a site dir: no editable hooks)
-  built = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", REPO], capture_output=True, text=True,
-                         timeout=600)
+  source = tmp_path / "source"  # a copy: setuptools builds in the source tree
+  for item in ("jaxsvd", "experiments"):
+    shutil.copytree(os.path.join(REPO, item), source / item, ignore=shutil.ignore_patterns("__pycache__"))
+  for item in ("pyproject.toml", "README.md"):
+    shutil.copy(os.path.join(REPO, item), source / item)
+  built = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(source)], capture_output=True,
+                         text=True, timeout=600)
   if built.returncode != 0 and "Could not find a version that satisfies" in built.stderr:
     pytest.skip("no package index reachable to build the wheel")
   assert built.returncode == 0, built.stderr[-2000:]
