@@ -8,9 +8,9 @@ BatchNorm into the layer before it; ``artifact.autotune`` picks the plan (per-la
 options on a batch of ``--batch`` random inputs; the artifact's outputs on that batch are checked against the
 restored model's eval outputs and the difference is stored in meta.json, with the record's input contract (the
 runner takes uint8 images as stored and normalizes them as in training: docs/deployment.md#the-runners-input-contract)
-and two MACs figures: ``macs_model`` (the model at its ranks, each SVD layer as its two factors: what the training
-summary reports) and ``macs_executed`` (what this artifact's plan runs: a layer that measured faster merged runs its
-whole kernel). Every failure is one ``error:`` line.
+and two MACs figures: ``macs_model`` (the model at its ranks, each SVD layer at min(factored, merged) MACs: what the
+training summary reports, ``jaxsvd.linen.flops``) and ``macs_executed`` (what this artifact's plan runs: each layer
+in the execution that measured faster, which need not be the one with fewer MACs). Every failure is one ``error:`` line.
 """
 
 from __future__ import annotations
