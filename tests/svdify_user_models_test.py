@@ -172,3 +172,21 @@ def test_restore_needs_the_users_module_of_the_saved_class(tmp_path):
     checkpoint.restore(str(tmp_path))
   with pytest.raises(checkpoint.CheckpointError, match="the module passed is a ResNet"):
     checkpoint.restore(str(tmp_path), model=ResNet())
+
+
+def test_sequential_layer_paths_are_the_param_paths():
+  """Regression (0.3.0): ``nn.Sequential``'s layers were reported at 'model/layers_0' while their params live at
+  'layers_0', so ranks, ``decompose`` and ``with_ranks`` after a prune failed."""
+  x = jnp.ones((1, 8))
+  dense_model = nn.Sequential([nn.Dense(8), nn.Dense(4)])
+  svd_model = svdify(dense_model, ranks={"layers_0": 2})
+  variables = svd_model.init(jax.random.key(0), x)
+  assert ranks(variables["params"]) == {"layers_0": 2, "layers_1": 4}
+  assert sorted(svd_model.report(x).converted) == ["layers_0", "layers_1"]
+  decomposed = decompose(svd_model, dense_model.init(jax.random.key(1), x), x)
+  chex.assert_trees_all_equal_shapes(decomposed["params"], variables["params"])
+  params, new_ranks, _ = prune(decomposed["params"], Strategy("count", prune_by=1))
+  assert new_ranks == {"layers_0": 1, "layers_1": 3}
+  smaller = svd_model.with_ranks(new_ranks)
+  chex.assert_trees_all_equal_shapes(smaller.init(jax.random.key(0), x)["params"], params)
+  assert smaller.apply({"params": params}, x).shape == (1, 4)

@@ -133,7 +133,7 @@ class SVDModel(nn.Module):
       A ``DenseSVD``/``ConvSVD`` with the layer's settings, rank and this model's mode and decomposition; ``module``
       itself for other layers or skipped ones.
     """
-    path = "/".join(module.path[len(self.path):]) if self.scope is not None else "/".join(module.path)
+    path = _layer_path(module, self.model, len(self.path)) if self.scope is not None else "/".join(module.path)
     if type(module) not in (nn.Dense, nn.Conv) or self.skipped(path, module):
       return module
     rank = dict(self.ranks).get(path)
@@ -176,6 +176,28 @@ class SVDModel(nn.Module):
                         original_ranks=current, user=user)
 
 
+def _layer_path(module: nn.Module, root: nn.Module, depth: int) -> str:
+  """``module``'s path below ``root`` as its params are keyed: the names along its parent chain up to ``root``.
+
+  ``module.path`` can disagree: a layer bound as a field of ``root`` (``nn.Sequential``'s layers) keeps the prefix
+  of ``root``'s own name after ``nn.share_scope`` moved ``root``'s variables up (params ``layers_0``, path
+  ``model/layers_0``).
+
+  Args:
+    module: a bound layer inside ``root``.
+    root: the bound model ``svdify`` wraps.
+    depth: ``len(svd_model.path)``, used when ``root`` is not among ``module``'s parents.
+
+  Returns:
+    The '/'-joined path.
+  """
+  names, node = [], module
+  while isinstance(node, nn.Module) and node is not root:
+    names.append(node.name)
+    node = node.parent
+  return "/".join(reversed(names)) if node is root else "/".join(module.path[depth:])
+
+
 class _CallState:
   """The interceptor of one ``SVDModel.__call__`` and what it saw."""
 
@@ -193,7 +215,7 @@ class _CallState:
     base = conversion.base_class(module)
     if base is None or id(module) in self.active or context.method_name not in ("__call__", "setup", "attend"):
       return next_fun(*args, **kwargs)
-    path = "/".join(module.path[self.depth:])
+    path = _layer_path(module, self.svd_model.model, self.depth)
     if self.svd_model.skipped(path, module):
       self.skipped.add(path)
       return next_fun(*args, **kwargs)
