@@ -323,3 +323,17 @@ def test_a_stacked_layer_is_left_dense_with_its_reason():
   layer = nnx.Linear(3, 4, rngs=rngs())
   layer.kernel.set_value(jnp.zeros((2, 3, 4)))  # as nnx.vmap over the constructor leaves it
   assert svdify_nnx.unsupported(layer) == ["kernel shape (2, 3, 4) is not (3, 4) (stacked by nnx.vmap/nnx.scan?)"]
+
+
+def test_partitioning_names_fewer_than_kernel_axes_leave_the_rest_replicated():
+  """Regression (issue 26): ``with_partitioning`` may name fewer axes than a kernel has (JAX replicates the rest);
+  ``nnx.MultiHeadAttention``'s 3-D 'out' kernel under two names raised IndexError."""
+  with jax.set_mesh(jax.make_mesh((1, 1), ("a", "b"))):
+    model = nnx.MultiHeadAttention(2, 16, decode=False, use_bias=False, rngs=nnx.Rngs(0),
+                                   kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("a", "b")))
+    report = svdify_nnx.svdify(model)
+  assert sorted(report.converted) == ["key", "out", "query", "value"]
+  sharding = lambda p: p.get_metadata().get("out_sharding")  # noqa: E731
+  assert (sharding(model.query.U), sharding(model.query.V)) == (("b", None), ("a", None))  # (16, 2·8) out, 16 in
+  assert (sharding(model.out.U), sharding(model.out.V)) == ((None, None), ("a", None))  # features: not named
+  assert sharding(model.out.s) == (None,)

@@ -108,8 +108,9 @@ def factor_sharding(kernel_metadata, u_axis: int | None, v_axis: int | None) -> 
   base = _sharding(kernel_metadata)
   if not base:
     return {}, {}, {}
-  names = tuple(base["out_sharding"])
-  named = lambda axis: {**base, "out_sharding": (None if axis is None else names[axis], None)}
+  names = tuple(base["out_sharding"])  # may be shorter than the kernel's rank: the trailing axes are replicated
+  named = lambda axis: {**base, "out_sharding": (names[axis] if axis is not None and axis < len(names) else None,
+                                                 None)}
   return named(u_axis), {**base, "out_sharding": (None,)}, named(v_axis)
 
 
