@@ -337,3 +337,21 @@ def test_partitioning_names_fewer_than_kernel_axes_leave_the_rest_replicated():
   assert (sharding(model.query.U), sharding(model.query.V)) == (("b", None), ("a", None))  # (16, 2·8) out, 16 in
   assert (sharding(model.out.U), sharding(model.out.V)) == ((None, None), ("a", None))  # features: not named
   assert sharding(model.out.s) == (None,)
+
+
+@pytest.mark.parametrize("axis_type", ["auto", "explicit"])
+def test_sharded_bias_and_kernel_convert_under_a_mesh(axis_type):
+  """Regression (issue 26): a host-made factor or bias could not be constrained to its sharding under an Auto-axes
+  mesh (TypeError); the factors and the bias keep the dense layer's shardings, and the layer runs."""
+  types = (jax.sharding.AxisType.Auto if axis_type == "auto" else jax.sharding.AxisType.Explicit,) * 2
+  with jax.set_mesh(jax.make_mesh((1, 1), ("a", "b"), axis_types=types)):
+    dense = nnx.Linear(4, 8, rngs=nnx.Rngs(0),
+                       kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("a", "b")),
+                       bias_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("b",)))
+    x = jnp.arange(8.0).reshape(2, 4)
+    expected = dense(x)
+    layer = svdify_nnx.to_svd(dense, None)
+    specs = [tuple(p[...].sharding.spec) for p in (layer.U, layer.s, layer.V, layer.bias)]
+    out = layer(x)
+  assert specs == [("b", None), (None,), ("a", None), ("b",)]
+  chex.assert_trees_all_close(out, expected, atol=1e-5)

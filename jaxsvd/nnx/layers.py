@@ -87,6 +87,21 @@ def _host(x):
   return x if isinstance(x, jax.core.Tracer) else np.asarray(x)
 
 
+def _param(value, dtype, metadata: dict):
+  """``nnx.Param(value)`` with ``metadata``; under a mesh the value is first placed replicated on it, so flax's eager
+  sharding can constrain (Auto axes) or reshard (Explicit axes) it to its ``out_sharding`` — a host-made
+  single-device array cannot be constrained to a mesh sharding."""
+  value = jnp.asarray(value, dtype)
+  if metadata.get("out_sharding") is not None and not jax.sharding.get_abstract_mesh().empty:
+    try:
+      mesh = jax.sharding.get_mesh()
+    except ValueError:  # inside a trace (jit, eval_shape): flax constrains the traced value itself
+      mesh = None
+    if mesh is not None and not mesh.empty and not isinstance(value, jax.core.Tracer):
+      value = jax.device_put(value, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  return nnx.Param(value, **metadata)
+
+
 def _sharding(metadata, key: str = "out_sharding") -> dict:
   """The sharding metadata of a dense Param (``out_sharding`` and ``mesh``) worth carrying over; {} if unsharded."""
   metadata = metadata or {}
@@ -134,7 +149,7 @@ def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rng
   else:
     kernel = _host(kernel)
     U, s, V = truncated_svd(factors.kernel_to_matrix(kernel.reshape(kernel_shape), decomposition), rank, where)
-  module.U, module.s, module.V = (nnx.Param(jnp.asarray(a, param_dtype), **m) for a, m in zip((U, s, V), metadata))
+  module.U, module.s, module.V = (_param(a, param_dtype, m) for a, m in zip((U, s, V), metadata))
 
 
 def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype, metadata=None):
@@ -142,7 +157,8 @@ def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype, metadata=None):
     return nnx.data(None)
   if bias is None:
     bias = bias_init(rngs.params(), shape, param_dtype)
-  return nnx.Param(jnp.asarray(_host(bias), param_dtype).reshape(shape), **_sharding(metadata))
+  return _param(np.reshape(_host(bias), shape) if not isinstance(bias, jax.core.Tracer) else bias.reshape(shape),
+                param_dtype, _sharding(metadata))
 
 
 def _no_sharding(module, out_sharding):
