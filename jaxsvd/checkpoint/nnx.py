@@ -106,12 +106,16 @@ def restore(path: str, constructor: Callable[[], nnx.Module], step: int | None =
 
   Args:
     path: the checkpoint directory (latest step unless ``step``) or one step's directory.
-    constructor: builds the dense model, e.g. ``lambda: MyModel(rngs=nnx.Rngs(0))`` (only shapes are used).
+    constructor: builds the dense model, e.g. ``lambda: MyModel(rngs=nnx.Rngs(0))`` (only shapes and partitioning
+      metadata are used: it runs abstractly, without eager sharding).
     step: which step.
 
   Returns:
     ``checkpoint.Restored``: ``model`` the svdified NNX model holding the stored variables, ``variables`` its
-    {'params', 'model_state'} pure dicts, the ``architecture`` record, ``meta``, ``directory``, ``step``.
+    {'params', 'model_state'} pure dicts, the ``architecture`` record, ``meta``, ``directory``, ``step``. Under a
+    mesh (``jax.set_mesh``, Auto or Explicit axes, of any shape) the arrays are restored straight onto it, each
+    sharded by its partitioning names (factors like their kernel: U's rows by the output axis, V's by the input
+    axis, the rank axis replicated) and the rest replicated.
 
   Raises:
     CheckpointError: if the checkpoint is missing or unreadable, is not an NNX record, or a stored shape differs
@@ -126,8 +130,11 @@ def restore(path: str, constructor: Callable[[], nnx.Module], step: int | None =
   if not callable(constructor) or isinstance(constructor, nnx.Module):
     raise checkpoint.CheckpointError(f"{where} holds an NNX model ({record.user['module']}); pass a function "
                                      "building the dense model, e.g. lambda: MyModel(rngs=nnx.Rngs(0))")
-  graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: _build(constructor, record, where)))
-  abstract = _arrays(abstract_state)
+  mesh = _caller_mesh()
+  with nnx.use_eager_sharding(False):  # shapes only: no SVD of a sharded kernel, no abstract-mesh shardings
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: _build(constructor, record, where)))
+  abstract = jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                          _arrays(abstract_state), _arrays(_shardings(abstract_state, mesh)))
   abstract = jax.tree.map(lambda x: jax.eval_shape(jax.random.key_data, x) if _is_key(x) else x, abstract)
   item = checkpoint.restore_item(directory, step, "model", abstract)
   impls = meta.get("rng_impls", {})
@@ -137,6 +144,28 @@ def restore(path: str, constructor: Callable[[], nnx.Module], step: int | None =
   rest.replace_by_pure_dict(item["model_state"])
   model = nnx.merge(graphdef, params, rest)
   return checkpoint.Restored(model, variables(model), record, meta, directory, step)
+
+
+def _caller_mesh() -> jax.sharding.Mesh | None:
+  """The concrete mesh the caller set (``jax.set_mesh``), or None."""
+  try:
+    mesh = jax.sharding.get_mesh()
+  except ValueError:  # inside a trace
+    return None
+  return None if mesh.empty else mesh
+
+
+def _shardings(abstract_state: nnx.State, mesh: jax.sharding.Mesh | None) -> nnx.State:
+  """Each variable's target sharding on ``mesh``: its ``out_sharding`` names (replicated where it has none); None
+  without a mesh (restored where Orbax puts arrays by default)."""
+
+  def sharding(variable):
+    if mesh is None:
+      return variable.replace(None)
+    names = variable.get_metadata().get("out_sharding") or ()
+    return variable.replace(jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*names)))
+
+  return jax.tree.map(sharding, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def _build(constructor, record: Architecture, where: str) -> nnx.Module:
