@@ -1,0 +1,222 @@
+"""Data-aware low-rank factors: input statistics of a layer's matrix view, and the rank-k kernel they favour.
+
+A converted layer applies a matrix W (m × k, ``matrix_view.MatrixView``) to input vectors x ∈ ℝᵏ in that view's
+column ordering (Dense: the input features; channel-wise conv: the kh·kw·c im2col patch; ...). With the inputs
+of N calibration examples as the columns of X (k × N) and C = XXᵀ / N their second moment, a rank-r kernel B
+changes the layer's outputs by  ‖(W − B)X‖²_F / N = tr((W − B) C (W − B)ᵀ).
+
+  plain       B minimizes ‖W − B‖_F (Eckart–Young, S = I; what ``MatrixView.factors`` does)
+  activation  B minimizes ‖(W − B)D‖_F, D = diag(mean|x_j|^α) (ASVD, Yuan et al. 2023; α = 0.5 by default)
+  whitened    B minimizes ‖(W − B)X‖_F, S = C^½ (SVD-LLM, Wang et al. 2024: truncation-aware whitening)
+
+Each is min ‖(W − B)S‖_F over rank-r B, solved without inverting S: with U_r the top-r left singular vectors of
+W·S, B = U_r U_rᵀ W attains the optimum (B·S = U_r U_rᵀ W S is the truncated SVD of W·S) for any S, singular or
+not, so dead inputs (zero rows of C) never produce NaN; directions the data never excites keep W's own values.
+B is re-factored as B = (U_r Q) Σ Rᵀ from the SVD Q Σ Rᵀ of U_rᵀ W (r × k), so U, V are orthonormal and s ≥ 0,
+sorted: the factors every regularizer and pruning strategy expects. C^½ is Q_C·√max(λ, 0) from ``numpy.linalg.eigh``
+in float64 (negative round-off eigenvalues clipped): a square root S with S·Sᵀ = C, which is all the objective needs.
+
+The output energy of direction i of factors (U, s, V) is s_i²·v_iᵀ C v_i (its share of E‖Wx‖²): the data-aware
+importance ``output_energy`` that pruning may rank directions by instead of s_i².
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsvd.core.matrix_view import MatrixView
+from jaxsvd.core.structure import iter_svd_layers, unboxed
+from jaxsvd.core.tree import get_node, replace_nodes
+from jaxsvd.core.validate import check_choice, check_nonnegative
+
+METHODS = ("plain", "activation", "whitened")
+_DEAD = 1e-12  # activation scales below this fraction of the largest are raised to it
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerStats:
+  """One layer's calibration statistics in its matrix view's input space (k = the view's column count).
+
+  ``second_moment`` (*L, k, k) = Σ x xᵀ and ``abs_sum`` (*L, k) = Σ |x| over ``count`` input vectors, float64;
+  L: the view's stack axes (conv groups, DenseGeneral batch dims)."""
+  second_moment: np.ndarray
+  abs_sum: np.ndarray
+  count: int
+
+  @property
+  def covariance(self) -> np.ndarray:
+    """C = Σ x xᵀ / count (the uncentered second moment)."""
+    return self.second_moment / max(self.count, 1)
+
+  @property
+  def mean_abs(self) -> np.ndarray:
+    """mean |x_j| per input coordinate."""
+    return self.abs_sum / max(self.count, 1)
+
+  def __add__(self, other: LayerStats) -> LayerStats:
+    return LayerStats(self.second_moment + other.second_moment, self.abs_sum + other.abs_sum,
+                      self.count + other.count)
+
+
+def sqrt_psd(c: np.ndarray) -> np.ndarray:
+  """A square root S of a symmetric PSD matrix (stack): S·Sᵀ = C, S = Q·diag(√max(λ, 0)) from eigh in float64.
+
+  Args:
+    c: (*L, k, k) symmetric (round-off asymmetry is removed by (C + Cᵀ)/2).
+
+  Returns:
+    S (*L, k, k), float64; finite for any finite C, singular C included.
+  """
+  c = np.asarray(c, np.float64)
+  lam, q = np.linalg.eigh((c + np.swapaxes(c, -1, -2)) / 2)
+  return q * np.sqrt(np.maximum(lam, 0.0))[..., None, :]
+
+
+def input_scaling(stats: LayerStats | None, method: str, alpha: float = 0.5) -> np.ndarray | None:
+  """The S of ``method``'s objective min ‖(W − B)S‖_F (module doc), or None for 'plain' (S = I) or no stats.
+
+  Args:
+    stats: the layer's statistics.
+    method: one of ``METHODS``.
+    alpha: the activation method's exponent α ≥ 0.
+
+  Returns:
+    (*L, k, k) float64: C^½ ('whitened'), diag(mean|x|^α) with dead inputs raised to 1e-12·max ('activation').
+  """
+  check_choice("method", method, METHODS)
+  check_nonnegative("alpha", alpha)
+  if method == "plain" or stats is None:
+    return None
+  if method == "whitened":
+    return sqrt_psd(stats.covariance)
+  d = np.power(np.maximum(stats.mean_abs, 0.0), alpha)
+  d = np.maximum(d, _DEAD * np.max(d, axis=-1, keepdims=True) + 1e-300)
+  return d[..., :, None] * np.eye(d.shape[-1])
+
+
+def truncate(w: np.ndarray, scaling: np.ndarray | None, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Orthonormal factors of B = U_r U_rᵀ W, the rank-r minimizer of ‖(W − B)S‖_F (U_r: top left singular vectors
+  of W·S; S = I when ``scaling`` is None, which is the plain truncated SVD).
+
+  Args:
+    w: (*L, m, k) matrices.
+    scaling: S (*L, k, k), or None.
+    rank: r ≤ min(m, k).
+
+  Returns:
+    U (*L, m, r), s (*L, r) ≥ 0 descending, V (*L, k, r), float64, with U·diag(s)·Vᵀ = B.
+  """
+  w = np.asarray(w, np.float64)
+  if scaling is None:
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    return u[..., :rank], s[..., :rank], np.swapaxes(vt[..., :rank, :], -1, -2)
+  u_r = np.linalg.svd(w @ scaling, full_matrices=False)[0][..., :rank]
+  q, s, rt = np.linalg.svd(np.swapaxes(u_r, -1, -2) @ w, full_matrices=False)
+  return u_r @ q, s, np.swapaxes(rt, -1, -2)
+
+
+def spectrum(w: np.ndarray, scaling: np.ndarray | None) -> np.ndarray:
+  """σ(W·S) descending: σ_{i>r}² summed is ``truncate``'s error ‖(W − B)S‖²_F at rank r.
+
+  Args:
+    w: (*L, m, k).
+    scaling: S (*L, k, k) or None (S = I).
+
+  Returns:
+    (*L, min(m, k)) float64.
+  """
+  w = np.asarray(w, np.float64)
+  return np.linalg.svd(w if scaling is None else w @ scaling, compute_uv=False)
+
+
+def layer_factors(kernel, view: MatrixView, rank: int, method: str = "plain", stats: LayerStats | None = None,
+                  alpha: float = 0.5):
+  """(U, s, V) of ``kernel``'s matrices at ``rank`` by ``method`` (``truncate``; 'plain' without ``stats``).
+
+  Args:
+    kernel: (*kernel_shape) array (no scan axes).
+    view: its ``MatrixView``.
+    rank: r ≤ min(m, k).
+    method: one of ``METHODS``.
+    stats: the layer's ``LayerStats`` in ``view``'s input space.
+    alpha: the activation method's α.
+
+  Returns:
+    U (*L, m, r), s (*L, r), V (*L, k, r) as jax arrays in ``kernel``'s dtype ('plain': ``view.factors``).
+  """
+  scaling = input_scaling(stats, method, alpha)
+  if scaling is None:
+    return view.factors(jnp.asarray(kernel), rank)
+  w = np.asarray(view.to_matrix(jnp.asarray(kernel)), np.float64)
+  U, s, V = truncate(w, scaling, rank)
+  dtype = jnp.asarray(kernel).dtype
+  return tuple(jnp.asarray(a, dtype) for a in (U, s, V))
+
+
+def output_energy(s, V, stats: LayerStats) -> np.ndarray:
+  """Each direction's output energy s_i²·v_iᵀ C v_i (C = ``stats.covariance``).
+
+  Args:
+    s: (*L, r) singular values.
+    V: (*L, k, r) input factors.
+    stats: the layer's statistics.
+
+  Returns:
+    (*L, r) float64 ≥ 0.
+  """
+  v = np.asarray(V, np.float64)
+  quad = np.einsum("...ki,...kl,...li->...i", v, stats.covariance, v)
+  return np.asarray(s, np.float64) ** 2 * np.maximum(quad, 0.0)
+
+
+def output_importance(params, stats: Mapping[str, LayerStats]) -> dict[str, np.ndarray]:
+  """{SVD layer path: ``output_energy``} for the SVD layers of ``params`` that ``stats`` covers.
+
+  Args:
+    params: params with SVD layers ({'U', 's', 'V'} nodes).
+    stats: {layer path: ``LayerStats``}.
+
+  Returns:
+    {path: (*L, r) importances}, for ``jaxsvd.pruning.rank.prune(..., importance=)``.
+  """
+  return {path: output_energy(unboxed(node["s"]), unboxed(node["V"]), stats[path])
+          for path, node in iter_svd_layers(params) if path in stats}
+
+
+def decompose_params(dense_params, views: Mapping[str, MatrixView], ranks: Mapping[str, int], method: str = "plain",
+                     stats: Mapping[str, LayerStats] | None = None, alpha: float = 0.5) -> dict:
+  """``dense_params`` with the kernel at each path of ``ranks`` replaced by ``layer_factors`` (U, s, V).
+
+  Args:
+    dense_params: unboxed params of the dense model.
+    views: {layer path: ``MatrixView``} of its converted layers.
+    ranks: {layer path: rank} of the layers to factor.
+    method: one of ``METHODS``.
+    stats: {layer path: ``LayerStats``}; layers without stats are factored by 'plain'.
+    alpha: the activation method's α.
+
+  Returns:
+    The params with {U, s, V, other leaves (bias)} at each factored path.
+
+  Raises:
+    ValueError: if a path has no kernel in ``dense_params``.
+  """
+  check_choice("method", method, METHODS)
+  new_nodes = {}
+  for path, rank in ranks.items():
+    try:
+      dense = get_node(dense_params, path)
+      name = next(k for k in ("kernel", "embedding") if k in dense)
+    except (KeyError, TypeError, StopIteration) as err:
+      raise ValueError(f"decompose: the dense params have no kernel at layer {path!r}") from err
+    U, s, V = layer_factors(dense[name], views[path], rank, method, (stats or {}).get(path), alpha)
+    new_nodes[path] = {**{k: v for k, v in dense.items() if k != name}, "U": U, "s": s, "V": V}
+  return replace_nodes(dense_params, new_nodes)
+
+
+__all__ = ["METHODS", "LayerStats", "sqrt_psd", "input_scaling", "truncate", "spectrum", "layer_factors",
+           "output_energy", "output_importance", "decompose_params"]

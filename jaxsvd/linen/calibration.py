@@ -1,0 +1,196 @@
+"""Calibration statistics of a linen model: each converted layer's input second moment in its matrix view.
+
+``collect(model, variables, batches, views)`` runs the dense ``model`` over the batches (one jitted pass per
+batch) with every layer call intercepted (``nn.intercept_methods``); the input x of each layer in ``views`` is
+turned into the vectors its matrix W (m × k) multiplies, in the view's column order:
+
+  Dense                   x[..., c]: one vector per leading index
+  DenseGeneral            the contracted ``axis`` dims flattened in the kernel's order; ``batch_dims`` are stack axes
+  Conv (channel view)     the im2col patches (∏k·c/g per group, kernel-axis-major like the kernel (*k, c/g, n)), with
+                          the layer's strides, padding and dilations (``lax.conv_general_dilated_patches``)
+  Conv (spatial view)     the kh·c column patches of the first (kh × 1) factor conv, at every input column: the
+                          error measured is that of the kw·n intermediate channels before the horizontal (1 × kw)
+                          sum, which bounds the output error up to a factor kw (an approximation of the output error)
+  Embed                   token counts: C = diag(count(token)) / N (the lookup's one-hot input)
+Their Σ x xᵀ, Σ |x| and count are summed per batch in float32 on the devices (a batch sharded over devices or
+processes is reduced by XLA) and accumulated in float64 on the host (``calibration.LayerStats``). A layer called
+twice adds both calls. Layers not listed (Einsum, ConvTranspose, ConvLocal, Embed's ``attend``, a conv with
+'CIRCULAR'/'CAUSAL' padding) and layers under ``nn.scan``/``nn.vmap`` get no statistics: their decomposition falls
+back to 'plain'.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxsvd.core.calibration import LayerStats
+from jaxsvd.core.matrix_view import MatrixView
+from jaxsvd.linen import conversion
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _canonical(v, nd: int) -> tuple[int, ...]:
+  return (1,) * nd if v is None else (int(v),) * nd if isinstance(v, int) else tuple(int(d) for d in np.ravel(v))
+
+
+def _padding(padding, nd: int):
+  """A conv's padding as ``conv_general_dilated_patches`` takes it, or None for 'CIRCULAR'/'CAUSAL'."""
+  if isinstance(padding, str):
+    return padding if padding in ("SAME", "VALID") else None
+  if isinstance(padding, int):
+    return [(padding, padding)] * nd
+  return [(int(p), int(p)) if isinstance(p, int) else tuple(int(d) for d in p) for p in padding]
+
+
+def conv_rows(module: nn.Conv, x, view: MatrixView):
+  """The vectors a conv's matrices multiply: (*L, N, k) im2col patches (channel view) or column patches (spatial).
+
+  Args:
+    module: an ``nn.Conv`` (any number of spatial dims, groups, strides, padding, dilations).
+    x: its input (*batch, *spatial, c).
+    view: its ``MatrixView`` (``conv_view``: two out axes mean the 2-D spatial view).
+
+  Returns:
+    (g, N, k) for g > 1 groups, else (N, k) rows; None for a padding mode the patches cannot express.
+  """
+  nd = len(view.kernel_shape) - 2
+  kernel, strides = view.kernel_shape[:nd], _canonical(module.strides, nd)
+  dilation, pads = _canonical(module.kernel_dilation, nd), _padding(module.padding, nd)
+  if pads is None:
+    return None
+  if len(view.out) == 2:  # spatial: (kh × 1) column patches at every input column
+    kernel, strides, dilation = (kernel[0], 1), (strides[0], 1), (dilation[0], 1)
+    pads = pads if isinstance(pads, str) else [pads[0], (0, 0)]
+  c = x.shape[-1]
+  groups = getattr(module, "feature_group_count", 1)
+  lhs = jnp.moveaxis(x.reshape(-1, *x.shape[-(nd + 1):]), -1, 1)  # (B, c, *spatial)
+  patches = jax.lax.conv_general_dilated_patches(
+      lhs, kernel, strides, pads, lhs_dilation=_canonical(module.input_dilation, nd), rhs_dilation=dilation,
+      precision=_HIGHEST)  # (B, c·∏kernel, *out): features channel-major
+  b, out, size = patches.shape[0], patches.shape[2:], math.prod(kernel)
+  p = patches.reshape(b, groups, c // groups, size, *out)
+  p = jnp.transpose(p, (1, 0, *range(4, 4 + nd), 3, 2))  # (g, B, *out, ∏kernel, c/g): the kernel's (*k, c/g)
+  rows = p.reshape(groups, -1, size * (c // groups))
+  return rows if view.stack else rows[0]
+
+
+def dense_general_rows(module: nn.DenseGeneral, x, view: MatrixView):
+  """(*L, N, k): a DenseGeneral's input with its ``batch_dims`` first (stack), ``axis`` dims last, flattened."""
+  ndim = x.ndim
+  axis = tuple(a % ndim for a in np.ravel(module.axis))
+  batch = tuple(a % ndim for a in np.ravel(module.batch_dims)) if module.batch_dims else ()
+  rest = tuple(a for a in range(ndim) if a not in axis + batch)
+  y = jnp.transpose(x, batch + rest + axis)
+  return y.reshape(*view.stack_shape, -1, view.matrix_shape[1])
+
+
+def layer_moments(module: nn.Module, x, view: MatrixView):
+  """(Σ x xᵀ (*L, k, k), Σ |x| (*L, k), count) of one call's input vectors in ``view``'s column space, float32.
+
+  Args:
+    module: the layer (Dense, DenseGeneral, Embed lookup, Conv: module doc).
+    x: its input.
+    view: its ``MatrixView``.
+
+  Returns:
+    The three sums, or None for a layer kind without statistics.
+  """
+  base = conversion.base_class(module)
+  if base is nn.Embed:
+    counts = jnp.zeros(view.matrix_shape[1], jnp.float32).at[jnp.ravel(x)].add(1.0)
+    return jnp.diag(counts), counts, jnp.asarray(x.size, jnp.float32)
+  if base is nn.Dense:
+    rows = x.reshape(-1, x.shape[-1])
+  elif base is nn.DenseGeneral:
+    rows = dense_general_rows(module, x, view)
+  elif base is nn.Conv:
+    rows = conv_rows(module, x, view)
+  else:
+    rows = None
+  if rows is None:
+    return None
+  rows = rows.astype(jnp.float32)
+  gram = jnp.einsum("...ni,...nj->...ij", rows, rows, precision=_HIGHEST)
+  return gram, jnp.sum(jnp.abs(rows), axis=-2), jnp.asarray(rows.shape[-2], jnp.float32)
+
+
+def _lifted(module: nn.Module) -> bool:
+  """Whether ``module`` or a parent runs under ``nn.scan``/``nn.vmap`` (its calls are traced in another trace)."""
+  while module is not None:
+    if type(module).__module__ == "flax.linen.transforms":
+      return True
+    module = module.parent if isinstance(module.parent, nn.Module) else None
+  return False
+
+
+def batch_moments(model: nn.Module, views: Mapping[str, MatrixView], call_kwargs: Mapping, variables, args) -> dict:
+  """{layer path: ``layer_moments`` summed over its calls} of one ``model.apply(variables, *args, **call_kwargs)``.
+
+  Args:
+    model: the dense linen model.
+    views: {layer path ('/'-joined ``module.path``): ``MatrixView``} of the layers to measure.
+    call_kwargs: static call arguments (e.g. ``train=False``).
+    variables: its variables.
+    args: the positional inputs of one batch.
+
+  Returns:
+    {path: (gram, abs_sum, count)} for the measured layers that were called.
+  """
+  found: dict[str, tuple] = {}
+
+  def interceptor(next_fun, a, kw, context):
+    module = context.module
+    path = "/".join(module.path)
+    if context.method_name == "__call__" and a and path in views and not _lifted(module):
+      moments = layer_moments(module, a[0], views[path])
+      if moments is not None:
+        found[path] = moments if path not in found else tuple(u + v for u, v in zip(found[path], moments))
+    return next_fun(*a, **kw)
+
+  with nn.intercept_methods(interceptor):
+    model.apply(variables, *args, **call_kwargs)
+  return found
+
+
+def _host(x) -> np.ndarray:
+  """A (replicated) result on the host, gathered across processes when it is not fully addressable."""
+  if getattr(x, "is_fully_addressable", True):
+    return np.asarray(jax.device_get(x), np.float64)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True), np.float64)
+
+
+def collect(model: nn.Module, variables, batches: Iterable, views: Mapping[str, MatrixView],
+            **call_kwargs) -> dict[str, LayerStats]:
+  """Each measured layer's ``LayerStats`` over ``batches`` (module doc), accumulated in float64 on the host.
+
+  Args:
+    model: the dense linen model (the one ``svdify`` converts; paths are its own).
+    variables: its variables.
+    batches: an iterable of batches: an array (the model's one input) or a tuple of positional inputs. Global
+      ``jax.Array``s sharded over devices (and processes) are summed over all of them.
+    views: {layer path: ``MatrixView``}, e.g. ``svdify(model).report(x).views``.
+    **call_kwargs: static call arguments (e.g. ``train=False``).
+
+  Returns:
+    {layer path: ``LayerStats``} for the layers of ``views`` that have statistics (module doc).
+  """
+  step = jax.jit(functools.partial(batch_moments, model, dict(views), dict(call_kwargs)))
+  total: dict[str, LayerStats] = {}
+  for batch in batches:
+    moments = step(variables, batch if isinstance(batch, tuple) else (batch,))
+    for path, (gram, abs_sum, count) in moments.items():
+      stats = LayerStats(_host(gram), _host(abs_sum), int(round(float(_host(count)))))
+      total[path] = total[path] + stats if path in total else stats
+  return total
+
+
+__all__ = ["conv_rows", "dense_general_rows", "layer_moments", "batch_moments", "collect"]
