@@ -174,15 +174,16 @@ def test_compress_meets_the_params_budget_and_whitened_beats_plain():
     compress_lib.compress(model, variables, [x], method="svd", macs_reduction=2.0)
 
 
-def test_compress_command_writes_a_run_that_restores_and_exports(tmp_path):
-  from experiments import cifar_svd, export
+@pytest.mark.parametrize("finetune_epochs", [0, pytest.param(1, marks=pytest.mark.slow)])
+def test_compress_command_writes_a_run_that_restores_and_exports(tmp_path, finetune_epochs):
   from experiments import compress as compress_cli
+  from experiments import export, train
 
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"), n_train=96, n_test=48)
   source = str(tmp_path / "dense")
-  flags = helpers.cli_flags(data_dir, **{"svd.enabled": False, "pruning.enabled": False, "num_epochs": 1,
-                                         "finetune_epochs": 0, "final_prune.enabled": False})
-  cifar_svd.main(["prog", f"--workdir={source}", *flags])
+  c = helpers.tiny_config(data_dir, **{"svd.enabled": False, "pruning.enabled": False, "num_epochs": 1,
+                                       "finetune_epochs": 0, "final_prune.enabled": False})
+  train.run(c, source)
   out = str(tmp_path / "out")
   tiny = [f"--config.data_dir={data_dir}", "--config.batch_size=32", "--config.eval_batch_size=48",
           "--config.max_steps_per_epoch=2", "--config.plots=False", "--config.tensorboard=False",
@@ -190,7 +191,7 @@ def test_compress_command_writes_a_run_that_restores_and_exports(tmp_path):
   with pytest.raises(SystemExit, match="error: calibration_examples"):
     compress_cli.main(["prog", f"--source={source}", f"--workdir={out}", "--config.calibration_examples=0", *tiny])
   compress_cli.main(["prog", f"--source={source}", f"--workdir={out}", "--config.calibration_examples=64",
-                     "--config.finetune_epochs=1", *tiny])
+                     f"--config.finetune_epochs={finetune_epochs}", *tiny])
   summary = json.load(open(os.path.join(out, "summary.json")))
   assert summary["macs_after"] <= summary["macs_before"] / 2 and "test_accuracy_before_finetune" in summary
   restored = checkpoint.restore(os.path.join(out, "checkpoints"))
