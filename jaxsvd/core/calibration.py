@@ -23,8 +23,10 @@ importance ``output_energy`` that pruning may rank directions by instead of s_i�
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -35,6 +37,7 @@ from jaxsvd.core.validate import check_choice, check_nonnegative
 
 METHODS = ("plain", "activation", "whitened")
 _DEAD = 1e-12  # activation scales below this fraction of the largest are raised to it
+_HIGHEST = jax.lax.Precision.HIGHEST
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +190,100 @@ def output_importance(params, stats: Mapping[str, LayerStats]) -> dict[str, np.n
           for path, node in iter_svd_layers(params) if path in stats}
 
 
+def _canonical(v, nd: int) -> tuple[int, ...]:
+  return (1,) * nd if v is None else (int(v),) * nd if isinstance(v, int) else tuple(int(d) for d in np.ravel(v))
+
+
+def _padding(padding, nd: int):
+  """A conv's padding as ``conv_general_dilated_patches`` takes it, or None for 'CIRCULAR'/'CAUSAL'."""
+  if isinstance(padding, str):
+    return padding if padding in ("SAME", "VALID") else None
+  if isinstance(padding, int):
+    return [(padding, padding)] * nd
+  return [(int(p), int(p)) if isinstance(p, int) else tuple(int(d) for d in p) for p in padding]
+
+
+def conv_rows(module, x, view: MatrixView):
+  """The vectors a conv's matrices multiply: (*L, N, k) im2col patches (channel view) or column patches (spatial).
+
+  Args:
+    module: a linen or NNX conv (read: strides, padding, kernel_dilation, input_dilation, feature_group_count;
+      any number of spatial dims).
+    x: its input (*batch, *spatial, c).
+    view: its ``MatrixView`` (``conv_view``: two out axes mean the 2-D spatial view).
+
+  Returns:
+    (g, N, k) for g > 1 groups, else (N, k) rows; None for a padding mode the patches cannot express.
+  """
+  nd = len(view.kernel_shape) - 2
+  kernel, strides = view.kernel_shape[:nd], _canonical(module.strides, nd)
+  dilation, pads = _canonical(module.kernel_dilation, nd), _padding(module.padding, nd)
+  if pads is None:
+    return None
+  if len(view.out) == 2:  # spatial: (kh × 1) column patches at every input column
+    kernel, strides, dilation = (kernel[0], 1), (strides[0], 1), (dilation[0], 1)
+    pads = pads if isinstance(pads, str) else [pads[0], (0, 0)]
+  c = x.shape[-1]
+  groups = getattr(module, "feature_group_count", 1)
+  lhs = jnp.moveaxis(x.reshape(-1, *x.shape[-(nd + 1):]), -1, 1)  # (B, c, *spatial)
+  patches = jax.lax.conv_general_dilated_patches(
+      lhs, kernel, strides, pads, lhs_dilation=_canonical(module.input_dilation, nd), rhs_dilation=dilation,
+      precision=_HIGHEST)  # (B, c·∏kernel, *out): features channel-major
+  b, out, size = patches.shape[0], patches.shape[2:], math.prod(kernel)
+  p = patches.reshape(b, groups, c // groups, size, *out)
+  p = jnp.transpose(p, (1, 0, *range(4, 4 + nd), 3, 2))  # (g, B, *out, ∏kernel, c/g): the kernel's (*k, c/g)
+  rows = p.reshape(groups, -1, size * (c // groups))
+  return rows if view.stack else rows[0]
+
+
+def dense_general_rows(x, view: MatrixView, axis, batch_dims=()):
+  """(*L, N, k): a DenseGeneral's input with its ``batch_dims`` first (stack), ``axis`` dims last, flattened.
+
+  Args:
+    x: the layer's input.
+    view: its ``MatrixView`` (stack = batch dims, in = the contracted axes in ``axis`` order).
+    axis: the contracted input axes (an int or a sequence).
+    batch_dims: the batch (stack) axes, or ().
+
+  Returns:
+    (*L, N, k) rows.
+  """
+  ndim = x.ndim
+  axis = tuple(int(a) % ndim for a in np.ravel(axis))
+  batch = tuple(int(a) % ndim for a in np.ravel(batch_dims)) if batch_dims else ()
+  rest = tuple(a for a in range(ndim) if a not in axis + batch)
+  y = jnp.transpose(x, batch + rest + axis)
+  return y.reshape(*view.stack_shape, -1, view.matrix_shape[1])
+
+
+def row_moments(rows):
+  """(Σ x xᵀ (*L, k, k), Σ |x| (*L, k), count) of input vectors ``rows`` (*L, N, k), summed in float32 (HIGHEST).
+
+  Args:
+    rows: (*L, N, k) input vectors.
+
+  Returns:
+    The three sums (count a float32 scalar).
+  """
+  rows = rows.astype(jnp.float32)
+  gram = jnp.einsum("...ni,...nj->...ij", rows, rows, precision=_HIGHEST)
+  return gram, jnp.sum(jnp.abs(rows), axis=-2), jnp.asarray(rows.shape[-2], jnp.float32)
+
+
+def embed_moments(ids, vocab: int):
+  """An embedding lookup's moments: its input is one-hot, so Σ x xᵀ = diag(counts), Σ |x| = counts.
+
+  Args:
+    ids: integer token ids (any shape).
+    vocab: the vocabulary size.
+
+  Returns:
+    (diag(counts) (vocab, vocab), counts (vocab,), number of ids), float32.
+  """
+  counts = jnp.zeros(vocab, jnp.float32).at[jnp.ravel(ids)].add(1.0)
+  return jnp.diag(counts), counts, jnp.asarray(ids.size, jnp.float32)
+
+
 def decompose_params(dense_params, views: Mapping[str, MatrixView], ranks: Mapping[str, int], method: str = "plain",
                      stats: Mapping[str, LayerStats] | None = None, alpha: float = 0.5) -> dict:
   """``dense_params`` with the kernel at each path of ``ranks`` replaced by ``layer_factors`` (U, s, V).
@@ -219,4 +316,5 @@ def decompose_params(dense_params, views: Mapping[str, MatrixView], ranks: Mappi
 
 
 __all__ = ["METHODS", "LayerStats", "sqrt_psd", "input_scaling", "truncate", "spectrum", "layer_factors",
-           "output_energy", "output_importance", "decompose_params"]
+           "output_energy", "output_importance", "conv_rows", "dense_general_rows", "row_moments", "embed_moments",
+           "decompose_params"]

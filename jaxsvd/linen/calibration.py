@@ -22,75 +22,17 @@ back to 'plain'.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterable, Mapping
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from jaxsvd.core import calibration
 from jaxsvd.core.calibration import LayerStats
 from jaxsvd.core.matrix_view import MatrixView
 from jaxsvd.linen import conversion
-
-_HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def _canonical(v, nd: int) -> tuple[int, ...]:
-  return (1,) * nd if v is None else (int(v),) * nd if isinstance(v, int) else tuple(int(d) for d in np.ravel(v))
-
-
-def _padding(padding, nd: int):
-  """A conv's padding as ``conv_general_dilated_patches`` takes it, or None for 'CIRCULAR'/'CAUSAL'."""
-  if isinstance(padding, str):
-    return padding if padding in ("SAME", "VALID") else None
-  if isinstance(padding, int):
-    return [(padding, padding)] * nd
-  return [(int(p), int(p)) if isinstance(p, int) else tuple(int(d) for d in p) for p in padding]
-
-
-def conv_rows(module: nn.Conv, x, view: MatrixView):
-  """The vectors a conv's matrices multiply: (*L, N, k) im2col patches (channel view) or column patches (spatial).
-
-  Args:
-    module: an ``nn.Conv`` (any number of spatial dims, groups, strides, padding, dilations).
-    x: its input (*batch, *spatial, c).
-    view: its ``MatrixView`` (``conv_view``: two out axes mean the 2-D spatial view).
-
-  Returns:
-    (g, N, k) for g > 1 groups, else (N, k) rows; None for a padding mode the patches cannot express.
-  """
-  nd = len(view.kernel_shape) - 2
-  kernel, strides = view.kernel_shape[:nd], _canonical(module.strides, nd)
-  dilation, pads = _canonical(module.kernel_dilation, nd), _padding(module.padding, nd)
-  if pads is None:
-    return None
-  if len(view.out) == 2:  # spatial: (kh × 1) column patches at every input column
-    kernel, strides, dilation = (kernel[0], 1), (strides[0], 1), (dilation[0], 1)
-    pads = pads if isinstance(pads, str) else [pads[0], (0, 0)]
-  c = x.shape[-1]
-  groups = getattr(module, "feature_group_count", 1)
-  lhs = jnp.moveaxis(x.reshape(-1, *x.shape[-(nd + 1):]), -1, 1)  # (B, c, *spatial)
-  patches = jax.lax.conv_general_dilated_patches(
-      lhs, kernel, strides, pads, lhs_dilation=_canonical(module.input_dilation, nd), rhs_dilation=dilation,
-      precision=_HIGHEST)  # (B, c·∏kernel, *out): features channel-major
-  b, out, size = patches.shape[0], patches.shape[2:], math.prod(kernel)
-  p = patches.reshape(b, groups, c // groups, size, *out)
-  p = jnp.transpose(p, (1, 0, *range(4, 4 + nd), 3, 2))  # (g, B, *out, ∏kernel, c/g): the kernel's (*k, c/g)
-  rows = p.reshape(groups, -1, size * (c // groups))
-  return rows if view.stack else rows[0]
-
-
-def dense_general_rows(module: nn.DenseGeneral, x, view: MatrixView):
-  """(*L, N, k): a DenseGeneral's input with its ``batch_dims`` first (stack), ``axis`` dims last, flattened."""
-  ndim = x.ndim
-  axis = tuple(a % ndim for a in np.ravel(module.axis))
-  batch = tuple(a % ndim for a in np.ravel(module.batch_dims)) if module.batch_dims else ()
-  rest = tuple(a for a in range(ndim) if a not in axis + batch)
-  y = jnp.transpose(x, batch + rest + axis)
-  return y.reshape(*view.stack_shape, -1, view.matrix_shape[1])
 
 
 def layer_moments(module: nn.Module, x, view: MatrixView):
@@ -106,21 +48,16 @@ def layer_moments(module: nn.Module, x, view: MatrixView):
   """
   base = conversion.base_class(module)
   if base is nn.Embed:
-    counts = jnp.zeros(view.matrix_shape[1], jnp.float32).at[jnp.ravel(x)].add(1.0)
-    return jnp.diag(counts), counts, jnp.asarray(x.size, jnp.float32)
+    return calibration.embed_moments(x, view.matrix_shape[1])
   if base is nn.Dense:
     rows = x.reshape(-1, x.shape[-1])
   elif base is nn.DenseGeneral:
-    rows = dense_general_rows(module, x, view)
+    rows = calibration.dense_general_rows(x, view, module.axis, module.batch_dims)
   elif base is nn.Conv:
-    rows = conv_rows(module, x, view)
+    rows = calibration.conv_rows(module, x, view)
   else:
     rows = None
-  if rows is None:
-    return None
-  rows = rows.astype(jnp.float32)
-  gram = jnp.einsum("...ni,...nj->...ij", rows, rows, precision=_HIGHEST)
-  return gram, jnp.sum(jnp.abs(rows), axis=-2), jnp.asarray(rows.shape[-2], jnp.float32)
+  return None if rows is None else calibration.row_moments(rows)
 
 
 def _lifted(module: nn.Module) -> bool:
@@ -193,4 +130,4 @@ def collect(model: nn.Module, variables, batches: Iterable, views: Mapping[str, 
   return total
 
 
-__all__ = ["conv_rows", "dense_general_rows", "layer_moments", "batch_moments", "collect"]
+__all__ = ["layer_moments", "batch_moments", "collect"]
