@@ -10,12 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxsvd import checkpoint, pruning
 from jaxsvd.core import calibration
 from jaxsvd.core.matrix_view import conv_view
 from jaxsvd.linen import calibration as linen_calibration
 from jaxsvd.linen import decompose, svdify
+from jaxsvd.nnx import calibration as nnx_calibration
 from jaxsvd.pruning import compress as compress_lib
 from tests import helpers
 
@@ -198,3 +200,35 @@ def test_compress_command_writes_a_run_that_restores_and_exports(tmp_path, finet
   assert dict(restored.architecture.ranks) == summary["ranks"]
   info = export.export_run(out, batch=4, rules=("merged",), platforms=(jax.default_backend(),))
   assert info["max_abs_diff_vs_eval"] < 1e-3
+
+
+class _NNXNet(nnx.Module):
+  def __init__(self, rngs):
+    self.conv = nnx.Conv(3, 8, (3, 3), strides=2, rngs=rngs)
+    self.gen = nnx.LinearGeneral((4, 8), 6, axis=(-2, -1), rngs=rngs)
+    self.out = nnx.Linear(24, 4, rngs=rngs)
+
+  def __call__(self, x):
+    y = nnx.relu(self.gen(nnx.relu(self.conv(x))))
+    return self.out(y.reshape(y.shape[0], -1))
+
+
+def test_nnx_statistics_and_whitened_factors():
+  x = jax.random.normal(jax.random.key(0), (16, 8, 8, 3)) * jnp.array([3.0, 0.1, 1.0])
+  reference = _NNXNet(nnx.Rngs(0))
+  stats, _ = nnx_calibration.collect(reference, [x])
+  rows = _im2col(np.asarray(x), 3, 3, (2, 2), ((0, 1), (0, 1)))  # XLA SAME, stride 2 on 8: 0 before, 1 after
+  np.testing.assert_allclose(stats["conv"].second_moment, rows.T @ rows, rtol=1e-5, atol=1e-3)
+  full = _NNXNet(nnx.Rngs(0))
+  nnx_calibration.svdify(full, [x], method="whitened")  # full rank: the same function
+  chex.assert_trees_all_close(full(x), reference(x), atol=1e-4)
+  errors = {}
+  for method in ("plain", "whitened"):
+    model = _NNXNet(nnx.Rngs(0))
+    nnx_calibration.svdify(model, [x], ranks={"conv": 2}, method=method)
+    errors[method] = float(jnp.sum((model.conv(x) - reference.conv(x)) ** 2))
+  assert errors["whitened"] < errors["plain"]
+  model = _NNXNet(nnx.Rngs(0))
+  _, ranks = nnx_calibration.compress(model, [x], params_reduction=2.0)
+  assert sum(r * sum(v.matrix_shape) for r, v in zip(ranks.values(), nnx_calibration.collect(
+      _NNXNet(nnx.Rngs(0)), [x])[1].values())) <= (8 * 27 + 6 * 32 + 4 * 24) / 2
