@@ -2,7 +2,7 @@
 
   layers      ``LinearSVD``, ``LinearGeneralSVD``, ``ConvSVD``, ``EmbedSVD`` (sharding metadata carried to U, s, V)
   svdifylib   ``svdify`` (graph surgery), ``to_svd``, ``ranks``, ``prune``, ``regularization``, ``svdified``
-  calibration data-aware ``svdify`` (whitened | activation factors on calibration batches), ``compress`` to a params budget
+  calibration data-aware ``svdify`` (whitened | activation factors from calibration batches), ``compress``
 
 NNX checkpoints are ``jaxsvd.checkpoint.nnx``; ``jaxsvd.checkpoint.restore`` reads them too.
 """
