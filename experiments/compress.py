@@ -8,7 +8,8 @@
 2. ``calibration_examples`` training images (the config's data, as training normalizes them) give each SVD layer's
    input statistics (``jaxsvd.linen.calibration``).
 3. Ranks meeting dense MACs / ``macs_reduction`` are allocated by ``method``'s error spectra and every layer is
-   decomposed by ``method`` (``jaxsvd.pruning.compress``: plain | activation | whitened).
+   decomposed by ``method`` (``jaxsvd.pruning.compress``: plain | activation | whitened); with ``norm_aware`` the
+   data-aware methods measure each conv's error after the BatchNorm that follows it.
 4. The compressed model is evaluated and saved as an ordinary run (step 0, ``train.finish``: summary.json, export/,
    plots) to ``workdir`` or, with ``finetune_epochs`` > 0, to ``workdir/compressed``, from which ``train.run``
    fine-tunes (the config's optimizer and SVD regularizers, no pruning) into ``workdir``.
@@ -57,6 +58,8 @@ def check_config(c) -> None:
   check_min_int("calibration_examples", c.calibration_examples, 1)
   check_min_int("finetune_epochs", c.finetune_epochs, 0)
   check_nonnegative("alpha", c.alpha)
+  if not isinstance(c.norm_aware, bool):
+    raise ValueError(f"norm_aware must be true or false, got {c.norm_aware!r}")
   if not os.path.isdir(os.path.join(c.source, "checkpoints")):
     raise ValueError(f"source: {c.source!r} holds no checkpoints/ (not a finished run)")
 
@@ -99,7 +102,11 @@ def compressed_state(s, c, dense, variables):
   full = initial_architecture(c, s.plan, dense.input_shape, {}).replace(widths=dense.widths, options=dense.options)
   views = svd_views(full, params)
   batches = calibration_batches(s, c.calibration_examples)
-  stats = linen_calibration.collect(dense.build_model(), variables, batches, views, train=False)
+  model = dense.build_model()
+  stats = linen_calibration.collect(model, variables, batches, views, train=False)
+  if c.norm_aware:
+    scales = linen_calibration.norm_scales(model, variables, (batches[0],), views, train=False)
+    stats = {p: st.with_output_scale(scales.get(p)) for p, st in stats.items()}
   counter = budget.MacsCounter.for_architecture(full.replace(ranks={p: v.full_rank for p, v in views.items()}), views)
   ranks = compress_lib.allocate(compress_lib.spectra(params, views, c.method, stats, c.alpha), counter,
                                 c.macs_reduction)

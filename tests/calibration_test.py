@@ -53,6 +53,41 @@ def test_whitened_truncation_is_the_output_error_optimum(rank):
   np.testing.assert_allclose(err(b) ** 2 / x.shape[1], np.sum(tail**2), rtol=1e-8)
 
 
+def test_output_weighted_truncation_is_the_optimum_after_the_norm():
+  w, x, stats = _layer(11)
+  a = np.random.RandomState(0).uniform(0.1, 5.0, size=12)
+  U, s, V = calibration.truncate(w, calibration.input_scaling(stats, "whitened"), 3, a)
+  expected = _brute_force_whitened(a[:, None] * w, stats.covariance, 3) / a[:, None]  # A⁻¹·argmin for A·W
+  np.testing.assert_allclose((U * s) @ V.T, expected, atol=1e-8)
+  np.testing.assert_allclose(U.T @ U, np.eye(3), atol=1e-10)
+  tail = calibration.spectrum(w, calibration.input_scaling(stats, "whitened"), a)[3:]
+  np.testing.assert_allclose(np.sum((a[:, None] * (w - (U * s) @ V.T) @ x) ** 2) / x.shape[1], np.sum(tail**2),
+                             rtol=1e-8)
+  weighted = stats.with_output_scale(a[:6])  # a (6,) scale of 12 rows (a spatial view's kw·n) is tiled
+  np.testing.assert_array_equal(calibration.output_weights(weighted, "whitened", 12), np.tile(a[:6], 2))
+  assert calibration.output_weights(weighted, "plain", 12) is None
+
+
+class _ConvBN(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    y = nn.BatchNorm(use_running_average=True)(nn.Conv(4, (3, 3), use_bias=False)(x))
+    return nn.Dense(3)(nn.relu(y).mean((1, 2)))
+
+
+def test_norm_scales_are_gamma_over_sigma_of_the_following_batchnorm():
+  x = jnp.ones((2, 5, 5, 3))
+  model = _ConvBN()
+  variables = jax.tree.map(lambda v: v, model.init(jax.random.key(0), x))
+  gamma, var = jnp.array([1.0, 2.0, 0.5, 3.0]), jnp.array([4.0, 1.0, 0.25, 9.0])
+  variables["params"]["BatchNorm_0"]["scale"] = gamma
+  variables["batch_stats"]["BatchNorm_0"]["var"] = var
+  views = svdify(model).report(x).views
+  scales = linen_calibration.norm_scales(model, variables, (x,), views)
+  assert list(scales) == ["Conv_0"]  # the Dense is not followed by a norm
+  np.testing.assert_allclose(scales["Conv_0"], gamma / np.sqrt(var + 1e-5), rtol=1e-6)
+
+
 @pytest.mark.parametrize("method", calibration.METHODS)
 def test_factors_are_orthonormal_and_dead_inputs_give_no_nan(method):
   w, x, stats = _layer(3, dead=(0, 4, 5))

@@ -16,6 +16,10 @@ B is re-factored as B = (U_r Q) Σ Rᵀ from the SVD Q Σ Rᵀ of U_rᵀ W (r ×
 sorted: the factors every regularizer and pruning strategy expects. C^½ is Q_C·√max(λ, 0) from ``numpy.linalg.eigh``
 in float64 (negative round-off eigenvalues clipped): a square root S with S·Sᵀ = C, which is all the objective needs.
 
+Output weights A = diag(a) (``LayerStats.output_scale``; e.g. a BatchNorm after the layer scales output j by
+a_j = γ_j/√(var_j + ε) at inference) turn the objective into ‖A(W − B)S‖_F, solved the same way on A·W·S with
+B = A⁻¹U_r U_rᵀ A W ('plain' ignores them).
+
 The output energy of direction i of factors (U, s, V) is s_i²·v_iᵀ C v_i (its share of E‖Wx‖²): the data-aware
 importance ``output_energy`` that pruning may rank directions by instead of s_i².
 """
@@ -45,10 +49,13 @@ class LayerStats:
   """One layer's calibration statistics in its matrix view's input space (k = the view's column count).
 
   ``second_moment`` (*L, k, k) = Σ x xᵀ and ``abs_sum`` (*L, k) = Σ |x| over ``count`` input vectors, float64;
-  L: the view's stack axes (conv groups, DenseGeneral batch dims)."""
+  L: the view's stack axes (conv groups, DenseGeneral batch dims). ``output_scale`` (m,): optional positive weights
+  a of the layer's outputs (a BatchNorm after it scales output j by a_j = γ_j/√(var_j + ε)); the data-aware methods
+  then minimize ‖diag(a)(W − B)S‖_F, the error after the norm."""
   second_moment: np.ndarray
   abs_sum: np.ndarray
   count: int
+  output_scale: np.ndarray | None = None
 
   @property
   def covariance(self) -> np.ndarray:
@@ -62,7 +69,18 @@ class LayerStats:
 
   def __add__(self, other: LayerStats) -> LayerStats:
     return LayerStats(self.second_moment + other.second_moment, self.abs_sum + other.abs_sum,
-                      self.count + other.count)
+                      self.count + other.count, self.output_scale)
+
+  def with_output_scale(self, scale) -> LayerStats:
+    """These statistics with output weights ``scale`` (m,) (module doc; None: unweighted).
+
+    Args:
+      scale: the positive output weights a, or None.
+
+    Returns:
+      A new ``LayerStats``.
+    """
+    return dataclasses.replace(self, output_scale=None if scale is None else np.asarray(scale, np.float64))
 
 
 def sqrt_psd(c: np.ndarray) -> np.ndarray:
@@ -101,44 +119,76 @@ def input_scaling(stats: LayerStats | None, method: str, alpha: float = 0.5) -> 
   return d[..., :, None] * np.eye(d.shape[-1])
 
 
-def truncate(w: np.ndarray, scaling: np.ndarray | None, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Orthonormal factors of B = U_r U_rᵀ W, the rank-r minimizer of ‖(W − B)S‖_F (U_r: top left singular vectors
-  of W·S; S = I when ``scaling`` is None, which is the plain truncated SVD).
+def _positive(a: np.ndarray) -> np.ndarray:
+  a = np.abs(np.asarray(a, np.float64))
+  return np.maximum(a, _DEAD * np.max(a, axis=-1, keepdims=True) + 1e-300)
+
+
+def truncate(w: np.ndarray, scaling: np.ndarray | None, rank: int,
+             out_scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Orthonormal factors of B = A⁻¹U_r U_rᵀ A W, the rank-r minimizer of ‖A(W − B)S‖_F (U_r: top left singular
+  vectors of A·W·S, A = diag(``out_scale``); S = I when ``scaling`` is None, A = I when ``out_scale`` is None: both
+  None is the plain truncated SVD).
 
   Args:
     w: (*L, m, k) matrices.
     scaling: S (*L, k, k), or None.
     rank: r ≤ min(m, k).
+    out_scale: a (m,) positive output weights (entries below 1e-12·max raised to it), or None.
 
   Returns:
     U (*L, m, r), s (*L, r) ≥ 0 descending, V (*L, k, r), float64, with U·diag(s)·Vᵀ = B.
   """
   w = np.asarray(w, np.float64)
-  if scaling is None:
+  if scaling is None and out_scale is None:
     u, s, vt = np.linalg.svd(w, full_matrices=False)
     return u[..., :rank], s[..., :rank], np.swapaxes(vt[..., :rank, :], -1, -2)
-  u_r = np.linalg.svd(w @ scaling, full_matrices=False)[0][..., :rank]
-  q, s, rt = np.linalg.svd(np.swapaxes(u_r, -1, -2) @ w, full_matrices=False)
-  return u_r @ q, s, np.swapaxes(rt, -1, -2)
+  a = np.ones(w.shape[-2]) if out_scale is None else _positive(out_scale)
+  aw = a[:, None] * w
+  u_r = np.linalg.svd(aw if scaling is None else aw @ scaling, full_matrices=False)[0][..., :rank]
+  q1, r1 = np.linalg.qr(u_r / a[:, None])  # B = (A⁻¹U_r)(U_rᵀAW) = Q₁·(R₁U_rᵀAW)
+  q, s, rt = np.linalg.svd(r1 @ np.swapaxes(u_r, -1, -2) @ aw, full_matrices=False)
+  return q1 @ q, s, np.swapaxes(rt, -1, -2)
 
 
-def spectrum(w: np.ndarray, scaling: np.ndarray | None) -> np.ndarray:
-  """σ(W·S) descending: σ_{i>r}² summed is ``truncate``'s error ‖(W − B)S‖²_F at rank r.
+def spectrum(w: np.ndarray, scaling: np.ndarray | None, out_scale: np.ndarray | None = None) -> np.ndarray:
+  """σ(A·W·S) descending: σ_{i>r}² summed is ``truncate``'s error ‖A(W − B)S‖²_F at rank r.
 
   Args:
     w: (*L, m, k).
     scaling: S (*L, k, k) or None (S = I).
+    out_scale: a (m,) (A = diag(a)) or None (A = I).
 
   Returns:
     (*L, min(m, k)) float64.
   """
   w = np.asarray(w, np.float64)
+  if out_scale is not None:
+    w = _positive(out_scale)[:, None] * w
   return np.linalg.svd(w if scaling is None else w @ scaling, compute_uv=False)
+
+
+def output_weights(stats: LayerStats | None, method: str, m: int) -> np.ndarray | None:
+  """The output weights ``method`` uses: ``stats.output_scale`` for the data-aware methods when it fits m rows
+  (a (n,) scale of a spatial view's (kw·n) rows is tiled kw times), else None.
+
+  Args:
+    stats: the layer's statistics, or None.
+    method: one of ``METHODS``.
+    m: the matrix view's row count.
+
+  Returns:
+    (m,) weights, or None.
+  """
+  if method == "plain" or stats is None or stats.output_scale is None or m % len(stats.output_scale):
+    return None
+  return np.tile(stats.output_scale, m // len(stats.output_scale))
 
 
 def layer_factors(kernel, view: MatrixView, rank: int, method: str = "plain", stats: LayerStats | None = None,
                   alpha: float = 0.5):
-  """(U, s, V) of ``kernel``'s matrices at ``rank`` by ``method`` (``truncate``; 'plain' without ``stats``).
+  """(U, s, V) of ``kernel``'s matrices at ``rank`` by ``method`` (``truncate``, with ``output_weights``; 'plain'
+  without ``stats``).
 
   Args:
     kernel: (*kernel_shape) array (no scan axes).
@@ -152,10 +202,11 @@ def layer_factors(kernel, view: MatrixView, rank: int, method: str = "plain", st
     U (*L, m, r), s (*L, r), V (*L, k, r) as jax arrays in ``kernel``'s dtype ('plain': ``view.factors``).
   """
   scaling = input_scaling(stats, method, alpha)
-  if scaling is None:
+  out_scale = output_weights(stats, method, view.matrix_shape[0])
+  if scaling is None and out_scale is None:
     return view.factors(jnp.asarray(kernel), rank)
   w = np.asarray(view.to_matrix(jnp.asarray(kernel)), np.float64)
-  U, s, V = truncate(w, scaling, rank)
+  U, s, V = truncate(w, scaling, rank, out_scale)
   dtype = jnp.asarray(kernel).dtype
   return tuple(jnp.asarray(a, dtype) for a in (U, s, V))
 
@@ -315,6 +366,7 @@ def decompose_params(dense_params, views: Mapping[str, MatrixView], ranks: Mappi
   return replace_nodes(dense_params, new_nodes)
 
 
-__all__ = ["METHODS", "LayerStats", "sqrt_psd", "input_scaling", "truncate", "spectrum", "layer_factors",
+__all__ = ["METHODS", "LayerStats", "sqrt_psd", "input_scaling", "truncate", "spectrum", "output_weights",
+           "layer_factors",
            "output_energy", "output_importance", "conv_rows", "dense_general_rows", "row_moments", "embed_moments",
            "decompose_params"]

@@ -32,6 +32,7 @@ from jax.experimental import multihost_utils
 from jaxsvd.core import calibration
 from jaxsvd.core.calibration import LayerStats
 from jaxsvd.core.matrix_view import MatrixView
+from jaxsvd.core.tree import get_node
 from jaxsvd.linen import conversion
 
 
@@ -98,6 +99,50 @@ def batch_moments(model: nn.Module, views: Mapping[str, MatrixView], call_kwargs
   return found
 
 
+def norm_scales(model: nn.Module, variables, args: tuple, views: Mapping[str, MatrixView],
+                **call_kwargs) -> dict[str, np.ndarray]:
+  """{layer path: a = γ/√(var + ε)} for each layer of ``views`` whose output goes straight into an ``nn.BatchNorm``
+  (feature axis last): the per-channel factor the norm multiplies that layer's output error by at inference.
+
+  Traced abstractly (``jax.eval_shape``) with every call intercepted; a layer output and the norm input are matched
+  by identity, so an operation in between (an activation, a residual add) means no match.
+
+  Args:
+    model: the dense linen model.
+    variables: its variables (the norms' ``scale`` params and ``batch_stats`` ``var`` are read).
+    args: one batch of positional inputs.
+    views: {layer path: ``MatrixView``}.
+    **call_kwargs: static call arguments (e.g. ``train=False``).
+
+  Returns:
+    {layer path: (n,) float64 scale} for the matched layers.
+  """
+  outputs, pairs, alive = {}, {}, []
+
+  def interceptor(next_fun, a, kw, context):
+    y = next_fun(*a, **kw)
+    module, path = context.module, "/".join(context.module.path)
+    if context.method_name == "__call__" and path in views:
+      outputs[id(y)] = path
+      alive.append(y)
+    elif (context.method_name == "__call__" and isinstance(module, nn.BatchNorm) and a and id(a[0]) in outputs
+          and module.axis in (-1, a[0].ndim - 1)):
+      pairs[outputs[id(a[0])]] = (path, module.epsilon, module.use_scale)
+    return y
+
+  with nn.intercept_methods(interceptor):
+    jax.eval_shape(lambda v, *x: model.apply(v, *x, **call_kwargs), variables, *args)
+  scales = {}
+  for path, (norm, eps, use_scale) in pairs.items():
+    try:
+      var = np.asarray(get_node(variables["batch_stats"], norm)["var"], np.float64)
+      gamma = np.asarray(get_node(variables["params"], norm)["scale"], np.float64) if use_scale else 1.0
+    except (KeyError, TypeError):
+      continue
+    scales[path] = np.abs(gamma) / np.sqrt(var + eps)
+  return scales
+
+
 def _host(x) -> np.ndarray:
   """A (replicated) result on the host, gathered across processes when it is not fully addressable."""
   if getattr(x, "is_fully_addressable", True):
@@ -130,4 +175,4 @@ def collect(model: nn.Module, variables, batches: Iterable, views: Mapping[str, 
   return total
 
 
-__all__ = ["layer_moments", "batch_moments", "collect"]
+__all__ = ["layer_moments", "batch_moments", "norm_scales", "collect"]

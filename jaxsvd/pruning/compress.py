@@ -5,7 +5,8 @@
 
 1. ``linen.calibration.collect``: each converted layer's input statistics over ``batches`` (C = E[x xᵀ]).
 2. Per layer the spectrum σ(W·S) of ``method``'s objective (``core.calibration.spectrum``: S = I, D or C^½); its
-   tail Σ_{i>r} σ_i² is the layer's error at rank r (for 'whitened': exactly its output error E‖(W − W_r)x‖²).
+   tail Σ_{i>r} σ_i² is the layer's error at rank r (for 'whitened': exactly its output error E‖(W − W_r)x‖²;
+   with ``norm_aware``, measured after the BatchNorm that directly follows the layer: A = diag(γ/√(var + ε))).
 3. Ranks: ``budget.keep_counts`` on those spectra: one relative error level e shared by all layers (each keeps the
    smallest r with Σ_{i>r} σ_i² ≤ e·Σ σ_i²), bisected to the largest set of ranks within the budget, the rest of
    the budget filled one direction at a time by the largest relative error reduction σ_{r+1}² / Σ σ².
@@ -103,7 +104,9 @@ def spectra(params, views: Mapping[str, MatrixView], method: str, stats: Mapping
     node = get_node(params, path)
     kernel = node["kernel"] if "kernel" in node else node["embedding"]
     w = np.asarray(view.to_matrix(jnp.asarray(kernel)), np.float64)
-    out[path] = calibration.spectrum(w, calibration.input_scaling(stats.get(path), method, alpha))
+    layer = stats.get(path)
+    out[path] = calibration.spectrum(w, calibration.input_scaling(layer, method, alpha),
+                                     calibration.output_weights(layer, method, w.shape[-2]))
   return out
 
 
@@ -131,7 +134,8 @@ def allocate(sigma: Mapping[str, np.ndarray], counter: budget.MacsCounter, reduc
 
 def compress(model: nn.Module, variables, batches: Iterable, method: str = "whitened",
              macs_reduction: float | None = None, params_reduction: float | None = None, alpha: float = 0.5,
-             floors: Floors = Floors(), svdify_options: Mapping[str, Any] | None = None, **call_kwargs) -> Compressed:
+             floors: Floors = Floors(), svdify_options: Mapping[str, Any] | None = None, norm_aware: bool = True,
+             **call_kwargs) -> Compressed:
   """A trained dense linen ``model`` in SVD form at a budget, decomposed by ``method`` (module doc).
 
   Args:
@@ -145,6 +149,8 @@ def compress(model: nn.Module, variables, batches: Iterable, method: str = "whit
     alpha: the activation method's α.
     floors: lower bounds on every rank.
     svdify_options: keyword arguments of ``svdify`` (e.g. skip, decomposition).
+    norm_aware: weight each layer's output error by the BatchNorm that directly follows it, if any
+      (``linen.calibration.norm_scales``; the data-aware methods only).
     **call_kwargs: static call arguments (e.g. ``train=False``).
 
   Returns:
@@ -166,6 +172,9 @@ def compress(model: nn.Module, variables, batches: Iterable, method: str = "whit
   svd_model = svdify(model, **dict(svdify_options or {}))
   views = svd_model.report(*first, **call_kwargs).views
   stats = linen_calibration.collect(model, variables, batches, views, **call_kwargs)
+  if norm_aware:
+    scales = linen_calibration.norm_scales(model, variables, first, views, **call_kwargs)
+    stats = {p: s.with_output_scale(scales.get(p)) for p, s in stats.items()}
   params = conversion.unbox_tree(variables["params"])
   counter = (macs_counter(model, svd_model, first[0], list(views), **call_kwargs) if macs_reduction is not None
              else params_counter(views))
