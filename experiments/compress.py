@@ -155,15 +155,16 @@ def run(c, workdir: str) -> dict:
   check_config(c)
   c = c.copy_and_resolve_references()
   with c.unlocked():
-    c.update(init_from=None, finetune_epochs=0, num_epochs=int(c.finetune_epochs))
+    epochs = int(c.finetune_epochs)  # the compress stage trains nothing; num_epochs only shapes its optimizer
+    c.update(init_from=None, finetune_epochs=0, num_epochs=max(epochs, 1))
     c.svd.enabled = True
     c.pruning.enabled = False
     c.final_prune.enabled = False
   before = source_accuracy(c.source)
-  stage = os.path.join(workdir, "compressed") if c.num_epochs > 0 else workdir
+  stage = os.path.join(workdir, "compressed") if epochs > 0 else workdir
   compressed = compress_stage(c, stage, before)
   summary = {k: v for k, v in compressed.items() if k != "plots"}
-  if c.num_epochs > 0:
+  if epochs > 0:
     with c.unlocked():
       c.init_from = stage
     summary = {k: v for k, v in train.run(c, workdir).items() if k != "plots"}

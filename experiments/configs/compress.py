@@ -21,7 +21,7 @@ def get_config():
   c.macs_reduction = 2.0  # the compressed model has <= dense MACs / macs_reduction
   c.calibration_examples = 1024  # training images for the input statistics
   c.alpha = 0.5  # method=activation: columns scaled by mean|x|^alpha
-  c.norm_aware = True  # activation/whitened: weight each conv's output error by the BatchNorm after it
+  c.norm_aware = False  # activation/whitened: weight each conv's output error by the BatchNorm after it
   c.finetune_epochs = 1  # 0: the compressed model as it is
   c.optimizer.update(learning_rate=5e-4)
   c.reg.update(orthogonality=1.0, sparsity=0.0)

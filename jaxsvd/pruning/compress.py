@@ -134,7 +134,7 @@ def allocate(sigma: Mapping[str, np.ndarray], counter: budget.MacsCounter, reduc
 
 def compress(model: nn.Module, variables, batches: Iterable, method: str = "whitened",
              macs_reduction: float | None = None, params_reduction: float | None = None, alpha: float = 0.5,
-             floors: Floors = Floors(), svdify_options: Mapping[str, Any] | None = None, norm_aware: bool = True,
+             floors: Floors = Floors(), svdify_options: Mapping[str, Any] | None = None, norm_aware: bool = False,
              **call_kwargs) -> Compressed:
   """A trained dense linen ``model`` in SVD form at a budget, decomposed by ``method`` (module doc).
 
