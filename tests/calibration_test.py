@@ -9,16 +9,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
 from jaxsvd import checkpoint, pruning
 from jaxsvd.core import calibration
 from jaxsvd.core.matrix_view import conv_view
+from jaxsvd.core.record import Architecture
 from jaxsvd.linen import calibration as linen_calibration
 from jaxsvd.linen import decompose, svdify
 from jaxsvd.nnx import calibration as nnx_calibration
 from jaxsvd.pruning import compress as compress_lib
+from jaxsvd.training.train_state import TrainState
 from tests import helpers
 
 
@@ -211,16 +214,26 @@ def test_compress_meets_the_params_budget_and_whitened_beats_plain():
     compress_lib.compress(model, variables, [x], method="svd", macs_reduction=2.0)
 
 
+def _dense_source(directory):
+  """A dense resnet8 checkpoint (initialized, not trained: the command only needs a run's checkpoint)."""
+  arch = Architecture("resnet8", 10, (28, 28, 1))
+  variables = arch.build_model().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
+  tx = optax.sgd(0.1)
+  state = TrainState(step=np.int32(1), params=variables["params"], opt_state=tx.init(variables["params"]),
+                     model_state={"batch_stats": variables["batch_stats"]}, apply_fn=None, tx=tx)
+  mngr = checkpoint.manager(os.path.join(directory, "checkpoints"), async_save=False)
+  checkpoint.save(mngr, state, jax.random.key(0), arch)
+  mngr.close()
+  return directory
+
+
 @pytest.mark.parametrize("finetune_epochs", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_compress_command_writes_a_run_that_restores_and_exports(tmp_path, finetune_epochs):
   from experiments import compress as compress_cli
-  from experiments import export, train
+  from experiments import export
 
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"), n_train=96, n_test=48)
-  source = str(tmp_path / "dense")
-  c = helpers.tiny_config(data_dir, **{"svd.enabled": False, "pruning.enabled": False, "num_epochs": 1,
-                                       "finetune_epochs": 0, "final_prune.enabled": False})
-  train.run(c, source)
+  source = _dense_source(str(tmp_path / "dense"))
   out = str(tmp_path / "out")
   tiny = [f"--config.data_dir={data_dir}", "--config.batch_size=32", "--config.eval_batch_size=48",
           "--config.max_steps_per_epoch=2", "--config.plots=False", "--config.tensorboard=False",
@@ -233,6 +246,8 @@ def test_compress_command_writes_a_run_that_restores_and_exports(tmp_path, finet
   assert summary["macs_after"] <= summary["macs_before"] / 2 and "test_accuracy_before_finetune" in summary
   restored = checkpoint.restore(os.path.join(out, "checkpoints"))
   assert dict(restored.architecture.ranks) == summary["ranks"]
+  if not finetune_epochs:  # experiments.export (fold, autotune, jax.export: ~30 s) runs in the slow variant
+    return
   info = export.export_run(out, batch=4, rules=("merged",), platforms=(jax.default_backend(),))
   assert info["max_abs_diff_vs_eval"] < 1e-3
 
