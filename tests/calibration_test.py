@@ -282,3 +282,17 @@ def test_nnx_statistics_and_whitened_factors():
   _, ranks = nnx_calibration.compress(model, [x], params_reduction=2.0)
   assert sum(r * sum(v.matrix_shape) for r, v in zip(ranks.values(), nnx_calibration.collect(
       _NNXNet(nnx.Rngs(0)), [x])[1].values())) <= (8 * 27 + 6 * 32 + 4 * 24) / 2
+
+
+def test_compress_program_prints_one_error_line_before_compiling(tmp_path):
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for args, expected in ((["--config.method=svd"], "error: method='svd' is not one of"),
+                         ([], f"error: source: {str(tmp_path / 'none')!r} holds no checkpoints/")):
+    proc = subprocess.run([sys.executable, "-m", "experiments.compress", f"--source={tmp_path / 'none'}",
+                           f"--workdir={tmp_path / 'out'}", *args], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", "JAX_LOG_COMPILES": "1"}, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1 and errors[0].startswith(expected), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Compiling" not in proc.stderr
