@@ -9,12 +9,12 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["factored_layer", "vs_pytorch"]
+FAST = ["factored_layer", "vs_pytorch", "lm_compression"]
 # Each of these compiles many programs even in --quick mode (1-7 min on 2 cores); the library code they time is
 # tested on its own (parallel, xla_options, losses, streaming, inference tests).
 HEAVY = ["pruned_inference", "step_time", "regularizer_overhead", "parallel_scaling", "data_pipeline", "xla_options",
          "run_latency", "rank_multiple", "channel_pruning", "pruning_event", "checkpoint_io",
-         "midepoch_checkpoint"]
+         "midepoch_checkpoint", "data_aware_pruning"]
 SCRIPTS = FAST + [pytest.param(name, marks=pytest.mark.slow) for name in HEAVY]
 
 

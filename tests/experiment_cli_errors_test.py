@@ -235,7 +235,7 @@ def test_programs_print_one_error_line(good_data, tmp_path, program, args, expec
   assert not any(marker in proc.stderr for marker in COMPILE_LOGS), proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("program", ["cifar_svd", "pruning_from_scratch", "paper_recipe"])
+@pytest.mark.parametrize("program", ["cifar_svd", "pruning_from_scratch", "paper_recipe", "compress"])
 def test_training_programs_leave_workdir_to_their_own_parser(program):
   """absl parses its global flags first (``cli.absl_flags``): a global ``--workdir`` (``experiments.export``
   defines one for its own CLI) imported into a training program would swallow the run's ``--workdir``."""

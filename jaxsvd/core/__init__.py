@@ -2,6 +2,7 @@
 
 Nothing here imports ``flax.linen``, ``flax.nnx``, the zoo or any other jaxsvd subpackage (``tests/layering_test.py``).
 
+  calibration   data-aware factors: input statistics, plain | activation | whitened truncation, output energy
   svd           W = U·diag(s)·Vᵀ: inits (svd_of_he, official), ``sigma``, dense/conv applies in 3 modes
   factors       a kernel's matrix views (channel | spatial), the two executions, their MACs
   matrix_view   matrix views of arbitrary kernels (DenseGeneral, Einsum, Embed, stacked layers)
@@ -15,6 +16,7 @@ Nothing here imports ``flax.linen``, ``flax.nnx``, the zoo or any other jaxsvd s
   validate      one-line checks of config values and datasets
 """
 
+from jaxsvd.core import calibration as calibration
 from jaxsvd.core import contract as contract
 from jaxsvd.core import factors as factors
 from jaxsvd.core import matrix_view as matrix_view
@@ -34,5 +36,5 @@ from jaxsvd.core.structure import ranks as ranks
 from jaxsvd.core.structure import svd_layers as svd_layers
 
 __all__ = ["Architecture", "FormatError", "SVDSpec", "norm_layers", "ranks", "svd_layers",
-           "contract", "factors", "matrix_view", "record", "registry", "regularizers", "spec", "structure", "svd", "tree",
-           "validate"]
+           "calibration", "contract", "factors", "matrix_view", "record", "registry", "regularizers", "spec",
+           "structure", "svd", "tree", "validate"]

@@ -2,12 +2,14 @@
 
   layers         ``DenseSVD``, ``ConvSVD``: W = U·diag(s)·Vᵀ, channel | spatial, modes reconstruct | factored | auto
   svdifylib      ``svdify`` (a model's linear layers in SVD form, by method interception), ``SVDModel``
-  decomposition  ``decompose``: a trained dense model's variables as truncated SVDs of its kernels
+  decomposition  ``decompose``: a trained dense model's variables as rank-r factors (plain | activation | whitened)
+  calibration    ``collect``: each converted layer's input statistics over calibration batches
   conversion     how each linen layer class is converted (kernel names, matrix views, native SVD layers)
   flops          MACs of a linen model's layers, dense and in SVD form
   modes          ``in_mode``: a bound ``.apply`` re-targeted to another execution mode
 """
 
+from jaxsvd.linen import calibration as calibration
 from jaxsvd.linen import conversion as conversion
 from jaxsvd.linen import decomposition as decomposition
 from jaxsvd.linen import flops as flops
@@ -23,4 +25,4 @@ from jaxsvd.linen.svdifylib import SVDModel as SVDModel
 from jaxsvd.linen.svdifylib import svdify as svdify
 
 __all__ = ["ConversionReport", "ConvSVD", "DenseSVD", "SVDModel", "decompose", "in_mode", "svdify",
-           "conversion", "decomposition", "flops", "layers", "modes", "svdifylib"]
+           "calibration", "conversion", "decomposition", "flops", "layers", "modes", "svdifylib"]

@@ -1,47 +1,51 @@
-"""A trained dense model's variables in SVD form: each converted kernel replaced by its truncated SVD."""
+"""A trained dense model's variables in SVD form: each converted kernel replaced by its rank-r factors.
+
+``method`` (``jaxsvd.core.calibration``): 'plain' truncated SVD (min ‖W − W_r‖_F), 'activation' (ASVD: columns
+scaled by mean|x|^α) or 'whitened' (SVD-LLM: min ‖(W − W_r)X‖_F on calibration inputs X); the data-aware methods
+take the statistics of ``jaxsvd.linen.calibration.collect``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from jaxsvd.core import calibration
 from jaxsvd.core.structure import iter_svd_layers
-from jaxsvd.core.tree import get_node, replace_nodes
 from jaxsvd.linen import conversion
 from jaxsvd.linen.svdifylib import SVDModel, traced_init
 
 
-def decompose(svd_model: SVDModel, dense_variables: Mapping[str, Any], *args, **kwargs) -> dict:
-  """``dense_variables`` of ``svd_model.model`` with each converted kernel replaced by its truncated SVD.
+def decompose(svd_model: SVDModel, dense_variables: Mapping[str, Any], *args, method: str = "plain",
+              stats: Mapping[str, calibration.LayerStats] | None = None, alpha: float = 0.5, **kwargs) -> dict:
+  """``dense_variables`` of ``svd_model.model`` with each converted kernel replaced by its rank-r factors.
 
   Args:
     svd_model: the SVD model the result is for (its layers and ranks).
     dense_variables: variables of the dense ``svd_model.model`` (boxed or not). Non-param collections (e.g.
       batch_stats) are kept as they are.
     *args: sample inputs (arrays: only their shapes are used).
+    method: 'plain' (default), 'activation' or 'whitened' (``calibration.METHODS``).
+    stats: {layer path: ``calibration.LayerStats``} (``jaxsvd.linen.calibration.collect``), needed by the
+      data-aware methods; a layer without stats is factored by 'plain'.
+    alpha: the activation method's exponent α.
     **kwargs: sample keyword inputs; non-arrays (e.g. ``train=False``) are passed as they are, not traced.
 
   Returns:
-    The variables (unboxed) with ``U``, ``s``, ``V`` (per matrix, truncated to the layer's rank: Eckart–Young) in
-    place of each converted layer's kernel; stacked layers (scan/vmap, groups) per slice. Other params are kept.
+    The variables (unboxed) with ``U``, ``s``, ``V`` (per matrix, at the layer's rank: 'plain' is Eckart–Young; U
+    and V orthonormal for every method) in place of each converted layer's kernel; stacked layers (scan/vmap,
+    groups) per slice. Other params are kept.
 
   Raises:
-    ValueError: if the dense params have no kernel at a converted layer.
+    ValueError: if the dense params have no kernel at a converted layer, or ``method`` is unknown.
   """
   report, abstract = traced_init(svd_model, *args, **kwargs)
-  views, target = report.views, conversion.unbox_tree(abstract["params"])
+  target = conversion.unbox_tree(abstract["params"])
+  ranks = {path: node["s"].shape[-1] for path, node in iter_svd_layers(target)}
   params = conversion.unbox_tree(dense_variables["params"])
-  new_nodes = {}
-  for path, node in iter_svd_layers(target):
-    try:
-      dense = get_node(params, path)
-      name = next(k for k in ("kernel", "embedding") if k in dense)
-    except (KeyError, TypeError, StopIteration) as err:
-      raise ValueError(f"decompose: the dense params have no kernel at layer {path!r}") from err
-    U, s, V = views[path].factors(dense[name], node["s"].shape[-1])
-    new_nodes[path] = {**{k: v for k, v in dense.items() if k != name}, "U": U, "s": s, "V": V}
+  new_params = calibration.decompose_params(params, report.views, ranks, method, stats, alpha)
   variables = conversion.unbox_tree(dict(dense_variables))
-  return {**variables, "params": replace_nodes(params, new_nodes)}
+  return {**variables, "params": new_params}
 
 
 __all__ = ["decompose"]

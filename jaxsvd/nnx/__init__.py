@@ -2,10 +2,12 @@
 
   layers      ``LinearSVD``, ``LinearGeneralSVD``, ``ConvSVD``, ``EmbedSVD`` (sharding metadata carried to U, s, V)
   svdifylib   ``svdify`` (graph surgery), ``to_svd``, ``ranks``, ``prune``, ``regularization``, ``svdified``
+  calibration data-aware ``svdify`` (whitened | activation factors from calibration batches), ``compress``
 
 NNX checkpoints are ``jaxsvd.checkpoint.nnx``; ``jaxsvd.checkpoint.restore`` reads them too.
 """
 
+from jaxsvd.nnx import calibration as calibration
 from jaxsvd.nnx import layers as layers
 from jaxsvd.nnx import svdifylib as svdifylib
 from jaxsvd.nnx.layers import ConvSVD as ConvSVD
@@ -21,4 +23,4 @@ from jaxsvd.nnx.svdifylib import svdify as svdify
 from jaxsvd.nnx.svdifylib import to_svd as to_svd
 
 __all__ = ["ConversionReport", "ConvSVD", "EmbedSVD", "LinearGeneralSVD", "LinearSVD", "prune", "ranks",
-           "regularization", "svdified", "svdify", "to_svd", "layers", "svdifylib"]
+           "regularization", "svdified", "svdify", "to_svd", "calibration", "layers", "svdifylib"]

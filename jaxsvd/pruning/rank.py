@@ -262,7 +262,7 @@ class PruneReport:
 
 
 def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks: Mapping[str, int] | None = None,
-          macs: budget.MacsCounter | None = None):
+          macs: budget.MacsCounter | None = None, importance: Mapping[str, np.ndarray] | None = None):
   """Prunes every SVD layer of ``params``. Pure: ``params`` is not modified.
 
   Args:
@@ -271,6 +271,10 @@ def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks:
     floors: lower bounds on the kept ranks.
     original_ranks: {layer path: rank at init} for ``floors.min_decay`` (default: the current ranks).
     macs: the model's MACs at given ranks and its dense MACs; needed by (only) the 'budget' strategy.
+    importance: {layer path: per-direction importance ≥ 0, shaped like s}, e.g. the output energy
+      s_i²·v_iᵀCv_i of ``jaxsvd.core.calibration.output_importance`` (data-aware pruning): for those layers every
+      rule reads √importance in place of |s| (the 'energy' and 'budget' rules then keep output energy, and the
+      kept directions are the most important ones); other layers use |s|.
 
   Returns:
     (new_params, new_ranks {path: rank}, PruneReport). In new_params each SVD layer's U, s, V hold only the
@@ -286,14 +290,16 @@ def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks:
     if not np.all(np.isfinite(s)):
       raise ValueError(f"cannot prune: singular values of layer {path!r} contain NaN/Inf")
   original_ranks = original_ranks or {}
-  counts = _budget_counts(host_s, strategy, floors, original_ranks, macs) if strategy.name == "budget" else {}
+  keys = {p: np.sqrt(np.maximum(np.asarray((importance or {}).get(p, s**2), np.float64), 0.0))
+          for p, s in host_s.items()}
+  counts = _budget_counts(keys, strategy, floors, original_ranks, macs) if strategy.name == "budget" else {}
   keep, reports, new_nodes = {}, {}, {}
   for path, node in layers.items():
-    s = host_s[path]
+    s, key = host_s[path], keys[path]
     if path in counts:
-      idx = np.argsort(-np.abs(s), kind="stable")[:counts[path]]
+      idx = np.argsort(-key, kind="stable")[:counts[path]]
     else:
-      idx = layer_keep_indices(s, original_ranks.get(path, s.shape[-1]), strategy, floors)
+      idx = layer_keep_indices(key, original_ranks.get(path, s.shape[-1]), strategy, floors)
     total, kept = float(np.sum(s**2)), float(np.sum(gather_last(s, idx) ** 2))
     keep[path] = idx
     reports[path] = LayerReport(s.shape[-1], idx.shape[-1], kept / total if total > 0 else 1.0)

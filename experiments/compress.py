@@ -1,0 +1,197 @@
+"""Compress a finished run (dense or SVD) to a MACs budget with data-aware SVD, then optionally fine-tune.
+
+  python -m experiments.compress --source=runs/fmnist_dense --workdir=runs/fmnist_compressed
+  python -m experiments.compress --config=experiments/configs/compress.py --source=RUN --workdir=OUT
+      --config.method=whitened --config.macs_reduction=3 --config.finetune_epochs=1
+
+1. The source's latest checkpoint is restored (an SVD run is merged to its dense kernels first).
+2. ``calibration_examples`` training images (the config's data, as training normalizes them) give each SVD layer's
+   input statistics (``jaxsvd.linen.calibration``).
+3. Ranks meeting dense MACs / ``macs_reduction`` are allocated by ``method``'s error spectra and every layer is
+   decomposed by ``method`` (``jaxsvd.pruning.compress``: plain | activation | whitened); with ``norm_aware`` the
+   data-aware methods measure each conv's error after the BatchNorm that follows it.
+4. The compressed model is evaluated and saved as an ordinary run (step 0, ``outputs.finish``: summary.json, final_params/,
+   plots) to ``workdir`` or, with ``finetune_epochs`` > 0, to ``workdir/compressed``, from which ``train.run``
+   fine-tunes (the config's optimizer and SVD regularizers, no pruning) into ``workdir``.
+``workdir/summary.json`` adds ``method``, ``source_test_accuracy``, ``test_accuracy_before_finetune`` and ``ranks``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import shutil
+
+import jax
+import numpy as np
+from absl import app
+
+from experiments import cli, outputs, train
+from experiments import epoch as epoch_lib
+from experiments.plan import initial_architecture
+from jaxsvd import checkpoint
+from jaxsvd.core import calibration
+from jaxsvd.core.matrix_view import conv_view, simple_view
+from jaxsvd.core.structure import iter_svd_layers, total_rank
+from jaxsvd.core.tree import get_node
+from jaxsvd.core.validate import check_choice, check_min_int, check_nonnegative
+from jaxsvd.deploy.params import merged_params
+from jaxsvd.linen import calibration as linen_calibration
+from jaxsvd.linen.conversion import unbox_tree
+from jaxsvd.pruning import budget
+from jaxsvd.pruning import compress as compress_lib
+from jaxsvd.training import distributed
+from jaxsvd.training.train_state import TrainState
+
+log = logging.getLogger("jaxsvd")
+
+
+def check_config(c) -> None:
+  """One-line ``ValueError`` naming the first bad compress field (before anything is loaded or compiled)."""
+  if not c.source or not isinstance(c.source, str):
+    raise ValueError("source: name the finished run to compress (--source=RUN)")
+  check_choice("method", c.method, calibration.METHODS)
+  if not isinstance(c.macs_reduction, (int, float)) or not c.macs_reduction >= 1.0:
+    raise ValueError(f"macs_reduction must be a number >= 1, got {c.macs_reduction!r}")
+  check_min_int("calibration_examples", c.calibration_examples, 1)
+  check_min_int("finetune_epochs", c.finetune_epochs, 0)
+  check_nonnegative("alpha", c.alpha)
+  if not isinstance(c.norm_aware, bool):
+    raise ValueError(f"norm_aware must be true or false, got {c.norm_aware!r}")
+  if not os.path.isdir(os.path.join(c.source, "checkpoints")):
+    raise ValueError(f"source: {c.source!r} holds no checkpoints/ (not a finished run)")
+
+
+def restore_dense(source: str):
+  """(the source's record, its dense architecture, dense variables) from its latest checkpoint."""
+  directory, step = checkpoint.resolve(os.path.join(source, "checkpoints"))
+  saved = checkpoint.read_architecture(directory, step)
+  if saved.user is not None:
+    raise ValueError(f"source: {source!r} is a user model's run; compress it with jaxsvd.pruning.compress")
+  variables = checkpoint.restore_variables(directory, step, saved.build_model(), saved.input_shape)
+  dense = saved.dense()
+  if saved.svd is not None:
+    template = checkpoint.abstract_variables(dense.build_model(), dense.input_shape)["params"]
+    variables = {**variables, "params": merged_params(variables["params"], template, saved.svd.sigma)}
+  return saved, dense, unbox_tree(variables)
+
+
+def svd_views(full, dense_params) -> dict:
+  """{SVD layer path: ``MatrixView``} of the full-rank SVD architecture ``full``, from the dense kernels' shapes."""
+  svd_params = checkpoint.abstract_variables(full.build_model(), full.input_shape)["params"]
+  views = {}
+  for path, _ in iter_svd_layers(unbox_tree(svd_params)):
+    shape = tuple(np.shape(get_node(dense_params, path)["kernel"]))
+    views[path] = conv_view(shape, 1, full.svd.decomposition) if len(shape) == 4 else simple_view(shape, 0, 1)
+  return views
+
+
+def calibration_batches(s, examples: int):
+  """The first training batches (shuffled by the config's seed, normalized as training does) holding
+  ≥ ``examples`` images."""
+  seed = [int(s.c.seed), 0]
+  count = -(-examples // s.c.batch_size)
+  return [b["image"] for b in itertools.islice(s.inputs.train_batches(seed, 0), count)]
+
+
+def compressed_state(s, c, dense, variables):
+  """(architecture, TrainState) of the compressed model: statistics, ranks to the budget, decomposition."""
+  params = variables["params"]
+  full = initial_architecture(c, s.plan, dense.input_shape, {}, s.inputs.contract()).replace(
+      widths=dense.widths, options=dense.options)
+  views = svd_views(full, params)
+  batches = calibration_batches(s, c.calibration_examples)
+  model = dense.build_model()
+  stats = linen_calibration.collect(model, variables, batches, views, train=False)
+  if c.norm_aware:
+    scales = linen_calibration.norm_scales(model, variables, (batches[0],), views, train=False)
+    stats = {p: st.with_output_scale(scales.get(p)) for p, st in stats.items()}
+  counter = budget.MacsCounter.for_architecture(full.replace(ranks={p: v.full_rank for p, v in views.items()}), views)
+  ranks = compress_lib.allocate(compress_lib.spectra(params, views, c.method, stats, c.alpha), counter,
+                                c.macs_reduction)
+  new_params = calibration.decompose_params(params, views, ranks, c.method, stats, c.alpha)
+  arch = full.replace(ranks=ranks, original_ranks={p: v.full_rank for p, v in views.items()})
+  model_state = {k: v for k, v in variables.items() if k != "params"}
+  state = TrainState.create(s.ctx.build_model(arch).apply, {"params": new_params, **model_state},
+                            s.ctx.make_tx(arch, new_params))
+  return arch, state
+
+
+def compress_stage(c, workdir: str, source_accuracy: float | None) -> dict:
+  """Steps 1–4 of the module doc into ``workdir`` (no training); returns the summary (``outputs.finish``)."""
+  shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)  # an interrupted compress is redone
+  saved, dense, variables = restore_dense(c.source)
+  s = train.setup(c, workdir)
+  try:
+    arch, state = compressed_state(s, c, dense, variables)
+    r = train.Run(s.par.place(state), jax.random.key(c.seed), 0, arch, [], [])
+    cost = s.cost(arch)
+    row = {"epoch": 0, **epoch_lib.evaluate(s.par, r.state, s.inputs), "total_rank": total_rank(arch.ranks),
+           "params": cost.params, "macs": cost.macs}
+    r.history, r.events = [row], [{"epoch": 0, "kind": "compress", "method": c.method, "ranks": arch.ranks}]
+    log.info("compress (%s, %s× fewer MACs): test accuracy %s -> %.4f", c.method, c.macs_reduction,
+             source_accuracy, row["test_accuracy"])
+    checkpoint.save(s.mngr, s.par.host_state(r.state), r.rng, arch, train.run_info(c, r),
+                    {"test_accuracy": row["test_accuracy"]})
+    s.mngr.wait_until_finished()
+    summary = outputs.finish(s, r, workdir)
+  finally:
+    s.mngr.close()
+  return {**summary, "ranks": dict(arch.ranks), "source_model": saved.model}
+
+
+def source_accuracy(source: str) -> float | None:
+  """The source run's final test accuracy (its summary.json), if it has one."""
+  path = os.path.join(source, "summary.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f).get("test_accuracy")
+
+
+def run(c, workdir: str) -> dict:
+  """Compresses ``c.source`` into ``workdir`` (module doc); returns the summary written to workdir/summary.json."""
+  check_config(c)
+  c = c.copy_and_resolve_references()
+  with c.unlocked():
+    epochs = int(c.finetune_epochs)  # the compress stage trains nothing; num_epochs only shapes its optimizer
+    c.update(init_from=None, finetune_epochs=0, num_epochs=max(epochs, 1))
+    c.svd.enabled = True
+    c.pruning.enabled = False
+    c.final_prune.enabled = False
+  before = source_accuracy(c.source)
+  stage = os.path.join(workdir, "compressed") if epochs > 0 else workdir
+  compressed = compress_stage(c, stage, before)
+  summary = {k: v for k, v in compressed.items() if k != "plots"}
+  if epochs > 0:
+    with c.unlocked():
+      c.init_from = stage
+    summary = {k: v for k, v in train.run(c, workdir).items() if k != "plots"}
+  extra = {"method": c.method, "macs_reduction": c.macs_reduction, "source_test_accuracy": before,
+           "test_accuracy_before_finetune": compressed["test_accuracy"], "ranks": compressed["ranks"]}
+  if distributed.is_primary():
+    path = os.path.join(workdir, "summary.json")
+    with open(path) as f:
+      saved = json.load(f)
+    with open(path, "w") as f:
+      json.dump({**saved, **extra}, f, indent=2)
+  return {**summary, **extra}
+
+
+def _source_flag(argv):
+  """``--source=RUN`` as ``--config.source=RUN`` (the config field)."""
+  return [a.replace("--source", "--config.source", 1) if a.startswith("--source") else a for a in argv]
+
+
+_main = cli.main_for(run, "compress", "runs/compressed")
+
+
+def main(argv) -> None:
+  """``python -m experiments.compress`` (``cli.main_for`` with ``--source`` accepted as a flag)."""
+  _main(_source_flag(argv))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.absl_flags)

@@ -1,0 +1,28 @@
+"""Compress a finished Fashion-MNIST run with data-aware SVD (``experiments/compress.py``).
+
+  python -m experiments.cifar_svd --config=experiments/configs/fashion_mnist_dense.py --config.num_epochs=4
+      --workdir=runs/fmnist_dense
+  python -m experiments.compress --source=runs/fmnist_dense --workdir=runs/fmnist_whitened_2x
+
+Expected (docs/compression.md, measured on 2 CPU cores): the dense ResNet-8 (90.8 % test accuracy after 4 epochs)
+at 2× fewer MACs keeps 77.3 % before fine-tuning with method=whitened (method=plain: 27.7 %), and 89.5 % after the
+one fine-tune epoch (plain: 88.6 %); a few minutes on 2 CPU cores.
+"""
+
+from experiments.configs import fashion_mnist
+
+
+def get_config():
+  """The Fashion-MNIST config (data, batch, model options) plus the compress fields; fine-tune: Adam 5e-4 cosine,
+  orthogonality regularizer, no sparsity, no pruning."""
+  c = fashion_mnist.get_config()
+  c.source = ""  # the finished run to compress (--source=RUN)
+  c.method = "whitened"  # plain | activation | whitened
+  c.macs_reduction = 2.0  # the compressed model has <= dense MACs / macs_reduction
+  c.calibration_examples = 1024  # training images for the input statistics
+  c.alpha = 0.5  # method=activation: columns scaled by mean|x|^alpha
+  c.norm_aware = False  # activation/whitened: weight each conv's output error by the BatchNorm after it
+  c.finetune_epochs = 1  # 0: the compressed model as it is
+  c.optimizer.update(learning_rate=5e-4)
+  c.reg.update(orthogonality=1.0, sparsity=0.0)
+  return c

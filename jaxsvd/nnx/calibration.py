@@ -1,0 +1,183 @@
+"""Data-aware SVD for Flax NNX models: calibration statistics, ``svdify`` with whitened / activation factors, and
+``compress`` to a params budget (the NNX twin of ``jaxsvd.linen.calibration`` and ``jaxsvd.pruning.compress``).
+
+  stats, views = collect(model, batches)                     # the dense model, run eagerly on the batches
+  report = svdify(model, batches, ranks={...}, method="whitened")   # in place, like jaxsvd.nnx.svdify
+  report, ranks = compress(model, batches, method="whitened", params_reduction=2.0)
+
+Statistics (``core.calibration``, in the matrix view of each layer the NNX SVD layers use): ``nnx.Linear`` its
+input features, ``nnx.LinearGeneral`` the ``axis`` dims flattened in order, 2-D ``nnx.Conv`` the im2col patches
+(channel) or kh·c column patches (spatial), ``nnx.Embed`` token counts. ``collect`` temporarily wraps the
+``__call__`` of these classes (restored afterwards; not thread-safe) and runs the model eagerly, accumulating in
+float64 on the host. 1-D convs and layers ``svdify`` leaves dense get no statistics ('plain' factors).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxsvd.core import calibration
+from jaxsvd.core.calibration import LayerStats
+from jaxsvd.core.matrix_view import MatrixView, conv_view, simple_view
+from jaxsvd.nnx import svdifylib
+from jaxsvd.pruning import compress as compress_lib
+from jaxsvd.pruning.rank import Floors
+
+
+def layer_view(module, decomposition: str = "channel") -> MatrixView | None:
+  """The ``MatrixView`` of a convertible layer's kernel, as the NNX SVD layers factor it (LinearGeneral: of its
+  kernel reshaped to (∏in, ∏out)); None for a 1-D conv.
+
+  Args:
+    module: an ``nnx.Linear``, ``nnx.LinearGeneral``, ``nnx.Conv`` or ``nnx.Embed``.
+    decomposition: the conv view, 'channel' or 'spatial'.
+
+  Returns:
+    The view, or None.
+  """
+  if isinstance(module, nnx.Embed):
+    return simple_view(module.embedding.shape, 0, 1)
+  shape = tuple(module.kernel.shape)
+  if isinstance(module, nnx.LinearGeneral):
+    n_in = len(np.ravel(module.axis))
+    return simple_view((math.prod(shape[:n_in]), math.prod(shape[n_in:])), 0, 1)
+  if isinstance(module, nnx.Conv):
+    return conv_view(shape, 1, decomposition) if len(shape) == 4 else None
+  return simple_view(shape, 0, 1)
+
+
+def _moments(module, x, view):
+  if isinstance(module, nnx.Embed):
+    return calibration.embed_moments(x, view.matrix_shape[1])
+  if isinstance(module, nnx.Conv):
+    rows = calibration.conv_rows(module, x, view)
+  elif isinstance(module, nnx.LinearGeneral):
+    rows = calibration.dense_general_rows(x, view, module.axis)
+  else:
+    rows = x.reshape(-1, x.shape[-1])
+  return None if rows is None else calibration.row_moments(rows)
+
+
+def _layers(model: nnx.Module, decomposition: str) -> dict:
+  """{path: (module, view)} of the layers ``svdify`` would convert that have a view."""
+  found = {}
+  for path, module in nnx.iter_graph(model):
+    if type(module) in svdifylib.CONVERTIBLE and not svdifylib.unsupported(module):
+      view = layer_view(module, decomposition)
+      if view is not None:
+        found.setdefault(id(module), ("/".join(map(str, path)), module, view))
+  return {p: (m, v) for p, m, v in found.values()}
+
+
+def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel"):
+  """Each convertible layer's ``LayerStats`` over ``batches`` (module doc), and the layers' views.
+
+  Args:
+    model: the dense NNX model (unchanged; in eval mode if it has dropout / batch norm).
+    batches: arrays (the model's one input) or tuples of positional inputs.
+    decomposition: the conv view.
+
+  Returns:
+    ({path: ``LayerStats``}, {path: ``MatrixView``}).
+  """
+  layers = _layers(model, decomposition)
+  by_id = {id(m): (p, v) for p, (m, v) in layers.items()}
+  total: dict[str, LayerStats] = {}
+  originals = {cls: cls.__call__ for cls in svdifylib.CONVERTIBLE}
+
+  def wrapped(original):
+    def call(self, x, *args, **kwargs):
+      if id(self) in by_id:
+        path, view = by_id[id(self)]
+        moments = _moments(self, jnp.asarray(x), view)
+        if moments is not None:
+          g, a, n = (np.asarray(jax.device_get(v), np.float64) for v in moments)
+          stats = LayerStats(g, a, int(round(float(n))))
+          total[path] = total[path] + stats if path in total else stats
+      return original(self, x, *args, **kwargs)
+    return call
+
+  try:
+    for cls, original in originals.items():
+      cls.__call__ = wrapped(original)
+    for batch in batches:
+      model(*(batch if isinstance(batch, tuple) else (batch,)))
+  finally:
+    for cls, original in originals.items():
+      cls.__call__ = original
+  return total, {p: v for p, (_, v) in layers.items()}
+
+
+def _kernel(module, view: MatrixView):
+  kernel = module.embedding[...] if isinstance(module, nnx.Embed) else module.kernel[...]
+  return jnp.reshape(kernel, view.kernel_shape)
+
+
+def svdify(model: nnx.Module, batches: Iterable, ranks: Mapping[str, int] | None = None, method: str = "whitened",
+           alpha: float = 0.5, decomposition: str = "channel", **svdify_kwargs) -> svdifylib.ConversionReport:
+  """``jaxsvd.nnx.svdify`` in place, each converted layer's factors then set by ``method`` on ``batches``' statistics.
+
+  Args:
+    model: the dense NNX model (modified in place).
+    batches: calibration batches (as ``collect``).
+    ranks: {layer path: rank}; missing: full rank.
+    method: 'plain', 'activation' or 'whitened' (``core.calibration``).
+    alpha: the activation method's α.
+    decomposition: the conv view.
+    **svdify_kwargs: ``mode``, ``skip``, ``skip_pattern``, ``skip_if``, ``sigma`` of ``jaxsvd.nnx.svdify``.
+
+  Returns:
+    The ``ConversionReport`` of ``jaxsvd.nnx.svdify``.
+  """
+  calibration.input_scaling(None, method, alpha)
+  stats, views = collect(model, batches, decomposition)
+  kernels = {p: _kernel(m, views[p]) for p, (m, _) in _layers(model, decomposition).items()}
+  report = svdifylib.svdify(model, ranks, decomposition, **svdify_kwargs)
+  modules = svdifylib.svd_modules(model)
+  for path in report.ranks:
+    if path in kernels and path in stats and method != "plain":
+      layer = modules[path]
+      U, s, V = calibration.layer_factors(kernels[path], views[path], layer.rank, method, stats[path], alpha)
+      for name, value in zip(("U", "s", "V"), (U, s, V)):
+        getattr(layer, name).set_value(value.reshape(getattr(layer, name).shape).astype(getattr(layer, name).dtype))
+  return report
+
+
+def compress(model: nnx.Module, batches: Iterable, method: str = "whitened", params_reduction: float = 2.0,
+             alpha: float = 0.5, floors: Floors = Floors(), decomposition: str = "channel",
+             **svdify_kwargs) -> tuple[svdifylib.ConversionReport, dict[str, int]]:
+  """The model in SVD form (in place) with its converted layers at ≤ their dense params / ``params_reduction``,
+  ranks allocated by ``method``'s error spectra (``jaxsvd.pruning.compress.allocate``) and factors by ``method``.
+
+  Args:
+    model: the dense NNX model (modified in place).
+    batches: calibration batches (a list: it is read twice).
+    method: 'plain', 'activation' or 'whitened'.
+    params_reduction: X ≥ 1.
+    alpha: the activation method's α.
+    floors: lower bounds on every rank.
+    decomposition: the conv view.
+    **svdify_kwargs: as ``svdify``.
+
+  Returns:
+    (the ``ConversionReport``, the ranks {path: r}).
+  """
+  batches = list(batches)
+  stats, views = collect(model, batches, decomposition)
+  layers = _layers(model, decomposition)
+  sigma = {p: calibration.spectrum(np.asarray(views[p].to_matrix(_kernel(m, views[p]))),
+                                   calibration.input_scaling(stats.get(p), method, alpha))
+           for p, (m, _) in layers.items()}
+  ranks = compress_lib.allocate(sigma, compress_lib.params_counter(views), params_reduction, floors)
+  skip_if = svdify_kwargs.pop("skip_if", None)
+  only = lambda path, module: path not in ranks or bool(skip_if and skip_if(path, module))  # noqa: E731
+  return svdify(model, batches, ranks, method, alpha, decomposition, skip_if=only, **svdify_kwargs), ranks
+
+
+__all__ = ["layer_view", "collect", "svdify", "compress"]
