@@ -1,7 +1,7 @@
 """Compress a finished run (dense or SVD) to a MACs budget with data-aware SVD, then optionally fine-tune.
 
   python -m experiments.compress --source=runs/fmnist_dense --workdir=runs/fmnist_compressed
-  python -m experiments.compress --config=experiments/configs/compress.py --source=RUN --workdir=OUT
+  python -m experiments.compress --config=compress --source=RUN --workdir=OUT
       --config.method=whitened --config.macs_reduction=3 --config.finetune_epochs=1
 
 1. The source's latest checkpoint is restored (an SVD run is merged to its dense kernels first).

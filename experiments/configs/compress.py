@@ -1,6 +1,6 @@
 """Compress a finished Fashion-MNIST run with data-aware SVD (``experiments/compress.py``).
 
-  python -m experiments.cifar_svd --config=experiments/configs/fashion_mnist_dense.py --config.num_epochs=4
+  python -m experiments.cifar_svd --config=fashion_mnist_dense --config.num_epochs=4
       --workdir=runs/fmnist_dense
   python -m experiments.compress --source=runs/fmnist_dense --workdir=runs/fmnist_whitened_2x
 
