@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Callable
@@ -11,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsvd import pruning
+from jaxsvd import data, pruning
 from jaxsvd.core.structure import ranks as read_ranks
 from jaxsvd.models import SVDSpec, build_model
 from jaxsvd.training import optim, xla_options
@@ -156,3 +157,22 @@ def table(rows: list[dict], columns: list[str]) -> str:
   lines = [" | ".join(c.ljust(widths[c]) for c in columns), "-+-".join("-" * widths[c] for c in columns)]
   lines += [" | ".join(str(r.get(c, "-")).ljust(widths[c]) for c in columns) for r in rows]
   return "\n".join(lines)
+
+
+def test_accuracy(model, variables, images, labels, mean, std, batch_size=500) -> float:
+  """Test accuracy of ``model`` (eval mode) on normalized ``images``."""
+  predict = jax.jit(lambda v, x: model.apply(v, x, train=False).argmax(-1))
+  correct = sum(float(((np.asarray(predict(variables, b["image"])) == b["label"]) * b["mask"]).sum())
+                for b in data.eval_batches(images, labels, batch_size, mean, std))
+  return correct / len(labels)
+
+
+def quick_svd_run(tmp: str) -> tuple[str, str]:
+  """A tiny trained SVD run (and its data directory) for the --quick smoke test."""
+  from experiments import train
+  from tests import helpers
+  data_dir = helpers.write_fashion_mnist(os.path.join(tmp, "data"), n_train=64, n_test=32)
+  c = helpers.tiny_config(data_dir, num_epochs=1, max_steps_per_epoch=2, batch_size=16, eval_batch_size=16,
+                          **{"pruning.enabled": False, "final_prune.enabled": False, "finetune_epochs": 0})
+  train.run(c, os.path.join(tmp, "run"))
+  return os.path.join(tmp, "run"), data_dir

@@ -13,9 +13,6 @@ from __future__ import annotations
 import os
 import tempfile
 
-import jax
-import numpy as np
-
 from benchmarks import common
 from experiments.compress import svd_views
 from jaxsvd import checkpoint, data
@@ -23,25 +20,6 @@ from jaxsvd.core import calibration
 from jaxsvd.deploy.params import merged_params
 from jaxsvd.linen import calibration as linen_calibration
 from jaxsvd.pruning import Strategy, budget, rank
-
-
-def accuracy(model, variables, images, labels, mean, std, batch_size=500) -> float:
-  """Test accuracy of ``model`` (eval mode) on normalized ``images``."""
-  predict = jax.jit(lambda v, x: model.apply(v, x, train=False).argmax(-1))
-  correct = sum(float(((np.asarray(predict(variables, b["image"])) == b["label"]) * b["mask"]).sum())
-                for b in data.eval_batches(images, labels, batch_size, mean, std))
-  return correct / len(labels)
-
-
-def quick_run(tmp: str) -> tuple[str, str]:
-  """A tiny trained SVD run (and its data directory) for the --quick smoke test."""
-  from experiments import train
-  from tests import helpers
-  data_dir = helpers.write_fashion_mnist(os.path.join(tmp, "data"), n_train=64, n_test=32)
-  c = helpers.tiny_config(data_dir, num_epochs=1, max_steps_per_epoch=2, batch_size=16, eval_batch_size=16,
-                          **{"pruning.enabled": False, "final_prune.enabled": False, "finetune_epochs": 0})
-  train.run(c, os.path.join(tmp, "run"))
-  return os.path.join(tmp, "run"), data_dir
 
 
 def statistics(record, variables, images) -> dict:
@@ -61,7 +39,7 @@ def main():
   p.add_argument("--reductions", default="2,3")
   args = p.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
-    workdir, data_dir = quick_run(tmp) if args.quick else (args.workdir, args.data_dir)
+    workdir, data_dir = common.quick_svd_run(tmp) if args.quick else (args.workdir, args.data_dir)
     restored = checkpoint.restore(os.path.join(workdir, "checkpoints"))
     ds = data.load_fashion_mnist(data_dir)
   record, variables = restored.architecture, restored.variables
@@ -71,7 +49,7 @@ def main():
   stats = statistics(record, variables, images)
   importance = calibration.output_importance(variables["params"], stats)
   macs = budget.MacsCounter.for_architecture(record, list(record.ranks))
-  acc = accuracy(record.build_model(), variables, ds.test_images, ds.test_labels, mean, std)
+  acc = common.test_accuracy(record.build_model(), variables, ds.test_images, ds.test_labels, mean, std)
   print(f"unpruned: test accuracy {acc:.4f}, MACs {macs.at_ranks(record.ranks):,}")
   print("| MACs reduction | energy s² | output energy s²·vᵀCv |\n|---|---|---|")
   result = {}
@@ -81,7 +59,7 @@ def main():
       params, ranks, _ = rank.prune(variables["params"], Strategy("budget", macs_reduction=x), macs=macs,
                                     original_ranks=record.original_ranks, importance=imp)
       model = record.replace(ranks=ranks).build_model()
-      row.append(accuracy(model, {**variables, "params": params}, ds.test_images, ds.test_labels, mean, std))
+      row.append(common.test_accuracy(model, {**variables, "params": params}, ds.test_images, ds.test_labels, mean, std))
     result[x] = row
     print(f"| {x:g}× | {row[0]:.4f} | {row[1]:.4f} |")
   first = next(iter(result.values()))

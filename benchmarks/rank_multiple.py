@@ -17,7 +17,6 @@ import tempfile
 from types import SimpleNamespace
 
 import jax
-import numpy as np
 
 from benchmarks import common
 from benchmarks.pruned_inference import folded_runner
@@ -25,24 +24,6 @@ from jaxsvd import checkpoint, data
 from jaxsvd.core.structure import total_rank
 from jaxsvd.linen import flops
 from jaxsvd.pruning import Floors, Strategy, rank
-
-
-def _accuracy(model, variables, images, labels, mean, std, batch_size) -> float:
-  predict = jax.jit(lambda v, x: model.apply(v, x, train=False).argmax(-1))
-  correct = sum(float(((np.asarray(predict(variables, b["image"])) == b["label"]) * b["mask"]).sum())
-                for b in data.eval_batches(images, labels, batch_size, mean, std))
-  return correct / len(labels)
-
-
-def _quick_run(tmp: str) -> tuple[str, str]:
-  """A tiny trained SVD run (and its data directory) for the --quick smoke test."""
-  from experiments import train
-  from tests import helpers
-  data_dir = helpers.write_fashion_mnist(os.path.join(tmp, "data"), n_train=64, n_test=32)
-  c = helpers.tiny_config(data_dir, num_epochs=1, max_steps_per_epoch=2, batch_size=16, eval_batch_size=16,
-                          **{"pruning.enabled": False, "final_prune.enabled": False, "finetune_epochs": 0})
-  train.run(c, os.path.join(tmp, "run"))
-  return os.path.join(tmp, "run"), data_dir
 
 
 def variants(restored, energies, multiples):
@@ -67,7 +48,7 @@ def main():
   args = p.parse_args()
   batch_size, repeats = (32, 1) if args.quick else (args.batch, args.repeats)
   with tempfile.TemporaryDirectory() as tmp:
-    workdir, data_dir = _quick_run(tmp) if args.quick else (args.workdir, args.data_dir)
+    workdir, data_dir = common.quick_svd_run(tmp) if args.quick else (args.workdir, args.data_dir)
     restored = checkpoint.restore(os.path.join(workdir, "checkpoints"))
     ds = data.load_fashion_mnist(data_dir)
   record = restored.architecture
@@ -83,7 +64,7 @@ def main():
     cost = flops.count(model, record.input_shape)
     rows.append({"prune": label, "total rank": total_rank(ranks), "MACs/img": f"{cost.macs / 1e6:.2f}M",
                  "MACs red.": f"{dense_macs / cost.macs:.2f}x",
-                 "test acc": f"{_accuracy(model, variables, ds.test_images, ds.test_labels, mean, std, 500):.2%}"})
+                 "test acc": f"{common.test_accuracy(model, variables, ds.test_images, ds.test_labels, mean, std, 500):.2%}"})
   t = common.alternate(runners, repeats)
   for row in rows:
     plain = row["prune"].split(" m=")[0] + " m=1"  # the same energy without rounding
