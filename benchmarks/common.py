@@ -159,7 +159,7 @@ def table(rows: list[dict], columns: list[str]) -> str:
   return "\n".join(lines)
 
 
-def test_accuracy(model, variables, images, labels, mean, std, batch_size=500) -> float:
+def eval_accuracy(model, variables, images, labels, mean, std, batch_size=500) -> float:
   """Test accuracy of ``model`` (eval mode) on normalized ``images``."""
   predict = jax.jit(lambda v, x: model.apply(v, x, train=False).argmax(-1))
   correct = sum(float(((np.asarray(predict(variables, b["image"])) == b["label"]) * b["mask"]).sum())

@@ -49,7 +49,7 @@ def main():
   stats = statistics(record, variables, images)
   importance = calibration.output_importance(variables["params"], stats)
   macs = budget.MacsCounter.for_architecture(record, list(record.ranks))
-  acc = common.test_accuracy(record.build_model(), variables, ds.test_images, ds.test_labels, mean, std)
+  acc = common.eval_accuracy(record.build_model(), variables, ds.test_images, ds.test_labels, mean, std)
   print(f"unpruned: test accuracy {acc:.4f}, MACs {macs.at_ranks(record.ranks):,}")
   print("| MACs reduction | energy s² | output energy s²·vᵀCv |\n|---|---|---|")
   result = {}
@@ -59,7 +59,7 @@ def main():
       params, ranks, _ = rank.prune(variables["params"], Strategy("budget", macs_reduction=x), macs=macs,
                                     original_ranks=record.original_ranks, importance=imp)
       model = record.replace(ranks=ranks).build_model()
-      row.append(common.test_accuracy(model, {**variables, "params": params}, ds.test_images, ds.test_labels, mean, std))
+      row.append(common.eval_accuracy(model, {**variables, "params": params}, ds.test_images, ds.test_labels, mean, std))
     result[x] = row
     print(f"| {x:g}× | {row[0]:.4f} | {row[1]:.4f} |")
   first = next(iter(result.values()))
