@@ -59,7 +59,8 @@ def main():
       params, ranks, _ = rank.prune(variables["params"], Strategy("budget", macs_reduction=x), macs=macs,
                                     original_ranks=record.original_ranks, importance=imp)
       model = record.replace(ranks=ranks).build_model()
-      row.append(common.eval_accuracy(model, {**variables, "params": params}, ds.test_images, ds.test_labels, mean, std))
+      row.append(common.eval_accuracy(model, {**variables, "params": params}, ds.test_images, ds.test_labels, mean,
+                                      std))
     result[x] = row
     print(f"| {x:g}× | {row[0]:.4f} | {row[1]:.4f} |")
   first = next(iter(result.values()))

@@ -68,7 +68,8 @@ def main():
     blocked, committed = save_times(state, architecture, repeats, async_save=True)
     _, sync = save_times(state, architecture, repeats, async_save=False)
     size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves((state.params, state.opt_state)))
-    rows.append({"model": name, "params+opt MiB": f"{size / 2**20:.1f}", "async: loop blocked ms": f"{blocked * 1e3:.0f}",
+    rows.append({"model": name, "params+opt MiB": f"{size / 2**20:.1f}",
+                 "async: loop blocked ms": f"{blocked * 1e3:.0f}",
                  "async: committed ms": f"{committed * 1e3:.0f}", "sync save ms": f"{sync * 1e3:.0f}",
                  "blocked / R20 step": f"{blocked / step:.2f}"})
   print(f"ResNet-20 train step (batch 128, SVD full rank): {step * 1e3:.0f} ms")

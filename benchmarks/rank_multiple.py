@@ -64,7 +64,7 @@ def main():
     cost = flops.count(model, record.input_shape)
     rows.append({"prune": label, "total rank": total_rank(ranks), "MACs/img": f"{cost.macs / 1e6:.2f}M",
                  "MACs red.": f"{dense_macs / cost.macs:.2f}x",
-                 "test acc": f"{common.eval_accuracy(model, variables, ds.test_images, ds.test_labels, mean, std, 500):.2%}"})
+                 "test acc": f"{common.eval_accuracy(model, variables, ds.test_images, ds.test_labels, mean, std):.2%}"})
   t = common.alternate(runners, repeats)
   for row in rows:
     plain = row["prune"].split(" m=")[0] + " m=1"  # the same energy without rounding
