@@ -158,7 +158,7 @@ def collect(model: nn.Module, variables, batches: Iterable, views: Mapping[str, 
     model: the dense linen model (the one ``svdify`` converts; paths are its own).
     variables: its variables.
     batches: an iterable of batches: an array (the model's one input) or a tuple of positional inputs. Global
-      ``jax.Array``s sharded over devices (and processes) are summed over all of them.
+      ``jax.Array`` batches sharded over devices (and processes) are summed over all of them.
     views: {layer path: ``MatrixView``}, e.g. ``svdify(model).report(x).views``.
     **call_kwargs: static call arguments (e.g. ``train=False``).
 
