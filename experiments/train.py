@@ -257,13 +257,14 @@ def run_info(c, r: Run) -> dict:
           "config": json.loads(c.to_json_best_effort())}
 
 
-def setup(c, workdir: str, stop: preemption.StopRequest | None = None) -> Setup:
+def setup(c, workdir: str, stop: preemption.StopRequest | None = None, plan: Plan | None = None) -> Setup:
   """Validates config ``c`` and builds what stays fixed: plan, data, parallel mode, event context, checkpoints.
 
   Args:
     c: the experiment config.
     workdir: the run's directory (created if missing); checkpoints go to ``workdir/checkpoints``.
     stop: the run's stop request (None: a new one from ``c.checkpoint``, not installed).
+    plan: ``make_plan(c)`` when the caller already made it (None: made here).
 
   Returns:
     The ``Setup``.
@@ -272,7 +273,7 @@ def setup(c, workdir: str, stop: preemption.StopRequest | None = None) -> Setup:
     ValueError: one line naming a bad config field, bad data, or a workdir that cannot be written.
     FileNotFoundError: if the dataset's local files are missing.
   """
-  plan = make_plan(c)
+  plan = make_plan(c) if plan is None else plan
   preflight.check_workdir(workdir)
   if c.dataset in inputs_lib.STREAMED:
     inputs = inputs_lib.Streamed(c)
@@ -307,7 +308,7 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
       failed save; ``workdir.WorkdirLockedError`` if another process runs in ``workdir``.
     FloatingPointError: if a step's loss or updated state becomes non-finite.
   """
-  make_plan(c)  # a bad field is one line, finished run or not
+  plan = make_plan(c)  # a bad field is one line, finished run or not
   summary = startup.finished(c, workdir)
   if summary is not None:
     return summary
@@ -315,7 +316,7 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
   s = writer = None
   try:
     with stop:  # from here a signal stops the run after its next step (one during setup or restore included)
-      s = setup(c, workdir, stop)
+      s = setup(c, workdir, stop, plan)
       startup.announce(s, workdir)
       r = recovery.start(s, init_run, resume_run)
       writer = reporting.MetricsWriter(workdir, c.tensorboard, r.history) if distributed.is_primary() else None
