@@ -20,6 +20,7 @@ import shutil
 import zlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -225,20 +226,27 @@ def save_failure(err: BaseException, path: str, what: str) -> CheckpointSaveErro
 
 
 def nonfinite_leaves(tree) -> list[str]:
-  """Paths of the floating-point leaves of ``tree`` that hold a NaN or ±Inf (checked on the host).
+  """Paths of the floating-point leaves of ``tree`` that hold a NaN or ±Inf.
+
+  Device arrays are checked where they live (one jitted reduction per leaf to a replicated bool), so a sharded
+  leaf is never gathered to one host; host arrays are checked with NumPy.
 
   Args:
-    tree: any pytree of arrays (device arrays are fetched with ``jax.device_get``); non-inexact leaves are skipped.
+    tree: any pytree of arrays; non-inexact leaves are skipped.
 
   Returns:
     The '/'-joined paths of the offending leaves, in flattening order (empty if every leaf is finite).
   """
-  bad = []
-  for path, leaf in leaves_by_path(tree).items():
-    arr = np.asarray(jax.device_get(leaf))
-    if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
-      bad.append(path)
-  return bad
+  leaves = {path: leaf for path, leaf in leaves_by_path(tree).items() if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)}
+  on_device = {path: leaf for path, leaf in leaves.items() if isinstance(leaf, jax.Array)}
+  finite = {path: bool(ok) for path, ok in _all_finite(on_device).items()}
+  finite.update({path: bool(np.isfinite(leaf).all()) for path, leaf in leaves.items() if path not in on_device})
+  return [path for path in leaves if not finite[path]]
+
+
+@jax.jit
+def _all_finite(leaves: dict) -> dict:
+  return {path: jnp.isfinite(leaf).all() for path, leaf in leaves.items()}
 
 
 __all__ = ["CHECKSUMS_FILE", "CheckpointError", "CheckpointSaveError", "first_line", "write_checksums",

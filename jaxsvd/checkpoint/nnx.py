@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+from flax.nnx import spmd as nnx_spmd
 
 from jaxsvd.checkpoint import format as checkpoint
 from jaxsvd.core.record import FORMAT_VERSION, Architecture
@@ -156,14 +157,15 @@ def _caller_mesh() -> jax.sharding.Mesh | None:
 
 
 def _shardings(abstract_state: nnx.State, mesh: jax.sharding.Mesh | None) -> nnx.State:
-  """Each variable's target sharding on ``mesh``: its ``out_sharding`` names (replicated where it has none); None
-  without a mesh (restored where Orbax puts arrays by default)."""
+  """Each variable's target sharding on ``mesh``: its ``out_sharding`` names, logical names mapped by the rules in
+  context (``nnx.logical_axis_rules``) as flax maps them, replicated where it has none; None without a mesh
+  (restored where Orbax puts arrays by default)."""
 
   def sharding(variable):
     if mesh is None:
       return variable.replace(None)
-    names = variable.get_metadata().get("out_sharding") or ()
-    return variable.replace(jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*names)))
+    spec = nnx_spmd.get_var_pspec(variable) or jax.sharding.PartitionSpec()  # logical names through the rules
+    return variable.replace(jax.sharding.NamedSharding(mesh, spec))
 
   return jax.tree.map(sharding, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 

@@ -51,9 +51,12 @@ def trailing_dict_path(keypath) -> str | None:
     keypath: a ``jax.tree_util`` key path.
 
   Returns:
-    The '/'-joined keys of the longest run of ``DictKey`` entries at its end, or None if the last key is not one.
+    The '/'-joined keys of the longest run of ``DictKey`` entries at its end (an NNX ``Variable``'s trailing
+    ``.value`` attribute skipped: an ``nnx.State`` leaf is named by its dict keys), or None if the last key is not one.
   """
   names = []
+  if keypath and keypath[-1] == jax.tree_util.GetAttrKey("value"):
+    keypath = keypath[:-1]
   for key in reversed(keypath):
     if not isinstance(key, jax.tree_util.DictKey):
       break

@@ -75,24 +75,33 @@ def truncated_svd(matrix: jax.Array, rank: int | None, where: str):
   check_rank(f"{where}.rank", rank)
   if rank > full:
     raise ValueError(f"{where}.rank={rank} exceeds min(m, n)={full} for matrix {matrix.shape[0]}x{matrix.shape[1]}")
-  if isinstance(matrix, jax.core.Tracer):  # under jit / nnx.eval_shape
+  if _on_device(matrix):  # under jit / nnx.eval_shape, or spread over processes
     u, s, vt = jnp.linalg.svd(matrix.astype(jnp.float32), full_matrices=False)
   else:  # a concrete kernel: float64 LAPACK on the host (no XLA compile per kernel shape)
     u, s, vt = np.linalg.svd(np.asarray(matrix, np.float64), full_matrices=False)
   return u[:, :rank], s[:rank], vt[:rank].T
 
 
+def _on_device(x) -> bool:
+  """True for a traced value, or an array no one process holds whole (sharded over several processes)."""
+  return isinstance(x, jax.core.Tracer) or isinstance(x, jax.Array) and not x.is_fully_addressable
+
+
 def _host(x):
-  """``x`` as a NumPy array when concrete (no eager XLA op per shape), as it is under tracing."""
-  return x if isinstance(x, jax.core.Tracer) else np.asarray(x)
+  """``x`` as a NumPy array when one process holds it whole (no eager XLA op per shape), else as it is."""
+  return x if _on_device(x) else np.asarray(x)
 
 
 def _param(value, dtype, metadata: dict):
   """``nnx.Param(value)`` with ``metadata``; under a mesh the value is first placed replicated on it, so flax's eager
   sharding can constrain (Auto axes) or reshard (Explicit axes) it to its ``out_sharding`` — a host-made
-  single-device array cannot be constrained to a mesh sharding."""
+  single-device array cannot be constrained to a mesh sharding. Outside any mesh the partition names are kept as
+  metadata only (flax's eager sharding would refuse them)."""
   value = jnp.asarray(value, dtype)
-  if metadata.get("out_sharding") is not None and not jax.sharding.get_abstract_mesh().empty:
+  if metadata.get("out_sharding") is not None and jax.sharding.get_abstract_mesh().empty:
+    with nnx.use_eager_sharding(False):  # no mesh: keep the names, as the layer converted from kept them
+      return nnx.Param(value, **metadata)
+  if metadata.get("out_sharding") is not None:
     try:
       mesh = jax.sharding.get_mesh()
     except ValueError:  # inside a trace (jit, eval_shape): flax constrains the traced value itself
@@ -157,7 +166,7 @@ def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype, metadata=None):
     return nnx.data(None)
   if bias is None:
     bias = bias_init(rngs.params(), shape, param_dtype)
-  return _param(np.reshape(_host(bias), shape) if not isinstance(bias, jax.core.Tracer) else bias.reshape(shape),
+  return _param(np.reshape(_host(bias), shape) if not _on_device(bias) else bias.reshape(shape),
                 param_dtype, _sharding(metadata))
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from jaxsvd.core.tree import leaves_by_path, trailing_dict_path
+from jaxsvd.core.tree import trailing_dict_path
 from jaxsvd.core.validate import check_choice
 from jaxsvd.pruning.rank import PruneReport, take_last
 
@@ -21,7 +21,8 @@ OPT_STATE_POLICIES = ("reinit", "slice")
 
 
 def _param_shapes(params) -> dict[str, tuple]:
-  return {path: tuple(np.shape(leaf)) for path, leaf in leaves_by_path(params).items()}
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {trailing_dict_path(key_path): tuple(np.shape(leaf)) for key_path, leaf in flat}
 
 
 def slice_opt_state(opt_state, old_params, keep: Mapping[str, np.ndarray]):

@@ -334,18 +334,43 @@ def gather_last(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def take_last(x, idx: np.ndarray):
-  """x[..., idx] (per slice for a stacked idx), gathered on the host: eager device gathers would compile once per
-  new shape. A boxed leaf (``nn.Partitioned``) stays boxed.
+  """x[..., idx] (per slice for a stacked idx), gathered on the host shard by shard: eager device gathers would
+  compile once per new shape, and no process ever holds more than its own shards. A ``jax.Array`` keeps its
+  sharding (the rank axis must not be partitioned); a boxed leaf (``nn.Partitioned``) stays boxed.
 
   Args:
     x: a U, s or V leaf (an array, or one in a flax ``AxisMetadata`` box), rank axis last.
     idx: the indices to keep, as for ``gather_last``: (k,), or (*L, k) per slice.
 
   Returns:
-    The gathered ``jax.Array`` (``gather_last``'s shape), in the same kind of box as ``x`` if ``x`` is boxed.
+    The gathered ``jax.Array`` (``gather_last``'s shape) with ``x``'s sharding, in the same kind of box as ``x``.
+
+  Raises:
+    ValueError: if ``x``'s rank axis is partitioned over devices.
   """
-  value = jnp.asarray(gather_last(np.asarray(jax.device_get(unboxed(x))), idx))
+  value = unboxed(x)
+  if isinstance(value, jax.Array):
+    value = _take_last_by_shard(value, idx)
+  else:
+    value = jnp.asarray(gather_last(np.asarray(value), idx))
   return x.replace_boxed(value) if isinstance(x, AxisMetadata) else value
+
+
+def _take_last_by_shard(x: jax.Array, idx: np.ndarray) -> jax.Array:
+  """``take_last`` of a device array: each addressable shard gathered on the host on its own, same sharding."""
+  if x.sharding.shard_shape(x.shape)[-1] != x.shape[-1]:
+    raise ValueError(f"cannot prune a factor of shape {x.shape} whose rank axis is partitioned ({x.sharding}); "
+                     f"map the logical axis 'rank' to None")
+  shards = [jax.device_put(gather_last(np.asarray(shard.data), _shard_rows(idx, shard.index, x.ndim)), shard.device)
+            for shard in x.addressable_shards]
+  return jax.make_array_from_single_device_arrays((*x.shape[:-1], idx.shape[-1]), x.sharding, shards)
+
+
+def _shard_rows(idx: np.ndarray, index: tuple, ndim: int) -> np.ndarray:
+  """The rows of a stacked (*L, k) ``idx`` that belong to a shard at ``index`` (its slices of the stack axes)."""
+  if idx.ndim == 1:
+    return idx
+  return idx[tuple(index[:idx.ndim - 1])]
 
 
 def slice_layer(node: Mapping, idx: np.ndarray) -> dict:
