@@ -87,10 +87,19 @@ def _host(x):
   return x if isinstance(x, jax.core.Tracer) else np.asarray(x)
 
 
-def _param(value, dtype, metadata: dict):
-  """``nnx.Param(value)`` with ``metadata``; under a mesh the value is first placed replicated on it, so flax's eager
+def make_param(value, dtype, metadata: dict):
+  """``nnx.Param(value)`` in ``dtype`` with ``metadata``; under a mesh the value is first placed replicated on it, so flax's eager
   sharding can constrain (Auto axes) or reshard (Explicit axes) it to its ``out_sharding`` — a host-made
-  single-device array cannot be constrained to a mesh sharding."""
+  single-device array cannot be constrained to a mesh sharding.
+
+  Args:
+    value: the array.
+    dtype: the param dtype.
+    metadata: the Param's metadata (``out_sharding``, ``mesh``, ...).
+
+  Returns:
+    The ``nnx.Param``.
+  """
   value = jnp.asarray(value, dtype)
   if metadata.get("out_sharding") is not None and not jax.sharding.get_abstract_mesh().empty:
     try:
@@ -102,8 +111,16 @@ def _param(value, dtype, metadata: dict):
   return nnx.Param(value, **metadata)
 
 
-def _sharding(metadata, key: str = "out_sharding") -> dict:
-  """The sharding metadata of a dense Param (``out_sharding`` and ``mesh``) worth carrying over; {} if unsharded."""
+def sharding_metadata(metadata, key: str = "out_sharding") -> dict:
+  """The sharding metadata of a dense Param worth carrying over.
+
+  Args:
+    metadata: the dense Param's metadata (or None).
+    key: the sharding key.
+
+  Returns:
+    {``out_sharding``, ``mesh``} present in ``metadata``; {} if unsharded.
+  """
   metadata = metadata or {}
   return {k: metadata[k] for k in (key, "mesh") if metadata.get(k) is not None} if metadata.get(key) else {}
 
@@ -120,7 +137,7 @@ def factor_sharding(kernel_metadata, u_axis: int | None, v_axis: int | None) -> 
   Returns:
     (U metadata, s metadata, V metadata): {} each when the kernel is not sharded.
   """
-  base = _sharding(kernel_metadata)
+  base = sharding_metadata(kernel_metadata)
   if not base:
     return {}, {}, {}
   names = tuple(base["out_sharding"])  # may be shorter than the kernel's rank: the trailing axes are replicated
@@ -149,7 +166,7 @@ def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rng
   else:
     kernel = _host(kernel)
     U, s, V = truncated_svd(factors.kernel_to_matrix(kernel.reshape(kernel_shape), decomposition), rank, where)
-  module.U, module.s, module.V = (_param(a, param_dtype, m) for a, m in zip((U, s, V), metadata))
+  module.U, module.s, module.V = (make_param(a, param_dtype, m) for a, m in zip((U, s, V), metadata))
 
 
 def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype, metadata=None):
@@ -157,8 +174,8 @@ def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype, metadata=None):
     return nnx.data(None)
   if bias is None:
     bias = bias_init(rngs.params(), shape, param_dtype)
-  return _param(np.reshape(_host(bias), shape) if not isinstance(bias, jax.core.Tracer) else bias.reshape(shape),
-                param_dtype, _sharding(metadata))
+  return make_param(np.reshape(_host(bias), shape) if not isinstance(bias, jax.core.Tracer) else bias.reshape(shape),
+                param_dtype, sharding_metadata(metadata))
 
 
 def _no_sharding(module, out_sharding):
@@ -358,5 +375,5 @@ class EmbedSVD(_SVDModule):
 SVD_LAYERS = (LinearSVD, LinearGeneralSVD, ConvSVD, EmbedSVD)
 
 
-__all__ = ["MIN_FLAX", "require_flax_nnx", "truncated_svd", "factor_sharding", "LinearSVD", "LinearGeneralSVD",
-           "ConvSVD", "EmbedSVD", "SVD_LAYERS"]
+__all__ = ["MIN_FLAX", "require_flax_nnx", "truncated_svd", "make_param", "sharding_metadata", "factor_sharding",
+           "LinearSVD", "LinearGeneralSVD", "ConvSVD", "EmbedSVD", "SVD_LAYERS"]
