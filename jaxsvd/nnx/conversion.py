@@ -214,5 +214,40 @@ def describe_layer(kind: str, new, view: MatrixView, execution: str) -> str:
           f"{view.full_rank}, {execution}")
 
 
+def subclass_to_svd(module, rank: int | None, decomposition: str, mode: str, sigma: str, path: str):
+  """``module`` (a subclass of a convertible layer) converted in place by ``view_layers.factor_kernel``, or the
+  reasons it stays dense (``conversion``'s subclass rule; the probe call is run on the converted layer and the
+  conversion undone when the call never reads the rebuilt kernel).
+
+  Args:
+    module: the layer.
+    rank, decomposition, mode, sigma, path: as ``to_svd``.
+
+  Returns:
+    (the converted module, []) or (None, reasons).
+  """
+  if reasons := subclass_reasons(module):
+    return None, reasons
+  name, cls = kernel_name(module), type(module)
+  kernel, sample = getattr(module, name), probe(module)
+  try:
+    view_layers.factor_kernel(module, name, kernel_view(module, decomposition), rank, mode, sigma,
+                              decomposition)
+  except ValueError as err:
+    raise ValueError(f"svdify: layer {path!r}: {err}") from None
+  try:
+    reads, why = view_layers.kernel_reads(module, sample), None
+  except Exception as err:  # noqa: BLE001 - any failure of the user's call on the probe: leave it dense
+    reads, why = 0, f"its call on a probe input {sample.shape} failed ({type(err).__name__}: {err})"
+  if reads:
+    return module, []
+  for attr in ("U", "s", "V", "view", "mode", "sigma", "decomposition"):
+    delattr(module, attr)
+  module.__class__ = cls
+  setattr(module, name, kernel)
+  return None, [why or f"subclass {cls.__name__}'s call never reads its {name} Param (it bypasses the param), so "
+                       "U·diag(s)·Vᵀ would not be the map it applies"]
+
+
 __all__ = ["CONVERTIBLE", "LINEAR_LIKE", "SVD_LAYERS", "base_class", "kernel_name", "layer_view", "kernel_view",
-           "unsupported", "subclass_reasons", "probe", "describe_layer"]
+           "unsupported", "subclass_reasons", "probe", "describe_layer", "subclass_to_svd"]

@@ -178,13 +178,22 @@ def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype, metadata=None):
                 param_dtype, sharding_metadata(metadata))
 
 
-def _no_sharding(module, out_sharding):
+def no_sharding(module, out_sharding):
+  """One-line error unless ``out_sharding`` is None (the SVD layers' outputs follow their factors' sharding).
+
+  Args:
+    module: the layer named in the error.
+    out_sharding: the call's ``out_sharding`` argument.
+
+  Raises:
+    ValueError: if it is not None.
+  """
   if out_sharding is not None:
     raise ValueError(f"{type(module).__name__}: out_sharding is not supported by the SVD layers")
 
 
-class _SVDModule(nnx.Module):
-  """Shared validation, the rank and the promoted factors."""
+class SVDModule(nnx.Module):
+  """The base of the NNX SVD layers: shared validation, the rank and the promoted factors."""
 
   def _check(self, mode: str, decomposition: str = "channel", sigma: str = "signed", init: str = "svd_of_he"):
     """Validates the layer's options (one-line errors naming the field) and keeps ``sigma`` for ``_promoted``."""
@@ -220,7 +229,7 @@ class _SVDModule(nnx.Module):
     return y if self.dtype is None else y.astype(self.dtype)
 
 
-class LinearSVD(_SVDModule):
+class LinearSVD(SVDModule):
   """``nnx.Linear`` as U (n, r), s (r,), V (c, r): y = x·V·diag(s)·Uᵀ + b."""
 
   def __init__(self, in_features: int, out_features: int, *, rank: int | None = None, use_bias: bool = True,
@@ -236,7 +245,7 @@ class LinearSVD(_SVDModule):
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """(..., c) → (..., n)."""
-    _no_sharding(self, out_sharding)
+    no_sharding(self, out_sharding)
     x, U, s, V, b, dtype = self._operands(inputs)
     return self._output(svd.dense_svd_apply(x, U, s, V, self.out_features, self.mode, dtype), b)
 
@@ -245,7 +254,7 @@ def _tuple(x) -> tuple[int, ...]:
   return (x,) if isinstance(x, int) else tuple(x)
 
 
-class LinearGeneralSVD(_SVDModule):
+class LinearGeneralSVD(SVDModule):
   """``nnx.LinearGeneral`` (no ``batch_axis``) with its kernel (*in, *out) held as the (Π in) × (Π out) Dense
   kernel's U (Π out, r), s, V (Π in, r); the contracted input axes are flattened in ``axis`` order."""
 
@@ -265,7 +274,7 @@ class LinearGeneralSVD(_SVDModule):
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """Contracts ``axis`` of ``inputs``: output = the other axes (in order) + ``out_features``."""
-    _no_sharding(self, out_sharding)
+    no_sharding(self, out_sharding)
     axis = tuple(a % inputs.ndim for a in self.axis)
     rest = tuple(a for a in range(inputs.ndim) if a not in axis)
     x, U, s, V, b, dtype = self._operands(inputs)
@@ -274,7 +283,7 @@ class LinearGeneralSVD(_SVDModule):
     return self._output(y, b)
 
 
-class ConvSVD(_SVDModule):
+class ConvSVD(SVDModule):
   """``nnx.Conv`` (1-D or 2-D, channels last, one feature group, no dilation or mask) as U, s, V.
 
   ``padding``: as ``nnx.Conv`` ('SAME', 'VALID', 'CIRCULAR', 'REFLECT', 'CAUSAL' (1-D), ints or pairs).
@@ -308,7 +317,7 @@ class ConvSVD(_SVDModule):
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """(*batch, *spatial, c) → (*batch, *spatial', n), as ``nnx.Conv``."""
-    _no_sharding(self, out_sharding)
+    no_sharding(self, out_sharding)
     nd = len(self.kernel_size)
     batch_shape = inputs.shape[: inputs.ndim - nd - 1]
     x = inputs.reshape(-1, *inputs.shape[inputs.ndim - nd - 1:])
@@ -340,7 +349,7 @@ def _explicit_padding(x, padding, kernel_size):
   return x, padding
 
 
-class EmbedSVD(_SVDModule):
+class EmbedSVD(SVDModule):
   """``nnx.Embed`` as the Dense kernel E (vocab, features) applied to one-hot ids: U (features, r), s, V (vocab, r),
   E = V·diag(s)·Uᵀ (the linen ``svdify`` view). A lookup is V[ids]·diag(s)·Uᵀ; ``attend`` (tied logits) uses the
   same factors: q·Eᵀ = q·U·diag(s)·Vᵀ."""
@@ -357,7 +366,7 @@ class EmbedSVD(_SVDModule):
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """Integer ids (...) → embeddings (..., features): V[ids]·diag(s)·Uᵀ (``reconstruct``: E[ids])."""
-    _no_sharding(self, out_sharding)
+    no_sharding(self, out_sharding)
     if not jnp.issubdtype(inputs.dtype, jnp.integer):
       raise ValueError("EmbedSVD: input type must be an integer or unsigned integer")
     _, U, s, V, _ = self._promoted(jnp.zeros((), self.dtype or self.param_dtype), inexact=False)
@@ -367,7 +376,7 @@ class EmbedSVD(_SVDModule):
 
   def attend(self, query: jax.Array, out_sharding=None) -> jax.Array:
     """(..., features) → (..., vocab) logits q·Eᵀ = q·U·diag(s)·Vᵀ."""
-    _no_sharding(self, out_sharding)
+    no_sharding(self, out_sharding)
     q, U, s, V, _ = self._promoted(query)
     return svd.dense_svd_apply(q, V, s, U, self.num_embeddings, self.mode)  # Eᵀ's factors: roles swapped
 
@@ -376,4 +385,4 @@ SVD_LAYERS = (LinearSVD, LinearGeneralSVD, ConvSVD, EmbedSVD)
 
 
 __all__ = ["MIN_FLAX", "require_flax_nnx", "truncated_svd", "make_param", "sharding_metadata", "factor_sharding",
-           "LinearSVD", "LinearGeneralSVD", "ConvSVD", "EmbedSVD", "SVD_LAYERS"]
+           "no_sharding", "SVDModule", "LinearSVD", "LinearGeneralSVD", "ConvSVD", "EmbedSVD", "SVD_LAYERS"]

@@ -103,17 +103,11 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
     if reasons := unsupported(module):
       left[path] = "; ".join(reasons)
       return None
-    kind, view = type(module).__name__, conversion.kernel_view(module, decomposition)
-    if type(module) is conversion.base_class(module):
-      new, execution = to_svd(module, ranks.get(path), decomposition, mode, path, sigma), mode
-    else:
-      (new, reasons), execution = subclass_to_svd(module, ranks.get(path), decomposition, mode, sigma, path), \
-        f"reconstruct (subclass {kind}: kernel read through the param)"
-      if new is None:
-        left[path] = "; ".join(reasons)
-        return None
-    converted[path] = conversion.describe_layer(kind, new, view, execution)
-    new_ranks[path] = new.rank
+    new, line = _convert(module, path, ranks.get(path), decomposition, mode, sigma)
+    if new is None:
+      left[path] = line
+      return None
+    converted[path], new_ranks[path] = line, new.rank
     memo[id(module)] = new
     return new
 
@@ -124,6 +118,19 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
   if not converted:
     raise ValueError(f"svdify: no layer of {type(model).__name__} was converted ({report.summary()})")
   return report
+
+
+def _convert(module, path: str, rank, decomposition: str, mode: str, sigma: str):
+  """(the converted layer, its report line) or (None, why it stays dense) for a layer ``unsupported`` accepts."""
+  kind, view = type(module).__name__, conversion.kernel_view(module, decomposition)
+  if type(module) is conversion.base_class(module):
+    new, execution = to_svd(module, rank, decomposition, mode, path, sigma), mode
+  else:
+    new, reasons = conversion.subclass_to_svd(module, rank, decomposition, mode, sigma, path)
+    if new is None:
+      return None, "; ".join(reasons)
+    execution = f"reconstruct (subclass {kind}: kernel read through the param)"
+  return new, conversion.describe_layer(kind, new, view, execution)
 
 
 def _checked_options(ranks, decomposition: str, mode: str, sigma: str) -> dict[str, int]:
@@ -197,41 +204,6 @@ def _to_svd(module, rank, decomposition, mode, sigma):
 
 def _value(param):
   return None if param is None else param[...]
-
-
-def subclass_to_svd(module, rank: int | None, decomposition: str, mode: str, sigma: str, path: str):
-  """``module`` (a subclass of a convertible layer) converted in place by ``view_layers.factor_kernel``, or the
-  reasons it stays dense (``conversion``'s subclass rule; the probe call is run on the converted layer and the
-  conversion undone when the call never reads the rebuilt kernel).
-
-  Args:
-    module: the layer.
-    rank, decomposition, mode, sigma, path: as ``to_svd``.
-
-  Returns:
-    (the converted module, []) or (None, reasons).
-  """
-  if reasons := conversion.subclass_reasons(module):
-    return None, reasons
-  name, cls = conversion.kernel_name(module), type(module)
-  kernel, probe = getattr(module, name), conversion.probe(module)
-  try:
-    view_layers.factor_kernel(module, name, conversion.kernel_view(module, decomposition), rank, mode, sigma,
-                              decomposition)
-  except ValueError as err:
-    raise ValueError(f"svdify: layer {path!r}: {err}") from None
-  try:
-    reads, why = view_layers.kernel_reads(module, probe), None
-  except Exception as err:  # noqa: BLE001 - any failure of the user's call on the probe: leave it dense
-    reads, why = 0, f"its call on a probe input {probe.shape} failed ({type(err).__name__}: {err})"
-  if reads:
-    return module, []
-  for attr in ("U", "s", "V", "view", "mode", "sigma", "decomposition"):
-    delattr(module, attr)
-  module.__class__ = cls
-  setattr(module, name, kernel)
-  return None, [why or f"subclass {cls.__name__}'s call never reads its {name} Param (it bypasses the param), so "
-                       "U·diag(s)·Vᵀ would not be the map it applies"]
 
 
 def _replace_in_graph(node, path: tuple, visit, seen: set[int]):
@@ -388,6 +360,5 @@ def svdified(constructor: Callable[..., nnx.Module], ranks: Mapping[str, int] | 
   return build
 
 
-__all__ = ["CONVERTIBLE", "LINEAR_LIKE", "ConversionReport", "svdify", "unsupported", "to_svd", "subclass_to_svd",
-           "params_dict",
+__all__ = ["CONVERTIBLE", "LINEAR_LIKE", "ConversionReport", "svdify", "unsupported", "to_svd", "params_dict",
            "ranks", "regularization", "svd_modules", "prune", "svdified"]

@@ -79,7 +79,7 @@ def _set_factors(module, view, kernel, rank, metadata, param_dtype):
                                   for a, m in zip((U, s, V), factor_metadata(view, metadata)))
 
 
-class EinsumSVD(nnx_layers._SVDModule):
+class EinsumSVD(nnx_layers.SVDModule):
   """``nnx.Einsum`` with a fixed ``einsum_str`` as U, s, V in ``view`` (``matrix_view.einsum_view``), plus its bias."""
 
   def __init__(self, einsum_str: str, view: MatrixView, *, kernel, rank: int | None = None, bias=None,
@@ -94,7 +94,7 @@ class EinsumSVD(nnx_layers._SVDModule):
 
   def __call__(self, inputs: jax.Array, einsum_str: str | None = None, out_sharding=None) -> jax.Array:
     """``jnp.einsum(einsum_str, inputs, kernel) + bias`` with kernel = U·diag(s)·Vᵀ (``mode``)."""
-    nnx_layers._no_sharding(self, out_sharding)
+    nnx_layers.no_sharding(self, out_sharding)
     if einsum_str is not None and einsum_str.replace(" ", "") != self.einsum_str:
       raise ValueError(f"EinsumSVD: built for {self.einsum_str!r}, called with {einsum_str!r}")
     x, U, s, V, b = self._promoted(inputs)
