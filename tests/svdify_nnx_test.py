@@ -251,17 +251,17 @@ class Mixed(nnx.Module):
 def test_surgery_finds_layers_in_containers_keeps_ties_and_reports_what_stays_dense():
   model = Mixed(rngs=rngs())
   report = svdify_nnx.svdify(model, ranks={"table/a": 2}, skip_pattern=r"pair/1")
-  assert set(report.converted) == {"again", "table/a", "table/b", "pair/0"}  # one path for the tied layer
+  assert set(report.converted) == {"again", "table/a", "table/b", "pair/0", "ws"}  # one path for the tied layer
   assert model.first is model.again and isinstance(model.first, nnx_layers.LinearSVD)
   assert isinstance(model.table["b"], nnx_layers.LinearGeneralSVD) and type(model.pair[1]) is nnx.Linear
   assert report.ranks["table/a"] == 2 and svdify_nnx.ranks(model)["table/a"] == 2
-  assert report.left["pair/1"] == "in skip" and "subclass of nnx.Conv" in report.left["ws"]
+  assert report.left["pair/1"] == "in skip" and "subclass WeightStandardizedConv" in report.converted["ws"]
   assert "ConvTranspose has no SVD form" in report.left["up"] and "kernel_dilation=2" in report.left["atrous"]
 
 
 def test_svdify_errors_are_clear():
-  with pytest.raises(ValueError, match="no layer of Mixed was converted.*subclass"):
-    svdify_nnx.svdify(Mixed(rngs=rngs()), skip=("again",), skip_pattern=r"table/.*",
+  with pytest.raises(ValueError, match="no layer of Mixed was converted.*ConvTranspose"):
+    svdify_nnx.svdify(Mixed(rngs=rngs()), skip=("again", "ws"), skip_pattern=r"table/.*",
                          skip_if=lambda path, layer: path.startswith("pair/"))
   with pytest.raises(ValueError, match=r"ranks name layers \['nope'\]"):
     svdify_nnx.svdify(Mixed(rngs=rngs()), ranks={"nope": 1})

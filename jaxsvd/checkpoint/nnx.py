@@ -48,7 +48,8 @@ def architecture(model: nnx.Module, original_ranks: dict[str, int] | None = None
   layers = svdify_nnx.svd_modules(model)
   if not layers:
     raise ValueError("jaxsvd.checkpoint.nnx: the model has no SVD layers (run jaxsvd.nnx.svdify first)")
-  decompositions = {m.decomposition for m in layers.values() if isinstance(m, nnx_layers.ConvSVD)} or {"channel"}
+  decompositions = {m.decomposition for m in layers.values()
+                    if isinstance(m, (nnx_layers.ConvSVD, nnx.Conv))} or {"channel"}  # nnx.Conv: a subclass
   modes, sigmas = {m.mode for m in layers.values()}, {m.sigma for m in layers.values()}
   if len(decompositions) > 1 or len(modes) > 1 or len(sigmas) > 1:
     raise ValueError(f"jaxsvd.checkpoint.nnx: SVD layers mix decompositions {sorted(decompositions)}, modes "

@@ -7,9 +7,13 @@ Two ways a layer runs in SVD form, both holding U, s, V (``matrix_view.MatrixVie
            (``self.param('kernel' | 'embedding', init, shape, dtype)``) it gets U·diag(s)·Vᵀ rebuilt to that shape
            (reconstruct execution). So DenseGeneral, Embed (lookup and ``attend``), Einsum, 1-D/3-D/grouped/dilated
            convs, ConvTranspose, ConvLocal and subclasses run through their own, unmodified math.
+A subclass that defines methods of its own (e.g. a weight-standardized conv overriding ``param`` or ``__call__``) runs
+the kernel way too, so its methods see the rebuilt kernel where they read the param and it computes its own function
+(reconstruct execution, whatever ``mode`` says): it converts when, during the call, it requests its kernel through
+``param`` and creates no params besides the parent's (kernel and bias; own params could stand in for the kernel).
 A layer is left dense, with a reason in the conversion report, when the kernel it applies may not be the kernel
-param: a subclass that defines methods of its own (e.g. a weight-standardized conv overriding ``param`` or
-``__call__``), a conv with a ``mask``, an Einsum whose kernel is not a (stack of) matrix.
+param: such a subclass that never requests its kernel or creates params of its own, a conv with a ``mask``, an
+Einsum whose kernel is not a (stack of) matrix.
 """
 
 from __future__ import annotations
@@ -55,28 +59,53 @@ def base_class(module: nn.Module) -> type | None:
   return next((c for c in type(module).__mro__ if c in KERNEL_PARAMS), None)
 
 
-def dense_reason(module: nn.Module) -> str | None:
-  """Why a Dense/Conv/Embed/... layer cannot be converted faithfully, or None if it can.
+def own_methods(module: nn.Module) -> list[str]:
+  """The methods ``type(module)`` and the classes between it and its flax base class define (lifted
+  ``nn.vmap``/``nn.scan``/``nn.remat`` classes and generated dataclass methods aside).
 
   Args:
     module: a layer whose ``base_class`` is not None.
 
   Returns:
-    A one-line reason if ``type(module)`` or a class between it and its flax base class defines methods of its
-    own (lifted ``nn.vmap``/``nn.scan``/``nn.remat`` classes and generated dataclass methods aside), or if it has
-    a ``mask``; None if it can be converted.
+    The sorted method names (empty for the flax class itself or a subclass that only changes defaults).
   """
   base = base_class(module)
   cls = type(module)
-  own = sorted({name for klass in cls.__mro__[:cls.__mro__.index(base)] if klass.__module__ != _LIFTED
-                for name, v in vars(klass).items()
-                if callable(v) and not isinstance(v, type) and name not in _GENERATED})
-  if own:
-    return (f"{cls.__name__} subclasses {base.__name__} and defines {', '.join(own)}: the kernel it applies may "
-            f"differ from its kernel param (e.g. weight standardization), so U·diag(s)·Vᵀ would not be its map")
+  return sorted({name for klass in cls.__mro__[:cls.__mro__.index(base)] if klass.__module__ != _LIFTED
+                 for name, v in vars(klass).items()
+                 if callable(v) and not isinstance(v, type) and name not in _GENERATED})
+
+
+def dense_reason(module: nn.Module) -> str | None:
+  """Why a Dense/Conv/Embed/... layer cannot be converted faithfully before it runs, or None if it may be.
+
+  Args:
+    module: a layer whose ``base_class`` is not None.
+
+  Returns:
+    A one-line reason if it has a ``mask``; None otherwise (a subclass's own methods are checked while it runs:
+    ``subclass_param_reason``).
+  """
   if getattr(module, "mask", None) is not None:
     return "the conv multiplies its kernel by a mask, so the kernel param is not the map it applies"
   return None
+
+
+def subclass_param_reason(module: nn.Module, name: str, kernel_name: str) -> str | None:
+  """Why a subclass with methods of its own that requests param ``name`` cannot be converted, or None.
+
+  Args:
+    module: the layer (``own_methods(module)`` not empty).
+    name: the param it requests.
+    kernel_name: its kernel param's name.
+
+  Returns:
+    A one-line reason for a param other than the kernel and 'bias', else None.
+  """
+  if name in (kernel_name, "bias"):
+    return None
+  return (f"subclass {type(module).__name__} (defines {', '.join(own_methods(module))}) creates its own param "
+          f"{name!r}: it may stand in for the kernel, so U·diag(s)·Vᵀ would not be the map it applies")
 
 
 def is_native(module: nn.Module, x) -> bool:
@@ -208,9 +237,10 @@ class patched_param:
   """Context manager: while active, ``module``'s scope answers ``param(kernel_name, ...)`` with the kernel rebuilt
   from ``svd_factors`` (other params as usual)."""
 
-  def __init__(self, module: nn.Module, kernel_name: str, make_view, rank, settings):
+  def __init__(self, module: nn.Module, kernel_name: str, make_view, rank, settings, other_param=None):
     self.module, self.kernel_name, self.make_view, self.rank = module, kernel_name, make_view, rank
     self.settings = settings  # the SVDModel: sigma, init_scheme
+    self.other_param = other_param  # called with the name of any other param requested (it may raise)
 
   def __enter__(self):
     scope = self.module.scope
@@ -218,6 +248,8 @@ class patched_param:
 
     def param(name, init_fn, *init_args, unbox=True, **init_kwargs):
       if name != self.kernel_name:
+        if self.other_param is not None:
+          self.other_param(name)
         return original(name, init_fn, *init_args, unbox=unbox, **init_kwargs)
       view = self.make_view(init_args[0])
       U, s, V = svd_factors(original, self.module, view, self.rank, init_fn, init_args, init_kwargs,
@@ -312,5 +344,28 @@ def unbox_tree(tree):
   return meta.unbox(tree)
 
 
-__all__ = ["KERNEL_PARAMS", "Converted", "base_class", "dense_reason", "is_native", "view_for_layer", "svd_factors",
+def layer_path(module: nn.Module, root: nn.Module, depth: int) -> str:
+  """``module``'s path below ``root`` as its params are keyed: the names along its parent chain up to ``root``.
+
+  ``module.path`` can disagree: a layer bound as a field of ``root`` (``nn.Sequential``'s layers) keeps the prefix
+  of ``root``'s own name after ``nn.share_scope`` moved ``root``'s variables up (params ``layers_0``, path
+  ``model/layers_0``).
+
+  Args:
+    module: a bound layer inside ``root``.
+    root: the bound model ``svdify`` wraps.
+    depth: ``len(svd_model.path)``, used when ``root`` is not among ``module``'s parents.
+
+  Returns:
+    The '/'-joined path.
+  """
+  names, node = [], module
+  while isinstance(node, nn.Module) and node is not root:
+    names.append(node.name)
+    node = node.parent
+  return "/".join(reversed(names)) if node is root else "/".join(module.path[depth:])
+
+
+__all__ = ["KERNEL_PARAMS", "Converted", "base_class", "own_methods", "dense_reason", "subclass_param_reason",
+           "layer_path", "is_native", "view_for_layer", "svd_factors",
            "official_factors", "patched_param", "native_dense", "native_conv", "pair", "unbox_tree"]

@@ -133,7 +133,8 @@ class SVDModel(nn.Module):
       A ``DenseSVD``/``ConvSVD`` with the layer's settings, rank and this model's mode and decomposition; ``module``
       itself for other layers or skipped ones.
     """
-    path = _layer_path(module, self.model, len(self.path)) if self.scope is not None else "/".join(module.path)
+    path = (conversion.layer_path(module, self.model, len(self.path)) if self.scope is not None
+            else "/".join(module.path))
     if type(module) not in (nn.Dense, nn.Conv) or self.skipped(path, module):
       return module
     rank = dict(self.ranks).get(path)
@@ -176,28 +177,6 @@ class SVDModel(nn.Module):
                         original_ranks=current, user=user)
 
 
-def _layer_path(module: nn.Module, root: nn.Module, depth: int) -> str:
-  """``module``'s path below ``root`` as its params are keyed: the names along its parent chain up to ``root``.
-
-  ``module.path`` can disagree: a layer bound as a field of ``root`` (``nn.Sequential``'s layers) keeps the prefix
-  of ``root``'s own name after ``nn.share_scope`` moved ``root``'s variables up (params ``layers_0``, path
-  ``model/layers_0``).
-
-  Args:
-    module: a bound layer inside ``root``.
-    root: the bound model ``svdify`` wraps.
-    depth: ``len(svd_model.path)``, used when ``root`` is not among ``module``'s parents.
-
-  Returns:
-    The '/'-joined path.
-  """
-  names, node = [], module
-  while isinstance(node, nn.Module) and node is not root:
-    names.append(node.name)
-    node = node.parent
-  return "/".join(reversed(names)) if node is root else "/".join(module.path[depth:])
-
-
 class _CallState:
   """The interceptor of one ``SVDModel.__call__`` and what it saw."""
 
@@ -215,7 +194,7 @@ class _CallState:
     base = conversion.base_class(module)
     if base is None or id(module) in self.active or context.method_name not in ("__call__", "setup", "attend"):
       return next_fun(*args, **kwargs)
-    path = _layer_path(module, self.svd_model.model, self.depth)
+    path = conversion.layer_path(module, self.svd_model.model, self.depth)
     if self.svd_model.skipped(path, module):
       self.skipped.add(path)
       return next_fun(*args, **kwargs)
@@ -245,20 +224,39 @@ class _CallState:
     return y
 
   def _kernel(self, module, path, base, einsum_str, next_fun, args, kwargs):
+    own, requested = conversion.own_methods(module), []
+    if own and not module.is_initializing() and not module.scope.has_variable("params", "U"):
+      self.dense[path] = f"subclass {type(module).__name__} was left dense at init (see svd_model.report)"
+      return next_fun(*args, **kwargs)
+    execution = f"reconstruct (subclass {type(module).__name__}: kernel read through the param)" if own else \
+      "reconstruct"
+
     def make_view(kernel_shape):
       view = conversion.view_for_layer(module, kernel_shape, self.svd_model.decomposition, einsum_str)
       if isinstance(view, str):
         raise _LeaveDense(view)
-      self._record(path, module, view, self.ranks.get(path), "reconstruct")
+      requested.append(path)
+      self._record(path, module, view, self.ranks.get(path), execution)
       return view
+
+    def other_param(name):
+      if own and (why := conversion.subclass_param_reason(module, name, conversion.KERNEL_PARAMS[base])):
+        raise _LeaveDense(why)
 
     self.active.add(id(module))
     try:
       with conversion.patched_param(module, conversion.KERNEL_PARAMS[base], make_view, self.ranks.get(path),
-                                    self.svd_model):
-        return next_fun(*args, **kwargs)
+                                    self.svd_model, other_param):
+        out = next_fun(*args, **kwargs)
+      if own and not requested:
+        self.dense[path] = (f"subclass {type(module).__name__} never requests its {conversion.KERNEL_PARAMS[base]} "
+                            "param (it bypasses the param), so U·diag(s)·Vᵀ would not be the map it applies")
+      return out
     except _LeaveDense as leave:
       self.dense[path] = str(leave)
+      self.converted.pop(path, None)
+      for name in ("U", "s", "V") if requested and module.is_initializing() else ():
+        module.scope._mutable_collection("params").pop(name, None)  # factors made before the refusal
       return next_fun(*args, **kwargs)
     finally:
       self.active.discard(id(module))

@@ -1,6 +1,8 @@
 """SVD form for Flax NNX: the layers, and in-place ``svdify`` / ``prune`` / ``regularization`` over ``nnx.State``.
 
   layers      ``LinearSVD``, ``LinearGeneralSVD``, ``ConvSVD``, ``EmbedSVD`` (sharding metadata carried to U, s, V)
+  view_layers ``EinsumSVD`` (``nnx.Einsum``) and ``factor_kernel`` (a subclass with its kernel rebuilt from U, s, V)
+  conversion  which layers convert, as what, and why the others stay dense (the subclass rule)
   svdifylib   ``svdify`` (graph surgery), ``to_svd``, ``ranks``, ``prune``, ``regularization``, ``svdified``
   calibration data-aware ``svdify`` (whitened | activation factors from calibration batches), ``compress``
 
@@ -8,13 +10,16 @@ NNX checkpoints are ``jaxsvd.checkpoint.nnx``; ``jaxsvd.checkpoint.restore`` rea
 """
 
 from jaxsvd.nnx import calibration as calibration
+from jaxsvd.nnx import conversion as conversion
 from jaxsvd.nnx import layers as layers
 from jaxsvd.nnx import svdifylib as svdifylib
+from jaxsvd.nnx import view_layers as view_layers
 from jaxsvd.nnx.layers import ConvSVD as ConvSVD
 from jaxsvd.nnx.layers import EmbedSVD as EmbedSVD
 from jaxsvd.nnx.layers import LinearGeneralSVD as LinearGeneralSVD
 from jaxsvd.nnx.layers import LinearSVD as LinearSVD
 from jaxsvd.nnx.svdifylib import ConversionReport as ConversionReport
+from jaxsvd.nnx.view_layers import EinsumSVD as EinsumSVD
 from jaxsvd.nnx.svdifylib import prune as prune
 from jaxsvd.nnx.svdifylib import ranks as ranks
 from jaxsvd.nnx.svdifylib import regularization as regularization
@@ -22,5 +27,6 @@ from jaxsvd.nnx.svdifylib import svdified as svdified
 from jaxsvd.nnx.svdifylib import svdify as svdify
 from jaxsvd.nnx.svdifylib import to_svd as to_svd
 
-__all__ = ["ConversionReport", "ConvSVD", "EmbedSVD", "LinearGeneralSVD", "LinearSVD", "prune", "ranks",
-           "regularization", "svdified", "svdify", "to_svd", "calibration", "layers", "svdifylib"]
+__all__ = ["ConversionReport", "ConvSVD", "EinsumSVD", "EmbedSVD", "LinearGeneralSVD", "LinearSVD", "prune", "ranks",
+           "regularization", "svdified", "svdify", "to_svd", "calibration", "conversion", "layers", "svdifylib",
+           "view_layers"]

@@ -14,7 +14,6 @@ float64 on the host. 1-D convs and layers ``svdify`` leaves dense get no statist
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import jax
@@ -24,32 +23,11 @@ from flax import nnx
 
 from jaxsvd.core import calibration
 from jaxsvd.core.calibration import LayerStats
-from jaxsvd.core.matrix_view import MatrixView, conv_view, simple_view
+from jaxsvd.core.matrix_view import MatrixView
 from jaxsvd.nnx import svdifylib
+from jaxsvd.nnx.conversion import layer_view
 from jaxsvd.pruning import compress as compress_lib
 from jaxsvd.pruning.rank import Floors
-
-
-def layer_view(module, decomposition: str = "channel") -> MatrixView | None:
-  """The ``MatrixView`` of a convertible layer's kernel, as the NNX SVD layers factor it (LinearGeneral: of its
-  kernel reshaped to (∏in, ∏out)); None for a 1-D conv.
-
-  Args:
-    module: an ``nnx.Linear``, ``nnx.LinearGeneral``, ``nnx.Conv`` or ``nnx.Embed``.
-    decomposition: the conv view, 'channel' or 'spatial'.
-
-  Returns:
-    The view, or None.
-  """
-  if isinstance(module, nnx.Embed):
-    return simple_view(module.embedding.shape, 0, 1)
-  shape = tuple(module.kernel.shape)
-  if isinstance(module, nnx.LinearGeneral):
-    n_in = len(np.ravel(module.axis))
-    return simple_view((math.prod(shape[:n_in]), math.prod(shape[n_in:])), 0, 1)
-  if isinstance(module, nnx.Conv):
-    return conv_view(shape, 1, decomposition) if len(shape) == 4 else None
-  return simple_view(shape, 0, 1)
 
 
 def _moments(module, x, view):

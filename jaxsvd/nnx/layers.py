@@ -92,11 +92,20 @@ def _host(x):
   return x if _on_device(x) else np.asarray(x)
 
 
-def _param(value, dtype, metadata: dict):
-  """``nnx.Param(value)`` with ``metadata``; under a mesh the value is first placed replicated on it, so flax's eager
+def make_param(value, dtype, metadata: dict):
+  """``nnx.Param(value)`` in ``dtype`` with ``metadata``; under a mesh the value is first placed replicated on it, so flax's eager
   sharding can constrain (Auto axes) or reshard (Explicit axes) it to its ``out_sharding`` — a host-made
   single-device array cannot be constrained to a mesh sharding. Outside any mesh the partition names are kept as
-  metadata only (flax's eager sharding would refuse them)."""
+  metadata only (flax's eager sharding would refuse them).
+
+  Args:
+    value: the array.
+    dtype: the param dtype.
+    metadata: the Param's metadata (``out_sharding``, ``mesh``, ...).
+
+  Returns:
+    The ``nnx.Param``.
+  """
   value = jnp.asarray(value, dtype)
   if metadata.get("out_sharding") is not None and jax.sharding.get_abstract_mesh().empty:
     with nnx.use_eager_sharding(False):  # no mesh: keep the names, as the layer converted from kept them
@@ -111,8 +120,16 @@ def _param(value, dtype, metadata: dict):
   return nnx.Param(value, **metadata)
 
 
-def _sharding(metadata, key: str = "out_sharding") -> dict:
-  """The sharding metadata of a dense Param (``out_sharding`` and ``mesh``) worth carrying over; {} if unsharded."""
+def sharding_metadata(metadata, key: str = "out_sharding") -> dict:
+  """The sharding metadata of a dense Param worth carrying over.
+
+  Args:
+    metadata: the dense Param's metadata (or None).
+    key: the sharding key.
+
+  Returns:
+    {``out_sharding``, ``mesh``} present in ``metadata``; {} if unsharded.
+  """
   metadata = metadata or {}
   return {k: metadata[k] for k in (key, "mesh") if metadata.get(k) is not None} if metadata.get(key) else {}
 
@@ -129,7 +146,7 @@ def factor_sharding(kernel_metadata, u_axis: int | None, v_axis: int | None) -> 
   Returns:
     (U metadata, s metadata, V metadata): {} each when the kernel is not sharded.
   """
-  base = _sharding(kernel_metadata)
+  base = sharding_metadata(kernel_metadata)
   if not base:
     return {}, {}, {}
   names = tuple(base["out_sharding"])  # may be shorter than the kernel's rank: the trailing axes are replicated
@@ -158,7 +175,7 @@ def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rng
   else:
     kernel = _host(kernel)
     U, s, V = truncated_svd(factors.kernel_to_matrix(kernel.reshape(kernel_shape), decomposition), rank, where)
-  module.U, module.s, module.V = (_param(a, param_dtype, m) for a, m in zip((U, s, V), metadata))
+  module.U, module.s, module.V = (make_param(a, param_dtype, m) for a, m in zip((U, s, V), metadata))
 
 
 def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype, metadata=None):
@@ -166,17 +183,26 @@ def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype, metadata=None):
     return nnx.data(None)
   if bias is None:
     bias = bias_init(rngs.params(), shape, param_dtype)
-  return _param(np.reshape(_host(bias), shape) if not _on_device(bias) else bias.reshape(shape),
-                param_dtype, _sharding(metadata))
+  return make_param(np.reshape(_host(bias), shape) if not _on_device(bias) else bias.reshape(shape),
+                    param_dtype, sharding_metadata(metadata))
 
 
-def _no_sharding(module, out_sharding):
+def no_sharding(module, out_sharding):
+  """One-line error unless ``out_sharding`` is None (the SVD layers' outputs follow their factors' sharding).
+
+  Args:
+    module: the layer named in the error.
+    out_sharding: the call's ``out_sharding`` argument.
+
+  Raises:
+    ValueError: if it is not None.
+  """
   if out_sharding is not None:
     raise ValueError(f"{type(module).__name__}: out_sharding is not supported by the SVD layers")
 
 
-class _SVDModule(nnx.Module):
-  """Shared validation, the rank and the promoted factors."""
+class SVDModule(nnx.Module):
+  """The base of the NNX SVD layers: shared validation, the rank and the promoted factors."""
 
   def _check(self, mode: str, decomposition: str = "channel", sigma: str = "signed", init: str = "svd_of_he"):
     """Validates the layer's options (one-line errors naming the field) and keeps ``sigma`` for ``_promoted``."""
@@ -212,7 +238,7 @@ class _SVDModule(nnx.Module):
     return y if self.dtype is None else y.astype(self.dtype)
 
 
-class LinearSVD(_SVDModule):
+class LinearSVD(SVDModule):
   """``nnx.Linear`` as U (n, r), s (r,), V (c, r): y = x·V·diag(s)·Uᵀ + b."""
 
   def __init__(self, in_features: int, out_features: int, *, rank: int | None = None, use_bias: bool = True,
@@ -228,7 +254,7 @@ class LinearSVD(_SVDModule):
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """(..., c) → (..., n)."""
-    _no_sharding(self, out_sharding)
+    no_sharding(self, out_sharding)
     x, U, s, V, b, dtype = self._operands(inputs)
     return self._output(svd.dense_svd_apply(x, U, s, V, self.out_features, self.mode, dtype), b)
 
@@ -237,7 +263,7 @@ def _tuple(x) -> tuple[int, ...]:
   return (x,) if isinstance(x, int) else tuple(x)
 
 
-class LinearGeneralSVD(_SVDModule):
+class LinearGeneralSVD(SVDModule):
   """``nnx.LinearGeneral`` (no ``batch_axis``) with its kernel (*in, *out) held as the (Π in) × (Π out) Dense
   kernel's U (Π out, r), s, V (Π in, r); the contracted input axes are flattened in ``axis`` order."""
 
@@ -257,7 +283,7 @@ class LinearGeneralSVD(_SVDModule):
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """Contracts ``axis`` of ``inputs``: output = the other axes (in order) + ``out_features``."""
-    _no_sharding(self, out_sharding)
+    no_sharding(self, out_sharding)
     axis = tuple(a % inputs.ndim for a in self.axis)
     rest = tuple(a for a in range(inputs.ndim) if a not in axis)
     x, U, s, V, b, dtype = self._operands(inputs)
@@ -266,7 +292,7 @@ class LinearGeneralSVD(_SVDModule):
     return self._output(y, b)
 
 
-class ConvSVD(_SVDModule):
+class ConvSVD(SVDModule):
   """``nnx.Conv`` (1-D or 2-D, channels last, one feature group, no dilation or mask) as U, s, V.
 
   ``padding``: as ``nnx.Conv`` ('SAME', 'VALID', 'CIRCULAR', 'REFLECT', 'CAUSAL' (1-D), ints or pairs).
@@ -300,7 +326,7 @@ class ConvSVD(_SVDModule):
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """(*batch, *spatial, c) → (*batch, *spatial', n), as ``nnx.Conv``."""
-    _no_sharding(self, out_sharding)
+    no_sharding(self, out_sharding)
     nd = len(self.kernel_size)
     batch_shape = inputs.shape[: inputs.ndim - nd - 1]
     x = inputs.reshape(-1, *inputs.shape[inputs.ndim - nd - 1:])
@@ -332,7 +358,7 @@ def _explicit_padding(x, padding, kernel_size):
   return x, padding
 
 
-class EmbedSVD(_SVDModule):
+class EmbedSVD(SVDModule):
   """``nnx.Embed`` as the Dense kernel E (vocab, features) applied to one-hot ids: U (features, r), s, V (vocab, r),
   E = V·diag(s)·Uᵀ (the linen ``svdify`` view). A lookup is V[ids]·diag(s)·Uᵀ; ``attend`` (tied logits) uses the
   same factors: q·Eᵀ = q·U·diag(s)·Vᵀ."""
@@ -349,7 +375,7 @@ class EmbedSVD(_SVDModule):
 
   def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
     """Integer ids (...) → embeddings (..., features): V[ids]·diag(s)·Uᵀ (``reconstruct``: E[ids])."""
-    _no_sharding(self, out_sharding)
+    no_sharding(self, out_sharding)
     if not jnp.issubdtype(inputs.dtype, jnp.integer):
       raise ValueError("EmbedSVD: input type must be an integer or unsigned integer")
     _, U, s, V, _ = self._promoted(jnp.zeros((), self.dtype or self.param_dtype), inexact=False)
@@ -359,7 +385,7 @@ class EmbedSVD(_SVDModule):
 
   def attend(self, query: jax.Array, out_sharding=None) -> jax.Array:
     """(..., features) → (..., vocab) logits q·Eᵀ = q·U·diag(s)·Vᵀ."""
-    _no_sharding(self, out_sharding)
+    no_sharding(self, out_sharding)
     q, U, s, V, _ = self._promoted(query)
     return svd.dense_svd_apply(q, V, s, U, self.num_embeddings, self.mode)  # Eᵀ's factors: roles swapped
 
@@ -367,5 +393,5 @@ class EmbedSVD(_SVDModule):
 SVD_LAYERS = (LinearSVD, LinearGeneralSVD, ConvSVD, EmbedSVD)
 
 
-__all__ = ["MIN_FLAX", "require_flax_nnx", "truncated_svd", "factor_sharding", "LinearSVD", "LinearGeneralSVD",
-           "ConvSVD", "EmbedSVD", "SVD_LAYERS"]
+__all__ = ["MIN_FLAX", "require_flax_nnx", "truncated_svd", "make_param", "sharding_metadata", "factor_sharding",
+           "no_sharding", "SVDModule", "LinearSVD", "LinearGeneralSVD", "ConvSVD", "EmbedSVD", "SVD_LAYERS"]

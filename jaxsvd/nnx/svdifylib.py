@@ -6,12 +6,14 @@
   small, new_ranks, prune_report = prune(model, Strategy("energy", energy=0.05))   # model itself unchanged
 
 ``svdify`` walks the module graph (modules, ``nnx.List``/``nnx.Dict``, lists/dicts/tuples held as ``nnx.data``) and
-replaces every ``nnx.Linear``, ``nnx.LinearGeneral``, ``nnx.Conv`` and ``nnx.Embed`` of exactly that type by the
-``jaxsvd.nnx.layers`` SVD layer initialized with the truncated SVD of its kernel (at full rank the model computes the
-same function). A module shared at several places stays shared (tied weights stay tied). Layers it cannot express
-exactly (subclasses, per-batch kernels, dilation, groups, masks, custom dot/conv functions, explicit precision,
-``ConvTranspose``, ``Einsum``, 3-D convs) are left dense and listed with the reason in the returned report; converting
-nothing is an error.
+replaces every ``nnx.Linear``, ``nnx.LinearGeneral``, ``nnx.Conv``, ``nnx.Embed`` and ``nnx.Einsum`` (kernel a stack of
+matrices) of exactly that type by its SVD layer (``jaxsvd.nnx.layers``, ``view_layers.EinsumSVD``) initialized with the
+truncated SVD of its kernel (at full rank the model computes the same function). A subclass of these is converted in
+place, its kernel rebuilt from U, s, V where its methods read it (reconstruct execution), when ``conversion``'s
+subclass rule holds. A module shared at several places stays shared (tied weights stay tied). Every linear-like layer
+is in the report once: converted (matrix view, rank, execution) or left dense with the reason (per-batch kernels,
+dilation, groups, masks, custom dot/conv functions, explicit precision, ``ConvTranspose``, non-matrix einsums, 3-D
+convs, subclasses failing the rule); converting nothing is an error.
 
 A layer's path is the '/'-joined graph path (``nnx.iter_graph``; list indices as numbers), which is also its key in
 ``nnx.state(model).to_pure_dict()``: the library's pure functions on param dicts (``structure.ranks``,
@@ -31,25 +33,24 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 from flax import nnx
 from flax.nnx import graph
-from flax.nnx.nn import dtypes
 
 from jaxsvd.core import structure, svd
 from jaxsvd.core.validate import check_choice
+from jaxsvd.nnx import conversion, view_layers
 from jaxsvd.nnx import layers as nnx_layers
 from jaxsvd.pruning import rank as rank_pruning
 from jaxsvd.training import losses
 
-CONVERTIBLE = (nnx.Linear, nnx.LinearGeneral, nnx.Conv, nnx.Embed)
-LINEAR_LIKE = (*CONVERTIBLE, nnx.ConvTranspose, nnx.Einsum)  # reported when left dense
+CONVERTIBLE, LINEAR_LIKE, unsupported = conversion.CONVERTIBLE, conversion.LINEAR_LIKE, conversion.unsupported
 
 
 @dataclasses.dataclass(frozen=True)
 class ConversionReport:
-  """What ``svdify`` did: ``converted`` {path: 'Linear -> LinearSVD (rank r of R)'}, ``left`` {path: why it stays
-  dense} for every linear-like layer not converted, and ``ranks`` {path: r} of the converted layers."""
+  """What ``svdify`` did: ``converted`` {path: 'Linear -> LinearSVD: 16 × 8, rank r of R, <execution>'} (matrix
+  view, rank, execution), ``left`` {path: why it stays dense} for every linear-like layer not converted (each layer
+  in exactly one of them), and ``ranks`` {path: r} of the converted layers."""
   converted: dict[str, str]
   left: dict[str, str]
   ranks: dict[str, int]
@@ -102,10 +103,11 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
     if reasons := unsupported(module):
       left[path] = "; ".join(reasons)
       return None
-    new = to_svd(module, ranks.get(path), decomposition, mode, path, sigma)
-    full = min(new.U.shape[0], new.V.shape[0])
-    converted[path] = f"{type(module).__name__} -> {type(new).__name__} (rank {new.rank} of {full})"
-    new_ranks[path] = new.rank
+    new, line = _convert(module, path, ranks.get(path), decomposition, mode, sigma)
+    if new is None:
+      left[path] = line
+      return None
+    converted[path], new_ranks[path] = line, new.rank
     memo[id(module)] = new
     return new
 
@@ -116,6 +118,19 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
   if not converted:
     raise ValueError(f"svdify: no layer of {type(model).__name__} was converted ({report.summary()})")
   return report
+
+
+def _convert(module, path: str, rank, decomposition: str, mode: str, sigma: str):
+  """(the converted layer, its report line) or (None, why it stays dense) for a layer ``unsupported`` accepts."""
+  kind, view = type(module).__name__, conversion.kernel_view(module, decomposition)
+  if type(module) is conversion.base_class(module):
+    new, execution = to_svd(module, rank, decomposition, mode, path, sigma), mode
+  else:
+    new, reasons = conversion.subclass_to_svd(module, rank, decomposition, mode, sigma, path)
+    if new is None:
+      return None, "; ".join(reasons)
+    execution = f"reconstruct (subclass {kind}: kernel read through the param)"
+  return new, conversion.describe_layer(kind, new, view, execution)
 
 
 def _checked_options(ranks, decomposition: str, mode: str, sigma: str) -> dict[str, int]:
@@ -138,67 +153,13 @@ def _skip_fn(skip, skip_pattern, skip_if) -> Callable[[str, Any], bool]:
                               or bool(skip_if and skip_if(path, layer)))
 
 
-def unsupported(module) -> list[str]:
-  """Why ``module`` cannot be held exactly as U, s, V (empty when it can).
-
-  Args:
-    module: a linear-like nnx module (``LINEAR_LIKE``).
-
-  Returns:
-    The reasons, e.g. ['feature_group_count=4'].
-  """
-  kind = type(module)
-  if kind not in CONVERTIBLE:
-    base = next((b.__name__ for b in CONVERTIBLE if isinstance(module, b)), None)
-    if base:
-      return [f"{kind.__name__} is a subclass of nnx.{base}; its __call__ may differ from the parent's math"]
-    return [f"nnx.{kind.__name__} has no SVD form here (only Linear, LinearGeneral, Conv, Embed convert)"]
-  reasons = []
-  param = module.embedding if kind is nnx.Embed else module.kernel
-  expected = {nnx.Linear: lambda m: (m.in_features, m.out_features),
-              nnx.LinearGeneral: lambda m: (*m.batch_axis.values(), *m.in_features, *m.out_features),
-              nnx.Conv: lambda m: m.kernel_shape, nnx.Embed: lambda m: (m.num_embeddings, m.features)}[kind](module)
-  if tuple(param.shape) != tuple(expected):
-    reasons.append(f"kernel shape {tuple(param.shape)} is not {tuple(expected)} (stacked by nnx.vmap/nnx.scan?)")
-  if getattr(module, "promote_dtype", dtypes.promote_dtype) is not dtypes.promote_dtype:
-    reasons.append("a custom promote_dtype")
-  if getattr(module, "precision", None) is not None:
-    reasons.append(f"precision={module.precision}")
-  if getattr(module, "preferred_element_type", None) is not None:
-    reasons.append(f"preferred_element_type={module.preferred_element_type}")
-  if kind is nnx.Linear and module.dot_general is not jax.lax.dot_general:
-    reasons.append("a custom dot_general")
-  if kind is nnx.LinearGeneral:
-    reasons += [why for bad, why in ((module.batch_axis, f"batch_axis={dict(module.batch_axis)} (one kernel per "
-                                      "batch index)"), (module.dot_general or module.dot_general_cls,
-                                                        "a custom dot_general")) if bad]
-  if kind is nnx.Conv:
-    reasons += _conv_reasons(module)
-  return reasons
-
-
-def _conv_reasons(conv: nnx.Conv) -> list[str]:
-  ones = lambda v: v is None or all(d == 1 for d in ((v,) if isinstance(v, int) else v))
-  checks = {f"{len(conv.kernel_size)}-D kernel (1-D and 2-D convs convert)": len(conv.kernel_size) > 2,
-            f"input_dilation={conv.input_dilation}": not ones(conv.input_dilation),
-            f"kernel_dilation={conv.kernel_dilation}": not ones(conv.kernel_dilation),
-            f"feature_group_count={conv.feature_group_count}": conv.feature_group_count != 1,
-            "a mask": conv.mask is not None,
-            "a custom conv_general_dilated": conv.conv_general_dilated is not jax.lax.conv_general_dilated}
-  return [why for why, bad in checks.items() if bad]
-
-
-def _value(param):
-  return None if param is None else param[...]
-
-
 def to_svd(module, rank: int | None, decomposition: str = "channel", mode: str = "auto", path: str = "layer",
            sigma: str = "signed"):
-  """The SVD layer computing ``module``'s function from the truncated SVD of its kernel (a ``CONVERTIBLE`` module
-  for which ``unsupported`` is empty).
+  """The SVD layer computing ``module``'s function from the truncated SVD of its kernel (an exact ``CONVERTIBLE``
+  module or ``nnx.Einsum`` for which ``unsupported`` is empty).
 
   Args:
-    module: an ``nnx.Linear``, ``nnx.LinearGeneral``, ``nnx.Conv`` or ``nnx.Embed``.
+    module: an ``nnx.Linear``, ``nnx.LinearGeneral``, ``nnx.Conv``, ``nnx.Embed`` or ``nnx.Einsum``.
     rank: r, or None for full rank.
     decomposition: the conv matrix view.
     mode: the execution mode.
@@ -206,7 +167,7 @@ def to_svd(module, rank: int | None, decomposition: str = "channel", mode: str =
     sigma: 'signed' or 'abs' (``svdify``).
 
   Returns:
-    A ``LinearSVD``, ``LinearGeneralSVD``, ``ConvSVD`` or ``EmbedSVD``.
+    A ``LinearSVD``, ``LinearGeneralSVD``, ``ConvSVD``, ``EmbedSVD`` or ``view_layers.EinsumSVD``.
 
   Raises:
     ValueError: if ``rank`` exceeds the matrix view's full rank.
@@ -224,16 +185,25 @@ def _to_svd(module, rank, decomposition, mode, sigma):
                                dtype=module.dtype,
                                param_dtype=module.embedding.dtype, embedding=module.embedding[...],
                                embedding_metadata=module.embedding.get_metadata())
+  bias_metadata = None if module.bias is None else module.bias.get_metadata()
+  if kind is nnx.Einsum:
+    return view_layers.EinsumSVD(module.einsum_str, conversion.kernel_view(module), kernel=module.kernel[...],
+                                 rank=rank, bias=_value(module.bias), mode=mode, dtype=module.dtype,
+                                 param_dtype=module.kernel.dtype, kernel_metadata=module.kernel.get_metadata(),
+                                 bias_metadata=bias_metadata, sigma=sigma)
   common = dict(rank=rank, use_bias=module.use_bias, mode=mode, sigma=sigma, dtype=module.dtype,
                 param_dtype=module.kernel.dtype, kernel=module.kernel[...], bias=_value(module.bias),
-                kernel_metadata=module.kernel.get_metadata(),
-                bias_metadata=None if module.bias is None else module.bias.get_metadata())
+                kernel_metadata=module.kernel.get_metadata(), bias_metadata=bias_metadata)
   if kind is nnx.Linear:
     return nnx_layers.LinearSVD(module.in_features, module.out_features, **common)
   if kind is nnx.LinearGeneral:
     return nnx_layers.LinearGeneralSVD(module.in_features, module.out_features, axis=module.axis, **common)
   return nnx_layers.ConvSVD(module.in_features, module.out_features, module.kernel_size, module.strides,
                             padding=module.padding, decomposition=decomposition, **common)
+
+
+def _value(param):
+  return None if param is None else param[...]
 
 
 def _replace_in_graph(node, path: tuple, visit, seen: set[int]):
@@ -326,9 +296,9 @@ def svd_modules(model: nnx.Module) -> dict[str, nnx.Module]:
 
   Returns:
     {'/'-joined graph path (``nnx.iter_graph``, list indices as numbers): layer} of every instance of
-    ``jaxsvd.nnx.layers.SVD_LAYERS``, in graph order (empty if there is none).
+    ``jaxsvd.nnx.conversion.SVD_LAYERS``, in graph order (empty if there is none).
   """
-  return {"/".join(map(str, p)): m for p, m in nnx.iter_graph(model) if isinstance(m, nnx_layers.SVD_LAYERS)}
+  return {"/".join(map(str, p)): m for p, m in nnx.iter_graph(model) if isinstance(m, conversion.SVD_LAYERS)}
 
 
 def prune(model_or_split, strategy: rank_pruning.Strategy, floors: rank_pruning.Floors = rank_pruning.Floors(),
