@@ -99,7 +99,8 @@ def dynamic_thresholds(params, keep: Amount, per_layer: bool = False,
   return {p: t for p in leaves}
 
 
-def dynamic_masks(params, keep: Amount, per_layer: bool = False, select: Callable[[str, Any], bool] = is_kernel) -> Masks:
+def dynamic_masks(params, keep: Amount, per_layer: bool = False,
+                  select: Callable[[str, Any], bool] = is_kernel) -> Masks:
   """The masks of the current weights: m = |w| ≥ t (``dynamic_thresholds``); traceable.
 
   Args:
@@ -109,8 +110,8 @@ def dynamic_masks(params, keep: Amount, per_layer: bool = False, select: Callabl
     {leaf path: bool array shaped like the leaf} for every selected leaf.
   """
   leaves = leaves_by_path(params)
-  return {p: jnp.abs(leaves[p]).astype(t.dtype) >= t for p, t in dynamic_thresholds(params, keep, per_layer,
-                                                                                     select).items()}
+  thresholds = dynamic_thresholds(params, keep, per_layer, select)
+  return {p: jnp.abs(leaves[p]).astype(t.dtype) >= t for p, t in thresholds.items()}
 
 
 def dynamic_prune(params, keep: Amount, per_layer: bool = False, select: Callable[[str, Any], bool] = is_kernel):
