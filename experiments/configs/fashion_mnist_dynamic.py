@@ -4,7 +4,9 @@ straight-through gradients), the mask fixed after epoch 4, then 2 fine-tune epoc
 
   python -m experiments.cifar_svd --config=fashion_mnist_dynamic --workdir=runs/fm_dynamic
 
-Expected: summary.json params_nonzero = round(params_total / 2), macs unchanged; EXPECTED_RESULT
+Expected: summary.json params_nonzero = round(params_total / 2), macs unchanged; (measured with
+--config.train_subset=10000 --config.num_epochs=3 --config.finetune_epochs=1: 37,501 of 75,002 params nonzero, test
+accuracy 0.826; dense reference at the same settings 0.828).
 """
 
 from experiments.configs import fashion_mnist_dense

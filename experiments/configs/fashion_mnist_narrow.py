@@ -3,7 +3,9 @@ scratch on the quick Fashion-MNIST setup (6 epochs, the last 2 at the cosine sch
 
   python -m experiments.cifar_svd --config=fashion_mnist_narrow --workdir=runs/fm_narrow
 
-Expected: summary.json flops_speedup ≥ 2 (MACs ≤ dense / 2), widths in the checkpoint's record; EXPECTED_RESULT
+Expected: summary.json flops_speedup ≥ 2 (MACs ≤ dense / 2), widths in the checkpoint's record; (measured with
+--config.train_subset=10000 --config.num_epochs=3 --config.finetune_epochs=1: MACs 9.15M -> 4.46M (2.05x), 112 -> 53
+group channels, test accuracy 0.791; dense reference at the same settings 0.828).
 """
 
 from experiments.configs import fashion_mnist_dense
