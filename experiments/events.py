@@ -11,7 +11,7 @@ metadata). An event type may also shape the optimizer for every architecture it 
 end-of-run summary (classmethods ``optimizer`` and ``summary``: they read only the record, so a resumed run
 rebuilds the same optax chain whatever the current config enables).
 
-A new pruning method is one new ``Event`` subclass appended to ``EVENT_TYPES``; ``train.py`` does not change.
+A new pruning method is one new ``Event`` subclass appended to ``methods.EVENT_TYPES``; ``train.py`` does not change.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from experiments import reporting
 from jaxsvd import checkpoint
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.structure import iter_svd_layers, norm_widths, ranks, total_rank, unboxed
+from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.core.validate import check_choice, check_in_range, check_min_int
-from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, budget, channels, rank, slimming
+from jaxsvd.linen import flops
+from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, budget, channels, from_scratch, rank, slimming
 from jaxsvd.pruning import masks as masks_lib
 from jaxsvd.pruning.budget import MacsCounter
 from jaxsvd.pruning.opt_state import OPT_STATE_POLICIES, update_state
@@ -111,7 +113,7 @@ class Event(abc.ABC):
   def optimizer(cls, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
     """(optimizer config, extra optax transforms chained after it) for ``architecture``; default unchanged.
 
-    Called for every type in ``EVENT_TYPES`` (not only configured ones): it must depend on the record alone.
+    Called for every type in ``methods.EVENT_TYPES`` (not only configured ones): it must depend on the record alone.
 
     Args:
       architecture: the architecture record the optimizer is built for.
@@ -255,6 +257,7 @@ class Slimming(Event):
   amount: float
   min_channels: int
   channel_multiple: int = 1
+  macs_reduction: float = 0.0  # > 0: the |γ| threshold bisected to ≤ dense MACs / macs_reduction (``amount`` unused)
 
   @classmethod
   def from_config(cls, c, phases: Phases) -> list[Event]:
@@ -270,10 +273,15 @@ class Slimming(Event):
     check_in_range("slimming.amount", s.amount, 0.0, 1.0, low_closed=True, high_closed=False)
     check_min_int("slimming.min_channels", s.min_channels, 1)
     check_min_int("slimming.channel_multiple", s.get("channel_multiple", 1), 1)
+    reduction = s.get("macs_reduction", 0.0)
+    if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or not (reduction == 0 or reduction >= 1):
+      raise ValueError(f"slimming.macs_reduction must be 0 (use amount) or a number ≥ 1, got {reduction!r}")
+    if reduction and c.svd.enabled:
+      raise ValueError("slimming.macs_reduction counts a dense model's MACs: set svd.enabled=False")
     if not isinstance(s.prune_epoch, int) or not 1 <= s.prune_epoch < phases.num_epochs:
       raise ValueError(f"slimming.prune_epoch must be an int in [1, num_epochs={phases.num_epochs}), "
                        f"got {s.prune_epoch!r}")
-    return [cls(s.prune_epoch, s.amount, s.min_channels, s.get("channel_multiple", 1))]
+    return [cls(s.prune_epoch, s.amount, s.min_channels, s.get("channel_multiple", 1), float(reduction))]
 
   def due(self, epoch: int) -> bool:
     """Due only after epoch ``self.epoch`` (``slimming.prune_epoch``)."""
@@ -282,8 +290,11 @@ class Slimming(Event):
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
     """Picks the channels by |γ|, slices every variable carrying them, records the new widths, fresh optimizer."""
     groups = ctx.build_model(architecture).channel_groups()
-    masks = slimming.channel_masks(state.params, self.amount, self.min_channels, norms=[g.norm for g in groups],
-                                   multiple=self.channel_multiple)
+    if self.macs_reduction:
+      masks = self.budget_masks(state.params, groups, architecture)
+    else:
+      masks = slimming.channel_masks(state.params, self.amount, self.min_channels, norms=[g.norm for g in groups],
+                                     multiple=self.channel_multiple)
     keep = {g.conv: np.flatnonzero(np.asarray(masks[f"{g.norm}/scale"])) for g in groups}
     dense = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)
     shapes = channels.kernel_shapes(dense["params"])
@@ -305,6 +316,29 @@ class Slimming(Event):
     if architecture.ranks:  # SVD layers: their ranks after the rebuild (the layer-ranks plot)
       entry.update(total_rank=total_rank(architecture.ranks), ranks=dict(architecture.ranks))
     return Outcome(state, architecture, entry, message)
+
+  def budget_masks(self, params, groups, architecture: Architecture) -> masks_lib.Masks:
+    """Slimming masks keeping, per group, its largest |γ| above one global threshold bisected so the rebuilt model
+    has ≤ dense MACs / ``macs_reduction`` (``from_scratch.widths_for_budget``; widths rounded up to
+    ``channel_multiple``)."""
+    layers = leaves_by_path(params)
+    gammas = {g.conv: np.abs(np.asarray(layers[f"{g.norm}/scale"], np.float64)) for g in groups}
+    macs_of = lambda widths: flops.count(architecture.replace(  # noqa: E731
+        widths={**(architecture.widths or {}), **widths}).build_model(), architecture.input_shape).macs
+    dense = flops.count(architecture.dense().replace(widths=None).build_model(), architecture.input_shape).macs
+    now = macs_of({conv: g.size for conv, g in gammas.items()})
+    try:
+      widths = from_scratch.widths_for_budget(gammas, macs_of, min(1.0, dense / self.macs_reduction / now),
+                                              self.channel_multiple)
+    except ValueError:
+      raise ValueError(f"slimming.macs_reduction={self.macs_reduction}: even one channel per group needs more "
+                       f"MACs") from None
+    masks = {}
+    for g in groups:
+      keep = np.zeros(gammas[g.conv].size, bool)
+      keep[np.argsort(-gammas[g.conv], kind="stable")[:widths[g.conv]]] = True
+      masks[f"{g.norm}/scale"] = masks[f"{g.norm}/bias"] = jnp.asarray(keep)
+    return masks
 
   @classmethod
   def optimizer(cls, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
@@ -360,22 +394,3 @@ def sorted_spectra(params) -> dict[str, np.ndarray]:
   """
   return {path: -np.sort(-np.abs(np.asarray(unboxed(node["s"]), np.float32)), axis=-1)
           for path, node in iter_svd_layers(params)}
-
-
-EVENT_TYPES: tuple[type[Event], ...] = (RankPrune, Slimming)  # order = firing order within one epoch
-
-
-def from_config(c, phases: Phases) -> tuple[Event, ...]:
-  """Every event config ``c`` asks for, in firing order.
-
-  Args:
-    c: the experiment config.
-    phases: the run's training and fine-tune phases.
-
-  Returns:
-    The events of every type in ``EVENT_TYPES``, in that order.
-
-  Raises:
-    ValueError: one line naming a bad field.
-  """
-  return tuple(event for event_type in EVENT_TYPES for event in event_type.from_config(c, phases))

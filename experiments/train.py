@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 from experiments import epoch as epoch_lib
 from experiments import events as events_lib
 from experiments import inputs as inputs_lib
-from experiments import outputs, preemption, preflight, recovery, reporting, stages, startup
+from experiments import masking, methods, narrow, outputs, preemption, preflight, recovery, reporting, stages, startup
 from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
 from jaxsvd import checkpoint, data
 from jaxsvd.core.record import Architecture
@@ -89,7 +89,7 @@ def make_tx(c, steps_per_epoch: int, architecture: Architecture, params) -> opta
     ``optim.make_optimizer`` of the resulting config, chained with the event types' extra transforms.
   """
   cfg, extra = c.optimizer.to_dict(), []
-  for event_type in events_lib.EVENT_TYPES:
+  for event_type in methods.EVENT_TYPES:
     cfg, more = event_type.optimizer(architecture, params, cfg)
     extra += more
   base = optim.make_optimizer(cfg, params, steps_per_epoch, c.num_epochs)
@@ -103,13 +103,14 @@ def init_run(s: Setup) -> Run:
   if s.c.init_from:
     architecture, variables = stages.start_from(s, s.c.init_from)
   else:
-    architecture = initial_architecture(s.c, s.plan, s.inputs.input_shape, {}, s.inputs.contract())
+    architecture = narrow.apply(s.c, initial_architecture(s.c, s.plan, s.inputs.input_shape, {}, s.inputs.contract()))
     model = s.ctx.build_model(architecture)
     variables = jax.jit(model.init)(init_rng, jnp.zeros((1, *s.inputs.input_shape), jnp.float32))
     ranks = read_ranks(variables["params"])
     architecture = architecture.replace(ranks=ranks, original_ranks=dict(ranks))
   model = s.ctx.build_model(architecture)
-  state = TrainState.create(model.apply, variables, s.ctx.make_tx(architecture, variables["params"]))
+  apply_fn = masking.forward(s.c, architecture, model, variables["params"])
+  state = TrainState.create(apply_fn, variables, s.ctx.make_tx(architecture, variables["params"]))
   return Run(s.par.place(state), rng, 0, architecture, [], [])
 
 
@@ -133,7 +134,7 @@ def resume_run(s: Setup, step: int) -> Run:
   tx = s.ctx.make_tx(architecture, params)
   train = checkpoint.restore_train(directory, step, jax.eval_shape(tx.init, params))
   state = TrainState(step=train["step"], params=params, model_state=variables, opt_state=train["opt_state"],
-                     apply_fn=model.apply, tx=tx)
+                     apply_fn=masking.forward(s.c, architecture, model, params), tx=tx)
   if s.inputs.local:  # a stream continues where it stopped (mid-epoch exact; any process count)
     s.inputs.set_state(meta.get("data_stream"))
   progress = meta.get("epoch_progress")

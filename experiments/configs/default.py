@@ -66,8 +66,8 @@ def _add_objective(c: ml_collections.ConfigDict) -> None:
 
 
 def _add_pruning_methods(c: ml_collections.ConfigDict) -> None:
-  """Fine-tuning, online and final rank pruning, network slimming, widths and pruning from scratch (all off but the
-  final prune)."""
+  """Fine-tuning, online and final rank pruning, network slimming, masks, narrow widths, widths and pruning from
+  scratch (all off but the final prune)."""
   # The last `finetune_epochs` epochs fine-tune: sparsity terms off (λs = 0), no pruning (jaxsvd.pruning.Phases).
   c.finetune_epochs = 0
   # Online SVD rank pruning during training (the seed's setting; the paper prunes once at the end). Strategy fields
@@ -90,8 +90,22 @@ def _add_pruning_methods(c: ml_collections.ConfigDict) -> None:
   # Network slimming (Liu et al. 2017): train with optimizer.bn_l1 > 0, prune the fraction `amount` of the prunable
   # channels (smallest |γ| over all channel groups) after `prune_epoch`: the model is rebuilt narrower, then fine-tuned.
   # channel_multiple m: each kept width rounded up to a multiple of m (8/16: vector lanes, tensor-core tiles).
-  c.slimming = ml_collections.ConfigDict(dict(enabled=False, amount=0.4, min_channels=1, channel_multiple=1))
+  # macs_reduction > 0: instead of `amount`, the global |γ| threshold is bisected so the rebuilt (dense) model has
+  # ≤ dense MACs / macs_reduction (the bisection of pruning from scratch; widths rounded up to channel_multiple).
+  c.slimming = ml_collections.ConfigDict(dict(enabled=False, amount=0.4, min_channels=1, channel_multiple=1,
+                                              macs_reduction=0.0))
   c.slimming.prune_epoch = ml_collections.FieldReference(None, field_type=int)
+  # Unstructured masks on a dense run's conv/dense kernels (experiments/masking.py) so that (all params) /
+  # param_reduction params stay nonzero: kind 'magnitude' (global |w| after prune_epoch, None: the last epoch before
+  # fine-tuning, then held at zero) or 'dynamic' (smallest |w| zeroed at every forward pass from the start,
+  # straight-through; fixed after prune_epoch). prune_every: steps between dynamic thresholds (only 1 implemented).
+  # MACs are unchanged (dense convs); the summary reports params_nonzero.
+  c.masks = ml_collections.ConfigDict(dict(enabled=False, kind="magnitude", param_reduction=2.0, prune_every=1))
+  c.masks.prune_epoch = ml_collections.FieldReference(None, field_type=int)
+  # Uniformly narrower dense model trained from scratch: macs_reduction > 0 sets `widths` by one width factor for
+  # every channel group, bisected so the model has ≤ dense MACs / macs_reduction (widths rounded up to
+  # channel_multiple, at least 1); 0: off.
+  c.narrow = ml_collections.ConfigDict(dict(macs_reduction=0.0, channel_multiple=1))
   # {conv path: output channels} of the model's channel groups (every VGG conv, each ResNet block's conv1);
   # None = the standard widths. Pruning from scratch writes it; slimming changes it in the checkpoint's record.
   c.widths = ml_collections.FieldReference(None, field_type=dict)

@@ -23,6 +23,10 @@ abstract targets → arrays. Fields (format version 2):
                    the layer before that slimming; ``widths`` already holds the new sizes).
   masked_channels  null or {norm layer path: [int]}: channels held at exactly zero in full-width params (format-1
                    slimming; ``pruning.slimming.masks_from_channels`` rebuilds the masks for resuming).
+  masks            null or {leaf path: int}: leaves holding unstructured masks (magnitude or dynamic pruning, the
+                   experiments' ``masks`` section) and the entries each keeps; the pruned entries are exact zeros of
+                   the (full-shape) params and the bool masks themselves are the optimizer state's
+                   (``pruning.masks.keep_pruned``), so a resume keeps them; absent in older records.
   options          null or {option: value}: CIFAR ResNet architecture options (``models.CIFAR_RESNET_OPTIONS``:
                    shortcut 'A' | 'B', block 'basic' | 'bottleneck', bottleneck_relu); absent in older records.
   compute_dtype    str: 'float32' | 'bfloat16', the dtype the zoo model's convs and matmuls run in (params, BN,
@@ -78,6 +82,7 @@ class Architecture:
   widths: Mapping[str, int] | None = None
   pruned_channels: Mapping[str, list[int]] | None = None
   masked_channels: Mapping[str, list[int]] | None = None
+  masks: Mapping[str, int] | None = None
   options: Mapping[str, object] | None = None
   user: Mapping[str, Any] | None = None
   compute_dtype: str = "float32"
@@ -169,6 +174,7 @@ class Architecture:
             "widths": None if self.widths is None else {k: int(v) for k, v in self.widths.items()},
             "pruned_channels": _channels_json(self.pruned_channels),
             "masked_channels": _channels_json(self.masked_channels),
+            "masks": None if self.masks is None else {k: int(v) for k, v in self.masks.items()},
             "options": None if self.options is None else dict(self.options), "user": _user_json(self.user),
             "compute_dtype": self.compute_dtype,
             "input_contract": None if self.input_contract is None else dict(self.input_contract)}
@@ -200,6 +206,7 @@ class Architecture:
                  input_shape=tuple(int(x) for x in d["input_shape"]), svd=svd, ranks=dict(d["ranks"]),
                  original_ranks=dict(d["original_ranks"]), widths=d.get("widths"),
                  pruned_channels=d.get("pruned_channels"), masked_channels=d.get("masked_channels"),
+                 masks=d.get("masks"),
                  options=d.get("options"), user=d.get("user"), compute_dtype=d.get("compute_dtype", "float32"),
                  input_contract=d.get("input_contract"))
     except (KeyError, TypeError, AttributeError) as err:

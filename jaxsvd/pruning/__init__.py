@@ -4,6 +4,8 @@
   opt_state     optimizer-state surgery after a rank prune (re-initialize or slice), ``update_state``
   budget        the MACs-target search of the 'budget' strategy
   compress      ``compress``: a trained dense linen model to a MACs / params budget by data-aware SVD
+  dynamic       dynamic pruning: the smallest |w| zeroed at every forward pass (threshold recomputed in jit),
+                straight-through gradients
   masks         mask pruning (``torch.nn.utils.prune`` semantics), ``keep_pruned`` (optax; ``l1_subgradient`` is in
                 ``jaxsvd.training.optim``)
   slimming      network slimming (Liu et al. 2017): one global |γ| threshold over the norm layers
@@ -18,6 +20,7 @@ by the leaf's '/'-joined path (``jaxsvd.core.tree``).
 from jaxsvd.pruning import budget as budget
 from jaxsvd.pruning import channels as channels
 from jaxsvd.pruning import compress as compress
+from jaxsvd.pruning import dynamic as dynamic
 from jaxsvd.pruning import from_scratch as from_scratch
 from jaxsvd.pruning import masks as masks
 from jaxsvd.pruning import opt_state as opt_state
@@ -32,4 +35,4 @@ from jaxsvd.pruning.schedule import Phases as Phases
 from jaxsvd.pruning.schedule import Schedule as Schedule
 
 __all__ = ["Floors", "Phases", "PruneReport", "Schedule", "Strategy", "prune", "budget", "channels", "compress",
-           "from_scratch", "masks", "opt_state", "rank", "schedule", "slimming"]
+           "dynamic", "from_scratch", "masks", "opt_state", "rank", "schedule", "slimming"]

@@ -211,5 +211,29 @@ def widths_for_budget(gate_values: Mapping[str, np.ndarray], macs_of: Callable[[
   return widths(candidates[lo])
 
 
+def uniform_widths_for_budget(full_widths: Mapping[str, int], macs_of: Callable[[dict[str, int]], int],
+                              budget: float, multiple: int = 1) -> dict[str, int]:
+  """The widest *uniformly* narrower architecture: one width factor f for every group, width = ⌈f·C⌉ (at least 1,
+  rounded up to ``multiple``), with MACs ≤ ``budget`` × the full MACs.
+
+  ``widths_for_budget`` on gates |γ_j| = j/C (j = 1..C) per group: a threshold t keeps #{j : j/C > t} = ⌈(1 − t)·C⌉
+  channels of every group, so the bisection over thresholds is a bisection over the common factor f = 1 − t.
+
+  Args:
+    full_widths: {conv path: C}, the full width of every channel group.
+    macs_of: ``macs_of({conv path: width}) -> MACs``, non-increasing as widths shrink.
+    budget: the fraction of the full MACs allowed, in (0, 1].
+    multiple: every width rounded up to a multiple of this (never above C).
+
+  Returns:
+    {conv path: width} of the largest factor that fits.
+
+  Raises:
+    ValueError: as ``widths_for_budget``.
+  """
+  gate_values = {path: np.arange(c, 0, -1, dtype=np.float64) / c for path, c in full_widths.items()}
+  return widths_for_budget(gate_values, macs_of, budget, multiple)
+
+
 __all__ = ["GATE_KINDS", "PENALTIES", "gate_paths", "init_gates", "budget_loss", "budget_gradient", "gate_optimizer",
-           "gates", "widths_at", "widths_for_budget"]
+           "gates", "widths_at", "widths_for_budget", "uniform_widths_for_budget"]

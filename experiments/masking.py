@@ -1,0 +1,160 @@
+"""Unstructured masks at a parameter count (the config's ``masks`` section): magnitude pruning and dynamic pruning.
+
+A run with ``masks.enabled`` is dense; its conv and dense kernels (``pruning.masks.is_kernel``) lose
+k = P − round(P / ``param_reduction``) entries, P = every entry of the params (kernels, biases, BatchNorm γ/β), so the
+model keeps exactly round(P / param_reduction) nonzero params; only kernel entries are pruned.
+
+  'magnitude'  after epoch ``prune_epoch`` (None: the last epoch before fine-tuning) the k smallest |w| over all
+               kernels (``masks.global_unstructured``, one threshold) become exact zeros (``make_permanent``) and stay
+               zero while the run goes on (``keep_pruned``, last in the optax chain).
+  'dynamic'    from the first step the forward pass sees the kernels with their k smallest |w| zeroed, the threshold
+               recomputed each step inside jit with straight-through gradients (``pruning.dynamic.MaskedApply``);
+               after ``prune_epoch`` the mask is fixed as for 'magnitude' (the fine-tune epochs train a fixed mask).
+
+The record's ``masks`` ({kernel path: kept entries}) says a mask is fixed; the bool masks are the ``keep_pruned``
+optimizer state, saved in every checkpoint, so a resume keeps them. MACs are not reduced (an unstructured mask skips
+no multiply-add in a dense conv): the summary reports ``params_nonzero`` beside the unchanged ``macs_after``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.events import Context, Event, Outcome
+from jaxsvd.core.record import Architecture
+from jaxsvd.core.tree import leaves_by_path
+from jaxsvd.core.validate import check_choice, check_min_int
+from jaxsvd.pruning import Phases
+from jaxsvd.pruning import masks as masks_lib
+from jaxsvd.pruning.dynamic import MaskedApply
+
+KINDS = ("magnitude", "dynamic")
+
+
+def pruned_count(params, param_reduction: float) -> tuple[int, int]:
+  """(k kernel entries to prune, N kernel entries) so that round(P / param_reduction) of all P params stay.
+
+  Args:
+    params: the dense model's params.
+    param_reduction: P / (params kept), ≥ 1.
+
+  Returns:
+    (k, N).
+
+  Raises:
+    ValueError: one line naming ``masks.param_reduction`` if the kernels have fewer than k + 1 entries.
+  """
+  leaves = leaves_by_path(params)
+  total = sum(int(np.size(w)) for w in leaves.values())
+  kernels = sum(int(np.size(w)) for p, w in leaves.items() if masks_lib.is_kernel(p, w))
+  k = total - round(total / param_reduction)
+  if k >= kernels:
+    raise ValueError(f"masks.param_reduction={param_reduction} prunes {k} of {total} params, but the conv/dense "
+                     f"kernels have only {kernels} entries (biases and BatchNorm are not pruned)")
+  return k, kernels
+
+
+def forward(c, architecture: Architecture, model, params) -> Any:
+  """The run's apply function: ``model.apply``, or during dynamic pruning (before the mask is fixed) the same with
+  the kernels' smallest |w| zeroed at every call. Checks the parameter count of a masks run (before any compile).
+
+  Args:
+    c: the experiment config (its ``masks`` section).
+    architecture: the run's record (``masks`` set: the mask is fixed).
+    model: the linen model.
+    params: its params (only shapes are used).
+
+  Returns:
+    ``model.apply`` or a ``pruning.dynamic.MaskedApply`` keeping the N − k largest |w| of the kernels.
+
+  Raises:
+    ValueError: one line naming ``masks.param_reduction`` if it cannot be reached.
+  """
+  m = c.get("masks")
+  if m is None or not m.enabled:
+    return model.apply
+  k, kernels = pruned_count(params, m.param_reduction)
+  if m.kind != "dynamic" or architecture.masks is not None:
+    return model.apply
+  return MaskedApply(model.apply, kernels - k)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskPrune(Event):
+  """The fixed mask of a masks run: k smallest |w| over all kernels zeroed after ``epoch`` and held at zero."""
+  kind: ClassVar[str] = "masks"
+  epoch: int
+  method: str  # 'magnitude' | 'dynamic'
+  param_reduction: float
+
+  @classmethod
+  def from_config(cls, c, phases: Phases) -> list[Event]:
+    """One event after ``masks.prune_epoch`` (None: ``phases.last_train_epoch``) if ``c.masks`` is enabled.
+
+    Raises:
+      ValueError: one line naming a bad ``masks`` field, or a run that is not dense or also slims.
+    """
+    m = c.get("masks")
+    if m is None or not m.enabled:
+      return []
+    check_choice("masks.kind", m.kind, KINDS)
+    if isinstance(m.param_reduction, bool) or not isinstance(m.param_reduction, (int, float)) \
+        or not m.param_reduction >= 1.0:
+      raise ValueError(f"masks.param_reduction must be a number ≥ 1, got {m.param_reduction!r}")
+    check_min_int("masks.prune_every", m.prune_every, 1)
+    if m.prune_every != 1:
+      raise ValueError(f"masks.prune_every={m.prune_every}: only 1 (a new threshold at every step) is implemented")
+    epoch = phases.last_train_epoch if m.prune_epoch is None else m.prune_epoch
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= phases.num_epochs:
+      raise ValueError(f"masks.prune_epoch must be None or an int in [1, num_epochs={phases.num_epochs}], "
+                       f"got {m.prune_epoch!r}")
+    if c.svd.enabled or c.slimming.enabled:
+      raise ValueError("masks.enabled prunes a dense model's kernels: set svd.enabled=False and slimming.enabled=False")
+    return [cls(epoch, m.kind, float(m.param_reduction))]
+
+  def due(self, epoch: int) -> bool:
+    """Due only after epoch ``self.epoch``."""
+    return epoch == self.epoch
+
+  def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
+    """Global magnitude masks at the count, made permanent; ``keep_pruned`` appended to the optimizer (its base
+    state, moments and schedule position kept); the plain apply function from now on."""
+    k, kernels = pruned_count(state.params, self.param_reduction)
+    masks = masks_lib.global_unstructured(state.params, k)
+    params = masks_lib.make_permanent(state.params, masks)
+    kept = {p: int(np.sum(np.asarray(m))) for p, m in masks.items()}
+    architecture = architecture.replace(masks=kept)
+    tx = ctx.make_tx(architecture, params)
+    opt_state = (state.opt_state, masks_lib.KeepPrunedState({p: jnp.asarray(m) for p, m in masks.items()}))
+    state = state.replace(params=params, tx=tx, opt_state=opt_state, apply_fn=ctx.build_model(architecture).apply)
+    entry = {"kind": self.kind, "method": self.method, "pruned": k, "kernel_entries": kernels,
+             "kept": sum(kept.values())}
+    return Outcome(state, architecture, entry, f"{self.method} masks: {k} of {kernels} kernel entries pruned, "
+                                                f"the mask is now fixed")
+
+  @classmethod
+  def optimizer(cls, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
+    """With a fixed mask (``architecture.masks``): ``keep_pruned`` over those leaves, its masks = params ≠ 0 (a
+    resume replaces them with the checkpoint's)."""
+    if architecture.masks is None:
+      return opt_cfg, []
+    leaves = leaves_by_path(params)
+    return opt_cfg, [masks_lib.keep_pruned({p: np.asarray(leaves[p]) != 0 for p in architecture.masks})]
+
+  @classmethod
+  def summary(cls, architecture: Architecture, params) -> dict:
+    """``params_nonzero`` (all params − pruned kernel entries) and ``masked_params_kept``, once the mask is fixed."""
+    if architecture.masks is None:
+      return {}
+    leaves = leaves_by_path(params)
+    pruned = sum(int(np.size(leaves[p])) - kept for p, kept in architecture.masks.items())
+    total = sum(int(np.size(w)) for w in leaves.values())
+    return {"params_total": total, "params_nonzero": total - pruned,
+            "masked_params_kept": sum(architecture.masks.values())}
+
+
+__all__ = ["KINDS", "pruned_count", "forward", "MaskPrune"]

@@ -1,0 +1,79 @@
+"""Dense with uniformly narrower widths, trained from scratch (the config's ``narrow`` section).
+
+``narrow.macs_reduction`` = R > 0 sets the record's ``widths`` ({conv path: output channels} of the model's channel
+groups: every VGG conv, each ResNet block's conv1; the residual stream keeps its width) by one width factor f common
+to every group, width = ⌈f·C⌉ rounded up to ``narrow.channel_multiple`` (at least 1), f the largest with MACs ≤ dense
+MACs / R (``pruning.from_scratch.uniform_widths_for_budget``: the bisection pruning from scratch uses). The run is
+then ordinary dense training of that architecture from a random init; the widths go into the architecture record.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from jaxsvd import checkpoint
+from jaxsvd.core.record import Architecture
+from jaxsvd.core.validate import check_min_int
+from jaxsvd.linen import flops
+from jaxsvd.pruning import channels, from_scratch
+
+log = logging.getLogger("jaxsvd")
+
+
+def validate(c) -> None:
+  """One-line errors for the ``narrow`` fields.
+
+  Args:
+    c: the experiment config.
+
+  Returns:
+    None.
+
+  Raises:
+    ValueError: one line naming ``narrow.macs_reduction`` (not 0 or ≥ 1; set with SVD layers or explicit
+      ``widths``) or ``narrow.channel_multiple`` (not an int ≥ 1).
+  """
+  n = c.narrow
+  r = n.macs_reduction
+  if isinstance(r, bool) or not isinstance(r, (int, float)) or not (r == 0 or r >= 1):
+    raise ValueError(f"narrow.macs_reduction must be 0 (off) or a number ≥ 1, got {r!r}")
+  check_min_int("narrow.channel_multiple", n.channel_multiple, 1)
+  if r and c.svd.enabled:
+    raise ValueError("narrow.macs_reduction narrows a dense model: set svd.enabled=False")
+  if r and c.widths is not None:
+    raise ValueError("narrow.macs_reduction sets widths itself: leave widths unset (None)")
+
+
+def apply(c, architecture: Architecture) -> Architecture:
+  """``architecture`` with the narrowed widths when ``narrow.macs_reduction`` > 0 (else unchanged).
+
+  Args:
+    c: the experiment config.
+    architecture: the run's initial (dense, standard-width) record.
+
+  Returns:
+    The record with ``widths`` set.
+
+  Raises:
+    ValueError: one line naming ``narrow.macs_reduction`` if even one channel per group needs more MACs.
+  """
+  n = c.narrow
+  if not n.macs_reduction:
+    return architecture
+  model = architecture.build_model()
+  params = checkpoint.abstract_variables(model, architecture.input_shape)["params"]
+  shapes = channels.kernel_shapes(params)
+  full = {g.conv: shapes[g.conv][-1] for g in model.channel_groups()}
+  macs_of = lambda widths: flops.count(architecture.replace(widths=widths).build_model(),  # noqa: E731
+                                       architecture.input_shape).macs
+  try:
+    widths = from_scratch.uniform_widths_for_budget(full, macs_of, 1.0 / n.macs_reduction, n.channel_multiple)
+  except ValueError:
+    raise ValueError(f"narrow.macs_reduction={n.macs_reduction}: even one channel per group needs more MACs") from None
+  dense, now = macs_of(full), macs_of(widths)
+  log.info("narrow: %d -> %d group channels, MACs %d -> %d (%.2fx fewer)", sum(full.values()), sum(widths.values()),
+           dense, now, dense / now)
+  return architecture.replace(widths=widths)
+
+
+__all__ = ["validate", "apply"]
