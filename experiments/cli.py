@@ -140,7 +140,8 @@ def parse(argv: Sequence[str], default_config: str, default_workdir: str, lock_c
   """
   argv = _resolved(list(argv), config_dir)
   values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", resolve_config(default_config, config_dir), "Experiment config file (get_config()).",
+  config_flags.DEFINE_config_file("config", resolve_config(default_config, config_dir),
+                                  "Experiment config file (get_config()).",
                                   flag_values=values, lock_config=lock_config, sys_argv=argv)
   flags.DEFINE_string("workdir", default_workdir, "Directory for checkpoints, metrics, plots and exports.",
                       flag_values=values)

@@ -9,7 +9,7 @@ results table, the Pareto figures and the deployed latency of every point.
 --config.<field>=VALUE    override a sweep field
 --workdir=ROOT            point NAME runs in ROOT/NAME (e.g. ROOT/svd_hoyer-b2-s0); results in ROOT
 --workers=N               1 (default): the points one after another in this process; N > 1: up to N points at once,
-                          each a subprocess (its log in ROOT/logs/NAME.log), started when the point it depends on is done
+                          each a subprocess (log: ROOT/logs/NAME.log), started once its source point is done
 Every point is checked before any runs (one ``error:`` line naming the method and the field). Rerunning resumes:
 a finished point is skipped, a half-done one resumes from its checkpoint. A failed point is reported and the others
 go on (those that depend on it are not run); the exit status is then 1. SIGTERM / SIGINT / SIGUSR1 stop the running
