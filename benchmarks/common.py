@@ -126,17 +126,8 @@ def describe(runner) -> str:
 
 
 def alternate(fns: dict, repeats: int) -> dict:
-  """Median seconds per fn, timing the fns in turn (after 2 warm-up calls each) so that drift hits all alike."""
-  for fn in fns.values():
-    for _ in range(2):
-      block(fn())
-  times = {k: [] for k in fns}
-  for _ in range(repeats):
-    for k, fn in fns.items():
-      start = time.perf_counter()
-      block(fn())
-      times[k].append(time.perf_counter() - start)
-  return {k: statistics.median(v) for k, v in times.items()}
+  """Median seconds per fn, timing the fns in turn (after 2 warm-up calls each): ``xla_options.alternate``."""
+  return xla_options.alternate(fns, repeats)
 
 
 def time_train_steps(state, data, reg, repeats, tuned: bool = True) -> float:

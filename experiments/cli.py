@@ -56,18 +56,19 @@ def _unknown_field(argv: Sequence[str], err: Exception) -> str:
   return f"the config has no field {key!r}{hint}"
 
 
-def config_names() -> list[str]:
-  """The packaged configs' names (``experiments/configs/*.py`` but ``default``), sorted."""
-  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+def config_names(config_dir: str = CONFIG_DIR) -> list[str]:
+  """The packaged configs' names (``experiments/configs/*.py`` but ``default``; or those of ``config_dir``), sorted."""
+  return sorted(f[:-3] for f in os.listdir(config_dir)
                 if f.endswith(".py") and not f.startswith("_") and f != "default.py")
 
 
-def resolve_config(value: str) -> str:
+def resolve_config(value: str, config_dir: str = CONFIG_DIR) -> str:
   """``--config``'s value as a file path: a packaged config's name (with its ``:ARGS``) becomes its file.
 
   Args:
     value: a path (``experiments/configs/fashion_mnist.py``, ``my.py:arg``) or a name (``fashion_mnist``,
       ``paper:resnet20,channel,hoyer``).
+    config_dir: where names are looked up (the run configs; ``experiments/configs/sweeps`` for sweeps).
 
   Returns:
     The path ml_collections loads (a path is returned unchanged).
@@ -78,44 +79,49 @@ def resolve_config(value: str) -> str:
   name, sep, rest = value.partition(":")
   if "/" in name or os.sep in name or name.endswith(".py") or os.path.exists(name):
     return value
-  if name not in config_names():
-    raise ValueError(f"--config={value}: no packaged config named {name!r} (python -m experiments.cifar_svd "
+  if name not in config_names(config_dir):
+    lister = "experiments.cifar_svd" if config_dir == CONFIG_DIR else "experiments.sweep"
+    raise ValueError(f"--config={value}: no packaged config named {name!r} (python -m {lister} "
                      f"--list_configs lists them) and no such file")
-  return os.path.join(CONFIG_DIR, f"{name}.py") + sep + rest
+  return os.path.join(config_dir, f"{name}.py") + sep + rest
 
 
-def list_configs() -> str:
+def list_configs(config_dir: str = CONFIG_DIR) -> str:
   """One line per packaged config: its name and the start of its docstring's first paragraph.
+
+  Args:
+    config_dir: the configs' folder (default: the run configs).
 
   Returns:
     The text.
   """
   lines = []
-  for name in config_names():
-    with open(os.path.join(CONFIG_DIR, f"{name}.py")) as f:
+  for name in config_names(config_dir):
+    with open(os.path.join(config_dir, f"{name}.py")) as f:
       doc = " ".join((ast.get_docstring(ast.parse(f.read())) or "").split("\n\n")[0].split())
     lines.append(f"{name:28s} {doc[:110] + ('...' if len(doc) > 110 else '')}")
   return "\n".join(lines)
 
 
-def _resolved(argv: list[str]) -> list[str]:
+def _resolved(argv: list[str], config_dir: str = CONFIG_DIR) -> list[str]:
   """``argv`` with each ``--config=NAME`` / ``--config NAME`` resolved (``resolve_config``)."""
   out, i = [], 0
   while i < len(argv):
     arg = argv[i]
     if re.match(r"--?config=", arg):
       flag, value = arg.split("=", 1)
-      arg = f"{flag}={resolve_config(value)}"
+      arg = f"{flag}={resolve_config(value, config_dir)}"
     elif re.fullmatch(r"--?config", arg) and i + 1 < len(argv):
       out.append(arg)
       i += 1
-      arg = resolve_config(argv[i])
+      arg = resolve_config(argv[i], config_dir)
     out.append(arg)
     i += 1
   return out
 
 
-def parse(argv: Sequence[str], default_config: str, default_workdir: str, lock_config: bool = True):
+def parse(argv: Sequence[str], default_config: str, default_workdir: str, lock_config: bool = True,
+          config_dir: str = CONFIG_DIR):
   """(config, workdir) from a command line.
 
   Args:
@@ -124,6 +130,7 @@ def parse(argv: Sequence[str], default_config: str, default_workdir: str, lock_c
     default_config: the config (file or packaged name) used without ``--config``.
     default_workdir: the workdir used without ``--workdir``.
     lock_config: whether the config is locked (no new fields may be added by the program).
+    config_dir: where config names are looked up (``resolve_config``).
 
   Returns:
     (the ``ml_collections.ConfigDict``, the workdir string).
@@ -131,9 +138,10 @@ def parse(argv: Sequence[str], default_config: str, default_workdir: str, lock_c
   Raises:
     ValueError: one line for a missing or broken config file, an unknown field, a bad value or extra arguments.
   """
-  argv = _resolved(list(argv))
+  argv = _resolved(list(argv), config_dir)
   values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", resolve_config(default_config), "Experiment config file (get_config()).",
+  config_flags.DEFINE_config_file("config", resolve_config(default_config, config_dir),
+                                  "Experiment config file (get_config()).",
                                   flag_values=values, lock_config=lock_config, sys_argv=argv)
   flags.DEFINE_string("workdir", default_workdir, "Directory for checkpoints, metrics, plots and exports.",
                       flag_values=values)

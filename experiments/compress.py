@@ -151,16 +151,31 @@ def source_accuracy(source: str) -> float | None:
     return json.load(f).get("test_accuracy")
 
 
-def run(c, workdir: str) -> dict:
-  """Compresses ``c.source`` into ``workdir`` (module doc); returns the summary written to workdir/summary.json."""
-  check_config(c)
+def stage_config(c):
+  """The run config the compress and fine-tune stages use: ``c`` (copied) in SVD form, no pruning, its
+  ``finetune_epochs`` as ``num_epochs`` of plain training (the compress stage trains nothing; num_epochs only shapes
+  its optimizer).
+
+  Args:
+    c: the compress config.
+
+  Returns:
+    The new config (``plan.make_plan`` validates it as the stages will run it).
+  """
   c = c.copy_and_resolve_references()
   with c.unlocked():
-    epochs = int(c.finetune_epochs)  # the compress stage trains nothing; num_epochs only shapes its optimizer
-    c.update(init_from=None, finetune_epochs=0, num_epochs=max(epochs, 1))
+    c.update(init_from=None, finetune_epochs=0, num_epochs=max(int(c.finetune_epochs), 1))
     c.svd.enabled = True
     c.pruning.enabled = False
     c.final_prune.enabled = False
+  return c
+
+
+def run(c, workdir: str) -> dict:
+  """Compresses ``c.source`` into ``workdir`` (module doc); returns the summary written to workdir/summary.json."""
+  check_config(c)
+  epochs = int(c.finetune_epochs)
+  c = stage_config(c)
   before = source_accuracy(c.source)
   stage = os.path.join(workdir, "compressed") if epochs > 0 else workdir
   compressed = compress_stage(c, stage, before)

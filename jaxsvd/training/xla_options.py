@@ -255,6 +255,30 @@ def fastest(candidates: Sequence[tuple[Any, Callable]], args: Sequence[Any], tri
   return trial.best()
 
 
+def alternate(fns: Mapping[Any, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict:
+  """Median seconds per call of each no-argument function, timed side by side: ``warmup`` untimed calls each, then
+  ``repeats`` rounds calling every function once in turn (results waited for), so drift hits all alike.
+
+  Args:
+    fns: {key: function of no arguments}.
+    repeats: timed rounds (>= 1).
+    warmup: untimed calls of each function first (compilation, autotuning).
+
+  Returns:
+    {key: median seconds per call}.
+  """
+  for fn in fns.values():
+    for _ in range(warmup):
+      jax.block_until_ready(fn())
+  times = {k: [] for k in fns}
+  for _ in range(max(repeats, 1)):
+    for k, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[k].append(time.perf_counter() - start)
+  return {k: statistics.median(v) for k, v in times.items()}
+
+
 class _Trial:
   """Round-robin timing of candidate executables over real calls: one warm-up round, then ``trials`` rounds."""
 
@@ -283,4 +307,4 @@ class _Trial:
 
 
 __all__ = ["YNN_FUSION_TYPE", "CPU_OPTIONS", "INFERENCE_CPU_OPTIONS", "platform_of", "tuned_options", "jit",
-           "autotuned_jit", "describe", "candidate_options", "Choice", "AutotunedJit", "fastest"]
+           "autotuned_jit", "describe", "candidate_options", "Choice", "AutotunedJit", "fastest", "alternate"]
