@@ -30,8 +30,16 @@ from collections.abc import Sequence
 
 from absl import app
 
-from experiments import cifar_svd, cli, compress, preemption, preflight, pruning_from_scratch, sweep_points
-from experiments import sweep_results
+from experiments import (
+  cifar_svd,
+  cli,
+  compress,
+  preemption,
+  preflight,
+  pruning_from_scratch,
+  sweep_points,
+  sweep_results,
+)
 from experiments.configs import sweeps as sweep_configs
 
 SWEEP_DIR = os.path.dirname(os.path.abspath(sweep_configs.__file__))

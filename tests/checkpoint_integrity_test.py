@@ -205,6 +205,6 @@ def test_metrics_row_on_a_full_disk_is_one_line(small_tmpfs):
     for epoch in range(2, 2000):  # the page cache absorbs small writes until the file system's blocks run out
       writer.write({"epoch": epoch, "loss": 0.5 + 0.1 * epoch})
   message = str(err.value)
-  assert "\n" not in message and message.startswith(f"writing the metrics row of epoch ")
+  assert "\n" not in message and message.startswith("writing the metrics row of epoch ")
   assert f"to {small_tmpfs / 'metrics.csv'} failed: No space left on device (" in message
   os.remove(small_tmpfs / "filler")

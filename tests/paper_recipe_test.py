@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import chex
+import helpers
 import pytest
 
-import helpers
 from experiments import paper_recipe, stages
 from experiments.configs import paper
 from jaxsvd import checkpoint

@@ -10,9 +10,8 @@ import pytest
 from jaxsvd import pruning
 from jaxsvd.core.structure import ranks
 from jaxsvd.deploy import params as deploy_params
-from jaxsvd.linen import flops
+from jaxsvd.linen import decompose, flops, svdify
 from jaxsvd.linen.modes import in_mode
-from jaxsvd.linen import decompose, svdify
 from jaxsvd.training.losses import RegularizerConfig
 from jaxsvd.training.optim import make_optimizer
 from jaxsvd.training.train_state import TrainState, eval_step, train_step

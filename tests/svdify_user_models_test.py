@@ -25,8 +25,7 @@ from jaxsvd import checkpoint
 from jaxsvd.core import regularizers
 from jaxsvd.core.structure import ranks, stack_shapes
 from jaxsvd.deploy import params as deploy_params
-from jaxsvd.linen import flops
-from jaxsvd.linen import decompose, svdify
+from jaxsvd.linen import decompose, flops, svdify
 from jaxsvd.pruning import Strategy, prune
 from jaxsvd.training.train_state import TrainState
 

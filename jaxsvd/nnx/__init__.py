@@ -19,13 +19,13 @@ from jaxsvd.nnx.layers import EmbedSVD as EmbedSVD
 from jaxsvd.nnx.layers import LinearGeneralSVD as LinearGeneralSVD
 from jaxsvd.nnx.layers import LinearSVD as LinearSVD
 from jaxsvd.nnx.svdifylib import ConversionReport as ConversionReport
-from jaxsvd.nnx.view_layers import EinsumSVD as EinsumSVD
 from jaxsvd.nnx.svdifylib import prune as prune
 from jaxsvd.nnx.svdifylib import ranks as ranks
 from jaxsvd.nnx.svdifylib import regularization as regularization
 from jaxsvd.nnx.svdifylib import svdified as svdified
 from jaxsvd.nnx.svdifylib import svdify as svdify
 from jaxsvd.nnx.svdifylib import to_svd as to_svd
+from jaxsvd.nnx.view_layers import EinsumSVD as EinsumSVD
 
 __all__ = ["ConversionReport", "ConvSVD", "EinsumSVD", "EmbedSVD", "LinearGeneralSVD", "LinearSVD", "prune", "ranks",
            "regularization", "svdified", "svdify", "to_svd", "calibration", "conversion", "layers", "svdifylib",
