@@ -3,7 +3,7 @@
 
   python -m experiments.sweep --config=frontier --workdir=runs/frontier [--workers=2]
 
-Sizes: train_subset=3000, test_subset=1000, E = 4 epochs (the last one fine-tunes, F = 1). Measured on this
+Sizes: train_subset=4000, test_subset=2000, E = 4 epochs (the last one fine-tunes, F = 1). Measured on this
 2-core CPU (shared): an SVD budget point at 4000 train images × 4 epochs took 63 s end to end (≈ 8 s per epoch
 after the first, 20 s start-up and compiles), a dense one ~40 s of CPU; export + autotune ≈ 10 s per point. At
 3000 images: ≈ 45 s per point × 46 + ≈ 8 min of exports and latency ≈ 42 min in one process.
@@ -42,7 +42,7 @@ def _svd(sparsity_type: str, sparsity: float, orthogonality: float = 1.0):
 
 def get_config():
   """The frontier sweep (module doc)."""
-  common = ("data_dir=/usr/share/datasets/fashion-mnist", "train_subset=3000", "test_subset=1000",
+  common = ("data_dir=/usr/share/datasets/fashion-mnist", "train_subset=4000", "test_subset=2000",
             f"num_epochs={E}", "progress_bar=False", "tensorboard=False", "plots=False")
   methods = {
       "dense": method("fashion_mnist_dense", overrides=("finetune_epochs=0",)),
