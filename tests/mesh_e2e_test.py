@@ -88,6 +88,7 @@ def lm_runs(tmp_path_factory):
 def test_linen_lm_on_a_2x2_mesh_equals_the_unsharded_run(lm_runs):
   _check_equal_to_reference(lm_runs["2x2"], lm_runs["none"], devices=4)
   # wi's kernel (embed, mlp) → (data, model): U (its mlp rows) over 'model', V (its embed rows) over 'data'.
+  assert lm_runs["2x2"]["specs_decomposed"] == lm_runs["2x2"]["specs_before"]  # decompose of sharded kernels
   assert lm_runs["2x2"]["specs_before"]["block_0/wi/U"] == [["model"], 4]
   assert lm_runs["2x2"]["specs_before"]["block_0/wi/V"] == [["data"], 4]
 

@@ -7,7 +7,7 @@ Fashion-MNIST crops, or seeded noise when the Debian package is absent); MESH 'D
 axes and ``mesh_models.FSDP_RULES``, or 'none' (one device, no mesh: the reference). The run: svdify → 3 regularized
 Adam steps (linen: λo·orthogonality + λs·Hoyer in the loss; NNX: ``jaxsvd.training.add_svd_regularization`` first
 in the optax chain) → energy prune (optimizer state sliced, the step recompiled once) → 2 more steps → checkpoint →
-restore straight onto a (1, devices) mesh (``none``: no mesh). Prints one JSON line (process 0), {MESH: result}
+restore straight onto a (1, devices) mesh (``none``: no mesh); the LM also decomposes its dense twin's sharded params. Prints one JSON line (process 0), {MESH: result}
 for each mesh in turn (checkpoints in DIR/MESH), the result being: the loss per step,
 the ranks after the prune, the restored model's max output difference, and the partition specs and device counts
 of the factors before and after the prune.
@@ -145,6 +145,8 @@ def run_lm(mesh, directory: str) -> dict:
     params = lm_init(model, put(batches[0][:, :-1], mesh), mesh)
     opt_state, step = tx.init(params), lm_step(model, tx)
     out["specs_before"] = specs(params)
+    dense = lm_init(mesh_models.DecoderLM(), put(batches[0][:, :-1], mesh), mesh)  # a "trained" dense model
+    out["specs_decomposed"] = specs(jaxsvd.decompose(model, {"params": dense}, batches[0][:, :-1])["params"])
     for tokens in batches[:3]:
       params, opt_state, loss = step(params, opt_state, put(tokens, mesh))
       out["loss"].append(float(loss))

@@ -339,9 +339,11 @@ def unbox_tree(tree):
     tree: any pytree, possibly holding ``nn.Partitioned`` / ``nn.LogicallyPartitioned`` boxes.
 
   Returns:
-    ``flax.core.meta.unbox(tree)``: the same tree with each box's ``value`` in its place.
+    The same tree with each box's ``value`` in its place, read as it is (``flax.core.meta.unbox`` would add a
+    sharding constraint per logical box, which fails eagerly on shapes and on values outside the box's mesh).
   """
-  return meta.unbox(tree)
+  return jax.tree.map(lambda x: x.value if isinstance(x, meta.AxisMetadata) else x, tree,
+                      is_leaf=lambda x: isinstance(x, meta.AxisMetadata))
 
 
 def layer_path(module: nn.Module, root: nn.Module, depth: int) -> str:
