@@ -137,13 +137,8 @@ def dynamic_prune(params, keep: Amount, per_layer: bool = False, select: Callabl
 @dataclasses.dataclass(frozen=True)
 class MaskedApply:
   """``apply_fn`` with ``dynamic_prune`` applied to ``variables['params']`` first: a drop-in apply function for a
-  train state (equal for equal arguments, so a jitted step sees one static function).
-
-  Attributes:
-    apply_fn: the model's ``apply(variables, *args, **kwargs)``.
-    keep: as in ``dynamic_thresholds``.
-    per_layer: as in ``dynamic_thresholds``.
-    select: as in ``dynamic_thresholds``.
+  train state (equal for equal arguments, so a jitted step sees one static function). ``apply_fn`` is the model's
+  ``apply(variables, *args, **kwargs)``; ``keep``, ``per_layer`` and ``select`` are as in ``dynamic_thresholds``.
   """
   apply_fn: Callable
   keep: Amount

@@ -17,7 +17,10 @@ Methods (λs from the paper's ResNet-20 channel-wise commands, docs/paper.md):
   svd_hoyer / svd_hoyer_square / svd_l1   SVD training, λo = 1, λs = 0.07 / 0.01 / 0.3, ramped budget pruning
                  (cubic) after epochs 1–3 to b× fewer MACs, F fine-tune epochs
   svd_noreg      the same SVD form and pruning with λo = λs = 0
-  slimming       network slimming to the budget (slimming.macs_reduction = b), widths ×8, after epoch E − F
+  slimming       network slimming to the budget (slimming.macs_reduction = b), widths ×8, after epoch E − F; 2× only:
+                 ResNet-8's slimmable channels are the blocks' inner ones (the residual stream stays), and 8 per
+                 block is more than 4× fewer MACs allows ("even one channel per group needs more MACs")
+  slimming_x1    the same at 4× with widths ×1
   from_scratch   pruning from scratch, from_scratch.budget = 1/b (1 gate-search epoch on frozen weights, then E)
   magnitude      unstructured magnitude masks at b× fewer params (MACs unchanged: what structure costs)
   dynamic        dynamic pruning (masks recomputed at every forward pass), b = 2 only
@@ -59,7 +62,10 @@ def get_config():
       "svd_noreg": _svd("hoyer", 0.0, orthogonality=0.0),
       "slimming": method("fashion_mnist_slimming", overrides=(
           f"slimming.prune_epoch={E - F}", "slimming.channel_multiple=8", f"finetune_epochs={F}"),
-          budget="slimming.macs_reduction"),
+          budget="slimming.macs_reduction", budgets=(2.0,)),
+      "slimming_x1": method("fashion_mnist_slimming", overrides=(
+          f"slimming.prune_epoch={E - F}", "slimming.channel_multiple=1", f"finetune_epochs={F}"),
+          budget="slimming.macs_reduction", budgets=(4.0,)),
       "from_scratch": method("fashion_mnist_from_scratch", "from_scratch", ("from_scratch.search_epochs=1",
                                                                             "finetune_epochs=0"),
                              budget="from_scratch.budget", budget_as="1/b"),
