@@ -6,11 +6,13 @@ smaller form elsewhere); blocks in other languages (bash, text) are not run.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -60,4 +62,20 @@ def test_the_readme_figure_is_drawn_from_the_results_table(tmp_path):
   assert ("fashion_mnist_dense", 9.15, 91.44) in rows and all(0 < m < 10 and 85 < a < 95 for _, m, a in rows)
   plot_results.plot(rows, str(tmp_path / "results.png"))
   assert (tmp_path / "results.png").stat().st_size > 10_000
-  assert "docs/figures/results.png" in (REPO / "README.md").read_text()
+  assert "figures/results.png" in (REPO / "docs" / "results.md").read_text()
+
+
+def test_the_readme_frontier_table_is_the_sweeps_measured_rows():
+  """Every 'mean ± half range' of the README's frontier table is recomputed from the sweep's results.csv."""
+  rows = list(csv.DictReader(open(REPO / "docs" / "figures" / "frontier.csv")))
+  groups = {}
+  for row in rows:
+    groups.setdefault((row["method"], row["budget"]), []).append(100 * float(row["test_accuracy"]))
+  readme = (REPO / "README.md").read_text()
+  assert "docs/figures/frontier_macs.png" in readme and (REPO / "docs" / "figures" / "frontier_macs.png").exists()
+  pairs = np.array([(float(m), float(h)) for m, h in re.findall(r"(\d+\.\d\d) ± (\d+\.\d\d)", readme)])
+  cells = {key: (np.mean(a), (max(a) - min(a)) / 2) for key, a in groups.items()}
+  shown = [key for key, cell in cells.items() if np.any(np.all(np.abs(pairs - cell) < 0.0051, axis=1))]
+  assert len(rows) == 46 and len(groups) == 23
+  # The README shows every method but the compress source (dense_pre) at every budget it ran.
+  assert sorted(set(cells) - set(shown)) == [("dense_pre", "")], sorted(set(cells) - set(shown))

@@ -91,4 +91,5 @@ def test_every_shipped_config_validates(name):
     pruning_from_scratch.validate(c)
   expected = (["online prune"] if c.svd.enabled and c.pruning.enabled else []) + (
       ["final prune"] if c.svd.enabled and c.final_prune.enabled else []) + (["slimming"] if c.slimming.enabled else [])
+  expected += ["masks"] if c.masks.enabled else []
   assert [e.name for e in events] == expected

@@ -7,10 +7,10 @@ Fashion-MNIST crops, or seeded noise when the Debian package is absent); MESH 'D
 axes and ``mesh_models.FSDP_RULES``, or 'none' (one device, no mesh: the reference). The run: svdify → 3 regularized
 Adam steps (linen: λo·orthogonality + λs·Hoyer in the loss; NNX: ``jaxsvd.training.add_svd_regularization`` first
 in the optax chain) → energy prune (optimizer state sliced, the step recompiled once) → 2 more steps → checkpoint →
-restore straight onto a (1, devices) mesh (``none``: no mesh); the LM also decomposes its dense twin's sharded params. Prints one JSON line (process 0), {MESH: result}
-for each mesh in turn (checkpoints in DIR/MESH), the result being: the loss per step,
-the ranks after the prune, the restored model's max output difference, and the partition specs and device counts
-of the factors before and after the prune.
+restore straight onto a (1, devices) mesh (``none``: no mesh); the LM also decomposes its dense twin's sharded
+params. Prints one JSON line (process 0), {MESH: result} for each mesh in turn (checkpoints in DIR/MESH), the result
+being: the loss per step, the ranks after the prune, the restored model's max output difference, and the partition
+specs and device counts of the factors before and after the prune, after the restore and (LM) after decompose.
 """
 
 from __future__ import annotations

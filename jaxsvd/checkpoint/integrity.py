@@ -228,8 +228,8 @@ def save_failure(err: BaseException, path: str, what: str) -> CheckpointSaveErro
 def nonfinite_leaves(tree) -> list[str]:
   """Paths of the floating-point leaves of ``tree`` that hold a NaN or ±Inf.
 
-  Device arrays are checked where they live (one jitted reduction per leaf to a replicated bool), so a sharded
-  leaf is never gathered to one host; host arrays are checked with NumPy.
+  Device arrays are checked where they live (one jitted function reducing each leaf to a replicated bool), so a
+  sharded leaf is never gathered to one host; host arrays are checked with NumPy.
 
   Args:
     tree: any pytree of arrays; non-inexact leaves are skipped.
@@ -237,7 +237,8 @@ def nonfinite_leaves(tree) -> list[str]:
   Returns:
     The '/'-joined paths of the offending leaves, in flattening order (empty if every leaf is finite).
   """
-  leaves = {path: leaf for path, leaf in leaves_by_path(tree).items() if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)}
+  leaves = {path: leaf for path, leaf in leaves_by_path(tree).items()
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)}
   on_device = {path: leaf for path, leaf in leaves.items() if isinstance(leaf, jax.Array)}
   finite = {path: bool(ok) for path, ok in _all_finite(on_device).items()}
   finite.update({path: bool(np.isfinite(leaf).all()) for path, leaf in leaves.items() if path not in on_device})

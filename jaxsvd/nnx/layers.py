@@ -93,8 +93,8 @@ def _host(x):
 
 
 def make_param(value, dtype, metadata: dict):
-  """``nnx.Param(value)`` in ``dtype`` with ``metadata``; under a mesh the value is first placed replicated on it, so flax's eager
-  sharding can constrain (Auto axes) or reshard (Explicit axes) it to its ``out_sharding`` — a host-made
+  """``nnx.Param(value)`` in ``dtype`` with ``metadata``; under a mesh the value is first placed replicated on it, so
+  flax's eager sharding can constrain (Auto axes) or reshard (Explicit axes) it to its ``out_sharding`` — a host-made
   single-device array cannot be constrained to a mesh sharding. Outside any mesh the partition names are kept as
   metadata only (flax's eager sharding would refuse them).
 

@@ -361,12 +361,12 @@ def _take_last_by_shard(x: jax.Array, idx: np.ndarray) -> jax.Array:
   if x.sharding.shard_shape(x.shape)[-1] != x.shape[-1]:
     raise ValueError(f"cannot prune a factor of shape {x.shape} whose rank axis is partitioned ({x.sharding}); "
                      f"map the logical axis 'rank' to None")
-  shards = [jax.device_put(gather_last(np.asarray(shard.data), _shard_rows(idx, shard.index, x.ndim)), shard.device)
+  shards = [jax.device_put(gather_last(np.asarray(shard.data), _shard_rows(idx, shard.index)), shard.device)
             for shard in x.addressable_shards]
   return jax.make_array_from_single_device_arrays((*x.shape[:-1], idx.shape[-1]), x.sharding, shards)
 
 
-def _shard_rows(idx: np.ndarray, index: tuple, ndim: int) -> np.ndarray:
+def _shard_rows(idx: np.ndarray, index: tuple) -> np.ndarray:
   """The rows of a stacked (*L, k) ``idx`` that belong to a shard at ``index`` (its slices of the stack axes)."""
   if idx.ndim == 1:
     return idx
