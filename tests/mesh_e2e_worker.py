@@ -118,9 +118,15 @@ def lm_loss(model, params, tokens):
   return ce + LAMBDA_O * regularizers.total_orthogonality(params) + LAMBDA_S * regularizers.total_sparsity(params)
 
 
-def lm_step(model, tx):
-  """The jitted train step (params and optimizer state keep their shardings: jit follows the inputs')."""
-  @jax.jit
+def pinned_shardings(params):
+  """``params``' own shardings where they are on a mesh (else None: unconstrained), for a step's ``out_shardings``:
+  with Auto axes XLA may otherwise give the updated params other (equivalent or not) shardings."""
+  return jax.tree.map(lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else None, params)
+
+
+def lm_step(model, tx, params):
+  """The jitted train step; the updated params keep ``params``' shardings."""
+  @functools.partial(jax.jit, out_shardings=(pinned_shardings(params), None, None))
   def step(params, opt_state, tokens):
     loss, grads = jax.value_and_grad(lambda p: lm_loss(model, p, tokens))(params)
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -143,7 +149,7 @@ def run_lm(mesh, directory: str) -> dict:
   model, tx, out = jaxsvd.svdify(mesh_models.DecoderLM()), optax.adam(3e-3), {"loss": []}
   with mesh_context(mesh):
     params = lm_init(model, put(batches[0][:, :-1], mesh), mesh)
-    opt_state, step = tx.init(params), lm_step(model, tx)
+    opt_state, step = tx.init(params), lm_step(model, tx, params)
     out["specs_before"] = specs(params)
     dense = lm_init(mesh_models.DecoderLM(), put(batches[0][:, :-1], mesh), mesh)  # a "trained" dense model
     out["specs_decomposed"] = specs(jaxsvd.decompose(model, {"params": dense}, batches[0][:, :-1])["params"])
@@ -152,7 +158,7 @@ def run_lm(mesh, directory: str) -> dict:
       out["loss"].append(float(loss))
     pruned, ranks, report = jaxsvd.prune(params, STRATEGY)
     opt_state = opt_state_after(tx, opt_state, params, pruned, report, "slice")
-    model, params, step = model.with_ranks(ranks), pruned, lm_step(model.with_ranks(ranks), tx)
+    model, params, step = model.with_ranks(ranks), pruned, lm_step(model.with_ranks(ranks), tx, pruned)
     out["ranks"], out["specs_after"] = ranks, specs(params)
     for tokens in batches[3:]:
       params, opt_state, loss = step(params, opt_state, put(tokens, mesh))
@@ -184,10 +190,8 @@ def vit_model(mesh) -> nnx.Module:
 
 def vit_step(graphdef, tx, params):
   """The jitted step on (params State, the rest): cross-entropy only; the SVD terms come from ``tx``. The updated
-  params are pinned to ``params``' shardings (with Auto axes XLA may otherwise pick other output shardings)."""
-  pinned = jax.tree.map(lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else None, params)
-
-  @functools.partial(jax.jit, out_shardings=(pinned, None, None))
+  params keep ``params``' shardings."""
+  @functools.partial(jax.jit, out_shardings=(pinned_shardings(params), None, None))
   def step(params, rest, opt_state, images, labels):
     def loss_fn(p):
       logits = nnx.merge(graphdef, p, rest)(images)
