@@ -81,3 +81,29 @@ def test_checkpoints_written_by_0_2_0_restore_to_their_writers_logits(name, step
   np.testing.assert_allclose(np.asarray(got), np.load(os.path.join(V020, f"{name}_logits.npy")), rtol=1e-5, atol=1e-5)
   assert sum(restored.architecture.ranks.values()) < sum(restored.architecture.original_ranks.values()) or (
       name == "linen")  # the linen model was pruned before its record was taken: its record starts there
+
+
+V031 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "v0_3_1")  # make_v031.py wrote them
+
+
+def _v031_model(name):
+  return {"linen": user_models.CNN(num_classes=4), "linen_lm": user_models.TransformerLM(),
+          "nnx": lambda: NNXCNN(rngs=nnx.Rngs(7))}.get(name)
+
+
+@pytest.mark.parametrize("name, step", [("zoo", 12), ("linen", 0), ("linen_lm", 0), pytest.param(
+    "nnx", 3, marks=pytest.mark.skipif(OLD_FLAX, reason="jaxsvd's NNX support needs flax >= 0.12"))])
+def test_checkpoints_written_by_0_3_1_restore_to_their_writers_logits(name, step):
+  """jaxsvd 0.3.1 (flat experiments/ and tests/) wrote these; the checkpoint stores no module path of either."""
+  restored = checkpoint.restore(os.path.join(V031, name), model=_v031_model(name))
+  assert restored.step == step and restored.meta["library_version"] == "0.3.1"
+  sample = np.load(os.path.join(V031, "tokens.npy" if name == "linen_lm" else "x.npy"))
+  if name == "nnx":
+    restored.model.eval()
+    got = restored.model(sample)
+  else:
+    got = restored.model.apply(restored.variables, sample, **({"train": False} if name == "zoo" else {}))
+  np.testing.assert_allclose(np.asarray(got), np.load(os.path.join(V031, f"{name}_logits.npy")), rtol=1e-5, atol=1e-5)
+  assert sum(restored.architecture.ranks.values()) <= sum(restored.architecture.original_ranks.values())
+  if name in ("zoo", "nnx"):
+    assert sum(restored.architecture.ranks.values()) < sum(restored.architecture.original_ranks.values())
