@@ -7,7 +7,7 @@
 #   bash benchmarks/gpu_check.sh --prepare     # wheels -> .whl/, Fashion-MNIST -> .gpu_data/ (both git-ignored)
 # then on the machine (the device tool's run, carry [".whl", ".gpu_data"], timeout 600):
 #   bash benchmarks/gpu_check.sh
-# and on CPU, in seconds (what tests/benchmarks_test.py runs):
+# and on CPU, in seconds (what tests/project/benchmarks_test.py runs):
 #   bash benchmarks/gpu_check.sh --cpu-dry-run
 set -uo pipefail
 cd "$(dirname "$0")/.."

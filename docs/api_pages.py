@@ -32,7 +32,7 @@ def index() -> str:
   """The API index: the root package's names, then one page per subpackage."""
   return "\n".join([
       "# API reference", "",
-      "Generated from each subpackage's `__all__`; every listed name has a docstring (`tests/api_docs_test.py`).", "",
+      "Generated from each subpackage's `__all__`; every listed name has a docstring (`tests/project/api_docs_test.py`).", "",
       "```{eval-rst}", ".. automodule:: jaxsvd", "   :no-members:", "```", "",
       "```{toctree}", ":maxdepth: 1", "", *SUBPACKAGES, "```", ""])
 

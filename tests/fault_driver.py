@@ -1,4 +1,4 @@
-"""A tiny training run in its own process that dies at a named point (tests/experiment_integrity_test.py).
+"""A tiny training run in its own process that dies at a named point (tests/experiments/integrity_test.py).
 
   python -m tests.fault_driver WORKDIR DATA_DIR FAULT [OVERRIDES_JSON]     (config: helpers.tiny_config + overrides)
 

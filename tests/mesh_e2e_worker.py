@@ -1,4 +1,4 @@
-"""A worker for tests/mesh_e2e_test.py (not a test file): SVD training of sharded transformers, end to end.
+"""A worker for tests/training/mesh_e2e_test.py (not a test file): SVD training of sharded transformers, end to end.
 
   python -m tests.mesh_e2e_worker MODEL MESH[,MESH...] DIR [COORDINATOR NUM_PROCESSES PROCESS_ID]
 

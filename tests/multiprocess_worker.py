@@ -1,4 +1,4 @@
-"""A worker process for tests/distributed_test.py (not a test file): small multi-process jobs on jaxsvd directly.
+"""A worker process for tests/training/distributed_test.py (not a test file): small multi-process jobs on jaxsvd directly.
 
   python -m tests.multiprocess_worker train <coordinator> <num_processes> <process_id> <out.npz>
       2 SGD steps on a global batch → rank prune of the host state → model rebuilt → 2 more steps; writes the

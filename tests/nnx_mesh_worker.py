@@ -1,4 +1,4 @@
-"""A worker for tests/nnx_mesh_checkpoint_test.py (not a test file), run with 4 forced CPU devices:
+"""A worker for tests/checkpoint/nnx_mesh_test.py (not a test file), run with 4 forced CPU devices:
 
   python -m tests.nnx_mesh_worker DIR AXIS_TYPE
 An svdified NNX MLP whose kernels are partitioned over a ('data', 'model') mesh is saved under a 1×4 mesh and restored
