@@ -34,6 +34,7 @@ from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.core.validate import check_choice, check_in_range, check_min_int
 from jaxsvd.linen import flops
 from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, budget, channels, from_scratch, rank, slimming
+from jaxsvd.pruning import strategies
 from jaxsvd.pruning import masks as masks_lib
 from jaxsvd.pruning.budget import MacsCounter
 from jaxsvd.pruning.opt_state import OPT_STATE_POLICIES, update_state
@@ -200,28 +201,26 @@ class RankPrune(Event):
     ramp = section.get("budget_ramp", "none")
     check_choice(f"{name}.budget_ramp", ramp, budget.RAMPS)
     strategy = Strategy.from_config(section, name)
-    if ramp != "none" and strategy.name != "budget":
-      raise ValueError(f"{name}.budget_ramp={ramp!r} needs {name}.strategy='budget', got {strategy.name!r}")
+    if ramp != "none" and not strategy.can_ramp:
+      ramping = " or ".join(repr(n) for n in strategies.names() if strategies.resolve(n).can_ramp)
+      raise ValueError(f"{name}.budget_ramp={ramp!r} needs {name}.strategy={ramping}, got {strategy.name!r}")
     return cls(label, strategy, Floors.from_config(section, name), section.opt_state, schedule,
                phases.last_train_epoch, ramp)
 
   def strategy_at(self, epoch: int | None) -> Strategy:
-    """The strategy for the event after ``epoch``: for 'budget', the MACs reduction of ``budget_ramp`` at this
-    event's position in the schedule (``budget.ramped_reduction``); otherwise ``strategy``.
+    """The strategy for the event after ``epoch``: for one that ramps ('budget'), its target under ``budget_ramp``
+    at this event's position in the schedule (``Strategy.ramped``); otherwise ``strategy``.
 
     Raises:
       ValueError: under a ramp, if ``epoch`` is None or the event is not due after it (the ramp's position would
         be a guess).
     """
-    if self.strategy.name != "budget" or self.budget_ramp == "none":
+    if not self.strategy.can_ramp or self.budget_ramp == "none":
       return self.strategy
     if epoch is None or not self.due(epoch):
       raise ValueError(f"{self.name}: budget_ramp={self.budget_ramp!r} needs the epoch the event is due after "
                        f"(Context.epoch), got {epoch!r}")
-    events = self.schedule.count(self.last_epoch)
-    reduction = budget.ramped_reduction(self.strategy.macs_reduction, self.schedule.index(epoch), events,
-                                        self.budget_ramp)
-    return dataclasses.replace(self.strategy, macs_reduction=reduction)
+    return self.strategy.ramped(self.schedule.index(epoch), self.schedule.count(self.last_epoch), self.budget_ramp)
 
   def due(self, epoch: int) -> bool:
     """Due when ``schedule`` is, up to ``last_epoch``."""
@@ -229,12 +228,12 @@ class RankPrune(Event):
 
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
     """Prunes ranks (``rank.prune``); on a change, rebuilds the model and updates the state per ``opt_state``."""
-    macs = MacsCounter.for_architecture(architecture, ranks(state.params)) if self.strategy.name == "budget" else None
+    macs = MacsCounter.for_architecture(architecture, ranks(state.params)) if self.strategy.needs_macs else None
     strategy = self.strategy_at(ctx.epoch)
     new_params, new_ranks, report = rank.prune(state.params, strategy, self.floors, architecture.original_ranks, macs)
     if ctx.workdir is not None and ctx.epoch is not None and distributed.is_primary():
       reporting.save_spectra(reporting.spectra_path(ctx.workdir, ctx.epoch, self.label), sorted_spectra(state.params),
-                             new_ranks, f"{self.name} after epoch {ctx.epoch}, {describe(strategy)}")
+                             new_ranks, f"{self.name} after epoch {ctx.epoch}, {strategy.describe()}")
     if report.changed:
       architecture = architecture.replace(ranks=new_ranks)
       model = ctx.build_model(architecture)
@@ -364,23 +363,6 @@ class Slimming(Event):
 
 def _count(channels: dict) -> int:
   return sum(len(v) for v in channels.values())
-
-
-def describe(strategy: Strategy) -> str:
-  """A rank-pruning strategy and its parameter, e.g. 'energy=0.05' or 'ratio (reduce_by=0.25)' (a plot's title).
-
-  Args:
-    strategy: the strategy.
-
-  Returns:
-    The name and the field its rule reads.
-  """
-  param = {"energy": "energy", "threshold": "threshold", "ratio": "reduce_by", "count": "prune_by",
-           "budget": "macs_reduction"}.get(strategy.name)
-  if param is None:
-    return strategy.name
-  value = f"{param}={getattr(strategy, param):g}"
-  return value if param == strategy.name else f"{strategy.name} ({value})"
 
 
 def sorted_spectra(params) -> dict[str, np.ndarray]:

@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from jaxsvd.pruning import strategies
+
 
 def get_config() -> ml_collections.ConfigDict:
   """CIFAR-10 ResNet-20, channel-wise SVD, Hoyer λs = 0.003, Adam 1e-3, 164 epochs, final prune; other methods off."""
@@ -70,22 +72,21 @@ def _add_pruning_methods(c: ml_collections.ConfigDict) -> None:
   scratch (all off but the final prune)."""
   # The last `finetune_epochs` epochs fine-tune: sparsity terms off (λs = 0), no pruning (jaxsvd.pruning.Phases).
   c.finetune_epochs = 0
-  # Online SVD rank pruning during training (the seed's setting; the paper prunes once at the end). Strategy fields
-  # (jaxsvd.pruning.Strategy), floors (Floors), optimizer-state policy (reinit | slice) and the schedule: after
+  # Online SVD rank pruning during training (the seed's setting; the paper prunes once at the end). `strategy` names
+  # one of jaxsvd.pruning.strategies; every registered strategy's fields with their defaults (only the named one's
+  # are read), floors (Floors), optimizer-state policy (reinit | slice) and the schedule: after
   # epochs start, start + every, ... ≤ stop (default: the last epoch before fine-tuning) (Schedule). strategy="budget":
   # one global energy bisected so the model has ≤ dense MACs / macs_reduction; rank_multiple rounds kept ranks up.
   # budget_ramp 'linear' | 'cubic' reaches macs_reduction gradually, at the schedule's last event (Zhu & Gupta
   # 2017; jaxsvd.pruning.budget.ramped_reduction); 'none': the target at the first event.
   c.pruning = ml_collections.ConfigDict(dict(
-      enabled=False, strategy="energy", energy=0.001, energy_rule="smallest_k", prune_by=1, threshold=1e-3,
-      threshold_mode="absolute", reduce_by=0.1, macs_reduction=2.0, min_rank=1, min_decay=0.0, rank_multiple=1,
+      enabled=False, strategy="energy", **_strategy_fields(energy=0.001), min_rank=1, min_decay=0.0, rank_multiple=1,
       opt_state="reinit", every=1, start=1, budget_ramp="none"))
   c.pruning.stop = ml_collections.FieldReference(None, field_type=int)
   # Final SVD rank prune (paper: by energy) after the last training epoch, before fine-tuning; same fields.
   # energy_rule: 'smallest_k' | 'official_cifar' | 'official_imagenet' (ties with the last kept s are kept).
   c.final_prune = ml_collections.ConfigDict(dict(
-      enabled=True, strategy="energy", energy=0.01, energy_rule="smallest_k", prune_by=1, threshold=1e-3,
-      threshold_mode="absolute", reduce_by=0.1, macs_reduction=2.0, min_rank=1, min_decay=0.0, rank_multiple=1,
+      enabled=True, strategy="energy", **_strategy_fields(energy=0.01), min_rank=1, min_decay=0.0, rank_multiple=1,
       opt_state="reinit"))
   # Network slimming (Liu et al. 2017): train with optimizer.bn_l1 > 0, prune the fraction `amount` of the prunable
   # channels (smallest |γ| over all channel groups) after `prune_epoch`: the model is rebuilt narrower, then fine-tuned.
@@ -118,3 +119,9 @@ def _add_pruning_methods(c: ml_collections.ConfigDict) -> None:
   c.from_scratch = ml_collections.ConfigDict(dict(
       search_epochs=10, gates="bn", init=0.5, penalty="budget", weight=100.0, ratio=0.5, learning_rate=1e-2,
       budget=0.5, channel_multiple=1))
+
+
+def _strategy_fields(**overrides) -> dict:
+  """Every registered rank strategy's fields and defaults (jaxsvd.pruning.strategies.config_defaults), so a new
+  strategy needs no edit here; ``overrides`` set this section's own defaults (e.g. energy)."""
+  return {**strategies.config_defaults(), **overrides}

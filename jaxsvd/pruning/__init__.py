@@ -1,6 +1,8 @@
 """Every pruning method of jaxsvd, one module each, one convention for masks ({leaf path: bool mask}).
 
-  rank          SVD rank pruning: strategies (count | threshold | ratio | energy | budget), floors, ``prune``
+  rank          SVD rank pruning: floors, ``prune`` (slices U, s, V to the directions a strategy keeps)
+  strategies    the rank strategies, one class each, registered by name (count | threshold | ratio | energy |
+                budget): ``Strategy``, ``register``
   opt_state     optimizer-state surgery after a rank prune (re-initialize or slice), ``update_state``
   budget        the MACs-target search of the 'budget' strategy
   compress      ``compress``: a trained dense linen model to a MACs / params budget by data-aware SVD
@@ -27,12 +29,13 @@ from jaxsvd.pruning import opt_state as opt_state
 from jaxsvd.pruning import rank as rank
 from jaxsvd.pruning import schedule as schedule
 from jaxsvd.pruning import slimming as slimming
+from jaxsvd.pruning import strategies as strategies
 from jaxsvd.pruning.rank import Floors as Floors
 from jaxsvd.pruning.rank import PruneReport as PruneReport
-from jaxsvd.pruning.rank import Strategy as Strategy
 from jaxsvd.pruning.rank import prune as prune
 from jaxsvd.pruning.schedule import Phases as Phases
 from jaxsvd.pruning.schedule import Schedule as Schedule
+from jaxsvd.pruning.strategies import Strategy as Strategy
 
 __all__ = ["Floors", "Phases", "PruneReport", "Schedule", "Strategy", "prune", "budget", "channels", "compress",
-           "dynamic", "from_scratch", "masks", "opt_state", "rank", "schedule", "slimming"]
+           "dynamic", "from_scratch", "masks", "opt_state", "rank", "schedule", "slimming", "strategies"]

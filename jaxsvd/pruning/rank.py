@@ -1,17 +1,11 @@
 """SVD rank pruning as a pure pytree transformation, and the optimizer-state surgery that follows it.
 
-A ``Strategy`` decides, per SVD layer, how many singular directions k to keep (from |s| sorted descending);
-``Floors`` bound k from below; ``prune`` slices U, s, V to the kept directions and returns new params, the new
-ranks (the architecture as data) and a report.
+A ``Strategy`` decides how many singular directions k each SVD layer keeps (``jaxsvd.pruning.strategies``: one
+class per strategy, registered by name — count, threshold, ratio, energy, budget — each layer's k from its |s|
+sorted descending, or one decision over all layers for a global strategy such as 'budget'); ``Floors`` bound k
+from below; ``prune`` slices U, s, V to the kept directions and returns new params, the new ranks (the
+architecture as data) and a report.
 
-  count:     k = r − prune_by
-  threshold: k = #{|s_i| ≥ t}, t = threshold (absolute) or threshold·max|s| (relative)
-  ratio:     k = ceil(r · (1 − reduce_by))
-  energy:    smallest k with Σ_{i≤k} s_i² ≥ (1 − e)·Σ_i s_i²  (energy_rule 'smallest_k'; the official code's
-             rules 'official_cifar' / 'official_imagenet' keep every s tied with the last kept one, see
-             ``keep_count_by_energy``)
-  budget:    'energy' with one global e, bisected so the model has ≤ dense MACs / macs_reduction, the rest of the
-             budget filled direction by direction (``budget``)
   floors:    k ≥ min_rank ≥ 1 and k ≥ ceil(min_decay · original rank), then k rounded up to a multiple of
              rank_multiple (e.g. 8 or 16: vector/tile widths); k ≤ r
 
@@ -27,8 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
-from typing import ClassVar
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -37,46 +30,10 @@ from flax.core.meta import AxisMetadata
 
 from jaxsvd.core.structure import iter_svd_layers, unboxed
 from jaxsvd.core.tree import replace_nodes
-from jaxsvd.core.validate import FromConfig, check_choice, check_in_range, check_min_int, check_nonnegative
+from jaxsvd.core.validate import FromConfig, check_in_range, check_min_int
 from jaxsvd.pruning import budget
 from jaxsvd.pruning.masks import round_up
-
-STRATEGIES = ("count", "threshold", "ratio", "energy")  # per-layer rules
-GLOBAL_STRATEGIES = ("budget",)  # one decision over all layers (needs the model's MACs: ``prune(..., macs=)``)
-THRESHOLD_MODES = ("absolute", "relative")
-ENERGY_RULES = ("smallest_k", "official_cifar", "official_imagenet")
-
-
-@dataclasses.dataclass(frozen=True)
-class Strategy(FromConfig):
-  """How many directions each SVD layer keeps. Config fields: strategy, energy, prune_by, threshold, ...
-
-  ``name`` picks the rule of the module doc ('count' | 'threshold' | 'ratio' | 'energy'); the other fields are
-  the rules' parameters, each used by its rule only. Construction raises ValueError on an unknown name or
-  threshold_mode, energy ∉ (0, 1), reduce_by ∉ [0, 1), prune_by < 0 or threshold < 0.
-  """
-  name: str = "energy"
-  energy: float = 0.1  # e: fraction of Σ s² that may be dropped
-  prune_by: int = 1
-  threshold: float = 1e-3
-  threshold_mode: str = "absolute"
-  reduce_by: float = 0.1
-  macs_reduction: float = 2.0  # 'budget': the pruned model has ≤ dense MACs / macs_reduction
-  energy_rule: str = "smallest_k"  # | 'official_cifar' | 'official_imagenet' (ties kept; e = 0 allowed)
-  config_aliases: ClassVar[dict] = {"strategy": "name"}  # the config's `strategy` field is the name
-
-  def __post_init__(self):
-    check_choice("strategy", self.name, STRATEGIES + GLOBAL_STRATEGIES)
-    check_choice("threshold_mode", self.threshold_mode, THRESHOLD_MODES)
-    check_choice("energy_rule", self.energy_rule, ENERGY_RULES)
-    official = self.energy_rule != "smallest_k"
-    check_in_range("energy", self.energy, 0.0, 1.0, low_closed=official, high_closed=False)
-    check_in_range("reduce_by", self.reduce_by, 0.0, 1.0, low_closed=True, high_closed=False)
-    check_min_int("prune_by", self.prune_by, 0)
-    check_nonnegative("threshold", self.threshold)
-    if not isinstance(self.macs_reduction, (int, float)) or not self.macs_reduction >= 1.0:
-      raise ValueError(f"macs_reduction must be a number >= 1, got {self.macs_reduction!r}")
-
+from jaxsvd.pruning.strategies import Strategy
 
 @dataclasses.dataclass(frozen=True)
 class Floors(FromConfig):
@@ -110,100 +67,20 @@ class Floors(FromConfig):
     return round_up(k, rank, self.rank_multiple)
 
 
-# ---- strategies: sorted |s| (descending, float64 numpy) -> number of directions to keep ----
-
-def keep_count_by_count(s_sorted: np.ndarray, strategy: Strategy) -> int:
-  """The 'count' rule: k = r − prune_by.
-
-  Args:
-    s_sorted: |s| sorted descending.
-    strategy: supplies ``prune_by``.
-
-  Returns:
-    r − prune_by (may be ≤ 0; ``Floors.apply`` raises it).
-  """
-  return len(s_sorted) - strategy.prune_by
-
-
-def keep_count_by_threshold(s_sorted: np.ndarray, strategy: Strategy) -> int:
-  """The 'threshold' rule: k = #{i : |s_i| ≥ t}.
-
-  Args:
-    s_sorted: |s| sorted descending.
-    strategy: supplies ``threshold`` and ``threshold_mode``.
-
-  Returns:
-    The count, with t = threshold ('absolute', or empty s) or t = threshold · max|s| ('relative').
-  """
-  relative = strategy.threshold_mode == "relative" and len(s_sorted)
-  t = strategy.threshold * (s_sorted[0] if relative else 1.0)
-  return int(np.sum(s_sorted >= t))
-
-
-def keep_count_by_ratio(s_sorted: np.ndarray, strategy: Strategy) -> int:
-  """The 'ratio' rule: k = ceil(r · (1 − reduce_by)).
-
-  Args:
-    s_sorted: |s| sorted descending (only its length r is used).
-    strategy: supplies ``reduce_by``.
-
-  Returns:
-    ceil(r · (1 − reduce_by)), with a 1e-9 tolerance against float error.
-  """
-  return math.ceil(len(s_sorted) * (1.0 - strategy.reduce_by) - 1e-9)
-
-
-def keep_count_by_energy(s_sorted: np.ndarray, strategy: Strategy) -> int:
-  """The 'energy' rule, e = ``strategy.energy``, E_k = Σ_{i≤k} s_i², E = E_r:
-
-    smallest_k:        the smallest k with E_k ≥ (1 − e)·E (1e-12 relative tolerance);
-    official_cifar:    the official CIFAR code: k₀ = the smallest k with E_k / E ≥ 1 − e, threshold t = s_{k₀}
-                       (the last kept), keep every s with |s| ≥ t (ties at t are kept: its mask prunes |s| < t);
-    official_imagenet: the official ImageNet code: k₀ = the smallest k with E_k / E > 1 − e, then as above;
-                       e = 0 gives t = 0, so nothing is pruned.
-
-  Args:
-    s_sorted: |s| sorted descending.
-    strategy: supplies ``energy`` and ``energy_rule``.
-
-  Returns:
-    That k; 0 if s is empty or all zero.
-  """
-  cumulative = np.cumsum(s_sorted**2)
-  if len(cumulative) == 0 or cumulative[-1] <= 0:
-    return 0
-  rule, e = strategy.energy_rule, strategy.energy
-  if rule == "smallest_k":
-    return int(np.argmax(cumulative >= (1.0 - e) * cumulative[-1] * (1 - 1e-12))) + 1
-  if rule == "official_imagenet" and e == 0:
-    return len(s_sorted)
-  fraction = cumulative / cumulative[-1]
-  reached = fraction > 1.0 - e if rule == "official_imagenet" else fraction >= 1.0 - e
-  k0 = int(np.argmax(reached)) + 1 if reached.any() else len(s_sorted)
-  return int(np.sum(s_sorted >= s_sorted[k0 - 1]))
-
-
-STRATEGY_FNS: dict[str, Callable[[np.ndarray, Strategy], int]] = {
-    "count": keep_count_by_count, "threshold": keep_count_by_threshold,
-    "ratio": keep_count_by_ratio, "energy": keep_count_by_energy}
-
-
 def keep_indices(s: np.ndarray, original_rank: int, strategy: Strategy, floors: Floors = Floors()) -> np.ndarray:
   """Indices (into ``s``) of the directions kept, in descending |s| order.
 
   Args:
     s: a layer's singular values (host array).
     original_rank: the layer's rank at init (for ``floors.min_decay``).
-    strategy: the rule giving the number k to keep from |s| sorted descending.
+    strategy: a per-layer strategy (its ``keep_count`` gives k from |s| sorted descending).
     floors: bounds applied to k (``Floors.apply``).
 
   Returns:
     The first k indices of a stable argsort of −|s| (ties: lower index first).
   """
-  if strategy.name in GLOBAL_STRATEGIES:
-    raise ValueError(f"strategy={strategy.name!r} decides over all layers at once: use prune(..., macs=...)")
   order = np.argsort(-np.abs(s), kind="stable")
-  k = floors.apply(STRATEGY_FNS[strategy.name](np.abs(s)[order], strategy), len(s), original_rank)
+  k = floors.apply(strategy.keep_count(np.abs(s)[order]), len(s), original_rank)
   return order[:k]
 
 
@@ -270,7 +147,7 @@ def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks:
     strategy: how many directions each layer keeps.
     floors: lower bounds on the kept ranks.
     original_ranks: {layer path: rank at init} for ``floors.min_decay`` (default: the current ranks).
-    macs: the model's MACs at given ranks and its dense MACs; needed by (only) the 'budget' strategy.
+    macs: the model's MACs at given ranks and its dense MACs; needed by a strategy with ``needs_macs`` ('budget').
     importance: {layer path: per-direction importance ≥ 0, shaped like s}, e.g. the output energy
       s_i²·v_iᵀCv_i of ``jaxsvd.core.calibration.output_importance`` (data-aware pruning): for those layers every
       rule reads √importance in place of |s| (the 'energy' and 'budget' rules then keep output energy, and the
@@ -292,7 +169,7 @@ def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks:
   original_ranks = original_ranks or {}
   keys = {p: np.sqrt(np.maximum(np.asarray((importance or {}).get(p, s**2), np.float64), 0.0))
           for p, s in host_s.items()}
-  counts = _budget_counts(keys, strategy, floors, original_ranks, macs) if strategy.name == "budget" else {}
+  counts = _global_counts(keys, strategy, floors, original_ranks, macs) if strategy.is_global else {}
   keep, reports, new_nodes = {}, {}, {}
   for path, node in layers.items():
     s, key = host_s[path], keys[path]
@@ -308,14 +185,11 @@ def prune(params, strategy: Strategy, floors: Floors = Floors(), original_ranks:
   return replace_nodes(params, new_nodes), report.ranks, report
 
 
-def _budget_counts(host_s, strategy: Strategy, floors: Floors, original_ranks, macs) -> dict[str, int]:
-  if macs is None:
-    raise ValueError("strategy='budget' needs the model's MACs: prune(..., macs=budget.MacsCounter...)")
-  if stacked := sorted(p for p, s in host_s.items() if s.ndim > 1):
-    raise ValueError(f"strategy='budget' does not support stacked layers (nn.scan/nn.vmap, groups) yet: {stacked}")
-  s_sorted = {p: np.sort(np.abs(s))[::-1] for p, s in host_s.items()}
-  floor = lambda p, k: floors.apply(k, len(s_sorted[p]), original_ranks.get(p, len(s_sorted[p])))
-  return budget.keep_counts(s_sorted, floor, macs, strategy.macs_reduction)[0]
+def _global_counts(keys, strategy: Strategy, floors: Floors, original_ranks, macs) -> dict[str, int]:
+  """{path: k} of a global strategy, from each layer's keys sorted descending and the floors."""
+  s_sorted = {p: -np.sort(-np.abs(s), axis=-1) for p, s in keys.items()}
+  floor = lambda p, k: floors.apply(k, s_sorted[p].shape[-1], original_ranks.get(p, s_sorted[p].shape[-1]))
+  return strategy.keep_counts(s_sorted, floor, macs)
 
 
 def gather_last(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -386,7 +260,5 @@ def slice_layer(node: Mapping, idx: np.ndarray) -> dict:
   return {**node, "U": take_last(node["U"], idx), "s": take_last(node["s"], idx), "V": take_last(node["V"], idx)}
 
 
-__all__ = ["STRATEGIES", "GLOBAL_STRATEGIES", "THRESHOLD_MODES", "ENERGY_RULES", "Strategy", "Floors",
-           "keep_count_by_count", "keep_count_by_threshold", "keep_count_by_ratio", "keep_count_by_energy",
-           "STRATEGY_FNS", "keep_indices", "layer_keep_indices", "LayerReport", "PruneReport", "prune",
+__all__ = ["Floors", "keep_indices", "layer_keep_indices", "LayerReport", "PruneReport", "prune",
            "gather_last", "take_last", "slice_layer"]

@@ -14,7 +14,6 @@ from jaxsvd.core import regularizers
 from jaxsvd.core.structure import ranks
 from jaxsvd.linen import decompose, svdify
 from jaxsvd.pruning import Strategy, prune
-from jaxsvd.pruning.rank import keep_count_by_energy
 
 
 class StdConv(nn.Conv):
@@ -125,7 +124,7 @@ def test_prune_keeps_one_rank_per_stack_the_max_over_slices():
   params = {"scan": {"U": jnp.asarray(U), "s": jnp.asarray(s), "V": jnp.asarray(V)}}
   strategy = Strategy("energy", energy=0.05)
   new, new_ranks, report = prune(params, strategy)
-  k = max(keep_count_by_energy(np.sort(np.abs(row))[::-1], strategy) for row in s)  # slice 1 needs 3
+  k = max(strategy.keep_count(np.sort(np.abs(row))[::-1]) for row in s)  # slice 1 needs 3
   assert new_ranks == {"scan": k} == {"scan": 3}
   for i in range(3):  # each slice keeps its own k largest directions: its matrix is the best rank-k one
     order = np.argsort(-np.abs(s[i]))[:k]

@@ -37,7 +37,7 @@ def test_the_page_examples_run(page, monkeypatch):
   monkeypatch.chdir(REPO)
   namespace = {"__name__": f"docs_example_{page.stem}"}
   for i, block in enumerate(python_blocks(page.read_text())):
-    code = compile(block, f"{page.name}[python block {i}]", "exec")
+    code = compile(block, f"{page.name}[python block {i}]", "exec", dont_inherit=True)  # not this file's __future__
     exec(code, namespace)  # noqa: S102 - our own documentation
 
 
