@@ -21,20 +21,15 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from experiments import reporting
-from jaxsvd import checkpoint
 from jaxsvd.core.record import Architecture
-from jaxsvd.core.structure import iter_svd_layers, norm_widths, ranks, total_rank, unboxed
-from jaxsvd.core.tree import leaves_by_path
+from jaxsvd.core.structure import iter_svd_layers, ranks, total_rank, unboxed
 from jaxsvd.core.validate import check_choice, check_in_range, check_min_int
 from jaxsvd.linen import flops
-from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, budget, channels, from_scratch, rank, slimming
-from jaxsvd.pruning import strategies
+from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, budget, rank, slimming, strategies
 from jaxsvd.pruning import masks as masks_lib
 from jaxsvd.pruning.budget import MacsCounter
 from jaxsvd.pruning.opt_state import OPT_STATE_POLICIES, update_state
@@ -287,57 +282,19 @@ class Slimming(Event):
     return Schedule.once(self.epoch).due(epoch, self.epoch)
 
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
-    """Picks the channels by |γ|, slices every variable carrying them, records the new widths, fresh optimizer."""
-    groups = ctx.build_model(architecture).channel_groups()
+    """Picks the channels by |γ| (``slimming.group_masks``, or ``slimming.budget_masks`` under a MACs budget), slices
+    every variable carrying them and records the new widths (``slimming.slim``), fresh optimizer."""
     if self.macs_reduction:
-      masks = self.budget_masks(state.params, groups, architecture)
+      masks = slimming.budget_masks(state.params, architecture, _macs, self.macs_reduction, self.channel_multiple)
     else:
-      masks = slimming.channel_masks(state.params, self.amount, self.min_channels, norms=[g.norm for g in groups],
-                                     multiple=self.channel_multiple)
-    keep = {g.conv: np.flatnonzero(np.asarray(masks[f"{g.norm}/scale"])) for g in groups}
-    dense = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)
-    shapes = channels.kernel_shapes(dense["params"])
-    decomposition = architecture.svd.decomposition if architecture.svd else "channel"
-    sigma = architecture.svd.sigma if architecture.svd else "signed"
-    variables = channels.slice_channels(state.variables, groups, keep, shapes, decomposition, sigma)
-    params = jax.tree.map(jnp.asarray, variables.pop("params"))
-    architecture = architecture.replace(
-        widths={**(architecture.widths or {}), **{conv: len(idx) for conv, idx in keep.items()}},
-        pruned_channels={**(architecture.pruned_channels or {}), **slimming.pruned_channels(masks)},
-        masked_channels=None, ranks=ranks(params))  # masked (format-1) channels are gone with the rebuild
+      masks = slimming.group_masks(state.params, architecture, self.amount, self.min_channels, self.channel_multiple)
+    variables, architecture, report = slimming.slim(state.variables, architecture, masks)
+    params = variables.pop("params")
     tx = ctx.make_tx(architecture, params)
-    state = state.replace(params=params, model_state=jax.tree.map(jnp.asarray, variables), tx=tx,
-                          opt_state=tx.init(params), apply_fn=ctx.build_model(architecture).apply)
-    counts = slimming.summary(masks)
-    message = f"{counts['channels_after']} of {counts['channels_before']} prunable channels kept (rebuilt narrower)"
-    entry = {"kind": self.kind, **counts, "widths": dict(architecture.widths),
-             "pruned_channels": slimming.pruned_channels(masks)}
-    if architecture.ranks:  # SVD layers: their ranks after the rebuild (the layer-ranks plot)
-      entry.update(total_rank=total_rank(architecture.ranks), ranks=dict(architecture.ranks))
-    return Outcome(state, architecture, entry, message)
-
-  def budget_masks(self, params, groups, architecture: Architecture) -> masks_lib.Masks:
-    """Slimming masks keeping, per group, its largest |γ| above one global threshold bisected so the rebuilt model
-    has ≤ dense MACs / ``macs_reduction`` (``from_scratch.widths_for_budget``; widths rounded up to
-    ``channel_multiple``)."""
-    layers = leaves_by_path(params)
-    gammas = {g.conv: np.abs(np.asarray(layers[f"{g.norm}/scale"], np.float64)) for g in groups}
-    macs_of = lambda widths: flops.count(architecture.replace(  # noqa: E731
-        widths={**(architecture.widths or {}), **widths}).build_model(), architecture.input_shape).macs
-    dense = flops.count(architecture.dense().replace(widths=None).build_model(), architecture.input_shape).macs
-    now = macs_of({conv: g.size for conv, g in gammas.items()})
-    try:
-      widths = from_scratch.widths_for_budget(gammas, macs_of, min(1.0, dense / self.macs_reduction / now),
-                                              self.channel_multiple)
-    except ValueError:
-      raise ValueError(f"slimming.macs_reduction={self.macs_reduction}: even one channel per group needs more "
-                       f"MACs") from None
-    masks = {}
-    for g in groups:
-      keep = np.zeros(gammas[g.conv].size, bool)
-      keep[np.argsort(-gammas[g.conv], kind="stable")[:widths[g.conv]]] = True
-      masks[f"{g.norm}/scale"] = masks[f"{g.norm}/bias"] = jnp.asarray(keep)
-    return masks
+    state = state.replace(params=params, model_state=variables, tx=tx, opt_state=tx.init(params),
+                          apply_fn=ctx.build_model(architecture).apply)
+    message = f"{report['channels_after']} of {report['channels_before']} prunable channels kept (rebuilt narrower)"
+    return Outcome(state, architecture, {"kind": self.kind, **report}, message)
 
   @classmethod
   def optimizer(cls, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
@@ -352,17 +309,14 @@ class Slimming(Event):
 
   @classmethod
   def summary(cls, architecture: Architecture, params) -> dict:
-    """Norm-layer channels (all layers) before and after slimming; empty until it has fired."""
-    now = sum(norm_widths(params).values())
-    if architecture.masked_channels is not None:
-      return {"bn_channels_before": now, "bn_channels_after": now - _count(architecture.masked_channels)}
-    if architecture.pruned_channels is not None:
-      return {"bn_channels_before": now + _count(architecture.pruned_channels), "bn_channels_after": now}
-    return {}
+    """Norm-layer channels (all layers) before and after slimming; empty until it has fired
+    (``slimming.channel_counts``)."""
+    return slimming.channel_counts(architecture, params)
 
 
-def _count(channels: dict) -> int:
-  return sum(len(v) for v in channels.values())
+def _macs(architecture: Architecture) -> int:
+  """MACs of the record's linen model (the cost ``slimming.budget_masks`` bisects on)."""
+  return flops.count(architecture.build_model(), architecture.input_shape).macs
 
 
 def sorted_spectra(params) -> dict[str, np.ndarray]:

@@ -1,14 +1,14 @@
 """Unstructured masks at a parameter count (the config's ``masks`` section): magnitude pruning and dynamic pruning.
 
-A run with ``masks.enabled`` is dense; its conv and dense kernels (``pruning.masks.is_kernel``) lose
-k = P − round(P / ``param_reduction``) entries, P = every entry of the params (kernels, biases, BatchNorm γ/β), so the
-model keeps exactly round(P / param_reduction) nonzero params; only kernel entries are pruned.
+A run with ``masks.enabled`` is dense; its conv and dense kernels lose k = P − round(P / ``param_reduction``)
+entries, P = every entry of the params, so the model keeps exactly round(P / param_reduction) nonzero params
+(``jaxsvd.pruning.unstructured``, where the method lives; this module reads the config and calls it).
 
-  'magnitude'  after epoch ``prune_epoch`` (None: the last epoch before fine-tuning) the k smallest |w| over all
-               kernels (``masks.global_unstructured``, one threshold) become exact zeros (``make_permanent``) and stay
-               zero while the run goes on (``keep_pruned``, last in the optax chain).
+  'magnitude'  after epoch ``prune_epoch`` (None: the last epoch before fine-tuning) the mask is fixed:
+               ``unstructured.prune_to_count`` (k smallest |w| over all kernels made exact zeros, held there by
+               ``masks.keep_pruned`` last in the optax chain).
   'dynamic'    from the first step the forward pass sees the kernels with their k smallest |w| zeroed, the threshold
-               recomputed each step inside jit with straight-through gradients (``pruning.dynamic.MaskedApply``);
+               recomputed each step inside jit with straight-through gradients (``unstructured.dynamic_apply``);
                after ``prune_epoch`` the mask is fixed as for 'magnitude' (the fine-tune epochs train a fixed mask).
 
 The record's ``masks`` ({kernel path: kept entries}) says a mask is fixed; the bool masks are the ``keep_pruned``
@@ -21,41 +21,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-import jax.numpy as jnp
-import numpy as np
-
 from experiments.events import Context, Event, Outcome
 from jaxsvd.core.record import Architecture
-from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.core.validate import check_choice, check_min_int
-from jaxsvd.pruning import Phases
+from jaxsvd.pruning import Phases, unstructured
 from jaxsvd.pruning import masks as masks_lib
-from jaxsvd.pruning.dynamic import MaskedApply
 
 KINDS = ("magnitude", "dynamic")
-
-
-def pruned_count(params, param_reduction: float) -> tuple[int, int]:
-  """(k kernel entries to prune, N kernel entries) so that round(P / param_reduction) of all P params stay.
-
-  Args:
-    params: the dense model's params.
-    param_reduction: P / (params kept), ≥ 1.
-
-  Returns:
-    (k, N).
-
-  Raises:
-    ValueError: one line naming ``masks.param_reduction`` if the kernels have fewer than k + 1 entries.
-  """
-  leaves = leaves_by_path(params)
-  total = sum(int(np.size(w)) for w in leaves.values())
-  kernels = sum(int(np.size(w)) for p, w in leaves.items() if masks_lib.is_kernel(p, w))
-  k = total - round(total / param_reduction)
-  if k >= kernels:
-    raise ValueError(f"masks.param_reduction={param_reduction} prunes {k} of {total} params, but the conv/dense "
-                     f"kernels have only {kernels} entries (biases and BatchNorm are not pruned)")
-  return k, kernels
 
 
 def forward(c, architecture: Architecture, model, params) -> Any:
@@ -69,7 +41,7 @@ def forward(c, architecture: Architecture, model, params) -> Any:
     params: its params (only shapes are used).
 
   Returns:
-    ``model.apply`` or a ``pruning.dynamic.MaskedApply`` keeping the N − k largest |w| of the kernels.
+    ``model.apply`` or ``unstructured.dynamic_apply``'s ``MaskedApply`` (the N − k largest |w| of the kernels).
 
   Raises:
     ValueError: one line naming ``masks.param_reduction`` if it cannot be reached.
@@ -77,10 +49,10 @@ def forward(c, architecture: Architecture, model, params) -> Any:
   m = c.get("masks")
   if m is None or not m.enabled:
     return model.apply
-  k, kernels = pruned_count(params, m.param_reduction)
+  unstructured.pruned_count(params, m.param_reduction)  # the count's check, for magnitude runs too
   if m.kind != "dynamic" or architecture.masks is not None:
     return model.apply
-  return MaskedApply(model.apply, kernels - k)
+  return unstructured.dynamic_apply(model.apply, params, m.param_reduction)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,40 +93,28 @@ class MaskPrune(Event):
     return epoch == self.epoch
 
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
-    """Global magnitude masks at the count, made permanent; ``keep_pruned`` appended to the optimizer (its base
-    state, moments and schedule position kept); the plain apply function from now on."""
-    k, kernels = pruned_count(state.params, self.param_reduction)
-    masks = masks_lib.global_unstructured(state.params, k)
-    params = masks_lib.make_permanent(state.params, masks)
-    kept = {p: int(np.sum(np.asarray(m))) for p, m in masks.items()}
-    architecture = architecture.replace(masks=kept)
-    tx = ctx.make_tx(architecture, params)
-    opt_state = (state.opt_state, masks_lib.KeepPrunedState({p: jnp.asarray(m) for p, m in masks.items()}))
-    state = state.replace(params=params, tx=tx, opt_state=opt_state, apply_fn=ctx.build_model(architecture).apply)
-    entry = {"kind": self.kind, "method": self.method, "pruned": k, "kernel_entries": kernels,
-             "kept": sum(kept.values())}
-    return Outcome(state, architecture, entry, f"{self.method} masks: {k} of {kernels} kernel entries pruned, "
-                                                f"the mask is now fixed")
+    """Global magnitude masks at the count, made permanent (``unstructured.prune_to_count``); ``keep_pruned``
+    appended to the optimizer (its base state, moments and schedule position kept); the plain apply function."""
+    params, opt_state, architecture, report = unstructured.prune_to_count(
+        state.params, state.opt_state, architecture, self.param_reduction)
+    state = state.replace(params=params, tx=ctx.make_tx(architecture, params), opt_state=opt_state,
+                          apply_fn=ctx.build_model(architecture).apply)
+    message = (f"{self.method} masks: {report['pruned']} of {report['kernel_entries']} kernel entries pruned, "
+               f"the mask is now fixed")
+    return Outcome(state, architecture, {"kind": self.kind, "method": self.method, **report}, message)
 
   @classmethod
   def optimizer(cls, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
     """With a fixed mask (``architecture.masks``): ``keep_pruned`` over those leaves, its masks = params ≠ 0 (a
     resume replaces them with the checkpoint's)."""
-    if architecture.masks is None:
-      return opt_cfg, []
-    leaves = leaves_by_path(params)
-    return opt_cfg, [masks_lib.keep_pruned({p: np.asarray(leaves[p]) != 0 for p in architecture.masks})]
+    masks = unstructured.recorded_masks(params, architecture)
+    return opt_cfg, [] if masks is None else [masks_lib.keep_pruned(masks)]
 
   @classmethod
   def summary(cls, architecture: Architecture, params) -> dict:
-    """``params_nonzero`` (all params − pruned kernel entries) and ``masked_params_kept``, once the mask is fixed."""
-    if architecture.masks is None:
-      return {}
-    leaves = leaves_by_path(params)
-    pruned = sum(int(np.size(leaves[p])) - kept for p, kept in architecture.masks.items())
-    total = sum(int(np.size(w)) for w in leaves.values())
-    return {"params_total": total, "params_nonzero": total - pruned,
-            "masked_params_kept": sum(architecture.masks.values())}
+    """``params_total``, ``params_nonzero`` and ``masked_params_kept`` once the mask is fixed
+    (``unstructured.counts``)."""
+    return unstructured.counts(params, architecture)
 
 
-__all__ = ["KINDS", "pruned_count", "forward", "MaskPrune"]
+__all__ = ["KINDS", "forward", "MaskPrune"]

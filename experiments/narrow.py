@@ -3,19 +3,18 @@
 ``narrow.macs_reduction`` = R > 0 sets the record's ``widths`` ({conv path: output channels} of the model's channel
 groups: every VGG conv, each ResNet block's conv1; the residual stream keeps its width) by one width factor f common
 to every group, width = ⌈f·C⌉ rounded up to ``narrow.channel_multiple`` (at least 1), f the largest with MACs ≤ dense
-MACs / R (``pruning.from_scratch.uniform_widths_for_budget``: the bisection pruning from scratch uses). The run is
-then ordinary dense training of that architecture from a random init; the widths go into the architecture record.
+MACs / R (``jaxsvd.pruning.from_scratch.narrow``: the bisection pruning from scratch uses). The run is then
+ordinary dense training of that architecture from a random init; the widths go into the architecture record.
 """
 
 from __future__ import annotations
 
 import logging
 
-from jaxsvd import checkpoint
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.validate import check_min_int
 from jaxsvd.linen import flops
-from jaxsvd.pruning import channels, from_scratch
+from jaxsvd.pruning import from_scratch
 
 log = logging.getLogger("jaxsvd")
 
@@ -60,20 +59,12 @@ def apply(c, architecture: Architecture) -> Architecture:
   n = c.narrow
   if not n.macs_reduction:
     return architecture
-  model = architecture.build_model()
-  params = checkpoint.abstract_variables(model, architecture.input_shape)["params"]
-  shapes = channels.kernel_shapes(params)
-  full = {g.conv: shapes[g.conv][-1] for g in model.channel_groups()}
-  macs_of = lambda widths: flops.count(architecture.replace(widths=widths).build_model(),  # noqa: E731
-                                       architecture.input_shape).macs
-  try:
-    widths = from_scratch.uniform_widths_for_budget(full, macs_of, 1.0 / n.macs_reduction, n.channel_multiple)
-  except ValueError:
-    raise ValueError(f"narrow.macs_reduction={n.macs_reduction}: even one channel per group needs more MACs") from None
-  dense, now = macs_of(full), macs_of(widths)
-  log.info("narrow: %d -> %d group channels, MACs %d -> %d (%.2fx fewer)", sum(full.values()), sum(widths.values()),
-           dense, now, dense / now)
-  return architecture.replace(widths=widths)
+  macs = lambda a: flops.count(a.build_model(), a.input_shape).macs  # noqa: E731
+  architecture, report = from_scratch.narrow(architecture, macs, n.macs_reduction, n.channel_multiple)
+  log.info("narrow: %d -> %d group channels, MACs %d -> %d (%.2fx fewer)", report["channels_full"],
+           report["channels_narrow"], report["macs_full"], report["macs_narrow"],
+           report["macs_full"] / report["macs_narrow"])
+  return architecture
 
 
 __all__ = ["validate", "apply"]

@@ -47,9 +47,9 @@ def search_gates(c, ds) -> dict:
   model = build_model(c.model, data.NUM_CLASSES[c.dataset], None, gated=fs.gates == "block",
                       compute_dtype=c.compute_dtype)
   variables = jax.jit(model.init)(jax.random.key(c.seed), jnp.zeros((1, *ds.input_shape), jnp.float32))
-  paths = from_scratch.gate_paths(model.channel_groups(), fs.gates)
-  variables["params"] = from_scratch.init_gates(variables["params"], paths.values(), fs.init)
-  tx = from_scratch.gate_optimizer(paths.values(), fs.learning_rate, fs.weight, fs.penalty, fs.ratio)
+  variables["params"], tx, paths = from_scratch.prepare_search(variables["params"], model.channel_groups(), fs.gates,
+                                                               fs.init, fs.learning_rate, fs.weight, fs.penalty,
+                                                               fs.ratio)
   state = TrainState.create(model.apply, variables, tx)
   par = DataParallel("none")
   mean, std = data.normalization(ds.train_images)
@@ -89,18 +89,15 @@ def search(c, workdir: str) -> dict:
   gate_values = search_gates(c, ds)
   macs_of = lambda widths: flops.count(build_model(c.model, data.NUM_CLASSES[c.dataset], None,  # noqa: E731
                                                    widths=widths), ds.input_shape).macs
-  widths = from_scratch.widths_for_budget(gate_values, macs_of, c.from_scratch.budget,
-                                         c.from_scratch.get("channel_multiple", 1))
-  full = macs_of({p: g.size for p, g in gate_values.items()})
-  record = {"widths": widths, "macs_full": full, "macs_pruned": macs_of(widths),
-            "budget": c.from_scratch.budget, "channels_full": sum(g.size for g in gate_values.values()),
-            "channels_pruned": sum(widths.values())}
+  record = from_scratch.search_report(gate_values, macs_of, c.from_scratch.budget,
+                                      c.from_scratch.get("channel_multiple", 1))
   os.makedirs(workdir, exist_ok=True)
   with open(path, "w") as f:
     json.dump(record, f, indent=2)
   log.info("pruned architecture: %d -> %d inner channels, MACs %d -> %d (%.2fx fewer)", record["channels_full"],
-           record["channels_pruned"], full, record["macs_pruned"], full / record["macs_pruned"])
-  return widths
+           record["channels_pruned"], record["macs_full"], record["macs_pruned"],
+           record["macs_full"] / record["macs_pruned"])
+  return record["widths"]
 
 
 def validate(c) -> None:

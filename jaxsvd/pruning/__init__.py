@@ -12,7 +12,10 @@
                 ``jaxsvd.training.optim``)
   slimming      network slimming (Liu et al. 2017): one global |γ| threshold over the norm layers
   channels      physical channel pruning: variables sliced to kept channels (dense and SVD layers)
-  from_scratch  pruning from scratch (Wang et al. 2020): gates on the random init, MACs-budget bisection
+  from_scratch  pruning from scratch (Wang et al. 2020): gates on the random init, MACs-budget bisection; ``narrow``
+                (uniform widths to a MACs budget)
+  unstructured  a dense model's kernels to a parameter count: the fixed magnitude mask with its record and optimizer
+                state (``prune_to_count``), the dynamic mask before it (``dynamic_apply``)
   schedule      when events fire (``Schedule``) and when fine-tuning begins (``Phases``)
 
 A mask is a bool array shaped like its leaf (True = kept / selected) or a Python bool for the whole leaf, keyed
@@ -30,6 +33,7 @@ from jaxsvd.pruning import rank as rank
 from jaxsvd.pruning import schedule as schedule
 from jaxsvd.pruning import slimming as slimming
 from jaxsvd.pruning import strategies as strategies
+from jaxsvd.pruning import unstructured as unstructured
 from jaxsvd.pruning.rank import Floors as Floors
 from jaxsvd.pruning.rank import PruneReport as PruneReport
 from jaxsvd.pruning.rank import prune as prune
@@ -38,4 +42,4 @@ from jaxsvd.pruning.schedule import Schedule as Schedule
 from jaxsvd.pruning.strategies import Strategy as Strategy
 
 __all__ = ["Floors", "Phases", "PruneReport", "Schedule", "Strategy", "prune", "budget", "channels", "compress",
-           "dynamic", "from_scratch", "masks", "opt_state", "rank", "schedule", "slimming", "strategies"]
+           "dynamic", "from_scratch", "masks", "opt_state", "rank", "schedule", "slimming", "strategies", "unstructured"]

@@ -13,6 +13,9 @@ Given kept indices per group, every variable that carries those channels is slic
 
 When the dropped channels are exactly zero after their norm layer (network slimming zeroes γ and β; ReLU(0) = 0),
 the sliced model computes the same function as the masked one: the consumers only ever read zeros from them.
+
+A zoo model's groups and shapes come from its architecture record (``channel_groups``, ``dense_kernel_shapes``,
+``group_widths``): the record builds the model, ``jax.eval_shape`` gives the shapes, no array is made.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from flax.core.meta import AxisMetadata
 
 from jaxsvd.core.factors import factors_to_kernel, kernel_to_matrix
-from jaxsvd.core.structure import is_svd_node
+from jaxsvd.core.record import Architecture
+from jaxsvd.core.structure import is_svd_node, unboxed
 from jaxsvd.core.tree import get_node, leaves_by_path, replace_nodes
 
 
@@ -40,6 +46,47 @@ def kernel_shapes(dense_params) -> dict[str, tuple[int, ...]]:
   """
   return {path[: -len("/kernel")]: tuple(leaf.shape) for path, leaf in leaves_by_path(dense_params).items()
           if path.endswith("/kernel")}
+
+
+def channel_groups(architecture: Architecture) -> list:
+  """The channel groups of the record's model (``model.channel_groups()``: every VGG conv, each ResNet block's conv1;
+  a ResNet's residual stream is in none).
+
+  Args:
+    architecture: a zoo model's record.
+
+  Returns:
+    The model's ``ChannelGroup`` list (conv, norm, consumers, gate paths).
+  """
+  return list(architecture.build_model().channel_groups())
+
+
+def dense_kernel_shapes(architecture: Architecture) -> dict[str, tuple[int, ...]]:
+  """``kernel_shapes`` of the record's svd-off twin (same widths), from ``jax.eval_shape``: no arrays are made.
+
+  Args:
+    architecture: a zoo model's record (its input shape is one example's, float32).
+
+  Returns:
+    {layer path: dense kernel shape}, the ``shapes`` argument of ``slice_channels``.
+  """
+  model = architecture.dense().build_model()
+  x = jax.ShapeDtypeStruct((1, *architecture.input_shape), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+  return kernel_shapes(jax.tree.map(unboxed, params, is_leaf=lambda leaf: isinstance(leaf, AxisMetadata)))
+
+
+def group_widths(architecture: Architecture) -> dict[str, int]:
+  """{group conv path: output channels} of the record's model now (its ``widths`` where set, else the built ones).
+
+  Args:
+    architecture: a zoo model's record.
+
+  Returns:
+    The width of every channel group, keyed like the record's ``widths``.
+  """
+  shapes = dense_kernel_shapes(architecture)
+  return {g.conv: int(shapes[g.conv][-1]) for g in channel_groups(architecture)}
 
 
 def _slice_kernel(kernel: np.ndarray, out_keep, in_keep) -> np.ndarray:
@@ -130,4 +177,4 @@ def _has(tree, path: str) -> bool:
     return False
 
 
-__all__ = ["kernel_shapes", "slice_channels"]
+__all__ = ["kernel_shapes", "channel_groups", "dense_kernel_shapes", "group_widths", "slice_channels"]

@@ -15,6 +15,9 @@ a *randomly initialized* network, then trained from scratch.
    over the sorted |γ|; MACs fall monotonically as t rises).
 3. The result, {conv path: width}, is data (``build_model(..., widths=)``, the checkpoint's architecture
    record); that architecture is trained from a fresh random init.
+
+``prepare_search`` sets a model's params and optimizer up for step 1, ``search_report`` does step 2 and reports it.
+``narrow`` is the uniform baseline on a record: every group's width scaled by one factor to a MACs budget.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxsvd.core.record import Architecture
 from jaxsvd.core.tree import leaves_by_path, map_with_path
 from jaxsvd.core.validate import check_choice, check_in_range, check_min_int, check_nonnegative, check_positive
+from jaxsvd.pruning import channels
 from jaxsvd.pruning import masks as masks_lib
 from jaxsvd.training.optim import l1_subgradient
 
@@ -235,5 +240,78 @@ def uniform_widths_for_budget(full_widths: Mapping[str, int], macs_of: Callable[
   return widths_for_budget(gate_values, macs_of, budget, multiple)
 
 
+def prepare_search(params, groups: Sequence, kind: str, init: float, learning_rate: float, weight: float,
+                   penalty: str = "budget", ratio: float = 0.5) -> tuple[dict, optax.GradientTransformation, dict]:
+  """The gate search's start: ``params`` with every gate at ``init``, the gate optimizer, the gate paths.
+
+  Args:
+    params: the (randomly initialized) model's params; a 'block' search needs a model built with ``gated=True``.
+    groups: the model's ``ChannelGroup`` list.
+    kind: the gate kind, one of ``GATE_KINDS``.
+    init: the gates' initial value (γ₀).
+    learning_rate, weight, penalty, ratio: as in ``gate_optimizer``.
+
+  Returns:
+    (params with the gates set (``init_gates``), ``gate_optimizer(...)`` (Adam on the gates, the rest frozen),
+    {group conv path: gate leaf path} (``gate_paths``, for ``gates`` after the search)).
+
+  Raises:
+    ValueError: as ``gate_paths`` and ``gate_optimizer``.
+  """
+  paths = gate_paths(groups, kind)
+  tx = gate_optimizer(paths.values(), learning_rate, weight, penalty, ratio)
+  return init_gates(params, paths.values(), init), tx, paths
+
+
+def search_report(gate_values: Mapping[str, np.ndarray], macs_of: Callable[[dict[str, int]], int], budget: float,
+                  multiple: int = 1) -> dict:
+  """``widths_for_budget`` and what it chose, as JSON-able data (the experiments' ``widths.json``).
+
+  Args:
+    gate_values, macs_of, budget, multiple: as in ``widths_for_budget``.
+
+  Returns:
+    {'widths': {conv path: width}, 'macs_full', 'macs_pruned', 'budget', 'channels_full', 'channels_pruned'}:
+    MACs and group channels with every gate kept and at the chosen widths.
+
+  Raises:
+    ValueError: as ``widths_for_budget``.
+  """
+  widths = widths_for_budget(gate_values, macs_of, budget, multiple)
+  return {"widths": widths, "macs_full": macs_of({p: g.size for p, g in gate_values.items()}),
+          "macs_pruned": macs_of(widths), "budget": budget,
+          "channels_full": sum(int(g.size) for g in gate_values.values()), "channels_pruned": sum(widths.values())}
+
+
+def narrow(architecture: Architecture, macs: Callable[[Architecture], int], macs_reduction: float,
+           multiple: int = 1) -> tuple[Architecture, dict]:
+  """The record uniformly narrower: ``widths`` from one factor f for every channel group (width ⌈f·C⌉, rounded up to
+  ``multiple``), f the largest with MACs ≤ the record's MACs / ``macs_reduction`` (``uniform_widths_for_budget``).
+
+  Args:
+    architecture: a zoo model's record (C: its groups' widths now, ``channels.group_widths``).
+    macs: ``macs(record) -> MACs`` of a record's model (e.g. ``jaxsvd.linen.flops.count`` of ``build_model()``).
+    macs_reduction: R ≥ 1.
+    multiple: every width rounded up to a multiple of this (never above C; counted in the search).
+
+  Returns:
+    (the record with ``widths`` set, report {'channels_full', 'channels_narrow', 'macs_full', 'macs_narrow'}).
+
+  Raises:
+    ValueError: one line naming ``narrow.macs_reduction`` if even one channel per group needs more MACs.
+  """
+  full = channels.group_widths(architecture)
+  macs_of = lambda widths: macs(architecture.replace(widths={**(architecture.widths or {}), **widths}))  # noqa: E731
+  try:
+    widths = uniform_widths_for_budget(full, macs_of, 1.0 / macs_reduction, multiple)
+  except ValueError:
+    raise ValueError(f"narrow.macs_reduction={macs_reduction}: even one channel per group needs more MACs") from None
+  narrowed = architecture.replace(widths={**(architecture.widths or {}), **widths})
+  report = {"channels_full": sum(full.values()), "channels_narrow": sum(widths.values()),
+            "macs_full": macs_of(full), "macs_narrow": macs(narrowed)}
+  return narrowed, report
+
+
 __all__ = ["GATE_KINDS", "PENALTIES", "gate_paths", "init_gates", "budget_loss", "budget_gradient", "gate_optimizer",
-           "gates", "widths_at", "widths_for_budget", "uniform_widths_for_budget"]
+           "gates", "widths_at", "widths_for_budget", "uniform_widths_for_budget", "prepare_search", "search_report",
+           "narrow"]

@@ -1,9 +1,12 @@
-"""Optimizer-state surgery after a rank prune: the state for the pruned params.
+"""Optimizer-state surgery after a prune: the state for the pruned params.
+
+After a rank prune (``update_state``, policy ``OPT_STATE_POLICIES``):
 
   reinit: fresh moments (``tx.init`` of the new params), step counts and schedule state kept
   slice:  every moment shaped like a pruned U/s/V keeps the kept directions (leaf[..., keep])
 
-Leaves are matched to params by their trailing dict-key path and shape.
+Leaves are matched to params by their trailing dict-key path and shape. After fixing a mask
+(``with_keep_pruned``): the optimizer becomes ``optax.chain(tx, masks.keep_pruned(m))`` and its state keeps tx's.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxsvd.core.tree import trailing_dict_path
 from jaxsvd.core.validate import check_choice
+from jaxsvd.pruning.masks import KeepPrunedState, Masks
 from jaxsvd.pruning.rank import PruneReport, take_last
 
 OPT_STATE_POLICIES = ("reinit", "slice")
@@ -120,4 +125,19 @@ def update_state(state, new_params, apply_fn, report: PruneReport, policy: str):
   return state.replace(params=new_params, opt_state=opt_state, apply_fn=apply_fn)
 
 
-__all__ = ["OPT_STATE_POLICIES", "slice_opt_state", "reinit_opt_state", "opt_state_after", "update_state"]
+def with_keep_pruned(opt_state, masks: Masks) -> tuple:
+  """The state of ``optax.chain(tx, masks.keep_pruned(masks))`` from ``tx``'s state: the moments, step counts and
+  schedule position go on unchanged, and the chain's last state holds the masks (so they are checkpointed).
+
+  Args:
+    opt_state: the state of ``tx``.
+    masks: {leaf path: bool array shaped like the leaf}.
+
+  Returns:
+    (``opt_state``, ``KeepPrunedState`` of the masks as jax bool arrays).
+  """
+  return opt_state, KeepPrunedState({path: jnp.asarray(m, bool) for path, m in masks.items()})
+
+
+__all__ = ["OPT_STATE_POLICIES", "slice_opt_state", "reinit_opt_state", "opt_state_after", "update_state",
+           "with_keep_pruned"]

@@ -7,17 +7,30 @@ function as removing it, which ``pruning.channels.slice_channels`` then does phy
 slimming event rebuilds the narrower model). The pruned channels are data: ``pruned_channels`` ({BN path:
 [channel, ...]}) goes into the checkpoint's architecture record; ``masks_from_channels`` rebuilds masks from it
 (format-1 checkpoints held slimmed channels at zero with ``masks.keep_pruned`` instead of removing them).
+
+On a zoo model's record, slimming is ``variables, record → variables', record'``:
+
+  group_masks(params, record, amount)         ``channel_masks`` over the norms of the record's channel groups
+  budget_masks(params, record, macs, R)       the |γ| threshold bisected to ≤ dense MACs / R (``macs(record)``)
+  slim(variables, record, masks)              the variables sliced to the kept channels (physically narrower),
+                                              the record's new widths, pruned channels and ranks, a report
+  channel_counts(record, params)              norm-layer channels before / after slimming, from the record
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsvd.core.structure import norm_layers, norm_widths
+from jaxsvd.core.record import Architecture
+from jaxsvd.core.structure import norm_layers, norm_widths, ranks, total_rank
+from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.core.validate import check_in_range, check_min_int
+from jaxsvd.pruning import channels, from_scratch
 from jaxsvd.pruning.masks import Masks, prune_smallest, round_up
 
 
@@ -135,4 +148,137 @@ def summary(masks: Masks) -> dict[str, int]:
   return {"channels_before": int(sum(m.size for m in scales)), "channels_after": int(sum(m.sum() for m in scales))}
 
 
-__all__ = ["channel_masks", "pruned_channels", "masks_from_channels", "summary"]
+def group_masks(params, architecture: Architecture, amount: float, min_channels: int = 1, multiple: int = 1) -> Masks:
+  """``channel_masks`` over the norm layers of the record's channel groups only (a ResNet's residual stream and any
+  norm outside a group keep every channel).
+
+  Args:
+    params: the model's params.
+    architecture: its record (a zoo model's: it gives the channel groups).
+    amount: the fraction of the groups' channels to prune, in [0, 1).
+    min_channels: channels each group keeps at least.
+    multiple: kept channels per group rounded up to a multiple of this.
+
+  Returns:
+    As ``channel_masks``: {'<norm>/scale': m, '<norm>/bias': m} for every group's norm.
+
+  Raises:
+    ValueError: as ``channel_masks``.
+  """
+  norms = [g.norm for g in channels.channel_groups(architecture)]
+  return channel_masks(params, amount, min_channels, norms=norms, multiple=multiple)
+
+
+def budget_masks(params, architecture: Architecture, macs: Callable[[Architecture], int], macs_reduction: float,
+                 multiple: int = 1) -> Masks:
+  """Masks keeping, per channel group, its largest |γ| above one global threshold, bisected so that the rebuilt model
+  has ≤ dense MACs / ``macs_reduction`` (``from_scratch.widths_for_budget`` on the groups' |γ|).
+
+  The dense MACs are those of the record's svd-off model at its standard widths; widths are rounded up to
+  ``multiple`` and the search counts the rounding. In each group the ``width`` channels of largest |γ| stay (ties:
+  lower index).
+
+  Args:
+    params: the model's params (the γ of the groups' norms are read).
+    architecture: its record.
+    macs: ``macs(record) -> MACs`` of a record's model (e.g. ``jaxsvd.linen.flops.count`` of ``build_model()``).
+    macs_reduction: R ≥ 1.
+    multiple: every kept width rounded up to a multiple of this.
+
+  Returns:
+    {'<norm>/scale': m, '<norm>/bias': m} for every group's norm, m a bool (channels,) array.
+
+  Raises:
+    ValueError: one line naming ``slimming.macs_reduction`` if even one channel per group needs more MACs.
+  """
+  groups = channels.channel_groups(architecture)
+  layers = leaves_by_path(params)
+  gammas = {g.conv: np.abs(np.asarray(layers[f"{g.norm}/scale"], np.float64)) for g in groups}
+  macs_of = lambda widths: macs(architecture.replace(widths={**(architecture.widths or {}), **widths}))  # noqa: E731
+  dense = macs(architecture.dense().replace(widths=None))
+  now = macs_of({conv: g.size for conv, g in gammas.items()})
+  try:
+    widths = from_scratch.widths_for_budget(gammas, macs_of, min(1.0, dense / macs_reduction / now), multiple)
+  except ValueError:
+    raise ValueError(f"slimming.macs_reduction={macs_reduction}: even one channel per group needs more "
+                     f"MACs") from None
+  masks = {}
+  for g in groups:
+    keep = np.zeros(gammas[g.conv].size, bool)
+    keep[np.argsort(-gammas[g.conv], kind="stable")[:widths[g.conv]]] = True
+    masks[f"{g.norm}/scale"] = masks[f"{g.norm}/bias"] = jnp.asarray(keep)
+  return masks
+
+
+def keep_indices(masks: Masks, groups: Sequence) -> dict[str, np.ndarray]:
+  """{group conv path: sorted kept channel indices} from slimming masks (the ``keep`` of ``slice_channels``).
+
+  Args:
+    masks: slimming masks with a '<norm>/scale' entry for every group.
+    groups: the ``ChannelGroup`` list.
+
+  Returns:
+    The kept indices of every group (int64 arrays).
+  """
+  return {g.conv: np.flatnonzero(np.asarray(masks[f"{g.norm}/scale"])) for g in groups}
+
+
+def slim(variables: Mapping[str, Any], architecture: Architecture, masks: Masks) -> tuple[dict, Architecture, dict]:
+  """The model rebuilt physically narrower: ``variables, record → variables', record', report``. Pure.
+
+  Every variable carrying a group's channels is sliced to the channels ``masks`` keep
+  (``channels.slice_channels``; SVD layers decomposed again at rank ≤ their new full rank). The record gets the
+  new ``widths``, the removed channels added to ``pruned_channels`` (indices before this slimming),
+  ``masked_channels`` cleared (format-1 masked channels are gone with the rebuild) and the ``ranks`` read back
+  from the sliced params.
+
+  Args:
+    variables: the wide model's variables {'params': ..., 'batch_stats': ..., ...}.
+    architecture: its record (a zoo model's).
+    masks: slimming masks over the groups' norms (``group_masks``, ``budget_masks``).
+
+  Returns:
+    (variables of the narrow model as jax arrays, its record, report {'channels_before', 'channels_after',
+    'widths', 'pruned_channels'} plus 'total_rank' and 'ranks' when the model has SVD layers).
+  """
+  groups = channels.channel_groups(architecture)
+  keep = keep_indices(masks, groups)
+  svd = architecture.svd
+  sliced = channels.slice_channels(variables, groups, keep, channels.dense_kernel_shapes(architecture),
+                                   svd.decomposition if svd else "channel", svd.sigma if svd else "signed")
+  sliced = jax.tree.map(jnp.asarray, sliced)
+  removed = pruned_channels(masks)
+  architecture = architecture.replace(
+      widths={**(architecture.widths or {}), **{conv: len(idx) for conv, idx in keep.items()}},
+      pruned_channels={**(architecture.pruned_channels or {}), **removed},
+      masked_channels=None, ranks=ranks(sliced["params"]))
+  report = {**summary(masks), "widths": dict(architecture.widths), "pruned_channels": removed}
+  if architecture.ranks:
+    report.update(total_rank=total_rank(architecture.ranks), ranks=dict(architecture.ranks))
+  return sliced, architecture, report
+
+
+def channel_counts(architecture: Architecture, params) -> dict[str, int]:
+  """Norm-layer channels (all norm layers) before and after slimming, read from the record; empty before slimming.
+
+  Args:
+    architecture: the record (``pruned_channels`` or, format 1, ``masked_channels``).
+    params: the params at that record.
+
+  Returns:
+    {'bn_channels_before', 'bn_channels_after'}, or {} if the record has no slimmed channels.
+  """
+  now = sum(norm_widths(params).values())
+  if architecture.masked_channels is not None:
+    return {"bn_channels_before": now, "bn_channels_after": now - _count(architecture.masked_channels)}
+  if architecture.pruned_channels is not None:
+    return {"bn_channels_before": now + _count(architecture.pruned_channels), "bn_channels_after": now}
+  return {}
+
+
+def _count(recorded: Mapping[str, list[int]]) -> int:
+  return sum(len(v) for v in recorded.values())
+
+
+__all__ = ["channel_masks", "pruned_channels", "masks_from_channels", "summary", "group_masks", "budget_masks",
+           "keep_indices", "slim", "channel_counts"]

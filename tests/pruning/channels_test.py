@@ -1,4 +1,7 @@
-"""Physical channel pruning: the narrow model built from sliced variables equals the masked wide model."""
+"""Physical channel pruning: the narrow model built from sliced variables equals the masked wide model; a record's
+channel groups, dense kernel shapes and widths."""
+
+import functools
 
 import chex
 import jax
@@ -6,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxsvd import checkpoint
+from jaxsvd.core.record import Architecture
 from jaxsvd.core.structure import ranks
 from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.models import SVDSpec, build_model
@@ -75,3 +79,16 @@ def test_svd_layer_rank_is_clipped_to_the_narrow_matrix():
   slim = channels.slice_channels(variables, groups, {"stage1_block0/conv1": np.array([2, 3])}, shapes)
   assert ranks(slim["params"])["stage1_block0/conv1"] == 2  # U (16, 16) → 2 output channels: rank ≤ 2
   assert ranks(slim["params"])["stage1_block0/conv2"] == 16  # V (3·3·2, 16) → still 16 ≤ min(16, 18)
+
+
+@pytest.mark.parametrize("name, svd, widths", [
+    ("resnet8", None, None), ("resnet8", SVDSpec(), {"stage2_block0/conv1": 5}), ("vgg11", None, {"conv0": 7})])
+def test_a_records_groups_shapes_and_widths_without_arrays(name, svd, widths):
+  record = Architecture(name, 10, (16, 16, 3), svd=svd, widths=widths)
+  model = build_model(name, 10, svd, widths=widths)
+  assert channels.channel_groups(record) == list(model.channel_groups())
+  dense = checkpoint.abstract_variables(build_model(name, 10, None, widths=widths), (16, 16, 3))["params"]
+  assert channels.dense_kernel_shapes(record) == channels.kernel_shapes(dense)
+  node = lambda path: functools.reduce(lambda tree, key: tree[key], path.split("/"), dense)  # noqa: E731
+  expected = {g.conv: node(g.conv)["kernel"].shape[-1] for g in model.channel_groups()}  # output channels
+  assert channels.group_widths(record) == expected and expected.items() >= (widths or {}).items()

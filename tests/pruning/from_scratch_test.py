@@ -1,4 +1,5 @@
-"""Pruning from scratch: block widths as data, gates learned on frozen random weights, the MACs budget search."""
+"""Pruning from scratch: block widths as data, gates learned on frozen random weights, the MACs budget search; the
+search's set-up and report; the uniform narrowing of a record."""
 
 import chex
 import jax
@@ -6,10 +7,12 @@ import numpy as np
 import optax
 import pytest
 
+from jaxsvd.core.record import Architecture
 from jaxsvd.core.structure import ranks
+from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.linen import flops
 from jaxsvd.models import SVDSpec, build_model
-from jaxsvd.pruning import from_scratch
+from jaxsvd.pruning import channels, from_scratch
 from jaxsvd.training.losses import RegularizerConfig
 from jaxsvd.training.train_state import TrainState, train_step
 
@@ -102,7 +105,6 @@ def test_bisection_meets_a_macs_target_within_half_a_percent():
 
 
 def _pairs(a, b):
-  from jaxsvd.core.tree import leaves_by_path
   la, lb = leaves_by_path(a), leaves_by_path(b)
   return {p: (np.asarray(la[p]), np.asarray(lb[p])) for p in la}
 
@@ -136,3 +138,46 @@ def test_budget_search_with_a_channel_multiple_counts_the_rounding():
   assert from_scratch.widths_at({"a": np.arange(20.0)}, 16.5, 8) == {"a": 8}  # 3 kept → 8
   with pytest.raises(ValueError, match="channel_multiple"):
     from_scratch.widths_for_budget(gate_values, macs_of, 0.5, multiple=0)
+
+
+def test_prepare_search_sets_the_gates_and_trains_only_them():
+  model = build_model("resnet8", 10, None, gated=True)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), X)["params"]
+  params = jax.tree.map(lambda a: np.ones(a.shape, np.float32), shapes)
+  params, tx, paths = from_scratch.prepare_search(params, model.channel_groups(), "block", 0.5, 1e-2, 1.0, "l1")
+  assert paths == from_scratch.gate_paths(model.channel_groups(), "block")
+  leaves = leaves_by_path(params)
+  for path, leaf in leaves.items():
+    np.testing.assert_array_equal(leaf, np.full(np.shape(leaf), 0.5 if path in paths.values() else 1.0))
+  updates, _ = tx.update(jax.tree.map(np.ones_like, params), tx.init(params), params)
+  moved = {p for p, u in leaves_by_path(updates).items() if np.any(np.asarray(u) != 0)}
+  assert moved == set(paths.values())
+  with pytest.raises(ValueError, match="from_scratch.penalty"):
+    from_scratch.prepare_search(params, model.channel_groups(), "block", 0.5, 1e-2, 1.0, "l2")
+
+
+def test_search_report_is_the_budget_search_and_its_counts():
+  gate_values = {"a": np.array([0.9, 0.1, 0.5, 0.3]), "b": np.array([0.2, 0.8])}
+  macs_of = lambda w: 10 * w["a"] + 100 * w["b"]  # noqa: E731 - a monotone stand-in for flops.count
+  report = from_scratch.search_report(gate_values, macs_of, 0.5)
+  assert report == {"widths": {"a": 2, "b": 1}, "macs_full": 240, "macs_pruned": 120, "budget": 0.5,
+                    "channels_full": 6, "channels_pruned": 3}
+  assert report["widths"] == from_scratch.widths_for_budget(gate_values, macs_of, 0.5)
+
+
+def test_narrow_is_the_largest_uniform_factor_under_the_budget():
+  record = Architecture("resnet8", 10, (16, 16, 3))
+  full = {"stage1_block0/conv1": 16, "stage2_block0/conv1": 32, "stage3_block0/conv1": 64}
+  assert channels.group_widths(record) == full
+  cost = {"stage1_block0/conv1": 7, "stage2_block0/conv1": 5, "stage3_block0/conv1": 3}
+  macs = lambda a: 100 + sum(c * (a.widths or {}).get(p, full[p]) for p, c in cost.items())  # noqa: E731
+  narrowed, report = from_scratch.narrow(record, macs, 2.5, multiple=4)
+  # NumPy: widths ⌈f·C⌉ rounded up to 4 for a fine grid of f; the largest f that fits gives the widths
+  uniform = lambda f: {p: min(c, 4 * -(-int(np.ceil(f * c - 1e-9)) // 4)) for p, c in full.items()}  # noqa: E731
+  grid = np.linspace(0.0, 1.0, 1025)[1:]  # every j/C of the three groups among them
+  fitting = [f for f in grid if macs(record.replace(widths=uniform(f))) <= macs(record) / 2.5]
+  assert narrowed.widths == uniform(fitting[-1]) and narrowed.replace(widths=None) == record
+  assert report == {"channels_full": 112, "channels_narrow": sum(narrowed.widths.values()),
+                    "macs_full": macs(record), "macs_narrow": macs(narrowed)}
+  with pytest.raises(ValueError, match=r"narrow.macs_reduction=100.0: even one channel per group"):
+    from_scratch.narrow(record, macs, 100.0)
