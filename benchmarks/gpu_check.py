@@ -33,7 +33,7 @@ import traceback
 import jax
 
 from benchmarks import common, pruned_inference
-from experiments import train
+from experiments.run import loop as train
 from experiments.configs import fashion_mnist
 from jaxsvd.linen import flops
 from jaxsvd.models import SVDSpec

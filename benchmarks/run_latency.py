@@ -26,7 +26,7 @@ def _runner(apply, x):
 
 def _quick_workdirs(tmp: str) -> list[str]:
   """Two tiny runs (dense and SVD-pruned) for the --quick smoke test."""
-  from experiments import train
+  from experiments.run import loop as train
   from tests import helpers
   data_dir = helpers.write_fashion_mnist(os.path.join(tmp, "data"), n_train=64, n_test=16)
   out = []

@@ -19,7 +19,7 @@ Multi-process (one command per host, docs/multihost.md): add --config.parallel=s
 
 from absl import app, flags
 
-from experiments import cli, train
+from experiments.run import cli, loop as train
 from jaxsvd.training import distributed
 
 # --config and --workdir are parsed per call by experiments.cli; these global flags by absl (cli.absl_flags).

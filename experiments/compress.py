@@ -28,9 +28,9 @@ import jax
 import numpy as np
 from absl import app
 
-from experiments import cli, outputs, train
-from experiments import epoch as epoch_lib
-from experiments.plan import initial_architecture
+from experiments.run import cli, outputs, loop as train
+from experiments.run import epoch as epoch_lib
+from experiments.run.plan import initial_architecture
 from jaxsvd import checkpoint
 from jaxsvd.core import calibration
 from jaxsvd.core.matrix_view import conv_view, simple_view

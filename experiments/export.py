@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from experiments import cli
+from experiments.run import cli
 from jaxsvd import checkpoint, deploy
 from jaxsvd.deploy import artifact
 from jaxsvd.linen import flops

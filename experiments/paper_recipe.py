@@ -23,8 +23,8 @@ import numpy as np
 from absl import app
 from jax.experimental import multihost_utils
 
-from experiments import cli, outputs, stages, train
-from experiments import epoch as epoch_lib
+from experiments.run import cli, outputs, stages, loop as train
+from experiments.run import epoch as epoch_lib
 from jaxsvd import checkpoint
 from jaxsvd.core.structure import total_rank
 from jaxsvd.pruning import Floors, Strategy, rank

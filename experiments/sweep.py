@@ -30,16 +30,9 @@ from collections.abc import Sequence
 
 from absl import app
 
-from experiments import (
-  cifar_svd,
-  cli,
-  compress,
-  preemption,
-  preflight,
-  pruning_from_scratch,
-  sweep_points,
-  sweep_results,
-)
+from experiments import cifar_svd, compress, pruning_from_scratch
+from experiments.run import cli, preemption, preflight
+from experiments.sweeps import points as sweep_points, results as sweep_results
 from experiments.configs import sweeps as sweep_configs
 
 SWEEP_DIR = os.path.dirname(os.path.abspath(sweep_configs.__file__))

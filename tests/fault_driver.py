@@ -30,7 +30,8 @@ import time
 
 def _arm(point: str, count: int, workdir: str, signal_name: str | None = None) -> None:
   import jaxsvd.checkpoint
-  from experiments import epoch, events, reporting, train
+  from experiments.report import metrics as reporting
+  from experiments.run import epoch, events, loop as train
   from jaxsvd.checkpoint import integrity
 
   calls = {"n": 0}
@@ -122,7 +123,7 @@ def main(argv: list[str]) -> None:
   from jaxsvd.training import parallel
 
   parallel.EVAL_VARIANTS = {}  # with JAXSVD_XLA_OPTIONS=0 (set by the test): one eval program, no timing choice
-  from experiments import preemption, train
+  from experiments.run import preemption, loop as train
   from tests import helpers
 
   for one in fault.split(","):

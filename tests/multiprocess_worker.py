@@ -78,7 +78,7 @@ def train_prune_train(num_devices: int | None = None) -> tuple[dict, dict, dict]
 def stop_loop(signalled: bool, max_steps: int = 20) -> int:
   """The step after which ``StopRequest.requested`` first said stop (every process must get the same); -1: never.
   Each step is a small cross-process computation, so the processes advance in lockstep as training steps do."""
-  from experiments import preemption
+  from experiments.run import preemption
 
   with preemption.StopRequest("SIGUSR1", sync_every=2) as stop:
     for step in range(1, max_steps + 1):

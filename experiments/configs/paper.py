@@ -20,7 +20,7 @@ stage's, else the command). ``lam`` is used.
 
 from __future__ import annotations
 
-from experiments import stages
+from experiments.run import stages
 from experiments.configs import default
 
 # (depth, decomposition, sparsity) -> (λs of the stage-2 command, λs of the pruned run, prune rule):

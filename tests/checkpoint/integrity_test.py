@@ -195,7 +195,7 @@ def test_failed_async_save_names_its_step_without_orbax_tracebacks(small_tmpfs, 
 
 
 def test_metrics_row_on_a_full_disk_is_one_line(small_tmpfs):
-  from experiments import reporting
+  from experiments.report import metrics as reporting
 
   writer = reporting.MetricsWriter(str(small_tmpfs), tensorboard=False)
   writer.write({"epoch": 1, "loss": 0.5})

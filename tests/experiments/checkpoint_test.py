@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import train
+from experiments.run import loop as train
 from jaxsvd import checkpoint
 from jaxsvd.core.tree import get_node
 from jaxsvd.deploy.inference import load_for_inference

@@ -189,7 +189,7 @@ def test_pruning_from_scratch_bad_input_before_the_search(good_data, tmp_path, c
 
 def test_resume_on_data_of_another_shape(good_data, tmp_path, capsys, log_compiles):
   """A workdir holding a checkpoint of a 28×28×1 model, resumed on 32×32×1 data: one line before flax's shape error."""
-  from experiments import train
+  from experiments.run import loop as train
   from jaxsvd import checkpoint
   workdir = str(tmp_path / "run")
   tiny = {"num_epochs": 2, "finetune_epochs": 0, "pruning.enabled": False, "final_prune.enabled": False,

@@ -18,7 +18,7 @@ import chex
 import jax
 import pytest
 
-from experiments import train
+from experiments.run import loop as train
 from jaxsvd import checkpoint
 from jaxsvd.checkpoint import integrity
 from jaxsvd.checkpoint.workdir import LOCK_FILE

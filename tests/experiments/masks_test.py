@@ -8,8 +8,8 @@ import chex
 import numpy as np
 import pytest
 
-from experiments import train
-from experiments.plan import make_plan
+from experiments.run import loop as train
+from experiments.run.plan import make_plan
 from jaxsvd import checkpoint
 from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.linen import flops

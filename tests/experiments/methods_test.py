@@ -9,8 +9,9 @@ import chex
 import numpy as np
 import pytest
 
-from experiments import pruning_from_scratch, train
-from experiments.plan import make_plan
+from experiments import pruning_from_scratch
+from experiments.run import loop as train
+from experiments.run.plan import make_plan
 from jaxsvd import checkpoint
 from jaxsvd.linen import flops
 from jaxsvd.models import build_model

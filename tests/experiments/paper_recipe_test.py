@@ -10,7 +10,8 @@ import chex
 from tests import helpers
 import pytest
 
-from experiments import paper_recipe, stages
+from experiments import paper_recipe
+from experiments.run import stages
 from experiments.configs import paper
 from jaxsvd import checkpoint
 
@@ -63,7 +64,7 @@ def test_four_stages_run_end_to_end_resume_and_restore_in_a_fresh_process(tmp_pa
 def test_init_from_another_architecture_is_a_one_line_error(tmp_path):
   import shutil
 
-  from experiments import train
+  from experiments.run import loop as train
   shutil.copytree(os.path.join(REPO, "tests", "fixtures", "format_v1", "svd_pruned"), tmp_path / "src" / "checkpoints")
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"), n_train=64, n_test=32)
   c = helpers.tiny_config(data_dir, init_from=str(tmp_path / "src"), **{"svd.decomposition": "spatial"})
@@ -84,7 +85,7 @@ def test_stage_configs_follow_the_recipe():
 
 @pytest.mark.parametrize("row", sorted(paper.CIFAR10))
 def test_every_official_cifar10_row_has_a_valid_config_per_stage(row):
-  from experiments import plan
+  from experiments.run import plan
   depth, decomposition, sparsity = row
   lam_cmd, lam, (rule, value) = paper.CIFAR10[row]
   for stage in stages.STAGES:

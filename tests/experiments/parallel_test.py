@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import train
+from experiments.run import loop as train
 from jaxsvd import checkpoint
 from jaxsvd.training.parallel import DataParallel
 from tests import helpers

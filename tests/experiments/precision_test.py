@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import export, train
+from experiments import export
+from experiments.run import loop as train
 from jaxsvd import checkpoint
 from jaxsvd.deploy.inference import load_for_inference
 from tests import helpers

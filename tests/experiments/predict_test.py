@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import export, predict, train
+from experiments import export, predict
+from experiments.run import loop as train
 from jaxsvd import checkpoint, data
 from jaxsvd.core.contract import CLASS_NAMES, InputContract
 from jaxsvd.deploy import artifact, runner

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import epoch, preemption, train
+from experiments.run import epoch, preemption, loop as train
 from jaxsvd import checkpoint, data
 from tests import helpers
 

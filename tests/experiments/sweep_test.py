@@ -19,7 +19,8 @@ import chex
 import numpy as np
 import pytest
 
-from experiments import sweep, sweep_plots, sweep_points
+from experiments import sweep
+from experiments.sweeps import plots as sweep_plots, points as sweep_points
 from experiments.configs.sweeps import frontier
 from tests import helpers
 

@@ -11,7 +11,7 @@ import sysconfig
 
 import pytest
 
-from experiments import cli, train
+from experiments.run import cli, loop as train
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -15,7 +15,7 @@ import chex
 import numpy as np
 import pytest
 
-from experiments import preemption, train
+from experiments.run import preemption, loop as train
 from jaxsvd import checkpoint
 from jaxsvd.checkpoint.workdir import LOCK_FILE
 from jaxsvd.training import distributed

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from experiments import recovery
+from experiments.run import recovery
 from jaxsvd.training.parallel import DataParallel
 
 

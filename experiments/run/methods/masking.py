@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.events import Context, Event, Outcome
+from experiments.run.events import Context, Event, Outcome
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.core.validate import check_choice, check_min_int

@@ -6,7 +6,8 @@ A new pruning method is one new ``events.Event`` subclass (in ``events.py`` or i
 
 from __future__ import annotations
 
-from experiments import events, masking
+from experiments.run import events
+from experiments.run.methods import masking
 from jaxsvd.pruning import Phases
 
 EVENT_TYPES: tuple[type[events.Event], ...] = (events.RankPrune, events.Slimming, masking.MaskPrune)

@@ -218,6 +218,6 @@ def plot_all(workdir: str, history: list[dict], params, events: Sequence[dict] =
   Returns:
     The paths of the saved files.
   """
-  from experiments import plots  # imports matplotlib: only when plotting
+  from experiments.report import figures as plots
 
   return plots.plot_all(workdir, history, params, events, summary, architecture)

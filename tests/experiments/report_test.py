@@ -7,7 +7,8 @@ import types
 import numpy as np
 import pytest
 
-from experiments import plots, reporting, train
+from experiments.report import figures as plots, metrics as reporting
+from experiments.run import loop as train
 from jaxsvd import checkpoint
 from tests import helpers
 

@@ -12,7 +12,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from experiments import plots
+from experiments.report import figures as plots
 
 MARKERS = "osD^v<>pP*hX8"
 AXES = {"macs": ("MACs per image (M)", 1e-6, "results_macs.png"),

@@ -26,11 +26,13 @@ import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
 
-from experiments import epoch as epoch_lib
-from experiments import events as events_lib
-from experiments import inputs as inputs_lib
-from experiments import masking, methods, narrow, outputs, preemption, preflight, recovery, reporting, stages, startup
-from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
+from experiments.run import epoch as epoch_lib
+from experiments.run import events as events_lib
+from experiments.tasks import image_classification as inputs_lib
+from experiments.report import metrics as reporting
+from experiments.run import methods, outputs, preemption, preflight, recovery, stages, startup
+from experiments.run.methods import masking, narrow
+from experiments.run.plan import Plan, initial_architecture, make_plan, resumable_architecture
 from jaxsvd import checkpoint, data
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.structure import ranks as read_ranks

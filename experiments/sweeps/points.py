@@ -14,9 +14,10 @@ import json
 import os
 import re
 
-from experiments import cli, compress, pruning_from_scratch, startup
+from experiments import compress, pruning_from_scratch
+from experiments.run import cli, startup
 from experiments.configs.sweeps import BUDGET_AS, COMMANDS
-from experiments.plan import make_plan
+from experiments.run.plan import make_plan
 
 MODULES = {"train": "experiments.cifar_svd", "compress": "experiments.compress",
            "from_scratch": "experiments.pruning_from_scratch"}

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from experiments import cli, export, sweep_plots
+from experiments import export
+from experiments.run import cli
+from experiments.sweeps import plots as sweep_plots
 from jaxsvd import checkpoint
 from jaxsvd.deploy import artifact
 from jaxsvd.training import xla_options

@@ -8,8 +8,9 @@ import os
 
 import jax
 
-from experiments import methods, reporting
-from experiments.plan import initial_architecture
+from experiments.report import metrics as reporting
+from experiments.run import methods
+from experiments.run.plan import initial_architecture
 from jaxsvd.core.structure import total_rank
 from jaxsvd.deploy import params as deploy_params
 from jaxsvd.training import distributed

@@ -24,7 +24,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import configs as packaged_configs
-from experiments import preemption
+from experiments.run import preemption
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(packaged_configs.__file__))
 log = logging.getLogger("jaxsvd")

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import reporting
+from experiments.report import metrics as reporting
 from jaxsvd import checkpoint
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.structure import iter_svd_layers, norm_widths, ranks, total_rank, unboxed

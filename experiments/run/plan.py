@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments import events as events_lib
-from experiments import methods, narrow, preemption, preflight
+from experiments.run import events as events_lib
+from experiments.run import methods, preemption, preflight
+from experiments.run.methods import narrow
 from jaxsvd import data
 from jaxsvd.core.contract import InputContract
 from jaxsvd.core.record import Architecture

@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments import train
+from experiments.run import loop as train
 from jaxsvd import checkpoint
 from jaxsvd.models import build_model
 from tests import helpers
@@ -84,7 +84,8 @@ def test_every_shipped_config_validates(name):
   """Each config file builds a plan (and pruning-from-scratch configs pass their own checks) before any compile."""
   import importlib
 
-  from experiments import plan, pruning_from_scratch
+  from experiments import pruning_from_scratch
+  from experiments.run import plan
   c = importlib.import_module(f"experiments.configs.{name}").get_config()
   events = plan.make_plan(c).events
   if "from_scratch" in name:

@@ -15,7 +15,7 @@ import os
 
 import jax
 
-from experiments import reporting
+from experiments.report import metrics as reporting
 from experiments.configs import default
 from jaxsvd import checkpoint
 from jaxsvd.training import distributed

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator, NullFormatter
 
-from experiments import reporting
+from experiments.report import metrics as reporting
 from jaxsvd.core.structure import iter_svd_layers, unboxed
 
 DPI = 150

@@ -16,7 +16,7 @@ import os
 
 import ml_collections
 
-from experiments.plan import resumable_architecture
+from experiments.run.plan import resumable_architecture
 from jaxsvd import checkpoint
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.structure import total_rank
