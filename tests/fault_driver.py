@@ -31,7 +31,8 @@ import time
 def _arm(point: str, count: int, workdir: str, signal_name: str | None = None) -> None:
   import jaxsvd.checkpoint
   from experiments.report import metrics as reporting
-  from experiments.run import epoch, events, loop as train
+  from experiments.run import epoch, loop as train
+  from experiments.run.methods import rank
   from jaxsvd.checkpoint import integrity
 
   calls = {"n": 0}
@@ -56,7 +57,7 @@ def _arm(point: str, count: int, workdir: str, signal_name: str | None = None) -
     write(self, row)
     hit("metrics")
 
-  apply = events.RankPrune.apply
+  apply = rank.RankPrune.apply
 
   def apply_then_hit(self, *args, **kwargs):
     out = apply(self, *args, **kwargs)
@@ -95,7 +96,7 @@ def _arm(point: str, count: int, workdir: str, signal_name: str | None = None) -
   epoch.Progress.add = add_then_hit
   jaxsvd.checkpoint.save = save_then_hit
   reporting.MetricsWriter.write = write_then_hit
-  events.RankPrune.apply = apply_then_hit
+  rank.RankPrune.apply = apply_then_hit
   integrity.ChecksummedTemporaryPath.finalize = finalize_with_hits
 
 

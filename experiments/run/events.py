@@ -1,4 +1,5 @@
-"""Pruning events: everything that changes a run's architecture, as small classes the loop only iterates.
+"""Pruning events: everything that changes a run's architecture, as small classes the loop only iterates, and the
+registry of their types.
 
 An ``Event`` is built from the config (``from_config``: zero or more events), says when it is due, and applies
 itself to the host train state:
@@ -7,37 +8,37 @@ itself to the host train state:
 
 ``architecture`` is the run's ``jaxsvd.core.record.Architecture``; the new one goes into the next checkpoint, so
 resume and restore need no method-specific code. ``entry`` is a JSON log record (kept in the checkpoint's run
-metadata). An event type may also shape the optimizer for every architecture it has produced and add to the
+metadata). An event type may also set the architecture a fresh run starts from (``initial``), wrap the apply
+function the run trains with (``forward``), shape the optimizer for every architecture it has produced and add to the
 end-of-run summary (classmethods ``optimizer`` and ``summary``: they read only the record, so a resumed run
 rebuilds the same optax chain whatever the current config enables).
 
-A new pruning method is one new ``Event`` subclass appended to ``methods.EVENT_TYPES``; ``train.py`` does not change.
+Event types are registered by name (their ``kind``) with ``@register(order=...)``. They live in the modules of
+``METHODS`` (``experiments/run/methods/``), which ``types()`` imports by name, every module it finds there: a new
+pruning method is one new module there holding one registered ``Event`` subclass, and neither the loop, the plan, the
+optimizer nor the summary changes (they iterate ``types()``). An ``Event`` subclass of such a module that is not
+registered is an error, not a silently missing method.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
+import importlib
+import inspect
+import pkgutil
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 
-from experiments.report import metrics as reporting
-from jaxsvd import checkpoint
 from jaxsvd.core.record import Architecture
-from jaxsvd.core.structure import iter_svd_layers, norm_widths, ranks, total_rank, unboxed
-from jaxsvd.core.tree import leaves_by_path
-from jaxsvd.core.validate import check_choice, check_in_range, check_min_int
-from jaxsvd.linen import flops
-from jaxsvd.pruning import Floors, Phases, Schedule, Strategy, budget, channels, from_scratch, rank, slimming
-from jaxsvd.pruning import masks as masks_lib
-from jaxsvd.pruning.budget import MacsCounter
-from jaxsvd.pruning.opt_state import OPT_STATE_POLICIES, update_state
-from jaxsvd.training import distributed
+from jaxsvd.pruning import Phases
+
+METHODS = "experiments.run.methods"  # the package of the event types (imported module by module, by name)
+# kind -> (order, event type): filled by ``register`` as the modules of ``METHODS`` are imported
+REGISTRY: dict[str, tuple[int, type]] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +111,45 @@ class Event(abc.ABC):
     """
 
   @classmethod
+  def initial(cls, c, architecture: Architecture) -> Architecture:
+    """The architecture a fresh run starts from, as this method sets it (e.g. narrower widths); default unchanged.
+
+    Called for every registered type (not only configured ones) when a run starts from a random init.
+
+    Args:
+      c: the experiment config.
+      architecture: the initial record, as the task and the types before this one made it.
+
+    Returns:
+      The record; the default returns ``architecture``.
+    """
+    del c
+    return architecture
+
+  @classmethod
+  def forward(cls, c, architecture: Architecture, model, params, apply_fn: Callable) -> Callable:
+    """The apply function the run trains with (e.g. masked weights); default unchanged.
+
+    Called for every registered type whenever the run builds its train state (start, resume).
+
+    Args:
+      c: the experiment config.
+      architecture: the run's record.
+      model: its linen model.
+      params: its params (shapes; a type may check them).
+      apply_fn: the apply function as the types before this one left it (first ``model.apply``).
+
+    Returns:
+      The apply function; the default returns ``apply_fn``.
+    """
+    del c, architecture, model, params
+    return apply_fn
+
+  @classmethod
   def optimizer(cls, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
     """(optimizer config, extra optax transforms chained after it) for ``architecture``; default unchanged.
 
-    Called for every type in ``methods.EVENT_TYPES`` (not only configured ones): it must depend on the record alone.
+    Called for every registered type (not only configured ones): it must depend on the record alone.
 
     Args:
       architecture: the architecture record the optimizer is built for.
@@ -141,256 +177,167 @@ class Event(abc.ABC):
     return {}
 
 
-@dataclasses.dataclass(frozen=True)
-class RankPrune(Event):
-  """SVD rank pruning (online every k epochs, or the final prune before fine-tuning): ``pruning.rank.prune``."""
-  kind: ClassVar[str] = "rank"
-  label: str  # 'online' | 'final'
-  strategy: Strategy
-  floors: Floors
-  opt_state: str  # 'reinit' | 'slice'
-  schedule: Schedule
-  last_epoch: int  # no pruning after this epoch (fine-tuning)
-  budget_ramp: str = "none"  # 'budget' only: how the MACs target is approached over the schedule's events
-
-  @property
-  def name(self) -> str:
-    """'online prune' or 'final prune'."""
-    return f"{self.label} prune"
-
-  @classmethod
-  def from_config(cls, c, phases: Phases) -> list[Event]:
-    """An 'online' (``c.pruning``) and a 'final' (``c.final_prune``) event, each if enabled; none if ``c.svd`` is off.
-
-    Raises:
-      ValueError: one line naming a bad field, or ``pruning.start`` after the last epoch that may prune.
-    """
-    if not c.svd.enabled:
-      return []
-    events: list[Event] = []
-    if c.pruning.enabled:
-      schedule = Schedule.from_config(c.pruning, "pruning")
-      if schedule.start > schedule.last(phases.last_train_epoch):
-        raise ValueError(f"pruning.start={schedule.start} is after the last epoch that may prune "
-                         f"({schedule.last(phases.last_train_epoch)})")
-      events.append(cls.for_section(c.pruning, "pruning", "online", schedule, phases))
-    if c.final_prune.enabled:
-      once = Schedule.once(phases.last_train_epoch)
-      events.append(cls.for_section(c.final_prune, "final_prune", "final", once, phases))
-    return events
-
-  @classmethod
-  def for_section(cls, section, name: str, label: str, schedule: Schedule, phases: Phases) -> RankPrune:
-    """The rank-pruning event of one config section.
-
-    Args:
-      section: the config section (strategy, floors and ``opt_state`` fields).
-      name: the section's name, put in errors.
-      label: 'online' or 'final'.
-      schedule: when it prunes.
-      phases: the run's phases (no pruning after ``phases.last_train_epoch``).
-
-    Returns:
-      The ``RankPrune``.
-
-    Raises:
-      ValueError: one line naming a bad field of the section.
-    """
-    check_choice(f"{name}.opt_state", section.opt_state, OPT_STATE_POLICIES)
-    ramp = section.get("budget_ramp", "none")
-    check_choice(f"{name}.budget_ramp", ramp, budget.RAMPS)
-    strategy = Strategy.from_config(section, name)
-    if ramp != "none" and strategy.name != "budget":
-      raise ValueError(f"{name}.budget_ramp={ramp!r} needs {name}.strategy='budget', got {strategy.name!r}")
-    return cls(label, strategy, Floors.from_config(section, name), section.opt_state, schedule,
-               phases.last_train_epoch, ramp)
-
-  def strategy_at(self, epoch: int | None) -> Strategy:
-    """The strategy for the event after ``epoch``: for 'budget', the MACs reduction of ``budget_ramp`` at this
-    event's position in the schedule (``budget.ramped_reduction``); otherwise ``strategy``.
-
-    Raises:
-      ValueError: under a ramp, if ``epoch`` is None or the event is not due after it (the ramp's position would
-        be a guess).
-    """
-    if self.strategy.name != "budget" or self.budget_ramp == "none":
-      return self.strategy
-    if epoch is None or not self.due(epoch):
-      raise ValueError(f"{self.name}: budget_ramp={self.budget_ramp!r} needs the epoch the event is due after "
-                       f"(Context.epoch), got {epoch!r}")
-    events = self.schedule.count(self.last_epoch)
-    reduction = budget.ramped_reduction(self.strategy.macs_reduction, self.schedule.index(epoch), events,
-                                        self.budget_ramp)
-    return dataclasses.replace(self.strategy, macs_reduction=reduction)
-
-  def due(self, epoch: int) -> bool:
-    """Due when ``schedule`` is, up to ``last_epoch``."""
-    return self.schedule.due(epoch, self.last_epoch)
-
-  def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
-    """Prunes ranks (``rank.prune``); on a change, rebuilds the model and updates the state per ``opt_state``."""
-    macs = MacsCounter.for_architecture(architecture, ranks(state.params)) if self.strategy.name == "budget" else None
-    strategy = self.strategy_at(ctx.epoch)
-    new_params, new_ranks, report = rank.prune(state.params, strategy, self.floors, architecture.original_ranks, macs)
-    if ctx.workdir is not None and ctx.epoch is not None and distributed.is_primary():
-      reporting.save_spectra(reporting.spectra_path(ctx.workdir, ctx.epoch, self.label), sorted_spectra(state.params),
-                             new_ranks, f"{self.name} after epoch {ctx.epoch}, {describe(strategy)}")
-    if report.changed:
-      architecture = architecture.replace(ranks=new_ranks)
-      model = ctx.build_model(architecture)
-      state = update_state(state, new_params, model.apply, report, self.opt_state)
-    entry = {"kind": self.label, "total_rank": total_rank(new_ranks), "ranks": dict(new_ranks)}
-    if macs is not None:
-      entry["macs_reduction"] = macs.dense / macs.at_ranks(new_ranks)
-    return Outcome(state, architecture, entry, report.summary())
-
-
-@dataclasses.dataclass(frozen=True)
-class Slimming(Event):
-  """Network slimming (Liu et al. 2017): drop the channels of smallest |γ| (one global threshold over the model's
-  channel groups) *physically*: the model is rebuilt narrower with the kept weights copied
-  (``pruning.channels.slice_channels``; the same function as the masked model), then fine-tuned with a fresh
-  optimizer without the γ-L1 term, as the paper does. A ResNet's residual stream is not pruned (see
-  ``ResNet.channel_groups``)."""
-  kind: ClassVar[str] = "slimming"
-  epoch: int
-  amount: float
-  min_channels: int
-  channel_multiple: int = 1
-  macs_reduction: float = 0.0  # > 0: the |γ| threshold bisected to ≤ dense MACs / macs_reduction (``amount`` unused)
-
-  @classmethod
-  def from_config(cls, c, phases: Phases) -> list[Event]:
-    """One event after ``slimming.prune_epoch`` if ``c.slimming`` is enabled.
-
-    Raises:
-      ValueError: if ``amount`` is not in [0, 1), ``min_channels`` or ``channel_multiple`` is not an int ≥ 1, or
-        ``prune_epoch`` is not an int in [1, num_epochs).
-    """
-    s = c.slimming
-    if not s.enabled:
-      return []
-    check_in_range("slimming.amount", s.amount, 0.0, 1.0, low_closed=True, high_closed=False)
-    check_min_int("slimming.min_channels", s.min_channels, 1)
-    check_min_int("slimming.channel_multiple", s.get("channel_multiple", 1), 1)
-    reduction = s.get("macs_reduction", 0.0)
-    if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or not (reduction == 0 or reduction >= 1):
-      raise ValueError(f"slimming.macs_reduction must be 0 (use amount) or a number ≥ 1, got {reduction!r}")
-    if reduction and c.svd.enabled:
-      raise ValueError("slimming.macs_reduction counts a dense model's MACs: set svd.enabled=False")
-    if not isinstance(s.prune_epoch, int) or not 1 <= s.prune_epoch < phases.num_epochs:
-      raise ValueError(f"slimming.prune_epoch must be an int in [1, num_epochs={phases.num_epochs}), "
-                       f"got {s.prune_epoch!r}")
-    return [cls(s.prune_epoch, s.amount, s.min_channels, s.get("channel_multiple", 1), float(reduction))]
-
-  def due(self, epoch: int) -> bool:
-    """Due only after epoch ``self.epoch`` (``slimming.prune_epoch``)."""
-    return Schedule.once(self.epoch).due(epoch, self.epoch)
-
-  def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
-    """Picks the channels by |γ|, slices every variable carrying them, records the new widths, fresh optimizer."""
-    groups = ctx.build_model(architecture).channel_groups()
-    if self.macs_reduction:
-      masks = self.budget_masks(state.params, groups, architecture)
-    else:
-      masks = slimming.channel_masks(state.params, self.amount, self.min_channels, norms=[g.norm for g in groups],
-                                     multiple=self.channel_multiple)
-    keep = {g.conv: np.flatnonzero(np.asarray(masks[f"{g.norm}/scale"])) for g in groups}
-    dense = checkpoint.abstract_variables(architecture.dense().build_model(), architecture.input_shape)
-    shapes = channels.kernel_shapes(dense["params"])
-    decomposition = architecture.svd.decomposition if architecture.svd else "channel"
-    sigma = architecture.svd.sigma if architecture.svd else "signed"
-    variables = channels.slice_channels(state.variables, groups, keep, shapes, decomposition, sigma)
-    params = jax.tree.map(jnp.asarray, variables.pop("params"))
-    architecture = architecture.replace(
-        widths={**(architecture.widths or {}), **{conv: len(idx) for conv, idx in keep.items()}},
-        pruned_channels={**(architecture.pruned_channels or {}), **slimming.pruned_channels(masks)},
-        masked_channels=None, ranks=ranks(params))  # masked (format-1) channels are gone with the rebuild
-    tx = ctx.make_tx(architecture, params)
-    state = state.replace(params=params, model_state=jax.tree.map(jnp.asarray, variables), tx=tx,
-                          opt_state=tx.init(params), apply_fn=ctx.build_model(architecture).apply)
-    counts = slimming.summary(masks)
-    message = f"{counts['channels_after']} of {counts['channels_before']} prunable channels kept (rebuilt narrower)"
-    entry = {"kind": self.kind, **counts, "widths": dict(architecture.widths),
-             "pruned_channels": slimming.pruned_channels(masks)}
-    if architecture.ranks:  # SVD layers: their ranks after the rebuild (the layer-ranks plot)
-      entry.update(total_rank=total_rank(architecture.ranks), ranks=dict(architecture.ranks))
-    return Outcome(state, architecture, entry, message)
-
-  def budget_masks(self, params, groups, architecture: Architecture) -> masks_lib.Masks:
-    """Slimming masks keeping, per group, its largest |γ| above one global threshold bisected so the rebuilt model
-    has ≤ dense MACs / ``macs_reduction`` (``from_scratch.widths_for_budget``; widths rounded up to
-    ``channel_multiple``)."""
-    layers = leaves_by_path(params)
-    gammas = {g.conv: np.abs(np.asarray(layers[f"{g.norm}/scale"], np.float64)) for g in groups}
-    macs_of = lambda widths: flops.count(architecture.replace(  # noqa: E731
-        widths={**(architecture.widths or {}), **widths}).build_model(), architecture.input_shape).macs
-    dense = flops.count(architecture.dense().replace(widths=None).build_model(), architecture.input_shape).macs
-    now = macs_of({conv: g.size for conv, g in gammas.items()})
-    try:
-      widths = from_scratch.widths_for_budget(gammas, macs_of, min(1.0, dense / self.macs_reduction / now),
-                                              self.channel_multiple)
-    except ValueError:
-      raise ValueError(f"slimming.macs_reduction={self.macs_reduction}: even one channel per group needs more "
-                       f"MACs") from None
-    masks = {}
-    for g in groups:
-      keep = np.zeros(gammas[g.conv].size, bool)
-      keep[np.argsort(-gammas[g.conv], kind="stable")[:widths[g.conv]]] = True
-      masks[f"{g.norm}/scale"] = masks[f"{g.norm}/bias"] = jnp.asarray(keep)
-    return masks
-
-  @classmethod
-  def optimizer(cls, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
-    """After slimming: ``bn_l1`` = 0; for a format-1 record (channels masked, not removed) also a transform that
-    holds them at zero. Before slimming: unchanged."""
-    if architecture.masked_channels is not None:
-      masks = slimming.masks_from_channels(params, architecture.masked_channels)
-      return {**opt_cfg, "bn_l1": 0.0}, [masks_lib.keep_pruned(masks)]
-    if architecture.pruned_channels is not None:
-      return {**opt_cfg, "bn_l1": 0.0}, []
-    return opt_cfg, []
-
-  @classmethod
-  def summary(cls, architecture: Architecture, params) -> dict:
-    """Norm-layer channels (all layers) before and after slimming; empty until it has fired."""
-    now = sum(norm_widths(params).values())
-    if architecture.masked_channels is not None:
-      return {"bn_channels_before": now, "bn_channels_after": now - _count(architecture.masked_channels)}
-    if architecture.pruned_channels is not None:
-      return {"bn_channels_before": now + _count(architecture.pruned_channels), "bn_channels_after": now}
-    return {}
-
-
-def _count(channels: dict) -> int:
-  return sum(len(v) for v in channels.values())
-
-
-def describe(strategy: Strategy) -> str:
-  """A rank-pruning strategy and its parameter, e.g. 'energy=0.05' or 'ratio (reduce_by=0.25)' (a plot's title).
+def register(order: int) -> Callable[[type], type]:
+  """The class decorator that registers an ``Event`` subclass under its ``kind``.
 
   Args:
-    strategy: the strategy.
+    order: its place among the types: events due after the same epoch fire by increasing order, and the
+      ``initial``, ``forward``, ``optimizer`` and ``summary`` hooks run in it.
 
   Returns:
-    The name and the field its rule reads.
+    The decorator; it returns the class unchanged and raises ``TypeError`` for a class that is not an ``Event``
+    subclass, ``ValueError`` when another type already has its ``kind``.
   """
-  param = {"energy": "energy", "threshold": "threshold", "ratio": "reduce_by", "count": "prune_by",
-           "budget": "macs_reduction"}.get(strategy.name)
-  if param is None:
-    return strategy.name
-  value = f"{param}={getattr(strategy, param):g}"
-  return value if param == strategy.name else f"{strategy.name} ({value})"
+
+  def add(cls: type) -> type:
+    if not (isinstance(cls, type) and issubclass(cls, Event)):
+      raise TypeError(f"events.register decorates Event subclasses, got {cls!r}")
+    before = REGISTRY.get(cls.kind)
+    if before is not None and _name(before[1]) != _name(cls):  # the same class again (a reload) replaces itself
+      raise ValueError(f"event kind {cls.kind!r} is registered twice: {_name(before[1])} and {_name(cls)}")
+    REGISTRY[cls.kind] = (order, cls)
+    return cls
+
+  return add
 
 
-def sorted_spectra(params) -> dict[str, np.ndarray]:
-  """{SVD layer path: |s| sorted descending along the last axis} of host ``params``.
+def _name(cls: type) -> str:
+  return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@functools.cache
+def _import_methods() -> tuple[str, ...]:
+  """Imports every module of ``METHODS`` by name (once per process); returns their names."""
+  package = importlib.import_module(METHODS)
+  names = tuple(f"{METHODS}.{info.name}" for info in pkgutil.iter_modules(package.__path__))
+  for name in names:
+    importlib.import_module(name)
+  return names
+
+
+def unregistered(classes) -> list[type]:
+  """The concrete ``Event`` subclasses among ``classes`` that are defined in a module of ``METHODS`` but not
+  registered (a forgotten ``@register``).
 
   Args:
-    params: host params.
+    classes: candidate classes.
 
   Returns:
-    The sorted |s| per layer (float32; a stacked layer keeps its leading axes).
+    Those classes, in the given order.
   """
-  return {path: -np.sort(-np.abs(np.asarray(unboxed(node["s"]), np.float32)), axis=-1)
-          for path, node in iter_svd_layers(params)}
+  registered = {cls for _, cls in REGISTRY.values()}
+  return [cls for cls in classes if issubclass(cls, Event) and not inspect.isabstract(cls)
+          and cls.__module__.startswith(METHODS + ".") and cls not in registered]
+
+
+def _subclasses(cls: type) -> list[type]:
+  found = []
+  for sub in cls.__subclasses__():
+    found += [sub, *_subclasses(sub)]
+  return found
+
+
+def types() -> tuple[type[Event], ...]:
+  """Every registered event type, by ``order`` (then kind), once every module of ``METHODS`` is imported.
+
+  Returns:
+    The types.
+
+  Raises:
+    TypeError: naming an ``Event`` subclass of a ``METHODS`` module that is not registered.
+  """
+  _import_methods()
+  if missed := unregistered(_subclasses(Event)):
+    raise TypeError(f"event type(s) {', '.join(map(_name, missed))} not registered: decorate with "
+                    f"@events.register(order=...)")
+  return tuple(cls for _, cls in sorted(REGISTRY.values(), key=lambda item: (item[0], item[1].kind)))
+
+
+def from_config(c, phases: Phases) -> tuple[Event, ...]:
+  """Every event config ``c`` asks for, in firing order.
+
+  Args:
+    c: the experiment config.
+    phases: the run's training and fine-tune phases.
+
+  Returns:
+    The events of every registered type, in the types' order.
+
+  Raises:
+    ValueError: one line naming a bad field.
+  """
+  return tuple(event for event_type in types() for event in event_type.from_config(c, phases))
+
+
+def initial(c, architecture: Architecture) -> Architecture:
+  """The architecture a fresh run starts from: ``architecture`` through every type's ``initial``.
+
+  Args:
+    c: the experiment config.
+    architecture: the task's initial record.
+
+  Returns:
+    The record.
+  """
+  for event_type in types():
+    architecture = event_type.initial(c, architecture)
+  return architecture
+
+
+def forward(c, architecture: Architecture, model, params) -> Callable:
+  """The apply function a run trains with: ``model.apply`` through every type's ``forward``.
+
+  Args:
+    c: the experiment config.
+    architecture: the run's record.
+    model: its linen model.
+    params: its params.
+
+  Returns:
+    The apply function.
+
+  Raises:
+    ValueError: one line naming a field a type's check rejects (e.g. ``masks.param_reduction``).
+  """
+  apply_fn = model.apply
+  for event_type in types():
+    apply_fn = event_type.forward(c, architecture, model, params, apply_fn)
+  return apply_fn
+
+
+def optimizer(architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
+  """(optimizer config, extra optax transforms) for ``architecture``: ``opt_cfg`` through every type's ``optimizer``.
+
+  Args:
+    architecture: the architecture record the optimizer is for.
+    params: its params.
+    opt_cfg: the config's optimizer section (a dict).
+
+  Returns:
+    The optimizer config and the transforms to chain after it, in the types' order.
+  """
+  extra = []
+  for event_type in types():
+    opt_cfg, more = event_type.optimizer(architecture, params, opt_cfg)
+    extra += more
+  return opt_cfg, extra
+
+
+def summary(architecture: Architecture, params) -> dict:
+  """The fields every type adds to the end-of-run summary.
+
+  Args:
+    architecture: the final architecture record.
+    params: the final params.
+
+  Returns:
+    {field: value}.
+  """
+  fields = {}
+  for event_type in types():
+    fields.update(event_type.summary(architecture, params))
+  return fields
+
+
+__all__ = ["METHODS", "REGISTRY", "Context", "Outcome", "Event", "register", "unregistered", "types", "from_config",
+           "initial", "forward", "optimizer", "summary"]

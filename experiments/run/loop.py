@@ -30,8 +30,7 @@ from experiments.run import epoch as epoch_lib
 from experiments.run import events as events_lib
 from experiments.tasks import image_classification as inputs_lib
 from experiments.report import metrics as reporting
-from experiments.run import methods, outputs, preemption, preflight, recovery, stages, startup
-from experiments.run.methods import masking, narrow
+from experiments.run import outputs, preemption, preflight, recovery, stages, startup
 from experiments.run.plan import Plan, initial_architecture, make_plan, resumable_architecture
 from jaxsvd import checkpoint, data
 from jaxsvd.core.record import Architecture
@@ -90,10 +89,7 @@ def make_tx(c, steps_per_epoch: int, architecture: Architecture, params) -> opta
   Returns:
     ``optim.make_optimizer`` of the resulting config, chained with the event types' extra transforms.
   """
-  cfg, extra = c.optimizer.to_dict(), []
-  for event_type in methods.EVENT_TYPES:
-    cfg, more = event_type.optimizer(architecture, params, cfg)
-    extra += more
+  cfg, extra = events_lib.optimizer(architecture, params, c.optimizer.to_dict())
   base = optim.make_optimizer(cfg, params, steps_per_epoch, c.num_epochs)
   return optax.chain(base, *extra) if extra else base
 
@@ -105,13 +101,14 @@ def init_run(s: Setup) -> Run:
   if s.c.init_from:
     architecture, variables = stages.start_from(s, s.c.init_from)
   else:
-    architecture = narrow.apply(s.c, initial_architecture(s.c, s.plan, s.inputs.input_shape, {}, s.inputs.contract()))
+    architecture = events_lib.initial(s.c, initial_architecture(s.c, s.plan, s.inputs.input_shape, {},
+                                                                s.inputs.contract()))
     model = s.ctx.build_model(architecture)
     variables = jax.jit(model.init)(init_rng, jnp.zeros((1, *s.inputs.input_shape), jnp.float32))
     ranks = read_ranks(variables["params"])
     architecture = architecture.replace(ranks=ranks, original_ranks=dict(ranks))
   model = s.ctx.build_model(architecture)
-  apply_fn = masking.forward(s.c, architecture, model, variables["params"])
+  apply_fn = events_lib.forward(s.c, architecture, model, variables["params"])
   state = TrainState.create(apply_fn, variables, s.ctx.make_tx(architecture, variables["params"]))
   return Run(s.par.place(state), rng, 0, architecture, [], [])
 
@@ -136,7 +133,7 @@ def resume_run(s: Setup, step: int) -> Run:
   tx = s.ctx.make_tx(architecture, params)
   train = checkpoint.restore_train(directory, step, jax.eval_shape(tx.init, params))
   state = TrainState(step=train["step"], params=params, model_state=variables, opt_state=train["opt_state"],
-                     apply_fn=masking.forward(s.c, architecture, model, params), tx=tx)
+                     apply_fn=events_lib.forward(s.c, architecture, model, params), tx=tx)
   if s.inputs.local:  # a stream continues where it stopped (mid-epoch exact; any process count)
     s.inputs.set_state(meta.get("data_stream"))
   progress = meta.get("epoch_progress")

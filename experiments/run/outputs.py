@@ -9,7 +9,7 @@ import os
 import jax
 
 from experiments.report import metrics as reporting
-from experiments.run import methods
+from experiments.run import events
 from experiments.run.plan import initial_architecture
 from jaxsvd.core.structure import total_rank
 from jaxsvd.deploy import params as deploy_params
@@ -39,8 +39,7 @@ def finish(s, r, workdir: str) -> dict:
              "svd_params_after": after.svd_params(), "macs_before": before.macs, "macs_after": after.macs,
              "flops_speedup": before.macs / max(after.macs, 1), "rank_before": total_rank(arch.original_ranks),
              "rank_after": total_rank(arch.ranks), "epochs": r.epoch}
-  for event_type in methods.EVENT_TYPES:
-    summary.update(event_type.summary(arch, state.params))
+  summary.update(events.summary(arch, state.params))
   if arch.svd is not None:
     # every process: the save is collective
     deploy_params.save_params(os.path.join(workdir, "final_params"), arch, state.params, state.model_state)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from experiments.run import events as events_lib
-from experiments.run import methods, preemption, preflight
-from experiments.run.methods import narrow
+from experiments.run import preemption, preflight
 from jaxsvd import data
 from jaxsvd.core.contract import InputContract
 from jaxsvd.core.record import Architecture
@@ -67,7 +66,6 @@ def _check_basic_fields(c) -> None:
   if c.widths is not None:
     for path, width in dict(c.widths).items():
       check_min_int(f"widths[{path!r}]", width, 1)
-  narrow.validate(c)
 
 
 def svd_spec(c) -> SVDSpec | None:
@@ -105,7 +103,7 @@ def make_plan(c) -> Plan:
   optim.validate(c.optimizer)
   reg = RegularizerConfig.from_config(c.reg, "reg")
   phases = Phases(c.num_epochs, c.finetune_epochs)
-  return Plan(svd_spec(c), reg, phases, methods.from_config(c, phases))
+  return Plan(svd_spec(c), reg, phases, events_lib.from_config(c, phases))
 
 
 def initial_architecture(c, plan: Plan, input_shape, ranks, contract: InputContract | None = None) -> Architecture:

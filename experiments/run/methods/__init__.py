@@ -1,32 +1,10 @@
-"""Every pruning method's event type, in firing order: what the loop, the optimizer and the summary iterate.
+"""The pruning methods a run knows, one module each, every one an ``events.Event`` type registered by name:
 
-A new pruning method is one new ``events.Event`` subclass (in ``events.py`` or its own module) added to
-``EVENT_TYPES``; ``train.py`` does not change.
+  rank       ``RankPrune``: online and final SVD rank pruning
+  slimming   ``Slimming``: network slimming (channels of smallest |γ| removed, the model rebuilt narrower)
+  masking    ``MaskPrune``: unstructured magnitude / dynamic masks at a parameter count
+  narrow     ``Narrow``: uniformly narrower widths at initialization (it never fires)
+
+``experiments.run.events.types()`` imports every module of this package by name; nothing else imports them, so a new
+method is one new module here (docs/design.md#adding-an-event-type).
 """
-
-from __future__ import annotations
-
-from experiments.run import events
-from experiments.run.methods import masking
-from jaxsvd.pruning import Phases
-
-EVENT_TYPES: tuple[type[events.Event], ...] = (events.RankPrune, events.Slimming, masking.MaskPrune)
-
-
-def from_config(c, phases: Phases) -> tuple[events.Event, ...]:
-  """Every event config ``c`` asks for, in firing order.
-
-  Args:
-    c: the experiment config.
-    phases: the run's training and fine-tune phases.
-
-  Returns:
-    The events of every type in ``EVENT_TYPES``, in that order.
-
-  Raises:
-    ValueError: one line naming a bad field.
-  """
-  return tuple(event for event_type in EVENT_TYPES for event in event_type.from_config(c, phases))
-
-
-__all__ = ["EVENT_TYPES", "from_config"]

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.run import events
 from experiments.run.events import Context, Event, Outcome
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.tree import leaves_by_path
@@ -83,6 +84,7 @@ def forward(c, architecture: Architecture, model, params) -> Any:
   return MaskedApply(model.apply, kernels - k)
 
 
+@events.register(order=30)
 @dataclasses.dataclass(frozen=True)
 class MaskPrune(Event):
   """The fixed mask of a masks run: k smallest |w| over all kernels zeroed after ``epoch`` and held at zero."""
@@ -135,6 +137,13 @@ class MaskPrune(Event):
              "kept": sum(kept.values())}
     return Outcome(state, architecture, entry, f"{self.method} masks: {k} of {kernels} kernel entries pruned, "
                                                 f"the mask is now fixed")
+
+  @classmethod
+  def forward(cls, c, architecture: Architecture, model, params, apply_fn):
+    """During dynamic pruning the masked apply function (the module's ``forward``, which also checks the parameter
+    count of a masks run); otherwise ``apply_fn``."""
+    masked = forward(c, architecture, model, params)
+    return masked if isinstance(masked, MaskedApply) else apply_fn
 
   @classmethod
   def optimizer(cls, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:
