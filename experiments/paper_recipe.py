@@ -23,7 +23,7 @@ import numpy as np
 from absl import app
 from jax.experimental import multihost_utils
 
-from experiments.run import cli, outputs, stages, loop as train
+from experiments.run import cli, outputs, stages, loop
 from experiments.run import epoch as epoch_lib
 from jaxsvd import checkpoint
 from jaxsvd.core.structure import total_rank
@@ -51,9 +51,9 @@ def prune_stage(c, workdir: str) -> dict:
   if not c.init_from:
     raise ValueError("init_from must name the regularized run's workdir for the prune stage")
   shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)  # an interrupted prune is redone
-  s = train.setup(c, workdir)
+  s = loop.setup(c, workdir)
   try:
-    r = train.init_run(s)
+    r = loop.init_run(s)
     before = epoch_lib.evaluate(s.par, r.state, s.inputs)
     state = s.par.host_state(r.state)
     params, ranks, report = rank.prune(state.params, Strategy.from_config(c.final_prune, "final_prune"),
@@ -69,7 +69,7 @@ def prune_stage(c, workdir: str) -> dict:
     r.history, r.events = [row], [{"epoch": 0, "kind": "prune", "total_rank": total_rank(ranks), "ranks": ranks}]
     log.info("prune stage: %s; test accuracy %.4f -> %.4f", report.summary(), before["test_accuracy"],
              row["test_accuracy"])
-    checkpoint.save(s.mngr, state, r.rng, r.architecture, train.run_info(c, r), {"test_accuracy": row["test_accuracy"]})
+    checkpoint.save(s.mngr, state, r.rng, r.architecture, loop.run_info(c, r), {"test_accuracy": row["test_accuracy"]})
     s.mngr.wait_until_finished()
     summary = outputs.finish(s, r, workdir)
   finally:
@@ -115,7 +115,7 @@ def run_recipe(c, root: str) -> dict:
       continue
     log.info("recipe stage %s -> %s", stage, workdir)
     sc = stages.stage_config(c, stage, root)
-    summary = prune_stage(sc, workdir) if stage == "prune" else train.run(sc, workdir)
+    summary = prune_stage(sc, workdir) if stage == "prune" else loop.run(sc, workdir)
     if summary is None:  # stopped early (a stop_after_epoch or signal): resumed by the next invocation
       return results
     results[stage] = {k: v for k, v in summary.items() if k != "plots"}  # what summary.json holds

@@ -1,12 +1,16 @@
-"""Run outputs: metrics CSV + TensorBoard, the end-of-run summary table, PNG plots."""
+"""A run's metrics: ``metrics.csv`` and TensorBoard (exactly one row per epoch), the epoch's log line and the
+end-of-run summary table. What a task measures comes in as text: ``epoch_line`` and ``summary_table`` take the task's
+part of the line or table (``experiments.tasks.Task``).
+"""
 
 from __future__ import annotations
 
 import csv
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
+from tensorboardX import SummaryWriter
 
 from jaxsvd.checkpoint import integrity
 
@@ -25,7 +29,6 @@ class MetricsWriter:
     self._rewrite(list(history))
     self.tb = None
     if tensorboard:
-      from tensorboardX import SummaryWriter
       next_epoch = history[-1]["epoch"] + 1 if history else 1
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=next_epoch)
 
@@ -77,33 +80,6 @@ class MetricsWriter:
       self.tb.close()
 
 
-def config_changes(c, defaults, limit: int = 16) -> str:
-  """The fields of config ``c`` whose values differ from ``defaults`` (or that ``defaults`` lacks), as one line.
-
-  Args:
-    c: the run's config.
-    defaults: the default config (``experiments/configs/default.py``).
-    limit: at most this many fields are named.
-
-  Returns:
-    'field=value, ...' ('none' when they agree).
-  """
-  ours, theirs = _flat(c.to_dict()), _flat(defaults.to_dict())
-  changed = [f"{k}={v!r}" for k, v in ours.items() if k not in theirs or theirs[k] != v]
-  more = f", ... ({len(changed) - limit} more)" if len(changed) > limit else ""
-  return ", ".join(changed[:limit]) + more if changed else "none"
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict) and v:
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def _header(path: str) -> list[str]:
   with open(path, newline="") as f:
     return next(csv.reader(f))
@@ -113,7 +89,7 @@ def epoch_line(row: dict[str, Any]) -> str:
   """One log line of an epoch's metrics.
 
   Args:
-    row: the epoch's metrics row (``train.run_epoch``'s).
+    row: the epoch's metrics row (``loop.run_epoch``'s).
 
   Returns:
     The line: losses, accuracies, total rank, params, MACs, times and images/s.
@@ -148,76 +124,3 @@ def summary_table(summary: dict[str, Any]) -> str:
     rows.append(("BN channels (slimming)", f"{summary['bn_channels_before']} -> {summary['bn_channels_after']}"))
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"{k.ljust(width)} | {v}" for k, v in rows)
-
-
-SPECTRA_FILE = "spectra_epoch{epoch}_{kind}.npz"  # a rank-pruning event's |s| before it pruned (RankPrune)
-
-
-def spectra_path(workdir: str, epoch: int, kind: str) -> str:
-  """Where the rank-pruning event ``kind`` ('online' | 'final') after ``epoch`` records the spectra it pruned.
-
-  Args:
-    workdir: the run's directory.
-    epoch: the epoch the event fired after.
-    kind: the event entry's 'kind'.
-
-  Returns:
-    ``workdir/spectra_epoch{epoch}_{kind}.npz``.
-  """
-  return os.path.join(workdir, SPECTRA_FILE.format(epoch=epoch, kind=kind))
-
-
-def save_spectra(path: str, spectra: dict[str, np.ndarray], kept: dict[str, int], info: str) -> None:
-  """Writes the singular values a rank prune saw and how many it kept, atomically (a redone epoch overwrites).
-
-  Args:
-    path: the ``.npz`` file (``spectra_path``).
-    spectra: {layer path: |s| sorted descending (last axis; a stacked layer has leading axes)}.
-    kept: {layer path: the number of directions kept}.
-    info: one line describing the prune (event, epoch, strategy), shown in the plot's title.
-
-  Returns:
-    None.
-  """
-  names = sorted(spectra)
-  arrays = {f"s{i}": np.asarray(spectra[name], np.float32) for i, name in enumerate(names)}
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    np.savez(f, names=np.array(names, dtype=str), kept=np.array([kept[n] for n in names], np.int64),
-             info=np.array(info), **arrays)
-  os.replace(tmp, path)
-
-
-def load_spectra(path: str) -> tuple[str, dict[str, tuple[np.ndarray, int]]]:
-  """Reads a file of ``save_spectra``.
-
-  Args:
-    path: the ``.npz`` file.
-
-  Returns:
-    (info, {layer path: (|s| sorted descending, kept count)}), layers in sorted order.
-  """
-  with np.load(path) as f:
-    names = [str(n) for n in f["names"]]
-    return str(f["info"]), {n: (f[f"s{i}"], int(f["kept"][i])) for i, n in enumerate(names)}
-
-
-def plot_all(workdir: str, history: list[dict], params, events: Sequence[dict] = (), summary: dict | None = None,
-             architecture=None) -> list[str]:
-  """Saves the run's figures as PNGs in ``workdir`` (``experiments.plots.plot_all``; matplotlib loads only here).
-
-  Args:
-    workdir: the directory to write to (and to read the pruning events' ``spectra_epoch*.npz`` from).
-    history: the metrics rows of every epoch.
-    params: host params (the final spectra).
-    events: the run's pruning-event entries ({'epoch', 'kind', ...}).
-    summary: the end-of-run summary (its ``*_before`` values are the run's start), or None.
-    architecture: the final architecture record (its ``original_ranks`` are the per-layer ranks at the start), or
-      None.
-
-  Returns:
-    The paths of the saved files.
-  """
-  from experiments.report import figures as plots
-
-  return plots.plot_all(workdir, history, params, events, summary, architecture)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from experiments import configs as packaged_configs
@@ -166,7 +167,7 @@ def main_for(run_fn: Callable[[Any, str], Any], default_config: str, default_wor
   """A ``main(argv)`` that parses ``argv`` (see ``parse``) and runs ``run_fn(config, workdir)`` with logging set up.
 
   Args:
-    run_fn: ``train.run``-like: (config, workdir) → summary.
+    run_fn: ``loop.run``-like: (config, workdir) → summary.
     default_config: the config file used without ``--config``.
     default_workdir: the workdir used without ``--workdir``.
     lock_config: as for ``parse``.
@@ -235,8 +236,6 @@ def absl_flags(argv: Sequence[str]) -> list[str]:
 def setup_logging() -> None:
   """The 'jaxsvd' logger to stderr, plain messages (once per process); absl (Orbax's per-save INFO lines) to
   warnings."""
-  from absl import logging as absl_logging
-
   absl_logging.set_verbosity(absl_logging.WARNING)
   logger = logging.getLogger("jaxsvd")
   logger.setLevel(logging.INFO)

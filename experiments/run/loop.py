@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 from experiments.run import epoch as epoch_lib
 from experiments.run import events as events_lib
 from experiments.tasks import image_classification as inputs_lib
-from experiments.report import metrics as reporting
+from experiments.report.metrics import MetricsWriter, epoch_line
 from experiments.run import outputs, preemption, preflight, recovery, stages, startup
 from experiments.run.plan import Plan, initial_architecture, make_plan, resumable_architecture
 from jaxsvd import checkpoint, data
@@ -319,7 +319,7 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
       s = setup(c, workdir, stop, plan)
       startup.announce(s, workdir)
       r = recovery.start(s, init_run, resume_run)
-      writer = reporting.MetricsWriter(workdir, c.tensorboard, r.history) if distributed.is_primary() else None
+      writer = MetricsWriter(workdir, c.tensorboard, r.history) if distributed.is_primary() else None
       finished = train_epochs(s, r, writer, stop_after_epoch)
     if not finished:
       return None
@@ -351,7 +351,7 @@ def train_epochs(s: Setup, r: Run, writer, stop_after_epoch: int | None = None) 
         writer.write(row)
       except checkpoint.CheckpointSaveError as err:
         raise checkpoint.CheckpointSaveError(f"{err}; {recovery.last_good(s.mngr)}") from None
-    log.info(reporting.epoch_line(row))
+    log.info(epoch_line(row))
     host = s.par.host_state(r.state)
     checkpoint.save(s.mngr, host, r.rng, r.architecture, {**run_info(s.c, r), "data_stream": s.inputs.get_state()},
                     metrics={"test_accuracy": row["test_accuracy"]})

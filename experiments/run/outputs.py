@@ -1,14 +1,18 @@
-"""The end of a run: ``summary.json``, the final params for other runtimes (SVD models) and the figures."""
+"""The end of a run: ``summary.json``, the final params for other runtimes (SVD models) and the figures.
+
+The figures module imports matplotlib, so it is resolved by name (``FIGURES``) only when a run plots.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 
 import jax
 
-from experiments.report import metrics as reporting
+from experiments.report.metrics import summary_table
 from experiments.run import events
 from experiments.run.plan import initial_architecture
 from jaxsvd.core.structure import total_rank
@@ -16,14 +20,15 @@ from jaxsvd.deploy import params as deploy_params
 from jaxsvd.training import distributed
 
 log = logging.getLogger("jaxsvd")
+FIGURES = "experiments.report.figures"  # plot_all(workdir, history, params, events, summary, architecture)
 
 
 def finish(s, r, workdir: str) -> dict:
   """The end of a run: writes ``summary.json``, the exports (SVD models only) and, if ``s.c.plots``, the plots.
 
   Args:
-    s: the run's ``train.Setup``.
-    r: the finished ``train.Run``.
+    s: the run's ``loop.Setup``.
+    r: the finished ``loop.Run``.
     workdir: the run's directory.
 
   Returns:
@@ -47,7 +52,8 @@ def finish(s, r, workdir: str) -> dict:
     return summary
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  log.info("summary\n%s", reporting.summary_table(summary))
+  log.info("summary\n%s", summary_table(summary))
   if s.c.plots:
-    summary["plots"] = reporting.plot_all(workdir, r.history, jax.device_get(state.params), r.events, summary, arch)
+    figures = importlib.import_module(FIGURES)
+    summary["plots"] = figures.plot_all(workdir, r.history, jax.device_get(state.params), r.events, summary, arch)
   return summary

@@ -6,7 +6,7 @@
   finetune    init_from=ROOT/prune, λs = 0, no pruning          → ROOT/finetune
 
 Each training stage starts with a fresh optimizer at epoch 0 and runs ``num_epochs`` (the official: 164 each).
-``start_from`` is what ``init_from`` does in ``train.init_run``.
+``start_from`` is what ``init_from`` does in ``loop.init_run``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def start_from(s, workdir: str) -> tuple[Architecture, dict]:
   config like a resume (model, classes, SVD spec, model options); the SVD execution mode follows the config.
 
   Args:
-    s: the run's ``train.Setup``.
+    s: the run's ``loop.Setup``.
     workdir: the other run's directory.
 
   Returns:

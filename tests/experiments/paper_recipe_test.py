@@ -64,12 +64,12 @@ def test_four_stages_run_end_to_end_resume_and_restore_in_a_fresh_process(tmp_pa
 def test_init_from_another_architecture_is_a_one_line_error(tmp_path):
   import shutil
 
-  from experiments.run import loop as train
+  from experiments.run import loop
   shutil.copytree(os.path.join(REPO, "tests", "fixtures", "format_v1", "svd_pruned"), tmp_path / "src" / "checkpoints")
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"), n_train=64, n_test=32)
   c = helpers.tiny_config(data_dir, init_from=str(tmp_path / "src"), **{"svd.decomposition": "spatial"})
   with pytest.raises(ValueError, match="init_from=.* holds a run of") as err:
-    train.run(c, str(tmp_path / "run"))
+    loop.run(c, str(tmp_path / "run"))
   assert "\n" not in str(err.value)
 
 
@@ -115,7 +115,7 @@ def test_paper_table_values_from_the_official_notes():
 
 
 def test_a_stage_is_done_only_when_its_summary_is_complete(tmp_path):
-  """A prune stage killed between train.finish's summary.json and the added 'ranks' is redone, not skipped."""
+  """A prune stage killed between loop.finish's summary.json and the added 'ranks' is redone, not skipped."""
   path = tmp_path / "summary.json"
   assert not paper_recipe.stage_done(str(path))
   path.write_text(json.dumps({"test_accuracy": 0.8}))

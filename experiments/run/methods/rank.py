@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from experiments.report import metrics as reporting
+from experiments.report import spectra as reporting  # the name RankPrune.apply writes its spectra with
 from experiments.run import events
 from experiments.run.events import Context, Event, Outcome
 from jaxsvd.core.record import Architecture
