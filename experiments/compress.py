@@ -128,8 +128,8 @@ def compress_stage(c, workdir: str, source_accuracy: float | None) -> dict:
     arch, state = compressed_state(s, c, dense, variables)
     r = loop.Run(s.par.place(state), jax.random.key(c.seed), 0, arch, [], [])
     cost = s.cost(arch)
-    row = {"epoch": 0, **epoch_lib.evaluate(s.par, r.state, s.inputs), "total_rank": total_rank(arch.ranks),
-           "params": cost.params, "macs": cost.macs}
+    row = {"epoch": 0, **epoch_lib.evaluate(s.par, r.state, s.inputs, s.plan.task),
+           "total_rank": total_rank(arch.ranks), "params": cost.params, "macs": cost.macs}
     r.history, r.events = [row], [{"epoch": 0, "kind": "compress", "method": c.method, "ranks": arch.ranks}]
     log.info("compress (%s, %s× fewer MACs): test accuracy %s -> %.4f", c.method, c.macs_reduction,
              source_accuracy, row["test_accuracy"])

@@ -54,7 +54,7 @@ def prune_stage(c, workdir: str) -> dict:
   s = loop.setup(c, workdir)
   try:
     r = loop.init_run(s)
-    before = epoch_lib.evaluate(s.par, r.state, s.inputs)
+    before = epoch_lib.evaluate(s.par, r.state, s.inputs, s.plan.task)
     state = s.par.host_state(r.state)
     params, ranks, report = rank.prune(state.params, Strategy.from_config(c.final_prune, "final_prune"),
                                        Floors.from_config(c.final_prune, "final_prune"), r.architecture.original_ranks)
@@ -64,7 +64,7 @@ def prune_stage(c, workdir: str) -> dict:
                               s.ctx.make_tx(r.architecture, params))
     r.state = s.par.place(state)
     cost = s.cost(r.architecture)
-    row = {"epoch": 0, **epoch_lib.evaluate(s.par, r.state, s.inputs),
+    row = {"epoch": 0, **epoch_lib.evaluate(s.par, r.state, s.inputs, s.plan.task),
            "total_rank": total_rank(ranks), "params": cost.params, "macs": cost.macs}
     r.history, r.events = [row], [{"epoch": 0, "kind": "prune", "total_rank": total_rank(ranks), "ranks": ranks}]
     log.info("prune stage: %s; test accuracy %.4f -> %.4f", report.summary(), before["test_accuracy"],

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from absl import app
 
 from experiments.run import cli, plan, preflight, loop as train
+from experiments.tasks import image_classification
 from experiments.run import epoch as epoch_lib
 from jaxsvd import data
 from jaxsvd.checkpoint.workdir import lock as workdir_lock
@@ -85,7 +86,7 @@ def search(c, workdir: str) -> dict:
     if "widths" not in found:  # written before widths were keyed by conv path
       return {f"{block}/conv1": width for block, width in found["inner_widths"].items()}
     return found["widths"]
-  ds = preflight.load_data(c)
+  ds = image_classification.load_data(c)
   gate_values = search_gates(c, ds)
   macs_of = lambda widths: flops.count(build_model(c.model, data.NUM_CLASSES[c.dataset], None,  # noqa: E731
                                                    widths=widths), ds.input_shape).macs

@@ -6,6 +6,8 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   """CIFAR-10 ResNet-20, channel-wise SVD, Hoyer λs = 0.003, Adam 1e-3, 164 epochs, final prune; other methods off."""
   c = ml_collections.ConfigDict()
+  # What the run trains for: a module of experiments/tasks/ (its data, model, loss and metrics; docs/design.md).
+  c.task = "image_classification"
   c.model = "resnet20"
   c.dataset = "cifar10"
   c.data_dir = ml_collections.FieldReference(None, field_type=str)

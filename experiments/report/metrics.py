@@ -85,34 +85,36 @@ def _header(path: str) -> list[str]:
     return next(csv.reader(f))
 
 
-def epoch_line(row: dict[str, Any]) -> str:
+def epoch_line(row: dict[str, Any], task_text: str, examples: str = "examples") -> str:
   """One log line of an epoch's metrics.
 
   Args:
     row: the epoch's metrics row (``loop.run_epoch``'s).
+    task_text: the task's metrics of the row (``Task.epoch_text``: losses, accuracies).
+    examples: what an example is called (``Task.examples``): the row's ``<examples>_per_sec`` is shown.
 
   Returns:
-    The line: losses, accuracies, total rank, params, MACs, times and images/s.
+    The line: the task's metrics, total rank, params, MACs, times and examples/s.
 
   Raises:
     KeyError: if one of those fields is missing from ``row``.
   """
-  return (f"epoch {row['epoch']:3d} | train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
-          f"test acc {row['test_accuracy']:.4f} | rank {row['total_rank']} | params {row['params']:,} | "
+  return (f"epoch {row['epoch']:3d} | {task_text} | rank {row['total_rank']} | params {row['params']:,} | "
           f"MACs {row['macs']:,} | time train {row['time_train']:.1f}s eval {row['time_eval']:.1f}s "
-          f"prune {row['time_prune']:.2f}s | {row['images_per_sec']:.0f} img/s")
+          f"prune {row['time_prune']:.2f}s | {row[f'{examples}_per_sec']:.0f} {examples}/s")
 
 
-def summary_table(summary: dict[str, Any]) -> str:
+def summary_table(summary: dict[str, Any], task_rows: Sequence[tuple[str, str]] = ()) -> str:
   """The end-of-run summary as a two-column text table of before -> after values and their ratios.
 
   Args:
     summary: the summary of ``outputs.finish``.
+    task_rows: the task's (label, value) rows, shown first (``Task.summary_rows``).
 
   Returns:
     The table, one row per line.
   """
-  rows = [("test accuracy", f"{summary['test_accuracy']:.4f}"),
+  rows = [*task_rows,
           ("params (all layers)", f"{summary['params_before']:,} -> {summary['params_after']:,} "
                                    f"({summary['params_before'] / max(summary['params_after'], 1):.2f}x)"),
           ("params (SVD layers)", f"{summary['svd_params_before']:,} -> {summary['svd_params_after']:,} "

@@ -47,7 +47,7 @@ class Context:
   build_model: Callable[[Architecture], Any]  # the linen model (with the run's BN axis)
   make_tx: Callable[[Architecture, Any], optax.GradientTransformation]  # (architecture, params) -> optimizer
   epoch: int | None = None  # the epoch just completed (the loop sets it before applying events)
-  workdir: str | None = None  # where rank prunes record the spectra they cut (report.spectra.spectra_path); None: nowhere
+  workdir: str | None = None  # where rank prunes record the spectra they cut (report.spectra); None: nowhere
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,11 +28,11 @@ import orbax.checkpoint as ocp
 
 from experiments.run import epoch as epoch_lib
 from experiments.run import events as events_lib
-from experiments.tasks import image_classification as inputs_lib
 from experiments.report.metrics import MetricsWriter, epoch_line
 from experiments.run import outputs, preemption, preflight, recovery, stages, startup
+from experiments import tasks
 from experiments.run.plan import Plan, initial_architecture, make_plan, resumable_architecture
-from jaxsvd import checkpoint, data
+from jaxsvd import checkpoint
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.structure import ranks as read_ranks
 from jaxsvd.core.structure import total_rank
@@ -62,7 +62,7 @@ class Setup:
   c: Any
   plan: Plan
   par: DataParallel
-  inputs: Any  # experiments.inputs.InMemory | Streamed
+  inputs: tasks.Inputs  # the task's data
   ctx: events_lib.Context
   mngr: ocp.CheckpointManager
   costs: dict = dataclasses.field(default_factory=dict)
@@ -188,13 +188,15 @@ def run_epoch(s: Setup, r: Run) -> tuple[dict, bool]:
   batches = epoch_lib.epoch_batches(s.inputs, r.rng, r.epoch, r.progress.batches)
   try:
     r.state, row = epoch_lib.train_epoch(c, s.par, r.state, batches, s.plan.reg_for(r.epoch), r.progress,
-                                         s.inputs.num_train_batches(), s.inputs.local, functools.partial(after_step, s, r))
+                                         s.inputs.num_train_batches(), s.inputs.local,
+                                         functools.partial(after_step, s, r), s.plan.task.progress_metrics,
+                                         s.plan.task.examples)
   except recovery.NonFiniteError as err:
     raise recovery.nonfinite(s.mngr, err, r.epoch) from None
   r.progress = None
   row = {"epoch": r.epoch, **row}
   start = time.perf_counter()
-  row.update(epoch_lib.evaluate(s.par, r.state, s.inputs), time_eval=time.perf_counter() - start)
+  row.update(epoch_lib.evaluate(s.par, r.state, s.inputs, s.plan.task), time_eval=time.perf_counter() - start)
   start = time.perf_counter()
   changed = apply_events(s, r)
   row["time_prune"] = time.perf_counter() - start
@@ -250,10 +252,11 @@ def run_info(c, r: Run) -> dict:
     r: the run.
 
   Returns:
-    {'epoch', 'history', 'pruning_events', 'best_test_accuracy' (None without history), 'config'}.
+    {'epoch', 'history', 'pruning_events', 'best_<the task's best metric>' (None without history), 'config'}.
   """
-  best = max((h["test_accuracy"] for h in r.history), default=None)
-  return {"epoch": r.epoch, "history": r.history, "pruning_events": r.events, "best_test_accuracy": best,
+  metric = tasks.of(c).best_metric
+  best = max((h[metric] for h in r.history), default=None)
+  return {"epoch": r.epoch, "history": r.history, "pruning_events": r.events, f"best_{metric}": best,
           "config": json.loads(c.to_json_best_effort())}
 
 
@@ -271,22 +274,17 @@ def setup(c, workdir: str, stop: preemption.StopRequest | None = None, plan: Pla
 
   Raises:
     ValueError: one line naming a bad config field, bad data, or a workdir that cannot be written.
-    FileNotFoundError: if the dataset's local files are missing.
+    FileNotFoundError: if the task's data files are missing.
   """
   plan = make_plan(c) if plan is None else plan
   preflight.check_workdir(workdir)
-  if c.dataset in inputs_lib.STREAMED:
-    inputs = inputs_lib.Streamed(c)
-  else:
-    ds = preflight.load_data(c)
-    mean, std = data.dataset_normalization(c.dataset, ds.train_images, c.normalization)
-    inputs = inputs_lib.InMemory(c, ds, mean, std)
-  par = DataParallel(c.parallel, c.num_devices)
+  inputs = plan.task.inputs(c)
+  par = plan.task.parallel(c)
   preflight.check_devices(c, par.num_devices)
   steps_per_epoch = max(inputs.num_train_batches(), 1)
   ctx = events_lib.Context(build_model=lambda a: a.build_model(par.bn_axis_name),
                            make_tx=lambda a, params: make_tx(c, steps_per_epoch, a, params), workdir=workdir)
-  mngr, lock = recovery.open_checkpoints(workdir, c.checkpoint, "test_accuracy")
+  mngr, lock = recovery.open_checkpoints(workdir, c.checkpoint, plan.task.best_metric)
   stop = stop or preemption.StopRequest(c.checkpoint.stop_signal, c.checkpoint.stop_sync_every)
   return Setup(c, plan, par, inputs, ctx, mngr, lock=lock, stop=stop)
 
@@ -351,10 +349,10 @@ def train_epochs(s: Setup, r: Run, writer, stop_after_epoch: int | None = None) 
         writer.write(row)
       except checkpoint.CheckpointSaveError as err:
         raise checkpoint.CheckpointSaveError(f"{err}; {recovery.last_good(s.mngr)}") from None
-    log.info(epoch_line(row))
+    log.info(epoch_line(row, s.plan.task.epoch_text(row), s.plan.task.examples))
     host = s.par.host_state(r.state)
     checkpoint.save(s.mngr, host, r.rng, r.architecture, {**run_info(s.c, r), "data_stream": s.inputs.get_state()},
-                    metrics={"test_accuracy": row["test_accuracy"]})
+                    metrics={s.plan.task.best_metric: row[s.plan.task.best_metric]})
     step = int(host.step)
     if r.epoch < s.c.num_epochs and s.stop.requested(step, sync=True):
       raise stopped(s, step, f"the end of epoch {r.epoch}")

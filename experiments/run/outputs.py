@@ -32,14 +32,15 @@ def finish(s, r, workdir: str) -> dict:
     workdir: the run's directory.
 
   Returns:
-    The summary: final test accuracy; params, SVD-layer params, MACs and total rank at the original and the final
-    ranks; FLOPs speedup; epochs; the events' fields; ``plots`` (PNG paths, not in ``summary.json``) if plotted.
+    The summary: the task's fields (``Task.summary``); params, SVD-layer params, MACs and
+    total rank at the original and the final ranks; FLOPs speedup; epochs; the event types' fields; ``plots`` (PNG
+    paths, not in ``summary.json``) if plotted.
   """
   state = s.par.host_state(r.state)
   arch = r.architecture
   before = s.cost(initial_architecture(s.c, s.plan, arch.input_shape, arch.original_ranks))  # as the run began
   after = s.cost(arch)
-  summary = {"test_accuracy": r.history[-1]["test_accuracy"], "params_before": before.params,
+  summary = {**s.plan.task.summary(r.history), "params_before": before.params,
              "params_after": after.params, "svd_params_before": before.svd_params(),
              "svd_params_after": after.svd_params(), "macs_before": before.macs, "macs_after": after.macs,
              "flops_speedup": before.macs / max(after.macs, 1), "rank_before": total_rank(arch.original_ranks),
@@ -52,7 +53,7 @@ def finish(s, r, workdir: str) -> dict:
     return summary
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  log.info("summary\n%s", summary_table(summary))
+  log.info("summary\n%s", summary_table(summary, s.plan.task.summary_rows(summary)))
   if s.c.plots:
     figures = importlib.import_module(FIGURES)
     summary["plots"] = figures.plot_all(workdir, r.history, jax.device_get(state.params), r.events, summary, arch)

@@ -1,18 +1,11 @@
 """Checks of what a run needs besides its config, done before anything is compiled: the workdir is writable (by
-writing to it) and the data exists, is consistent and fits the config (subset sizes, batch size).
-
-``train_subset`` / ``test_subset``: None or -1 use the whole split; N ≥ 1 the first N examples (at most the split's
-size); 0 and other negatives are errors.
+writing to it) and the batch sizes split over the devices. The data's own checks are its task's
+(``experiments.tasks``: ``Task.validate`` and ``Task.inputs``).
 """
 
 from __future__ import annotations
 
 import os
-
-from jaxsvd import data
-from jaxsvd.core.validate import check_min_int
-
-ALL = -1  # the subset sentinel: the whole split
 
 
 def check_workdir(workdir: str) -> None:
@@ -63,71 +56,6 @@ def _missing_ancestors(path: str) -> list[str]:
       break
     path = parent
   return missing
-
-
-def subset_size(field: str, value: int | None) -> int | None:
-  """The number of examples ``value`` asks for: None for the whole split (None or ``ALL``).
-
-  Args:
-    field: the config field (``train_subset`` / ``test_subset``), put in errors.
-    value: its value.
-
-  Returns:
-    None or an int ≥ 1.
-
-  Raises:
-    ValueError: unless ``value`` is None, -1 or an int ≥ 1.
-  """
-  if value is None or (value == ALL and not isinstance(value, bool)):
-    return None
-  try:
-    check_min_int(field, value, 1)
-  except ValueError:
-    raise ValueError(f"{field} must be an int >= 1, or -1 / None for the whole split, got {value!r}") from None
-  return value
-
-
-def check_fits(c, ds: data.Dataset) -> None:
-  """Subset sizes and ``batch_size`` against the loaded splits.
-
-  Args:
-    c: the experiment config (``train_subset``, ``test_subset``, ``batch_size``, ``data_dir``).
-    ds: the full dataset.
-
-  Returns:
-    None.
-
-  Raises:
-    ValueError: one line naming the field if a subset is larger than its split or ``batch_size`` larger than the
-      training examples used.
-  """
-  where = f"data_dir={c.data_dir}" if c.data_dir else ds.name
-  train = subset_size("train_subset", c.train_subset)
-  test = subset_size("test_subset", c.test_subset)
-  for field, size, split in (("train_subset", train, ds.train_images), ("test_subset", test, ds.test_images)):
-    if size is not None and size > len(split):
-      raise ValueError(f"{field}={size} is more than the {len(split)} examples of {where}")
-  used = len(ds.train_images) if train is None else train
-  if c.batch_size > used:
-    raise ValueError(f"batch_size={c.batch_size} is larger than the {used} training examples used "
-                     f"({'train_subset' if train else where})")
-
-
-def load_data(c) -> data.Dataset:
-  """The config's dataset, checked (``data.load_dataset``, ``check_fits``) and cut to its subsets.
-
-  Args:
-    c: the experiment config.
-
-  Returns:
-    The ``data.Dataset`` the run trains and evaluates on.
-
-  Raises:
-    ValueError, FileNotFoundError: one line naming the field or file at fault.
-  """
-  ds = data.load_dataset(c.dataset, c.data_dir, c.data_source)
-  check_fits(c, ds)
-  return ds.subset(subset_size("train_subset", c.train_subset), subset_size("test_subset", c.test_subset))
 
 
 def check_devices(c, num_devices: int) -> None:

@@ -15,6 +15,7 @@ import os
 
 import jax
 
+from experiments import tasks
 from experiments.configs import default
 from jaxsvd import checkpoint
 from jaxsvd.training import distributed
@@ -69,11 +70,14 @@ def finished(c, workdir: str) -> dict | None:
   if meta is None or meta.get("epoch_progress") or meta["epoch"] < c.num_epochs or summary.get("epochs") != meta["epoch"]:
     return None
   saved = meta.get("config", {})
-  if (saved.get("model"), saved.get("dataset")) != (c.model, c.dataset):
+  if (saved.get("task", tasks.DEFAULT), saved.get("model"), saved.get("dataset")) != (
+      c.get("task", tasks.DEFAULT), c.model, c.dataset):
     return None  # another experiment: the normal start names the mismatch
-  log.info("%s holds a finished run (epoch %d of %d, test accuracy %.4f): nothing to do, no file changed. Raise "
+  metric = tasks.of(c).best_metric
+  log.info("%s holds a finished run (epoch %d of %d, %s %.4f): nothing to do, no file changed. Raise "
            "--config.num_epochs to train further; see summary.json, metrics.csv and the plots there.",
-           os.path.abspath(workdir), meta["epoch"], c.num_epochs, summary.get("test_accuracy", float("nan")))
+           os.path.abspath(workdir), meta["epoch"], c.num_epochs, metric.replace("_", " "),
+           summary.get(metric, float("nan")))
   return summary
 
 
