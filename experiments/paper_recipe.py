@@ -5,7 +5,7 @@
 Flags as for ``experiments.cifar_svd``: --config=NAME|FILE.py[:ARGS] (--list_configs), --config.<field>=VALUE,
 --workdir=DIR (default runs/recipe).
 
-Stages go to ROOT/{pretrain,regularize,prune,finetune} (``experiments/stages.py``); a stage with a
+Stages go to ROOT/{pretrain,regularize,prune,finetune} (``experiments.configs.paper.stage_config``); a stage with a
 ``summary.json`` is done and skipped, an interrupted training stage resumes from its checkpoints, an interrupted
 prune stage is redone. ROOT/recipe.json collects accuracy, total rank and MACs after each stage.
 The recipe, every setting and the measured Fashion-MNIST stages: docs/paper.md.
@@ -23,7 +23,8 @@ import numpy as np
 from absl import app
 from jax.experimental import multihost_utils
 
-from experiments.run import cli, outputs, stages, loop
+from experiments.configs import paper
+from experiments.run import cli, loop, outputs
 from experiments.run import epoch as epoch_lib
 from jaxsvd import checkpoint
 from jaxsvd.core.structure import total_rank
@@ -99,14 +100,14 @@ def run_recipe(c, root: str) -> dict:
   """Runs (or resumes) the four stages of base config ``c`` into ``root``; returns {stage: summary}.
 
   Args:
-    c: the recipe's base config (``stages.stage_config`` derives each stage's).
+    c: the recipe's base config (``paper.stage_config`` derives each stage's).
     root: the recipe's directory.
 
   Returns:
     {stage: its summary.json}; also written, with the columns of docs/paper.md's table, to ``root/recipe.json``.
   """
   results = {}
-  for stage in stages.STAGES:
+  for stage in paper.STAGES:
     workdir = os.path.join(root, stage)
     path = os.path.join(workdir, "summary.json")
     if stage_done(path, "ranks" if stage == "prune" else "test_accuracy"):
@@ -114,7 +115,7 @@ def run_recipe(c, root: str) -> dict:
         results[stage] = json.load(f)
       continue
     log.info("recipe stage %s -> %s", stage, workdir)
-    sc = stages.stage_config(c, stage, root)
+    sc = paper.stage_config(c, stage, root)
     summary = prune_stage(sc, workdir) if stage == "prune" else loop.run(sc, workdir)
     if summary is None:  # stopped early (a stop_after_epoch or signal): resumed by the next invocation
       return results
