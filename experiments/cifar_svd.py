@@ -22,7 +22,7 @@ from absl import app, flags
 from experiments.run import cli, loop
 from jaxsvd.training import distributed
 
-# --config and --workdir are parsed per call by experiments.cli; these global flags by absl (cli.absl_flags).
+# --config and --workdir are parsed per call by experiments.run.cli; these global flags by absl (cli.absl_flags).
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("distributed", "auto", distributed.MODES,
                   "jax.distributed: auto (when the flags below are set or a cluster job is detected), on, off.")

@@ -7,7 +7,7 @@
   python -m tests.multiprocess_worker die <coordinator> <num_processes> <process_id>
       process 1 SIGKILLs itself after start-up; the others wait in a cross-process barrier.
   python -m tests.multiprocess_worker stop-one|stop-all <coordinator> <num_processes> <process_id> <out.npz>
-      a loop of steps under ``experiments.preemption.StopRequest`` (sync every 2 steps); after step 3 process 1 (or
+      a loop of steps under ``experiments.run.preemption.StopRequest`` (sync every 2 steps); after step 3 process 1 (or
       every process) sends itself SIGTERM; each process writes the step after which it was told to stop.
 """
 

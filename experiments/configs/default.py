@@ -97,7 +97,7 @@ def _add_pruning_methods(c: ml_collections.ConfigDict) -> None:
   c.slimming = ml_collections.ConfigDict(dict(enabled=False, amount=0.4, min_channels=1, channel_multiple=1,
                                               macs_reduction=0.0))
   c.slimming.prune_epoch = ml_collections.FieldReference(None, field_type=int)
-  # Unstructured masks on a dense run's conv/dense kernels (experiments/masking.py) so that (all params) /
+  # Unstructured masks on a dense run's conv/dense kernels (experiments/run/methods/masking.py) so that (all params) /
   # param_reduction params stay nonzero: kind 'magnitude' (global |w| after prune_epoch, None: the last epoch before
   # fine-tuning, then held at zero) or 'dynamic' (smallest |w| zeroed at every forward pass from the start,
   # straight-through; fixed after prune_epoch). prune_every: steps between dynamic thresholds (only 1 implemented).

@@ -93,7 +93,7 @@ def cifar10_config(depth: int, decomposition: str, sparsity: str):
 def imagenet_config(decomposition: str):
   """The ImageNet ResNet-50 recipe: SGD 0.1 / 0.9, weight decay 1e-4 on every param (U, s, V too), batch 256,
   90 epochs, lr × 0.1 at epochs 31 and 61, λo = 2, Hoyer λs = 0.003, prune e = 1e-3 by the ImageNet energy rule.
-  Data: streamed (``experiments/inputs.py``): tfds 'imagenet2012' (``--config.data_source=tfds``), or by default an
+  Data: streamed (``experiments/tasks/image_classification.py``): tfds 'imagenet2012' (``--config.data_source=tfds``), or by default an
   ImageFolder tree ``data_dir/{train,val}/<class>/*.JPEG``; random-resized-crop 224 + flip, eval 256 → center 224."""
   c = default.get_config()
   c.model, c.batch_size, c.num_epochs, c.eval_batch_size = "resnet50", 256, 90, 250

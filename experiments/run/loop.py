@@ -3,7 +3,7 @@ exact resume from ``workdir``.
 
     for epoch in ...:
       state = train_epoch(...)                         # jitted, donated state
-      for event in plan.events:                        # experiments/events.py
+      for event in plan.events:                        # experiments/run/events.py
         if event.due(epoch): state, architecture = event.apply(state, architecture, ctx)
       checkpoint.save(state, architecture, run info)   # the record is what restore and resume rebuild from
 
