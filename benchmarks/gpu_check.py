@@ -33,8 +33,8 @@ import traceback
 import jax
 
 from benchmarks import common, pruned_inference
-from experiments.run import loop
 from experiments.configs import fashion_mnist
+from experiments.run import loop
 from jaxsvd.linen import flops
 from jaxsvd.models import SVDSpec
 from jaxsvd.training.losses import RegularizerConfig

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from absl import app
 
-from experiments.run import cli, outputs, loop
+from experiments.run import cli, loop, outputs
 from experiments.run import epoch as epoch_lib
 from experiments.run.plan import initial_architecture
 from jaxsvd import checkpoint

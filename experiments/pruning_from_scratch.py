@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 from absl import app
 
-from experiments.run import cli, plan, preflight, loop as train
-from experiments.tasks import image_classification
+from experiments.run import cli, plan, preflight
 from experiments.run import epoch as epoch_lib
+from experiments.run import loop as train
+from experiments.tasks import image_classification
 from jaxsvd import data
 from jaxsvd.checkpoint.workdir import lock as workdir_lock
 from jaxsvd.core.validate import check_choice, check_in_range, check_min_int, check_nonnegative

@@ -124,7 +124,7 @@ def main(argv: list[str]) -> None:
   from jaxsvd.training import parallel
 
   parallel.EVAL_VARIANTS = {}  # with JAXSVD_XLA_OPTIONS=0 (set by the test): one eval program, no timing choice
-  from experiments.run import preemption, loop
+  from experiments.run import loop, preemption
   from tests import helpers
 
   for one in fault.split(","):

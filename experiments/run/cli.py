@@ -25,6 +25,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from experiments import configs as packaged_configs
+from experiments import tasks
 from experiments.run import preemption
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(packaged_configs.__file__))
@@ -227,9 +228,11 @@ def command(doc: str, flag_values: flags.FlagValues, body: Callable[[list[str]],
 def absl_flags(argv: Sequence[str]) -> list[str]:
   """``absl.app.run``'s flags parser: absl's own flags (logging) are parsed globally, the rest is left to ``main``
   (``app.run(main, flags_parser=absl_flags)``); ``--help`` / ``-h`` print the program's docstring (its flags) and
-  absl's global flags, then exit 0."""
+  absl's global flags, then exit 0. Every task is loaded first: the libraries a task imports define their absl flags
+  then (grain's, for the image task's streams), and they are accepted and listed by ``--helpfull``."""
   if any(arg in ("--help", "-h", "--helpshort") for arg in argv[1:]):
     app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
+  tasks.load_all()
   return flags.FLAGS(list(argv), known_only=True)
 
 

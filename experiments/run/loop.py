@@ -26,11 +26,11 @@ import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
 
+from experiments import tasks
+from experiments.report.metrics import MetricsWriter, epoch_line
 from experiments.run import epoch as epoch_lib
 from experiments.run import events as events_lib
-from experiments.report.metrics import MetricsWriter, epoch_line
 from experiments.run import outputs, preemption, preflight, recovery, stages, startup
-from experiments import tasks
 from experiments.run.plan import Plan, initial_architecture, make_plan, resumable_architecture
 from jaxsvd import checkpoint
 from jaxsvd.core.record import Architecture

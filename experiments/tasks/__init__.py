@@ -105,6 +105,16 @@ def get(name: str) -> Task:
   return task
 
 
+def load_all() -> list[Task]:
+  """Every task, each module imported (what the libraries it imports define at import time, e.g. absl flags, exists
+  from then on).
+
+  Returns:
+    The tasks, by name.
+  """
+  return [get(name) for name in names()]
+
+
 def of(c) -> Task:
   """The task of config ``c``: its ``task`` field, ``DEFAULT`` if it has none.
 
@@ -120,4 +130,4 @@ def of(c) -> Task:
   return get(c.get("task", DEFAULT))
 
 
-__all__ = ["DEFAULT", "Inputs", "Task", "names", "get", "of"]
+__all__ = ["DEFAULT", "Inputs", "Task", "names", "get", "load_all", "of"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments.run import epoch, preemption, loop
+from experiments.run import epoch, loop, preemption
 from jaxsvd import checkpoint, data
 from tests import helpers
 

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from experiments import sweep
-from experiments.sweeps import plots as sweep_plots, points as sweep_points
 from experiments.configs.sweeps import frontier
+from experiments.sweeps import plots as sweep_plots
+from experiments.sweeps import points as sweep_points
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

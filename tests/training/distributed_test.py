@@ -15,7 +15,7 @@ import chex
 import numpy as np
 import pytest
 
-from experiments.run import preemption, loop
+from experiments.run import loop, preemption
 from jaxsvd import checkpoint
 from jaxsvd.checkpoint.workdir import LOCK_FILE
 from jaxsvd.training import distributed
