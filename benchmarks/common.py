@@ -160,10 +160,10 @@ def eval_accuracy(model, variables, images, labels, mean, std, batch_size=500) -
 
 def quick_svd_run(tmp: str) -> tuple[str, str]:
   """A tiny trained SVD run (and its data directory) for the --quick smoke test."""
-  from experiments import train
+  from experiments.run import loop
   from tests import helpers
   data_dir = helpers.write_fashion_mnist(os.path.join(tmp, "data"), n_train=64, n_test=32)
   c = helpers.tiny_config(data_dir, num_epochs=1, max_steps_per_epoch=2, batch_size=16, eval_batch_size=16,
                           **{"pruning.enabled": False, "final_prune.enabled": False, "finetune_epochs": 0})
-  train.run(c, os.path.join(tmp, "run"))
+  loop.run(c, os.path.join(tmp, "run"))
   return os.path.join(tmp, "run"), data_dir

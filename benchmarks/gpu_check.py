@@ -33,8 +33,8 @@ import traceback
 import jax
 
 from benchmarks import common, pruned_inference
-from experiments import train
 from experiments.configs import fashion_mnist
+from experiments.run import loop
 from jaxsvd.linen import flops
 from jaxsvd.models import SVDSpec
 from jaxsvd.training.losses import RegularizerConfig
@@ -140,7 +140,7 @@ def demo(sizes: Sizes, data_dir: str, workdir: str) -> tuple[list[dict], dict]:
         target = target[p]
       target[leaf] = value
     start = time.perf_counter()
-    summary = train.run(c, os.path.join(workdir, dtype))
+    summary = loop.run(c, os.path.join(workdir, dtype))
     seconds = time.perf_counter() - start
     raw[dtype] = {"seconds": seconds, "test_accuracy": summary["test_accuracy"]}
     rows.append({"dtype": dtype, "epoch s (with compile)": f"{seconds:.1f}",

@@ -26,7 +26,7 @@ def _runner(apply, x):
 
 def _quick_workdirs(tmp: str) -> list[str]:
   """Two tiny runs (dense and SVD-pruned) for the --quick smoke test."""
-  from experiments import train
+  from experiments.run import loop
   from tests import helpers
   data_dir = helpers.write_fashion_mnist(os.path.join(tmp, "data"), n_train=64, n_test=16)
   out = []
@@ -34,7 +34,7 @@ def _quick_workdirs(tmp: str) -> list[str]:
                           ("svd", {})):
     c = helpers.tiny_config(data_dir, num_epochs=2, max_steps_per_epoch=1, batch_size=16, eval_batch_size=16,
                             **{"pruning.start": 1, "finetune_epochs": 0, **overrides})
-    train.run(c, os.path.join(tmp, name))
+    loop.run(c, os.path.join(tmp, name))
     out.append(os.path.join(tmp, name))
   return out
 

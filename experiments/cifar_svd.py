@@ -19,10 +19,10 @@ Multi-process (one command per host, docs/multihost.md): add --config.parallel=s
 
 from absl import app, flags
 
-from experiments import cli, train
+from experiments.run import cli, loop
 from jaxsvd.training import distributed
 
-# --config and --workdir are parsed per call by experiments.cli; these global flags by absl (cli.absl_flags).
+# --config and --workdir are parsed per call by experiments.run.cli; these global flags by absl (cli.absl_flags).
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("distributed", "auto", distributed.MODES,
                   "jax.distributed: auto (when the flags below are set or a cluster job is detected), on, off.")
@@ -33,11 +33,11 @@ flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds without a heartbeat befo
 
 
 def run(config, workdir):
-  """``train.run`` after starting jax.distributed as the flags (or the cluster environment) say."""
+  """``loop.run`` after starting jax.distributed as the flags (or the cluster environment) say."""
   flag = lambda name: FLAGS[name].value  # noqa: E731 -- the default when main is called in-process, unparsed
   distributed.initialize(flag("distributed"), flag("coordinator_address"), flag("num_processes"), flag("process_id"),
                          heartbeat_timeout_s=flag("heartbeat_timeout"))
-  return train.run(config, workdir)
+  return loop.run(config, workdir)
 
 
 main = cli.main_for(run, "paper", "runs/default")

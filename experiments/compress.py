@@ -11,7 +11,7 @@
    decomposed by ``method`` (``jaxsvd.pruning.compress``: plain | activation | whitened); with ``norm_aware`` the
    data-aware methods measure each conv's error after the BatchNorm that follows it.
 4. The compressed model is evaluated and saved as an ordinary run (step 0, ``outputs.finish``: summary.json, final_params/,
-   plots) to ``workdir`` or, with ``finetune_epochs`` > 0, to ``workdir/compressed``, from which ``train.run``
+   plots) to ``workdir`` or, with ``finetune_epochs`` > 0, to ``workdir/compressed``, from which ``loop.run``
    fine-tunes (the config's optimizer and SVD regularizers, no pruning) into ``workdir``.
 ``workdir/summary.json`` adds ``method``, ``source_test_accuracy``, ``test_accuracy_before_finetune`` and ``ranks``.
 """
@@ -28,9 +28,9 @@ import jax
 import numpy as np
 from absl import app
 
-from experiments import cli, outputs, train
-from experiments import epoch as epoch_lib
-from experiments.plan import initial_architecture
+from experiments.run import cli, loop, outputs
+from experiments.run import epoch as epoch_lib
+from experiments.run.plan import initial_architecture
 from jaxsvd import checkpoint
 from jaxsvd.core import calibration
 from jaxsvd.core.matrix_view import conv_view, simple_view
@@ -123,17 +123,17 @@ def compress_stage(c, workdir: str, source_accuracy: float | None) -> dict:
   """Steps 1–4 of the module doc into ``workdir`` (no training); returns the summary (``outputs.finish``)."""
   shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)  # an interrupted compress is redone
   saved, dense, variables = restore_dense(c.source)
-  s = train.setup(c, workdir)
+  s = loop.setup(c, workdir)
   try:
     arch, state = compressed_state(s, c, dense, variables)
-    r = train.Run(s.par.place(state), jax.random.key(c.seed), 0, arch, [], [])
+    r = loop.Run(s.par.place(state), jax.random.key(c.seed), 0, arch, [], [])
     cost = s.cost(arch)
-    row = {"epoch": 0, **epoch_lib.evaluate(s.par, r.state, s.inputs), "total_rank": total_rank(arch.ranks),
-           "params": cost.params, "macs": cost.macs}
+    row = {"epoch": 0, **epoch_lib.evaluate(s.par, r.state, s.inputs, s.plan.task),
+           "total_rank": total_rank(arch.ranks), "params": cost.params, "macs": cost.macs}
     r.history, r.events = [row], [{"epoch": 0, "kind": "compress", "method": c.method, "ranks": arch.ranks}]
     log.info("compress (%s, %s× fewer MACs): test accuracy %s -> %.4f", c.method, c.macs_reduction,
              source_accuracy, row["test_accuracy"])
-    checkpoint.save(s.mngr, s.par.host_state(r.state), r.rng, arch, train.run_info(c, r),
+    checkpoint.save(s.mngr, s.par.host_state(r.state), r.rng, arch, loop.run_info(c, r),
                     {"test_accuracy": row["test_accuracy"]})
     s.mngr.wait_until_finished()
     summary = outputs.finish(s, r, workdir)
@@ -183,7 +183,7 @@ def run(c, workdir: str) -> dict:
   if epochs > 0:
     with c.unlocked():
       c.init_from = stage
-    summary = {k: v for k, v in train.run(c, workdir).items() if k != "plots"}
+    summary = {k: v for k, v in loop.run(c, workdir).items() if k != "plots"}
   extra = {"method": c.method, "macs_reduction": c.macs_reduction, "source_test_accuracy": before,
            "test_accuracy_before_finetune": compressed["test_accuracy"], "ranks": compressed["ranks"]}
   if distributed.is_primary():

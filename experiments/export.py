@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from experiments import cli
+from experiments.run import cli
 from jaxsvd import checkpoint, deploy
 from jaxsvd.deploy import artifact
 from jaxsvd.linen import flops
@@ -68,7 +68,7 @@ def export_run(workdir: str, out: str | None = None, step: int | None = None, ba
   folded = deploy.fold(restored.model, restored.variables, x, train=False)
   rule, plan, options, _ = artifact.autotune(folded, x, rules)
   out = out or os.path.join(workdir, "deploy")
-  macs_model = flops.count(restored.model, arch.input_shape).macs  # as train.Setup.cost counts it
+  macs_model = flops.count(restored.model, arch.input_shape).macs  # as loop.Setup.cost counts it
   artifact.write(folded, plan, out, options, platforms, {
       "architecture": arch.to_json(), "checkpoint_step": restored.step, "plan_rule": rule, "input": arch.input_contract,
       "macs_model": macs_model})

@@ -5,7 +5,7 @@
 Flags as for ``experiments.cifar_svd``: --config=NAME|FILE.py[:ARGS] (--list_configs), --config.<field>=VALUE,
 --workdir=DIR (default runs/recipe).
 
-Stages go to ROOT/{pretrain,regularize,prune,finetune} (``experiments/stages.py``); a stage with a
+Stages go to ROOT/{pretrain,regularize,prune,finetune} (``experiments.configs.paper.stage_config``); a stage with a
 ``summary.json`` is done and skipped, an interrupted training stage resumes from its checkpoints, an interrupted
 prune stage is redone. ROOT/recipe.json collects accuracy, total rank and MACs after each stage.
 The recipe, every setting and the measured Fashion-MNIST stages: docs/paper.md.
@@ -23,8 +23,9 @@ import numpy as np
 from absl import app
 from jax.experimental import multihost_utils
 
-from experiments import cli, outputs, stages, train
-from experiments import epoch as epoch_lib
+from experiments.configs import paper
+from experiments.run import cli, loop, outputs
+from experiments.run import epoch as epoch_lib
 from jaxsvd import checkpoint
 from jaxsvd.core.structure import total_rank
 from jaxsvd.pruning import Floors, Strategy, rank
@@ -51,10 +52,10 @@ def prune_stage(c, workdir: str) -> dict:
   if not c.init_from:
     raise ValueError("init_from must name the regularized run's workdir for the prune stage")
   shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)  # an interrupted prune is redone
-  s = train.setup(c, workdir)
+  s = loop.setup(c, workdir)
   try:
-    r = train.init_run(s)
-    before = epoch_lib.evaluate(s.par, r.state, s.inputs)
+    r = loop.init_run(s)
+    before = epoch_lib.evaluate(s.par, r.state, s.inputs, s.plan.task)
     state = s.par.host_state(r.state)
     params, ranks, report = rank.prune(state.params, Strategy.from_config(c.final_prune, "final_prune"),
                                        Floors.from_config(c.final_prune, "final_prune"), r.architecture.original_ranks)
@@ -64,12 +65,12 @@ def prune_stage(c, workdir: str) -> dict:
                               s.ctx.make_tx(r.architecture, params))
     r.state = s.par.place(state)
     cost = s.cost(r.architecture)
-    row = {"epoch": 0, **epoch_lib.evaluate(s.par, r.state, s.inputs),
+    row = {"epoch": 0, **epoch_lib.evaluate(s.par, r.state, s.inputs, s.plan.task),
            "total_rank": total_rank(ranks), "params": cost.params, "macs": cost.macs}
     r.history, r.events = [row], [{"epoch": 0, "kind": "prune", "total_rank": total_rank(ranks), "ranks": ranks}]
     log.info("prune stage: %s; test accuracy %.4f -> %.4f", report.summary(), before["test_accuracy"],
              row["test_accuracy"])
-    checkpoint.save(s.mngr, state, r.rng, r.architecture, train.run_info(c, r), {"test_accuracy": row["test_accuracy"]})
+    checkpoint.save(s.mngr, state, r.rng, r.architecture, loop.run_info(c, r), {"test_accuracy": row["test_accuracy"]})
     s.mngr.wait_until_finished()
     summary = outputs.finish(s, r, workdir)
   finally:
@@ -99,14 +100,14 @@ def run_recipe(c, root: str) -> dict:
   """Runs (or resumes) the four stages of base config ``c`` into ``root``; returns {stage: summary}.
 
   Args:
-    c: the recipe's base config (``stages.stage_config`` derives each stage's).
+    c: the recipe's base config (``paper.stage_config`` derives each stage's).
     root: the recipe's directory.
 
   Returns:
     {stage: its summary.json}; also written, with the columns of docs/paper.md's table, to ``root/recipe.json``.
   """
   results = {}
-  for stage in stages.STAGES:
+  for stage in paper.STAGES:
     workdir = os.path.join(root, stage)
     path = os.path.join(workdir, "summary.json")
     if stage_done(path, "ranks" if stage == "prune" else "test_accuracy"):
@@ -114,8 +115,8 @@ def run_recipe(c, root: str) -> dict:
         results[stage] = json.load(f)
       continue
     log.info("recipe stage %s -> %s", stage, workdir)
-    sc = stages.stage_config(c, stage, root)
-    summary = prune_stage(sc, workdir) if stage == "prune" else train.run(sc, workdir)
+    sc = paper.stage_config(c, stage, root)
+    summary = prune_stage(sc, workdir) if stage == "prune" else loop.run(sc, workdir)
     if summary is None:  # stopped early (a stop_after_epoch or signal): resumed by the next invocation
       return results
     results[stage] = {k: v for k, v in summary.items() if k != "plots"}  # what summary.json holds

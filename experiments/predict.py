@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from experiments import cli
+from experiments.run import cli
 from jaxsvd.checkpoint import resolve
 from jaxsvd.core.contract import InputContract
 from jaxsvd.core.validate import check_choice, check_min_int

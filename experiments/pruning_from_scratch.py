@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 from absl import app
 
-from experiments import cli, plan, preflight, train
-from experiments import epoch as epoch_lib
+from experiments.run import cli, plan, preflight
+from experiments.run import epoch as epoch_lib
+from experiments.run import loop as train
+from experiments.tasks import image_classification
 from jaxsvd import data
 from jaxsvd.checkpoint.workdir import lock as workdir_lock
 from jaxsvd.core.validate import check_choice, check_in_range, check_min_int, check_nonnegative
@@ -85,7 +87,7 @@ def search(c, workdir: str) -> dict:
     if "widths" not in found:  # written before widths were keyed by conv path
       return {f"{block}/conv1": width for block, width in found["inner_widths"].items()}
     return found["widths"]
-  ds = preflight.load_data(c)
+  ds = image_classification.load_data(c)
   gate_values = search_gates(c, ds)
   macs_of = lambda widths: flops.count(build_model(c.model, data.NUM_CLASSES[c.dataset], None,  # noqa: E731
                                                    widths=widths), ds.input_shape).macs

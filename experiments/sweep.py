@@ -30,21 +30,31 @@ from collections.abc import Sequence
 
 from absl import app
 
-from experiments import (
-  cifar_svd,
-  cli,
-  compress,
-  preemption,
-  preflight,
-  pruning_from_scratch,
-  sweep_points,
-  sweep_results,
-)
+from experiments import cifar_svd, compress, export, pruning_from_scratch
 from experiments.configs import sweeps as sweep_configs
+from experiments.run import cli, preemption, preflight
+from experiments.run.plan import make_plan
+from experiments.sweeps import points as sweep_points
+from experiments.sweeps import results as sweep_results
 
 SWEEP_DIR = os.path.dirname(os.path.abspath(sweep_configs.__file__))
 MAINS = {"train": cifar_svd.main, "compress": compress.main, "from_scratch": pruning_from_scratch.main}
 log = logging.getLogger("jaxsvd")
+
+
+def check_compress(c) -> None:
+  """A compress point's config checked as ``experiments.compress`` checks it, but for its source (the sweep runs
+  the source first: its directory may not exist yet), and the run config of its stages (``make_plan``)."""
+  try:
+    compress.check_config(c)
+  except ValueError as err:
+    if not str(err).startswith("source:"):
+      raise
+  make_plan(compress.stage_config(c))
+
+
+# command -> its check of a point's parsed config before anything runs (``sweeps.points.check``)
+VALIDATORS = {"train": make_plan, "compress": check_compress, "from_scratch": pruning_from_scratch.validate}
 
 
 def workers_flag(argv: Sequence[str]) -> tuple[list[str], int]:
@@ -169,7 +179,7 @@ def run_sweep(s, root: str, workers: int = 1, command: str | None = None) -> dic
   """
   sweep_points.check_sweep(s)
   points = sweep_points.expand(s, root)
-  configs = sweep_points.check(points)
+  configs = sweep_points.check(points, VALIDATORS)
   preflight.check_workdir(root)
   os.makedirs(root, exist_ok=True)
   status = {p.name: "finished" for p in points if sweep_points.finished(p, configs[p.name])}
@@ -181,7 +191,7 @@ def run_sweep(s, root: str, workers: int = 1, command: str | None = None) -> dic
   if not complete:
     raise preemption.Stopped(f"sweep stopped ({stop.received or 'a point was stopped'}): run the same command "
                              f"again to resume (exit code {preemption.EXIT_CODE})", 0)
-  sweep_results.report(s, points, root, status, command)
+  sweep_results.report(s, points, root, status, export.export_run, command)
   return status
 
 

@@ -30,7 +30,9 @@ import time
 
 def _arm(point: str, count: int, workdir: str, signal_name: str | None = None) -> None:
   import jaxsvd.checkpoint
-  from experiments import epoch, events, reporting, train
+  from experiments.report.metrics import MetricsWriter
+  from experiments.run import epoch, loop
+  from experiments.run.methods import rank
   from jaxsvd.checkpoint import integrity
 
   calls = {"n": 0}
@@ -49,13 +51,13 @@ def _arm(point: str, count: int, workdir: str, signal_name: str | None = None) -
       time.sleep(600)
     os._exit(17)
 
-  write = reporting.MetricsWriter.write
+  write = MetricsWriter.write
 
   def write_then_hit(self, row):
     write(self, row)
     hit("metrics")
 
-  apply = events.RankPrune.apply
+  apply = rank.RankPrune.apply
 
   def apply_then_hit(self, *args, **kwargs):
     out = apply(self, *args, **kwargs)
@@ -84,17 +86,17 @@ def _arm(point: str, count: int, workdir: str, signal_name: str | None = None) -
     save(*args, **kwargs)
     hit("save")
 
-  stopped = train.stopped
+  stopped = loop.stopped
 
   def hit_then_stopped(*args, **kwargs):
     hit("stopping")
     return stopped(*args, **kwargs)
 
-  train.stopped = hit_then_stopped
+  loop.stopped = hit_then_stopped
   epoch.Progress.add = add_then_hit
   jaxsvd.checkpoint.save = save_then_hit
-  reporting.MetricsWriter.write = write_then_hit
-  events.RankPrune.apply = apply_then_hit
+  MetricsWriter.write = write_then_hit
+  rank.RankPrune.apply = apply_then_hit
   integrity.ChecksummedTemporaryPath.finalize = finalize_with_hits
 
 
@@ -122,19 +124,19 @@ def main(argv: list[str]) -> None:
   from jaxsvd.training import parallel
 
   parallel.EVAL_VARIANTS = {}  # with JAXSVD_XLA_OPTIONS=0 (set by the test): one eval program, no timing choice
-  from experiments import preemption, train
+  from experiments.run import loop, preemption
   from tests import helpers
 
   for one in fault.split(","):
     point, count, *signal_name = one.split(":") if one != "none" else ("none", 0)
     if point == "nan":
-      train.make_tx = poison_updates(train.make_tx, int(count))
+      loop.make_tx = poison_updates(loop.make_tx, int(count))
     elif point != "none":
       _arm(point, int(count), workdir, *signal_name)
   logging.getLogger("jaxsvd").addHandler(logging.StreamHandler())
   logging.getLogger("jaxsvd").setLevel(logging.INFO)
   try:
-    train.run(helpers.tiny_config(data_dir, **overrides), workdir)
+    loop.run(helpers.tiny_config(data_dir, **overrides), workdir)
   except preemption.Stopped:  # as the CLI reports it
     sys.exit(preemption.EXIT_CODE)
   except (ValueError, OSError, FloatingPointError) as err:

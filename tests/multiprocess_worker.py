@@ -7,7 +7,7 @@
   python -m tests.multiprocess_worker die <coordinator> <num_processes> <process_id>
       process 1 SIGKILLs itself after start-up; the others wait in a cross-process barrier.
   python -m tests.multiprocess_worker stop-one|stop-all <coordinator> <num_processes> <process_id> <out.npz>
-      a loop of steps under ``experiments.preemption.StopRequest`` (sync every 2 steps); after step 3 process 1 (or
+      a loop of steps under ``experiments.run.preemption.StopRequest`` (sync every 2 steps); after step 3 process 1 (or
       every process) sends itself SIGTERM; each process writes the step after which it was told to stop.
 """
 
@@ -78,7 +78,7 @@ def train_prune_train(num_devices: int | None = None) -> tuple[dict, dict, dict]
 def stop_loop(signalled: bool, max_steps: int = 20) -> int:
   """The step after which ``StopRequest.requested`` first said stop (every process must get the same); -1: never.
   Each step is a small cross-process computation, so the processes advance in lockstep as training steps do."""
-  from experiments import preemption
+  from experiments.run import preemption
 
   with preemption.StopRequest("SIGUSR1", sync_every=2) as stop:
     for step in range(1, max_steps + 1):

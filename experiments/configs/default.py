@@ -8,6 +8,8 @@ from jaxsvd.pruning import strategies
 def get_config() -> ml_collections.ConfigDict:
   """CIFAR-10 ResNet-20, channel-wise SVD, Hoyer λs = 0.003, Adam 1e-3, 164 epochs, final prune; other methods off."""
   c = ml_collections.ConfigDict()
+  # What the run trains for: a module of experiments/tasks/ (its data, model, loss and metrics; docs/design.md).
+  c.task = "image_classification"
   c.model = "resnet20"
   c.dataset = "cifar10"
   c.data_dir = ml_collections.FieldReference(None, field_type=str)
@@ -96,7 +98,7 @@ def _add_pruning_methods(c: ml_collections.ConfigDict) -> None:
   c.slimming = ml_collections.ConfigDict(dict(enabled=False, amount=0.4, min_channels=1, channel_multiple=1,
                                               macs_reduction=0.0))
   c.slimming.prune_epoch = ml_collections.FieldReference(None, field_type=int)
-  # Unstructured masks on a dense run's conv/dense kernels (experiments/masking.py) so that (all params) /
+  # Unstructured masks on a dense run's conv/dense kernels (experiments/run/methods/masking.py) so that (all params) /
   # param_reduction params stay nonzero: kind 'magnitude' (global |w| after prune_epoch, None: the last epoch before
   # fine-tuning, then held at zero) or 'dynamic' (smallest |w| zeroed at every forward pass from the start,
   # straight-through; fixed after prune_epoch). prune_every: steps between dynamic thresholds (only 1 implemented).

@@ -10,7 +10,7 @@ epochs 81 and 122, λo = 1, fixed CIFAR mean/std, crop + flip, every conv in SVD
 and shortcut convs (``--n_svd_s1``), option-B shortcuts, Bottleneck blocks (without the ReLU after bn2) for depth
 ≥ 44, the classifier dense, the official forward (σ → |σ|) and init (kaiming-normal factors, σ ~ N(0, 1)),
 the official CIFAR energy rule (ties kept). The base config's ``reg.sparsity`` is stage 2's λs and ``final_prune``
-stage 3's rule (``experiments/stages.py``).
+stage 3's rule (``stage_config``).
 
 λs: the authors' notes are a lab log; the directory a pruned model was loaded from encodes the λs of the run that
 was finally used (``01`` = 0.1, ``0007`` = 0.007), and sometimes differs from the listed stage-2 command. The table
@@ -20,8 +20,21 @@ stage's, else the command). ``lam`` is used.
 
 from __future__ import annotations
 
-from experiments import stages
+import os
+
+import ml_collections
+
 from experiments.configs import default
+
+# The official four-stage recipe as configs (Yang et al. 2020's code runs every stage as a separate job;
+# ``experiments.paper_recipe`` runs them in one command, ``stage_config`` writes each one's config):
+#   pretrain    λs = 0, no pruning                               → ROOT/pretrain
+#   regularize  init_from=ROOT/pretrain, λs = reg.sparsity        → ROOT/regularize
+#   prune       init_from=ROOT/regularize, ``final_prune``'s rule → ROOT/prune (no training)
+#   finetune    init_from=ROOT/prune, λs = 0, no pruning          → ROOT/finetune
+# Each training stage starts with a fresh optimizer at epoch 0 and runs ``num_epochs`` (the official: 164 each).
+STAGES = ("pretrain", "regularize", "prune", "finetune")
+SOURCE = {"regularize": "pretrain", "prune": "regularize", "finetune": "prune"}
 
 # (depth, decomposition, sparsity) -> (λs of the stage-2 command, λs of the pruned run, prune rule):
 # rule ('energy', e) uses the official CIFAR energy rule, ('threshold', t) the absolute threshold (`--sensitivity`).
@@ -80,7 +93,7 @@ def cifar10_config(depth: int, decomposition: str, sparsity: str):
 def imagenet_config(decomposition: str):
   """The ImageNet ResNet-50 recipe: SGD 0.1 / 0.9, weight decay 1e-4 on every param (U, s, V too), batch 256,
   90 epochs, lr × 0.1 at epochs 31 and 61, λo = 2, Hoyer λs = 0.003, prune e = 1e-3 by the ImageNet energy rule.
-  Data: streamed (``experiments/inputs.py``): tfds 'imagenet2012' (``--config.data_source=tfds``), or by default an
+  Data: streamed (``experiments/tasks/image_classification.py``): tfds 'imagenet2012' (``--config.data_source=tfds``), or by default an
   ImageFolder tree ``data_dir/{train,val}/<class>/*.JPEG``; random-resized-crop 224 + flip, eval 256 → center 224."""
   c = default.get_config()
   c.model, c.batch_size, c.num_epochs, c.eval_batch_size = "resnet50", 256, 90, 250
@@ -97,13 +110,13 @@ def imagenet_config(decomposition: str):
 def get_config(arg: str = "resnet20,channel,hoyer"):
   """The config named by ``arg`` = 'resnet<depth>,<channel|spatial>,<hoyer|hoyer_square|l1>[,<stage>]'.
 
-  Without a stage: the recipe's base config (``experiments.paper_recipe``); with one of ``stages.STAGES``: that
+  Without a stage: the recipe's base config (``experiments.paper_recipe``); with one of ``STAGES``: that
   stage's config (``init_from`` still to be set with ``--config.init_from``).
   """
   parts = [p.strip().lower() for p in arg.split(",")]
   if len(parts) not in (3, 4) or not parts[0].startswith("resnet") or parts[2] not in SPARSITY_NAMES:
     raise ValueError(f"paper config {arg!r}: expected 'resnet<depth>,<channel|spatial>,<hoyer|hoyer_square|l1>"
-                     f"[,<{'|'.join(stages.STAGES)}>]'")
+                     f"[,<{'|'.join(STAGES)}>]'")
   depth, decomposition, sparsity = int(parts[0][6:]), parts[1], SPARSITY_NAMES[parts[2]]
   if (depth, decomposition, sparsity) in IMAGENET:
     c = imagenet_config(decomposition)
@@ -112,4 +125,34 @@ def get_config(arg: str = "resnet20,channel,hoyer"):
   else:
     raise ValueError(f"paper config {arg!r}: no such row; CIFAR-10 rows are resnet20/32/56/110 × channel/spatial × "
                      f"hoyer/hoyer_square/l1, ImageNet resnet50 × channel/spatial × hoyer")
-  return stages.stage_config(c, parts[3]) if len(parts) == 4 else c
+  return stage_config(c, parts[3]) if len(parts) == 4 else c
+
+
+def stage_config(c: ml_collections.ConfigDict, stage: str, root: str | None = None) -> ml_collections.ConfigDict:
+  """The config of one stage of the recipe whose base config is ``c`` (``reg.sparsity`` is stage 2's λs and
+  ``final_prune`` is stage 3's rule).
+
+  Args:
+    c: the recipe's base config.
+    stage: one of ``STAGES``.
+    root: the recipe's directory; ``init_from`` becomes ``root/<previous stage>`` (None: left as in ``c``).
+
+  Returns:
+    A new config: every stage turns online pruning off; pretrain and finetune set λs = 0; only prune keeps
+    ``final_prune`` enabled.
+
+  Raises:
+    ValueError: if ``stage`` is unknown.
+  """
+  if stage not in STAGES:
+    raise ValueError(f"stage={stage!r} is not one of {STAGES}")
+  c = c.copy_and_resolve_references()
+  with c.unlocked():
+    c.pruning.enabled = False
+    c.finetune_epochs = 0
+    c.final_prune.enabled = stage == "prune"
+    if stage in ("pretrain", "finetune"):
+      c.reg.sparsity = 0.0
+    if root is not None:
+      c.init_from = os.path.join(root, SOURCE[stage]) if stage in SOURCE else None
+  return c

@@ -195,9 +195,9 @@ def test_failed_async_save_names_its_step_without_orbax_tracebacks(small_tmpfs, 
 
 
 def test_metrics_row_on_a_full_disk_is_one_line(small_tmpfs):
-  from experiments import reporting
+  from experiments.report.metrics import MetricsWriter
 
-  writer = reporting.MetricsWriter(str(small_tmpfs), tensorboard=False)
+  writer = MetricsWriter(str(small_tmpfs), tensorboard=False)
   writer.write({"epoch": 1, "loss": 0.5})
   with open(small_tmpfs / "filler", "wb") as f:
     f.write(b"\0" * integrity.free_bytes(str(small_tmpfs)))

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import train
+from experiments.run import loop
 from jaxsvd import checkpoint
 from jaxsvd.core.tree import get_node
 from jaxsvd.deploy.inference import load_for_inference
@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
   c = helpers.tiny_config(data_dir)
   c.checkpoint.max_to_keep = 10
   workdir = str(root / "run")
-  train.run(c, workdir)
+  loop.run(c, workdir)
   return c, workdir, data_dir
 
 
@@ -64,9 +64,9 @@ def test_full_rank_and_pruned_checkpoints_restore_in_fresh_process(trained, tmp_
 def test_resume_is_bit_identical(trained, tmp_path):
   c, workdir, data_dir = trained
   resumed = str(tmp_path / "resumed")
-  assert train.run(c, resumed, stop_after_epoch=3) is None  # killed after the first pruning event
+  assert loop.run(c, resumed, stop_after_epoch=3) is None  # killed after the first pruning event
   assert checkpoint.read_meta(os.path.join(resumed, "checkpoints"), 3 * 3)["epoch"] == 3
-  train.run(c, resumed)
+  loop.run(c, resumed)
   a = checkpoint.restore(os.path.join(workdir, "checkpoints"))
   b = checkpoint.restore(os.path.join(resumed, "checkpoints"))
   assert a.architecture == b.architecture and a.step == b.step
@@ -98,7 +98,7 @@ def test_a_format_1_run_resumes_and_continues(tmp_path):
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"))  # the data the fixture was trained on
   c = helpers.tiny_config(data_dir, num_epochs=5)
   before = checkpoint.restore(str(workdir / "checkpoints"))
-  summary = train.run(c, str(workdir))
+  summary = loop.run(c, str(workdir))
   after = checkpoint.restore(str(workdir / "checkpoints"))
   assert after.meta["format_version"] == 2 and after.meta["epoch"] == 5 and summary["epochs"] == 5
   assert [h["epoch"] for h in after.meta["history"]] == [1, 2, 3, 4, 5]
@@ -115,7 +115,7 @@ def test_a_format_1_slimmed_run_resumes_with_its_channels_held_at_zero(tmp_path)
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"))
   c = helpers.tiny_config(data_dir, num_epochs=4, finetune_epochs=0, **{
       "svd.enabled": False, "pruning.enabled": False, "final_prune.enabled": False, "optimizer.bn_l1": 1e-4})
-  summary = train.run(c, str(workdir))
+  summary = loop.run(c, str(workdir))
   after = checkpoint.restore(str(workdir / "checkpoints"))
   masked = after.architecture.masked_channels
   assert after.meta["epoch"] == 4 and summary["bn_channels_before"] - summary["bn_channels_after"] == sum(
@@ -131,5 +131,5 @@ def test_resuming_with_another_model_or_svd_spec_is_a_one_line_error(tmp_path):
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"))
   for overrides in ({"model": "resnet20"}, {"svd.decomposition": "spatial"}, {"svd.dense_first": False}):
     with pytest.raises(ValueError, match="the workdir holds a run of") as err:
-      train.run(helpers.tiny_config(data_dir, num_epochs=5, **overrides), str(tmp_path))
+      loop.run(helpers.tiny_config(data_dir, num_epochs=5, **overrides), str(tmp_path))
     assert "\n" not in str(err.value)

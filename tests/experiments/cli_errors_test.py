@@ -189,15 +189,15 @@ def test_pruning_from_scratch_bad_input_before_the_search(good_data, tmp_path, c
 
 def test_resume_on_data_of_another_shape(good_data, tmp_path, capsys, log_compiles):
   """A workdir holding a checkpoint of a 28×28×1 model, resumed on 32×32×1 data: one line before flax's shape error."""
-  from experiments import train
+  from experiments.run import loop
   from jaxsvd import checkpoint
   workdir = str(tmp_path / "run")
   tiny = {"num_epochs": 2, "finetune_epochs": 0, "pruning.enabled": False, "final_prune.enabled": False,
           "svd.enabled": False}
   c = helpers.tiny_config(good_data, **tiny)
-  s = train.setup(c, workdir)
-  r = train.init_run(s)  # the epoch-0 checkpoint of a fresh run (no training needed to have a record to resume)
-  checkpoint.save(s.mngr, s.par.host_state(r.state), r.rng, r.architecture, train.run_info(c, r))
+  s = loop.setup(c, workdir)
+  r = loop.init_run(s)  # the epoch-0 checkpoint of a fresh run (no training needed to have a record to resume)
+  checkpoint.save(s.mngr, s.par.host_state(r.state), r.rng, r.architecture, loop.run_info(c, r))
   s.mngr.wait_until_finished()
   s.mngr.close()
   log_compiles.clear()

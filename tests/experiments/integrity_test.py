@@ -18,7 +18,7 @@ import chex
 import jax
 import pytest
 
-from experiments import train
+from experiments.run import loop
 from jaxsvd import checkpoint
 from jaxsvd.checkpoint import integrity
 from jaxsvd.checkpoint.workdir import LOCK_FILE
@@ -88,7 +88,7 @@ def _final_state(workdir):
 def _abstract_opt_state(restored):
   from ml_collections import ConfigDict
   c = ConfigDict(restored.meta["config"])
-  tx = train.make_tx(c, c.max_steps_per_epoch, restored.architecture, restored.variables["params"])
+  tx = loop.make_tx(c, c.max_steps_per_epoch, restored.architecture, restored.variables["params"])
   return jax.eval_shape(tx.init, restored.variables["params"])
 
 
@@ -161,7 +161,7 @@ def test_flipped_byte_is_one_line_and_fallback_resumes_to_the_same_run(env, refe
   last = _steps(work)[-1]
   rel = _flip_a_byte(os.path.join(work, "checkpoints", str(last)))
   with pytest.raises(checkpoint.CheckpointError) as err:  # fails before anything compiles
-    train.run(helpers.tiny_config(data_dir, **RUN), str(work))
+    loop.run(helpers.tiny_config(data_dir, **RUN), str(work))
   message = str(err.value)
   assert "\n" not in message and f"checkpoint step {last} is damaged: file {rel} fails its CRC-32" in message
   assert "restore_fallback=True" in message

@@ -8,8 +8,8 @@ import chex
 import numpy as np
 import pytest
 
-from experiments import train
-from experiments.plan import make_plan
+from experiments.run import loop
+from experiments.run.plan import make_plan
 from jaxsvd import checkpoint
 from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.linen import flops
@@ -32,11 +32,11 @@ def test_masks_reach_the_exact_count_and_keep_the_mask_through_a_resume(tmp_path
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "fm"))
   overrides = {**DENSE, "num_epochs": 3, "finetune_epochs": 1, "masks.enabled": True, "masks.kind": kind,
                "masks.param_reduction": 3.0}
-  straight = train.run(helpers.tiny_config(data_dir, **overrides), str(tmp_path / "a"))
+  straight = loop.run(helpers.tiny_config(data_dir, **overrides), str(tmp_path / "a"))
   workdir = str(tmp_path / "b")
   stop = 2 if kind == "magnitude" else 1  # after the mask is fixed / while it is still dynamic
-  assert train.run(helpers.tiny_config(data_dir, **overrides), workdir, stop_after_epoch=stop) is None
-  resumed = train.run(helpers.tiny_config(data_dir, **overrides), workdir)
+  assert loop.run(helpers.tiny_config(data_dir, **overrides), workdir, stop_after_epoch=stop) is None
+  resumed = loop.run(helpers.tiny_config(data_dir, **overrides), workdir)
   assert resumed == straight
 
   restored = checkpoint.restore(os.path.join(workdir, "checkpoints"))
@@ -55,7 +55,7 @@ def test_narrow_widths_fit_the_macs_budget_with_one_common_factor(tmp_path):
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "fm"))
   c = helpers.tiny_config(data_dir, **DENSE, **{"num_epochs": 1, "finetune_epochs": 0, "narrow.macs_reduction": 2.5,
                                                  "narrow.channel_multiple": 2})
-  summary = train.run(c, str(tmp_path / "run"))
+  summary = loop.run(c, str(tmp_path / "run"))
   widths = checkpoint.restore(os.path.join(tmp_path, "run", "checkpoints")).architecture.widths
   full = {"stage1_block0/conv1": 16, "stage2_block0/conv1": 32, "stage3_block0/conv1": 64}
   macs = lambda w: flops.count(build_model("resnet8", 10, None, widths=w), (28, 28, 1)).macs  # noqa: E731
@@ -73,7 +73,7 @@ def test_slimming_to_a_macs_budget(tmp_path):
   c = helpers.tiny_config(data_dir, **DENSE, **{"num_epochs": 2, "finetune_epochs": 0, "optimizer.bn_l1": 1e-3,
                                                  "slimming.enabled": True, "slimming.prune_epoch": 1,
                                                  "slimming.macs_reduction": 2.0})
-  summary = train.run(c, str(tmp_path / "run"))
+  summary = loop.run(c, str(tmp_path / "run"))
   assert summary["macs_before"] == DENSE_MACS and summary["macs_after"] <= DENSE_MACS / 2.0
   assert summary["macs_after"] > DENSE_MACS / 2.0 * 0.8  # the widest architecture under the budget, not any
   widths = checkpoint.restore(os.path.join(tmp_path, "run", "checkpoints")).architecture.widths

@@ -9,8 +9,9 @@ import chex
 import numpy as np
 import pytest
 
-from experiments import pruning_from_scratch, train
-from experiments.plan import make_plan
+from experiments import pruning_from_scratch
+from experiments.run import loop
+from experiments.run.plan import make_plan
 from jaxsvd import checkpoint
 from jaxsvd.linen import flops
 from jaxsvd.models import build_model
@@ -24,10 +25,10 @@ def test_slimming_rebuilds_a_narrower_model_and_resumes_exactly(tmp_path):
   overrides = {"svd.enabled": False, "pruning.enabled": False, "final_prune.enabled": False,
                "reg.orthogonality": 0.0, "reg.sparsity": 0.0, "optimizer.bn_l1": 1e-3,
                "slimming.enabled": True, "slimming.amount": 0.3, "slimming.prune_epoch": 2}
-  straight = train.run(helpers.tiny_config(data_dir, **overrides), str(tmp_path / "a"))
+  straight = loop.run(helpers.tiny_config(data_dir, **overrides), str(tmp_path / "a"))
   workdir = str(tmp_path / "b")
-  assert train.run(helpers.tiny_config(data_dir, **overrides), workdir, stop_after_epoch=3) is None
-  resumed = train.run(helpers.tiny_config(data_dir, **overrides), workdir)
+  assert loop.run(helpers.tiny_config(data_dir, **overrides), workdir, stop_after_epoch=3) is None
+  resumed = loop.run(helpers.tiny_config(data_dir, **overrides), workdir)
   prunable = 16 + 32 + 64  # ResNet-8's three blocks' inner channels (the residual stream is not pruned)
   removed = round(0.3 * prunable)
   assert straight["bn_channels_before"] - straight["bn_channels_after"] == removed
@@ -54,7 +55,7 @@ def test_svd_and_slimming_together_restore_in_a_fresh_process(tmp_path):
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "fm"))
   overrides = {"pruning.enabled": False, "final_prune.enabled": False, "optimizer.bn_l1": 1e-3, "num_epochs": 3,
                "slimming.enabled": True, "slimming.amount": 0.5, "slimming.prune_epoch": 2}
-  summary = train.run(helpers.tiny_config(data_dir, **overrides), str(tmp_path / "run"))
+  summary = loop.run(helpers.tiny_config(data_dir, **overrides), str(tmp_path / "run"))
   ckpt = os.path.join(tmp_path, "run", "checkpoints")
   restored = checkpoint.restore(ckpt)
   assert restored.architecture.svd is not None and sum(restored.architecture.widths.values()) == 56

@@ -10,7 +10,7 @@ import chex
 from tests import helpers
 import pytest
 
-from experiments import paper_recipe, stages
+from experiments import paper_recipe
 from experiments.configs import paper
 from jaxsvd import checkpoint
 
@@ -39,11 +39,11 @@ def test_four_stages_run_end_to_end_resume_and_restore_in_a_fresh_process(tmp_pa
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"), n_train=128, n_test=64)
   root = str(tmp_path / "recipe")
   results = paper_recipe.run_recipe(tiny_recipe(data_dir), root)
-  assert list(results) == list(stages.STAGES)
+  assert list(results) == list(paper.STAGES)
   def read(stage):
     return checkpoint.read_architecture(*checkpoint.resolve(os.path.join(root, stage, "checkpoints")))
 
-  pretrain, regularize, pruned, finetune = (read(s) for s in stages.STAGES)
+  pretrain, regularize, pruned, finetune = (read(s) for s in paper.STAGES)
   assert regularize.ranks == pretrain.ranks == regularize.original_ranks  # started from pretrain, not pruned
   assert sum(pruned.ranks.values()) < sum(regularize.ranks.values())  # the prune stage pruned...
   assert results["prune"]["ranks"] == pruned.ranks == finetune.ranks  # ...and fine-tuning kept its ranks
@@ -63,18 +63,18 @@ def test_four_stages_run_end_to_end_resume_and_restore_in_a_fresh_process(tmp_pa
 def test_init_from_another_architecture_is_a_one_line_error(tmp_path):
   import shutil
 
-  from experiments import train
+  from experiments.run import loop
   shutil.copytree(os.path.join(REPO, "tests", "fixtures", "format_v1", "svd_pruned"), tmp_path / "src" / "checkpoints")
   data_dir = helpers.write_fashion_mnist(str(tmp_path / "data"), n_train=64, n_test=32)
   c = helpers.tiny_config(data_dir, init_from=str(tmp_path / "src"), **{"svd.decomposition": "spatial"})
   with pytest.raises(ValueError, match="init_from=.* holds a run of") as err:
-    train.run(c, str(tmp_path / "run"))
+    loop.run(c, str(tmp_path / "run"))
   assert "\n" not in str(err.value)
 
 
 def test_stage_configs_follow_the_recipe():
   c = paper.get_config("resnet20,channel,hoyer")
-  pre, reg, prune, fine = (stages.stage_config(c, s, "/r") for s in stages.STAGES)
+  pre, reg, prune, fine = (paper.stage_config(c, s, "/r") for s in paper.STAGES)
   assert (pre.reg.sparsity, reg.reg.sparsity, fine.reg.sparsity) == (0.0, 0.1, 0.0)
   assert (pre.init_from, reg.init_from, prune.init_from, fine.init_from) == (None, "/r/pretrain", "/r/regularize",
                                                                            "/r/prune")
@@ -84,10 +84,10 @@ def test_stage_configs_follow_the_recipe():
 
 @pytest.mark.parametrize("row", sorted(paper.CIFAR10))
 def test_every_official_cifar10_row_has_a_valid_config_per_stage(row):
-  from experiments import plan
+  from experiments.run import plan
   depth, decomposition, sparsity = row
   lam_cmd, lam, (rule, value) = paper.CIFAR10[row]
-  for stage in stages.STAGES:
+  for stage in paper.STAGES:
     c = paper.get_config(f"resnet{depth},{decomposition},{sparsity},{stage}")
     plan.make_plan(c)
     assert (c.model, c.svd.decomposition, c.reg.sparsity_type) == (f"resnet{depth}", decomposition, sparsity)
@@ -114,7 +114,7 @@ def test_paper_table_values_from_the_official_notes():
 
 
 def test_a_stage_is_done_only_when_its_summary_is_complete(tmp_path):
-  """A prune stage killed between train.finish's summary.json and the added 'ranks' is redone, not skipped."""
+  """A prune stage killed between loop.finish's summary.json and the added 'ranks' is redone, not skipped."""
   path = tmp_path / "summary.json"
   assert not paper_recipe.stage_done(str(path))
   path.write_text(json.dumps({"test_accuracy": 0.8}))

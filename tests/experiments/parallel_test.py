@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import train
+from experiments.run import loop
 from jaxsvd import checkpoint
 from jaxsvd.training.parallel import DataParallel
 from tests import helpers
@@ -33,7 +33,7 @@ def _final(workdir):
 @pytest.fixture(scope="module")
 def single(data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("single"))
-  train.run(_config(data_dir), workdir)
+  loop.run(_config(data_dir), workdir)
   return _final(workdir)
 
 
@@ -57,7 +57,7 @@ def _need_devices(n: int) -> None:
 def test_same_params_as_single_device(data_dir, single, tmp_path, kind, devices):
   _need_devices(devices)
   c = _config(data_dir, parallel=kind, num_devices=devices)
-  summary = train.run(c, str(tmp_path))
+  summary = loop.run(c, str(tmp_path))
   multi = _final(str(tmp_path))  # a multi-device checkpoint restores on one device
   assert multi.architecture.ranks == single.architecture.ranks  # same pruning decisions on every path
   assert len(multi.meta["pruning_events"]) >= 2
@@ -69,9 +69,9 @@ def test_same_params_as_single_device(data_dir, single, tmp_path, kind, devices)
 def test_single_device_checkpoint_resumes_under_pmap(data_dir, single, tmp_path):
   _need_devices(2)
   c = _config(data_dir)
-  train.run(c, str(tmp_path), stop_after_epoch=2)
+  loop.run(c, str(tmp_path), stop_after_epoch=2)
   c.parallel, c.num_devices = "pmap", 2
-  train.run(c, str(tmp_path))
+  loop.run(c, str(tmp_path))
   chex.assert_trees_all_close(_final(str(tmp_path)).variables, single.variables, atol=5e-4, rtol=1e-3)
 
 

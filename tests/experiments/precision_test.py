@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import export, train
+from experiments import export
+from experiments.run import loop
 from jaxsvd import checkpoint
 from jaxsvd.deploy.inference import load_for_inference
 from tests import helpers
@@ -25,7 +26,7 @@ def bf16_run(tmp_path_factory):
   c = helpers.tiny_config(data_dir, compute_dtype="bfloat16", num_epochs=3)
   c.checkpoint.max_to_keep = 10
   workdir = str(root / "run")
-  train.run(c, workdir)
+  loop.run(c, workdir)
   return c, workdir
 
 
@@ -42,8 +43,8 @@ def test_bf16_run_prunes_and_records_its_precision(bf16_run):
 def test_bf16_run_resumes_bit_identically(bf16_run, tmp_path):
   c, workdir = bf16_run
   resumed = str(tmp_path / "resumed")
-  assert train.run(c, resumed, stop_after_epoch=2) is None  # stopped after the online pruning event
-  train.run(c, resumed)
+  assert loop.run(c, resumed, stop_after_epoch=2) is None  # stopped after the online pruning event
+  loop.run(c, resumed)
   a = checkpoint.restore(os.path.join(workdir, "checkpoints"))
   b = checkpoint.restore(os.path.join(resumed, "checkpoints"))
   assert a.architecture == b.architecture and a.step == b.step

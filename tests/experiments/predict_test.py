@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import export, predict, train
+from experiments import export, predict
+from experiments.run import loop
 from jaxsvd import checkpoint, data
 from jaxsvd.core.contract import CLASS_NAMES, InputContract
 from jaxsvd.deploy import artifact, runner
@@ -26,7 +27,7 @@ def run(tmp_path_factory):
   root = tmp_path_factory.mktemp("predict")
   data_dir = helpers.write_fashion_mnist(str(root / "data"), n_train=192, n_test=48)
   workdir = str(root / "run")
-  train.run(helpers.tiny_config(data_dir, num_epochs=2, **{"pruning.start": 1}), workdir)
+  loop.run(helpers.tiny_config(data_dir, num_epochs=2, **{"pruning.start": 1}), workdir)
   export.export_run(workdir, batch=8, rules=("merged",), platforms=("cpu",))
   ds = data.load_dataset("fashion_mnist", data_dir)
   return workdir, ds.test_images, ds.test_labels

@@ -15,7 +15,7 @@ import chex
 import numpy as np
 import pytest
 
-from experiments import preemption
+from experiments.run import preemption
 from jaxsvd import checkpoint, data
 from jaxsvd.checkpoint.workdir import LOCK_FILE
 from tests.experiments.integrity_test import RUN, _final_state, _rows, _run, _steps, env, reference  # noqa: F401

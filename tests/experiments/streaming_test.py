@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import epoch, preemption, train
+from experiments.run import epoch, loop, preemption
 from jaxsvd import checkpoint, data
 from tests import helpers
 
@@ -36,11 +36,11 @@ def test_streamed_run_saves_and_resumes_the_stream_position(tmp_path):
   _write_split(os.path.join(data_dir, "train"), 6, 0)
   _write_split(os.path.join(data_dir, "val"), 2, 1)
   workdir = str(tmp_path / "run")
-  train.run(_config(data_dir), workdir, stop_after_epoch=1)
+  loop.run(_config(data_dir), workdir, stop_after_epoch=1)
   first = checkpoint.restore(os.path.join(workdir, "checkpoints"))
   assert first.architecture.input_shape == (16, 16, 3) and first.architecture.num_classes == 1000
   assert first.meta["data_stream"]["grain"] == {"next_index": 2 * 4}  # 2 batches of 4 consumed
-  train.run(_config(data_dir), workdir)
+  loop.run(_config(data_dir), workdir)
   final = checkpoint.restore(os.path.join(workdir, "checkpoints"))
   assert final.meta["epoch"] == 2 and final.meta["data_stream"]["grain"] == {"next_index": 4 * 4}
   assert 0.0 <= final.meta["history"][-1]["test_accuracy"] <= 1.0
@@ -52,7 +52,7 @@ def test_streamed_run_stopped_mid_epoch_resumes_to_the_uninterrupted_run(tmp_pat
   data_dir = str(tmp_path / "imagenet")
   _write_split(os.path.join(data_dir, "train"), 6, 0)
   _write_split(os.path.join(data_dir, "val"), 2, 1)
-  train.run(_config(data_dir), str(tmp_path / "reference"))
+  loop.run(_config(data_dir), str(tmp_path / "reference"))
   reference = checkpoint.restore(os.path.join(tmp_path / "reference", "checkpoints"))
   add, steps = epoch.Progress.add, []
 
@@ -65,11 +65,11 @@ def test_streamed_run_stopped_mid_epoch_resumes_to_the_uninterrupted_run(tmp_pat
   monkeypatch.setattr(epoch.Progress, "add", add_then_signal)
   workdir = str(tmp_path / "run")
   with pytest.raises(preemption.Stopped, match=r"stopped by SIGTERM after step 3 \(epoch 2, batch 1 of 2\)"):
-    train.run(_config(data_dir), workdir)
+    loop.run(_config(data_dir), workdir)
   stopped = checkpoint.restore(os.path.join(workdir, "checkpoints"))
   assert stopped.step == 3 and stopped.meta["data_stream"]["grain"] == {"next_index": 3 * 4}
   monkeypatch.undo()
-  train.run(_config(data_dir), workdir)
+  loop.run(_config(data_dir), workdir)
   final = checkpoint.restore(os.path.join(workdir, "checkpoints"))
   chex.assert_trees_all_equal(final.variables, reference.variables)
   assert _history(final) == _history(reference)

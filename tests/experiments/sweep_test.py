@@ -19,8 +19,10 @@ import chex
 import numpy as np
 import pytest
 
-from experiments import sweep, sweep_plots, sweep_points
+from experiments import sweep
 from experiments.configs.sweeps import frontier
+from experiments.sweeps import plots as sweep_plots
+from experiments.sweeps import points as sweep_points
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -11,7 +11,7 @@ import sysconfig
 
 import pytest
 
-from experiments import cli, train
+from experiments.run import cli, loop
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +33,7 @@ def test_a_run_announces_itself_and_a_finished_rerun_changes_nothing(tmp_path, c
   c = helpers.tiny_config(data_dir, num_epochs=1, finetune_epochs=0, **{"pruning.enabled": False})
   workdir = str(tmp_path / "run")
   with caplog.at_level("INFO", logger="jaxsvd"):
-    summary = train.run(c, workdir)
+    summary = loop.run(c, workdir)
   text = caplog.text
   assert re.search(r"jaxsvd \S+: resnet8, SVD channel-wise \(mode auto\), compute float32; config differs from the "
                    r"defaults in: .*dataset='fashion_mnist'", text), text
@@ -43,13 +43,13 @@ def test_a_run_announces_itself_and_a_finished_rerun_changes_nothing(tmp_path, c
   before = _files(workdir)
   caplog.clear()
   with caplog.at_level("INFO", logger="jaxsvd"):
-    again = train.run(c, workdir)
+    again = loop.run(c, workdir)
   assert again == {k: v for k, v in summary.items() if k != "plots"}
   assert f"{os.path.abspath(workdir)} holds a finished run (epoch 1 of 1" in caplog.text
   assert "nothing to do, no file changed" in caplog.text
   assert _files(workdir) == before  # not a byte, not an mtime: metrics, plots, exports, lock, checkpoints
   c.num_epochs = 2  # raising num_epochs continues the run
-  assert train.run(c, workdir)["epochs"] == 2
+  assert loop.run(c, workdir)["epochs"] == 2
 
 
 def test_missing_workdir_flag_is_said(capsys):

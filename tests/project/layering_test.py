@@ -1,18 +1,22 @@
-"""The package layering of jaxsvd/, read from the source's AST (nothing is imported).
+"""The package layering of jaxsvd/ and of experiments/, read from the source's AST (nothing is imported).
 
-Rules (docs/design.md):
-  - a subpackage imports only the subpackages below it (``ALLOWED``); nothing imports back up;
+Rules (docs/design.md), for both packages (``JAXSVD``, ``EXPERIMENTS``):
+  - a subpackage imports only the subpackages below it (``ALLOWED``, ``EXPERIMENTS_ALLOWED``); nothing imports back
+    up: in experiments/ no subpackage imports a command (the top-level modules) or a plugin module that the run
+    resolves by name (an event type of ``run/methods/``, a task of ``tasks/``);
   - the module import graph has no cycle;
   - no import statement inside a function or class (lazy loading is the root's PEP 562 ``__getattr__`` and plugins
     resolved by name with ``importlib``);
   - no private name (``_x``) of one module is used by another;
   - the core imports neither ``flax.linen`` nor ``flax.nnx``; the library imports no experiment, benchmark or test;
+    the run imports neither matplotlib nor the image data and model zoo (``jaxsvd.data``, ``jaxsvd.models``);
   - no file over 400 lines and no function over 60 lines, in jaxsvd/ and experiments/.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import pathlib
 import textwrap
 
@@ -36,6 +40,35 @@ FORBIDDEN_EXTERNAL = {"core": ("flax.linen", "flax.nnx")}
 OUTSIDE_THE_LIBRARY = ("experiments", "benchmarks", "tests")  # nothing in jaxsvd/ imports them
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
+# experiments/: subpackage -> the subpackages it may import; the top-level modules are the commands, which may import
+# anything and which nothing imports
+EXPERIMENTS_ALLOWED = {
+    "configs": set(),
+    "tasks": set(),
+    "report": set(),
+    "run": {"configs", "tasks", "report"},
+    "sweeps": {"configs", "run", "report"},
+}
+EXPERIMENTS_FORBIDDEN_EXTERNAL = {"run": ("matplotlib", "jaxsvd.data", "jaxsvd.models"), "tasks": ("matplotlib",)}
+# packages whose modules are plug-ins resolved by name (importlib): only their own package and the commands import them
+EXPERIMENTS_PLUGINS = ("experiments.run.methods", "experiments.tasks")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rules:
+  """One package's layering: its subpackages' allowed imports, banned external modules, the packages it may not
+  import at all, whether its top-level modules are commands, and its plug-in packages."""
+  allowed: dict
+  forbidden_external: dict
+  outside: tuple
+  name: str = "the library"  # how messages name the package
+  commands: bool = False  # top-level modules are commands (experiments) rather than leaves (jaxsvd.version)
+  plugins: tuple = ()
+
+
+JAXSVD = Rules(ALLOWED, FORBIDDEN_EXTERNAL, OUTSIDE_THE_LIBRARY)
+EXPERIMENTS = Rules(EXPERIMENTS_ALLOWED, EXPERIMENTS_FORBIDDEN_EXTERNAL, ("benchmarks", "tests"), "experiments",
+                    commands=True, plugins=EXPERIMENTS_PLUGINS)
 
 
 def _modules(root: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -74,9 +107,24 @@ def _external_imports(tree: ast.Module) -> list[str]:
   return names
 
 
-def _subpackage(module: str) -> str | None:
+def _subpackage(module: str, allowed=ALLOWED) -> str | None:
   parts = module.split(".")
-  return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else None
+  return parts[1] if len(parts) > 1 and parts[1] in allowed else None
+
+
+def _upward(name: str, source: str | None, target: str, root: str, rules: Rules) -> str | None:
+  """Why importing ``target`` from module ``name`` (in subpackage ``source``) goes up, if it does."""
+  dest = _subpackage(target, rules.allowed)
+  if source and dest and dest != source and dest not in rules.allowed[source]:
+    return f"{source} may not import {dest} ({target})"
+  if source and target == root:
+    return "imports the root package back up"
+  if source and rules.commands and dest is None and target.count(".") == 1:
+    return f"{source} may not import the command {target}"
+  plugin = next((p for p in rules.plugins if target.startswith(p + ".") and not name.startswith(p + ".")), None)
+  if source and plugin:
+    return f"imports {target}: the modules of {plugin} are resolved by name (importlib) only"
+  return None
 
 
 def _nested_imports(tree: ast.Module) -> list[int]:
@@ -124,7 +172,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
   return None
 
 
-def layering_violations(root: pathlib.Path) -> list[str]:
+def layering_violations(root: pathlib.Path, rules: Rules = JAXSVD) -> list[str]:
   """Every broken rule in the package at ``root``, one line each."""
   modules, problems, graph = _modules(root), [], {}
   for name, path in modules.items():
@@ -132,17 +180,13 @@ def layering_violations(root: pathlib.Path) -> list[str]:
     graph[name] = {t for _, t in _imports(tree, modules) if t != name}
     problems += [f"{name}:{line}: import inside a function or class" for line in _nested_imports(tree)]
     problems += [f"{name}: uses the private {use}" for use in _private_uses(tree, modules)]
-    source = _subpackage(name)
-    for node, target in _imports(tree, modules):
-      dest = _subpackage(target)
-      if source and dest and dest != source and dest not in ALLOWED[source]:
-        problems.append(f"{name}:{node.lineno}: {source} may not import {dest} ({target})")
-      if source and target == root.name:
-        problems.append(f"{name}:{node.lineno}: imports the root package back up")
+    source = _subpackage(name, rules.allowed)
+    problems += [f"{name}:{node.lineno}: {why}" for node, target in _imports(tree, modules)
+                 if (why := _upward(name, source, target, root.name, rules))]
     problems += [f"{name}: {source} may not import {banned}" for banned in _external_imports(tree)
-                 if banned.startswith(FORBIDDEN_EXTERNAL.get(source, ("\0",)))]
-    problems += [f"{name}: the library may not import {banned}" for banned in _external_imports(tree)
-                 if banned.split(".")[0] in OUTSIDE_THE_LIBRARY]
+                 if banned.startswith(rules.forbidden_external.get(source, ("\0",)))]
+    problems += [f"{name}: {rules.name} may not import {banned}" for banned in _external_imports(tree)
+                 if banned.split(".")[0] in rules.outside]
   # A package's __init__ importing its own modules is an edge down; a module importing its package's __init__
   # would close a cycle through it, which the graph shows like any other.
   if cycle := _cycle(graph):
@@ -167,6 +211,10 @@ def size_violations(*roots: pathlib.Path) -> list[str]:
 
 def test_jaxsvd_follows_its_layering():
   assert layering_violations(REPO / "jaxsvd") == []
+
+
+def test_experiments_follow_their_layering():
+  assert layering_violations(REPO / "experiments", EXPERIMENTS) == []
 
 
 def test_files_and_functions_stay_short():
@@ -195,6 +243,36 @@ def _write(root: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
 def test_the_checker_finds_each_kind_of_violation(tmp_path, files, expected):
   problems = layering_violations(_write(tmp_path, {"jaxsvd/__init__.py": "", **files}))
   assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"experiments/run/a.py": "from experiments import sweep\n", "experiments/sweep.py": ""},
+     "run may not import the command experiments.sweep"),
+    ({"experiments/report/a.py": "from experiments.run import loop\n", "experiments/run/loop.py": ""},
+     "report may not import run"),
+    ({"experiments/run/a.py": "from experiments.tasks import image_classification\n",
+      "experiments/tasks/__init__.py": "", "experiments/tasks/image_classification.py": ""},
+     "the modules of experiments.tasks are resolved by name"),
+    ({"experiments/run/loop.py": "from experiments.run.methods import rank\n", "experiments/run/methods/rank.py": ""},
+     "the modules of experiments.run.methods are resolved by name"),
+    ({"experiments/run/a.py": "import matplotlib\n"}, "run may not import matplotlib"),
+    ({"experiments/run/a.py": "from jaxsvd import data\n"}, "run may not import jaxsvd.data"),
+    ({"experiments/sweeps/a.py": "def f():\n  import os\n"}, "experiments.sweeps.a:2: import inside a function"),
+    ({"experiments/run/a.py": "from tests import helpers\n"}, "experiments may not import tests"),
+])
+def test_the_checker_finds_each_kind_of_violation_in_experiments(tmp_path, files, expected):
+  _write(tmp_path, {"experiments/__init__.py": "", **files})
+  problems = layering_violations(tmp_path / "experiments", EXPERIMENTS)
+  assert any(expected in p for p in problems), problems
+
+
+def test_the_checker_passes_clean_experiments(tmp_path):
+  _write(tmp_path, {"experiments/__init__.py": "", "experiments/cifar_svd.py": "from experiments.run import loop\n",
+                    "experiments/run/loop.py": "from experiments import tasks\nfrom experiments.report import a\n",
+                    "experiments/run/methods/rank.py": "from experiments.run import loop\n",
+                    "experiments/tasks/__init__.py": "", "experiments/tasks/image_classification.py":
+                    "from experiments.tasks import Task\n", "experiments/report/a.py": "import matplotlib\n"})
+  assert layering_violations(tmp_path / "experiments", EXPERIMENTS) == []
 
 
 def test_the_checker_passes_a_clean_tree(tmp_path):

@@ -8,8 +8,8 @@ import optax
 import pytest
 
 from experiments.configs import default
-from experiments.events import Context
-from experiments.plan import make_plan
+from experiments.run.events import Context
+from experiments.run.plan import make_plan
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.structure import ranks, svd_layers
 from jaxsvd.models import SVDSpec

@@ -15,7 +15,7 @@ import chex
 import numpy as np
 import pytest
 
-from experiments import preemption, train
+from experiments.run import loop, preemption
 from jaxsvd import checkpoint
 from jaxsvd.checkpoint.workdir import LOCK_FILE
 from jaxsvd.training import distributed
@@ -110,7 +110,7 @@ def data_dir(tmp_path_factory):
 def reference(data_dir, tmp_path_factory):
   """1 process × 4 devices, the same config."""
   workdir = str(tmp_path_factory.mktemp("one_process"))
-  train.run(_config(data_dir, num_devices=4), workdir)
+  loop.run(_config(data_dir, num_devices=4), workdir)
   return checkpoint.restore(os.path.join(workdir, "checkpoints"))
 
 
@@ -169,7 +169,7 @@ def test_experiment_killed_process_ends_the_job_and_the_run_resumes(data_dir, re
   assert code != 0
   assert "stopped sending heartbeats" in log or "another task died" in log, log[-3000:]
   c = _config(data_dir, num_devices=4)  # rerun (here: 1 process × 4 devices) resumes from step 3
-  train.run(c, workdir)
+  loop.run(c, workdir)
   final = checkpoint.restore(os.path.join(workdir, "checkpoints"))
   assert final.meta["epoch"] == RUN["num_epochs"] and final.architecture.ranks == reference.architecture.ranks
   chex.assert_trees_all_close(final.variables, reference.variables, atol=5e-4, rtol=1e-3)
@@ -234,7 +234,7 @@ def test_experiment_signal_stops_every_process_at_one_step_and_the_run_resumes(d
   step = int(stops[0][0].split("after step ")[1].split()[0])
   assert stops[1][0].split(" (")[0].endswith(f"after step {step}")  # the same step on both
   assert checkpoint.steps(os.path.join(workdir, "checkpoints"))[-1] == step
-  train.run(_config(data_dir, num_devices=4), workdir)  # the rerun (1 process × 4 devices) finishes the run
+  loop.run(_config(data_dir, num_devices=4), workdir)  # the rerun (1 process × 4 devices) finishes the run
   final = checkpoint.restore(os.path.join(workdir, "checkpoints"))
   assert final.architecture.ranks == reference.architecture.ranks
   chex.assert_trees_all_close(final.variables, reference.variables, atol=5e-4, rtol=1e-3)
@@ -244,7 +244,7 @@ def test_two_processes_fall_back_from_a_damaged_step_to_a_mid_epoch_one(data_dir
   workdir = str(tmp_path / "run")
   c = _config(data_dir, num_devices=4)
   c.checkpoint.every_steps = 2
-  train.run(c, workdir, stop_after_epoch=1)  # steps 2 (mid-epoch) and 3
+  loop.run(c, workdir, stop_after_epoch=1)  # steps 2 (mid-epoch) and 3
   _flip_a_byte(os.path.join(workdir, "checkpoints", "3"))
   results = _wait(job(workdir, data_dir, extra=["--config.checkpoint.restore_fallback=True"]), TIMEOUT_S)
   for code, log in results:

@@ -12,7 +12,7 @@ import optax
 import pytest
 from flax import nnx
 
-from experiments import plan as plan_lib
+from experiments.run import plan as plan_lib
 from jaxsvd.core.record import Architecture
 from jaxsvd.linen.svdifylib import svdify
 from jaxsvd.models import SVDSpec, build_model

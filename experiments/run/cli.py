@@ -21,10 +21,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from experiments import configs as packaged_configs
-from experiments import preemption
+from experiments import tasks
+from experiments.run import preemption
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(packaged_configs.__file__))
 log = logging.getLogger("jaxsvd")
@@ -166,7 +168,7 @@ def main_for(run_fn: Callable[[Any, str], Any], default_config: str, default_wor
   """A ``main(argv)`` that parses ``argv`` (see ``parse``) and runs ``run_fn(config, workdir)`` with logging set up.
 
   Args:
-    run_fn: ``train.run``-like: (config, workdir) → summary.
+    run_fn: ``loop.run``-like: (config, workdir) → summary.
     default_config: the config file used without ``--config``.
     default_workdir: the workdir used without ``--workdir``.
     lock_config: as for ``parse``.
@@ -226,17 +228,17 @@ def command(doc: str, flag_values: flags.FlagValues, body: Callable[[list[str]],
 def absl_flags(argv: Sequence[str]) -> list[str]:
   """``absl.app.run``'s flags parser: absl's own flags (logging) are parsed globally, the rest is left to ``main``
   (``app.run(main, flags_parser=absl_flags)``); ``--help`` / ``-h`` print the program's docstring (its flags) and
-  absl's global flags, then exit 0."""
+  absl's global flags, then exit 0. Every task is loaded first: the libraries a task imports define their absl flags
+  then (grain's, for the image task's streams), and they are accepted and listed by ``--helpfull``."""
   if any(arg in ("--help", "-h", "--helpshort") for arg in argv[1:]):
     app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
+  tasks.load_all()
   return flags.FLAGS(list(argv), known_only=True)
 
 
 def setup_logging() -> None:
   """The 'jaxsvd' logger to stderr, plain messages (once per process); absl (Orbax's per-save INFO lines) to
   warnings."""
-  from absl import logging as absl_logging
-
   absl_logging.set_verbosity(absl_logging.WARNING)
   logger = logging.getLogger("jaxsvd")
   logger.setLevel(logging.INFO)

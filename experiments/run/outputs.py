@@ -1,45 +1,51 @@
-"""The end of a run: ``summary.json``, the final params for other runtimes (SVD models) and the figures."""
+"""The end of a run: ``summary.json``, the final params for other runtimes (SVD models) and the figures.
+
+The figures module imports matplotlib, so it is resolved by name (``FIGURES``) only when a run plots.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 
 import jax
 
-from experiments import methods, reporting
-from experiments.plan import initial_architecture
+from experiments.report.metrics import summary_table
+from experiments.run import events
+from experiments.run.plan import initial_architecture
 from jaxsvd.core.structure import total_rank
 from jaxsvd.deploy import params as deploy_params
 from jaxsvd.training import distributed
 
 log = logging.getLogger("jaxsvd")
+FIGURES = "experiments.report.figures"  # plot_all(workdir, history, params, events, summary, architecture)
 
 
 def finish(s, r, workdir: str) -> dict:
   """The end of a run: writes ``summary.json``, the exports (SVD models only) and, if ``s.c.plots``, the plots.
 
   Args:
-    s: the run's ``train.Setup``.
-    r: the finished ``train.Run``.
+    s: the run's ``loop.Setup``.
+    r: the finished ``loop.Run``.
     workdir: the run's directory.
 
   Returns:
-    The summary: final test accuracy; params, SVD-layer params, MACs and total rank at the original and the final
-    ranks; FLOPs speedup; epochs; the events' fields; ``plots`` (PNG paths, not in ``summary.json``) if plotted.
+    The summary: the task's fields (``Task.summary``); params, SVD-layer params, MACs and
+    total rank at the original and the final ranks; FLOPs speedup; epochs; the event types' fields; ``plots`` (PNG
+    paths, not in ``summary.json``) if plotted.
   """
   state = s.par.host_state(r.state)
   arch = r.architecture
   before = s.cost(initial_architecture(s.c, s.plan, arch.input_shape, arch.original_ranks))  # as the run began
   after = s.cost(arch)
-  summary = {"test_accuracy": r.history[-1]["test_accuracy"], "params_before": before.params,
+  summary = {**s.plan.task.summary(r.history), "params_before": before.params,
              "params_after": after.params, "svd_params_before": before.svd_params(),
              "svd_params_after": after.svd_params(), "macs_before": before.macs, "macs_after": after.macs,
              "flops_speedup": before.macs / max(after.macs, 1), "rank_before": total_rank(arch.original_ranks),
              "rank_after": total_rank(arch.ranks), "epochs": r.epoch}
-  for event_type in methods.EVENT_TYPES:
-    summary.update(event_type.summary(arch, state.params))
+  summary.update(events.summary(arch, state.params))
   if arch.svd is not None:
     # every process: the save is collective
     deploy_params.save_params(os.path.join(workdir, "final_params"), arch, state.params, state.model_state)
@@ -47,7 +53,8 @@ def finish(s, r, workdir: str) -> dict:
     return summary
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  log.info("summary\n%s", reporting.summary_table(summary))
+  log.info("summary\n%s", summary_table(summary, s.plan.task.summary_rows(summary)))
   if s.c.plots:
-    summary["plots"] = reporting.plot_all(workdir, r.history, jax.device_get(state.params), r.events, summary, arch)
+    figures = importlib.import_module(FIGURES)
+    summary["plots"] = figures.plot_all(workdir, r.history, jax.device_get(state.params), r.events, summary, arch)
   return summary

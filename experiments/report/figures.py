@@ -1,4 +1,4 @@
-"""The run's figures (``reporting.plot_all`` calls ``plot_all``): loss terms, accuracy, compression, per-layer ranks
+"""The run's figures (``run.outputs`` calls ``plot_all``): loss terms, accuracy, compression, per-layer ranks
 and the spectra a rank prune cut. This module imports matplotlib: import it only to plot.
 
 Every per-epoch figure draws each pruning event as a vertical line at the epoch it fired after (one style per kind)
@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator, NullFormatter
 
-from experiments import reporting
+from experiments.report import spectra
 from jaxsvd.core.structure import iter_svd_layers, unboxed
 
 DPI = 150
@@ -39,7 +39,7 @@ def plot_all(workdir: str, history: Sequence[dict], params, events: Sequence[dic
   """Writes loss.png, accuracy.png, compression.png and, with SVD layers, layer_ranks.png and spectra.png.
 
   Args:
-    workdir: the directory to write to; the rank prunes' spectra files (``reporting.spectra_path``) are read here.
+    workdir: the directory to write to; the rank prunes' spectra files (``spectra.spectra_path``) are read here.
     history: the metrics rows of every epoch (a prune-only stage's rows have no train metrics).
     params: host params: the spectra at the end of the run.
     events: the run's pruning-event entries ({'epoch', 'kind', 'ranks', ...}).
@@ -300,7 +300,7 @@ def layer_ranks_figure(history: Sequence[dict], events: Sequence[dict] = (), ori
 
 
 def spectra_record(workdir: str, events: Sequence[dict]):
-  """The spectra file of the run's final prune, else of its last online prune (``reporting.load_spectra``).
+  """The spectra file of the run's final prune, else of its last online prune (``spectra.load_spectra``).
 
   Args:
     workdir: the run's directory.
@@ -312,9 +312,9 @@ def spectra_record(workdir: str, events: Sequence[dict]):
   pruned = [e for e in events if e.get("kind") in ("final", "online")]
   chosen = ([e for e in pruned if e["kind"] == "final"] or pruned)[-1:]
   for e in chosen:
-    path = reporting.spectra_path(workdir, e["epoch"], e["kind"])
+    path = spectra.spectra_path(workdir, e["epoch"], e["kind"])
     if os.path.exists(path):
-      return reporting.load_spectra(path)
+      return spectra.load_spectra(path)
   return None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from experiments import recovery
+from experiments.run import recovery
 from jaxsvd.training.parallel import DataParallel
 
 
@@ -61,7 +61,8 @@ class Progress:
 
 
 def train_epoch(c, par: DataParallel, state, batches, reg, progress: Progress, total: int, local: bool = False,
-                after_step: Callable[[Any, Progress, bool], None] | None = None):
+                after_step: Callable[[Any, Progress, bool], None] | None = None, shown: Sequence[str] = ("loss",),
+                examples: str = "examples"):
   """Runs ``par.train_step`` over ``batches``, adding to ``progress``; returns (state, the epoch's metrics).
 
   Args:
@@ -75,9 +76,12 @@ def train_epoch(c, par: DataParallel, state, batches, reg, progress: Progress, t
     local: whether ``batches`` are this process's part of each batch only (a stream), not the global batch.
     after_step: called as ``after_step(state, progress, last_batch)`` after every step (mid-epoch checkpoints and
       stop requests: it may raise to end the epoch there).
+    shown: the step metrics the progress bar shows (the task's ``progress_metrics``).
+    examples: what an example is called (the task's ``examples``), naming the throughput column.
 
   Returns:
-    (state, metrics): the new state; the step metrics' means as ``train_<name>``, ``time_train``, ``images_per_sec``.
+    (state, metrics): the new state; the step metrics' means as ``train_<name>``, ``time_train``,
+    ``<examples>_per_sec``.
 
   Raises:
     ValueError: if the epoch has no batch (``batch_size`` larger than the training set).
@@ -92,7 +96,7 @@ def train_epoch(c, par: DataParallel, state, batches, reg, progress: Progress, t
     progress.add(metrics)
     if progress.batches % 20 == 0 and c.progress_bar:
       host = par.metrics(metrics)
-      bar.set_postfix(loss=f"{host['loss']:.3f}", acc=f"{host['accuracy']:.3f}")
+      bar.set_postfix({name: f"{host[name]:.3f}" for name in shown})
     if after_step is not None:
       now = time.perf_counter()
       progress.seconds, start = progress.seconds + now - start, now
@@ -103,14 +107,14 @@ def train_epoch(c, par: DataParallel, state, batches, reg, progress: Progress, t
   progress.check_finite(par)
   means = {k: v / progress.batches for k, v in par.metrics(progress.sums).items()}
   return state, {**{f"train_{k}": v for k, v in means.items()}, "time_train": progress.seconds,
-                 "images_per_sec": progress.batches * c.batch_size / max(progress.seconds, 1e-9)}
+                 f"{examples}_per_sec": progress.batches * c.batch_size / max(progress.seconds, 1e-9)}
 
 
 def epoch_batches(inputs, rng: jax.Array, epoch: int, start: int = 0):
   """The shuffled, augmented batches of ``epoch`` from batch ``start`` on (seeded by the run's rng and the epoch).
 
   Args:
-    inputs: the run's input (``experiments.inputs``).
+    inputs: the run's input (``experiments.tasks.Inputs``).
     rng: the run's PRNG key.
     epoch: the epoch.
     start: the first batch (a resume inside the epoch).
@@ -122,20 +126,21 @@ def epoch_batches(inputs, rng: jax.Array, epoch: int, start: int = 0):
   return inputs.train_batches(seed, epoch, start)
 
 
-def evaluate(par: DataParallel, state, inputs) -> dict:
-  """Test loss and accuracy of ``state`` over the whole test set.
+def evaluate(par: DataParallel, state, inputs, task) -> dict:
+  """The test metrics of ``state`` over the whole test set.
 
   Args:
     par: the data-parallel mode.
     state: the train state, placed for ``par``.
-    inputs: the run's input (``experiments.inputs``); its eval batches (the last one padded and masked) are used.
+    inputs: the run's input (``experiments.tasks.Inputs``); its eval batches (the last one padded and masked) are
+      used.
+    task: the run's ``experiments.tasks.Task``: its ``evaluate`` reads the summed eval outputs.
 
   Returns:
-    {'test_loss', 'test_accuracy'}, means over the test examples.
+    The task's test metrics (``Task.evaluate``).
   """
   sums = None
   for batch in inputs.eval_batches():
     out = par.eval_step(state, par.shard_batch(batch, inputs.local))
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-  sums = par.metrics(sums)
-  return {"test_loss": sums["loss_sum"] / sums["count"], "test_accuracy": sums["correct"] / sums["count"]}
+  return task.evaluate(par.metrics(sums))

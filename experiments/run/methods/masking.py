@@ -21,11 +21,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from experiments.events import Context, Event, Outcome
+from experiments.run import events
+from experiments.run.events import Context, Event, Outcome
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.validate import check_choice, check_min_int
 from jaxsvd.pruning import Phases, unstructured
 from jaxsvd.pruning import masks as masks_lib
+from jaxsvd.pruning.dynamic import MaskedApply
 
 KINDS = ("magnitude", "dynamic")
 
@@ -55,6 +57,7 @@ def forward(c, architecture: Architecture, model, params) -> Any:
   return unstructured.dynamic_apply(model.apply, params, m.param_reduction)
 
 
+@events.register(order=30)
 @dataclasses.dataclass(frozen=True)
 class MaskPrune(Event):
   """The fixed mask of a masks run: k smallest |w| over all kernels zeroed after ``epoch`` and held at zero."""
@@ -102,6 +105,13 @@ class MaskPrune(Event):
     message = (f"{self.method} masks: {report['pruned']} of {report['kernel_entries']} kernel entries pruned, "
                f"the mask is now fixed")
     return Outcome(state, architecture, {"kind": self.kind, "method": self.method, **report}, message)
+
+  @classmethod
+  def forward(cls, c, architecture: Architecture, model, params, apply_fn):
+    """During dynamic pruning the masked apply function (the module's ``forward``, which also checks the parameter
+    count of a masks run); otherwise ``apply_fn``."""
+    masked = forward(c, architecture, model, params)
+    return masked if isinstance(masked, MaskedApply) else apply_fn
 
   @classmethod
   def optimizer(cls, architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, list]:

@@ -2,8 +2,10 @@
 each a command line, checked before anything runs.
 
   expand(sweep, root)   the points in dependency order (a compress point after its source's point)
-  check(points)         each point's command line parsed and its config validated as its command would: one line
-                        naming the method and the field of the first bad one
+  check(points, validators)
+                        each point's command line parsed and its config validated by its command's validator (the
+                        sweep command passes them: this package imports no command): one line naming the method and
+                        the field of the first bad one
   finished(point)       whether the point's run is done (its summary.json written for its last epoch)
 """
 
@@ -13,10 +15,10 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Callable, Mapping
 
-from experiments import cli, compress, pruning_from_scratch, startup
 from experiments.configs.sweeps import BUDGET_AS, COMMANDS
-from experiments.plan import make_plan
+from experiments.run import cli, startup
 
 MODULES = {"train": "experiments.cifar_svd", "compress": "experiments.compress",
            "from_scratch": "experiments.pruning_from_scratch"}
@@ -179,11 +181,13 @@ def parse_point(point: Point):
   return config
 
 
-def check(points: list[Point]) -> dict:
+def check(points: list[Point], validators: Mapping[str, Callable]) -> dict:
   """Each point's config parsed and validated as its command does before it compiles anything.
 
   Args:
     points: ``expand``'s points.
+    validators: {command: its check of a parsed config, raising a one-line ``ValueError``} for every command of the
+      points (``experiments.sweep.VALIDATORS``).
 
   Returns:
     {point name: its config}.
@@ -195,17 +199,7 @@ def check(points: list[Point]) -> dict:
   for p in points:
     try:
       c = configs[p.name] = parse_point(p)
-      if p.command == "compress":
-        try:
-          compress.check_config(c)
-        except ValueError as err:
-          if not str(err).startswith("source:"):  # the source runs first: its directory may not exist yet
-            raise
-        make_plan(compress.stage_config(c))
-      elif p.command == "from_scratch":
-        pruning_from_scratch.validate(c)
-      else:
-        make_plan(c)
+      validators[p.command](c)
     except ValueError as err:
       raise ValueError(f"methods.{p.method} (point {p.name}): {cli.one_line(err)}") from None
   return configs

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments import events as events_lib
-from experiments import methods, narrow, preemption, preflight
-from jaxsvd import data
+from experiments import tasks
+from experiments.run import events as events_lib
+from experiments.run import preemption
 from jaxsvd.core.contract import InputContract
 from jaxsvd.core.record import Architecture
+from jaxsvd.core.spec import SVDSpec
 from jaxsvd.core.svd import COMPUTE_DTYPES
 from jaxsvd.core.validate import check_choice, check_min_int
-from jaxsvd.models import MODEL_NAMES, SVDSpec, check_options
 from jaxsvd.pruning import Phases
 from jaxsvd.training import optim
 from jaxsvd.training.losses import RegularizerConfig
@@ -23,7 +23,9 @@ from jaxsvd.training.parallel import KINDS
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """What a run does: the model (before its input shape and ranks are known), loss, phases and events."""
+  """What a run does: its task, the model's SVD spec (before its input shape and ranks are known), loss, phases and
+  events."""
+  task: tasks.Task
   svd: SVDSpec | None
   reg: RegularizerConfig
   phases: Phases
@@ -42,23 +44,14 @@ class Plan:
 
 
 def _check_basic_fields(c) -> None:
-  check_choice("model", c.model, MODEL_NAMES)
-  check_choice("dataset", c.dataset, data.DATASETS)
-  check_choice("data_source", c.data_source, data.SOURCES)
-  if c.data_dir is not None and not c.data_dir:
-    raise ValueError("data_dir is empty: name a directory, or leave it unset (None) for the default location")
   check_choice("parallel", c.parallel, KINDS)
-  check_choice("normalization", c.normalization, data.NORMALIZATIONS)
   check_choice("compute_dtype", c.compute_dtype, COMPUTE_DTYPES)
-  check_options(c.model, c.model_options)
   for field in ("num_epochs", "batch_size", "eval_batch_size"):
     check_min_int(field, c[field], 1)
   check_min_int("seed", c.seed, 0)
   for field in ("max_steps_per_epoch", "num_devices"):
     if c[field] is not None:
       check_min_int(field, c[field], 1)
-  preflight.subset_size("train_subset", c.train_subset)
-  preflight.subset_size("test_subset", c.test_subset)
   check_min_int("checkpoint.max_to_keep", c.checkpoint.max_to_keep, 1)
   check_min_int("checkpoint.every_steps", c.checkpoint.every_steps, 0)
   check_min_int("checkpoint.stop_sync_every", c.checkpoint.stop_sync_every, 1)
@@ -66,7 +59,6 @@ def _check_basic_fields(c) -> None:
   if c.widths is not None:
     for path, width in dict(c.widths).items():
       check_min_int(f"widths[{path!r}]", width, 1)
-  narrow.validate(c)
 
 
 def svd_spec(c) -> SVDSpec | None:
@@ -100,30 +92,31 @@ def make_plan(c) -> Plan:
   Raises:
     ValueError: one line naming the first bad field.
   """
+  task = tasks.of(c)
+  task.validate(c)
   _check_basic_fields(c)
   optim.validate(c.optimizer)
   reg = RegularizerConfig.from_config(c.reg, "reg")
   phases = Phases(c.num_epochs, c.finetune_epochs)
-  return Plan(svd_spec(c), reg, phases, methods.from_config(c, phases))
+  return Plan(task, svd_spec(c), reg, phases, events_lib.from_config(c, phases))
 
 
 def initial_architecture(c, plan: Plan, input_shape, ranks, contract: InputContract | None = None) -> Architecture:
-  """The record of a run's model at initialization (``ranks`` read back from its params).
+  """The record of a run's model at initialization (``ranks`` read back from its params): the task's
+  (``Task.architecture``) with the plan's SVD spec.
 
   Args:
-    c: the experiment config (``model``, ``dataset``, ``widths``, ``model_options`` and ``compute_dtype`` are read).
-    plan: the run's plan (its SVD spec).
-    input_shape: the (H, W, C) input shape.
+    c: the experiment config.
+    plan: the run's plan (its task and SVD spec).
+    input_shape: one example's shape.
     ranks: {layer path: rank}, used as both the current and the original ranks.
-    contract: the input contract of the run's data (``experiments.inputs``), or None.
+    contract: the input contract of the run's data (``Inputs.contract``), or None.
 
   Returns:
     The ``Architecture``.
   """
-  return Architecture(c.model, data.NUM_CLASSES[c.dataset], tuple(input_shape), plan.svd, dict(ranks), dict(ranks),
-                      None if c.widths is None else dict(c.widths),
-                      options=dict(c.model_options) if c.model_options else None, compute_dtype=c.compute_dtype,
-                      input_contract=None if contract is None else contract.to_json())
+  return plan.task.architecture(c, plan.svd, input_shape, contract).replace(ranks=dict(ranks),
+                                                                           original_ranks=dict(ranks))
 
 
 def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape, where: str = "the workdir",
@@ -136,7 +129,7 @@ def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape, wher
     c: the resuming experiment config.
     plan: its plan.
     saved: the record read from the workdir's checkpoint.
-    input_shape: the (H, W, C) shape of the data the run resumes on.
+    input_shape: the example shape of the data the run resumes on.
     where: what holds ``saved``, named in the errors.
     contract: the data's input contract: recorded when ``saved`` has none (a checkpoint of jaxsvd < 0.3.1).
 
@@ -145,18 +138,19 @@ def resumable_architecture(c, plan: Plan, saved: Architecture, input_shape, wher
 
   Raises:
     ValueError: one line if the config asks for another model, class count or SVD spec (any field but ``mode``), or
-      the data's images have another shape than the checkpoint's model was built for.
+      the data's examples have another shape than the checkpoint's model was built for.
   """
   spec = lambda svd: None if svd is None else svd.with_mode("auto").with_ranks({}).to_dict()  # noqa: E731
-  asked = (c.model, data.NUM_CLASSES[c.dataset], spec(plan.svd), dict(c.model_options or {}))
-  have = (saved.model, saved.num_classes, spec(saved.svd), dict(saved.options or {}))
+  identity = lambda a: (a.model, a.num_classes, spec(a.svd), dict(a.options or {}))  # noqa: E731 -- the record's
+  asked, have = identity(plan.task.architecture(c, plan.svd, saved.input_shape, None)), identity(saved)
   if asked != have:
     raise ValueError(f"{where} holds a run of (model, classes, svd spec, model options) = {have}, the config asks "
                      f"for {asked}; resume with the run's config or use another --workdir")
   if tuple(saved.input_shape) != tuple(input_shape):
-    raise ValueError(f"{where}'s checkpoint is for {tuple(saved.input_shape)} images, data_dir="
-                     f"{c.data_dir} holds {tuple(input_shape)} images ({c.dataset}); resume on the run's data or use "
-                     f"another --workdir")
+    examples = plan.task.examples
+    raise ValueError(f"{where}'s checkpoint is for {tuple(saved.input_shape)} {examples}, data_dir="
+                     f"{c.data_dir} holds {tuple(input_shape)} {examples} ({c.dataset}); resume on the run's data or "
+                     f"use another --workdir")
   saved = saved.replace(compute_dtype=c.compute_dtype)
   if saved.input_contract is None and contract is not None:
     saved = saved.replace(input_contract=contract.to_json())

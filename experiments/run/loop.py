@@ -3,7 +3,7 @@ exact resume from ``workdir``.
 
     for epoch in ...:
       state = train_epoch(...)                         # jitted, donated state
-      for event in plan.events:                        # experiments/events.py
+      for event in plan.events:                        # experiments/run/events.py
         if event.due(epoch): state, architecture = event.apply(state, architecture, ctx)
       checkpoint.save(state, architecture, run info)   # the record is what restore and resume rebuild from
 
@@ -26,12 +26,13 @@ import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
 
-from experiments import epoch as epoch_lib
-from experiments import events as events_lib
-from experiments import inputs as inputs_lib
-from experiments import masking, methods, narrow, outputs, preemption, preflight, recovery, reporting, stages, startup
-from experiments.plan import Plan, initial_architecture, make_plan, resumable_architecture
-from jaxsvd import checkpoint, data
+from experiments import tasks
+from experiments.report.metrics import MetricsWriter, epoch_line
+from experiments.run import epoch as epoch_lib
+from experiments.run import events as events_lib
+from experiments.run import outputs, preemption, preflight, recovery, stages, startup
+from experiments.run.plan import Plan, initial_architecture, make_plan, resumable_architecture
+from jaxsvd import checkpoint
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.structure import ranks as read_ranks
 from jaxsvd.core.structure import total_rank
@@ -61,7 +62,7 @@ class Setup:
   c: Any
   plan: Plan
   par: DataParallel
-  inputs: Any  # experiments.inputs.InMemory | Streamed
+  inputs: tasks.Inputs  # the task's data
   ctx: events_lib.Context
   mngr: ocp.CheckpointManager
   costs: dict = dataclasses.field(default_factory=dict)
@@ -88,10 +89,7 @@ def make_tx(c, steps_per_epoch: int, architecture: Architecture, params) -> opta
   Returns:
     ``optim.make_optimizer`` of the resulting config, chained with the event types' extra transforms.
   """
-  cfg, extra = c.optimizer.to_dict(), []
-  for event_type in methods.EVENT_TYPES:
-    cfg, more = event_type.optimizer(architecture, params, cfg)
-    extra += more
+  cfg, extra = events_lib.optimizer(architecture, params, c.optimizer.to_dict())
   base = optim.make_optimizer(cfg, params, steps_per_epoch, c.num_epochs)
   return optax.chain(base, *extra) if extra else base
 
@@ -103,13 +101,14 @@ def init_run(s: Setup) -> Run:
   if s.c.init_from:
     architecture, variables = stages.start_from(s, s.c.init_from)
   else:
-    architecture = narrow.apply(s.c, initial_architecture(s.c, s.plan, s.inputs.input_shape, {}, s.inputs.contract()))
+    architecture = events_lib.initial(s.c, initial_architecture(s.c, s.plan, s.inputs.input_shape, {},
+                                                                s.inputs.contract()))
     model = s.ctx.build_model(architecture)
     variables = jax.jit(model.init)(init_rng, jnp.zeros((1, *s.inputs.input_shape), jnp.float32))
     ranks = read_ranks(variables["params"])
     architecture = architecture.replace(ranks=ranks, original_ranks=dict(ranks))
   model = s.ctx.build_model(architecture)
-  apply_fn = masking.forward(s.c, architecture, model, variables["params"])
+  apply_fn = events_lib.forward(s.c, architecture, model, variables["params"])
   state = TrainState.create(apply_fn, variables, s.ctx.make_tx(architecture, variables["params"]))
   return Run(s.par.place(state), rng, 0, architecture, [], [])
 
@@ -134,7 +133,7 @@ def resume_run(s: Setup, step: int) -> Run:
   tx = s.ctx.make_tx(architecture, params)
   train = checkpoint.restore_train(directory, step, jax.eval_shape(tx.init, params))
   state = TrainState(step=train["step"], params=params, model_state=variables, opt_state=train["opt_state"],
-                     apply_fn=masking.forward(s.c, architecture, model, params), tx=tx)
+                     apply_fn=events_lib.forward(s.c, architecture, model, params), tx=tx)
   if s.inputs.local:  # a stream continues where it stopped (mid-epoch exact; any process count)
     s.inputs.set_state(meta.get("data_stream"))
   progress = meta.get("epoch_progress")
@@ -189,13 +188,15 @@ def run_epoch(s: Setup, r: Run) -> tuple[dict, bool]:
   batches = epoch_lib.epoch_batches(s.inputs, r.rng, r.epoch, r.progress.batches)
   try:
     r.state, row = epoch_lib.train_epoch(c, s.par, r.state, batches, s.plan.reg_for(r.epoch), r.progress,
-                                         s.inputs.num_train_batches(), s.inputs.local, functools.partial(after_step, s, r))
+                                         s.inputs.num_train_batches(), s.inputs.local,
+                                         functools.partial(after_step, s, r), s.plan.task.progress_metrics,
+                                         s.plan.task.examples)
   except recovery.NonFiniteError as err:
     raise recovery.nonfinite(s.mngr, err, r.epoch) from None
   r.progress = None
   row = {"epoch": r.epoch, **row}
   start = time.perf_counter()
-  row.update(epoch_lib.evaluate(s.par, r.state, s.inputs), time_eval=time.perf_counter() - start)
+  row.update(epoch_lib.evaluate(s.par, r.state, s.inputs, s.plan.task), time_eval=time.perf_counter() - start)
   start = time.perf_counter()
   changed = apply_events(s, r)
   row["time_prune"] = time.perf_counter() - start
@@ -251,10 +252,11 @@ def run_info(c, r: Run) -> dict:
     r: the run.
 
   Returns:
-    {'epoch', 'history', 'pruning_events', 'best_test_accuracy' (None without history), 'config'}.
+    {'epoch', 'history', 'pruning_events', 'best_<the task's best metric>' (None without history), 'config'}.
   """
-  best = max((h["test_accuracy"] for h in r.history), default=None)
-  return {"epoch": r.epoch, "history": r.history, "pruning_events": r.events, "best_test_accuracy": best,
+  metric = tasks.of(c).best_metric
+  best = max((h[metric] for h in r.history), default=None)
+  return {"epoch": r.epoch, "history": r.history, "pruning_events": r.events, f"best_{metric}": best,
           "config": json.loads(c.to_json_best_effort())}
 
 
@@ -272,22 +274,17 @@ def setup(c, workdir: str, stop: preemption.StopRequest | None = None, plan: Pla
 
   Raises:
     ValueError: one line naming a bad config field, bad data, or a workdir that cannot be written.
-    FileNotFoundError: if the dataset's local files are missing.
+    FileNotFoundError: if the task's data files are missing.
   """
   plan = make_plan(c) if plan is None else plan
   preflight.check_workdir(workdir)
-  if c.dataset in inputs_lib.STREAMED:
-    inputs = inputs_lib.Streamed(c)
-  else:
-    ds = preflight.load_data(c)
-    mean, std = data.dataset_normalization(c.dataset, ds.train_images, c.normalization)
-    inputs = inputs_lib.InMemory(c, ds, mean, std)
-  par = DataParallel(c.parallel, c.num_devices)
+  inputs = plan.task.inputs(c)
+  par = plan.task.parallel(c)
   preflight.check_devices(c, par.num_devices)
   steps_per_epoch = max(inputs.num_train_batches(), 1)
   ctx = events_lib.Context(build_model=lambda a: a.build_model(par.bn_axis_name),
                            make_tx=lambda a, params: make_tx(c, steps_per_epoch, a, params), workdir=workdir)
-  mngr, lock = recovery.open_checkpoints(workdir, c.checkpoint, "test_accuracy")
+  mngr, lock = recovery.open_checkpoints(workdir, c.checkpoint, plan.task.best_metric)
   stop = stop or preemption.StopRequest(c.checkpoint.stop_signal, c.checkpoint.stop_sync_every)
   return Setup(c, plan, par, inputs, ctx, mngr, lock=lock, stop=stop)
 
@@ -320,7 +317,7 @@ def run(c, workdir: str, stop_after_epoch: int | None = None) -> dict | None:
       s = setup(c, workdir, stop, plan)
       startup.announce(s, workdir)
       r = recovery.start(s, init_run, resume_run)
-      writer = reporting.MetricsWriter(workdir, c.tensorboard, r.history) if distributed.is_primary() else None
+      writer = MetricsWriter(workdir, c.tensorboard, r.history) if distributed.is_primary() else None
       finished = train_epochs(s, r, writer, stop_after_epoch)
     if not finished:
       return None
@@ -352,10 +349,10 @@ def train_epochs(s: Setup, r: Run, writer, stop_after_epoch: int | None = None) 
         writer.write(row)
       except checkpoint.CheckpointSaveError as err:
         raise checkpoint.CheckpointSaveError(f"{err}; {recovery.last_good(s.mngr)}") from None
-    log.info(reporting.epoch_line(row))
+    log.info(epoch_line(row, s.plan.task.epoch_text(row), s.plan.task.examples))
     host = s.par.host_state(r.state)
     checkpoint.save(s.mngr, host, r.rng, r.architecture, {**run_info(s.c, r), "data_stream": s.inputs.get_state()},
-                    metrics={"test_accuracy": row["test_accuracy"]})
+                    metrics={s.plan.task.best_metric: row[s.plan.task.best_metric]})
     step = int(host.step)
     if r.epoch < s.c.num_epochs and s.stop.requested(step, sync=True):
       raise stopped(s, step, f"the end of epoch {r.epoch}")

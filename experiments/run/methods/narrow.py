@@ -10,7 +10,9 @@ ordinary dense training of that architecture from a random init; the widths go i
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
+from experiments.run import events
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.validate import check_min_int
 from jaxsvd.linen import flops
@@ -67,4 +69,32 @@ def apply(c, architecture: Architecture) -> Architecture:
   return architecture
 
 
-__all__ = ["validate", "apply"]
+@events.register(order=40)
+class Narrow(events.Event):
+  """Narrow widths as a registered method: validated with the other methods (``from_config``, no event) and applied
+  to the architecture a fresh run starts from (``initial``). It never fires."""
+  kind: ClassVar[str] = "narrow"
+
+  @classmethod
+  def from_config(cls, c, phases) -> list[events.Event]:
+    """No event; validates the ``narrow`` fields (``validate``)."""
+    del phases
+    validate(c)
+    return []
+
+  def due(self, epoch: int) -> bool:
+    """Never due."""
+    del epoch
+    return False
+
+  def apply(self, state, architecture: Architecture, ctx: events.Context) -> events.Outcome:
+    """Not an event: narrow widths are set at initialization (``initial``)."""
+    raise NotImplementedError("narrow sets widths at initialization, it does not fire")
+
+  @classmethod
+  def initial(cls, c, architecture: Architecture) -> Architecture:
+    """``apply``: the narrowed widths when ``narrow.macs_reduction`` > 0."""
+    return apply(c, architecture)
+
+
+__all__ = ["validate", "apply", "Narrow"]

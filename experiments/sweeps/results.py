@@ -12,12 +12,13 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
 
-from experiments import cli, export, sweep_plots
+from experiments.run import cli
+from experiments.sweeps import plots as sweep_plots
 from jaxsvd import checkpoint
 from jaxsvd.deploy import artifact
 from jaxsvd.training import xla_options
@@ -61,8 +62,9 @@ def point_row(point, summary: dict) -> dict:
           "wall_s": wall_seconds(point.workdir), "latency_ms": math.nan}
 
 
-def deployed(workdir: str, batch: int, rules: Sequence[str]) -> str:
-  """``workdir/deploy``: the autotuned artifact of the latest checkpoint (``experiments.export``; kept if current)."""
+def deployed(workdir: str, batch: int, rules: Sequence[str], export_run: Callable) -> str:
+  """``workdir/deploy``: the autotuned artifact of the latest checkpoint, written by ``export_run``
+  (``experiments.export.export_run``) unless it is current."""
   out = os.path.join(workdir, "deploy")
   _, step = checkpoint.resolve(os.path.join(workdir, "checkpoints"))
   try:
@@ -71,11 +73,11 @@ def deployed(workdir: str, batch: int, rules: Sequence[str]) -> str:
   except (OSError, ValueError):
     pass
   platforms = ("cpu",) if jax.default_backend() == "cpu" else ("cpu", "cuda")
-  export.export_run(workdir, out, batch=batch, rules=tuple(rules), platforms=platforms)
+  export_run(workdir, out, batch=batch, rules=tuple(rules), platforms=platforms)
   return out
 
 
-def latencies(rows: list[dict], workdirs: dict, latency) -> None:
+def latencies(rows: list[dict], workdirs: dict, latency, export_run: Callable) -> None:
   """Fills each row's ``latency_ms``: every point's deployed artifact loaded in this process and timed side by side
   (``xla_options.alternate``: alternating, median of ``latency.repeats`` calls on ``latency.batch`` inputs).
 
@@ -83,11 +85,12 @@ def latencies(rows: list[dict], workdirs: dict, latency) -> None:
     rows: the finished points' rows (updated in place).
     workdirs: {point name: workdir}.
     latency: the sweep's ``latency`` fields.
+    export_run: writes a run's deploy artifact (``experiments.export.export_run``).
   """
   fns = {}
   for row in rows:
     try:
-      out = deployed(workdirs[row["point"]], latency.batch, latency.rules)
+      out = deployed(workdirs[row["point"]], latency.batch, latency.rules, export_run)
       predict = artifact.load(out)
       shape = artifact.read_meta(out)["input_shape"]
       x = np.random.default_rng(0).normal(size=(latency.batch, *shape)).astype(np.float32)
@@ -160,7 +163,7 @@ def markdown(groups: list[dict], points, status: dict, command: str) -> str:
   return "\n".join(lines)
 
 
-def report(s, points, root: str, status: dict, command: str | None = None) -> list[dict]:
+def report(s, points, root: str, status: dict, export_run: Callable, command: str | None = None) -> list[dict]:
   """Writes ``root``'s results.csv, results.md, results_macs.png and results_latency.png for the finished points.
 
   Args:
@@ -168,6 +171,7 @@ def report(s, points, root: str, status: dict, command: str | None = None) -> li
     points: the sweep's points.
     root: the sweep's directory.
     status: {point name: its state}; only 'done' / 'finished' points are read.
+    export_run: writes a run's deploy artifact for the latency column (``experiments.export.export_run``).
     command: the sweep's command line for results.md (default: ``python -m experiments.sweep --workdir=ROOT``).
 
   Returns:
@@ -183,7 +187,7 @@ def report(s, points, root: str, status: dict, command: str | None = None) -> li
   for row in rows:
     row["macs_reduction"] = reference / row["macs"] if row["macs"] else math.nan
   if s.latency.enabled:
-    latencies(rows, {p.name: p.workdir for p in points}, s.latency)
+    latencies(rows, {p.name: p.workdir for p in points}, s.latency, export_run)
   write_csv(os.path.join(root, "results.csv"), rows)
   groups = aggregate(rows)
   command = command or f"python -m experiments.sweep --workdir={root}"

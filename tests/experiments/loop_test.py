@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments import train
+from experiments.run import loop
 from jaxsvd import checkpoint
 from jaxsvd.models import build_model
 from tests import helpers
@@ -36,7 +36,7 @@ def test_full_loop_interrupted_then_resumed_by_cli(data_dir, tmp_path):
   # 8 steps/epoch and a gentle final prune: enough to learn the bands (measured 0.55-0.75 test accuracy over seeds;
   # with 3 steps/epoch and final energy 0.3 the same run stays at chance, 0.08-0.22).
   overrides = {"plots": True, "tensorboard": True, "max_steps_per_epoch": 8, "final_prune.energy": 0.05}
-  assert train.run(helpers.tiny_config(data_dir, **overrides), workdir, stop_after_epoch=2) is None
+  assert loop.run(helpers.tiny_config(data_dir, **overrides), workdir, stop_after_epoch=2) is None
   proc = cli(f"--workdir={workdir}", *helpers.cli_flags(data_dir, **overrides))
   assert proc.returncode == 0, proc.stderr[-3000:]
   log = proc.stdout + proc.stderr
@@ -69,7 +69,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
   c = helpers.tiny_config(data_dir, **{"pruning.enabled": False})
   c.optimizer.update(optimizer="sgd", learning_rate=0.01, schedule="multistep", milestones=(0.5,), decay_factor=1e14)
   with pytest.raises(FloatingPointError, match=r"the last good checkpoint is step 6 \(epoch 2\)"):
-    train.run(c, str(tmp_path))
+    loop.run(c, str(tmp_path))
   restored = checkpoint.restore(os.path.join(tmp_path, "checkpoints"))
   assert restored.meta["epoch"] == 2
   chex.assert_tree_all_finite(restored.variables)
@@ -84,7 +84,8 @@ def test_every_shipped_config_validates(name):
   """Each config file builds a plan (and pruning-from-scratch configs pass their own checks) before any compile."""
   import importlib
 
-  from experiments import plan, pruning_from_scratch
+  from experiments import pruning_from_scratch
+  from experiments.run import plan
   c = importlib.import_module(f"experiments.configs.{name}").get_config()
   events = plan.make_plan(c).events
   if "from_scratch" in name:

@@ -4,7 +4,7 @@
              data (name, sizes, where from, normalization); devices and processes; the workdir and whether the run
              is new or resumes (and from which step)
   finished   a workdir whose latest checkpoint is the config's last epoch and whose summary.json is that epoch's: the
-             run is finished; ``train.run`` logs it and returns the summary without touching a file
+             run is finished; ``loop.run`` logs it and returns the summary without touching a file
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 
 import jax
 
-from experiments import reporting
+from experiments import tasks
 from experiments.configs import default
 from jaxsvd import checkpoint
 from jaxsvd.training import distributed
@@ -28,7 +28,7 @@ def announce(s, workdir: str) -> None:
   """Logs the start-up lines (process 0 only).
 
   Args:
-    s: the run's ``train.Setup`` (config, inputs, parallel mode, checkpoint manager).
+    s: the run's ``loop.Setup`` (config, inputs, parallel mode, checkpoint manager).
     workdir: the run's directory.
   """
   if not distributed.is_primary():
@@ -36,7 +36,7 @@ def announce(s, workdir: str) -> None:
   c = s.c
   svd = "dense" if not c.svd.enabled else f"SVD {c.svd.decomposition}-wise (mode {c.svd.mode})"
   log.info("jaxsvd %s: %s, %s, compute %s; config differs from the defaults in: %s", __version__, c.model, svd,
-           c.get("compute_dtype", "float32"), reporting.config_changes(c, default.get_config()))
+           c.get("compute_dtype", "float32"), config_changes(c, default.get_config()))
   log.info("data: %s", s.inputs.describe())
   log.info("devices: %d process(es), %d %s device(s) used (parallel=%r)", jax.process_count(), s.par.num_devices,
            jax.default_backend(), c.parallel)
@@ -70,9 +70,39 @@ def finished(c, workdir: str) -> dict | None:
   if meta is None or meta.get("epoch_progress") or meta["epoch"] < c.num_epochs or summary.get("epochs") != meta["epoch"]:
     return None
   saved = meta.get("config", {})
-  if (saved.get("model"), saved.get("dataset")) != (c.model, c.dataset):
+  if (saved.get("task", tasks.DEFAULT), saved.get("model"), saved.get("dataset")) != (
+      c.get("task", tasks.DEFAULT), c.model, c.dataset):
     return None  # another experiment: the normal start names the mismatch
-  log.info("%s holds a finished run (epoch %d of %d, test accuracy %.4f): nothing to do, no file changed. Raise "
+  metric = tasks.of(c).best_metric
+  log.info("%s holds a finished run (epoch %d of %d, %s %.4f): nothing to do, no file changed. Raise "
            "--config.num_epochs to train further; see summary.json, metrics.csv and the plots there.",
-           os.path.abspath(workdir), meta["epoch"], c.num_epochs, summary.get("test_accuracy", float("nan")))
+           os.path.abspath(workdir), meta["epoch"], c.num_epochs, metric.replace("_", " "),
+           summary.get(metric, float("nan")))
   return summary
+
+
+def config_changes(c, defaults, limit: int = 16) -> str:
+  """The fields of config ``c`` whose values differ from ``defaults`` (or that ``defaults`` lacks), as one line.
+
+  Args:
+    c: the run's config.
+    defaults: the default config (``experiments/configs/default.py``).
+    limit: at most this many fields are named.
+
+  Returns:
+    'field=value, ...' ('none' when they agree).
+  """
+  ours, theirs = _flat(c.to_dict()), _flat(defaults.to_dict())
+  changed = [f"{k}={v!r}" for k, v in ours.items() if k not in theirs or theirs[k] != v]
+  more = f", ... ({len(changed) - limit} more)" if len(changed) > limit else ""
+  return ", ".join(changed[:limit]) + more if changed else "none"
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v:
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out

@@ -5,7 +5,7 @@
                  ``checkpoint.restore_fallback`` a damaged step is moved to ``corrupt_checkpoints/`` and the
                  previous step is tried; no step: a fresh run.
   nonfinite      the one-line error for a NaN/Inf step: names the last good checkpoint, or says there is none.
-Side outputs are reconciled by ``reporting.MetricsWriter`` from the restored history (exactly-once rows).
+Side outputs are reconciled by ``report.metrics.MetricsWriter`` from the restored history (exactly-once rows).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def start(s, init_run, resume_run):
   """The ``Run`` to continue: resumed from the latest readable step, else fresh.
 
   Args:
-    s: the run's ``train.Setup`` (``s.c.checkpoint.restore_fallback`` is read; ``s.mngr`` is reloaded after a
+    s: the run's ``loop.Setup`` (``s.c.checkpoint.restore_fallback`` is read; ``s.mngr`` is reloaded after a
       fallback).
     init_run: ``Setup → Run`` (a fresh run).
     resume_run: ``(Setup, step) → Run``; raises ``CheckpointError`` for a damaged step.

@@ -7,7 +7,8 @@ import types
 import numpy as np
 import pytest
 
-from experiments import plots, reporting, train
+from experiments.report import figures, spectra
+from experiments.run import loop
 from jaxsvd import checkpoint
 from tests import helpers
 
@@ -55,16 +56,16 @@ def test_plots_accept_a_prune_stage_row_without_train_metrics(tmp_path):
   KeyError('train_accuracy') after summary.json was written, leaving the stage half-finished."""
   history = [{"epoch": 0, "test_accuracy": 0.83, "total_rank": 161}]
   params = {"conv": {"U": np.eye(3), "s": np.array([2.0, -1.0, 0.5]), "V": np.eye(3)}}
-  paths = reporting.plot_all(str(tmp_path), history, params)
+  paths = figures.plot_all(str(tmp_path), history, params)
   assert names(paths) == ["accuracy.png", "compression.png", "loss.png", "spectra.png"]  # no per-layer ranks known
   assert all(os.path.getsize(p) > 0 for p in paths)
   training = [{"epoch": 1, "train_accuracy": 0.7, "test_accuracy": 0.8, "total_rank": 281}, *history]
-  assert len(reporting.plot_all(str(tmp_path), training, params)) == 4
+  assert len(figures.plot_all(str(tmp_path), training, params)) == 4
 
 
 def test_accuracy_marks_each_event_at_its_epoch_and_shades_the_fine_tune():
   history, events, _, _ = synthetic_run()
-  (ax,) = plots.accuracy_figure(history, events).axes
+  (ax,) = figures.accuracy_figure(history, events).axes
   assert ax.get_title() == "accuracy (final test 0.7200, best 0.7200)"
   labelled = {line.get_label(): line for line in ax.lines if not line.get_label().startswith("_")}
   np.testing.assert_allclose(labelled["test"].get_ydata(), [0.09 * e for e in range(1, 9)])
@@ -75,7 +76,7 @@ def test_accuracy_marks_each_event_at_its_epoch_and_shades_the_fine_tune():
 
 def test_loss_splits_ce_from_the_weighted_and_the_raw_regularizer_terms():
   history, events, _, _ = synthetic_run()
-  objective, terms = plots.loss_figure(history, events).axes
+  objective, terms = figures.loss_figure(history, events).axes
   assert objective.get_title().startswith("objective") and terms.get_title().startswith("regularizer terms")
   curves = {line.get_label(): line for line in objective.lines if not line.get_label().startswith("_")}
   assert {"train loss = CE + Σ λ·term", "train CE", "test CE", "Σ λ·term = train loss − CE"} <= set(curves)
@@ -91,7 +92,7 @@ def test_loss_splits_ce_from_the_weighted_and_the_raw_regularizer_terms():
 
 def test_compression_starts_at_the_summary_and_steps_at_the_events():
   history, events, summary, _ = synthetic_run()
-  axes = plots.compression_figure(history, events, summary).axes
+  axes = figures.compression_figure(history, events, summary).axes
   assert [ax.get_title() for ax in axes] == ["total rank: 36 → 15 (2.40× fewer)",
                                              "MACs per example: 36.00k → 15.00k (2.40× fewer)",
                                              "params: 536 → 515 (1.04× fewer)"]
@@ -103,14 +104,14 @@ def test_compression_starts_at_the_summary_and_steps_at_the_events():
 
 def test_layer_ranks_follow_the_events_entries():
   history, events, _, arch = synthetic_run()
-  fig = plots.layer_ranks_figure(history, events, arch.original_ranks)
+  fig = figures.layer_ranks_figure(history, events, arch.original_ranks)
   (ax, _colorbar) = fig.axes
   fraction = np.asarray(ax.images[0].get_array())
   assert fraction.shape == (3, 9)  # layers × (start + 8 epochs)
   np.testing.assert_allclose(fraction[:, 0], 1.0)
   np.testing.assert_allclose(fraction[2] * 16, [16, 16, 15, 14, 13, 12, 9, 9, 9])
   assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
-  assert plots.layer_ranks_figure(history, [], None) is None
+  assert figures.layer_ranks_figure(history, [], None) is None
 
 
 def test_spectra_draw_the_kept_part_the_tail_and_the_cut(tmp_path):
@@ -118,15 +119,15 @@ def test_spectra_draw_the_kept_part_the_tail_and_the_cut(tmp_path):
   rng = np.random.default_rng(0)
   before = {"net/a": np.sort(rng.random(10))[::-1] + 0.1, "net/b": np.sort(rng.random((2, 6)))[:, ::-1]}
   kept = {"net/a": 4, "net/b": 6}
-  path = reporting.spectra_path(str(tmp_path), 6, "final")
-  reporting.save_spectra(path, {p: s * 2 for p, s in before.items()}, kept, "stale")
-  reporting.save_spectra(path, before, kept, "final prune after epoch 6, energy=0.05")  # a redone epoch overwrites
+  path = spectra.spectra_path(str(tmp_path), 6, "final")
+  spectra.save_spectra(path, {p: s * 2 for p, s in before.items()}, kept, "stale")
+  spectra.save_spectra(path, before, kept, "final prune after epoch 6, energy=0.05")  # a redone epoch overwrites
   assert sorted(os.listdir(tmp_path)) == ["spectra_epoch6_final.npz"]
-  info, layers = plots.spectra_record(str(tmp_path), events)  # the final prune's, not the online ones'
+  info, layers = figures.spectra_record(str(tmp_path), events)  # the final prune's, not the online ones'
   assert info == "final prune after epoch 6, energy=0.05" and list(layers) == ["net/a", "net/b"]
   np.testing.assert_allclose(layers["net/b"][0], before["net/b"], rtol=1e-6)
   params = {"net": {"a": {"U": np.eye(4), "s": before["net/a"][:4], "V": np.eye(4)}}}
-  fig = plots.spectra_figure((info, layers), params)
+  fig = figures.spectra_figure((info, layers), params)
   a, b = fig.axes
   assert fig.get_suptitle() == info and a.get_title().startswith("a\n4/10 kept, ")
   assert [line.get_xdata()[0] for line in a.lines if line.get_gid() == "cut"] == [4.5]
@@ -138,7 +139,7 @@ def test_spectra_draw_the_kept_part_the_tail_and_the_cut(tmp_path):
 
 def test_spectra_of_many_layers_show_the_largest():
   layers = {f"l{i:02d}": (np.linspace(1, 0.1, 4 + i), 2) for i in range(30)}
-  fig = plots.spectra_figure(("x", layers), {})
+  fig = figures.spectra_figure(("x", layers), {})
   titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
   assert len(titles) == 24 and titles[0].startswith("l06\n")
   assert fig.get_suptitle() == "x; the 24 largest of 30 layers"
@@ -151,20 +152,20 @@ def data_dir(tmp_path_factory):
 
 def test_a_tiny_run_plots_its_events_and_records_the_spectra_it_cut(data_dir, tmp_path):
   workdir = str(tmp_path)
-  summary = train.run(helpers.tiny_config(data_dir, plots=True), workdir)  # online after 2, 3; final after 3
+  summary = loop.run(helpers.tiny_config(data_dir, plots=True), workdir)  # online after 2, 3; final after 3
   assert names(summary["plots"]) == FIGURES
   events = checkpoint.restore(os.path.join(workdir, "checkpoints")).meta["pruning_events"]
   assert [(e["epoch"], e["kind"]) for e in events] == [(2, "online"), (3, "online"), (3, "final")]
   assert sorted(f for f in os.listdir(workdir) if f.startswith("spectra_epoch")) == [
       "spectra_epoch2_online.npz", "spectra_epoch3_final.npz", "spectra_epoch3_online.npz"]
-  info, layers = reporting.load_spectra(reporting.spectra_path(workdir, 3, "final"))
+  info, layers = spectra.load_spectra(spectra.spectra_path(workdir, 3, "final"))
   assert info.startswith("final prune after epoch 3, energy=0.3")
   assert {p: k for p, (_, k) in layers.items()} == events[-1]["ranks"]
   assert {p: s.shape[-1] for p, (s, _) in layers.items()} == events[1]["ranks"]  # what the online prune left
   history = [{"epoch": e + 1, "finetune": int(e == 3), "test_accuracy": 0.5} for e in range(4)]
-  ax = plots.accuracy_figure(history, events).axes[0]
+  ax = figures.accuracy_figure(history, events).axes[0]
   assert event_lines(ax, "online") == [2, 3] and event_lines(ax, "final") == [3] and finetune_span(ax) == (3, 4)
   params = checkpoint.restore(os.path.join(workdir, "checkpoints")).variables["params"]
-  fig = plots.spectra_figure((info, layers), params)
+  fig = figures.spectra_figure((info, layers), params)
   cuts = [line.get_xdata()[0] for ax in fig.axes for line in ax.lines if line.get_gid() == "cut"]
   assert cuts == [k + 0.5 for _, (_, k) in layers.items()]

@@ -1,0 +1,1 @@
+"""A run's reports: the metrics CSV and TensorBoard, the summary table, the figures, the spectra files."""
