@@ -43,7 +43,7 @@ def pareto_figure(groups: Sequence[dict], x_key: str) -> Figure:
   half the range over seeds, the frontier as a dashed step line through its points (gid 'frontier').
 
   Args:
-    groups: ``sweep_results.aggregate``'s entries.
+    groups: ``sweeps.results.aggregate``'s entries.
     x_key: the cost column.
 
   Returns:
@@ -78,7 +78,7 @@ def pareto_figures(groups: Sequence[dict], root: str) -> list[str]:
   """Writes ``results_macs.png`` and ``results_latency.png`` into ``root``.
 
   Args:
-    groups: ``sweep_results.aggregate``'s entries.
+    groups: ``sweeps.results.aggregate``'s entries.
     root: the sweep's directory.
 
   Returns:

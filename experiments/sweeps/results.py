@@ -1,5 +1,5 @@
 """A sweep's results: one row per point (``results.csv``), mean ± spread over seeds per (method, budget)
-(``results.md``), the deployed latency of every point timed side by side, and the Pareto figures (``sweep_plots``).
+(``results.md``), the deployed latency of every point timed side by side, and the Pareto figures (``sweeps.plots``).
 
 The spread is half the range over seeds, (max − min) / 2: with 2 seeds each value is mean ± spread. Two methods
 whose means differ by less than the larger spread are a tie.
