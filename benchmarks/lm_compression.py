@@ -6,7 +6,7 @@
 Data: the ``.py`` files of this Python's standard library (``sysconfig.get_paths()['stdlib']``), sorted by path;
 every 10th file is a test file (a fixed split by file), the rest train; bytes are the tokens (vocabulary 256).
 Model: a decoder-only pre-LN transformer (2 blocks, d = 128, 4 heads, MLP 4d, context 128; linen ``nn.Dense``
-layers for q, k, v, o and the MLP), trained with Adam (seeded). Then ``jaxsvd.pruning.compress`` with
+layers for q, k, v, o and the MLP), trained with Adam (seeded). Then ``jaxsvd.linen.compress`` with
 ``params_reduction=2``: the blocks' linear layers (embedding and output head kept dense) at ≤ 50 % of their params,
 with 'plain', 'activation' (α = 0.5) and 'whitened' decomposition on 64 training windows of calibration.
 Prints one table row per method: test perplexity (exp of the mean next-byte cross-entropy on fixed test windows).
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxsvd.pruning import compress
+from jaxsvd.linen import compress
 
 
 class Block(nn.Module):

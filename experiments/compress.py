@@ -69,7 +69,7 @@ def restore_dense(source: str):
   directory, step = checkpoint.resolve(os.path.join(source, "checkpoints"))
   saved = checkpoint.read_architecture(directory, step)
   if saved.user is not None:
-    raise ValueError(f"source: {source!r} is a user model's run; compress it with jaxsvd.pruning.compress")
+    raise ValueError(f"source: {source!r} is a user model's run; compress it with jaxsvd.linen.compress")
   variables = checkpoint.restore_variables(directory, step, saved.build_model(), saved.input_shape)
   dense = saved.dense()
   if saved.svd is not None:

@@ -3,25 +3,25 @@
 The names most users need are here; each subpackage lists the rest in its own ``__all__``.
 
   core        framework-free: the SVD math, matrix views, structure, regularizers, ``SVDSpec``, ``Architecture``
-  linen       ``DenseSVD``, ``ConvSVD``, ``svdify`` (any linen model), ``decompose``, flops
-  nnx         NNX SVD layers and in-place ``svdify`` / ``prune`` / ``regularization``
-  models      the zoo (CIFAR ResNets, ResNet-18/50, VGG): ``build_model``
   training    ``make_loss_fn``, ``make_optimizer``, ``TrainState``, ``train_step``, data parallelism
   pruning     rank pruning (``prune``, ``Strategy``), masks, slimming, channels, pruning from scratch
+  linen       ``DenseSVD``, ``ConvSVD``, ``svdify`` (any linen model), ``decompose``, flops  (loaded on first use)
+  nnx         NNX SVD layers and in-place ``svdify`` / ``prune`` / ``regularization``     (loaded on first use)
+  models      the zoo (CIFAR ResNets, ResNet-18/50, VGG): ``build_model``                (loaded on first use)
   checkpoint  Orbax checkpoints that own their record: ``save``, ``restore``                 (loaded on first use)
   deploy      BatchNorm folding, the ``jax.export`` artifact, ``load_for_inference``         (loaded on first use)
   data        datasets, batches, grain streaming                                           (loaded on first use)
 
-``checkpoint``, ``deploy`` and ``data`` (Orbax, grain, tensorflow-datasets) are imported when first touched
+``import jaxsvd`` loads the framework-neutral ``core``, ``training`` and ``pruning``. The frameworks are peers:
+``linen`` (and the linen zoo, ``models``) and ``nnx`` are imported when first touched (``jaxsvd.linen``,
+``jaxsvd.svdify``, ``from jaxsvd import nnx``), so ``import jaxsvd.nnx`` loads no linen code of ours and
+``import jaxsvd.linen`` no NNX; ``checkpoint``, ``deploy`` and ``data`` (Orbax, grain, tensorflow-datasets) too
 (``jaxsvd.checkpoint``, ``jaxsvd.restore``, ``from jaxsvd import data``), so ``import jaxsvd`` stays cheap.
 """
 
 import importlib
 
 from jaxsvd import core as core
-from jaxsvd import linen as linen
-from jaxsvd import models as models
-from jaxsvd import nnx as nnx
 from jaxsvd import pruning as pruning
 from jaxsvd import training as training
 from jaxsvd.core import Architecture as Architecture
@@ -29,12 +29,6 @@ from jaxsvd.core import SVDSpec as SVDSpec
 from jaxsvd.core import norm_layers as norm_layers
 from jaxsvd.core import ranks as ranks
 from jaxsvd.core import svd_layers as svd_layers
-from jaxsvd.linen import ConvSVD as ConvSVD
-from jaxsvd.linen import DenseSVD as DenseSVD
-from jaxsvd.linen import SVDModel as SVDModel
-from jaxsvd.linen import decompose as decompose
-from jaxsvd.linen import svdify as svdify
-from jaxsvd.models import build_model as build_model
 from jaxsvd.pruning import Floors as Floors
 from jaxsvd.pruning import Phases as Phases
 from jaxsvd.pruning import PruneReport as PruneReport
@@ -49,9 +43,12 @@ from jaxsvd.training import make_optimizer as make_optimizer
 from jaxsvd.training import train_step as train_step
 from jaxsvd.version import __version__ as __version__
 
-# Subpackages that import heavy libraries, and names from them, resolved on first access (PEP 562).
-_LAZY_SUBPACKAGES = ("checkpoint", "data", "deploy")
-_LAZY_NAMES = {"CheckpointError": "checkpoint", "restore": "checkpoint", "load_for_inference": "deploy"}
+# Subpackages of one framework or that import heavy libraries, and names from them, resolved on first access
+# (PEP 562): the frameworks are peers, so the root imports neither.
+_LAZY_SUBPACKAGES = ("checkpoint", "data", "deploy", "linen", "models", "nnx")
+_LAZY_NAMES = {"CheckpointError": "checkpoint", "restore": "checkpoint", "load_for_inference": "deploy",
+               "ConvSVD": "linen", "DenseSVD": "linen", "SVDModel": "linen", "decompose": "linen", "svdify": "linen",
+               "build_model": "models"}
 
 
 def __getattr__(name: str):

@@ -1,6 +1,7 @@
 """The framework-free core: the SVD math, matrix views, structure read back from params, the architecture record.
 
-Nothing here imports ``flax.linen``, ``flax.nnx``, the zoo or any other jaxsvd subpackage (``tests/layering_test.py``).
+Nothing here imports ``flax.linen``, ``flax.nnx``, the zoo or any other jaxsvd subpackage
+(``tests/project/layering_test.py``).
 
   calibration   data-aware factors: input statistics, plain | activation | whitened truncation, output energy
   svd           W = U·diag(s)·Vᵀ: inits (svd_of_he, official), ``sigma``, dense/conv applies in 3 modes
@@ -11,7 +12,8 @@ Nothing here imports ``flax.linen``, ``flax.nnx``, the zoo or any other jaxsvd s
   spec          ``SVDSpec``: how a model uses SVD layers
   record        ``Architecture``: the architecture record stored in checkpoints
   contract      ``InputContract``: raw uint8 images → model inputs (scale, mean, std), class names
-  registry      model builders resolved by name (the zoo, user models), so the core imports no framework
+  registry      functions resolved by name (the zoo, user models, the zoo's MACs, SVD modes), so the core,
+                ``training`` and ``pruning`` import no framework
   tree          '/'-joined pytree paths
   validate      one-line checks of config values and datasets
 """

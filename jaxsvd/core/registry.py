@@ -1,18 +1,27 @@
-"""Builders resolved by name, so the core never imports a framework or the model zoo (big_vision style).
+"""Functions resolved by name, so the core, ``pruning`` and ``training`` never import a framework (big_vision style).
 
-Two kinds of builder are registered when their package is imported (``import jaxsvd`` imports both):
+A framework's package registers its functions when it is imported; ``lookup`` of a name not registered yet imports
+the package that provides it (``PROVIDERS``, by module name with ``importlib``), so ``import jaxsvd`` loads neither
+linen nor the zoo and a zoo checkpoint still restores in a fresh process:
 
   'zoo'          ``jaxsvd.models.build_model``: (name, num_classes, svd, ranks=, widths=, ...) → linen model
   'user/linen'   ``jaxsvd.linen.svdifylib.from_record``: (record, module) → the user's module in its saved form
+  'macs/zoo'     ``jaxsvd.linen.budget.architecture_macs``: (record, SVD layer paths) → ``pruning.budget.MacsCounter``
+  'mode/linen'   ``jaxsvd.linen.modes.in_mode``: (bound apply, mode) → the same model's apply in that SVD mode (not
+                 imported on demand: only a loaded framework can have built the model; ``loaded('mode/')``)
 
-``Architecture.build_model`` and ``Architecture.build_user_model`` look them up here.
+``Architecture.build_model``, ``Architecture.build_user_model``, ``pruning.budget.MacsCounter.for_architecture`` and
+``training.train_state.apply_in_mode`` look them up here.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 _BUILDERS: dict[str, Callable] = {}
+# name -> the module whose import registers it (the zoo's MACs are linen's: zoo models are linen models)
+PROVIDERS = {"zoo": "jaxsvd.models", "user/linen": "jaxsvd.linen", "macs/zoo": "jaxsvd.linen"}
 
 
 def register(name: str, builder: Callable) -> Callable:
@@ -30,7 +39,7 @@ def register(name: str, builder: Callable) -> Callable:
 
 
 def lookup(name: str) -> Callable:
-  """The builder registered under ``name``.
+  """The builder registered under ``name``, importing its provider (``PROVIDERS``) first if it is not registered.
 
   Args:
     name: as passed to ``register``.
@@ -39,16 +48,30 @@ def lookup(name: str) -> Callable:
     The builder.
 
   Raises:
-    ValueError: one line naming ``name`` and the registered names.
+    ValueError: one line naming ``name`` and the names that can be looked up.
   """
+  if name not in _BUILDERS and name in PROVIDERS:
+    importlib.import_module(PROVIDERS[name])
   if name not in _BUILDERS:
-    raise ValueError(f"no builder {name!r} is registered (registered: {sorted(_BUILDERS)}); import its package")
+    raise ValueError(f"no builder {name!r} is registered (registered: {names()}); import its package")
   return _BUILDERS[name]
 
 
 def names() -> tuple[str, ...]:
-  """The registered builder names, sorted."""
-  return tuple(sorted(_BUILDERS))
+  """The names ``lookup`` resolves: those registered and those of ``PROVIDERS``, sorted."""
+  return tuple(sorted({*_BUILDERS, *PROVIDERS}))
 
 
-__all__ = ["lookup", "names", "register"]
+def loaded(prefix: str = "") -> tuple[str, ...]:
+  """The names registered so far (their packages imported) that start with ``prefix``, sorted.
+
+  Args:
+    prefix: e.g. 'mode/'.
+
+  Returns:
+    The names, without importing any provider.
+  """
+  return tuple(sorted(n for n in _BUILDERS if n.startswith(prefix)))
+
+
+__all__ = ["PROVIDERS", "loaded", "lookup", "names", "register"]

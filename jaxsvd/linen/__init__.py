@@ -4,12 +4,19 @@
   svdifylib      ``svdify`` (a model's linear layers in SVD form, by method interception), ``SVDModel``
   decomposition  ``decompose``: a trained dense model's variables as rank-r factors (plain | activation | whitened)
   calibration    ``collect``: each converted layer's input statistics over calibration batches
+  compress       ``compress``: a trained dense linen model to a MACs / params budget by data-aware SVD
   conversion     how each linen layer class is converted (kernel names, matrix views, native SVD layers)
   flops          MACs of a linen model's layers, dense and in SVD form
+  budget         the ``pruning.budget.MacsCounter`` of a linen model (two ``flops`` traces); a zoo record's
   modes          ``in_mode``: a bound ``.apply`` re-targeted to another execution mode
+
+Importing it registers its plug-ins with ``jaxsvd.core.registry`` ('user/linen', 'macs/zoo', 'mode/linen'), which
+the framework-neutral ``pruning`` and ``training`` look up by name. It imports no ``jaxsvd.nnx`` and no ``flax.nnx``.
 """
 
+from jaxsvd.linen import budget as budget
 from jaxsvd.linen import calibration as calibration
+from jaxsvd.linen import compress as compress
 from jaxsvd.linen import conversion as conversion
 from jaxsvd.linen import decomposition as decomposition
 from jaxsvd.linen import flops as flops
@@ -25,4 +32,4 @@ from jaxsvd.linen.svdifylib import SVDModel as SVDModel
 from jaxsvd.linen.svdifylib import svdify as svdify
 
 __all__ = ["ConversionReport", "ConvSVD", "DenseSVD", "SVDModel", "decompose", "in_mode", "svdify",
-           "calibration", "conversion", "decomposition", "flops", "layers", "modes", "svdifylib"]
+           "budget", "calibration", "compress", "conversion", "decomposition", "flops", "layers", "modes", "svdifylib"]

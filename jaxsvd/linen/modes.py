@@ -1,9 +1,14 @@
-"""Execution modes of a built linen model: ``in_mode`` re-targets a bound ``.apply`` to another SVD mode."""
+"""Execution modes of a built linen model: ``in_mode`` re-targets a bound ``.apply`` to another SVD mode.
+
+Registered as 'mode/linen' (``jaxsvd.core.registry``): ``training.train_state.eval_step(mode=...)`` applies it
+without importing linen.
+"""
 
 from __future__ import annotations
 
 from typing import Callable
 
+from jaxsvd.core import registry
 from jaxsvd.core.spec import SVDSpec
 from jaxsvd.core.svd import MODES
 from jaxsvd.core.validate import check_choice
@@ -37,6 +42,9 @@ def in_mode(apply_fn: Callable, mode: str | None) -> Callable:
   if not isinstance(svd, SVDSpec) or svd.mode == mode:
     return apply_fn
   return model.clone(svd=svd.with_mode(mode)).apply
+
+
+registry.register("mode/linen", in_mode)
 
 
 __all__ = ["in_mode"]

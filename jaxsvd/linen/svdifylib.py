@@ -36,7 +36,6 @@ from typing import Callable, Mapping
 import flax.linen as nn
 import jax
 import numpy as np
-from flax import nnx
 
 from jaxsvd.core import registry, svd
 from jaxsvd.core.matrix_view import MatrixView, conv_view, describe, simple_view
@@ -309,11 +308,11 @@ def svdify(model: nn.Module, ranks: Mapping[str, int] | None = None, decompositi
   Raises:
     ValueError: if ``decomposition``, ``mode``, ``sigma``, ``init``, a rank or ``skip_pattern`` is invalid, or a
       layer is both in ``ranks`` and in ``skip``.
-    TypeError: if ``model`` is an ``nnx.Module`` (``jaxsvd.nnx.svdifylib`` converts those).
+    TypeError: if ``model`` is not a linen module (an ``nnx.Module``: ``jaxsvd.nnx.svdifylib`` converts those).
   """
-  if isinstance(model, nnx.Module):
-    raise TypeError(f"svdify: {type(model).__name__} is an nnx.Module; use jaxsvd.nnx.svdifylib.svdify "
-                    "(NNX graph surgery)")
+  if not isinstance(model, nn.Module):
+    raise TypeError(f"svdify: {type(model).__name__} is not a linen module; for an nnx.Module use "
+                    "jaxsvd.nnx.svdifylib.svdify (NNX graph surgery)")
   return SVDModel(model, _frozen(ranks or {}), decomposition, mode, tuple(skip), skip_pattern, skip_if, sigma, init)
 
 

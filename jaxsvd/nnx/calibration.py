@@ -1,5 +1,5 @@
 """Data-aware SVD for Flax NNX models: calibration statistics, ``svdify`` with whitened / activation factors, and
-``compress`` to a params budget (the NNX twin of ``jaxsvd.linen.calibration`` and ``jaxsvd.pruning.compress``).
+``compress`` to a params budget (the NNX twin of ``jaxsvd.linen.calibration`` and ``jaxsvd.linen.compress``).
 
   stats, views = collect(model, batches)                     # the dense model, run eagerly on the batches
   report = svdify(model, batches, ranks={...}, method="whitened")   # in place, like jaxsvd.nnx.svdify

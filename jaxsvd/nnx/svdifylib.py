@@ -32,7 +32,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import flax.linen as nn
 from flax import nnx
 from flax.nnx import graph
 
@@ -84,7 +83,7 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
     TypeError: if ``model`` is not an ``nnx.Module`` (a linen module goes to ``jaxsvd.linen.svdifylib.svdify``).
     ValueError: on an invalid option or rank, a rank for a layer that is not converted, or if nothing converts.
   """
-  if isinstance(model, nn.Module) or not isinstance(model, nnx.Module):
+  if not isinstance(model, nnx.Module):
     raise TypeError(f"jaxsvd.nnx.svdify: expected an nnx.Module, got {type(model).__name__}; "
                     "for a linen model use jaxsvd.linen.svdifylib.svdify")
   ranks = _checked_options(ranks, decomposition, mode, sigma)

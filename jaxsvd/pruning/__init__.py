@@ -4,8 +4,9 @@
   strategies    the rank strategies, one class each, registered by name (count | threshold | ratio | energy |
                 budget): ``Strategy``, ``register``
   opt_state     optimizer-state surgery after a rank prune (re-initialize or slice), ``update_state``
-  budget        the MACs-target search of the 'budget' strategy
-  compress      ``compress``: a trained dense linen model to a MACs / params budget by data-aware SVD
+  budget        the MACs-target search of the 'budget' strategy (``MacsCounter``: the model's cost as data)
+  compress      data-aware compression's neutral half: error spectra, the params counter, ``allocate`` (the entry
+                points: ``jaxsvd.linen.compress.compress``, ``jaxsvd.nnx.calibration.compress``)
   dynamic       dynamic pruning: the smallest |w| zeroed at every forward pass (threshold recomputed in jit),
                 straight-through gradients
   masks         mask pruning (``torch.nn.utils.prune`` semantics), ``keep_pruned`` (optax; ``l1_subgradient`` is in
@@ -19,7 +20,8 @@
   schedule      when events fire (``Schedule``) and when fine-tuning begins (``Phases``)
 
 A mask is a bool array shaped like its leaf (True = kept / selected) or a Python bool for the whole leaf, keyed
-by the leaf's '/'-joined path (``jaxsvd.core.tree``).
+by the leaf's '/'-joined path (``jaxsvd.core.tree``). Framework-neutral: nothing here imports ``jaxsvd.linen``,
+``jaxsvd.nnx``, ``flax.linen`` or ``flax.nnx`` (a framework builds the ``budget.MacsCounter``).
 """
 
 from jaxsvd.pruning import budget as budget

@@ -2,7 +2,7 @@
 
 The 'budget' strategy (``rank.Strategy('budget', macs_reduction=X)``) keeps, in every SVD layer, the smallest k with
 Σ_{i≤k} s_i² ≥ (1 − e)·Σ_i s_i² (the 'energy' rule, then the floors) for *one* e shared by all layers, and picks
-the smallest e at which the whole model's MACs (``jaxsvd.linen.flops``: each SVD layer at its cheaper execution) are at
+the smallest e at which the whole model's MACs (``MacsCounter``: each SVD layer at its cheaper execution) are at
 most  target = dense MACs / X  (dense: the same model with every SVD layer dense). Per layer the kept rank is a
 non-increasing step function of e and MACs are non-decreasing in every rank, so the model's MACs are a
 non-increasing step function of e that changes only where some layer's k does:
@@ -10,8 +10,9 @@ at e_{l,k} = 1 − Σ_{i≤k} s_{l,i}² / Σ_i s_{l,i}². The search bisects ove
 moves one layer by one direction, which in an early full-resolution layer can be > 1 % of the model's MACs; so the
 budget left under the target is then filled greedily with single directions (the most energetic next direction
 of any layer first, a layer dropping out once its next one does not fit). Like AIMET's compression-ratio search,
-with one global knob. MACs are counted from two ``flops.count`` traces: per SVD layer min(dense, r·(MACs at r = 1)),
-exact for ``flops``' count (the factored execution is linear in r).
+with one global knob. MACs are counted per SVD layer as min(dense, r·(MACs at r = 1)) (``MacsCounter.from_layers``),
+exact for the count of ``jaxsvd.linen.flops`` (the factored execution is linear in r), whose two traces the framework
+runs: this module imports no framework.
 """
 
 from __future__ import annotations
@@ -22,21 +23,47 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from jaxsvd.core import registry
 from jaxsvd.core.record import Architecture
-from jaxsvd.linen import flops
 
 _TOLERANCE = 1e-12  # as rank.keep_count_by_energy
 
 
 @dataclasses.dataclass(frozen=True)
 class MacsCounter:
-  """MACs per example of a model at given SVD ranks (``at_ranks``) and of its dense model (``dense``)."""
+  """MACs per example of a model at given SVD ranks (``at_ranks``) and of its dense model (``dense``).
+
+  The search only compares numbers, so a counter may count anything monotone in each rank (e.g. params:
+  ``pruning.compress.params_counter``). A framework builds it from per-layer counts (``from_layers``;
+  ``jaxsvd.linen.budget`` from two ``flops.count`` traces); this module imports no framework.
+  """
   at_ranks: Callable[[Mapping[str, int]], int]
   dense: int
 
   @classmethod
+  def from_layers(cls, layers: Mapping[str, tuple[int, int]], fixed: int = 0,
+                  dense: int | None = None) -> MacsCounter:
+    """The counter of a model whose SVD layer l costs min(dense_l, r_l · at_one_l) (its cheaper execution).
+
+    Args:
+      layers: {SVD layer path: (dense_l, at_one_l)}: the layer's cost dense and at rank 1 (the factored execution
+        is linear in r).
+      fixed: the cost of everything else (layers that are not SVD layers).
+      dense: the dense model's cost; None: ``fixed`` + Σ dense_l.
+
+    Returns:
+      The ``MacsCounter``: at ranks r, ``fixed`` + Σ_l min(dense_l, r_l · at_one_l).
+    """
+    layers = {p: (int(d), int(one)) for p, (d, one) in layers.items()}
+    total = fixed + sum(d for d, _ in layers.values()) if dense is None else dense
+    return cls(lambda ranks: fixed + sum(min(d, ranks[p] * one) for p, (d, one) in layers.items()), total)
+
+  @classmethod
   def for_architecture(cls, architecture: Architecture, paths) -> MacsCounter:
-    """Counts with ``flops.count`` on ``architecture.dense()`` and on the model with every SVD layer at rank 1.
+    """The counter of a zoo record, built by the framework registered as 'macs/zoo' (``jaxsvd.core.registry``).
+
+    Zoo models are linen models: ``jaxsvd.linen.budget.architecture_macs`` counts with ``flops.count`` on
+    ``architecture.dense()`` and on the model with every SVD layer at rank 1 (imported on first use).
 
     Args:
       architecture: the record of an SVD model.
@@ -45,13 +72,7 @@ class MacsCounter:
     Returns:
       The ``MacsCounter``: MACs = Σ_other layers + Σ_SVD min(dense_l, r_l · MACs_l(r = 1)).
     """
-    shape = tuple(architecture.input_shape)
-    dense = flops.count(architecture.dense().build_model(), shape).layers
-    ones = flops.count(architecture.replace(ranks={p: 1 for p in paths}).build_model(), shape).layers
-    fixed = sum(c.macs for p, c in ones.items() if p not in paths)
-    per_layer = {p: (dense[p].macs, ones[p].macs) for p in paths}
-    return cls(lambda ranks: fixed + sum(min(d, ranks[p] * one) for p, (d, one) in per_layer.items()),
-               sum(c.macs for c in dense.values()))
+    return registry.lookup("macs/zoo")(architecture, paths)
 
 
 def energy_keep(s_sorted: np.ndarray, energy: float) -> int:

@@ -3,11 +3,13 @@
   losses        ``make_loss_fn``: CE + λo·orthogonality + λs·sparsity (``RegularizerConfig``)
   optim         ``make_optimizer``: param groups, schedules, clipping, BN-γ L1 (optax)
   transforms    ``add_svd_regularization``: the SVD regularizers as an optax transform (any optax chain, any loop)
-  train_state   ``TrainState``, ``train_step``, ``eval_step`` (pure, jittable)
+  train_state   ``TrainState``, ``train_step``, ``eval_step`` (pure, jittable), ``apply_in_mode``
   parallel      ``DataParallel``: pmap or sharding over a mesh, multi-host batches
   distributed   ``initialize``: ``jax.distributed`` from the cluster's environment
   recompile     ``CountingJit``: jit with a compile counter (one compile per shape set)
   xla_options   the XLA:CPU option sets measured faster, ``autotuned_jit``
+
+Framework-neutral: nothing here imports ``jaxsvd.linen``, ``jaxsvd.nnx``, ``flax.linen`` or ``flax.nnx``.
 """
 
 from jaxsvd.training import distributed as distributed

@@ -2,7 +2,9 @@
 
 ``TrainState`` carries the model's apply fn and the optax transform as static fields, so a
 pruned model (new ranks → new apply fn and new param shapes) makes the jitted step retrace
-exactly once. ``axis_name`` turns on cross-device averaging (pmap / shard_map).
+exactly once. ``axis_name`` turns on cross-device averaging (pmap / shard_map). Framework-neutral: ``eval_step``'s
+``mode`` is applied by the re-targeting function a loaded framework registered ('mode/<framework>',
+``jaxsvd.core.registry``; linen: ``jaxsvd.linen.in_mode``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxsvd.linen.modes import in_mode
+from jaxsvd.core import registry
+from jaxsvd.core.svd import MODES
+from jaxsvd.core.validate import check_choice
 from jaxsvd.training.losses import RegularizerConfig, cross_entropy_sums, lazy_regularization_grads, make_loss_fn
 
 
@@ -106,6 +110,32 @@ def all_finite(tree) -> jax.Array:
   return jnp.stack(flags).all() if flags else jnp.array(True)
 
 
+def apply_in_mode(apply_fn: Callable, mode: str | None) -> Callable:
+  """``apply_fn`` of the same model with its SVD layers in ``mode``, by every loaded framework's 'mode/' function.
+
+  Each function registered as 'mode/<framework>' (``jaxsvd.core.registry``; linen: ``jaxsvd.linen.in_mode``)
+  returns the apply functions of its own framework's models in ``mode`` and any other function unchanged; a
+  framework that is not loaded cannot have built the model, so none is imported.
+
+  Args:
+    apply_fn: a model's apply function (e.g. a zoo model's bound ``.apply``).
+    mode: one of ``jaxsvd.core.svd.MODES``, or None.
+
+  Returns:
+    The apply function in ``mode`` (the same function to float tolerance); ``apply_fn`` itself for ``mode=None``
+    and for models no loaded framework re-targets.
+
+  Raises:
+    ValueError: if ``mode`` is not None and not one of ``jaxsvd.core.svd.MODES``.
+  """
+  if mode is None:
+    return apply_fn
+  check_choice("mode", mode, MODES)
+  for name in registry.loaded("mode/"):
+    apply_fn = registry.lookup(name)(apply_fn, mode)
+  return apply_fn
+
+
 # The executions eval/inference autotune over (``xla_options.AutotunedJit(variants=...)``): the model's
 # own mode (``auto``: fewer MACs per layer) and every SVD layer as one conv (the dense-equivalent).
 EVAL_VARIANTS = {"mode": (None, "reconstruct")}
@@ -114,7 +144,8 @@ EVAL_VARIANTS = {"mode": (None, "reconstruct")}
 def eval_step(state: TrainState, batch: dict, axis_name: str | None = None, mode: str | None = None) -> dict:
   """Sums (not means) over the batch, so padded/uneven batches average exactly: mask = 1 marks real rows.
 
-  ``mode`` runs a zoo model's SVD layers in that execution mode (``jaxsvd.linen.in_mode``; same result).
+  ``mode`` runs a zoo model's SVD layers in that execution mode (``apply_in_mode``: ``jaxsvd.linen.in_mode`` for a
+  linen model; same result).
 
   Args:
     state: the state whose variables are evaluated (train=False).
@@ -125,9 +156,9 @@ def eval_step(state: TrainState, batch: dict, axis_name: str | None = None, mode
   Returns:
     {'loss_sum', 'correct', 'count'} (see ``losses.cross_entropy_sums``).
   """
-  logits = in_mode(state.apply_fn, mode)(state.variables, batch["image"], train=False)
+  logits = apply_in_mode(state.apply_fn, mode)(state.variables, batch["image"], train=False)
   sums = cross_entropy_sums(logits, batch["label"], batch.get("mask"))
   return sums if axis_name is None else jax.lax.psum(sums, axis_name)
 
 
-__all__ = ["TrainState", "train_step", "all_finite", "EVAL_VARIANTS", "eval_step"]
+__all__ = ["TrainState", "train_step", "all_finite", "apply_in_mode", "EVAL_VARIANTS", "eval_step"]

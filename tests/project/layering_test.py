@@ -4,11 +4,14 @@ Rules (docs/design.md), for both packages (``JAXSVD``, ``EXPERIMENTS``):
   - a subpackage imports only the subpackages below it (``ALLOWED``, ``EXPERIMENTS_ALLOWED``); nothing imports back
     up: in experiments/ no subpackage imports a command (the top-level modules) or a plugin module that the run
     resolves by name (an event type of ``run/methods/``, a task of ``tasks/``);
+  - the frameworks are peers: ``linen`` and ``nnx`` never import each other (neither ``jaxsvd.<other>`` nor
+    ``flax.<other>``), and the framework-neutral subpackages (``NEUTRAL``: core, training, pruning) import neither
+    framework, ours or flax's (they look framework code up by name: ``jaxsvd.core.registry``);
   - the module import graph has no cycle;
   - no import statement inside a function or class (lazy loading is the root's PEP 562 ``__getattr__`` and plugins
     resolved by name with ``importlib``);
   - no private name (``_x``) of one module is used by another;
-  - the core imports neither ``flax.linen`` nor ``flax.nnx``; the library imports no experiment, benchmark or test;
+  - the library imports no experiment, benchmark or test;
     the run imports neither matplotlib nor the image data and model zoo (``jaxsvd.data``, ``jaxsvd.models``);
   - no file over 400 lines and no function over 60 lines, in jaxsvd/ and experiments/.
 """
@@ -23,20 +26,24 @@ import textwrap
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-# subpackage -> the subpackages it may import (besides itself and the leaf module ``version``)
+# subpackage -> the subpackages it may import (besides itself and the leaf module ``version``):
+# core <- training <- pruning <- linen, nnx (peers) <- models (linen), checkpoint (nnx), deploy (linen)
 ALLOWED = {
     "core": set(),
-    "linen": {"core"},
-    "models": {"core", "linen"},
     "data": {"core"},
-    "training": {"core", "linen"},
-    "pruning": {"core", "linen", "training"},
+    "training": {"core"},
+    "pruning": {"core", "training"},
+    "linen": {"core", "training", "pruning"},
     "nnx": {"core", "training", "pruning"},
+    "models": {"core", "linen"},
     "checkpoint": {"core", "nnx"},
     "deploy": {"core", "linen", "training", "checkpoint"},
 }
-# subpackage -> external modules it may not import (the core is framework-free: flax.core's metadata boxes only)
-FORBIDDEN_EXTERNAL = {"core": ("flax.linen", "flax.nnx")}
+FRAMEWORKS = {"linen": "flax.linen", "nnx": "flax.nnx"}  # our subpackage -> the flax module it wraps
+NEUTRAL = ("core", "training", "pruning")  # import no framework: flax.core's metadata boxes and flax.struct only
+# subpackage -> external modules it may not import
+FORBIDDEN_EXTERNAL = {**{name: tuple(FRAMEWORKS.values()) for name in NEUTRAL},
+                      **{ours: tuple(m for other, m in FRAMEWORKS.items() if other != ours) for ours in FRAMEWORKS}}
 OUTSIDE_THE_LIBRARY = ("experiments", "benchmarks", "tests")  # nothing in jaxsvd/ imports them
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
@@ -127,6 +134,15 @@ def _upward(name: str, source: str | None, target: str, root: str, rules: Rules)
   return None
 
 
+def _framework_rule(source: str | None, dest: str | None) -> list[str]:
+  """Why an import from subpackage ``source`` of subpackage ``dest`` breaks the peers rule (none: [])."""
+  if source in NEUTRAL and dest in FRAMEWORKS:
+    return [f"{source} is framework-neutral and may not import {dest}"]
+  if source in FRAMEWORKS and dest in FRAMEWORKS and source != dest:
+    return [f"{source} and {dest} are peers: {source} may not import {dest}"]
+  return []
+
+
 def _nested_imports(tree: ast.Module) -> list[int]:
   lines = []
   for scope in ast.walk(tree):
@@ -183,6 +199,8 @@ def layering_violations(root: pathlib.Path, rules: Rules = JAXSVD) -> list[str]:
     source = _subpackage(name, rules.allowed)
     problems += [f"{name}:{node.lineno}: {why}" for node, target in _imports(tree, modules)
                  if (why := _upward(name, source, target, root.name, rules))]
+    problems += [f"{name}:{node.lineno}: {why}" for node, target in _imports(tree, modules)
+                 for why in _framework_rule(source, _subpackage(target, rules.allowed))]
     problems += [f"{name}: {source} may not import {banned}" for banned in _external_imports(tree)
                  if banned.startswith(rules.forbidden_external.get(source, ("\0",)))]
     problems += [f"{name}: {rules.name} may not import {banned}" for banned in _external_imports(tree)
@@ -238,6 +256,18 @@ def _write(root: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
     ({"jaxsvd/linen/a.py": "import jaxsvd\n", "jaxsvd/__init__.py": ""}, "imports the root package back up"),
     ({"jaxsvd/core/a.py": "from flax import nnx\n"}, "core may not import flax.nnx"),
     ({"jaxsvd/core/a.py": "import flax.linen as nn\n"}, "core may not import flax.linen"),
+    ({"jaxsvd/pruning/a.py": "from jaxsvd.linen import b\n", "jaxsvd/linen/b.py": ""},
+     "pruning is framework-neutral and may not import linen"),
+    ({"jaxsvd/training/a.py": "from jaxsvd.nnx import b\n", "jaxsvd/nnx/b.py": ""},
+     "training is framework-neutral and may not import nnx"),
+    ({"jaxsvd/pruning/a.py": "import flax.linen as nn\n"}, "pruning may not import flax.linen"),
+    ({"jaxsvd/training/a.py": "from flax import nnx\n"}, "training may not import flax.nnx"),
+    ({"jaxsvd/nnx/a.py": "from jaxsvd.linen import b\n", "jaxsvd/linen/b.py": ""},
+     "nnx and linen are peers: nnx may not import linen"),
+    ({"jaxsvd/linen/a.py": "from jaxsvd.nnx import b\n", "jaxsvd/nnx/b.py": ""},
+     "linen and nnx are peers: linen may not import nnx"),
+    ({"jaxsvd/nnx/a.py": "import flax.linen as nn\n"}, "nnx may not import flax.linen"),
+    ({"jaxsvd/linen/a.py": "from flax import nnx\n"}, "linen may not import flax.nnx"),
     ({"jaxsvd/training/a.py": "from experiments import train\n"}, "the library may not import experiments"),
 ])
 def test_the_checker_finds_each_kind_of_violation(tmp_path, files, expected):
@@ -273,6 +303,12 @@ def test_the_checker_passes_clean_experiments(tmp_path):
                     "experiments/tasks/__init__.py": "", "experiments/tasks/image_classification.py":
                     "from experiments.tasks import Task\n", "experiments/report/a.py": "import matplotlib\n"})
   assert layering_violations(tmp_path / "experiments", EXPERIMENTS) == []
+
+
+def test_the_frameworks_are_peers_above_the_neutral_subpackages():
+  assert not ALLOWED["linen"] & {"nnx"} and not ALLOWED["nnx"] & {"linen"}
+  assert all(not ALLOWED[name] & set(FRAMEWORKS) for name in NEUTRAL)
+  assert {"core", "training", "pruning"} <= ALLOWED["linen"] & ALLOWED["nnx"]
 
 
 def test_the_checker_passes_a_clean_tree(tmp_path):

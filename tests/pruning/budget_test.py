@@ -153,3 +153,11 @@ def test_budget_ramp_is_validated_in_one_line(update, message):
   with pytest.raises(ValueError, match=message.replace(".", r"\.")) as err:
     make_plan(c)
   assert "\n" not in str(err.value)
+
+
+def test_a_counter_from_each_layers_dense_and_rank_one_cost():
+  counter = budget.MacsCounter.from_layers({"a": (100, 30), "b": (50, 40)}, fixed=7)
+  assert counter.dense == 157  # fixed + Σ dense
+  assert counter.at_ranks({"a": 1, "b": 1}) == 7 + 30 + 40
+  assert counter.at_ranks({"a": 3, "b": 2}) == 7 + 90 + 50  # b: 2·40 > 50, so it runs dense
+  assert budget.MacsCounter.from_layers({"a": (10, 2)}, dense=99).dense == 99

@@ -1,5 +1,6 @@
-"""Data-aware decomposition (jaxsvd.core.calibration, jaxsvd.linen.calibration, jaxsvd.pruning.compress) against
-independent NumPy derivations, and the ``experiments.compress`` command on tiny data."""
+"""Data-aware decomposition (jaxsvd.core.calibration, jaxsvd.linen.calibration, the framework-neutral
+jaxsvd.pruning.compress and its entry points jaxsvd.linen.compress and jaxsvd.nnx.calibration) against independent
+NumPy derivations, and the ``experiments.compress`` command on tiny data."""
 
 import json
 import os
@@ -18,9 +19,9 @@ from jaxsvd.core import calibration
 from jaxsvd.core.matrix_view import conv_view
 from jaxsvd.core.record import Architecture
 from jaxsvd.linen import calibration as linen_calibration
+from jaxsvd.linen import compress as linen_compress
 from jaxsvd.linen import decompose, svdify
 from jaxsvd.nnx import calibration as nnx_calibration
-from jaxsvd.pruning import compress as compress_lib
 from jaxsvd.training.train_state import TrainState
 from tests import helpers
 
@@ -204,14 +205,14 @@ def test_compress_meets_the_params_budget_and_whitened_beats_plain():
   model, variables, x = _net_data()
   errors = {}
   for method in ("plain", "whitened"):
-    result = compress_lib.compress(model, variables, [x[:8], x[8:]], method=method, params_reduction=3.0)
+    result = linen_compress.compress(model, variables, [x[:8], x[8:]], method=method, params_reduction=3.0)
     assert result.cost <= result.target
     errors[method] = float(jnp.mean((result.model.apply(result.variables, x) - model.apply(variables, x)) ** 2))
   assert errors["whitened"] < errors["plain"]
   with pytest.raises(ValueError, match="exactly one of macs_reduction"):
-    compress_lib.compress(model, variables, [x], macs_reduction=2.0, params_reduction=2.0)
+    linen_compress.compress(model, variables, [x], macs_reduction=2.0, params_reduction=2.0)
   with pytest.raises(ValueError, match="method"):
-    compress_lib.compress(model, variables, [x], method="svd", macs_reduction=2.0)
+    linen_compress.compress(model, variables, [x], method="svd", macs_reduction=2.0)
 
 
 def _dense_source(directory):
