@@ -229,7 +229,7 @@ def absl_flags(argv: Sequence[str]) -> list[str]:
   """``absl.app.run``'s flags parser: absl's own flags (logging) are parsed globally, the rest is left to ``main``
   (``app.run(main, flags_parser=absl_flags)``); ``--help`` / ``-h`` print the program's docstring (its flags) and
   absl's global flags, then exit 0. Every task is loaded first: the libraries a task imports define their absl flags
-  then (grain's, for streamed inputs), and they are accepted and listed by ``--helpfull``."""
+  then (grain's, for a task that streams its data), and they are accepted and listed by ``--helpfull``."""
   if any(arg in ("--help", "-h", "--helpshort") for arg in argv[1:]):
     app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
   tasks.load_all()

@@ -7,8 +7,9 @@ exact resume from ``workdir``.
         if event.due(epoch): state, architecture = event.apply(state, architecture, ctx)
       checkpoint.save(state, architecture, run info)   # the record is what restore and resume rebuild from
 
-Nothing here knows a pruning method: methods are ``events.Event`` classes. ``run(config, workdir)`` is the
-entry point (``experiments/cifar_svd.py``).
+Nothing here knows a pruning method or a task: methods are registered ``events.Event`` types
+(``experiments/run/methods/``), and the data, the model record, the steps and the metrics come from the plan's task
+(``experiments.tasks.Task``). ``run(config, workdir)`` is the entry point (``experiments/cifar_svd.py``).
 """
 
 from __future__ import annotations
