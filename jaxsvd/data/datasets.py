@@ -21,7 +21,7 @@ from jaxsvd.data import cifar_archives
 from jaxsvd.data.image_ops import crop_flip_draws, random_crop_flip
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10, "imagenet2012": 1000}
-STREAMED = ("imagenet2012",)  # read by jaxsvd.data.streaming (experiments/inputs.py), never loaded into memory
+STREAMED = ("imagenet2012",)  # read by jaxsvd.data.streaming (experiments/tasks/image_classification.py), never loaded into memory
 DATASETS = tuple(NUM_CLASSES)
 SOURCES = ("auto", "local", "tfds")
 TFDS_MODULE = "jaxsvd.data.tfds_io"  # resolved by name: only data_source='tfds' imports tensorflow-datasets

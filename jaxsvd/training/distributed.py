@@ -9,7 +9,7 @@ process's.
 
 Failure: the coordination service expects a heartbeat from every process; when one dies the others are stopped
 within about ``heartbeat_timeout_s`` (a collective in flight fails sooner), so a lost host ends the job instead of
-hanging it. Rerunning the same command resumes from the last checkpoint (``experiments.train``).
+hanging it. Rerunning the same command resumes from the last checkpoint (``experiments.run.loop``).
 On CPU, cross-process collectives use gloo (jax's default ``jax_cpu_collectives_implementation``).
 """
 
