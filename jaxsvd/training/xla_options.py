@@ -7,7 +7,7 @@ XLA's own loops (BatchNorm statistics otherwise become ~140 small ``reduce-windo
 and the backward re-computes BN + residual chains inside the transposes that feed the weight-gradient
 convolutions). Keeping convolutions in Eigen and everything else in YNNPACK gives, in one run
 (``python -m benchmarks.xla_options``): ResNet-20 train step 0.69–0.73×, ResNet-18 0.65–0.70× of the
-default-options time, with the same results to float tolerance (``tests/xla_options_test.py``).
+default-options time, with the same results to float tolerance (``tests/training/xla_options_test.py``).
 
 The options are per compile (``jax.jit(..., compiler_options=...)``), never global:
   * only on the CPU backend, read at each use (``jit``: the default backend; ``autotuned_jit``: the platform of the
