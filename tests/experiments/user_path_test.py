@@ -83,7 +83,7 @@ def _check_configs_by_name(python, cwd, env=None):
                           text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})})
   assert listed.returncode == 0, listed.stderr[-2000:]
   assert re.search(r"^fashion_mnist +Quick offline demo", listed.stdout, re.M), listed.stdout
-  code = ("import experiments, os; from experiments import cli; "
+  code = ("import experiments, os; from experiments.run import cli; "
           "c, _ = cli.parse(['p', '--config=fashion_mnist'], 'paper', 'runs/x'); "
           "p, _ = cli.parse(['p', '--config=paper:resnet20,channel,hoyer'], 'paper', 'runs/x'); "
           "print(experiments.__file__, c.dataset, p.model, p.reg.sparsity_type)")
