@@ -4,7 +4,9 @@
   svdifylib      ``svdify`` (a model's linear layers in SVD form, by method interception), ``SVDModel``
   decomposition  ``decompose``: a trained dense model's variables as rank-r factors (plain | activation | whitened)
   calibration    ``collect``: each converted layer's input statistics over calibration batches
-  conversion     how each linen layer class is converted (kernel names, matrix views, native SVD layers)
+  kinds          the layer-kind registry: one module per linen layer class (kernel name, matrix view, native SVD
+                 layer, statistics, MACs, deploy geometry)
+  conversion     how a layer runs in SVD form (the kernel way, the native way, the subclass rule)
   flops          MACs of a linen model's layers, dense and in SVD form
   modes          ``in_mode``: a bound ``.apply`` re-targeted to another execution mode
 """
@@ -13,6 +15,7 @@ from jaxsvd.linen import calibration as calibration
 from jaxsvd.linen import conversion as conversion
 from jaxsvd.linen import decomposition as decomposition
 from jaxsvd.linen import flops as flops
+from jaxsvd.linen import kinds as kinds
 from jaxsvd.linen import layers as layers
 from jaxsvd.linen import modes as modes
 from jaxsvd.linen import svdifylib as svdifylib
@@ -25,4 +28,4 @@ from jaxsvd.linen.svdifylib import SVDModel as SVDModel
 from jaxsvd.linen.svdifylib import svdify as svdify
 
 __all__ = ["ConversionReport", "ConvSVD", "DenseSVD", "SVDModel", "decompose", "in_mode", "svdify",
-           "calibration", "conversion", "decomposition", "flops", "layers", "modes", "svdifylib"]
+           "calibration", "conversion", "decomposition", "flops", "kinds", "layers", "modes", "svdifylib"]
