@@ -11,8 +11,9 @@ SUBPACKAGES = ("core", "linen", "nnx", "models", "training", "pruning", "checkpo
 
 
 def modules_of(package: types.ModuleType) -> list[str]:
-  """Every module of a subpackage, the ones its ``__init__`` does not import too (``data.streaming``)."""
-  return [f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)]
+  """Every module of a subpackage, the ones its ``__init__`` does not import too (``data.streaming``), and those of
+  its own packages (``nnx.kinds.conv_transpose``)."""
+  return [m.name for m in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")]
 
 
 def page(name: str) -> str:

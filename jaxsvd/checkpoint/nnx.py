@@ -28,7 +28,7 @@ from flax.nnx import spmd as nnx_spmd
 from jaxsvd.checkpoint import format as checkpoint
 from jaxsvd.core.record import FORMAT_VERSION, Architecture
 from jaxsvd.core.tree import leaves_by_path, map_with_path
-from jaxsvd.nnx import layers as nnx_layers
+from jaxsvd.nnx import kinds
 from jaxsvd.nnx import svdifylib as svdify_nnx
 
 
@@ -43,13 +43,13 @@ def architecture(model: nnx.Module, original_ranks: dict[str, int] | None = None
     The ``Architecture`` (num_classes 0 and an empty input_shape: an NNX model is built by its constructor).
 
   Raises:
-    ValueError: if the model has no SVD layers or its layers mix decompositions, modes or sigmas.
+    ValueError: if the model has no SVD layers or its layers mix decompositions (each layer's kind says which it
+      records: a conv its own, most kinds none), modes or sigmas.
   """
   layers = svdify_nnx.svd_modules(model)
   if not layers:
     raise ValueError("jaxsvd.checkpoint.nnx: the model has no SVD layers (run jaxsvd.nnx.svdify first)")
-  decompositions = {m.decomposition for m in layers.values()
-                    if isinstance(m, (nnx_layers.ConvSVD, nnx.Conv))} or {"channel"}  # nnx.Conv: a subclass
+  decompositions = {kinds.resolve(m).decomposition(m) for m in layers.values()} - {None} or {"channel"}
   modes, sigmas = {m.mode for m in layers.values()}, {m.sigma for m in layers.values()}
   if len(decompositions) > 1 or len(modes) > 1 or len(sigmas) > 1:
     raise ValueError(f"jaxsvd.checkpoint.nnx: SVD layers mix decompositions {sorted(decompositions)}, modes "

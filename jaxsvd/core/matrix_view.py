@@ -9,13 +9,14 @@ So M[l] (m × k) holds kernel entries with row index out(...) and column index i
 the factors are U (*L, m, r), s (*L, r), V (*L, k, r). Extra leading axes of a kernel beyond ``kernel_shape``
 (``nn.scan``/``nn.vmap`` stacking of the whole layer) are carried through as further stack axes.
 
-The views used by ``svdify`` (``view_for_layer``):
+The views used by ``svdify`` (each layer kind's ``view``: ``jaxsvd.linen.kinds``, ``jaxsvd.nnx.kinds``):
   Dense (c, n), Embed (vocab, features)          M = Kᵀ: n × c (Embed: features × vocab; ``attend`` uses the same M)
   DenseGeneral (*batch, *in, *out)               stack = batch_dims, M = ∏out × ∏in
   Einsum 'lhs,kernel->out'                       stack = kernel letters in lhs and out,
                                                  M = (letters only in out) × (letters only in lhs)
   Conv/ConvTranspose (*k, c/g, n)                channel: stack = g groups, M = n/g × (∏k·c/g);
-                                                 spatial (2-D): M = (kw·n/g) × (kh·c/g)
+                                                 spatial (2-D): M = (kw·n/g) × (kh·c/g) (NNX ConvTranspose: channel
+                                                 only, also with ``transpose_kernel``'s (*k, n, c) kernel)
   ConvLocal (*positions, ∏k·c, n)                stack = output positions, M = n × ∏k·c
 These agree with ``factors.kernel_to_matrix`` on Dense and 2-D conv kernels.
 """

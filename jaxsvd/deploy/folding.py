@@ -1,7 +1,8 @@
 """Inference graph rewriting: every BatchNorm folded into the layer before it, each SVD layer's execution fixed.
 
-``fold(model, variables, x)`` traces the model once (``nn.intercept_methods``) and finds every linear layer
-(``nn.Dense``, 2-D ``nn.Conv``, ``DenseSVD``, ``ConvSVD``, and the layers an ``svdify`` model holds as U, s, V)
+``fold(model, variables, x)`` traces the model once (``nn.intercept_methods``) and finds every linear layer whose
+kind has a ``deploy_geometry`` (``jaxsvd.linen.kinds``: ``nn.Dense``, 2-D ``nn.Conv``, ``DenseSVD``, ``ConvSVD``, and
+the layers an ``svdify`` model holds as U, s, V)
 and every ``nn.BatchNorm``. A BatchNorm whose input *is* a linear layer's output (the same traced array) is
 folded into that layer; with a = γ / √(σ² + ε) per output channel j,
 
@@ -35,12 +36,11 @@ from jaxsvd.core import factors
 from jaxsvd.core.matrix_view import infer_decomposition
 from jaxsvd.core.tree import get_node, leaves_by_path
 from jaxsvd.core.validate import check_choice
-from jaxsvd.linen.layers import ConvSVD, DenseSVD
+from jaxsvd.linen import kinds
 from jaxsvd.linen.svdifylib import SVDModel
 
 EXECUTIONS = ("merged", "factored")
 PLAN_RULES = ("auto", "merged", "factored")
-_LINEAR = (nn.Dense, nn.Conv, DenseSVD, ConvSVD)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,35 +77,19 @@ class _Norm:
   use_bias: bool
 
 
-def _pair(value) -> tuple[int, ...]:
-  return (value,) * 2 if isinstance(value, int) else tuple(np.ravel(value).tolist())
-
-
-def _conv_site(module, path: str, x, node) -> Site | None:
-  """The conv's ``Site``, or None for what the deploy path does not rewrite (it then runs unchanged)."""
-  if x.ndim != 4 or len(_pair(module.kernel_size)) != 2:
-    return None
-  if isinstance(module, nn.Conv) and (set(_pair(module.kernel_dilation or 1)) != {1} or module.mask is not None
-                                      or set(_pair(module.input_dilation or 1)) != {1}
-                                      or module.feature_group_count != 1):
-    return None
-  if isinstance(module.padding, str) and module.padding not in ("SAME", "VALID"):
-    return None
-  kernel_size, strides = _pair(module.kernel_size), _pair(module.strides or 1)
-  kernel_shape = (*kernel_size, x.shape[-1], module.features)
-  pads = tuple(tuple(p) for p in factors.conv_pads(x.shape[1:3], kernel_size, strides, module.padding))
-  decomposition = None
-  if "U" in node:
-    decomposition = getattr(module, "decomposition", None) or infer_decomposition(node["U"], node["V"], kernel_shape)
-  return Site(path, kernel_shape, strides, pads, decomposition, module.use_bias, tuple(x.shape[1:]))
-
-
 def _site(module, path: str, x, params) -> Site | None:
-  node = get_node(params, path)
-  if isinstance(module, (nn.Dense, DenseSVD)):
-    decomposition = "channel" if "U" in node else None
-    return Site(path, (x.shape[-1], module.features), None, None, decomposition, module.use_bias, tuple(x.shape[1:]))
-  return _conv_site(module, path, x, node)
+  """The layer's ``Site`` from its kind's ``deploy_geometry``, or None for what the deploy path does not rewrite (it
+  then runs unchanged)."""
+  kind = kinds.resolve(module)
+  geometry = None if kind is None else kind.deploy_geometry(module, x)
+  if geometry is None:
+    return None
+  kernel_shape, strides, pads = geometry
+  node, decomposition = get_node(params, path), None
+  if "U" in node:
+    decomposition = "channel" if strides is None else (getattr(module, "decomposition", None)
+                                                       or infer_decomposition(node["U"], node["V"], kernel_shape))
+  return Site(path, tuple(kernel_shape), strides, pads, decomposition, module.use_bias, tuple(x.shape[1:]))
 
 
 def _trace(model, variables, x, apply_kwargs) -> tuple[dict[str, Site], dict[str, _Norm]]:
@@ -114,7 +98,7 @@ def _trace(model, variables, x, apply_kwargs) -> tuple[dict[str, Site], dict[str
 
   def interceptor(next_fun, args, kwargs, context):
     module, path = context.module, "/".join(context.module.path)
-    if context.method_name != "__call__" or not isinstance(module, (*_LINEAR, nn.BatchNorm)):
+    if context.method_name != "__call__" or not (isinstance(module, nn.BatchNorm) or kinds.resolve(module)):
       return next_fun(*args, **kwargs)
     inputs = args[0] if args else next(iter(kwargs.values()))
     if isinstance(module, nn.BatchNorm):

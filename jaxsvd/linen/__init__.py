@@ -5,7 +5,9 @@
   decomposition  ``decompose``: a trained dense model's variables as rank-r factors (plain | activation | whitened)
   calibration    ``collect``: each converted layer's input statistics over calibration batches
   compress       ``compress``: a trained dense linen model to a MACs / params budget by data-aware SVD
-  conversion     how each linen layer class is converted (kernel names, matrix views, native SVD layers)
+  kinds          the layer-kind registry: one module per linen layer class (kernel name, matrix view, native SVD
+                 layer, statistics, MACs, deploy geometry)
+  conversion     how a layer runs in SVD form (the kernel way, the native way, the subclass rule)
   flops          MACs of a linen model's layers, dense and in SVD form
   budget         the ``pruning.budget.MacsCounter`` of a linen model (two ``flops`` traces); a zoo record's
   modes          ``in_mode``: a bound ``.apply`` re-targeted to another execution mode
@@ -20,6 +22,7 @@ from jaxsvd.linen import compress as compress
 from jaxsvd.linen import conversion as conversion
 from jaxsvd.linen import decomposition as decomposition
 from jaxsvd.linen import flops as flops
+from jaxsvd.linen import kinds as kinds
 from jaxsvd.linen import layers as layers
 from jaxsvd.linen import modes as modes
 from jaxsvd.linen import svdifylib as svdifylib
@@ -32,4 +35,4 @@ from jaxsvd.linen.svdifylib import SVDModel as SVDModel
 from jaxsvd.linen.svdifylib import svdify as svdify
 
 __all__ = ["ConversionReport", "ConvSVD", "DenseSVD", "SVDModel", "decompose", "in_mode", "svdify",
-           "budget", "calibration", "compress", "conversion", "decomposition", "flops", "layers", "modes", "svdifylib"]
+           "budget", "calibration", "compress", "conversion", "decomposition", "flops", "kinds", "layers", "modes", "svdifylib"]

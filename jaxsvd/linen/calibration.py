@@ -2,7 +2,8 @@
 
 ``collect(model, variables, batches, views)`` runs the dense ``model`` over the batches (one jitted pass per
 batch) with every layer call intercepted (``nn.intercept_methods``); the input x of each layer in ``views`` is
-turned into the vectors its matrix W (m × k) multiplies, in the view's column order:
+turned into the vectors its matrix W (m × k) multiplies, in the view's column order (each layer kind's
+``moments``, ``jaxsvd.linen.kinds``):
 
   Dense                   x[..., c]: one vector per leading index
   DenseGeneral            the contracted ``axis`` dims flattened in the kernel's order; ``batch_dims`` are stack axes
@@ -29,11 +30,10 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxsvd.core import calibration
 from jaxsvd.core.calibration import LayerStats
 from jaxsvd.core.matrix_view import MatrixView
 from jaxsvd.core.tree import get_node
-from jaxsvd.linen import conversion
+from jaxsvd.linen import kinds
 
 
 def layer_moments(module: nn.Module, x, view: MatrixView):
@@ -47,18 +47,8 @@ def layer_moments(module: nn.Module, x, view: MatrixView):
   Returns:
     The three sums, or None for a layer kind without statistics.
   """
-  base = conversion.base_class(module)
-  if base is nn.Embed:
-    return calibration.embed_moments(x, view.matrix_shape[1])
-  if base is nn.Dense:
-    rows = x.reshape(-1, x.shape[-1])
-  elif base is nn.DenseGeneral:
-    rows = calibration.dense_general_rows(x, view, module.axis, module.batch_dims)
-  elif base is nn.Conv:
-    rows = calibration.conv_rows(module, x, view)
-  else:
-    rows = None
-  return None if rows is None else calibration.row_moments(rows)
+  kind = kinds.resolve(module)
+  return None if kind is None else kind.moments(module, x, view)
 
 
 def _lifted(module: nn.Module) -> bool:

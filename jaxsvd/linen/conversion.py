@@ -1,9 +1,12 @@
-"""Which linen layers ``svdify`` converts, and how: the per-layer rules behind ``jaxsvd.linen.SVDModel``.
+"""How linen layers run in SVD form: the machinery behind ``jaxsvd.linen.SVDModel`` that every layer kind shares
+(what is specific to one layer class — its matrix view, whether it runs natively, its statistics and MACs — is its
+kind, ``jaxsvd.linen.kinds``).
 
 Two ways a layer runs in SVD form, both holding U, s, V (``matrix_view.MatrixView``) in the layer's own scope:
-  native   plain ``nn.Dense`` and 2-D ``nn.Conv`` (one group, no dilation or mask, NHWC input) run as
-           ``jaxsvd.linen.DenseSVD`` / ``jaxsvd.linen.ConvSVD`` do: ``mode`` reconstruct | factored | auto.
-  kernel   every other supported layer keeps its own ``__call__``: when it asks for its kernel param
+  native   plain ``nn.Dense`` and 2-D ``nn.Conv`` (one group, no dilation or mask, NHWC input; their kinds'
+           ``native``) run as ``jaxsvd.linen.DenseSVD`` / ``jaxsvd.linen.ConvSVD`` do (``native_factors``):
+           ``mode`` reconstruct | factored | auto.
+  kernel   every other layer with a kind keeps its own ``__call__``: when it asks for its kernel param
            (``self.param('kernel' | 'embedding', init, shape, dtype)``) it gets U·diag(s)·Vᵀ rebuilt to that shape
            (reconstruct execution). So DenseGeneral, Embed (lookup and ``attend``), Einsum, 1-D/3-D/grouped/dilated
            convs, ConvTranspose, ConvLocal and subclasses run through their own, unmodified math.
@@ -19,7 +22,6 @@ Einsum whose kernel is not a (stack of) matrix.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -27,13 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core import meta
 
-from jaxsvd.core import factors, matrix_view, svd
+from jaxsvd.core import matrix_view, svd
 from jaxsvd.core.structure import unboxed
 from jaxsvd.linen import layers
 
-# flax layer class → the name of its kernel param.
-KERNEL_PARAMS = {nn.Dense: "kernel", nn.DenseGeneral: "kernel", nn.Embed: "embedding", nn.Einsum: "kernel",
-                 nn.Conv: "kernel", nn.ConvTranspose: "kernel", nn.ConvLocal: "kernel"}
 _LIFTED = "flax.linen.transforms"  # classes nn.vmap / nn.scan / nn.remat make of a layer: the layer's own math
 _GENERATED = {"__init__", "__repr__", "__eq__", "__hash__", "__post_init__", "__setattr__", "__getattr__"}
 
@@ -47,114 +46,39 @@ class Converted:
   execution: str
 
 
-def base_class(module: nn.Module) -> type | None:
-  """The flax layer class (a key of ``KERNEL_PARAMS``) ``module`` is an instance of, or None.
-
-  Args:
-    module: any linen module.
-
-  Returns:
-    The first class in ``type(module).__mro__`` that is a key of ``KERNEL_PARAMS`` (the most derived one), or None.
-  """
-  return next((c for c in type(module).__mro__ if c in KERNEL_PARAMS), None)
-
-
-def own_methods(module: nn.Module) -> list[str]:
+def own_methods(module: nn.Module, base: type) -> list[str]:
   """The methods ``type(module)`` and the classes between it and its flax base class define (lifted
   ``nn.vmap``/``nn.scan``/``nn.remat`` classes and generated dataclass methods aside).
 
   Args:
-    module: a layer whose ``base_class`` is not None.
+    module: a layer.
+    base: the flax class of its kind (``kinds.resolve(module).layer``), in its MRO.
 
   Returns:
     The sorted method names (empty for the flax class itself or a subclass that only changes defaults).
   """
-  base = base_class(module)
   cls = type(module)
   return sorted({name for klass in cls.__mro__[:cls.__mro__.index(base)] if klass.__module__ != _LIFTED
                  for name, v in vars(klass).items()
                  if callable(v) and not isinstance(v, type) and name not in _GENERATED})
 
 
-def dense_reason(module: nn.Module) -> str | None:
-  """Why a Dense/Conv/Embed/... layer cannot be converted faithfully before it runs, or None if it may be.
-
-  Args:
-    module: a layer whose ``base_class`` is not None.
-
-  Returns:
-    A one-line reason if it has a ``mask``; None otherwise (a subclass's own methods are checked while it runs:
-    ``subclass_param_reason``).
-  """
-  if getattr(module, "mask", None) is not None:
-    return "the conv multiplies its kernel by a mask, so the kernel param is not the map it applies"
-  return None
-
-
-def subclass_param_reason(module: nn.Module, name: str, kernel_name: str) -> str | None:
+def subclass_param_reason(module: nn.Module, name: str, kernel_name: str, own: list[str]) -> str | None:
   """Why a subclass with methods of its own that requests param ``name`` cannot be converted, or None.
 
   Args:
-    module: the layer (``own_methods(module)`` not empty).
+    module: the layer.
     name: the param it requests.
     kernel_name: its kernel param's name.
+    own: its own methods (``own_methods``, not empty).
 
   Returns:
     A one-line reason for a param other than the kernel and 'bias', else None.
   """
   if name in (kernel_name, "bias"):
     return None
-  return (f"subclass {type(module).__name__} (defines {', '.join(own_methods(module))}) creates its own param "
+  return (f"subclass {type(module).__name__} (defines {', '.join(own)}) creates its own param "
           f"{name!r}: it may stand in for the kernel, so U·diag(s)·Vᵀ would not be the map it applies")
-
-
-def is_native(module: nn.Module, x) -> bool:
-  """Whether ``module`` runs as ``DenseSVD``/``ConvSVD`` (all execution modes) rather than via its kernel param.
-
-  Args:
-    module: the layer.
-    x: its input (only its ``ndim`` is read).
-
-  Returns:
-    True for an exact ``nn.Dense``, or an exact ``nn.Conv`` on a 4-D (NHWC) input with a 2-D kernel, one feature
-    group, no mask, no kernel or input dilation, and explicit, 'SAME' or 'VALID' padding; False otherwise.
-  """
-  if type(module) is nn.Dense:
-    return True
-  if type(module) is not nn.Conv or getattr(x, "ndim", 0) != 4:
-    return False
-  ones = lambda v: v is None or all(int(d) == 1 for d in np.ravel(v))
-  return (len(np.ravel(module.kernel_size)) == 2 and module.feature_group_count == 1 and module.mask is None
-          and ones(module.kernel_dilation) and ones(module.input_dilation)
-          and (not isinstance(module.padding, str) or module.padding in ("SAME", "VALID")))
-
-
-def view_for_layer(module: nn.Module, kernel_shape, decomposition: str, einsum_str: str | None) -> Any:
-  """The ``MatrixView`` of ``module``'s kernel of ``kernel_shape``, or the reason (str) it has none.
-
-  Args:
-    module: a supported layer (its ``base_class`` picks the view: see the module doc of ``matrix_view``).
-    kernel_shape: the shape of its kernel param.
-    decomposition: 'channel' or 'spatial', for ``nn.Conv`` / ``nn.ConvTranspose`` kernels (``conv_view``).
-    einsum_str: an ``nn.Einsum``'s einsum string passed at call time, or None for ``module.einsum_str``.
-
-  Returns:
-    The ``MatrixView``, or a one-line reason (str) from ``einsum_view`` for an Einsum whose kernel is not a stack
-    of matrices.
-  """
-  base = base_class(module)
-  shape = tuple(int(d) for d in kernel_shape)
-  if base in (nn.Dense, nn.Embed):
-    return matrix_view.simple_view(shape, 0, 1)
-  if base is nn.DenseGeneral:
-    n_batch = len(np.ravel(module.batch_dims)) if module.batch_dims else 0
-    return matrix_view.simple_view(shape, n_batch, len(np.ravel(module.axis)))
-  if base is nn.Einsum:
-    return matrix_view.einsum_view(shape, einsum_str or module.einsum_str)
-  if base is nn.ConvLocal:
-    return matrix_view.simple_view(shape, len(shape) - 2, 1)
-  groups = getattr(module, "feature_group_count", 1) if base is nn.Conv else 1
-  return matrix_view.conv_view(shape, groups, decomposition)
 
 
 def _box_like(drawn, value, names):
@@ -264,53 +188,22 @@ class patched_param:
     del self.scope.param
 
 
-def _native_factors(module, view, rank, settings):
+def native_factors(module, view, rank, settings):
+  """(U, s_eff, V) of a native layer (plain Dense / 2-D Conv) from ``svd_factors`` through ``module.param``, s
+  already passed through ``settings.sigma`` (``svd.effective_s``).
+
+  Args:
+    module: the layer being called (its ``kernel_init``, ``param_dtype``).
+    view: its ``MatrixView``.
+    rank: r, or None for full rank.
+    settings: the ``SVDModel`` (its ``sigma`` and ``init_scheme`` are read).
+
+  Returns:
+    (U, s, V).
+  """
   init_args = (view.kernel_shape, module.param_dtype)
   U, s, V = svd_factors(module.param, module, view, rank, module.kernel_init, init_args, {}, settings.init_scheme)
   return U, svd.effective_s(s, settings.sigma), V
-
-
-def native_dense(module: nn.Dense, view, x, rank, settings):
-  """``nn.Dense`` as ``jaxsvd.linen.DenseSVD`` computes it, with the module's own bias/dtype settings (``settings``: the
-  ``SVDModel``'s mode, sigma, init_scheme).
-
-  Creates (or reads) U, s, V and, with ``use_bias``, the bias in ``module``'s scope.
-
-  Args:
-    module: the ``nn.Dense`` being called.
-    view: its ``MatrixView`` (``simple_view((c, features), 0, 1)``).
-    x: its input (..., c).
-    rank: r, or None for full rank.
-    settings: the ``SVDModel`` (its ``mode``, ``sigma`` and ``init_scheme`` are read).
-
-  Returns:
-    The (..., features) output, bias included, in ``module.dtype`` (None: the promoted dtype).
-  """
-  U, s, V = _native_factors(module, view, rank, settings)
-  return _out(module, svd.dense_svd_apply(x, U, s, V, module.features, settings.mode, module.dtype))
-
-
-def native_conv(module: nn.Conv, view, x, rank, settings):
-  """A plain 2-D ``nn.Conv`` (``is_native``) as ``jaxsvd.linen.ConvSVD`` computes it (``settings`` as ``native_dense``).
-
-  Creates (or reads) U, s, V and, with ``use_bias``, the bias in ``module``'s scope.
-
-  Args:
-    module: the ``nn.Conv`` being called.
-    view: its ``MatrixView`` (``conv_view((kh, kw, c, features), 1, decomposition)``).
-    x: its NHWC input (batch, H, W, c).
-    rank: r, or None for full rank.
-    settings: the ``SVDModel`` (its ``mode``, ``sigma``, ``init_scheme`` and ``decomposition`` are read).
-
-  Returns:
-    The (batch, H', W', features) output, bias included, in ``module.dtype`` (None: the promoted dtype).
-  """
-  kernel_shape = view.kernel_shape
-  kernel_size, strides = kernel_shape[:2], pair(module.strides)
-  U, s, V = _native_factors(module, view, rank, settings)
-  pads = factors.conv_pads(x.shape[1:3], kernel_size, strides, module.padding)
-  return _out(module, svd.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, settings.decomposition,
-                                            settings.mode, module.dtype))
 
 
 def pair(value) -> tuple[int, int]:
@@ -326,8 +219,16 @@ def pair(value) -> tuple[int, int]:
   return (value, value) if isinstance(value, int) else tuple(int(d) for d in np.ravel(value))
 
 
-def _out(module, y):
-  """y + bias, in ``module.dtype`` when set (the layer's own output dtype; y was summed in float32)."""
+def native_output(module, y):
+  """y + bias, in ``module.dtype`` when set (the layer's own output dtype; y was summed in float32).
+
+  Args:
+    module: the native layer (its ``use_bias``, ``features``, ``bias_init``, ``param_dtype``, ``dtype``).
+    y: its output before the bias.
+
+  Returns:
+    The output.
+  """
   y = layers.add_bias(module, y, module.use_bias, module.features, module.bias_init, module.param_dtype)
   return y if module.dtype is None else y.astype(module.dtype)
 
@@ -368,6 +269,5 @@ def layer_path(module: nn.Module, root: nn.Module, depth: int) -> str:
   return "/".join(reversed(names)) if node is root else "/".join(module.path[depth:])
 
 
-__all__ = ["KERNEL_PARAMS", "Converted", "base_class", "own_methods", "dense_reason", "subclass_param_reason",
-           "layer_path", "is_native", "view_for_layer", "svd_factors",
-           "official_factors", "patched_param", "native_dense", "native_conv", "pair", "unbox_tree"]
+__all__ = ["Converted", "own_methods", "subclass_param_reason", "layer_path", "svd_factors", "official_factors",
+           "patched_param", "native_factors", "native_output", "pair", "unbox_tree"]

@@ -1,14 +1,14 @@
 """MACs and parameter counts of a model at its current ranks, for one input example.
 
-Counted analytically per layer while the model is traced abstractly (``jax.eval_shape``), by
-intercepting every linear layer call (Dense, DenseGeneral, Embed and its ``attend``, Einsum, convs, ConvSVD,
-DenseSVD). For an SVD layer the count is its cheaper execution at inference, min(factored, dense) — what
-``mode='auto'`` achieves once the kernel rebuild is amortized (or merged away by export) — and its deployable
-parameter count min(r·(m + k), m·k) per matrix. Other layers than plain Dense / 2-D Conv are counted from their
-output y and matrix view (m × k per stack slice): dense y.size·k MACs (``attend``: y.size·m; an Embed lookup: 0;
-ConvTranspose: y.size·k / ∏strides), factored y.size·r·(m + k)/m. A layer under ``nn.scan``/``nn.vmap`` counts
-once per slice. Elementwise ops (BN, ReLU, pooling, adds, attention's softmax and its two activation products) are
-not counted.
+Counted analytically per layer while the model is traced abstractly (``jax.eval_shape``), by intercepting every
+call of a layer with a kind (``jaxsvd.linen.kinds``: Dense, DenseGeneral, Embed and its ``attend``, Einsum, convs,
+ConvSVD, DenseSVD); each count is the kind's rule (``native_cost``, ``macs``). For an SVD layer the count is its
+cheaper execution at inference, min(factored, dense) — what ``mode='auto'`` achieves once the kernel rebuild is
+amortized (or merged away by export) — and its deployable parameter count min(r·(m + k), m·k) per matrix. Other
+layers than plain Dense / 2-D Conv are counted from their output y and matrix view (m × k per stack slice): dense
+y.size·k MACs (``attend``: y.size·m; an Embed lookup: 0; ConvTranspose: y.size·k / ∏strides), factored
+y.size·r·(m + k)/m. A layer under ``nn.scan``/``nn.vmap`` counts once per slice. Elementwise ops (BN, ReLU,
+pooling, adds, attention's softmax and its two activation products) are not counted.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsvd.core.factors import conv_macs, conv_pads, dense_macs, matrix_shape
 from jaxsvd.core.tree import get_node
-from jaxsvd.linen import conversion
-from jaxsvd.linen.layers import ConvSVD, DenseSVD
+from jaxsvd.linen import conversion, kinds
 from jaxsvd.linen.svdifylib import SVDModel, abstract_init
 
 
@@ -58,36 +56,10 @@ class CostReport:
     return sum(c.params for c in self.layers.values() if c.kind.endswith("SVD"))
 
 
-def _strides(module) -> tuple[int, int]:
-  s = module.strides if module.strides is not None else 1
-  return (s, s) if isinstance(s, int) else tuple(s)
-
-
-def _layer_cost(module, x) -> LayerCost | None:
-  if not isinstance(module, (nn.Dense, DenseSVD, nn.Conv, ConvSVD)):
-    return None
-  kind = type(module).__name__
-  bias = module.features if module.use_bias else 0
-  if isinstance(module, (nn.Dense, DenseSVD)):
-    k, n = x.shape[-1], module.features
-    vectors = math.prod(x.shape[:-1])  # e.g. the tokens of a sequence
-    if isinstance(module, nn.Dense):
-      return LayerCost(kind, vectors * k * n, k * n + bias)
-    r = module.rank or min(k, n)
-    macs = dense_macs(vectors, k, n, r)
-    return LayerCost(kind, min(macs["factored"], macs["dense"]), min(r * (k + n), k * n) + bias)
-  kh, kw = module.kernel_size
-  strides = _strides(module)
-  kernel_shape = (kh, kw, x.shape[-1], module.features)
-  pads = conv_pads(x.shape[1:3], (kh, kw), strides, module.padding)
-  dense_params = math.prod(kernel_shape)
-  if isinstance(module, nn.Conv):
-    return LayerCost(kind, conv_macs(1, x.shape[1:3], kernel_shape, strides, pads, 1, "channel")["dense"],
-                     dense_params + bias)
-  rows, cols = matrix_shape(kernel_shape, module.decomposition)
-  r = module.rank or min(rows, cols)
-  macs = conv_macs(1, x.shape[1:3], kernel_shape, strides, pads, r, module.decomposition)
-  return LayerCost(kind, min(macs["factored"], macs["dense"]), min(r * (rows + cols), dense_params) + bias)
+def _native_cost(module, x) -> LayerCost:
+  """A native layer's (or a zoo SVD layer's) cost: its kind's ``native_cost``."""
+  macs, params = kinds.resolve(module).native_cost(module, x)
+  return LayerCost(type(module).__name__, macs, params)
 
 
 def _generic_cost(module, method: str, y_shape, node: dict, view) -> LayerCost:
@@ -95,17 +67,10 @@ def _generic_cost(module, method: str, y_shape, node: dict, view) -> LayerCost:
   bias = math.prod(node["bias"]) if "bias" in node else 0
   m, k = view.matrix_shape
   stack = math.prod(view.stack_shape)
-  out = math.prod(y_shape)
-  if isinstance(module, nn.Embed):
-    dense = out * m if method == "attend" else 0
-  elif isinstance(module, nn.ConvTranspose):
-    dense = out * k // math.prod(conversion.pair(module.strides or 1)) if len(view.kernel_shape) == 4 else out * k
-  else:
-    dense = out * k
+  dense, applications = kinds.resolve(module).macs(module, method, y_shape, view)
   if "U" not in node:
     return LayerCost(type(module).__name__, dense, stack * m * k + bias)
   r = node["s"][-1]
-  applications = out // (k if method == "attend" else m)
   factored = applications * r * (m + k) if dense else 0
   return LayerCost(type(module).__name__ + "SVD", min(dense, factored), stack * min(r * (m + k), m * k) + bias)
 
@@ -142,14 +107,15 @@ def count(model: nn.Module, input_shape: tuple[int, ...], input_dtype: Any = jnp
     y = next_fun(*args, **kwargs)
     if method not in ("__call__", "attend") or not args:
       return y
-    path = "/".join(module.path)
-    if isinstance(module, (DenseSVD, ConvSVD)) or (type(module) in (nn.Dense, nn.Conv)
-                                                   and conversion.is_native(module, args[0])):
-      calls[path] = (_layer_cost(model.svd_layer(module) if is_svd else module, args[0]), _shapes(module))
-    elif conversion.base_class(module) is not None and "params" in module.variables:
+    path, kind = "/".join(module.path), kinds.resolve(module)
+    if kind is None:
+      return y
+    if not isinstance(module, kind.layer) or kind.native(module, args[0]):  # a zoo SVD layer, or a native one
+      calls[path] = (_native_cost(model.svd_layer(module) if is_svd else module, args[0]), _shapes(module))
+    elif "params" in module.variables:
       node = _shapes(module)
-      kernel = node.get("kernel", node.get("embedding"))
-      view = views.get(path) or (conversion.view_for_layer(module, kernel, "channel", None) if kernel else None)
+      kernel = node.get(kind.kernel_name)
+      view = views.get(path) or (kind.view(module, kernel, "channel") if kernel else None)
       if view is not None and not isinstance(view, str):
         calls[path] = ((module, method, tuple(y.shape), node, view), node)
     return y
@@ -160,7 +126,7 @@ def count(model: nn.Module, input_shape: tuple[int, ...], input_dtype: Any = jnp
   for path, (call, slice_node) in calls.items():
     cost = call if isinstance(call, LayerCost) else _generic_cost(*call)
     full = get_node(params, path)
-    name = next((k for k in ("U", "kernel", "embedding") if k in slice_node), None)
+    name = next((k for k in ("U", *(kind.kernel_name for kind in kinds.registered())) if k in slice_node), None)
     if name is None:  # a zoo SVD layer's params live in its own scope, never under a scan
       layers[path] = cost
       continue

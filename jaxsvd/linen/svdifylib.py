@@ -2,8 +2,9 @@
 
 ``svdify(model, ranks)`` is a linen module that runs ``model`` (sharing its scope: the param paths are the
 model's own) with every linear layer intercepted (``nn.intercept_methods``): instead of its kernel the layer
-holds U, s, V and applies U·diag(s)·Vᵀ. Which layers convert and how is ``jaxsvd.linen.conversion``; the matrix each
-kernel is viewed as is ``jaxsvd.core.matrix_view``:
+holds U, s, V and applies U·diag(s)·Vᵀ. Which layers convert, as what matrix, is each layer class's kind
+(``jaxsvd.linen.kinds``); how they run in SVD form is ``jaxsvd.linen.conversion``; the matrix views are
+``jaxsvd.core.matrix_view``:
 
   nn.Dense (c, n), nn.Embed (vocab, features)   one matrix n × c (Embed's lookup and ``attend`` share it)
   nn.DenseGeneral (*batch, *in, *out)           ∏out × ∏in: input axes flattened × output axes flattened;
@@ -38,12 +39,12 @@ import jax
 import numpy as np
 
 from jaxsvd.core import registry, svd
-from jaxsvd.core.matrix_view import MatrixView, conv_view, describe, simple_view
+from jaxsvd.core.matrix_view import MatrixView, describe
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.structure import ranks as read_ranks
 from jaxsvd.core.structure import stack_shapes, validate_ranks
 from jaxsvd.core.validate import check_choice
-from jaxsvd.linen import conversion, layers
+from jaxsvd.linen import conversion, kinds
 
 _SINK: contextvars.ContextVar = contextvars.ContextVar("svdify_report_sink", default=None)
 
@@ -123,7 +124,8 @@ class SVDModel(nn.Module):
 
   @nn.nowrap
   def svd_layer(self, module: nn.Module) -> nn.Module:
-    """The unbound ``DenseSVD``/``ConvSVD`` a native layer (plain Dense / 2-D Conv) runs as, else ``module``.
+    """The unbound zoo SVD layer a native layer (plain Dense / 2-D Conv) runs as (its kind's ``native_layer``),
+    else ``module``.
 
     Args:
       module: a bound submodule of ``model``.
@@ -134,15 +136,10 @@ class SVDModel(nn.Module):
     """
     path = (conversion.layer_path(module, self.model, len(self.path)) if self.scope is not None
             else "/".join(module.path))
-    if type(module) not in (nn.Dense, nn.Conv) or self.skipped(path, module):
+    kind = kinds.resolve(module)
+    if kind is None or self.skipped(path, module):
       return module
-    rank = dict(self.ranks).get(path)
-    common = {"rank": rank, "use_bias": module.use_bias, "mode": self.mode, "sigma": self.sigma,
-              "init_scheme": self.init_scheme, "dtype": module.dtype, "parent": None}
-    if isinstance(module, nn.Dense):
-      return layers.DenseSVD(module.features, **common)
-    return layers.ConvSVD(module.features, tuple(np.ravel(module.kernel_size)), conversion.pair(module.strides),
-                          module.padding, decomposition=self.decomposition, **common)
+    return kind.native_layer(module, dict(self.ranks).get(path), self) or module
 
   @nn.nowrap
   def report(self, *args, **kwargs) -> ConversionReport:
@@ -190,40 +187,27 @@ class _CallState:
 
   def intercept(self, next_fun, args, kwargs, context):
     module = context.module
-    base = conversion.base_class(module)
-    if base is None or id(module) in self.active or context.method_name not in ("__call__", "setup", "attend"):
+    kind = kinds.resolve(module)
+    if (kind is None or not isinstance(module, kind.layer) or id(module) in self.active
+        or context.method_name not in ("__call__", "setup", "attend")):
       return next_fun(*args, **kwargs)
     path = conversion.layer_path(module, self.svd_model.model, self.depth)
     if self.svd_model.skipped(path, module):
       self.skipped.add(path)
       return next_fun(*args, **kwargs)
-    if reason := conversion.dense_reason(module):
+    if reason := kind.reason(module, args, kwargs):
       self.dense[path] = reason
       return next_fun(*args, **kwargs)
-    if base is nn.Einsum and isinstance(view := conversion.view_for_layer(
-        module, module.shape, "channel", kwargs.get("einsum_str", args[1] if len(args) > 1 else None)), str):
-      self.dense[path] = view
-      return next_fun(*args, **kwargs)
     x = args[0] if args else next(iter(kwargs.values()), None)
-    if context.method_name == "__call__" and conversion.is_native(module, x):
-      return self._native(module, path, x)
-    einsum_str = kwargs.get("einsum_str", args[1] if len(args) > 1 and base is nn.Einsum else None)
-    return self._kernel(module, path, base, einsum_str, next_fun, args, kwargs)
+    if context.method_name == "__call__" and kind.native(module, x):
+      rank = self.ranks.get(path)
+      view, y = kind.native_call(module, x, rank, self.svd_model)
+      self._record(path, module, view, rank, self.svd_model.mode)
+      return y
+    return self._kernel(module, path, kind, next_fun, args, kwargs)
 
-  def _native(self, module, path, x):
-    rank, m = self.ranks.get(path), self.svd_model
-    if isinstance(module, nn.Dense):
-      view = simple_view((x.shape[-1], module.features), 0, 1)
-      y = conversion.native_dense(module, view, x, rank, m)
-    else:
-      view = conv_view((*(int(d) for d in np.ravel(module.kernel_size)), x.shape[-1], module.features), 1,
-                       m.decomposition)
-      y = conversion.native_conv(module, view, x, rank, m)
-    self._record(path, module, view, rank, m.mode)
-    return y
-
-  def _kernel(self, module, path, base, einsum_str, next_fun, args, kwargs):
-    own, requested = conversion.own_methods(module), []
+  def _kernel(self, module, path, kind, next_fun, args, kwargs):
+    own, requested = conversion.own_methods(module, kind.layer), []
     if own and not module.is_initializing() and not module.scope.has_variable("params", "U"):
       self.dense[path] = f"subclass {type(module).__name__} was left dense at init (see svd_model.report)"
       return next_fun(*args, **kwargs)
@@ -231,7 +215,7 @@ class _CallState:
       "reconstruct"
 
     def make_view(kernel_shape):
-      view = conversion.view_for_layer(module, kernel_shape, self.svd_model.decomposition, einsum_str)
+      view = kind.view(module, kernel_shape, self.svd_model.decomposition, (args, kwargs))
       if isinstance(view, str):
         raise _LeaveDense(view)
       requested.append(path)
@@ -239,16 +223,16 @@ class _CallState:
       return view
 
     def other_param(name):
-      if own and (why := conversion.subclass_param_reason(module, name, conversion.KERNEL_PARAMS[base])):
+      if own and (why := conversion.subclass_param_reason(module, name, kind.kernel_name, own)):
         raise _LeaveDense(why)
 
     self.active.add(id(module))
     try:
-      with conversion.patched_param(module, conversion.KERNEL_PARAMS[base], make_view, self.ranks.get(path),
-                                    self.svd_model, other_param):
+      with conversion.patched_param(module, kind.kernel_name, make_view, self.ranks.get(path), self.svd_model,
+                                    other_param):
         out = next_fun(*args, **kwargs)
       if own and not requested:
-        self.dense[path] = (f"subclass {type(module).__name__} never requests its {conversion.KERNEL_PARAMS[base]} "
+        self.dense[path] = (f"subclass {type(module).__name__} never requests its {kind.kernel_name} "
                             "param (it bypasses the param), so U·diag(s)·Vᵀ would not be the map it applies")
       return out
     except _LeaveDense as leave:

@@ -5,11 +5,13 @@
   report = svdify(model, batches, ranks={...}, method="whitened")   # in place, like jaxsvd.nnx.svdify
   report, ranks = compress(model, batches, method="whitened", params_reduction=2.0)
 
-Statistics (``core.calibration``, in the matrix view of each layer the NNX SVD layers use): ``nnx.Linear`` its
-input features, ``nnx.LinearGeneral`` the ``axis`` dims flattened in order, 2-D ``nnx.Conv`` the im2col patches
-(channel) or kh·c column patches (spatial), ``nnx.Embed`` token counts. ``collect`` temporarily wraps the
+Statistics (``core.calibration``, in the matrix view of each layer the NNX SVD layers use) are each layer kind's
+``moments`` (``jaxsvd.nnx.kinds``): ``nnx.Linear`` its input features, ``nnx.LinearGeneral`` the ``axis`` dims
+flattened in order, ``nnx.Conv`` the im2col patches (channel) or kh·c column patches (2-D spatial),
+``nnx.ConvTranspose`` the windows of its dilated input, ``nnx.Embed`` token counts. ``collect`` temporarily wraps the
 ``__call__`` of these classes (restored afterwards; not thread-safe) and runs the model eagerly, accumulating in
-float64 on the host. 1-D convs and layers ``svdify`` leaves dense get no statistics ('plain' factors).
+float64 on the host. Kinds that are not ``calibrated`` (``nnx.Einsum``) and layers ``svdify`` leaves dense are not
+measured; a conv with 'CIRCULAR'/'REFLECT'/'CAUSAL' padding gets no statistics ('plain' factors).
 """
 
 from __future__ import annotations
@@ -24,32 +26,18 @@ from flax import nnx
 from jaxsvd.core import calibration
 from jaxsvd.core.calibration import LayerStats
 from jaxsvd.core.matrix_view import MatrixView
-from jaxsvd.nnx import svdifylib
-from jaxsvd.nnx.conversion import layer_view
+from jaxsvd.nnx import kinds, svdifylib
 from jaxsvd.pruning import compress as compress_lib
 from jaxsvd.pruning.rank import Floors
 
 
-def _moments(module, x, view):
-  if isinstance(module, nnx.Embed):
-    return calibration.embed_moments(x, view.matrix_shape[1])
-  if isinstance(module, nnx.Conv):
-    rows = calibration.conv_rows(module, x, view)
-  elif isinstance(module, nnx.LinearGeneral):
-    rows = calibration.dense_general_rows(x, view, module.axis)
-  else:
-    rows = x.reshape(-1, x.shape[-1])
-  return None if rows is None else calibration.row_moments(rows)
-
-
 def _layers(model: nnx.Module, decomposition: str) -> dict:
-  """{path: (module, view)} of the layers ``svdify`` would convert that have a view."""
+  """{path: (module, view)} of the layers of a ``calibrated`` kind (exactly its class) ``svdify`` would convert."""
   found = {}
   for path, module in nnx.iter_graph(model):
-    if type(module) in svdifylib.CONVERTIBLE and not svdifylib.unsupported(module):
-      view = layer_view(module, decomposition)
-      if view is not None:
-        found.setdefault(id(module), ("/".join(map(str, path)), module, view))
+    kind = kinds.resolve(module)
+    if kind is not None and kind.calibrated and type(module) is kind.layer and not svdifylib.unsupported(module):
+      found.setdefault(id(module), ("/".join(map(str, path)), module, kind.view(module, decomposition)))
   return {p: (m, v) for p, m, v in found.values()}
 
 
@@ -67,13 +55,13 @@ def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel"
   layers = _layers(model, decomposition)
   by_id = {id(m): (p, v) for p, (m, v) in layers.items()}
   total: dict[str, LayerStats] = {}
-  originals = {cls: cls.__call__ for cls in svdifylib.CONVERTIBLE}
+  originals = {type(m): type(m).__call__ for m, _ in layers.values()}
 
   def wrapped(original):
     def call(self, x, *args, **kwargs):
       if id(self) in by_id:
         path, view = by_id[id(self)]
-        moments = _moments(self, jnp.asarray(x), view)
+        moments = kinds.resolve(self).moments(self, jnp.asarray(x), view)
         if moments is not None:
           g, a, n = (np.asarray(jax.device_get(v), np.float64) for v in moments)
           stats = LayerStats(g, a, int(round(float(n))))
@@ -93,8 +81,7 @@ def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel"
 
 
 def _kernel(module, view: MatrixView):
-  kernel = module.embedding[...] if isinstance(module, nnx.Embed) else module.kernel[...]
-  return jnp.reshape(kernel, view.kernel_shape)
+  return jnp.reshape(getattr(module, kinds.resolve(module).kernel_name)[...], view.kernel_shape)
 
 
 def svdify(model: nnx.Module, batches: Iterable, ranks: Mapping[str, int] | None = None, method: str = "whitened",
@@ -158,4 +145,4 @@ def compress(model: nnx.Module, batches: Iterable, method: str = "whitened", par
   return svdify(model, batches, ranks, method, alpha, decomposition, skip_if=only, **svdify_kwargs), ranks
 
 
-__all__ = ["layer_view", "collect", "svdify", "compress"]
+__all__ = ["collect", "svdify", "compress"]

@@ -6,14 +6,15 @@
   small, new_ranks, prune_report = prune(model, Strategy("energy", energy=0.05))   # model itself unchanged
 
 ``svdify`` walks the module graph (modules, ``nnx.List``/``nnx.Dict``, lists/dicts/tuples held as ``nnx.data``) and
-replaces every ``nnx.Linear``, ``nnx.LinearGeneral``, ``nnx.Conv``, ``nnx.Embed`` and ``nnx.Einsum`` (kernel a stack of
-matrices) of exactly that type by its SVD layer (``jaxsvd.nnx.layers``, ``view_layers.EinsumSVD``) initialized with the
-truncated SVD of its kernel (at full rank the model computes the same function). A subclass of these is converted in
-place, its kernel rebuilt from U, s, V where its methods read it (reconstruct execution), when ``conversion``'s
-subclass rule holds. A module shared at several places stays shared (tied weights stay tied). Every linear-like layer
-is in the report once: converted (matrix view, rank, execution) or left dense with the reason (per-batch kernels,
-dilation, groups, masks, custom dot/conv functions, explicit precision, ``ConvTranspose``, non-matrix einsums, 3-D
-convs, subclasses failing the rule); converting nothing is an error.
+replaces every layer whose class has a kind (``jaxsvd.nnx.kinds``: ``nnx.Linear``, ``nnx.LinearGeneral``,
+``nnx.Conv``, ``nnx.Embed``, ``nnx.Einsum`` (kernel a stack of matrices), ``nnx.ConvTranspose``, and registered ones)
+of exactly that class by its kind's SVD layer, initialized with the truncated SVD of its kernel (at full rank the
+model computes the same function). A subclass of these is converted in place, its kernel rebuilt from U, s, V where
+its methods read it (reconstruct execution), when ``conversion``'s subclass rule holds. A module shared at several
+places stays shared (tied weights stay tied). Every such layer is in the report once: converted (matrix view, rank,
+execution) or left dense with the reason (per-batch kernels, dilation, groups, masks, custom dot/conv functions,
+explicit precision, non-matrix einsums, 3-D convs, circular transposed convs, subclasses failing the rule);
+converting nothing is an error.
 
 A layer's path is the '/'-joined graph path (``nnx.iter_graph``; list indices as numbers), which is also its key in
 ``nnx.state(model).to_pure_dict()``: the library's pure functions on param dicts (``structure.ranks``,
@@ -37,12 +38,12 @@ from flax.nnx import graph
 
 from jaxsvd.core import structure, svd
 from jaxsvd.core.validate import check_choice
-from jaxsvd.nnx import conversion, view_layers
+from jaxsvd.nnx import conversion, kinds
 from jaxsvd.nnx import layers as nnx_layers
 from jaxsvd.pruning import rank as rank_pruning
 from jaxsvd.training import losses
 
-CONVERTIBLE, LINEAR_LIKE, unsupported = conversion.CONVERTIBLE, conversion.LINEAR_LIKE, conversion.unsupported
+unsupported = conversion.unsupported
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +123,7 @@ def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposit
 def _convert(module, path: str, rank, decomposition: str, mode: str, sigma: str):
   """(the converted layer, its report line) or (None, why it stays dense) for a layer ``unsupported`` accepts."""
   kind, view = type(module).__name__, conversion.kernel_view(module, decomposition)
-  if type(module) is conversion.base_class(module):
+  if type(module) is kinds.resolve(module).layer:
     new, execution = to_svd(module, rank, decomposition, mode, path, sigma), mode
   else:
     new, reasons = conversion.subclass_to_svd(module, rank, decomposition, mode, sigma, path)
@@ -154,11 +155,12 @@ def _skip_fn(skip, skip_pattern, skip_if) -> Callable[[str, Any], bool]:
 
 def to_svd(module, rank: int | None, decomposition: str = "channel", mode: str = "auto", path: str = "layer",
            sigma: str = "signed"):
-  """The SVD layer computing ``module``'s function from the truncated SVD of its kernel (an exact ``CONVERTIBLE``
-  module or ``nnx.Einsum`` for which ``unsupported`` is empty).
+  """The SVD layer computing ``module``'s function from the truncated SVD of its kernel: its kind's ``to_svd``
+  (``module`` of exactly a kind's class, ``unsupported`` empty).
 
   Args:
-    module: an ``nnx.Linear``, ``nnx.LinearGeneral``, ``nnx.Conv``, ``nnx.Embed`` or ``nnx.Einsum``.
+    module: e.g. an ``nnx.Linear``, ``nnx.LinearGeneral``, ``nnx.Conv``, ``nnx.Embed``, ``nnx.Einsum`` or
+      ``nnx.ConvTranspose``.
     rank: r, or None for full rank.
     decomposition: the conv matrix view.
     mode: the execution mode.
@@ -166,55 +168,28 @@ def to_svd(module, rank: int | None, decomposition: str = "channel", mode: str =
     sigma: 'signed' or 'abs' (``svdify``).
 
   Returns:
-    A ``LinearSVD``, ``LinearGeneralSVD``, ``ConvSVD``, ``EmbedSVD`` or ``view_layers.EinsumSVD``.
+    The kind's SVD layer (``LinearSVD``, ``LinearGeneralSVD``, ``ConvSVD``, ``EmbedSVD``, ``EinsumSVD``,
+    ``ConvTransposeSVD``, ...).
 
   Raises:
     ValueError: if ``rank`` exceeds the matrix view's full rank.
   """
   try:
-    return _to_svd(module, rank, decomposition, mode, sigma)
+    return kinds.resolve(module).to_svd(module, rank, decomposition, mode, sigma)
   except ValueError as err:
     raise ValueError(f"svdify: layer {path!r}: {err}") from None
 
 
-def _to_svd(module, rank, decomposition, mode, sigma):
-  kind = type(module)
-  if kind is nnx.Embed:
-    return nnx_layers.EmbedSVD(module.num_embeddings, module.features, rank=rank, mode=mode, sigma=sigma,
-                               dtype=module.dtype,
-                               param_dtype=module.embedding.dtype, embedding=module.embedding[...],
-                               embedding_metadata=module.embedding.get_metadata())
-  bias_metadata = None if module.bias is None else module.bias.get_metadata()
-  if kind is nnx.Einsum:
-    return view_layers.EinsumSVD(module.einsum_str, conversion.kernel_view(module), kernel=module.kernel[...],
-                                 rank=rank, bias=_value(module.bias), mode=mode, dtype=module.dtype,
-                                 param_dtype=module.kernel.dtype, kernel_metadata=module.kernel.get_metadata(),
-                                 bias_metadata=bias_metadata, sigma=sigma)
-  common = dict(rank=rank, use_bias=module.use_bias, mode=mode, sigma=sigma, dtype=module.dtype,
-                param_dtype=module.kernel.dtype, kernel=module.kernel[...], bias=_value(module.bias),
-                kernel_metadata=module.kernel.get_metadata(), bias_metadata=bias_metadata)
-  if kind is nnx.Linear:
-    return nnx_layers.LinearSVD(module.in_features, module.out_features, **common)
-  if kind is nnx.LinearGeneral:
-    return nnx_layers.LinearGeneralSVD(module.in_features, module.out_features, axis=module.axis, **common)
-  return nnx_layers.ConvSVD(module.in_features, module.out_features, module.kernel_size, module.strides,
-                            padding=module.padding, decomposition=decomposition, **common)
-
-
-def _value(param):
-  return None if param is None else param[...]
-
-
 def _replace_in_graph(node, path: tuple, visit, seen: set[int]):
-  """Walks ``node``'s children; a linear-like module is replaced by ``visit``'s result (unless None), other graph
+  """Walks ``node``'s children; a layer with a kind is replaced by ``visit``'s result (unless None), other graph
   nodes are searched (each once). Mutable nodes are updated in place; a dict/list/tuple is rebuilt and returned."""
   impl = graph.get_node_impl(node)
   if impl is None:
     return node
-  changes = {}
+  changes, layer_classes = {}, kinds.layer_classes()
   for key, child in list(impl.node_dict(node).items()):
     child_path = (*path, key)
-    if isinstance(child, LINEAR_LIKE):
+    if isinstance(child, layer_classes):
       new = visit("/".join(map(str, child_path)), child)
     elif isinstance(child, nnx.Variable) or not graph.is_node(child) or id(child) in seen:
       continue
@@ -288,16 +263,17 @@ def regularization(model_or_state, reg: losses.RegularizerConfig):
 
 
 def svd_modules(model: nnx.Module) -> dict[str, nnx.Module]:
-  """{path: SVD layer} of every ``jaxsvd.nnx.layers`` layer in ``model`` (each shared layer once).
+  """{path: SVD layer} of every converted layer in ``model`` (each shared layer once).
 
   Args:
     model: the NNX model (typically svdified).
 
   Returns:
     {'/'-joined graph path (``nnx.iter_graph``, list indices as numbers): layer} of every instance of
-    ``jaxsvd.nnx.conversion.SVD_LAYERS``, in graph order (empty if there is none).
+    ``jaxsvd.nnx.conversion.svd_layer_classes()``, in graph order (empty if there is none).
   """
-  return {"/".join(map(str, p)): m for p, m in nnx.iter_graph(model) if isinstance(m, conversion.SVD_LAYERS)}
+  classes = conversion.svd_layer_classes()
+  return {"/".join(map(str, p)): m for p, m in nnx.iter_graph(model) if isinstance(m, classes)}
 
 
 def prune(model_or_split, strategy: rank_pruning.Strategy, floors: rank_pruning.Floors = rank_pruning.Floors(),
@@ -359,5 +335,5 @@ def svdified(constructor: Callable[..., nnx.Module], ranks: Mapping[str, int] | 
   return build
 
 
-__all__ = ["CONVERTIBLE", "LINEAR_LIKE", "ConversionReport", "svdify", "unsupported", "to_svd", "params_dict",
+__all__ = ["ConversionReport", "svdify", "unsupported", "to_svd", "params_dict",
            "ranks", "regularization", "svd_modules", "prune", "svdified"]

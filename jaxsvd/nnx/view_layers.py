@@ -20,7 +20,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from jaxsvd.core import svd
@@ -234,7 +233,7 @@ def kernel_reads(module: nnx.Module, probe_input) -> int:
 
   Args:
     module: the converted layer.
-    probe_input: a ``jax.ShapeDtypeStruct`` its ``__call__`` accepts.
+    probe_input: a ``jax.ShapeDtypeStruct`` its ``__call__`` accepts (its kind's ``probe``).
 
   Returns:
     The number of reads (0: the call bypasses the kernel param).
@@ -248,27 +247,5 @@ def kernel_reads(module: nnx.Module, probe_input) -> int:
     _PROBE.update(active=False, reads=0)
 
 
-def probe_input(kernel_shape, lhs: str | None, kernel_spec: str | None, base: str, features) -> Any:
-  """A ``jax.ShapeDtypeStruct`` a layer of ``base`` accepts (the probe of ``kernel_reads``).
-
-  Args:
-    kernel_shape: the kernel's shape.
-    lhs, kernel_spec: an Einsum's input and kernel letters (else None).
-    base: the flax class name: 'Linear', 'LinearGeneral', 'Conv', 'Embed' or 'Einsum'.
-    features: the input feature dims (Linear/Conv: the input channels; LinearGeneral: its in_features).
-
-  Returns:
-    The abstract input (batch 1; a conv input as large as its kernel window).
-  """
-  if base == "Embed":
-    return jax.ShapeDtypeStruct((1,), np.int32)
-  if base == "Einsum":
-    sizes = dict(zip(kernel_spec, kernel_shape))
-    return jax.ShapeDtypeStruct(tuple(sizes.get(c, 2) for c in lhs.replace(".", "")), np.float32)
-  if base == "Conv":
-    return jax.ShapeDtypeStruct((1, *kernel_shape[:-2], features), np.float32)
-  return jax.ShapeDtypeStruct((1, *np.ravel(features)), np.float32)
-
-
 __all__ = ["view_factors", "factor_metadata", "EinsumSVD", "RebuiltKernel", "FactorKernel", "factor_class",
-           "factor_kernel", "kernel_reads", "probe_input"]
+           "factor_kernel", "kernel_reads"]

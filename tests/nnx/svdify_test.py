@@ -236,7 +236,8 @@ class WeightStandardizedConv(nnx.Conv):
 
 
 class Mixed(nnx.Module):
-  """A tied (shared) Linear, layers in a plain dict and a tuple held as data, a subclass, ConvTranspose, dilation."""
+  """A tied (shared) Linear, layers in a plain dict and a tuple held as data, a subclass, a circular ConvTranspose,
+  dilation."""
 
   def __init__(self, *, rngs: nnx.Rngs):
     shared = nnx.Linear(4, 4, rngs=rngs)
@@ -244,7 +245,7 @@ class Mixed(nnx.Module):
     self.table = nnx.data({"a": nnx.Linear(4, 4, rngs=rngs), "b": nnx.LinearGeneral(4, (2, 2), rngs=rngs)})
     self.pair = nnx.data((nnx.Linear(4, 3, rngs=rngs), nnx.Linear(3, 4, rngs=rngs)))
     self.ws = WeightStandardizedConv(4, 4, (3, 3), rngs=rngs)
-    self.up = nnx.ConvTranspose(4, 4, (2, 2), rngs=rngs)
+    self.up = nnx.ConvTranspose(4, 4, (2, 2), padding="CIRCULAR", rngs=rngs)
     self.atrous = nnx.Conv(4, 4, (3, 3), kernel_dilation=2, rngs=rngs)
 
 
@@ -256,11 +257,11 @@ def test_surgery_finds_layers_in_containers_keeps_ties_and_reports_what_stays_de
   assert isinstance(model.table["b"], nnx_layers.LinearGeneralSVD) and type(model.pair[1]) is nnx.Linear
   assert report.ranks["table/a"] == 2 and svdify_nnx.ranks(model)["table/a"] == 2
   assert report.left["pair/1"] == "in skip" and "subclass WeightStandardizedConv" in report.converted["ws"]
-  assert "ConvTranspose has no SVD form" in report.left["up"] and "kernel_dilation=2" in report.left["atrous"]
+  assert "padding='CIRCULAR'" in report.left["up"] and "kernel_dilation=2" in report.left["atrous"]
 
 
 def test_svdify_errors_are_clear():
-  with pytest.raises(ValueError, match="no layer of Mixed was converted.*ConvTranspose"):
+  with pytest.raises(ValueError, match="no layer of Mixed was converted.*CIRCULAR"):
     svdify_nnx.svdify(Mixed(rngs=rngs()), skip=("again", "ws"), skip_pattern=r"table/.*",
                          skip_if=lambda path, layer: path.startswith("pair/"))
   with pytest.raises(ValueError, match=r"ranks name layers \['nope'\]"):

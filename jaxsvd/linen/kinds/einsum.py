@@ -1,0 +1,44 @@
+"""``nn.Einsum``: its kernel as a stack of matrices after grouping its letters (``matrix_view.einsum_view``: letters in
+the input and the output are stack axes); the einsum string may come with the call; runs the kernel way; no
+statistics."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+
+from jaxsvd.core.matrix_view import einsum_view
+from jaxsvd.linen.kinds.base import Kind, register
+
+
+def call_einsum_str(module, call) -> str:
+  """The einsum string of a call: its ``einsum_str`` argument (keyword or second positional), else the module's.
+
+  Args:
+    module: the ``nn.Einsum``.
+    call: (args, kwargs) of the call, or None.
+
+  Returns:
+    The string.
+  """
+  args, kwargs = call or ((), {})
+  return kwargs.get("einsum_str", args[1] if len(args) > 1 else None) or module.einsum_str
+
+
+class EinsumKind(Kind):
+  """``nn.Einsum``: left dense, before it runs, when its kernel is not a (stack of) matrix."""
+
+  layer = nn.Einsum
+
+  def reason(self, module, args, kwargs):
+    """``einsum_view``'s reason, if any."""
+    view = self.view(module, module.shape, "channel", (args, kwargs))
+    return view if isinstance(view, str) else None
+
+  def view(self, module, kernel_shape, decomposition, call=None):
+    """``einsum_view`` of the call's einsum string (or the reason, a str)."""
+    return einsum_view(tuple(int(d) for d in kernel_shape), call_einsum_str(module, call))
+
+
+KIND = register(EinsumKind())
+
+__all__ = ["call_einsum_str", "EinsumKind", "KIND"]
