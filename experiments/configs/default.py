@@ -74,7 +74,7 @@ def _add_pruning_methods(c: ml_collections.ConfigDict) -> None:
   scratch (all off but the final prune)."""
   # The last `finetune_epochs` epochs fine-tune: sparsity terms off (λs = 0), no pruning (jaxsvd.pruning.Phases).
   c.finetune_epochs = 0
-  # Online SVD rank pruning during training (the seed's setting; the paper prunes once at the end). `strategy` names
+  # Online SVD rank pruning during training (this project's default; the paper prunes once at the end). `strategy` names
   # one of jaxsvd.pruning.strategies; every registered strategy's fields with their defaults (only the named one's
   # are read), floors (Floors), optimizer-state policy (reinit | slice) and the schedule: after
   # epochs start, start + every, ... ≤ stop (default: the last epoch before fine-tuning) (Schedule). strategy="budget":
@@ -113,7 +113,7 @@ def _add_pruning_methods(c: ml_collections.ConfigDict) -> None:
   # None = the standard widths. Pruning from scratch writes it; slimming changes it in the checkpoint's record.
   c.widths = ml_collections.FieldReference(None, field_type=dict)
   # Pruning from scratch (experiments/pruning_from_scratch.py; jaxsvd.pruning.from_scratch): gates ('bn': every channel
-  # group's BN γ, the seed's setting; 'block': ResNet block gates) start at `init` and learn on the frozen random init
+  # group's BN γ, the default; 'block': ResNet block gates) start at `init` and learn on the frozen random init
   # for `search_epochs` with penalty 'budget' ((Σ|γ|/C − ratio)², weight λ) or 'l1'; one global gate threshold is
   # bisected to `budget` × the full MACs (widths rounded up to `channel_multiple`, counted in the search); that
   # architecture is trained from scratch. The budget loss's gradient per γ is
