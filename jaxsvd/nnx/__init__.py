@@ -2,6 +2,8 @@
 
   layers      ``LinearSVD``, ``LinearGeneralSVD``, ``ConvSVD``, ``EmbedSVD`` (sharding metadata carried to U, s, V)
   view_layers ``EinsumSVD`` (``nnx.Einsum``) and ``factor_kernel`` (a subclass with its kernel rebuilt from U, s, V)
+  params      the factors' Params: placed on the mesh, the dense kernel's sharding carried to U, s, V
+  surface     converted layers keep the replaced layer's surface: ``kernel``/``embedding`` read as U·diag(s)·Vᵀ
   kinds       the layer-kind registry: one module per layer class (view, SVD layer, statistics, MACs, checkpoint
               decomposition); ``kinds.conv_transpose`` holds ``ConvTransposeSVD`` (``nnx.ConvTranspose``)
   conversion  which layers convert, as what, and why the others stay dense (the subclass rule)
@@ -15,6 +17,8 @@ from jaxsvd.nnx import calibration as calibration
 from jaxsvd.nnx import conversion as conversion
 from jaxsvd.nnx import kinds as kinds
 from jaxsvd.nnx import layers as layers
+from jaxsvd.nnx import params as params
+from jaxsvd.nnx import surface as surface
 from jaxsvd.nnx import svdifylib as svdifylib
 from jaxsvd.nnx import view_layers as view_layers
 from jaxsvd.nnx.kinds import ConvTransposeSVD as ConvTransposeSVD
@@ -33,4 +37,4 @@ from jaxsvd.nnx.view_layers import EinsumSVD as EinsumSVD
 
 __all__ = ["ConversionReport", "ConvSVD", "ConvTransposeSVD", "EinsumSVD", "EmbedSVD", "LinearGeneralSVD", "LinearSVD",
            "prune", "ranks", "regularization", "svdified", "svdify", "to_svd", "calibration", "conversion", "kinds",
-           "layers", "svdifylib", "view_layers"]
+           "layers", "params", "surface", "svdifylib", "view_layers"]

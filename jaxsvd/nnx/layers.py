@@ -36,6 +36,8 @@ from flax.nnx.nn.linear import canonicalize_padding
 from jaxsvd.core import factors, svd
 from jaxsvd.core.structure import check_rank
 from jaxsvd.core.validate import check_choice
+from jaxsvd.nnx.params import factor_sharding, make_param, on_device, sharding_metadata, to_host
+from jaxsvd.nnx.surface import KernelAttribute
 
 default_kernel_init = nnx.initializers.lecun_normal()
 default_embed_init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
@@ -75,84 +77,11 @@ def truncated_svd(matrix: jax.Array, rank: int | None, where: str):
   check_rank(f"{where}.rank", rank)
   if rank > full:
     raise ValueError(f"{where}.rank={rank} exceeds min(m, n)={full} for matrix {matrix.shape[0]}x{matrix.shape[1]}")
-  if _on_device(matrix):  # under jit / nnx.eval_shape, or spread over processes
+  if on_device(matrix):  # under jit / nnx.eval_shape, or spread over processes
     u, s, vt = jnp.linalg.svd(matrix.astype(jnp.float32), full_matrices=False)
   else:  # a concrete kernel: float64 LAPACK on the host (no XLA compile per kernel shape)
     u, s, vt = np.linalg.svd(np.asarray(matrix, np.float64), full_matrices=False)
   return u[:, :rank], s[:rank], vt[:rank].T
-
-
-def _on_device(x) -> bool:
-  """True for a traced value, or an array no one process holds whole (sharded over several processes)."""
-  return isinstance(x, jax.core.Tracer) or isinstance(x, jax.Array) and not x.is_fully_addressable
-
-
-def _host(x):
-  """``x`` as a NumPy array when one process holds it whole (no eager XLA op per shape), else as it is."""
-  return x if _on_device(x) else np.asarray(x)
-
-
-def make_param(value, dtype, metadata: dict):
-  """``nnx.Param(value)`` in ``dtype`` with ``metadata``; under a mesh the value is first placed replicated on it, so
-  flax's eager sharding can constrain (Auto axes) or reshard (Explicit axes) it to its ``out_sharding`` — a host-made
-  single-device array cannot be constrained to a mesh sharding. Outside any mesh the partition names are kept as
-  metadata only (flax's eager sharding would refuse them).
-
-  Args:
-    value: the array.
-    dtype: the param dtype.
-    metadata: the Param's metadata (``out_sharding``, ``mesh``, ...).
-
-  Returns:
-    The ``nnx.Param``.
-  """
-  value = jnp.asarray(value, dtype)
-  if metadata.get("out_sharding") is not None and jax.sharding.get_abstract_mesh().empty:
-    with nnx.use_eager_sharding(False):  # no mesh: keep the names, as the layer converted from kept them
-      return nnx.Param(value, **metadata)
-  if metadata.get("out_sharding") is not None:
-    try:
-      mesh = jax.sharding.get_mesh()
-    except ValueError:  # inside a trace (jit, eval_shape): flax constrains the traced value itself
-      mesh = None
-    if mesh is not None and not mesh.empty and not isinstance(value, jax.core.Tracer):
-      value = jax.device_put(value, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-  return nnx.Param(value, **metadata)
-
-
-def sharding_metadata(metadata, key: str = "out_sharding") -> dict:
-  """The sharding metadata of a dense Param worth carrying over.
-
-  Args:
-    metadata: the dense Param's metadata (or None).
-    key: the sharding key.
-
-  Returns:
-    {``out_sharding``, ``mesh``} present in ``metadata``; {} if unsharded.
-  """
-  metadata = metadata or {}
-  return {k: metadata[k] for k in (key, "mesh") if metadata.get(k) is not None} if metadata.get(key) else {}
-
-
-def factor_sharding(kernel_metadata, u_axis: int | None, v_axis: int | None) -> tuple[dict, dict, dict]:
-  """Metadata of U, s, V derived from the dense kernel's: U's rows take the name of kernel axis ``u_axis`` (the
-  leading axis of the flattened output group), V's rows that of ``v_axis`` (the input group's); the rank axis is
-  replicated, so a sharded dense model stays sharded the same way along its input/output dimensions.
-
-  Args:
-    kernel_metadata: the dense kernel Param's metadata (its ``out_sharding``: one mesh axis name or None per axis).
-    u_axis, v_axis: kernel axes naming U's and V's rows (None: replicated).
-
-  Returns:
-    (U metadata, s metadata, V metadata): {} each when the kernel is not sharded.
-  """
-  base = sharding_metadata(kernel_metadata)
-  if not base:
-    return {}, {}, {}
-  names = tuple(base["out_sharding"])  # may be shorter than the kernel's rank: the trailing axes are replicated
-  named = lambda axis: {**base, "out_sharding": (names[axis] if axis is not None and axis < len(names) else None,
-                                                 None)}
-  return named(u_axis), {**base, "out_sharding": (None,)}, named(v_axis)
 
 
 def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rngs, param_dtype, metadata=({},) * 3,
@@ -173,7 +102,7 @@ def _factors(module, kernel, kernel_shape, decomposition, rank, kernel_init, rng
     else:
       U, s, V = svd.svd_init(rngs.params(), kernel_shape, decomposition, rank or min(rows, cols), kernel_init)
   else:
-    kernel = _host(kernel)
+    kernel = to_host(kernel)
     U, s, V = truncated_svd(factors.kernel_to_matrix(kernel.reshape(kernel_shape), decomposition), rank, where)
   module.U, module.s, module.V = (make_param(a, param_dtype, m) for a, m in zip((U, s, V), metadata))
 
@@ -183,7 +112,7 @@ def _bias(use_bias, bias, shape, bias_init, rngs, param_dtype, metadata=None):
     return nnx.data(None)
   if bias is None:
     bias = bias_init(rngs.params(), shape, param_dtype)
-  return make_param(np.reshape(_host(bias), shape) if not _on_device(bias) else bias.reshape(shape),
+  return make_param(np.reshape(to_host(bias), shape) if not on_device(bias) else bias.reshape(shape),
                     param_dtype, sharding_metadata(metadata))
 
 
@@ -218,6 +147,13 @@ class SVDModule(nnx.Module):
     """r, read from the shape of ``s``."""
     return int(self.s.shape[0])
 
+  def dense_kernel(self) -> jax.Array:
+    """U·diag(s)·Vᵀ in the replaced layer's kernel shape and param dtype (``jaxsvd.nnx.surface``)."""
+    s = svd.effective_s(self.s[...], self.sigma)
+    kernel = factors.factors_to_kernel(self.U[...], s, self.V[...], self._matrix_kernel_shape(),
+                                       getattr(self, "decomposition", "channel"))
+    return kernel.reshape(self._dense_kernel_shape()).astype(self.U.dtype)
+
   def _promoted(self, x, inexact=True):
     bias = self.bias[...] if self.bias is not None else None
     s = svd.effective_s(self.s[...], self.sigma)  # 'abs': the official forward, |σ| (``jaxsvd.core.svd``)
@@ -239,7 +175,9 @@ class SVDModule(nnx.Module):
 
 
 class LinearSVD(SVDModule):
-  """``nnx.Linear`` as U (n, r), s (r,), V (c, r): y = x·V·diag(s)·Uᵀ + b."""
+  """``nnx.Linear`` as U (n, r), s (r,), V (c, r): y = x·V·diag(s)·Uᵀ + b; ``kernel`` reads U·diag(s)·Vᵀ as (c, n)."""
+
+  kernel = KernelAttribute()
 
   def __init__(self, in_features: int, out_features: int, *, rank: int | None = None, use_bias: bool = True,
                mode: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32,
@@ -258,6 +196,11 @@ class LinearSVD(SVDModule):
     x, U, s, V, b, dtype = self._operands(inputs)
     return self._output(svd.dense_svd_apply(x, U, s, V, self.out_features, self.mode, dtype), b)
 
+  def _matrix_kernel_shape(self):
+    return (self.in_features, self.out_features)
+
+  _dense_kernel_shape = _matrix_kernel_shape
+
 
 def _tuple(x) -> tuple[int, ...]:
   return (x,) if isinstance(x, int) else tuple(x)
@@ -265,7 +208,10 @@ def _tuple(x) -> tuple[int, ...]:
 
 class LinearGeneralSVD(SVDModule):
   """``nnx.LinearGeneral`` (no ``batch_axis``) with its kernel (*in, *out) held as the (Π in) × (Π out) Dense
-  kernel's U (Π out, r), s, V (Π in, r); the contracted input axes are flattened in ``axis`` order."""
+  kernel's U (Π out, r), s, V (Π in, r); the contracted input axes are flattened in ``axis`` order. ``kernel``
+  reads U·diag(s)·Vᵀ as (*in, *out)."""
+
+  kernel = KernelAttribute()
 
   def __init__(self, in_features, out_features, *, axis=-1, rank: int | None = None, use_bias: bool = True,
                mode: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32,
@@ -291,12 +237,21 @@ class LinearGeneralSVD(SVDModule):
     y = svd.dense_svd_apply(x, U, s, V, U.shape[0], self.mode, dtype).reshape(*x.shape[:-1], *self.out_features)
     return self._output(y, b)
 
+  def _matrix_kernel_shape(self):
+    return (int(np.prod(self.in_features)), int(np.prod(self.out_features)))
+
+  def _dense_kernel_shape(self):
+    return (*self.in_features, *self.out_features)
+
 
 class ConvSVD(SVDModule):
   """``nnx.Conv`` (1-D or 2-D, channels last, one feature group, no dilation or mask) as U, s, V.
 
   ``padding``: as ``nnx.Conv`` ('SAME', 'VALID', 'CIRCULAR', 'REFLECT', 'CAUSAL' (1-D), ints or pairs).
+  ``kernel_shape`` is ``nnx.Conv``'s, (*kernel_size, c, n); ``kernel`` reads U·diag(s)·Vᵀ in it.
   """
+
+  kernel = KernelAttribute()
 
   def __init__(self, in_features: int, out_features: int, kernel_size, strides=1, *, padding: Any = "SAME",
                rank: int | None = None, decomposition: str = "channel", mode: str = "auto", use_bias: bool = True,
@@ -310,16 +265,16 @@ class ConvSVD(SVDModule):
     self.in_features, self.out_features, self.strides, self.padding = in_features, out_features, strides, padding
     self.decomposition, self.mode, self.use_bias = decomposition, mode, use_bias
     self.dtype, self.param_dtype = dtype, param_dtype
-    native = (*self.kernel_size, in_features, out_features)
-    init = lambda key, shape, dtype: kernel_init(key, native, dtype).reshape(shape)  # fan-in of the native shape
+    native = self.kernel_shape = (*self.kernel_size, in_features, out_features)
+    native_init = lambda key, shape, dtype: kernel_init(key, native, dtype).reshape(shape)  # the native fan-in
     nd = len(self.kernel_size)  # channel: U rows n, V rows (kh, kw, c); spatial: U (kw, n), V (kh, c)
     u_axis = nd + 1 if decomposition == "channel" or nd == 1 else 1
-    _factors(self, kernel, self.kernel_shape, decomposition, rank, init, rngs, param_dtype,
+    _factors(self, kernel, self.hwio_shape, decomposition, rank, native_init, rngs, param_dtype,
              factor_sharding(kernel_metadata, u_axis, 0), init)
     self.bias = _bias(use_bias, bias, (out_features,), bias_init, rngs, param_dtype, bias_metadata)
 
   @property
-  def kernel_shape(self) -> tuple[int, int, int, int]:
+  def hwio_shape(self) -> tuple[int, int, int, int]:
     """The 2-D HWIO kernel shape the factors describe ((k, 1, c, n) for a 1-D conv)."""
     kh, kw = self.kernel_size if len(self.kernel_size) == 2 else (self.kernel_size[0], 1)
     return (kh, kw, self.in_features, self.out_features)
@@ -336,13 +291,19 @@ class ConvSVD(SVDModule):
     if nd == 1:
       x, strides = x[:, :, None, :], (strides[0], 1)
       padding = padding if isinstance(padding, str) else [*padding, (0, 0)]
-    kernel_shape = self.kernel_shape
+    kernel_shape = self.hwio_shape
     x, U, s, V, b, dtype = self._operands(x)
     pads = factors.conv_pads(x.shape[1:3], kernel_shape[:2], strides, padding)
     y = self._output(svd.conv_svd_apply(x, U, s, V, kernel_shape, strides, pads, self.decomposition, self.mode, dtype),
                      b)
     y = y[:, :, 0, :] if nd == 1 else y
     return y.reshape(*batch_shape, *y.shape[1:])
+
+  def _matrix_kernel_shape(self):
+    return self.hwio_shape
+
+  def _dense_kernel_shape(self):
+    return self.kernel_shape
 
 
 def _explicit_padding(x, padding, kernel_size):
@@ -361,7 +322,9 @@ def _explicit_padding(x, padding, kernel_size):
 class EmbedSVD(SVDModule):
   """``nnx.Embed`` as the Dense kernel E (vocab, features) applied to one-hot ids: U (features, r), s, V (vocab, r),
   E = V·diag(s)·Uᵀ (the linen ``svdify`` view). A lookup is V[ids]·diag(s)·Uᵀ; ``attend`` (tied logits) uses the
-  same factors: q·Eᵀ = q·U·diag(s)·Vᵀ."""
+  same factors: q·Eᵀ = q·U·diag(s)·Vᵀ. ``embedding`` reads V·diag(s)·Uᵀ as (vocab, features)."""
+
+  embedding = KernelAttribute()
 
   def __init__(self, num_embeddings: int, features: int, *, rank: int | None = None, mode: str = "auto",
                dtype: Any = None, param_dtype: Any = jnp.float32, embedding_init=default_embed_init,
@@ -389,9 +352,13 @@ class EmbedSVD(SVDModule):
     q, U, s, V, _ = self._promoted(query)
     return svd.dense_svd_apply(q, V, s, U, self.num_embeddings, self.mode)  # Eᵀ's factors: roles swapped
 
+  def _matrix_kernel_shape(self):
+    return (self.num_embeddings, self.features)
+
+  _dense_kernel_shape = _matrix_kernel_shape
+
 
 SVD_LAYERS = (LinearSVD, LinearGeneralSVD, ConvSVD, EmbedSVD)
 
 
-__all__ = ["MIN_FLAX", "require_flax_nnx", "truncated_svd", "make_param", "sharding_metadata", "factor_sharding",
-           "no_sharding", "SVDModule", "LinearSVD", "LinearGeneralSVD", "ConvSVD", "EmbedSVD", "SVD_LAYERS"]
+__all__ = ["MIN_FLAX", "require_flax_nnx", "truncated_svd", "no_sharding", "SVDModule", "LinearSVD", "LinearGeneralSVD", "ConvSVD", "EmbedSVD", "SVD_LAYERS"]

@@ -38,7 +38,7 @@ from flax.nnx import graph
 
 from jaxsvd.core import structure, svd
 from jaxsvd.core.validate import check_choice
-from jaxsvd.nnx import conversion, kinds
+from jaxsvd.nnx import conversion, kinds, surface
 from jaxsvd.nnx import layers as nnx_layers
 from jaxsvd.pruning import rank as rank_pruning
 from jaxsvd.training import losses
@@ -169,13 +169,14 @@ def to_svd(module, rank: int | None, decomposition: str = "channel", mode: str =
 
   Returns:
     The kind's SVD layer (``LinearSVD``, ``LinearGeneralSVD``, ``ConvSVD``, ``EmbedSVD``, ``EinsumSVD``,
-    ``ConvTransposeSVD``, ...).
+    ``ConvTransposeSVD``, ...), with ``module``'s surface (``surface``: its kernel readable as U·diag(s)·Vᵀ, its
+    plain configuration attributes kept).
 
   Raises:
     ValueError: if ``rank`` exceeds the matrix view's full rank.
   """
   try:
-    return kinds.resolve(module).to_svd(module, rank, decomposition, mode, sigma)
+    return surface.keep_configuration(module, kinds.resolve(module).to_svd(module, rank, decomposition, mode, sigma))
   except ValueError as err:
     raise ValueError(f"svdify: layer {path!r}: {err}") from None
 

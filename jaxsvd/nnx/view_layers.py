@@ -26,6 +26,8 @@ from jaxsvd.core import svd
 from jaxsvd.core.matrix_view import MatrixView
 from jaxsvd.core.structure import check_rank
 from jaxsvd.nnx import layers as nnx_layers
+from jaxsvd.nnx import params
+from jaxsvd.nnx.surface import KernelAttribute
 
 _PROBE = {"active": False, "reads": 0}  # while a subclass is probed (``kernel_reads``): reads of its kernel
 
@@ -64,7 +66,7 @@ def factor_metadata(view: MatrixView, kernel_metadata) -> tuple[dict, dict, dict
   Returns:
     (U metadata, s metadata, V metadata).
   """
-  base = nnx_layers.sharding_metadata(kernel_metadata)
+  base = params.sharding_metadata(kernel_metadata)
   if not base:
     return {}, {}, {}
   names = tuple(base["out_sharding"])
@@ -74,12 +76,29 @@ def factor_metadata(view: MatrixView, kernel_metadata) -> tuple[dict, dict, dict
 
 def _set_factors(module, view, kernel, rank, metadata, param_dtype):
   U, s, V = view_factors(view, kernel, rank, type(module).__name__)
-  module.U, module.s, module.V = (nnx_layers.make_param(a, param_dtype, m)
+  module.U, module.s, module.V = (params.make_param(a, param_dtype, m)
                                   for a, m in zip((U, s, V), factor_metadata(view, metadata)))
 
 
+def view_kernel(layer) -> jax.Array:
+  """U·diag(s)·Vᵀ of a layer with a ``view``, in the kernel's shape and the factors' dtype.
+
+  Args:
+    layer: an SVD layer holding U, s, V, ``sigma`` and its kernel's ``MatrixView`` as ``view``.
+
+  Returns:
+    The kernel, rebuilt.
+  """
+  s = svd.effective_s(layer.s[...], layer.sigma)
+  return layer.view.to_kernel(layer.U[...], s, layer.V[...]).astype(layer.U.dtype)
+
+
 class EinsumSVD(nnx_layers.SVDModule):
-  """``nnx.Einsum`` with a fixed ``einsum_str`` as U, s, V in ``view`` (``matrix_view.einsum_view``), plus its bias."""
+  """``nnx.Einsum`` with a fixed ``einsum_str`` as U, s, V in ``view`` (``matrix_view.einsum_view``), plus its bias;
+  ``kernel`` reads U·diag(s)·Vᵀ in ``kernel_shape``."""
+
+  kernel = KernelAttribute()
+  dense_kernel = view_kernel
 
   def __init__(self, einsum_str: str, view: MatrixView, *, kernel, rank: int | None = None, bias=None,
                mode: str = "auto", dtype: Any = None, param_dtype: Any = jnp.float32, kernel_metadata=None,
@@ -89,7 +108,7 @@ class EinsumSVD(nnx_layers.SVDModule):
     self.kernel_shape, self.dtype, self.param_dtype = tuple(view.kernel_shape), dtype, param_dtype
     _set_factors(self, view, kernel, rank, kernel_metadata, param_dtype)
     self.bias = (nnx.data(None) if bias is None else
-                 nnx_layers.make_param(bias, param_dtype, nnx_layers.sharding_metadata(bias_metadata)))
+                 params.make_param(bias, param_dtype, params.sharding_metadata(bias_metadata)))
 
   def __call__(self, inputs: jax.Array, einsum_str: str | None = None, out_sharding=None) -> jax.Array:
     """``jnp.einsum(einsum_str, inputs, kernel) + bias`` with kernel = U·diag(s)·Vᵀ (``mode``)."""
@@ -142,28 +161,6 @@ def _bias_shape(out: str, kernel_spec: str, kernel_shape, ndim: int) -> list[int
   return [kernel_shape[kernel_spec.index(c)] if c in kernel_spec else 1 for c in out]
 
 
-class RebuiltKernel:
-  """The kernel U·diag(s)·Vᵀ handed to a converted subclass where it reads its kernel Param (``[...]``, ``.value``,
-  ``.get_value()``, ``.shape``, ``.dtype``)."""
-
-  def __init__(self, value):
-    self.value = value
-
-  def __getitem__(self, index):
-    return self.value[index]
-
-  def get_value(self):
-    """The rebuilt kernel array."""
-    return self.value
-
-  def __jax_array__(self):
-    return self.value
-
-  shape = property(lambda self: self.value.shape)
-  dtype = property(lambda self: self.value.dtype)
-  ndim = property(lambda self: self.value.ndim)
-
-
 class FactorKernel:
   """Mixin of the generated classes of ``factor_kernel``: the rank, and the kernel rebuilt from U, s, V."""
 
@@ -174,11 +171,10 @@ class FactorKernel:
     """r, read from the shape of ``s``."""
     return int(self.s.shape[-1])
 
-  def rebuilt_kernel(self) -> RebuiltKernel:
-    """U·diag(s)·Vᵀ in the kernel's shape (``view``), in the param dtype."""
+  def dense_kernel(self) -> jax.Array:
+    """U·diag(s)·Vᵀ in the kernel's shape (``view``), in the param dtype (a read counted by ``kernel_reads``)."""
     _PROBE["reads"] += _PROBE["active"]
-    s = svd.effective_s(self.s[...], self.sigma)
-    return RebuiltKernel(self.view.to_kernel(self.U[...], s, self.V[...]).astype(self.U.dtype))
+    return view_kernel(self)
 
 
 _CLASSES: dict[tuple[type, str], type] = {}
@@ -186,7 +182,7 @@ _CLASSES: dict[tuple[type, str], type] = {}
 
 def factor_class(cls: type, kernel_name: str) -> type:
   """The generated subclass of ``cls`` (cached: one class per (cls, kernel_name), so graphdefs compare equal) whose
-  ``kernel_name`` attribute is ``FactorKernel.rebuilt_kernel``.
+  ``kernel_name`` attribute is a ``surface.KernelAttribute`` (``FactorKernel.dense_kernel`` on read).
 
   Args:
     cls: the user's layer class (a subclass of a convertible nnx layer).
@@ -198,7 +194,7 @@ def factor_class(cls: type, kernel_name: str) -> type:
   key = (cls, kernel_name)
   if key not in _CLASSES:
     _CLASSES[key] = type(f"{cls.__name__}SVD", (cls, FactorKernel),
-                         {kernel_name: property(FactorKernel.rebuilt_kernel), "__module__": cls.__module__})
+                         {kernel_name: KernelAttribute(), "__module__": cls.__module__})
   return _CLASSES[key]
 
 
@@ -247,5 +243,5 @@ def kernel_reads(module: nnx.Module, probe_input) -> int:
     _PROBE.update(active=False, reads=0)
 
 
-__all__ = ["view_factors", "factor_metadata", "EinsumSVD", "RebuiltKernel", "FactorKernel", "factor_class",
+__all__ = ["view_factors", "factor_metadata", "view_kernel", "EinsumSVD", "FactorKernel", "factor_class",
            "factor_kernel", "kernel_reads"]

@@ -78,6 +78,8 @@ def test_official_init_draws_as_the_official_code():
   np.testing.assert_allclose([s.mean(), s.std()], [0.0, 1.0], atol=0.15)
   conv = nnx_layers.ConvSVD(4, 8, (3, 3), rngs=rngs(), init="official", decomposition="spatial")
   assert conv.U.shape == (3 * 8, 12) and conv.V.shape == (3 * 4, 12)  # spatial: kw·n × kh·c, r = 12
+  conv_s = np.asarray(conv.s[...])
+  assert (conv_s < 0).any() and (conv_s > 0).any()  # drawn, not the (non-negative) SVD of a He draw
 
 
 def test_sigma_survives_a_checkpoint_and_bad_values_are_named(tmp_path):

@@ -32,8 +32,9 @@ from flax.nnx.nn.linear import canonicalize_padding
 
 from jaxsvd.core import calibration, factors
 from jaxsvd.core.matrix_view import MatrixView, conv_view
-from jaxsvd.nnx import layers, view_layers
+from jaxsvd.nnx import layers, params, view_layers
 from jaxsvd.nnx.kinds.base import Kind, layer_args, register
+from jaxsvd.nnx.surface import KernelAttribute
 
 _SPECS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 
@@ -169,7 +170,10 @@ class ConvTransposeSVD(layers.SVDModule):
   dilation; either ``transpose_kernel``) as U (n, r), s (r,), V (∏k·c, r) of its kernel's channel view.
 
   Built from a dense ``kernel`` (its truncated SVD) or, with ``rngs``, from the truncated SVD of a ``kernel_init``
-  draw."""
+  draw. ``kernel`` reads U·diag(s)·Vᵀ in ``kernel_shape``."""
+
+  kernel = KernelAttribute()
+  dense_kernel = view_layers.view_kernel
 
   def __init__(self, in_features: int, out_features: int, kernel_size, strides=None, *, padding: Any = "SAME",
                kernel_dilation=None, transpose_kernel: bool = False, rank: int | None = None, mode: str = "auto",
@@ -190,11 +194,11 @@ class ConvTransposeSVD(layers.SVDModule):
       raise ValueError("ConvTransposeSVD: pass rngs= (random init) or kernel= and bias= (decompose a dense layer)")
     kernel = kernel_init(rngs.params(), self.kernel_shape, param_dtype) if kernel is None else kernel
     U, s, V = view_layers.view_factors(self.view, kernel, rank, "ConvTransposeSVD")
-    self.U, self.s, self.V = (layers.make_param(a, param_dtype, m)
+    self.U, self.s, self.V = (params.make_param(a, param_dtype, m)
                               for a, m in zip((U, s, V), view_layers.factor_metadata(self.view, kernel_metadata)))
     if use_bias:
       bias = bias_init(rngs.params(), (out_features,), param_dtype) if bias is None else bias
-      self.bias = layers.make_param(bias, param_dtype, layers.sharding_metadata(bias_metadata))
+      self.bias = params.make_param(bias, param_dtype, params.sharding_metadata(bias_metadata))
     else:
       self.bias = nnx.data(None)
 
