@@ -1,6 +1,6 @@
-"""jaxsvd vs a faithful PyTorch re-implementation of the seed's SVD training step, same CPU, one run.
+"""jaxsvd vs a faithful PyTorch re-implementation of the SVD training step (Yang et al. 2020), same CPU, one run.
 
-PyTorch side (written here, as in the seed): Conv2dSVD / LinearSVD modules holding U, s, V with
+PyTorch side (written here, in the usual PyTorch form of SVD training): Conv2dSVD / LinearSVD modules holding U, s, V with
 the weight rebuilt every forward (W = U·diag(s)·Vᵀ, then F.conv2d), the same ResNet (option-A
 shortcuts, first conv and classifier dense), the same loss CE + λo·Σ orth + λs·Σ Hoyer, SGD-momentum.
 Before timing, both frameworks are loaded with the *same* weights and must give the same loss.

@@ -3,7 +3,7 @@ a *randomly initialized* network, then trained from scratch.
 
 1. Gate search: the channels of every channel group (``model.channel_groups()``) get a gate; the weights stay
    at their random init and only the gates learn. Gates (``GATE_KINDS``):
-     'bn'     the group's BatchNorm γ is the gate (the seed's setting; every BN of a VGG, each ResNet block's bn1:
+     'bn'     the group's BatchNorm γ is the gate (Wang et al. 2020's setting; every BN of a VGG, each ResNet block's bn1:
               the residual stream's BNs stay frozen and uncounted), γ₀ = 0.5;
      'block'  a separate α after each ResNet block's bn1 (``build_model(gated=True)``), α₀ = 1.
    Penalty (``PENALTIES``), λ = ``weight``, over all gates Λ = {γ_j} with C = Σ_j C_j channels:

@@ -1,5 +1,5 @@
 """An svdified NNX model with partitioned kernels restores straight onto a mesh, of the same or another shape, with
-Auto or Explicit axes (issue 26 item 4), in a process with 4 forced CPU devices (``tests/nnx_mesh_worker.py``)."""
+Auto or Explicit axes, in a process with 4 forced CPU devices (``tests/nnx_mesh_worker.py``)."""
 
 import json
 import os

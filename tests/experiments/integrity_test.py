@@ -179,7 +179,7 @@ SHORT = {"num_epochs": 2, "finetune_epochs": 0, "pruning.enabled": False, "final
 
 
 def test_kill_between_metrics_row_and_commit_leaves_each_row_exactly_once(env, tmp_path):
-  """The unmarked, short form of the kill test (the issue's duplicate rows): killed after epoch 2's row is written
+  """The unmarked, short form of the kill test (no duplicate metrics rows): killed after epoch 2's row is written
   but before its checkpoint commits; the rerun's metrics.csv is exactly the committed history, every column."""
   _, data_dir, proc_env = env
   work = tmp_path / "run"

@@ -327,7 +327,7 @@ def test_a_stacked_layer_is_left_dense_with_its_reason():
 
 
 def test_partitioning_names_fewer_than_kernel_axes_leave_the_rest_replicated():
-  """Regression (issue 26): ``with_partitioning`` may name fewer axes than a kernel has (JAX replicates the rest);
+  """Regression: ``with_partitioning`` may name fewer axes than a kernel has (JAX replicates the rest);
   ``nnx.MultiHeadAttention``'s 3-D 'out' kernel under two names raised IndexError."""
   with jax.set_mesh(jax.make_mesh((1, 1), ("a", "b"))):
     model = nnx.MultiHeadAttention(2, 16, decode=False, use_bias=False, rngs=nnx.Rngs(0),
@@ -342,7 +342,7 @@ def test_partitioning_names_fewer_than_kernel_axes_leave_the_rest_replicated():
 
 @pytest.mark.parametrize("axis_type", ["auto", "explicit"])
 def test_sharded_bias_and_kernel_convert_under_a_mesh(axis_type):
-  """Regression (issue 26): a host-made factor or bias could not be constrained to its sharding under an Auto-axes
+  """Regression: a host-made factor or bias could not be constrained to its sharding under an Auto-axes
   mesh (TypeError); the factors and the bias keep the dense layer's shardings, and the layer runs."""
   types = (jax.sharding.AxisType.Auto if axis_type == "auto" else jax.sharding.AxisType.Explicit,) * 2
   with jax.set_mesh(jax.make_mesh((1, 1), ("a", "b"), axis_types=types)):

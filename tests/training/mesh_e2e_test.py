@@ -1,4 +1,4 @@
-"""SVD training of sharded transformers end to end (issue 26): a linen decoder-only LM and an NNX ViT, their kernels
+"""SVD training of sharded transformers end to end: a linen decoder-only LM and an NNX ViT, their kernels
 named with logical axes and sharded by FSDP-style rules over a 2 (data) × 2 (model) mesh of forced CPU devices, must
 equal the same run on one device: loss per step, ranks after the energy prune, restored outputs; the factors keep
 the kernels' shardings through the prune (sliced shard by shard, never gathered) and the restore onto a 1 × 4 mesh.
