@@ -307,6 +307,30 @@ def dense_general_rows(x, view: MatrixView, axis, batch_dims=()):
   return y.reshape(*view.stack_shape, -1, view.matrix_shape[1])
 
 
+def einsum_rows(x, einsum_str: str, view: MatrixView):
+  """(*L, N, k): an Einsum's input vectors in its view's column space (``matrix_view.einsum_view``).
+
+  Input letters that are kernel stack letters come first (L, in the view's stack order), letters only in the input
+  and the output are the N positions, contracted letters (input and kernel, not output) are the k columns in the
+  view's order; letters only in the input are summed first (the kernel multiplies their sum).
+
+  Args:
+    x: the layer's input.
+    einsum_str: its 'input,kernel->output' string ('...' allowed in the input and output).
+    view: its ``einsum_view``.
+
+  Returns:
+    (*L, N, k) rows.
+  """
+  lhs, rest = einsum_str.replace(" ", "").split(",")
+  kernel, out = rest.split("->")
+  stack, inp = ("".join(kernel[a] for a in axes) for axes in (view.stack, view.inp))
+  batch = "".join(c for c in lhs if c != "." and c not in kernel and c in out)
+  ellipsis = "..." if "..." in lhs and "..." in out else ""
+  y = jnp.einsum(f"{lhs}->{stack}{ellipsis}{batch}{inp}", x, precision=_HIGHEST)
+  return y.reshape(*view.stack_shape, -1, view.matrix_shape[1])
+
+
 def row_moments(rows):
   """(Σ x xᵀ (*L, k, k), Σ |x| (*L, k), count) of input vectors ``rows`` (*L, N, k), summed in float32 (HIGHEST).
 
@@ -367,6 +391,5 @@ def decompose_params(dense_params, views: Mapping[str, MatrixView], ranks: Mappi
 
 
 __all__ = ["METHODS", "LayerStats", "sqrt_psd", "input_scaling", "truncate", "spectrum", "output_weights",
-           "layer_factors",
-           "output_energy", "output_importance", "conv_rows", "dense_general_rows", "row_moments", "embed_moments",
-           "decompose_params"]
+           "layer_factors", "output_energy", "output_importance", "conv_rows", "dense_general_rows", "einsum_rows",
+           "row_moments", "embed_moments", "decompose_params"]

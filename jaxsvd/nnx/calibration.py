@@ -10,13 +10,17 @@ Statistics (``core.calibration``, in the matrix view of each layer the NNX SVD l
 flattened in order, ``nnx.Conv`` the im2col patches (channel) or kh·c column patches (2-D spatial),
 ``nnx.ConvTranspose`` the windows of its dilated input, ``nnx.Embed`` token counts. ``collect`` temporarily wraps the
 ``__call__`` of these classes (restored afterwards; not thread-safe) and runs the model eagerly, accumulating in
-float64 on the host. Kinds that are not ``calibrated`` (``nnx.Einsum``) and layers ``svdify`` leaves dense are not
-measured; a conv with 'CIRCULAR'/'REFLECT'/'CAUSAL' padding gets no statistics ('plain' factors).
+float64 on the host; ``nnx.Einsum`` its contracted input letters per stack index (``calibration.einsum_rows``).
+Layers ``svdify`` leaves dense are not measured; a converted layer without statistics (a subclass converted in
+place, a conv with 'CIRCULAR'/'REFLECT'/'CAUSAL' padding, a layer the batches never call) gets plain factors and
+is named in the report's ``plain`` and a warning. Research models take keyword inputs: pass ``forward(model, batch)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import dataclasses
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -41,13 +45,15 @@ def _layers(model: nnx.Module, decomposition: str) -> dict:
   return {p: (m, v) for p, m, v in found.values()}
 
 
-def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel"):
+def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel", forward: Callable | None = None):
   """Each convertible layer's ``LayerStats`` over ``batches`` (module doc), and the layers' views.
 
   Args:
     model: the dense NNX model (unchanged; in eval mode if it has dropout / batch norm).
-    batches: arrays (the model's one input) or tuples of positional inputs.
+    batches: arrays (the model's one input) or tuples of positional inputs; with ``forward``, anything it takes.
     decomposition: the conv view.
+    forward: ``forward(model, batch)`` runs the model on one batch (keyword inputs such as ``positions=``,
+      ``attention_mask=``); None: ``model(*batch)``.
 
   Returns:
     ({path: ``LayerStats``}, {path: ``MatrixView``}).
@@ -73,7 +79,10 @@ def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel"
     for cls, original in originals.items():
       cls.__call__ = wrapped(original)
     for batch in batches:
-      model(*(batch if isinstance(batch, tuple) else (batch,)))
+      if forward is not None:
+        forward(model, batch)
+      else:
+        model(*(batch if isinstance(batch, tuple) else (batch,)))
   finally:
     for cls, original in originals.items():
       cls.__call__ = original
@@ -85,7 +94,8 @@ def _kernel(module, view: MatrixView):
 
 
 def svdify(model: nnx.Module, batches: Iterable, ranks: Mapping[str, int] | None = None, method: str = "whitened",
-           alpha: float = 0.5, decomposition: str = "channel", **svdify_kwargs) -> svdifylib.ConversionReport:
+           alpha: float = 0.5, decomposition: str = "channel", forward: Callable | None = None,
+           **svdify_kwargs) -> svdifylib.ConversionReport:
   """``jaxsvd.nnx.svdify`` in place, each converted layer's factors then set by ``method`` on ``batches``' statistics.
 
   Args:
@@ -95,27 +105,44 @@ def svdify(model: nnx.Module, batches: Iterable, ranks: Mapping[str, int] | None
     method: 'plain', 'activation' or 'whitened' (``core.calibration``).
     alpha: the activation method's α.
     decomposition: the conv view.
+    forward: as ``collect``.
     **svdify_kwargs: ``mode``, ``skip``, ``skip_pattern``, ``skip_if``, ``sigma`` of ``jaxsvd.nnx.svdify``.
 
   Returns:
-    The ``ConversionReport`` of ``jaxsvd.nnx.svdify``.
+    The ``ConversionReport`` of ``jaxsvd.nnx.svdify``, with ``plain`` {path: why} naming each converted layer that
+    got no statistics (its factors are plain; also a warning).
   """
   calibration.input_scaling(None, method, alpha)
-  stats, views = collect(model, batches, decomposition)
+  stats, views = collect(model, batches, decomposition, forward)
   kernels = {p: _kernel(m, views[p]) for p, (m, _) in _layers(model, decomposition).items()}
   report = svdifylib.svdify(model, ranks, decomposition, **svdify_kwargs)
   modules = svdifylib.svd_modules(model)
-  for path in report.ranks:
-    if path in kernels and path in stats and method != "plain":
-      layer = modules[path]
-      U, s, V = calibration.layer_factors(kernels[path], views[path], layer.rank, method, stats[path], alpha)
-      for name, value in zip(("U", "s", "V"), (U, s, V)):
-        getattr(layer, name).set_value(value.reshape(getattr(layer, name).shape).astype(getattr(layer, name).dtype))
-  return report
+  plain = {}
+  for path in report.ranks if method != "plain" else ():
+    if path not in kernels or path not in stats:
+      plain[path] = _why_no_statistics(path, kernels)
+      continue
+    layer = modules[path]
+    U, s, V = calibration.layer_factors(kernels[path], views[path], layer.rank, method, stats[path], alpha)
+    for name, value in zip(("U", "s", "V"), (U, s, V)):
+      getattr(layer, name).set_value(value.reshape(getattr(layer, name).shape).astype(getattr(layer, name).dtype))
+  if plain:
+    warnings.warn(f"jaxsvd.nnx.calibration: {method} factors need statistics; plain factors for {plain}",
+                  stacklevel=2)
+  return dataclasses.replace(report, plain=plain)
+
+
+def _why_no_statistics(path: str, measured: Mapping) -> str:
+  """Why a converted layer got no statistics: not a measured layer (a subclass, a kind without ``moments``) or
+  never called by the calibration batches."""
+  if path not in measured:
+    return "its class is not measured (a subclass converted in place, or a kind without statistics)"
+  return "the calibration batches never called it (or its kind has no statistics for this layer)"
 
 
 def compress(model: nnx.Module, batches: Iterable, method: str = "whitened", params_reduction: float = 2.0,
              alpha: float = 0.5, floors: Floors = Floors(), decomposition: str = "channel",
+             forward: Callable | None = None,
              **svdify_kwargs) -> tuple[svdifylib.ConversionReport, dict[str, int]]:
   """The model in SVD form (in place) with its converted layers at ≤ their dense params / ``params_reduction``,
   ranks allocated by ``method``'s error spectra (``jaxsvd.pruning.compress.allocate``) and factors by ``method``.
@@ -128,13 +155,14 @@ def compress(model: nnx.Module, batches: Iterable, method: str = "whitened", par
     alpha: the activation method's α.
     floors: lower bounds on every rank.
     decomposition: the conv view.
+    forward: as ``collect``.
     **svdify_kwargs: as ``svdify``.
 
   Returns:
     (the ``ConversionReport``, the ranks {path: r}).
   """
   batches = list(batches)
-  stats, views = collect(model, batches, decomposition)
+  stats, views = collect(model, batches, decomposition, forward)
   layers = _layers(model, decomposition)
   sigma = {p: calibration.spectrum(np.asarray(views[p].to_matrix(_kernel(m, views[p]))),
                                    calibration.input_scaling(stats.get(p), method, alpha))
@@ -142,7 +170,7 @@ def compress(model: nnx.Module, batches: Iterable, method: str = "whitened", par
   ranks = compress_lib.allocate(sigma, compress_lib.params_counter(views), params_reduction, floors)
   skip_if = svdify_kwargs.pop("skip_if", None)
   only = lambda path, module: path not in ranks or bool(skip_if and skip_if(path, module))  # noqa: E731
-  return svdify(model, batches, ranks, method, alpha, decomposition, skip_if=only, **svdify_kwargs), ranks
+  return svdify(model, batches, ranks, method, alpha, decomposition, forward, skip_if=only, **svdify_kwargs), ranks
 
 
 __all__ = ["collect", "svdify", "compress"]

@@ -50,15 +50,19 @@ unsupported = conversion.unsupported
 class ConversionReport:
   """What ``svdify`` did: ``converted`` {path: 'Linear -> LinearSVD: 16 × 8, rank r of R, <execution>'} (matrix
   view, rank, execution), ``left`` {path: why it stays dense} for every linear-like layer not converted (each layer
-  in exactly one of them), and ``ranks`` {path: r} of the converted layers."""
+  in exactly one of them), and ``ranks`` {path: r} of the converted layers. Data-aware conversion
+  (``jaxsvd.nnx.calibration``) adds ``plain`` {path: why} for converted layers whose factors are the plain truncated
+  SVD because they got no calibration statistics."""
   converted: dict[str, str]
   left: dict[str, str]
   ranks: dict[str, int]
+  plain: dict[str, str] = dataclasses.field(default_factory=dict)
 
   def summary(self) -> str:
-    """One line: how many layers were converted and which were left dense."""
+    """One line: how many layers were converted, which were left dense, which got plain factors without data."""
     left = "; ".join(f"{p}: {why}" for p, why in self.left.items()) or "none"
-    return f"svdify: converted {len(self.converted)} layers; left dense: {left}"
+    plain = "".join(f"; no statistics, plain factors: {p} ({why})" for p, why in self.plain.items())
+    return f"svdify: converted {len(self.converted)} layers; left dense: {left}{plain}"
 
 
 def svdify(model: nnx.Module, ranks: Mapping[str, int] | None = None, decomposition: str = "channel",

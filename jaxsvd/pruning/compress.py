@@ -44,7 +44,8 @@ def params_counter(views: Mapping[str, MatrixView]) -> budget.MacsCounter:
 
 def spectra(params, views: Mapping[str, MatrixView], method: str, stats: Mapping[str, calibration.LayerStats],
             alpha: float = 0.5) -> dict[str, np.ndarray]:
-  """{layer path: σ(W·S) descending} of each unstacked converted layer (``core.calibration.spectrum``).
+  """{layer path: σ(W·S) descending ((*L, n) for a stacked layer)} of each converted layer
+  (``core.calibration.spectrum``).
 
   Args:
     params: the dense params (unboxed).
@@ -54,7 +55,7 @@ def spectra(params, views: Mapping[str, MatrixView], method: str, stats: Mapping
     alpha: the activation method's α.
 
   Returns:
-    {path: 1-D float64 σ}.
+    {path: float64 σ}.
   """
   out = {}
   for path, view in views.items():
@@ -67,13 +68,30 @@ def spectra(params, views: Mapping[str, MatrixView], method: str, stats: Mapping
   return out
 
 
+def shared_rank_spectrum(sigma: np.ndarray) -> np.ndarray:
+  """The 1-D spectrum of a stack of matrices truncated at one shared rank: σ̄_i = √(Σ_L σ_{L,i}²).
+
+  A stacked layer (scan/vmap slices, Einsum stack letters, groups) holds one rank r for all its matrices, so its
+  error at rank r is Σ_L Σ_{i>r} σ_{L,i}² = Σ_{i>r} σ̄_i²: the allocation treats σ̄ as one layer's spectrum
+  (descending, as a sum of descending sequences).
+
+  Args:
+    sigma: (*L, n) per-matrix spectra, each descending (a 1-D σ is returned as it is).
+
+  Returns:
+    (n,) float64.
+  """
+  sigma = np.asarray(sigma, np.float64)
+  return sigma if sigma.ndim == 1 else np.sqrt(np.sum(sigma.reshape(-1, sigma.shape[-1]) ** 2, axis=0))
+
+
 def allocate(sigma: Mapping[str, np.ndarray], counter: budget.MacsCounter, reduction: float,
              floors: Floors = Floors()) -> dict[str, int]:
   """Ranks meeting ``counter`` ≤ dense / ``reduction`` by one shared relative error level (module doc, step 3).
 
   Args:
-    sigma: {layer path: σ descending}.
-    counter: the budget's counter.
+    sigma: {layer path: σ descending; (*L, n) for a stacked layer, whose rank is shared (``shared_rank_spectrum``)}.
+    counter: the budget's counter (a stacked layer's counts cover its L matrices).
     reduction: X ≥ 1.
     floors: lower bounds on each rank (the original rank is the full rank).
 
@@ -81,12 +99,11 @@ def allocate(sigma: Mapping[str, np.ndarray], counter: budget.MacsCounter, reduc
     {path: rank}.
 
   Raises:
-    ValueError: if the floors cannot meet the budget, or a layer is stacked (groups, batch_dims).
+    ValueError: if the floors cannot meet the budget.
   """
-  if stacked := sorted(p for p, s in sigma.items() if np.ndim(s) > 1):
-    raise ValueError(f"compress: the budget allocation does not support stacked layers yet: {stacked}")
+  sigma = {p: shared_rank_spectrum(s) for p, s in sigma.items()}
   floor = lambda p, k: floors.apply(k, len(sigma[p]), len(sigma[p]))  # noqa: E731
-  return budget.keep_counts(dict(sigma), floor, counter, reduction)[0]
+  return budget.keep_counts(sigma, floor, counter, reduction)[0]
 
 
-__all__ = ["params_counter", "spectra", "allocate"]
+__all__ = ["params_counter", "spectra", "shared_rank_spectrum", "allocate"]

@@ -1,6 +1,7 @@
 """``nnx.Einsum`` with a fixed ``einsum_str`` whose kernel is a (stack of) matrix → ``view_layers.EinsumSVD``:
 kernel letters in both the input and the output are stack axes, those only in the output the rows (U), those only
-in the input the columns (V) (``matrix_view.einsum_view``). No statistics: data-aware compression leaves it dense."""
+in the input the columns (V) (``matrix_view.einsum_view``); statistics: the contracted input letters per stack
+index (``calibration.einsum_rows``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from jaxsvd.core import calibration
 from jaxsvd.core.matrix_view import einsum_view
 from jaxsvd.nnx import view_layers
 from jaxsvd.nnx.kinds.base import Kind, register
@@ -22,7 +24,7 @@ def _specs(module) -> tuple[str, str]:
 class EinsumKind(Kind):
   """``nnx.Einsum``: a custom ``einsum_op`` or a kernel that is not a matrix after grouping stays dense."""
 
-  layer, svd_layer, calibrated = nnx.Einsum, view_layers.EinsumSVD, False
+  layer, svd_layer = nnx.Einsum, view_layers.EinsumSVD
 
   def reasons(self, module) -> list[str]:
     """A custom ``einsum_op``."""
@@ -41,6 +43,10 @@ class EinsumKind(Kind):
                                  rank=rank, bias=None if bias is None else bias[...], mode=mode, dtype=module.dtype,
                                  param_dtype=module.kernel.dtype, kernel_metadata=module.kernel.get_metadata(),
                                  bias_metadata=None if bias is None else bias.get_metadata(), sigma=sigma)
+
+  def moments(self, module, x, view):
+    """The moments of the contracted input letters, per stack index (``calibration.einsum_rows``)."""
+    return calibration.row_moments(calibration.einsum_rows(x, module.einsum_str, view))
 
   def probe(self, module) -> jax.ShapeDtypeStruct:
     """An input with the kernel's sizes for its letters, 2 for the others."""
