@@ -16,8 +16,8 @@ turned into the vectors its matrix W (m × k) multiplies, in the view's column o
 Their Σ x xᵀ, Σ |x| and count are summed per batch in float32 on the devices (a batch sharded over devices or
 processes is reduced by XLA) and accumulated in float64 on the host (``calibration.LayerStats``). A layer called
 twice adds both calls. Layers not listed (Einsum, ConvTranspose, ConvLocal, Embed's ``attend``, a conv with
-'CIRCULAR'/'CAUSAL' padding) and layers under ``nn.scan``/``nn.vmap`` get no statistics: their decomposition falls
-back to 'plain'.
+'CIRCULAR'/'CAUSAL' padding) and layers traced apart from the model (under ``nn.scan``/``nn.vmap``/``nn.remat``)
+get no statistics: their decomposition falls back to 'plain'.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 import flax.linen as nn
 import jax
 import numpy as np
+from flax.core import tracers
 from jax.experimental import multihost_utils
 
 from jaxsvd.core.calibration import LayerStats
@@ -51,13 +52,10 @@ def layer_moments(module: nn.Module, x, view: MatrixView):
   return None if kind is None else kind.moments(module, x, view)
 
 
-def _lifted(module: nn.Module) -> bool:
-  """Whether ``module`` or a parent runs under ``nn.scan``/``nn.vmap`` (its calls are traced in another trace)."""
-  while module is not None:
-    if type(module).__module__ == "flax.linen.transforms":
-      return True
-    module = module.parent if isinstance(module.parent, nn.Module) else None
-  return False
+def _lifted(module: nn.Module, outer_trace) -> bool:
+  """Whether ``module`` runs in a trace of its own (under ``nn.scan``/``nn.vmap``/``nn.remat``/``nn.jit``): its
+  scope was made at another trace level than the model's apply, so a value computed there cannot leave it."""
+  return module.scope is not None and module.scope.trace_level != outer_trace
 
 
 def batch_moments(model: nn.Module, views: Mapping[str, MatrixView], call_kwargs: Mapping, variables, args) -> dict:
@@ -74,11 +72,12 @@ def batch_moments(model: nn.Module, views: Mapping[str, MatrixView], call_kwargs
     {path: (gram, abs_sum, count)} for the measured layers that were called.
   """
   found: dict[str, tuple] = {}
+  outer_trace = tracers.current_trace()
 
   def interceptor(next_fun, a, kw, context):
     module = context.module
     path = "/".join(module.path)
-    if context.method_name == "__call__" and a and path in views and not _lifted(module):
+    if context.method_name == "__call__" and a and path in views and not _lifted(module, outer_trace):
       moments = layer_moments(module, a[0], views[path])
       if moments is not None:
         found[path] = moments if path not in found else tuple(u + v for u, v in zip(found[path], moments))

@@ -23,6 +23,7 @@ traces) or the converted layers' params (``params_reduction``: ``pruning.compres
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,17 +38,23 @@ from jaxsvd.linen.svdifylib import svdify
 from jaxsvd.pruning.compress import allocate, params_counter, spectra
 from jaxsvd.pruning.rank import Floors
 
+NO_STATISTICS = ("its kind has no statistics (Einsum, ConvTranspose, ConvLocal, padded convs) or it is traced apart "
+                 "from the model (nn.scan / nn.vmap / nn.remat)")
+
 
 @dataclasses.dataclass(frozen=True)
 class Compressed:
   """What ``compress`` returns: the SVD ``model`` (an ``SVDModel``), its ``variables``, the chosen ``ranks``, the
-  calibration ``stats`` {path: ``LayerStats``}, the budget's ``cost`` (MACs or params) and its ``target``."""
+  calibration ``stats`` {path: ``LayerStats``}, the budget's ``cost`` (MACs or params) and its ``target``, and
+  ``plain`` {path: why}: the converted layers that got no statistics, so their factors are the plain truncated SVD
+  (also a warning; empty for ``method='plain'``)."""
   model: Any
   variables: dict
   ranks: dict[str, int]
   stats: dict[str, calibration.LayerStats]
   cost: int
   target: float
+  plain: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def compress(model: nn.Module, variables, batches: Iterable, method: str = "whitened",
@@ -99,8 +106,12 @@ def compress(model: nn.Module, variables, batches: Iterable, method: str = "whit
                                        **call_kwargs) if macs_reduction is not None else params_counter(views))
   ranks = allocate(spectra(params, views, method, stats, alpha), counter, reduction, floors)
   new_params = calibration.decompose_params(params, views, ranks, method, stats, alpha)
+  plain = {} if method == "plain" else {p: NO_STATISTICS for p in ranks if p not in stats}
+  if plain:
+    warnings.warn(f"compress: {method} factors need statistics; plain factors for {sorted(plain)} ({NO_STATISTICS})",
+                  stacklevel=2)
   return Compressed(svd_model.with_ranks(ranks), {**conversion.unbox_tree(dict(variables)), "params": new_params},
-                    ranks, stats, counter.at_ranks(ranks), counter.dense / reduction)
+                    ranks, stats, counter.at_ranks(ranks), counter.dense / reduction, plain)
 
 
-__all__ = ["Compressed", "compress"]
+__all__ = ["NO_STATISTICS", "Compressed", "compress"]

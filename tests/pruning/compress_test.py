@@ -297,3 +297,32 @@ def test_compress_program_prints_one_error_line_before_compiling(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1 and len(errors) == 1 and errors[0].startswith(expected), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "Compiling" not in proc.stderr
+
+
+class _ScanBlock(nn.Module):
+  @nn.compact
+  def __call__(self, x, _):
+    return x + nn.Dense(16)(nn.gelu(nn.Dense(16)(nn.LayerNorm()(x)))), None
+
+
+class _ScannedNet(nn.Module):
+  """Blocks as an ``nn.scan`` over ``nn.remat`` (the ViT / MaxText layout)."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dense(16)(x)
+    blocks = nn.scan(nn.remat(_ScanBlock), variable_axes={"params": 0}, split_rngs={"params": True}, length=3)
+    return nn.Dense(4)(blocks()(x, None)[0])
+
+
+def test_compress_of_a_scanned_remat_stack_names_its_plain_layers_and_meets_the_budget():
+  x = jax.random.normal(jax.random.key(0), (8, 16))
+  net = _ScannedNet()
+  variables = net.init(jax.random.key(1), x)
+  with pytest.warns(UserWarning, match="plain factors for .*ScanCheckpoint_ScanBlock_0/Dense_0"):
+    out = linen_compress.compress(net, variables, [x], method="whitened", params_reduction=2.0)
+  assert set(out.plain) == {p for p in out.ranks if "Scan" in p} and len(out.plain) == 2
+  assert set(out.stats) == {"Dense_0", "Dense_1"} and out.cost <= out.target
+  full = linen_compress.compress(net, variables, [x], method="plain", params_reduction=1.0)
+  assert full.plain == {}
+  np.testing.assert_allclose(full.model.apply(full.variables, x), net.apply(variables, x), atol=1e-4)
