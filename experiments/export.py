@@ -1,7 +1,7 @@
 """Writes a run's checkpoint as a standalone inference artifact (BatchNorm folded, executions measured, jax.export).
 
   python -m experiments.export --workdir=runs/fmnist [--out=runs/fmnist/deploy] [--step=N] [--batch=128]
-  python runs/fmnist/deploy/deploy_runner.py runs/fmnist/deploy images.npy logits.npy   # jax + numpy only
+  python runs/fmnist/deploy/deploy_runner.py runs/fmnist/deploy images.npy logits.npy   # jax, numpy, flatbuffers
 
 The checkpoint's architecture record gives the model (``checkpoint.restore``); ``deploy.fold`` folds every
 BatchNorm into the layer before it; ``artifact.autotune`` picks the plan (per-layer merged/factored) and the XLA

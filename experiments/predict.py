@@ -12,8 +12,8 @@ ImageNet-style contract first resizes and center-crops, any other needs the trai
 conversion (color to the model's grayscale or RGB, crop, resize) is stated on stderr, one ``note:`` line per image,
 and in JSON output as ``converted``. ``--source``:
 'checkpoint' (``jaxsvd.deploy.load_for_inference``) or 'artifact' (``WORKDIR/deploy`` or ``--artifact``, run by its
-jax + numpy runner). Output, one line per image: ``FILE: class p, class p, ...`` (text), or CSV / JSON. Every
-failure is one ``error:`` line.
+jax + numpy + flatbuffers runner). Output, one line per image: ``FILE: class p, class p, ...`` (text), or CSV /
+JSON. Every failure is one ``error:`` line.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ flags.DEFINE_integer("top_k", 3, "Classes shown per image.", flag_values=FLAGS)
 flags.DEFINE_enum("format", "text", ["text", "csv", "json"], "Output format.", flag_values=FLAGS)
 flags.DEFINE_integer("batch", 64, "Images per model call.", flag_values=FLAGS)
 flags.DEFINE_boolean("resize", False, "Fit images of another size to the model: center crop to its aspect, resize "
-                     "to its HxW (a .npy image's channels converted too); each conversion is stated.", flag_values=FLAGS)
+                     "to its HxW (a .npy image's channels converted too); each conversion is stated.",
+                     flag_values=FLAGS)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".npy")
 FORMATS = ("text", "csv", "json")
@@ -146,7 +147,8 @@ def fit(name: str, image: np.ndarray, contract: InputContract, resize: bool = Fa
     return image
   if not resize:
     raise ValueError(f"{name}: the model takes {h}x{w} images ({contract.dataset}), this one is "
-                     f"{image.shape[0]}x{image.shape[1]}; --resize center-crops it to the model's aspect and resizes it")
+                     f"{image.shape[0]}x{image.shape[1]}; --resize center-crops it to the model's aspect and "
+                     "resizes it")
   return image_ops.crop_resize(image, h, w)
 
 

@@ -10,8 +10,8 @@
   fetch_fashion_mnist   the four files into ``cache_dir()/fashion-mnist`` (files already there are reused: a file
                         exists there only after it was verified), the folder
 
-Progress goes to ``stream`` (default stderr): a line per file; on a terminal the line is redrawn as bytes arrive, elsewhere
-(a log file) it is written once, when the file is verified — no carriage returns. Every failure is one
+Progress goes to ``stream`` (default stderr): a line per file; on a terminal the line is redrawn as bytes arrive,
+elsewhere (a log file) it is written once, when the file is verified — no carriage returns. Every failure is one
 ``DownloadError`` line saying what failed; ``jaxsvd.data.load_fashion_mnist`` adds the offline alternatives.
 """
 

@@ -7,8 +7,8 @@ import hashlib
 import http.server
 import io
 import os
-import shutil
 import socket
+import struct
 import threading
 
 import numpy as np
@@ -19,6 +19,13 @@ from jaxsvd.data import downloads
 from tests import helpers
 
 NAMES = [stem + ".gz" for stem in data.FASHION_FILES.values()]
+# The official files' MD5s, from the zalandoresearch/fashion-mnist README.
+OFFICIAL_MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+                "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+                "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}
+OFFICIAL_MTIME = {"train": 1504176606, "t10k": 1504176627}  # their gzip headers' times (2017-08-31, UTC)
+INSTALLED = data.FASHION_MNIST_DIRS[0]
 OFFLINE = r"install it with `apt-get install dataset-fashion-mnist` or set --config\.data_dir to a directory holding"
 
 
@@ -44,15 +51,42 @@ class Mirror(http.server.SimpleHTTPRequestHandler):
     pass
 
 
+def installed():
+  return all(os.path.exists(os.path.join(INSTALLED, n)) for n in NAMES)
+
+
+def official(name: str) -> bytes:
+  """The official file, from the Debian package's copy: the package's build rewrote only the gzip header (the file
+  name dropped, the time reset); the compressed data and the trailer are the official file's."""
+  with open(os.path.join(INSTALLED, name), "rb") as f:
+    packaged = f.read()
+  assert packaged[:4] == b"\x1f\x8b\x08\x00", "the packaged file's gzip header changed"
+  return (b"\x1f\x8b\x08\x08" + struct.pack("<I", OFFICIAL_MTIME[name.split("-")[0]]) + packaged[8:10] + name[:-3].encode()
+          + b"\x00" + packaged[10:])
+
+
+def test_the_checksums_are_the_official_files(tmp_path):
+  if not installed():
+    pytest.skip("dataset-fashion-mnist not installed (CI installs it)")
+  for name in NAMES:
+    assert hashlib.md5(official(name)).hexdigest() == OFFICIAL_MD5[name]
+    assert hashlib.sha256(official(name)).hexdigest() == downloads.FASHION_MNIST_SHA256[name]
+
+
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
-  """(base URL, served folder, request log): a copy of the installed Fashion-MNIST files (CI installs them), else
-  small IDX files of the same names; the cache a fresh folder; the loader's checksums those of the served files."""
+  """(base URL, served folder, request log): the official files (rebuilt from the installed package: CI installs
+  it) with the official checksums, else small IDX files of the same names and their checksums; the cache a fresh
+  folder; no local copy."""
   served = tmp_path / "served"
-  if all(os.path.exists(os.path.join(data.FASHION_MNIST_DIRS[0], n)) for n in NAMES):
-    shutil.copytree(data.FASHION_MNIST_DIRS[0], served)
+  served.mkdir()
+  if installed():
+    for name in NAMES:
+      (served / name).write_bytes(official(name))
   else:
     helpers.write_fashion_mnist(str(served), 60, 20)
+    monkeypatch.setattr(downloads, "FASHION_MNIST_SHA256",
+                        {n: hashlib.sha256((served / n).read_bytes()).hexdigest() for n in NAMES})
   requests = []
   handler = type("Handler", (Mirror,), {"requests": requests})
   server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
@@ -62,8 +96,6 @@ def mirror(tmp_path, monkeypatch):
   monkeypatch.setenv(downloads.URL_VARIABLE, url)
   monkeypatch.setenv(downloads.CACHE_VARIABLE, str(tmp_path / "cache"))
   monkeypatch.setattr(data.datasets, "FASHION_MNIST_DIRS", (str(tmp_path / "not-installed"),))
-  monkeypatch.setattr(downloads, "FASHION_MNIST_SHA256",
-                      {n: hashlib.sha256((served / n).read_bytes()).hexdigest() for n in NAMES})
   yield url, served, handler
   server.shutdown()
   server.server_close()
