@@ -103,7 +103,8 @@ def describe(info: dict) -> str:
       f"{info['macs_executed'] / 1e6:.2f} M executed by this plan (layers that measured faster merged run whole)",
       f"  max |artifact - checkpoint| logits on {info['batch']} random inputs: "
       f"{info['max_abs_diff_vs_eval']:.2e}",
-      f"  run it: python {os.path.join(d, 'deploy_runner.py')} {d} images.npy logits.npy"])
+      f"  run it: python {os.path.join(d, 'deploy_runner.py')} {d} images.npy logits.npy  (it needs only: "
+      f"{deploy.runner.INSTALL})"])
 
 
 def _export(args: list[str]) -> None:
