@@ -115,6 +115,7 @@ def test_predict_on_png_and_npy_files(run, tmp_path, source):
   assert [r["top"][0]["index"] for r in results] == expected.tolist()
   assert all(r["top"][0]["class"] == CLASS_NAMES["fashion_mnist"][r["top"][0]["index"]] for r in results)
   assert all(r["top"][0]["probability"] >= r["top"][1]["probability"] for r in results)
+  assert all(r["converted"] == "" for r in results)  # grayscale 28x28, as the model takes them: nothing to state
   text = predict.render(results, "text").splitlines()
   assert len(text) == 8 and text[0].startswith(f"{folder / '0.png'}: ")
   csv_lines = predict.render(results, "csv").splitlines()
