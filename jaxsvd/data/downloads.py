@@ -122,6 +122,7 @@ def fetch(url: str, path: str | os.PathLike, sha256: str, stream=None) -> pathli
                             f"different file; nothing kept)")
       out.flush()
       os.fsync(out.fileno())
+    os.chmod(temporary, 0o644)  # mkstemp's 0600 is for the partial file; the verified one reads like any download
     os.replace(temporary, path)
   except BaseException:  # an error, Ctrl-C: no partial file stays
     if stream.isatty():

@@ -118,6 +118,7 @@ def test_download_verifies_shows_a_line_per_file_and_is_reused(mirror, tmp_path,
   assert [line.split()[0] for line in err.splitlines()[1:]] == NAMES
   assert all(line.endswith("SHA-256 verified") for line in err.splitlines()[1:])
   assert _cache(tmp_path) == sorted(NAMES) and sorted(handler.requests) == sorted(f"/{n}" for n in NAMES)
+  assert all((tmp_path / "cache" / "fashion-mnist" / n).stat().st_mode & 0o777 == 0o644 for n in NAMES)
   again = data.load_dataset("fashion_mnist")  # the cache is a local copy: no request, no output
   np.testing.assert_array_equal(again.train_images, ds.train_images)
   assert len(handler.requests) == 4 and capsys.readouterr().err == ""
