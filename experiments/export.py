@@ -1,7 +1,7 @@
 """Writes a run's checkpoint as a standalone inference artifact (BatchNorm folded, executions measured, jax.export).
 
   python -m experiments.export --workdir=runs/fmnist [--out=runs/fmnist/deploy] [--step=N] [--batch=128]
-  python runs/fmnist/deploy/deploy_runner.py runs/fmnist/deploy images.npy logits.npy   # jax + numpy only
+  python runs/fmnist/deploy/deploy_runner.py runs/fmnist/deploy images.npy logits.npy   # jax, numpy, flatbuffers
 
 The checkpoint's architecture record gives the model (``checkpoint.restore``); ``deploy.fold`` folds every
 BatchNorm into the layer before it; ``artifact.autotune`` picks the plan (per-layer merged/factored) and the XLA
@@ -103,7 +103,8 @@ def describe(info: dict) -> str:
       f"{info['macs_executed'] / 1e6:.2f} M executed by this plan (layers that measured faster merged run whole)",
       f"  max |artifact - checkpoint| logits on {info['batch']} random inputs: "
       f"{info['max_abs_diff_vs_eval']:.2e}",
-      f"  run it: python {os.path.join(d, 'deploy_runner.py')} {d} images.npy logits.npy"])
+      f"  run it: python {os.path.join(d, 'deploy_runner.py')} {d} images.npy logits.npy  (it needs only: "
+      f"{deploy.runner.INSTALL})"])
 
 
 def _export(args: list[str]) -> None:

@@ -2,14 +2,18 @@
 
   python -m experiments.predict --workdir=runs/fmnist shoe.png images/ batch.npy
   python -m experiments.predict --workdir=runs/fmnist --source=artifact --top_k=3 --format=csv images/ > preds.csv
+  python -m experiments.predict --workdir=runs/fmnist --resize photo.jpg     # a phone photo: crop, resize, gray
 
 FILES are PNG/JPEG (decoded to the model's channels), .npy arrays of uint8 images ((H, W[, C]) or a batch
 (N, H, W[, C])), or folders of them (their files in name order). Images are taken as stored (uint8) and normalized
 as in training by the input contract the checkpoint's architecture record carries (``jaxsvd.core.contract``); an
-ImageNet-style contract first resizes and center-crops, any other needs the trained size exactly. ``--source``:
+ImageNet-style contract first resizes and center-crops, any other needs the trained size exactly unless ``--resize``
+(center crop to the model's aspect, bilinear resize to its HxW; a .npy image's channels converted too). Every
+conversion (color to the model's grayscale or RGB, crop, resize) is stated on stderr, one ``note:`` line per image,
+and in JSON output as ``converted``. ``--source``:
 'checkpoint' (``jaxsvd.deploy.load_for_inference``) or 'artifact' (``WORKDIR/deploy`` or ``--artifact``, run by its
-jax + numpy runner). Output, one line per image: ``FILE: class p, class p, ...`` (text), or CSV / JSON. Every
-failure is one ``error:`` line.
+jax + numpy + flatbuffers runner). Output, one line per image: ``FILE: class p, class p, ...`` (text), or CSV /
+JSON. Every failure is one ``error:`` line.
 """
 
 from __future__ import annotations
@@ -41,9 +45,13 @@ flags.DEFINE_string("artifact", None, "The deploy artifact directory (default: W
 flags.DEFINE_integer("top_k", 3, "Classes shown per image.", flag_values=FLAGS)
 flags.DEFINE_enum("format", "text", ["text", "csv", "json"], "Output format.", flag_values=FLAGS)
 flags.DEFINE_integer("batch", 64, "Images per model call.", flag_values=FLAGS)
+flags.DEFINE_boolean("resize", False, "Fit images of another size to the model: center crop to its aspect, resize "
+                     "to its HxW (a .npy image's channels converted too); each conversion is stated.",
+                     flag_values=FLAGS)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".npy")
 FORMATS = ("text", "csv", "json")
+MODE_NAMES = {"L": "grayscale", "P": "palette", "1": "1-bit", "LA": "grayscale + alpha"}  # Pillow modes, for notes
 
 
 def expand(paths: list[str]) -> list[str]:
@@ -74,15 +82,16 @@ def expand(paths: list[str]) -> list[str]:
   return files
 
 
-def read_images(path: str, contract: InputContract) -> list[tuple[str, np.ndarray]]:
-  """(name, uint8 image of the contract's shape) for each image in ``path`` (a .npy file may hold a batch).
+def read_images(path: str, contract: InputContract, resize: bool = False) -> list[tuple[str, np.ndarray, str]]:
+  """(name, uint8 image of the contract's shape, its conversion) for each image in ``path`` (.npy: maybe a batch).
 
   Args:
     path: an image or .npy file.
     contract: the model's input contract.
+    resize: whether an image of another size (or a .npy image of other channels) is converted (``fit``).
 
   Returns:
-    The named images; a batch's images are named ``path[i]``.
+    The named images with how each was converted ('' when taken as stored); a batch's images are named ``path[i]``.
 
   Raises:
     ValueError: one line naming the file and the expected shape if an image cannot be used.
@@ -90,40 +99,80 @@ def read_images(path: str, contract: InputContract) -> list[tuple[str, np.ndarra
   c = contract.shape[-1]
   try:
     if path.lower().endswith(".npy"):
-      named = _npy_images(path, np.load(path, allow_pickle=False), c)
+      named = _npy_images(path, np.load(path, allow_pickle=False), c, resize)
     else:
       with open(path, "rb") as f:
-        named = [(path, image_ops.decode(f.read(), c))]
+        encoded = f.read()
+      stored = image_ops.mode(encoded)
+      named = [(path, image_ops.decode(encoded, c), MODE_NAMES.get(stored, stored))]
   except (OSError, ValueError) as err:
     raise ValueError(f"{path}: {cli.one_line(err)}") from None
-  return [(name, fit(name, image, contract)) for name, image in named]
+  return [(name, fit(name, image, contract, resize), conversion(stored, image.shape, contract))
+          for name, image, stored in named]
 
 
-def _npy_images(path: str, array: np.ndarray, channels: int) -> list[tuple[str, np.ndarray]]:
-  """A .npy array as named images: (H, W) or (H, W, 1|3) is one image; (N, H, W) or (N, H, W, C) a batch."""
+def _npy_images(path: str, array: np.ndarray, channels: int, resize: bool) -> list[tuple[str, np.ndarray, str]]:
+  """A .npy array as (name, image, its color as stored): (H, W) or (H, W, 1|3) is one image, (N, H, W) or
+  (N, H, W, C) a batch; other channels than ``channels`` are converted with ``resize`` only."""
   if array.dtype != np.uint8:
     raise ValueError(f"expected uint8 images as stored, got {array.dtype}")
   single = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3))
-  if single:
-    return [(path, image_ops.decode(array, channels))]
-  if array.ndim not in (3, 4):
+  if not single and array.ndim not in (3, 4):
     raise ValueError(f"expected an image (H, W[, C]) or a batch (N, H, W[, C]), got shape {array.shape}")
-  return [(f"{path}[{i}]", image_ops.decode(x, channels)) for i, x in enumerate(array)]
+  named = [(path, array)] if single else [(f"{path}[{i}]", x) for i, x in enumerate(array)]
+  out = []
+  for name, x in named:
+    x = x[..., None] if x.ndim == 2 else x
+    stored = "grayscale" if x.shape[-1] == 1 else "RGB"
+    if resize and x.shape[-1] in (1, 3):
+      x = image_ops.convert_channels(x, channels)
+    elif x.shape[-1] != channels:
+      hint = " (--resize converts it)" if x.shape[-1] in (1, 3) else ""
+      raise ValueError(f"image has {x.shape[-1]} channels, the model takes {channels}{hint}")
+    out.append((name, image_ops.decode(x, channels), stored))
+  return out
 
 
-def fit(name: str, image: np.ndarray, contract: InputContract) -> np.ndarray:
-  """``image`` at the contract's size: its evaluation crop ('center_crop'), else as it is when the size matches.
+def fit(name: str, image: np.ndarray, contract: InputContract, resize: bool = False) -> np.ndarray:
+  """``image`` at the contract's size: its evaluation crop ('center_crop'), else as it is when the size matches,
+  else (``resize``) its central crop with the model's aspect resized to the model's size (``image_ops.crop_resize``).
 
   Raises:
-    ValueError: one line when the size differs and the contract does not resize.
+    ValueError: one line naming ``--resize`` when the size differs and neither the contract nor ``resize`` resizes.
   """
   h, w, _ = contract.shape
   if contract.resize == "center_crop":
     return image_ops.resize_center_crop(image, h, contract.crop_fraction)
-  if image.shape[:2] != (h, w):
+  if image.shape[:2] == (h, w):
+    return image
+  if not resize:
     raise ValueError(f"{name}: the model takes {h}x{w} images ({contract.dataset}), this one is "
-                     f"{image.shape[0]}x{image.shape[1]}")
-  return image
+                     f"{image.shape[0]}x{image.shape[1]}; --resize center-crops it to the model's aspect and "
+                     "resizes it")
+  return image_ops.crop_resize(image, h, w)
+
+
+def conversion(stored: str, shape: tuple[int, ...], contract: InputContract) -> str:
+  """How an image as stored (color ``stored``, (H, W, ...) ``shape``) became the model's input under ``fit``.
+
+  Args:
+    stored: its color as stored ('grayscale', 'RGB', 'RGBA', 'palette', ...).
+    shape: its shape as stored.
+    contract: the model's input contract.
+
+  Returns:
+    The steps, e.g. 'RGB -> grayscale, center crop 120x160 -> 120x120, resize -> 28x28'; '' when it is taken as it
+    is (the contract's own evaluation crop, 'center_crop', is not a conversion).
+  """
+  h, w, c = contract.shape
+  target = "grayscale" if c == 1 else "RGB"
+  steps = [f"{stored} -> {target}"] if stored != target else []
+  if contract.resize != "center_crop" and tuple(shape[:2]) != (h, w):
+    _, _, ch, cw = image_ops.aspect_crop(shape[0], shape[1], h, w)
+    if (ch, cw) != tuple(shape[:2]):
+      steps.append(f"center crop {shape[0]}x{shape[1]} -> {ch}x{cw}")
+    steps.append(f"resize -> {h}x{w}")
+  return ", ".join(steps)
 
 
 def predictor(workdir: str, source: str = "checkpoint", artifact_dir: str | None = None):
@@ -160,7 +209,7 @@ def predictor(workdir: str, source: str = "checkpoint", artifact_dir: str | None
 
 
 def predict(workdir: str, paths: list[str], source: str = "checkpoint", artifact_dir: str | None = None,
-            top_k: int = 3, batch: int = 64) -> list[dict]:
+            top_k: int = 3, batch: int = 64, resize: bool = False) -> list[dict]:
   """The top-k classes of every image in ``paths``.
 
   Args:
@@ -170,23 +219,25 @@ def predict(workdir: str, paths: list[str], source: str = "checkpoint", artifact
     artifact_dir: the artifact directory for 'artifact'.
     top_k: classes per image.
     batch: images per model call.
+    resize: whether images of another size are center-cropped and resized (``fit``).
 
   Returns:
-    [{'file', 'top': [{'class', 'index', 'probability'}, ...]}] in input order.
+    [{'file', 'top': [{'class', 'index', 'probability'}, ...], 'converted': ``conversion`` ('' if none)}] in
+    input order.
   """
   check_min_int("--top_k", top_k, 1)
   check_min_int("--batch", batch, 1)
   files = expand(paths)
   probabilities, contract = predictor(workdir, source, artifact_dir)
-  images = [item for path in files for item in read_images(path, contract)]
+  images = [item for path in files for item in read_images(path, contract, resize)]
   results = []
   for start in range(0, len(images), batch):
     chunk = images[start:start + batch]
-    p = probabilities(np.stack([image for _, image in chunk]))
-    for (name, _), row in zip(chunk, p):
+    p = probabilities(np.stack([image for _, image, _ in chunk]))
+    for (name, _, converted), row in zip(chunk, p):
       best = np.argsort(-row, kind="stable")[:top_k]
       results.append({"file": name, "top": [{"class": contract.class_name(int(i)), "index": int(i),
-                                             "probability": float(row[i])} for i in best]})
+                                             "probability": float(row[i])} for i in best], "converted": converted})
   return results
 
 
@@ -220,7 +271,11 @@ def _predict(paths: list[str]) -> None:
     raise ValueError("--workdir is required: the run to predict with (e.g. --workdir=runs/fmnist)")
   if not paths:
     raise ValueError("name at least one image, .npy file or folder after the flags")
-  print(render(predict(FLAGS.workdir, paths, FLAGS.source, FLAGS.artifact, FLAGS.top_k, FLAGS.batch), FLAGS.format))
+  results = predict(FLAGS.workdir, paths, FLAGS.source, FLAGS.artifact, FLAGS.top_k, FLAGS.batch, FLAGS.resize)
+  for r in results:
+    if r["converted"]:
+      print(f"note: {r['file']}: {r['converted']}", file=sys.stderr)
+  print(render(results, FLAGS.format))
 
 
 main = cli.command(__doc__, FLAGS, _predict)

@@ -6,6 +6,12 @@ import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# No test downloads anything (jaxsvd.data.downloads): the mirror is a closed local port, the cache is in the run's
+# temporary folder (removed at the end).
+os.environ["JAXSVD_FASHION_MNIST_URL"] = "http://127.0.0.1:9/"
+os.environ["JAXSVD_CACHE"] = os.path.join(
+    tempfile.gettempdir(), f"jaxsvd-tests-{os.getppid() if os.environ.get('PYTEST_XDIST_WORKER') else os.getpid()}",
+    "cache")
 
 
 def _shared_compilation_cache() -> None:
@@ -40,8 +46,8 @@ def _isolated_jaxsvd_logger():
 
 
 def pytest_sessionfinish(session):
-  """The controller (not an xdist worker) removes the run's compilation cache."""
+  """The controller (not an xdist worker) removes the run's compilation cache and download cache."""
   if not os.environ.get("PYTEST_XDIST_WORKER"):
-    cache = os.environ["JAX_COMPILATION_CACHE_DIR"]
-    if os.path.basename(os.path.dirname(cache)).startswith("jaxsvd-tests-"):
-      shutil.rmtree(os.path.dirname(cache), ignore_errors=True)
+    for cache in (os.environ["JAX_COMPILATION_CACHE_DIR"], os.environ["JAXSVD_CACHE"]):
+      if os.path.basename(os.path.dirname(cache)).startswith("jaxsvd-tests-"):
+        shutil.rmtree(os.path.dirname(cache), ignore_errors=True)

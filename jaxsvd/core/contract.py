@@ -14,7 +14,7 @@ on disk (uint8) and give the training accuracy. It is part of the architecture r
   crop_fraction  float (0.875 for ImageNet evaluation), used by 'center_crop'
   class_names  [str] or null
   dataset      str: where the numbers come from (e.g. 'fashion_mnist')
-The deploy runner (``jaxsvd/deploy/runner.py``, jax + numpy only) repeats ``normalize`` on its own; a test checks
+The deploy runner (``jaxsvd/deploy/runner.py``: jax, numpy, flatbuffers) repeats ``normalize`` on its own; a test checks
 that both agree.
 """
 

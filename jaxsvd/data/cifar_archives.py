@@ -133,7 +133,7 @@ def read_cifar(name: str, data_dir: str) -> tuple[np.ndarray, np.ndarray, np.nda
     raise FileNotFoundError(
         f"{name} not found in data_dir={os.path.abspath(data_dir)}: put {binary_tar} or {python_tar} (or the "
         f"extracted {binary_dir}/ or {python_dir}/) from https://www.cs.toronto.edu/~kriz/cifar.html there, or use "
-        f"data_source='tfds' with internet access; fashion_mnist works offline (apt-get install dataset-fashion-mnist)")
+        f"data_source='tfds' with internet access; fashion_mnist needs no set-up (downloaded on first use)")
   where, members = found
   return (*_parse_split(where, members, train_names, parse), *_parse_split(where, members, test_names, parse))
 

@@ -1,6 +1,7 @@
 """Datasets as in-memory uint8 arrays, and a vectorized, seeded NumPy batch pipeline.
 
-Sources: Fashion-MNIST IDX files (offline: Debian `dataset-fashion-mnist`), the original CIFAR-10/100
+Sources: Fashion-MNIST IDX files (Debian `dataset-fashion-mnist`, a data_dir, or downloaded once into the cache:
+``jaxsvd.data.downloads``), the original CIFAR-10/100
 binary or python archives (extracted or .tar.gz) in a local data dir, and tensorflow-datasets
 (`tfds.data_source`, for users with internet).
 """
@@ -17,7 +18,7 @@ from typing import Iterator
 import numpy as np
 
 from jaxsvd.core.validate import check_choice, check_dataset
-from jaxsvd.data import cifar_archives
+from jaxsvd.data import cifar_archives, downloads
 from jaxsvd.data.image_ops import crop_flip_draws, random_crop_flip
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10, "imagenet2012": 1000}
@@ -126,9 +127,10 @@ def _fashion_split(paths: dict[str, str], split: str) -> tuple[np.ndarray, np.nd
 def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
   """Fashion-MNIST from its four IDX files (each optionally gzipped).
 
-  With ``data_dir``, only ``data_dir`` and ``data_dir/fashion-mnist`` are searched (never a default location);
-  without it, ``FASHION_MNIST_DIRS`` (where the Debian package installs it). The first directory that holds all
-  four files is used.
+  With ``data_dir``, only ``data_dir`` and ``data_dir/fashion-mnist`` are searched (never a default location, never
+  a download); without it, ``FASHION_MNIST_DIRS`` (where the Debian package installs it), then the download cache
+  (``downloads.cache_dir()/fashion-mnist``), and when neither holds all four files they are downloaded into the cache
+  (``downloads.fetch_fashion_mnist``: official mirror, SHA-256 verified, progress on stderr) and used from there.
 
   Args:
     data_dir: the directory holding the files, or None for the default location.
@@ -137,12 +139,14 @@ def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
     The ``Dataset``, images with a trailing channel axis of 1.
 
   Raises:
-    FileNotFoundError: one line saying which files are expected, where, and which are missing.
+    FileNotFoundError: one line saying which files are expected, where, and which are missing; without
+      ``data_dir``, why the download failed and the two offline ways (the apt package, ``--config.data_dir``).
     ValueError: if a file is unreadable, or images and labels disagree in count or shape.
   """
   if data_dir:
     check_data_dir(data_dir)
-  candidates = [data_dir, os.path.join(data_dir, "fashion-mnist")] if data_dir else list(FASHION_MNIST_DIRS)
+  cache = str(downloads.cache_dir() / "fashion-mnist")
+  candidates = [data_dir, os.path.join(data_dir, "fashion-mnist")] if data_dir else [*FASHION_MNIST_DIRS, cache]
   for directory in candidates:
     paths = {k: _find(directory, v) for k, v in FASHION_FILES.items()}
     if all(paths.values()):
@@ -155,9 +159,15 @@ def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
              else f"lacks Fashion-MNIST's {', '.join(missing)}")
     raise FileNotFoundError(f"data_dir={data_dir} {lacks}: put all of {names} (each optionally .gz) in it or in its "
                             f"fashion-mnist/ folder")
-  raise FileNotFoundError(
-      f"Fashion-MNIST not found in {list(FASHION_MNIST_DIRS)} (data_dir is unset): install it with `apt-get install "
-      f"dataset-fashion-mnist` or set --config.data_dir to a directory holding {names} (each optionally .gz)")
+  try:
+    folder = downloads.fetch_fashion_mnist(cache)
+  except downloads.DownloadError as err:
+    raise FileNotFoundError(
+        f"Fashion-MNIST not found in {candidates} (data_dir is unset) and the download failed ({err}): install it "
+        f"with `apt-get install dataset-fashion-mnist` or set --config.data_dir to a directory holding {names} (each "
+        f"optionally .gz)") from None
+  paths = {k: str(folder / (v + ".gz")) for k, v in FASHION_FILES.items()}
+  return Dataset("fashion_mnist", *_fashion_split(paths, "train"), *_fashion_split(paths, "test"), 10)
 
 
 def load_cifar_local(name: str, data_dir: str) -> Dataset:

@@ -1,6 +1,10 @@
 """Per-image decode and augmentation for the streaming pipeline (NumPy + Pillow, one image at a time).
 
   decode               JPEG/PNG bytes or an (H, W[, C]) uint8 array → (H, W, C) uint8, RGB if ``channels`` = 3.
+  mode                 an encoded image's Pillow mode ('L', 'RGB', 'RGBA', 'P', ...), read from its header.
+  convert_channels     a decoded (H, W, 1|3) uint8 image as grayscale or RGB (Pillow's conversion, ITU-R 601-2 luma).
+  aspect_crop          the largest central crop with a given aspect ratio (a real photo to a model's H:W).
+  crop_resize          ``aspect_crop`` to (height, width)'s aspect, then resized bilinearly to (height, width).
   random_resized_crop  torchvision's ``RandomResizedCrop`` (ImageNet training, He et al. / the official recipe):
                        area fraction s ~ U(scale), log aspect ratio r ~ U(log ratio); crop w = √(s·A·r),
                        h = √(s·A/r) at a uniform offset, up to 10 tries, else the central crop of the largest
@@ -45,6 +49,76 @@ def decode(image, channels: int = 3) -> np.ndarray:
   if array.shape[-1] != channels:
     raise ValueError(f"image has {array.shape[-1]} channels, expected {channels}")
   return array
+
+
+def mode(data: bytes) -> str:
+  """The Pillow mode of encoded image bytes ('L' grayscale, 'RGB', 'RGBA', 'P' palette, ...), from the header.
+
+  Args:
+    data: encoded bytes (any format Pillow reads).
+
+  Returns:
+    The mode.
+  """
+  with Image.open(io.BytesIO(bytes(data))) as img:
+    return img.mode
+
+
+def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
+  """A decoded (H, W, 1|3) uint8 image with ``channels`` channels, converted as Pillow converts ('L': ITU-R 601-2
+  luma L = R·299/1000 + G·587/1000 + B·114/1000; 'RGB' from 'L': the gray value in each channel).
+
+  Args:
+    image: the (H, W, 1) or (H, W, 3) uint8 image.
+    channels: 1 or 3.
+
+  Returns:
+    The (H, W, channels) uint8 image (``image`` itself when it has ``channels`` already).
+
+  Raises:
+    ValueError: if ``channels`` is not 1 or 3, or ``image`` is not (H, W, 1|3).
+  """
+  if channels not in (1, 3) or image.ndim != 3 or image.shape[-1] not in (1, 3):
+    raise ValueError(f"expected an (H, W, 1|3) image and channels 1 or 3, got shape {image.shape} and {channels}")
+  if image.shape[-1] == channels:
+    return image
+  out = np.asarray(Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).convert("L" if channels == 1
+                                                                                             else "RGB"))
+  return out[..., None] if out.ndim == 2 else out
+
+
+def aspect_crop(height: int, width: int, target_height: int, target_width: int) -> tuple[int, int, int, int]:
+  """The largest central (top, left, h, w) box of a height × width image whose aspect is target_height:target_width.
+
+  Args:
+    height: the image's height.
+    width: the image's width.
+    target_height: the aspect's height.
+    target_width: the aspect's width.
+
+  Returns:
+    (top, left, h, w): the whole image when its aspect is the target's, else its central part cut on one axis.
+  """
+  if width * target_height > height * target_width:  # wider than the target: cut the width
+    h, w = height, max(1, round(height * target_width / target_height))
+  else:
+    h, w = max(1, round(width * target_height / target_width)), width
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def crop_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """The central crop of ``image`` with the aspect height:width (``aspect_crop``), resized bilinearly to that size.
+
+  Args:
+    image: the (H, W, C) uint8 image, C = 1 or 3.
+    height: the output's height.
+    width: the output's width.
+
+  Returns:
+    The (height, width, C) uint8 image.
+  """
+  top, left, h, w = aspect_crop(image.shape[0], image.shape[1], height, width)
+  return _resize(image[top:top + h, left:left + w], height, width)
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -193,5 +267,5 @@ def random_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4)
   return padded[np.arange(b)[:, None, None], rows, cols]
 
 
-__all__ = ["decode", "crop_box", "random_resized_crop", "resize_center_crop", "flip", "pad_crop_flip", "crop_flip_draws",
-           "random_crop_flip"]
+__all__ = ["decode", "mode", "convert_channels", "aspect_crop", "crop_resize", "crop_box", "random_resized_crop",
+           "resize_center_crop", "flip", "pad_crop_flip", "crop_flip_draws", "random_crop_flip"]

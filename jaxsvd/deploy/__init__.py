@@ -2,7 +2,7 @@
 
   folding     ``fold``: every BatchNorm folded into the layer before it; ``Folded`` plans merged/factored per layer
   artifact    ``export`` / ``write`` / ``autotune``: the standalone artifact (StableHLO + weights + meta.json)
-  runner      the artifact's runner (jax + numpy only; copied into every artifact as ``deploy_runner.py``)
+  runner      the artifact's runner (jax, numpy, flatbuffers only; copied into every artifact as ``deploy_runner.py``)
   params      ``merged_params`` / ``factored_params``: an SVD model's params as dense kernels or √|s| factors
   inference   ``load_for_inference``: a checkpoint as a jitted, autotuned function
 

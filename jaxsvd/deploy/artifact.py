@@ -11,7 +11,7 @@ dimension ``b``, lowered for ``platforms``) and writes
   model.stablehlo   the serialized ``jax.export.Exported``: f(weights, images) -> logits
   weights.npz       its weights, one array per '/'-joined name (BatchNorms folded, executions fixed)
   meta.json         input shape, plan, the XLA:CPU options chosen, MACs, folded/kept norms, the architecture record
-  deploy_runner.py  a copy of ``jaxsvd/deploy/runner.py``: loads and runs the three above with jax + numpy only
+  deploy_runner.py  a copy of ``jaxsvd/deploy/runner.py``: loads and runs the three above with jax, numpy, flatbuffers
 StableHLO carries no compiler options, so the options measured fastest are stored in meta.json and the runner
 passes them to ``jax.jit`` on CPU.
 """
@@ -222,7 +222,7 @@ def write_meta(directory: str, meta: Mapping[str, Any]) -> None:
 
 
 def load(directory: str):
-  """``predict(images) -> logits`` from an artifact directory (``jaxsvd.deploy.runner.load``: jax + numpy only).
+  """``predict(images) -> logits`` from an artifact directory (``jaxsvd.deploy.runner.load``: jax, numpy, flatbuffers).
 
   Args:
     directory: the artifact directory (written by ``write``).

@@ -1,5 +1,6 @@
-"""Runs a jaxsvd deploy artifact with nothing but jax and numpy (``artifact.write`` copies this file next to it).
+"""Runs a jaxsvd deploy artifact with jax, numpy and flatbuffers only (``artifact.write`` copies this file next to it).
 
+  pip install jax numpy flatbuffers     # all it needs (flatbuffers: jax.export's deserializer; jax does not pull it in)
   python deploy_runner.py ARTIFACT_DIR images.npy logits.npy [--normalized]
   # or: import deploy_runner; predict = deploy_runner.load(ARTIFACT_DIR); logits = predict(images)
 
@@ -17,8 +18,17 @@ import json
 import pathlib
 import sys
 
-import jax
-import numpy as np
+REQUIREMENTS = ("jax", "numpy", "flatbuffers")
+INSTALL = "pip install " + " ".join(REQUIREMENTS)
+try:
+  import flatbuffers  # noqa: F401 -- not used here: jax.export.deserialize imports it, and jax does not depend on it
+  import jax
+  import numpy as np
+except ImportError as missing:
+  NEEDS = f"deploy_runner needs {', '.join(REQUIREMENTS)}; {missing.name or missing} is missing: {INSTALL}"
+  if __name__ == "__main__":
+    sys.exit(f"error: {NEEDS}")
+  raise ImportError(NEEDS) from None
 
 USAGE = "usage: python deploy_runner.py ARTIFACT_DIR images.npy logits.npy [--normalized]"
 
@@ -87,7 +97,8 @@ def main(argv):
     argv: the command line, program name first.
 
   Returns:
-    The exit code: 0, 1 after one ``error:`` line, 2 after the usage line.
+    The exit code: 0 after one line naming the file written and the logits' shape, 1 after one ``error:`` line,
+    2 after the usage line.
   """
   args = [a for a in argv[1:] if a != "--normalized"]
   if len(args) != 3 or any(a.startswith("-") for a in args):
@@ -96,10 +107,13 @@ def main(argv):
   try:
     predict = load(args[0])
     logits = predict(np.load(args[1], allow_pickle=False), normalized="--normalized" in argv)
-    np.save(args[2], np.asarray(logits))
+    logits = np.asarray(logits)
+    out = pathlib.Path(args[2] if args[2].endswith(".npy") else args[2] + ".npy")  # np.save's own naming
+    np.save(out, logits)
   except (OSError, ValueError, KeyError) as err:
     print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
     return 1
+  print(f"wrote {out.resolve()}: logits of shape {logits.shape} ({logits.dtype})")
   return 0
 
 
@@ -107,4 +121,4 @@ if __name__ == "__main__":
   sys.exit(main(sys.argv))
 
 
-__all__ = ["USAGE", "model_inputs", "load", "main"]
+__all__ = ["REQUIREMENTS", "INSTALL", "USAGE", "model_inputs", "load", "main"]

@@ -84,13 +84,15 @@ def test_cifar10_python_archive(tmp_path):
 
 
 def test_missing_cifar_message_says_where(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"cifar-10-binary\.tar\.gz.*fashion_mnist works offline"):
+  with pytest.raises(FileNotFoundError, match=r"cifar-10-binary\.tar\.gz.*fashion_mnist needs no set-up"):
     data.load_dataset("cifar10", str(tmp_path))
 
 
 def test_missing_fashion_message(tmp_path, monkeypatch):
   monkeypatch.setattr(data.datasets, "FASHION_MNIST_DIRS", (str(tmp_path / "nowhere"),))
-  with pytest.raises(FileNotFoundError, match="data_dir is unset.*apt-get install dataset-fashion-mnist"):
+  monkeypatch.setenv("JAXSVD_CACHE", str(tmp_path / "cache"))  # the mirror: conftest's closed port
+  with pytest.raises(FileNotFoundError, match=r"data_dir is unset\) and the download failed .*apt-get install "
+                                              r"dataset-fashion-mnist` or set --config\.data_dir"):
     data.load_fashion_mnist()
 
 

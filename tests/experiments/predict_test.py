@@ -115,6 +115,7 @@ def test_predict_on_png_and_npy_files(run, tmp_path, source):
   assert [r["top"][0]["index"] for r in results] == expected.tolist()
   assert all(r["top"][0]["class"] == CLASS_NAMES["fashion_mnist"][r["top"][0]["index"]] for r in results)
   assert all(r["top"][0]["probability"] >= r["top"][1]["probability"] for r in results)
+  assert all(r["converted"] == "" for r in results)  # grayscale 28x28, as the model takes them: nothing to state
   text = predict.render(results, "text").splitlines()
   assert len(text) == 8 and text[0].startswith(f"{folder / '0.png'}: ")
   csv_lines = predict.render(results, "csv").splitlines()
@@ -149,3 +150,42 @@ def test_export_errors_are_one_line(tmp_path):
                           text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[-1]]
     assert proc.stderr.strip().startswith(expected), proc.stderr[-2000:]
+
+
+def _photo(image):
+  """A 28x28 grayscale image as a phone photo would hold it: RGB, 120x160 (the garment upscaled to 120x120 in the
+  middle, 20 columns of colored background on each side)."""
+  rgb = np.asarray(Image.fromarray(image[:, :, 0]).resize((120, 120), Image.BILINEAR).convert("RGB"))
+  photo = np.zeros((120, 160, 3), np.uint8)
+  photo[:, :, 0], photo[:, :, 2] = 200, 90
+  photo[:, 20:140] = rgb
+  return photo
+
+
+def test_predict_resize_fits_an_rgb_photo_and_says_how(run, tmp_path):
+  workdir, images, _ = run
+  Image.fromarray(_photo(images[0])).save(tmp_path / "photo.png")
+  np.save(tmp_path / "rgb.npy", np.stack([_photo(images[i]) for i in (1, 2)]))
+  with pytest.raises(ValueError, match=r"photo.png: the model takes 28x28 images \(fashion_mnist\), this one is "
+                                       r"120x160; --resize center-crops it"):
+    predict.predict(workdir, [str(tmp_path / "photo.png")])
+  with pytest.raises(ValueError, match=r"rgb.npy: image has 3 channels, the model takes 1 \(--resize converts it\)"):
+    predict.predict(workdir, [str(tmp_path / "rgb.npy")])
+  results = predict.predict(workdir, [str(tmp_path / "photo.png"), str(tmp_path / "rgb.npy")], top_k=10,
+                            resize=True)
+  # The reference: Pillow alone (luma conversion, the central 120x120 box, bilinear resize), through the artifact.
+  reference = np.stack([np.asarray(Image.fromarray(_photo(images[i])).convert("L").crop((20, 0, 140, 120))
+                                   .resize((28, 28), Image.BILINEAR)) for i in (0, 1, 2)])
+  logits = np.asarray(runner.load(os.path.join(workdir, "deploy"))(reference))
+  expected = np.exp(logits - logits.max(-1, keepdims=True))
+  expected /= expected.sum(-1, keepdims=True)
+  got = np.array([[t["probability"] for t in sorted(r["top"], key=lambda t: t["index"])] for r in results])
+  chex.assert_trees_all_close(got, expected, atol=1e-5)
+  assert [r["converted"] for r in results] == ["RGB -> grayscale, center crop 120x160 -> 120x120, resize -> 28x28"] * 3
+  proc = subprocess.run([sys.executable, "-m", "experiments.predict", f"--workdir={workdir}", "--resize",
+                         str(tmp_path / "photo.png")], cwd=REPO, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f"note: {tmp_path / 'photo.png'}: RGB -> grayscale, center crop 120x160 -> 120x120, resize -> 28x28" in \
+      proc.stderr.splitlines()
+  assert proc.stdout.strip().splitlines()[-1].startswith(f"{tmp_path / 'photo.png'}: ")
