@@ -31,6 +31,7 @@ from jaxsvd.core import calibration
 from jaxsvd.core.calibration import LayerStats
 from jaxsvd.core.matrix_view import MatrixView
 from jaxsvd.nnx import kinds, svdifylib
+from jaxsvd.pruning import budget
 from jaxsvd.pruning import compress as compress_lib
 from jaxsvd.pruning.rank import Floors
 
@@ -58,7 +59,14 @@ def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel"
   Returns:
     ({path: ``LayerStats``}, {path: ``MatrixView``}).
   """
+  stats, views, _ = _collect(model, batches, decomposition, forward)
+  return stats, views
+
+
+def _collect(model, batches, decomposition, forward):
+  """``collect``'s statistics and views, and {path: [input shape of each call]}."""
   layers = _layers(model, decomposition)
+  shapes: dict[str, list] = {p: [] for p in layers}
   by_id = {id(m): (p, v) for p, (m, v) in layers.items()}
   total: dict[str, LayerStats] = {}
   originals = {type(m): type(m).__call__ for m, _ in layers.values()}
@@ -67,6 +75,7 @@ def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel"
     def call(self, x, *args, **kwargs):
       if id(self) in by_id:
         path, view = by_id[id(self)]
+        shapes[path].append(tuple(jnp.shape(x)))
         moments = kinds.resolve(self).moments(self, jnp.asarray(x), view)
         if moments is not None:
           g, a, n = (np.asarray(jax.device_get(v), np.float64) for v in moments)
@@ -86,7 +95,27 @@ def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel"
   finally:
     for cls, original in originals.items():
       cls.__call__ = original
-  return total, {p: v for p, (_, v) in layers.items()}
+  return total, {p: v for p, (_, v) in layers.items()}, shapes
+
+
+def macs_counter(layers: Mapping, shapes: Mapping[str, list]) -> budget.MacsCounter:
+  """The MACs of the converted layers over the recorded calls: layer l costs min(dense_l, r·factored_l(1)), summed
+  over its calls (its kind's ``macs``); other operations (attention scores, norms) are not counted.
+
+  Args:
+    layers: {path: (module, view)} of the measured dense layers.
+    shapes: {path: [input shape of each call]}.
+
+  Returns:
+    The ``budget.MacsCounter`` (per the calibration batches; the allocation compares ratios only).
+  """
+  costs = {}
+  for path, (module, _) in layers.items():
+    kind = kinds.resolve(module)
+    per_call = [(kind.macs(module, shape)["dense"], kind.macs(module, shape, rank=1)["factored"])
+                for shape in shapes.get(path, [])]
+    costs[path] = (sum(d for d, _ in per_call), sum(f for _, f in per_call))
+  return budget.MacsCounter.from_layers(costs)
 
 
 def _kernel(module, view: MatrixView):
@@ -140,37 +169,55 @@ def _why_no_statistics(path: str, measured: Mapping) -> str:
   return "the calibration batches never called it (or its kind has no statistics for this layer)"
 
 
-def compress(model: nnx.Module, batches: Iterable, method: str = "whitened", params_reduction: float = 2.0,
+def compress(model: nnx.Module, batches: Iterable, method: str = "whitened", params_reduction: float | None = None,
              alpha: float = 0.5, floors: Floors = Floors(), decomposition: str = "channel",
-             forward: Callable | None = None,
+             forward: Callable | None = None, macs_reduction: float | None = None,
              **svdify_kwargs) -> tuple[svdifylib.ConversionReport, dict[str, int]]:
-  """The model in SVD form (in place) with its converted layers at ≤ their dense params / ``params_reduction``,
-  ranks allocated by ``method``'s error spectra (``jaxsvd.pruning.compress.allocate``) and factors by ``method``.
+  """The model in SVD form (in place) with its converted layers at ≤ their dense params / ``params_reduction`` (or
+  their dense MACs on the batches / ``macs_reduction``: ``macs_counter``), ranks allocated by ``method``'s error
+  spectra (``jaxsvd.pruning.compress.allocate``) and factors by ``method``.
 
   Args:
     model: the dense NNX model (modified in place).
     batches: calibration batches (a list: it is read twice).
     method: 'plain', 'activation' or 'whitened'.
-    params_reduction: X ≥ 1.
+    params_reduction: X ≥ 1 (None and no ``macs_reduction``: 2).
     alpha: the activation method's α.
     floors: lower bounds on every rank.
     decomposition: the conv view.
     forward: as ``collect``.
+    macs_reduction: X ≥ 1 for a MACs budget instead (not with ``params_reduction``).
     **svdify_kwargs: as ``svdify``.
 
   Returns:
     (the ``ConversionReport``, the ranks {path: r}).
+
+  Raises:
+    ValueError: if both reductions are given or one is not a number ≥ 1.
   """
+  reduction = _reduction(params_reduction, macs_reduction)
   batches = list(batches)
-  stats, views = collect(model, batches, decomposition, forward)
+  stats, views, shapes = _collect(model, batches, decomposition, forward)
   layers = _layers(model, decomposition)
   sigma = {p: calibration.spectrum(np.asarray(views[p].to_matrix(_kernel(m, views[p]))),
                                    calibration.input_scaling(stats.get(p), method, alpha))
            for p, (m, _) in layers.items()}
-  ranks = compress_lib.allocate(sigma, compress_lib.params_counter(views), params_reduction, floors)
+  counter = compress_lib.params_counter(views) if macs_reduction is None else macs_counter(layers, shapes)
+  ranks = compress_lib.allocate(sigma, counter, reduction, floors)
   skip_if = svdify_kwargs.pop("skip_if", None)
   only = lambda path, module: path not in ranks or bool(skip_if and skip_if(path, module))  # noqa: E731
   return svdify(model, batches, ranks, method, alpha, decomposition, forward, skip_if=only, **svdify_kwargs), ranks
 
 
-__all__ = ["collect", "svdify", "compress"]
+def _reduction(params_reduction, macs_reduction) -> float:
+  """The budget's X (one-line errors naming the argument)."""
+  if params_reduction is not None and macs_reduction is not None:
+    raise ValueError("compress: give params_reduction or macs_reduction, not both")
+  name, value = (("macs_reduction", macs_reduction) if macs_reduction is not None
+                 else ("params_reduction", 2.0 if params_reduction is None else params_reduction))
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1.0:
+    raise ValueError(f"compress: {name} must be a number >= 1, got {value!r}")
+  return float(value)
+
+
+__all__ = ["collect", "macs_counter", "svdify", "compress"]

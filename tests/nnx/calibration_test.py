@@ -112,3 +112,19 @@ def test_forward_with_keyword_inputs_and_layers_without_statistics_are_named():
     report = nnx_calibration.svdify(KeywordBlock(rngs=nnx.Rngs(0)), batches[:0], method="whitened")
   assert set(report.plain) == {f"attn/{name}" for name in EINSUMS}
   assert "no statistics, plain factors: attn/q_einsum" in report.summary()
+
+
+def test_nnx_compress_to_a_macs_budget_counted_by_hand():
+  batches = attention_inputs()
+  report, ranks = nnx_calibration.compress(Attention(rngs=nnx.Rngs(0)), batches, macs_reduction=3.0)
+  vectors = sum(b.shape[0] * b.shape[1] for b in batches)  # every projection maps each position once
+  shapes = {"q_einsum": (HEADS * HEAD_DIM, DIM), "kv_einsum": (2 * HEADS * HEAD_DIM, DIM),
+            "attn_vec_einsum": (DIM, HEADS * HEAD_DIM)}
+  dense = sum(vectors * m * k for m, k in shapes.values())
+  cost = sum(min(vectors * m * k, vectors * ranks[p] * (m + k)) for p, (m, k) in shapes.items())
+  assert cost <= dense / 3.0 and set(report.converted) == set(EINSUMS)
+  assert max(ranks.values()) >= 2  # the budget is spent, not everything at rank 1
+  with pytest.raises(ValueError, match="not both"):
+    nnx_calibration.compress(Attention(rngs=nnx.Rngs(0)), batches, params_reduction=2.0, macs_reduction=2.0)
+  with pytest.raises(ValueError, match="macs_reduction must be a number >= 1, got 0.5"):
+    nnx_calibration.compress(Attention(rngs=nnx.Rngs(0)), batches, macs_reduction=0.5)
