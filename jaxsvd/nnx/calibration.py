@@ -1,19 +1,21 @@
 """Data-aware SVD for Flax NNX models: calibration statistics, ``svdify`` with whitened / activation factors, and
 ``compress`` to a params budget (the NNX twin of ``jaxsvd.linen.calibration`` and ``jaxsvd.linen.compress``).
 
-  stats, views = collect(model, batches)                     # the dense model, run eagerly on the batches
+  stats, views = collect(model, batches)                     # the dense model, run on the batches
   report = svdify(model, batches, ranks={...}, method="whitened")   # in place, like jaxsvd.nnx.svdify
   report, ranks = compress(model, batches, method="whitened", params_reduction=2.0)
 
 Statistics (``core.calibration``, in the matrix view of each layer the NNX SVD layers use) are each layer kind's
 ``moments`` (``jaxsvd.nnx.kinds``): ``nnx.Linear`` its input features, ``nnx.LinearGeneral`` the ``axis`` dims
 flattened in order, ``nnx.Conv`` the im2col patches (channel) or kh·c column patches (2-D spatial),
-``nnx.ConvTranspose`` the windows of its dilated input, ``nnx.Embed`` token counts. ``collect`` temporarily wraps the
-``__call__`` of these classes (restored afterwards; not thread-safe) and runs the model eagerly, accumulating in
-float64 on the host; ``nnx.Einsum`` its contracted input letters per stack index (``calibration.einsum_rows``).
+``nnx.ConvTranspose`` the windows of its dilated input, ``nnx.Embed`` token counts, ``nnx.Einsum`` its contracted
+input letters per stack index (``calibration.einsum_rows``). ``collect`` swaps the class of each measured layer of
+this model (graph surgery, as ``svdify``; restored afterwards; no flax class is patched) for a subclass whose call
+also hands out its input's moments, runs the model on each batch under ``nnx.jit`` (``jit=False``: eagerly), and
+accumulates in float64 on the host. Research models take keyword inputs: pass ``forward(model, batch)``.
 Layers ``svdify`` leaves dense are not measured; a converted layer without statistics (a subclass converted in
-place, a conv with 'CIRCULAR'/'REFLECT'/'CAUSAL' padding, a layer the batches never call) gets plain factors and
-is named in the report's ``plain`` and a warning. Research models take keyword inputs: pass ``forward(model, batch)``.
+place, a conv with 'CIRCULAR'/'REFLECT'/'CAUSAL' padding, a layer under ``nnx.scan``/``nnx.vmap``, one the batches
+never call) gets plain factors and is named in the report's ``plain`` and a warning.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.core import tracers
 
 from jaxsvd.core import calibration
 from jaxsvd.core.calibration import LayerStats
@@ -46,7 +49,8 @@ def _layers(model: nnx.Module, decomposition: str) -> dict:
   return {p: (m, v) for p, m, v in found.values()}
 
 
-def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel", forward: Callable | None = None):
+def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel", forward: Callable | None = None,
+            jit: bool = True):
   """Each convertible layer's ``LayerStats`` over ``batches`` (module doc), and the layers' views.
 
   Args:
@@ -55,46 +59,61 @@ def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel"
     decomposition: the conv view.
     forward: ``forward(model, batch)`` runs the model on one batch (keyword inputs such as ``positions=``,
       ``attention_mask=``); None: ``model(*batch)``.
+    jit: run each batch under ``nnx.jit`` (one compile per batch shape); False: eagerly (a model whose call
+      cannot be traced).
 
   Returns:
     ({path: ``LayerStats``}, {path: ``MatrixView``}).
   """
-  stats, views, _ = _collect(model, batches, decomposition, forward)
+  stats, views, _ = _collect(model, batches, decomposition, forward, jit)
   return stats, views
 
 
-def _collect(model, batches, decomposition, forward):
-  """``collect``'s statistics and views, and {path: [input shape of each call]}."""
+def _measuring_class(cls: type, path: str, view: MatrixView, sink: dict, outer: list) -> type:
+  """A subclass of ``cls`` whose call adds (an empty array of the input's shape, the input's moments) to
+  ``sink[path]`` — only when it runs in the trace of the whole forward (``outer[0]``): a layer under a lifted
+  transform (``nnx.scan``, ``nnx.vmap``, ``nnx.remat``) cannot hand values out of its own trace."""
+
+  def __call__(self, x, *args, **kwargs):
+    if tracers.current_trace() == outer[0]:
+      moments = kinds.resolve(self).moments(self, jnp.asarray(x), view)
+      sink.setdefault(path, []).append((jnp.zeros((0, *jnp.shape(x))), moments))
+    return cls.__call__(self, x, *args, **kwargs)
+
+  return type(f"{cls.__name__}Measured", (cls,), {"__call__": __call__, "__module__": cls.__module__})
+
+
+def _collect(model, batches, decomposition, forward, jit: bool = True):
+  """``collect``'s statistics and views, and {path: [input shape of each call]}: each measured layer's class is
+  swapped, on this model only, for a ``_measuring_class`` (graph surgery; restored afterwards), and one function
+  of (model, batch) returns every call's moments, summed on the host in float64."""
   layers = _layers(model, decomposition)
+  sink: dict[str, list] = {}
+  outer: list = [None]
+  call = forward or (lambda m, batch: m(*(batch if isinstance(batch, tuple) else (batch,))))
+
+  def run(model, batch):
+    sink.clear()
+    outer[0] = tracers.current_trace()
+    call(model, batch)
+    return {p: ([z for z, _ in calls], [m for _, m in calls if m is not None]) for p, calls in sink.items()}
+
+  step = nnx.jit(run) if jit else run
+  classes = {p: type(m) for p, (m, _) in layers.items()}
   shapes: dict[str, list] = {p: [] for p in layers}
-  by_id = {id(m): (p, v) for p, (m, v) in layers.items()}
   total: dict[str, LayerStats] = {}
-  originals = {type(m): type(m).__call__ for m, _ in layers.values()}
-
-  def wrapped(original):
-    def call(self, x, *args, **kwargs):
-      if id(self) in by_id:
-        path, view = by_id[id(self)]
-        shapes[path].append(tuple(jnp.shape(x)))
-        moments = kinds.resolve(self).moments(self, jnp.asarray(x), view)
-        if moments is not None:
-          g, a, n = (np.asarray(jax.device_get(v), np.float64) for v in moments)
-          stats = LayerStats(g, a, int(round(float(n))))
-          total[path] = total[path] + stats if path in total else stats
-      return original(self, x, *args, **kwargs)
-    return call
-
   try:
-    for cls, original in originals.items():
-      cls.__call__ = wrapped(original)
+    for path, (module, view) in layers.items():
+      module.__class__ = _measuring_class(classes[path], path, view, sink, outer)
     for batch in batches:
-      if forward is not None:
-        forward(model, batch)
-      else:
-        model(*(batch if isinstance(batch, tuple) else (batch,)))
+      for path, (calls, moments) in step(model, batch).items():
+        shapes[path] += [tuple(z.shape[1:]) for z in calls]
+        for g, a, n in moments:
+          stats = LayerStats(*(np.asarray(jax.device_get(v), np.float64) for v in (g, a)), int(round(float(n))))
+          total[path] = total[path] + stats if path in total else stats
   finally:
-    for cls, original in originals.items():
-      cls.__call__ = original
+    for path, (module, _) in layers.items():
+      module.__class__ = classes[path]
   return total, {p: v for p, (_, v) in layers.items()}, shapes
 
 
@@ -123,7 +142,7 @@ def _kernel(module, view: MatrixView):
 
 
 def svdify(model: nnx.Module, batches: Iterable, ranks: Mapping[str, int] | None = None, method: str = "whitened",
-           alpha: float = 0.5, decomposition: str = "channel", forward: Callable | None = None,
+           alpha: float = 0.5, decomposition: str = "channel", forward: Callable | None = None, jit: bool = True,
            **svdify_kwargs) -> svdifylib.ConversionReport:
   """``jaxsvd.nnx.svdify`` in place, each converted layer's factors then set by ``method`` on ``batches``' statistics.
 
@@ -134,7 +153,7 @@ def svdify(model: nnx.Module, batches: Iterable, ranks: Mapping[str, int] | None
     method: 'plain', 'activation' or 'whitened' (``core.calibration``).
     alpha: the activation method's α.
     decomposition: the conv view.
-    forward: as ``collect``.
+    forward, jit: as ``collect``.
     **svdify_kwargs: ``mode``, ``skip``, ``skip_pattern``, ``skip_if``, ``sigma`` of ``jaxsvd.nnx.svdify``.
 
   Returns:
@@ -142,7 +161,7 @@ def svdify(model: nnx.Module, batches: Iterable, ranks: Mapping[str, int] | None
     got no statistics (its factors are plain; also a warning).
   """
   calibration.input_scaling(None, method, alpha)
-  stats, views = collect(model, batches, decomposition, forward)
+  stats, views = collect(model, batches, decomposition, forward, jit)
   kernels = {p: _kernel(m, views[p]) for p, (m, _) in _layers(model, decomposition).items()}
   report = svdifylib.svdify(model, ranks, decomposition, **svdify_kwargs)
   modules = svdifylib.svd_modules(model)
@@ -171,7 +190,7 @@ def _why_no_statistics(path: str, measured: Mapping) -> str:
 
 def compress(model: nnx.Module, batches: Iterable, method: str = "whitened", params_reduction: float | None = None,
              alpha: float = 0.5, floors: Floors = Floors(), decomposition: str = "channel",
-             forward: Callable | None = None, macs_reduction: float | None = None,
+             forward: Callable | None = None, macs_reduction: float | None = None, jit: bool = True,
              **svdify_kwargs) -> tuple[svdifylib.ConversionReport, dict[str, int]]:
   """The model in SVD form (in place) with its converted layers at ≤ their dense params / ``params_reduction`` (or
   their dense MACs on the batches / ``macs_reduction``: ``macs_counter``), ranks allocated by ``method``'s error
@@ -185,7 +204,7 @@ def compress(model: nnx.Module, batches: Iterable, method: str = "whitened", par
     alpha: the activation method's α.
     floors: lower bounds on every rank.
     decomposition: the conv view.
-    forward: as ``collect``.
+    forward, jit: as ``collect``.
     macs_reduction: X ≥ 1 for a MACs budget instead (not with ``params_reduction``).
     **svdify_kwargs: as ``svdify``.
 
@@ -197,7 +216,7 @@ def compress(model: nnx.Module, batches: Iterable, method: str = "whitened", par
   """
   reduction = _reduction(params_reduction, macs_reduction)
   batches = list(batches)
-  stats, views, shapes = _collect(model, batches, decomposition, forward)
+  stats, views, shapes = _collect(model, batches, decomposition, forward, jit)
   layers = _layers(model, decomposition)
   sigma = {p: calibration.spectrum(np.asarray(views[p].to_matrix(_kernel(m, views[p]))),
                                    calibration.input_scaling(stats.get(p), method, alpha))
@@ -206,7 +225,8 @@ def compress(model: nnx.Module, batches: Iterable, method: str = "whitened", par
   ranks = compress_lib.allocate(sigma, counter, reduction, floors)
   skip_if = svdify_kwargs.pop("skip_if", None)
   only = lambda path, module: path not in ranks or bool(skip_if and skip_if(path, module))  # noqa: E731
-  return svdify(model, batches, ranks, method, alpha, decomposition, forward, skip_if=only, **svdify_kwargs), ranks
+  report = svdify(model, batches, ranks, method, alpha, decomposition, forward, jit, skip_if=only, **svdify_kwargs)
+  return report, ranks
 
 
 def _reduction(params_reduction, macs_reduction) -> float:

@@ -128,3 +128,21 @@ def test_nnx_compress_to_a_macs_budget_counted_by_hand():
     nnx_calibration.compress(Attention(rngs=nnx.Rngs(0)), batches, params_reduction=2.0, macs_reduction=2.0)
   with pytest.raises(ValueError, match="macs_reduction must be a number >= 1, got 0.5"):
     nnx_calibration.compress(Attention(rngs=nnx.Rngs(0)), batches, macs_reduction=0.5)
+
+
+def test_statistics_under_jit_equal_eager_ones_and_no_flax_class_is_patched():
+  batches, seen = attention_inputs(), []
+  original = nnx.Einsum.__call__
+
+  def forward(model, x):
+    seen.append(nnx.Einsum.__call__ is original and type(model.q_einsum) is not nnx.Einsum)
+    return model(x)
+
+  block = Attention(rngs=nnx.Rngs(0))
+  jitted, _ = nnx_calibration.collect(block, batches, forward=forward)
+  eager, _ = nnx_calibration.collect(block, batches, forward=forward, jit=False)
+  for path in EINSUMS:
+    np.testing.assert_allclose(jitted[path].second_moment, eager[path].second_moment, rtol=1e-5, atol=1e-4)
+    assert jitted[path].count == eager[path].count
+  assert seen and all(seen)  # a per-instance subclass while measuring, flax's own class untouched
+  assert type(block.q_einsum) is nnx.Einsum  # restored
