@@ -4,6 +4,7 @@
   cifar_archives  the CIFAR-10/100 binary and python archives, read without TensorFlow
   downloads       Fashion-MNIST's official files downloaded on first use into a cache folder, verified (stdlib only)
   image_ops       decode, crops, flips (numpy + Pillow) for the streaming pipeline
+  text            byte-level text corpora for language models: a folder of text files, split by file, packed
   streaming       grain pipelines: ImageFolder / tfds / array sources, checkpointable, sharded per process
   tfds_io         tensorflow-datasets access, imported only for ``data_source='tfds'``
 
@@ -15,6 +16,7 @@ from jaxsvd.data import cifar_archives as cifar_archives
 from jaxsvd.data import datasets as datasets
 from jaxsvd.data import downloads as downloads
 from jaxsvd.data import image_ops as image_ops
+from jaxsvd.data import text as text
 from jaxsvd.data.datasets import DATASETS as DATASETS
 from jaxsvd.data.datasets import FASHION_FILES as FASHION_FILES
 from jaxsvd.data.datasets import FASHION_MNIST_DIRS as FASHION_MNIST_DIRS
@@ -43,4 +45,4 @@ __all__ = ["DATASETS", "Dataset", "FASHION_FILES", "FASHION_MNIST_DIRS", "FIXED_
            "NUM_CLASSES", "SOURCES", "STREAMED", "TFDS_MODULE", "check_data_dir", "dataset_normalization",
            "eval_batches", "load_cifar_local", "load_dataset", "load_fashion_mnist", "load_tfds", "load_tfds_module",
            "normalization", "num_train_batches", "random_crop_flip", "read_idx", "train_batches", "cifar_archives",
-           "datasets", "downloads", "image_ops"]
+           "datasets", "downloads", "image_ops", "text"]
