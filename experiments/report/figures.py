@@ -189,23 +189,32 @@ def accuracy_figure(history: Sequence[dict], events: Sequence[dict] = ()) -> Fig
   return fig
 
 
+# The compression panels: (row column, the summary's value at the start, axis label); a panel is drawn when the
+# rows have its column: the method's own quantity first (ranks with SVD layers, channels with slimming, nonzero
+# params with masks), then MACs and params for every run.
+COMPRESSION_PANELS = (("total_rank", "rank_before", "total rank (Σ over SVD layers)"),
+                      ("bn_channels", "bn_channels_before", "BN channels (slimming)"),
+                      ("params_nonzero", None, "nonzero params (masks)"),
+                      ("macs", "macs_before", "MACs per example"), ("params", "params_before", "params (all layers)"))
+
+
 def compression_figure(history: Sequence[dict], events: Sequence[dict] = (), summary: Mapping | None = None) -> Figure:
-  """Total rank, MACs per example and params per epoch (three panels; epoch 0 = the run's start from ``summary``),
-  as steps: a row's values hold after its epoch's events until the next epoch's.
+  """What the run's method reduces, per epoch (epoch 0 = the run's start from ``summary``), as steps: a row's values
+  hold after its epoch's events until the next epoch's. One panel per column of ``COMPRESSION_PANELS`` the rows
+  have: total rank only with SVD layers, channels with slimming, nonzero params with masks; MACs and params always.
 
   Args:
     history: the metrics rows.
     events: the pruning-event entries.
-    summary: the end-of-run summary (``rank_before``, ``macs_before``, ``params_before``), or None.
+    summary: the end-of-run summary (``rank_before``, ``macs_before``, ``params_before``, ...), or None.
 
   Returns:
     The figure (axes titled by quantity, start -> end and the reduction).
   """
-  fig = Figure(figsize=(12, 3.8), layout="constrained")
-  axes = fig.subplots(1, 3)
   summary = summary or {}
-  panels = (("total_rank", "rank_before", "total rank (Σ over SVD layers)"),
-            ("macs", "macs_before", "MACs per example"), ("params", "params_before", "params (all layers)"))
+  panels = [p for p in COMPRESSION_PANELS if len(series(history, p[0])[0]) or p[0] in ("macs", "params")]
+  fig = Figure(figsize=(4 * len(panels), 3.8), layout="constrained")
+  axes = fig.subplots(1, len(panels), squeeze=False)[0]
   for ax, (key, before, label) in zip(axes, panels):
     x, y = series(history, key)
     if before in summary:
