@@ -113,11 +113,11 @@ def config_changes(c, defaults, width: int = 120) -> str:
     '  field=value, ...' on lines indented by two spaces ('none' when they agree).
   """
   ours, theirs = _flat(c.to_dict()), _flat(defaults.to_dict())
-  off = {k[:-len("enabled")] for k, v in ours.items() if k.endswith(".enabled") and v is False}
-  if ours.get("svd.enabled") is False:
-    off.update(SVD_ONLY)
-  changed = [f"{k}={v!r}" for k, v in ours.items() if (k not in theirs or theirs[k] != v)
-             and not any(k.startswith(section) and not k.endswith(".enabled") for section in off)]
+  off = [k[:-len("enabled")] for k, v in ours.items() if k.endswith(".enabled") and v is False]
+  svd_only = SVD_ONLY if ours.get("svd.enabled") is False else ()
+  hidden = lambda k: (any(k.startswith(p) and not k.endswith(".enabled") for p in off)  # noqa: E731
+                      or (k != "svd.enabled" and k.startswith(svd_only)))
+  changed = [f"{k}={v!r}" for k, v in ours.items() if (k not in theirs or theirs[k] != v) and not hidden(k)]
   if not changed:
     return "none"
   return textwrap.fill(", ".join(changed), width, initial_indent="  ", subsequent_indent="  ", break_long_words=False,
