@@ -125,7 +125,8 @@ def legend_below(fig: Figure, axes) -> None:
 def loss_figure(history: Sequence[dict], events: Sequence[dict] = ()) -> Figure:
   """Left: the logged train loss = CE + Σ λ·term, its parts (train CE and Σ λ·term = loss − CE) and the test CE.
   Right: each regularizer term before weighting (``train_orth``, ``train_sparsity``, ``train_l2``), log scale; a
-  term is absent where its λ is 0 (the fine-tune phase turns λs off, so the loss drops there by λs·sparsity).
+  term is absent where its λ is 0 (the fine-tune phase turns λs off, so the loss drops there by λs·sparsity): a curve
+  that stops before the last epoch says so in its legend entry and at its end ('λ off from epoch N').
 
   Args:
     history: the metrics rows.
@@ -154,10 +155,16 @@ def loss_figure(history: Sequence[dict], events: Sequence[dict] = ()) -> Figure:
     objective.set_yscale("log")
   objective.set(xlabel="epoch", ylabel="loss (nats" + (", log scale)" if log else ")"),
                 title="objective (λ-weighted: CE + Σ λ·term)")
+  last_epoch = max((h["epoch"] for h in history), default=0)
   for (key, label), color in zip(REG_TERMS, ("tab:brown", "tab:olive", "tab:cyan")):
     x, y = series(history, key)
     if (y > 0).any():
-      terms.semilogy(x[y > 0], y[y > 0], label=f"{key} = {label}", color=color, marker=".")
+      x, y = x[y > 0], y[y > 0]
+      off = f" (λ = 0 after epoch {int(x[-1])})" if x[-1] < last_epoch else ""
+      terms.semilogy(x, y, label=f"{key} = {label}{off}", color=color, marker=".")
+      if off:  # the curve stops where its λ is switched off (the fine-tune phase): say so at its end
+        terms.annotate(f"λ off from epoch {int(x[-1]) + 1}", (x[-1], y[-1]), xytext=(6, 0),
+                       textcoords="offset points", va="center", fontsize=7, color=color, gid=f"off:{key}")
   if not terms.lines:
     terms.text(0.5, 0.5, "no regularizer terms logged", ha="center", va="center", transform=terms.transAxes)
   terms.set(xlabel="epoch", ylabel="term value (unweighted, log scale)", title="regularizer terms (before × λ)")
@@ -329,7 +336,7 @@ def spectra_record(workdir: str, events: Sequence[dict]):
 
 def spectrum_panel(ax, name: str, s: np.ndarray, kept: int | None, after: np.ndarray | None) -> None:
   """One layer's sorted |s| (log scale): the kept directions, the pruned tail and the cut (a dashed line at
-  ``kept`` + 0.5, gid 'cut'), plus the layer's |s| at the end of the run.
+  ``kept`` + 0.5, gid 'cut'), plus the layer's |s| at the end of the run (only the kept directions remain).
 
   Args:
     ax: the axes.
@@ -354,7 +361,7 @@ def spectrum_panel(ax, name: str, s: np.ndarray, kept: int | None, after: np.nda
     after = np.asarray(after, float).reshape(-1, np.shape(after)[-1])
     for row in np.maximum(after, floor):
       ax.semilogy(np.arange(1, len(row) + 1), row, color="0.55", linewidth=3.0, alpha=0.45, zorder=1,
-                  label="end of run (kept part)")
+                  label="at the end of the run (directions kept)")
   title = f"{name}\n{k}/{r} kept"
   if kept is not None:
     ax.axvline(k + 0.5, color="black", linestyle="--", linewidth=1.0, gid="cut", label="cut")

@@ -85,6 +85,9 @@ def test_loss_splits_ce_from_the_weighted_and_the_raw_regularizer_terms():
   assert objective.get_yscale() == "log" and "log scale" in objective.get_ylabel()
   raw = {line.get_label().split(" =")[0]: line for line in terms.lines if not line.get_label().startswith("_")}
   assert list(raw["train_sparsity"].get_xdata()) == [1, 2, 3, 4, 5, 6]  # λs = 0 in the fine-tune: not logged
+  assert raw["train_sparsity"].get_label().endswith("(λ = 0 after epoch 6)")  # and the figure says so
+  assert [t.get_text() for t in terms.texts if t.get_gid() == "off:train_sparsity"] == ["λ off from epoch 7"]
+  assert not raw["train_orth"].get_label().endswith(")")
   assert list(raw["train_orth"].get_xdata()) == list(range(1, 9))
   assert terms.get_yscale() == "log" and "unweighted" in terms.get_ylabel()
   assert event_lines(terms, "final") == [6] and finetune_span(objective) == (6, 8)
@@ -132,7 +135,7 @@ def test_spectra_draw_the_kept_part_the_tail_and_the_cut(tmp_path):
   assert fig.get_suptitle() == info and a.get_title().startswith("a\n4/10 kept, ")
   assert [line.get_xdata()[0] for line in a.lines if line.get_gid() == "cut"] == [4.5]
   colors = [line.get_label() for line in a.lines]
-  assert colors == ["kept", "pruned tail", "end of run (kept part)", "cut"]
+  assert colors == ["kept", "pruned tail", "at the end of the run (directions kept)", "cut"]
   assert len(b.lines) == 3 and b.get_title() == "b\n6/6 kept, 100.0% of Σs²"  # 2 stacked slices, nothing cut
   assert a.get_yscale() == "log" and a.get_ylabel() == "|s| (log scale)" and b.get_xlabel().startswith("index")
 
