@@ -99,10 +99,10 @@ def config_doc(name: str, config_dir: str = CONFIG_DIR) -> str:
     config_dir: the configs' folder.
 
   Returns:
-    The docstring, dedented.
+    The docstring as written (its indentation kept, surrounding blank lines removed).
   """
   with open(os.path.join(config_dir, f"{name}.py")) as f:
-    return ast.get_docstring(ast.parse(f.read())) or ""
+    return (ast.get_docstring(ast.parse(f.read()), clean=False) or "").strip("\n")
 
 
 def list_configs(config_dir: str = CONFIG_DIR, width: int = 120) -> str:
