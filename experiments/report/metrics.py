@@ -87,7 +87,8 @@ def _header(path: str) -> list[str]:
 
 # The method columns an epoch's row may have (``loop.run_epoch``), as the log line names them: a run shows what its
 # method has (ranks with SVD layers, channels with slimming, nonzero params with masks).
-METHOD_COLUMNS = (("total_rank", "rank {:,}"), ("bn_channels", "channels {:,}"), ("params_nonzero", "nonzero params {:,}"))
+METHOD_COLUMNS = (("total_rank", "rank {:,}"), ("bn_channels", "BN channels {:,}"),
+                  ("params_nonzero", "nonzero params {:,}"))
 
 
 def epoch_line(row: dict[str, Any], task_text: str, examples: str = "examples") -> str:
