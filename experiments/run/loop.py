@@ -141,7 +141,8 @@ def resume_run(s: Setup, step: int) -> Run:
   if progress is not None:
     progress = epoch_lib.Progress.from_json(progress, int(train["step"]))
   where = f"epoch {meta['epoch']}" if progress is None else f"epoch {progress.epoch}, batch {progress.batches}"
-  log.info("resumed from %s step %d (%s, total rank %d)", directory, step, where, total_rank(architecture.ranks))
+  rank = f", total rank {total_rank(architecture.ranks)}" if architecture.svd is not None else ""
+  log.info("resumed from %s step %d (%s%s)", directory, step, where, rank)
   return Run(s.par.place(state), train["rng"], meta["epoch"], architecture, meta["history"],
              meta.get("pruning_events", []), progress)
 
