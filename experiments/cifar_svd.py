@@ -7,7 +7,8 @@
   --config=NAME[:ARGS] | FILE.py[:ARGS]   a packaged config by name (--list_configs prints them) or a config file
   --config.<field>=VALUE                  override any field: --config.num_epochs=10 --config.data_dir=/data
   --workdir=DIR                           checkpoints, metrics.csv, summary.json, plots (default: runs/default)
-  --list_configs                          the packaged configs, one line each
+  --list_configs                          the packaged configs: description and run time
+  --describe_config=NAME                  one config's whole description: command, expected result, time
 Re-running with the same --workdir resumes from its latest checkpoint; a finished run says so and changes nothing.
 SIGTERM / SIGINT / SIGUSR1 save the current step and exit with code 75 (docs/reliability.md#preemption-and-resuming).
 Bad input ends in one ``error:`` line. Every config field and its default: docs/experiments.md#every-config-field.

@@ -197,8 +197,12 @@ def run_sweep(s, root: str, workers: int = 1, command: str | None = None) -> dic
 
 def main(argv: Sequence[str]) -> None:
   """``python -m experiments.sweep`` (module doc): exit 0, 1 when a point failed, 75 when stopped by a signal."""
-  if "--list_configs" in argv:
-    print(cli.list_configs(SWEEP_DIR))
+  try:
+    listing = cli.config_listing(argv, SWEEP_DIR)
+  except ValueError as err:
+    raise SystemExit(f"error: {cli.one_line(err)}") from None
+  if listing is not None:
+    print(listing)
     return
   try:
     argv, workers = workers_flag(argv)

@@ -1,5 +1,11 @@
-"""Quick offline demo: Fashion-MNIST (Debian dataset-fashion-mnist), ResNet-8 channel-wise SVD,
-Hoyer-Square sparsity, online energy pruning, final prune and fine-tune; minutes on 2 CPU cores."""
+"""Quick offline demo: Fashion-MNIST (Debian dataset-fashion-mnist), ResNet-8 channel-wise SVD, Hoyer-Square sparsity,
+online energy pruning, final prune and fine-tune (Yang et al. 2020 at demo size).
+
+  command   python -m experiments.cifar_svd --config=fashion_mnist --workdir=runs/fmnist
+  expected  90.49 % test accuracy, 3.68× fewer params and 3.14× fewer MACs than dense (total rank 224 → 54)
+            (docs/results.md)
+  time      4 min 38 s on this 2-core x86 CPU (measured 2026-12-07; 7–8 min when the machine is shared)
+"""
 
 from experiments.configs import default
 

@@ -1,9 +1,13 @@
-"""The official four-stage recipe (experiments.paper_recipe) at Fashion-MNIST size: ResNet-8 with every conv in SVD
-form (incl. the stem and option-B shortcuts), the official forward (σ → |σ|) and init, Adam 1e-3, batch 100,
-Hoyer λs = 0.01 in stage 2, prune by the official CIFAR energy rule at e = 0.01; 2 epochs per training stage.
+"""The official four-stage recipe of Yang et al. 2020 (experiments.paper_recipe) at Fashion-MNIST size: ResNet-8 with
+every conv in SVD form (incl. the stem and option-B shortcuts), the official forward (σ → |σ|) and init, Adam 1e-3,
+batch 100, Hoyer λs = 0.01 in stage 2, prune by the official CIFAR energy rule at e = 0.01; 2 epochs per training
+stage.
 
-  python -m experiments.paper_recipe --config=experiments/configs/fashion_mnist_recipe.py --workdir=runs/fm_recipe
-  ... --config.svd.sigma=signed   (jaxsvd's signed forward, same recipe)
+  command   python -m experiments.paper_recipe --config=fashion_mnist_recipe --workdir=runs/fm_recipe
+            ... --config.svd.sigma=signed   (jaxsvd's signed forward, same recipe)
+  expected  with --config.num_epochs=3: 88.62 % test accuracy after the fine-tune stage, total rank 281 → 161, 1.31×
+            fewer MACs (signed: 89.26 %, rank 160) (docs/paper.md)
+  time      about 15 min on this 2-core x86 CPU (estimate; 3 epochs per stage measured about 20 min)
 """
 
 from experiments.configs import default

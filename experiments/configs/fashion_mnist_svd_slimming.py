@@ -2,7 +2,10 @@
 Hoyer-Square sparsity and online energy pruning (as ``fashion_mnist.py``) plus BN-γ L1; after epoch 4, 40 % of the
 block channels are slimmed (the SVD factors are sliced and re-decomposed), then 2 fine-tune epochs (λs = 0).
 
-  python -m experiments.cifar_svd --config=experiments/configs/fashion_mnist_svd_slimming.py --workdir=runs/svd_slim
+  command   python -m experiments.cifar_svd --config=fashion_mnist_svd_slimming --workdir=runs/svd_slim
+  expected  88.53 % test accuracy at 4.01× fewer MACs, 5.21× fewer params (rank 52, inner channels 112 → 67)
+            (docs/results.md)
+  time      about 7–8 min on this 2-core x86 CPU (measured)
 """
 
 from experiments.configs import fashion_mnist

@@ -1,9 +1,15 @@
-"""The authors' recipes (official code, ``CNN/cifar10/Start up code.md`` and ``CNN/imagenet/start_up.txt``) as ONE
+r"""The authors' recipes (official code, ``CNN/cifar10/Start up code.md`` and ``CNN/imagenet/start_up.txt``) as ONE
 table; every config is generated from it.
 
-  --config=experiments/configs/paper.py:resnet56,channel,hoyer               the recipe (experiments.paper_recipe)
-  --config=experiments/configs/paper.py:resnet56,channel,hoyer,regularize    one stage (experiments.cifar_svd)
-  --config=experiments/configs/paper.py:resnet50,channel,hoyer               ImageNet ResNet-50
+  --config=paper:resnet56,channel,hoyer               the recipe (experiments.paper_recipe)
+  --config=paper:resnet56,channel,hoyer,regularize    one stage (experiments.cifar_svd)
+  --config=paper:resnet50,channel,hoyer               ImageNet ResNet-50
+
+  command   python -m experiments.paper_recipe --config=paper:resnet20,channel,hoyer --config.data_dir=/path/to/cifar10 \
+                --workdir=runs/r20_recipe
+  expected  not run here (no CIFAR-10 or ImageNet on this machine); compare with Yang et al. 2020's tables
+            (docs/paper.md); the same recipe at Fashion-MNIST size is fashion_mnist_recipe
+  time      about 1 day per ResNet-20 recipe on this 2-core x86 CPU (estimate: 3 × 164 epochs at ~270 img/s)
 
 Shared CIFAR-10 setting: Adam 1e-3 on all params, no weight decay, batch 100, 164 epochs per stage, lr × 0.1 at
 epochs 81 and 122, λo = 1, fixed CIFAR mean/std, crop + flip, every conv in SVD form incl. the stem and the stride-2

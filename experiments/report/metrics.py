@@ -85,6 +85,12 @@ def _header(path: str) -> list[str]:
     return next(csv.reader(f))
 
 
+# The method columns an epoch's row may have (``loop.run_epoch``), as the log line names them: a run shows what its
+# method has (ranks with SVD layers, channels with slimming, nonzero params with masks).
+METHOD_COLUMNS = (("total_rank", "rank {:,}"), ("bn_channels", "BN channels {:,}"),
+                  ("params_nonzero", "nonzero params {:,}"))
+
+
 def epoch_line(row: dict[str, Any], task_text: str, examples: str = "examples") -> str:
   """One log line of an epoch's metrics.
 
@@ -94,18 +100,26 @@ def epoch_line(row: dict[str, Any], task_text: str, examples: str = "examples") 
     examples: what an example is called (``Task.examples``): the row's ``<examples>_per_sec`` is shown.
 
   Returns:
-    The line: the task's metrics, total rank, params, MACs, times and examples/s.
+    The line: the task's metrics, the method's columns the row has (``METHOD_COLUMNS``), params, MACs, times and
+    examples/s.
 
   Raises:
-    KeyError: if one of those fields is missing from ``row``.
+    KeyError: if one of the always-present fields is missing from ``row``.
   """
-  return (f"epoch {row['epoch']:3d} | {task_text} | rank {row['total_rank']} | params {row['params']:,} | "
+  method = "".join(f"{label.format(row[key])} | " for key, label in METHOD_COLUMNS if key in row)
+  return (f"epoch {row['epoch']:3d} | {task_text} | {method}params {row['params']:,} | "
           f"MACs {row['macs']:,} | time train {row['time_train']:.1f}s eval {row['time_eval']:.1f}s "
           f"prune {row['time_prune']:.2f}s | {row[f'{examples}_per_sec']:.0f} {examples}/s")
 
 
+def _change(before: int, after: int, fewer: str = "") -> str:
+  return f"{before:,} -> {after:,} ({before / max(after, 1):.2f}x{fewer})"
+
+
 def summary_table(summary: dict[str, Any], task_rows: Sequence[tuple[str, str]] = ()) -> str:
-  """The end-of-run summary as a two-column text table of before -> after values and their ratios.
+  """The end-of-run summary as a two-column text table of before -> after values and their ratios; the rows of a
+  method appear only when the summary has its fields (SVD layers and total rank, slimming's channels, the nonzero
+  params of masks).
 
   Args:
     summary: the summary of ``outputs.finish``.
@@ -114,14 +128,14 @@ def summary_table(summary: dict[str, Any], task_rows: Sequence[tuple[str, str]] 
   Returns:
     The table, one row per line.
   """
-  rows = [*task_rows,
-          ("params (all layers)", f"{summary['params_before']:,} -> {summary['params_after']:,} "
-                                   f"({summary['params_before'] / max(summary['params_after'], 1):.2f}x)"),
-          ("params (SVD layers)", f"{summary['svd_params_before']:,} -> {summary['svd_params_after']:,} "
-                                   f"({summary['svd_params_before'] / max(summary['svd_params_after'], 1):.2f}x)"),
-          ("MACs / example", f"{summary['macs_before']:,} -> {summary['macs_after']:,} "
-                             f"({summary['flops_speedup']:.2f}x fewer)"),
-          ("total rank", f"{summary['rank_before']} -> {summary['rank_after']}")]
+  rows = [*task_rows, ("params (all layers)", _change(summary["params_before"], summary["params_after"]))]
+  if "svd_params_before" in summary:
+    rows.append(("params (SVD layers)", _change(summary["svd_params_before"], summary["svd_params_after"])))
+  if "params_nonzero" in summary:
+    rows.append(("nonzero params (masks)", _change(summary["params_total"], summary["params_nonzero"])))
+  rows.append(("MACs / example", _change(summary["macs_before"], summary["macs_after"], " fewer")))
+  if "rank_before" in summary:
+    rows.append(("total rank", f"{summary['rank_before']} -> {summary['rank_after']}"))
   if "bn_channels_before" in summary:
     rows.append(("BN channels (slimming)", f"{summary['bn_channels_before']} -> {summary['bn_channels_after']}"))
   width = max(len(k) for k, _ in rows)

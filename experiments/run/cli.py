@@ -2,7 +2,8 @@
 
 ``--config`` takes a config file (``FILE.py[:ARGS]``) or a packaged config by name (``fashion_mnist``,
 ``paper:resnet20,channel,hoyer``), which works after any install and from any directory; ``--list_configs`` prints
-the packaged configs with their one-line descriptions.
+the packaged configs with their descriptions and run times, ``--describe_config=NAME`` one config's whole docstring
+(its command, expected result and time).
 
 Flags are parsed into a fresh ``absl.flags.FlagValues`` per call, so ``main`` can be called in-process (tests) as
 well as through ``absl.app.run``; a missing config file, an unknown ``--config.<field>``, a value of the wrong type
@@ -12,15 +13,17 @@ and every ``ValueError`` / ``OSError`` / ``FloatingPointError`` of the run end a
 from __future__ import annotations
 
 import ast
+import difflib
 import logging
 import os
 import re
 import sys
+import textwrap
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
@@ -88,21 +91,85 @@ def resolve_config(value: str, config_dir: str = CONFIG_DIR) -> str:
   return os.path.join(config_dir, f"{name}.py") + sep + rest
 
 
-def list_configs(config_dir: str = CONFIG_DIR) -> str:
-  """One line per packaged config: its name and the start of its docstring's first paragraph.
+def config_doc(name: str, config_dir: str = CONFIG_DIR) -> str:
+  """The docstring of packaged config ``name`` (empty if it has none).
+
+  Args:
+    name: one of ``config_names(config_dir)``.
+    config_dir: the configs' folder.
+
+  Returns:
+    The docstring as written (its indentation kept, surrounding blank lines removed).
+  """
+  with open(os.path.join(config_dir, f"{name}.py")) as f:
+    return (ast.get_docstring(ast.parse(f.read()), clean=False) or "").strip("\n")
+
+
+def list_configs(config_dir: str = CONFIG_DIR, width: int = 120) -> str:
+  """One entry per packaged config: its name, then its docstring's first paragraph and its ``time`` line in full,
+  wrapped in a column as wide as the longest name allows.
 
   Args:
     config_dir: the configs' folder (default: the run configs).
+    width: the longest line.
+
+  Returns:
+    The text, ending with how to print one config's whole docstring.
+  """
+  names = config_names(config_dir)
+  column = max(map(len, names), default=0) + 2
+  lines = []
+  for name in names:
+    doc = config_doc(name, config_dir)
+    text = plain(" ".join(doc.split("\n\n")[0].split()))
+    time = re.search(r"^\s*time\s+(.+)$", doc, re.M)
+    if time:
+      text += f" [time: {plain(time.group(1).strip())}]"
+    wrapped = textwrap.wrap(text, max(width - column, 40), break_long_words=False, break_on_hyphens=False) or [""]
+    lines += [name.ljust(column) + wrapped[0], *(" " * column + line for line in wrapped[1:])]
+  program = "experiments.cifar_svd" if config_dir == CONFIG_DIR else "experiments.sweep"
+  return "\n".join([*lines, "", f"python -m {program} --describe_config=NAME prints a config's whole description."])
+
+
+def describe_config(name: str, config_dir: str = CONFIG_DIR) -> str:
+  """Packaged config ``name``'s whole docstring (plain text) after its name and file.
+
+  Args:
+    name: the config's name (a ``:ARGS`` tail is ignored).
+    config_dir: the configs' folder.
 
   Returns:
     The text.
+
+  Raises:
+    ValueError: one line for an unknown name, naming the closest ones.
   """
-  lines = []
-  for name in config_names(config_dir):
-    with open(os.path.join(config_dir, f"{name}.py")) as f:
-      doc = " ".join((ast.get_docstring(ast.parse(f.read())) or "").split("\n\n")[0].split())
-    lines.append(f"{name:28s} {doc[:110] + ('...' if len(doc) > 110 else '')}")
-  return "\n".join(lines)
+  name = name.partition(":")[0]
+  names = config_names(config_dir)
+  if name not in names:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ValueError(f"--describe_config={name}: no packaged config named {name!r} ({hint}--list_configs lists "
+                     f"them all)")
+  path = os.path.join(config_dir, f"{name}.py")
+  return f"{name} ({path})\n\n{plain(config_doc(name, config_dir))}"
+
+
+def config_listing(argv: Sequence[str], config_dir: str = CONFIG_DIR) -> str | None:
+  """What ``--list_configs`` or ``--describe_config=NAME`` in ``argv`` prints, or None when neither is there.
+
+  Raises:
+    ValueError: one line for ``--describe_config`` without a name or with an unknown one.
+  """
+  if "--list_configs" in argv:
+    return list_configs(config_dir)
+  for i, arg in enumerate(argv):
+    if re.fullmatch(r"--describe_config(=.*)?", arg):
+      name = arg.partition("=")[2] or (argv[i + 1] if i + 1 < len(argv) else "")
+      if not name:
+        raise ValueError("--describe_config needs a config name: --describe_config=NAME (--list_configs lists them)")
+      return describe_config(name, config_dir)
+  return None
 
 
 def _resolved(argv: list[str], config_dir: str = CONFIG_DIR) -> list[str]:
@@ -179,8 +246,12 @@ def main_for(run_fn: Callable[[Any, str], Any], default_config: str, default_wor
   """
 
   def main(argv: Sequence[str]) -> None:
-    if "--list_configs" in argv:
-      print(list_configs())
+    try:
+      listing = config_listing(argv)
+    except ValueError as err:
+      raise SystemExit(f"error: {one_line(err)}") from None
+    if listing is not None:
+      print(listing)
       return
     try:
       config, workdir = parse(argv, default_config, default_workdir, lock_config)
@@ -213,7 +284,7 @@ def command(doc: str, flag_values: flags.FlagValues, body: Callable[[list[str]],
 
   def main(argv: Sequence[str]) -> None:
     if any(arg in ("--help", "-h", "--helpfull", "--helpshort") for arg in argv[1:]):
-      print(f"{doc.strip()}\n\nflags:\n{flag_values.get_help()}")
+      print(plain(f"{doc.strip()}\n\nflags:\n{flag_values.get_help()}"))
       return
     try:
       rest = flag_values(list(argv))
@@ -225,13 +296,29 @@ def command(doc: str, flag_values: flags.FlagValues, body: Callable[[list[str]],
   return main
 
 
+def plain(text: str) -> str:
+  """``text`` as a terminal shows it: the reST markup of docstrings removed (a literal in double backquotes becomes
+  'x', or x when it holds a quote; a ``:role:`x``` or single-backquoted name becomes x).
+
+  Args:
+    text: a docstring or help text.
+
+  Returns:
+    The text without the markup.
+  """
+  text = re.sub(r"``([^`]+?)``", lambda m: m.group(1) if "'" in m.group(1) else f"'{m.group(1)}'", text)
+  return re.sub(r"(?::\w+:)?`([^`]+?)`", r"\1", text)
+
+
 def absl_flags(argv: Sequence[str]) -> list[str]:
   """``absl.app.run``'s flags parser: absl's own flags (logging) are parsed globally, the rest is left to ``main``
   (``app.run(main, flags_parser=absl_flags)``); ``--help`` / ``-h`` print the program's docstring (its flags) and
-  absl's global flags, then exit 0. Every task is loaded first: the libraries a task imports define their absl flags
+  its module's flags, as plain text (``plain``), then exit 0. Every task is loaded first: the libraries a task imports define their absl flags
   then (grain's, for a task that streams its data), and they are accepted and listed by ``--helpfull``."""
   if any(arg in ("--help", "-h", "--helpshort") for arg in argv[1:]):
-    app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
+    doc = (sys.modules["__main__"].__doc__ or f"USAGE: {argv[0]} [flags]").strip()
+    print(plain(f"{doc}\n\nflags:\n{flags.FLAGS.main_module_help()}"))
+    raise SystemExit(0)
   tasks.load_all()
   return flags.FLAGS(list(argv), known_only=True)
 

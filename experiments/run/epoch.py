@@ -9,6 +9,7 @@ epoch's metrics row equals an uninterrupted epoch's, except its wall-time column
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -66,7 +67,8 @@ def train_epoch(c, par: DataParallel, state, batches, reg, progress: Progress, t
   """Runs ``par.train_step`` over ``batches``, adding to ``progress``; returns (state, the epoch's metrics).
 
   Args:
-    c: the experiment config (``batch_size`` and ``progress_bar`` are read).
+    c: the experiment config (``batch_size`` and ``progress_bar`` are read; the bar is drawn only when stderr is a
+      terminal).
     par: the data-parallel mode.
     state: the train state, placed for ``par``.
     batches: the epoch's remaining host batches (from batch ``progress.batches`` on).
@@ -88,13 +90,14 @@ def train_epoch(c, par: DataParallel, state, batches, reg, progress: Progress, t
     recovery.NonFiniteError: if a step's loss or updated state was non-finite (the steps' on-device flags are read
       at the end of the epoch and before a mid-epoch checkpoint).
   """
+  shown_bar = bool(c.progress_bar) and sys.stderr.isatty()  # a log file gets the epoch lines, no '\r' updates
   bar = tqdm.tqdm(batches, total=total, initial=progress.batches, desc=f"epoch {progress.epoch}",
-                  disable=not c.progress_bar, leave=False)
+                  disable=not shown_bar, leave=False)
   start = time.perf_counter()
   for batch in bar:
     state, metrics = par.train_step(state, par.shard_batch(batch, local), reg)
     progress.add(metrics)
-    if progress.batches % 20 == 0 and c.progress_bar:
+    if progress.batches % 20 == 0 and shown_bar:
       host = par.metrics(metrics)
       bar.set_postfix({name: f"{host[name]:.3f}" for name in shown})
     if after_step is not None:

@@ -176,6 +176,20 @@ class Event(abc.ABC):
     del architecture, params
     return {}
 
+  def row(self, architecture: Architecture, params) -> dict:
+    """Fields this configured event adds to every epoch's metrics row, read after the epoch's events (what the
+    method changes: the channels slimming leaves, the nonzero params of masks); none by default.
+
+    Args:
+      architecture: the run's record after the epoch's events.
+      params: its params (shapes are enough for the built-in types; device arrays are not fetched).
+
+    Returns:
+      {column: number}, the same columns at every epoch.
+    """
+    del architecture, params
+    return {}
+
 
 def register(order: int) -> Callable[[type], type]:
   """The class decorator that registers an ``Event`` subclass under its ``kind``.
@@ -323,6 +337,23 @@ def optimizer(architecture: Architecture, params, opt_cfg: dict) -> tuple[dict, 
   return opt_cfg, extra
 
 
+def row(configured, architecture: Architecture, params) -> dict:
+  """The columns the run's configured events add to an epoch's metrics row (``Event.row``).
+
+  Args:
+    configured: the run's events (``from_config``).
+    architecture: the record after the epoch's events.
+    params: its params.
+
+  Returns:
+    {column: number}.
+  """
+  fields = {}
+  for event in configured:
+    fields.update(event.row(architecture, params))
+  return fields
+
+
 def summary(architecture: Architecture, params) -> dict:
   """The fields every type adds to the end-of-run summary.
 
@@ -340,4 +371,4 @@ def summary(architecture: Architecture, params) -> dict:
 
 
 __all__ = ["METHODS", "REGISTRY", "Context", "Outcome", "Event", "register", "unregistered", "types", "from_config",
-           "initial", "forward", "optimizer", "summary"]
+           "initial", "forward", "optimizer", "row", "summary"]

@@ -141,42 +141,45 @@ def resume_run(s: Setup, step: int) -> Run:
   if progress is not None:
     progress = epoch_lib.Progress.from_json(progress, int(train["step"]))
   where = f"epoch {meta['epoch']}" if progress is None else f"epoch {progress.epoch}, batch {progress.batches}"
-  log.info("resumed from %s step %d (%s, total rank %d)", directory, step, where, total_rank(architecture.ranks))
+  rank = f", total rank {total_rank(architecture.ranks)}" if architecture.svd is not None else ""
+  log.info("resumed from %s step %d (%s%s)", directory, step, where, rank)
   return Run(s.par.place(state), train["rng"], meta["epoch"], architecture, meta["history"],
              meta.get("pruning_events", []), progress)
 
 
-def apply_events(s: Setup, r: Run) -> bool:
-  """Fires every event due after ``r.epoch``; returns whether the architecture changed.
+def apply_events(s: Setup, r: Run) -> list[str]:
+  """Fires every event due after ``r.epoch``; returns their log lines (logged after the epoch's line).
 
   Args:
     s: the run's setup (its plan's events).
     r: the run; its state, architecture and events are updated in place.
 
   Returns:
-    Whether the architecture differs from the one before the events.
+    One '<event> after epoch N: ...' line per event that fired.
   """
-  before = r.architecture
+  lines = []
   for event in s.plan.events:
     if not event.due(r.epoch):
       continue
     outcome = event.apply(s.par.host_state(r.state), r.architecture, dataclasses.replace(s.ctx, epoch=r.epoch))
     r.state, r.architecture = s.par.place(outcome.state), outcome.architecture
     r.events.append({"epoch": r.epoch, **outcome.entry})
-    log.info("%s after epoch %d: %s", event.name, r.epoch, outcome.message)
-  return r.architecture != before
+    lines.append(f"{event.name} after epoch {r.epoch}: {outcome.message}")
+  return lines
 
 
-def run_epoch(s: Setup, r: Run) -> tuple[dict, bool]:
+def run_epoch(s: Setup, r: Run) -> tuple[dict, list[str], bool]:
   """Trains (from ``r.progress`` when resuming inside it), evaluates and fires the events of epoch ``r.epoch``;
-  returns (metrics row, architecture changed).
+  returns (metrics row, the events' log lines, architecture changed).
 
   Args:
     s: the run's setup.
     r: the run, at the epoch to run; its state, architecture, events and progress are updated in place.
 
   Returns:
-    (row, changed): the epoch's metrics, times, total rank, params and MACs; whether the architecture changed.
+    (row, lines, changed): the epoch's metrics, times, params and MACs, the total rank (a model with SVD layers)
+    and the configured events' columns (``events.row``: slimming's channels, masks' nonzero params); the fired
+    events' log lines; whether the architecture changed.
 
   Raises:
     FloatingPointError: if a step's loss or updated state is not finite (this epoch is not saved; one line naming
@@ -199,12 +202,15 @@ def run_epoch(s: Setup, r: Run) -> tuple[dict, bool]:
   start = time.perf_counter()
   row.update(epoch_lib.evaluate(s.par, r.state, s.inputs, s.plan.task), time_eval=time.perf_counter() - start)
   start = time.perf_counter()
-  changed = apply_events(s, r)
+  before = r.architecture
+  lines = apply_events(s, r)
   row["time_prune"] = time.perf_counter() - start
   cost = s.cost(r.architecture)
-  row.update(total_rank=total_rank(r.architecture.ranks),
-             params=cost.params, macs=cost.macs, finetune=int(s.plan.phases.in_finetune(r.epoch)))
-  return row, changed
+  if r.architecture.svd is not None:
+    row["total_rank"] = total_rank(r.architecture.ranks)
+  row.update(params=cost.params, macs=cost.macs, **events_lib.row(s.plan.events, r.architecture, r.state.params),
+             finetune=int(s.plan.phases.in_finetune(r.epoch)))
+  return row, lines, r.architecture != before
 
 
 def after_step(s: Setup, r: Run, state, progress: epoch_lib.Progress, last_batch: bool) -> None:
@@ -339,7 +345,7 @@ def train_epochs(s: Setup, r: Run, writer, stop_after_epoch: int | None = None) 
   compiles_before = None
   while r.epoch < s.c.num_epochs:
     r.epoch += 1
-    row, changed = run_epoch(s, r)
+    row, lines, changed = run_epoch(s, r)
     if compiles_before is not None:
       log.info("recompiled for the new architecture: %d new compile(s) of train_step",
                s.par.train_step.traces - compiles_before)
@@ -351,6 +357,8 @@ def train_epochs(s: Setup, r: Run, writer, stop_after_epoch: int | None = None) 
       except checkpoint.CheckpointSaveError as err:
         raise checkpoint.CheckpointSaveError(f"{err}; {recovery.last_good(s.mngr)}") from None
     log.info(epoch_line(row, s.plan.task.epoch_text(row), s.plan.task.examples))
+    for line in lines:  # the epoch's events, after its line (the recompile note follows in the next epoch)
+      log.info("%s", line)
     host = s.par.host_state(r.state)
     checkpoint.save(s.mngr, host, r.rng, r.architecture, {**run_info(s.c, r), "data_stream": s.inputs.get_state()},
                     metrics={s.plan.task.best_metric: row[s.plan.task.best_metric]})

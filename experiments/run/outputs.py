@@ -13,7 +13,7 @@ import os
 import jax
 
 from experiments.report.metrics import summary_table
-from experiments.run import events
+from experiments.run import events, startup
 from experiments.run.plan import initial_architecture
 from jaxsvd.core.structure import total_rank
 from jaxsvd.deploy import params as deploy_params
@@ -32,19 +32,21 @@ def finish(s, r, workdir: str) -> dict:
     workdir: the run's directory.
 
   Returns:
-    The summary: the task's fields (``Task.summary``); params, SVD-layer params, MACs and
-    total rank at the original and the final ranks; FLOPs speedup; epochs; the event types' fields; ``plots`` (PNG
-    paths, not in ``summary.json``) if plotted.
+    The summary: the task's fields (``Task.summary``); params and MACs as the run began and at its end; FLOPs
+    speedup; epochs; with SVD layers, the SVD-layer params and total rank at the original and the final ranks; the
+    event types' fields (slimming's channels, the nonzero params of masks); ``plots`` (PNG paths, not in
+    ``summary.json``) if plotted.
   """
   state = s.par.host_state(r.state)
   arch = r.architecture
   before = s.cost(initial_architecture(s.c, s.plan, arch.input_shape, arch.original_ranks))  # as the run began
   after = s.cost(arch)
-  summary = {**s.plan.task.summary(r.history), "params_before": before.params,
-             "params_after": after.params, "svd_params_before": before.svd_params(),
-             "svd_params_after": after.svd_params(), "macs_before": before.macs, "macs_after": after.macs,
-             "flops_speedup": before.macs / max(after.macs, 1), "rank_before": total_rank(arch.original_ranks),
-             "rank_after": total_rank(arch.ranks), "epochs": r.epoch}
+  summary = {**s.plan.task.summary(r.history), "params_before": before.params, "params_after": after.params,
+             "macs_before": before.macs, "macs_after": after.macs, "flops_speedup": before.macs / max(after.macs, 1),
+             "epochs": r.epoch}
+  if arch.svd is not None:  # a run shows what its method has: ranks only with SVD layers
+    summary.update(svd_params_before=before.svd_params(), svd_params_after=after.svd_params(),
+                   rank_before=total_rank(arch.original_ranks), rank_after=total_rank(arch.ranks))
   summary.update(events.summary(arch, state.params))
   if arch.svd is not None:
     # every process: the save is collective
@@ -57,4 +59,5 @@ def finish(s, r, workdir: str) -> dict:
   if s.c.plots:
     figures = importlib.import_module(FIGURES)
     summary["plots"] = figures.plot_all(workdir, r.history, jax.device_get(state.params), r.events, summary, arch)
+  log.info("%s", startup.next_steps(workdir))
   return summary

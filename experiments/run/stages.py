@@ -36,7 +36,8 @@ def start_from(s, workdir: str) -> tuple[Architecture, dict]:
   architecture = resumable_architecture(s.c, s.plan, saved, s.inputs.input_shape, where=f"init_from={workdir}",
                                         contract=s.inputs.contract())
   variables = checkpoint.restore_variables(directory, step, s.ctx.build_model(architecture), architecture.input_shape)
-  log.info("initialized from %s step %d (total rank %d)", directory, step, total_rank(architecture.ranks))
+  rank = f" (total rank {total_rank(architecture.ranks)})" if architecture.svd is not None else ""
+  log.info("initialized from %s step %d%s", directory, step, rank)
   return architecture, variables
 
 

@@ -1,8 +1,10 @@
 """What a run says when it starts, and the re-run of a finished run (which says so and changes nothing).
 
-  announce   four log lines before the first step: the model and the config's differences from the defaults; the
+  announce   four log entries before the first step: the model and every field the config differs in from the
+             defaults (wrapped over as many lines as it takes); the
              data (name, sizes, where from, normalization); devices and processes; the workdir and whether the run
              is new or resumes (and from which step)
+  next_steps where the outputs are and the next command (``experiments.export``), said at the end of a run
   finished   a workdir whose latest checkpoint is the config's last epoch and whose summary.json is that epoch's: the
              run is finished; ``loop.run`` logs it and returns the summary without touching a file
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import textwrap
 
 import jax
 
@@ -22,6 +25,7 @@ from jaxsvd.training import distributed
 from jaxsvd.version import __version__
 
 log = logging.getLogger("jaxsvd")
+SVD_ONLY = ("svd.", "pruning.", "final_prune.", "reg.orthogonality", "reg.sparsity")  # fields of SVD layers only
 
 
 def announce(s, workdir: str) -> None:
@@ -35,8 +39,9 @@ def announce(s, workdir: str) -> None:
     return
   c = s.c
   svd = "dense" if not c.svd.enabled else f"SVD {c.svd.decomposition}-wise (mode {c.svd.mode})"
-  log.info("jaxsvd %s: %s, %s, compute %s; config differs from the defaults in: %s", __version__, c.model, svd,
-           c.get("compute_dtype", "float32"), config_changes(c, default.get_config()))
+  changes = config_changes(c, default.get_config())
+  log.info("jaxsvd %s: %s, %s, compute %s; config differs from the defaults in:%s%s", __version__, c.model, svd,
+           c.get("compute_dtype", "float32"), " " if changes == "none" else "\n", changes)
   log.info("data: %s", s.inputs.describe())
   log.info("devices: %d process(es), %d %s device(s) used (parallel=%r)", jax.process_count(), s.par.num_devices,
            jax.default_backend(), c.parallel)
@@ -75,27 +80,48 @@ def finished(c, workdir: str) -> dict | None:
     return None  # another experiment: the normal start names the mismatch
   metric = tasks.of(c).best_metric
   log.info("%s holds a finished run (epoch %d of %d, %s %.4f): nothing to do, no file changed. Raise "
-           "--config.num_epochs to train further; see summary.json, metrics.csv and the plots there.",
-           os.path.abspath(workdir), meta["epoch"], c.num_epochs, metric.replace("_", " "),
-           summary.get(metric, float("nan")))
+           "--config.num_epochs to train further. %s", os.path.abspath(workdir), meta["epoch"], c.num_epochs,
+           metric.replace("_", " "), summary.get(metric, float("nan")), next_steps(workdir))
   return summary
 
 
-def config_changes(c, defaults, limit: int = 16) -> str:
-  """The fields of config ``c`` whose values differ from ``defaults`` (or that ``defaults`` lacks), as one line.
+def next_steps(workdir: str) -> str:
+  """Where a finished run's outputs are and the command that comes next (the end of a run and its re-run say it).
+
+  Args:
+    workdir: the run's directory.
+
+  Returns:
+    One line.
+  """
+  where = os.path.abspath(workdir)
+  return (f"Outputs in {where}: summary.json, metrics.csv, the plots (*.png), checkpoints/. Next, the inference "
+          f"artifact: python -m experiments.export --workdir={where}")
+
+
+def config_changes(c, defaults, width: int = 120) -> str:
+  """Every field of config ``c`` whose value differs from ``defaults`` (or that ``defaults`` lacks), wrapped; the
+  other fields of a section that is off (``<section>.enabled=False``) are not named (its ``enabled`` is), nor, in a
+  run without SVD layers, the fields that only act on them (``SVD_ONLY``).
 
   Args:
     c: the run's config.
     defaults: the default config (``experiments/configs/default.py``).
-    limit: at most this many fields are named.
+    width: the longest line; the fields go on as many lines as they need (none is left out).
 
   Returns:
-    'field=value, ...' ('none' when they agree).
+    '  field=value, ...' on lines indented by two spaces ('none' when they agree).
   """
   ours, theirs = _flat(c.to_dict()), _flat(defaults.to_dict())
-  changed = [f"{k}={v!r}" for k, v in ours.items() if k not in theirs or theirs[k] != v]
-  more = f", ... ({len(changed) - limit} more)" if len(changed) > limit else ""
-  return ", ".join(changed[:limit]) + more if changed else "none"
+  off = [k[:-len("enabled")] for k, v in ours.items() if k.endswith(".enabled") and v is False]
+  svd_only = SVD_ONLY if ours.get("svd.enabled") is False else ()
+  hidden = lambda k: (any(k.startswith(p) and not k.endswith(".enabled") for p in off)  # noqa: E731
+                      or (k != "svd.enabled" and k.startswith(svd_only)))
+  changed = [f"{k}={v!r}" for k, v in ours.items() if (k not in theirs or theirs[k] != v) and not hidden(k)]
+  if not changed:
+    return "none"
+  return textwrap.fill(", ".join(changed), width, initial_indent="  ", subsequent_indent="  ", break_long_words=False,
+                       break_on_hyphens=False)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

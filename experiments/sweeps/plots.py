@@ -12,7 +12,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from experiments.report import figures
+from experiments.report import style
 
 MARKERS = "osD^v<>pP*hX8"
 AXES = {"macs": ("MACs per image (M)", 1e-6, "results_macs.png"),
@@ -70,7 +70,7 @@ def pareto_figure(groups: Sequence[dict], x_key: str) -> Figure:
   ax.set_xlabel(label)
   ax.set_ylabel("test accuracy (%)")
   ax.set_title(f"accuracy vs {label.split(' (')[0]} (mean ± half range over seeds)")
-  figures.legend_below(fig, [ax])
+  style.legend_below(fig, [ax])
   return fig
 
 
@@ -85,10 +85,10 @@ def pareto_figures(groups: Sequence[dict], root: str) -> list[str]:
     The two paths.
   """
   paths = []
-  with matplotlib.rc_context(figures.STYLE):
+  with matplotlib.rc_context(style.STYLE):
     for key, (_, _, name) in AXES.items():
       paths.append(os.path.join(root, name))
-      pareto_figure(groups, key).savefig(paths[-1], dpi=figures.DPI)
+      pareto_figure(groups, key).savefig(paths[-1], dpi=style.DPI)
   return paths
 
 

@@ -314,15 +314,23 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
 
 
 def epoch_text(row: dict) -> str:
-  """An epoch's accuracies and losses for its log line.
+  """An epoch's accuracies and losses for its log line: the train loss named for what it is (CE plus the λ-weighted
+  regularizer terms) with the CE beside it; the CE alone when no regularizer was on.
 
   Args:
     row: the epoch's metrics row.
 
   Returns:
-    'train loss L acc A | test acc T'.
+    'train loss (CE + λ·reg) L, CE C, acc A | test acc T' or 'train CE C, acc A | test acc T'.
   """
-  return f"train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | test acc {row['test_accuracy']:.4f}"
+  loss, ce = row["train_loss"], row.get("train_ce")
+  if ce is None:
+    text = f"train loss (CE + λ·reg) {loss:.4f}"
+  elif abs(loss - ce) <= 1e-6 * max(abs(ce), 1.0):
+    text = f"train CE {ce:.4f}"
+  else:
+    text = f"train loss (CE + λ·reg) {loss:.4f}, CE {ce:.4f}"
+  return f"{text}, acc {row['train_accuracy']:.4f} | test acc {row['test_accuracy']:.4f}"
 
 
 TASK = Task("image_classification", validate, inputs, architecture, parallel, evaluate, summary, summary_rows,

@@ -202,16 +202,23 @@ def resolve(path: str, step: int | None = None) -> tuple[str, int]:
   """
   path = os.path.abspath(path)
   if not os.path.isdir(path):
-    raise CheckpointError(f"no checkpoint at {path}")
+    raise CheckpointError(f"no checkpoint at {path}{_how_to_make(path)}")
   base = os.path.basename(path)
   if step is None and base.isdigit() and os.path.isdir(os.path.join(path, "meta")):
     return os.path.dirname(path), int(base)
   found = steps(path)
   if not found:
-    raise CheckpointError(f"no finalized checkpoint steps under {path}")
+    raise CheckpointError(f"no finalized checkpoint steps under {path}{_how_to_make(path)}")
   if step is not None and step not in found:
     raise CheckpointError(f"step {step} not in checkpoints {found} under {path}")
   return path, found[-1] if step is None else step
+
+
+def _how_to_make(path: str) -> str:
+  """The end of a 'no checkpoint' message: the command that writes one (a training run's ``--workdir``)."""
+  workdir = os.path.dirname(path) if os.path.basename(path) == "checkpoints" else path
+  return (f" (a training run writes them: python -m experiments.cifar_svd --config=NAME --workdir={workdir}, "
+          f"or jaxsvd.checkpoint.save)")
 
 
 def steps(directory: str) -> list[int]:

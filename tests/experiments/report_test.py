@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from experiments.report import figures, spectra
+from experiments.report import figures, layer_figures, spectra
 from experiments.run import loop
 from jaxsvd import checkpoint
 from tests import helpers
@@ -85,6 +85,9 @@ def test_loss_splits_ce_from_the_weighted_and_the_raw_regularizer_terms():
   assert objective.get_yscale() == "log" and "log scale" in objective.get_ylabel()
   raw = {line.get_label().split(" =")[0]: line for line in terms.lines if not line.get_label().startswith("_")}
   assert list(raw["train_sparsity"].get_xdata()) == [1, 2, 3, 4, 5, 6]  # λs = 0 in the fine-tune: not logged
+  assert raw["train_sparsity"].get_label().endswith("(λ = 0 after epoch 6)")  # and the figure says so
+  assert [t.get_text() for t in terms.texts if t.get_gid() == "off:train_sparsity"] == ["λ off from epoch 7"]
+  assert not raw["train_orth"].get_label().endswith(")")
   assert list(raw["train_orth"].get_xdata()) == list(range(1, 9))
   assert terms.get_yscale() == "log" and "unweighted" in terms.get_ylabel()
   assert event_lines(terms, "final") == [6] and finetune_span(objective) == (6, 8)
@@ -104,14 +107,14 @@ def test_compression_starts_at_the_summary_and_steps_at_the_events():
 
 def test_layer_ranks_follow_the_events_entries():
   history, events, _, arch = synthetic_run()
-  fig = figures.layer_ranks_figure(history, events, arch.original_ranks)
+  fig = layer_figures.layer_ranks_figure(history, events, arch.original_ranks)
   (ax, _colorbar) = fig.axes
   fraction = np.asarray(ax.images[0].get_array())
   assert fraction.shape == (3, 9)  # layers × (start + 8 epochs)
   np.testing.assert_allclose(fraction[:, 0], 1.0)
   np.testing.assert_allclose(fraction[2] * 16, [16, 16, 15, 14, 13, 12, 9, 9, 9])
   assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
-  assert figures.layer_ranks_figure(history, [], None) is None
+  assert layer_figures.layer_ranks_figure(history, [], None) is None
 
 
 def test_spectra_draw_the_kept_part_the_tail_and_the_cut(tmp_path):
@@ -123,23 +126,23 @@ def test_spectra_draw_the_kept_part_the_tail_and_the_cut(tmp_path):
   spectra.save_spectra(path, {p: s * 2 for p, s in before.items()}, kept, "stale")
   spectra.save_spectra(path, before, kept, "final prune after epoch 6, energy=0.05")  # a redone epoch overwrites
   assert sorted(os.listdir(tmp_path)) == ["spectra_epoch6_final.npz"]
-  info, layers = figures.spectra_record(str(tmp_path), events)  # the final prune's, not the online ones'
+  info, layers = layer_figures.spectra_record(str(tmp_path), events)  # the final prune's, not the online ones'
   assert info == "final prune after epoch 6, energy=0.05" and list(layers) == ["net/a", "net/b"]
   np.testing.assert_allclose(layers["net/b"][0], before["net/b"], rtol=1e-6)
   params = {"net": {"a": {"U": np.eye(4), "s": before["net/a"][:4], "V": np.eye(4)}}}
-  fig = figures.spectra_figure((info, layers), params)
+  fig = layer_figures.spectra_figure((info, layers), params)
   a, b = fig.axes
   assert fig.get_suptitle() == info and a.get_title().startswith("a\n4/10 kept, ")
   assert [line.get_xdata()[0] for line in a.lines if line.get_gid() == "cut"] == [4.5]
   colors = [line.get_label() for line in a.lines]
-  assert colors == ["kept", "pruned tail", "end of run (kept part)", "cut"]
+  assert colors == ["kept", "pruned tail", "the kept directions at the end of the run", "cut"]
   assert len(b.lines) == 3 and b.get_title() == "b\n6/6 kept, 100.0% of Σs²"  # 2 stacked slices, nothing cut
   assert a.get_yscale() == "log" and a.get_ylabel() == "|s| (log scale)" and b.get_xlabel().startswith("index")
 
 
 def test_spectra_of_many_layers_show_the_largest():
   layers = {f"l{i:02d}": (np.linspace(1, 0.1, 4 + i), 2) for i in range(30)}
-  fig = figures.spectra_figure(("x", layers), {})
+  fig = layer_figures.spectra_figure(("x", layers), {})
   titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
   assert len(titles) == 24 and titles[0].startswith("l06\n")
   assert fig.get_suptitle() == "x; the 24 largest of 30 layers"
@@ -166,6 +169,6 @@ def test_a_tiny_run_plots_its_events_and_records_the_spectra_it_cut(data_dir, tm
   ax = figures.accuracy_figure(history, events).axes[0]
   assert event_lines(ax, "online") == [2, 3] and event_lines(ax, "final") == [3] and finetune_span(ax) == (3, 4)
   params = checkpoint.restore(os.path.join(workdir, "checkpoints")).variables["params"]
-  fig = figures.spectra_figure((info, layers), params)
+  fig = layer_figures.spectra_figure((info, layers), params)
   cuts = [line.get_xdata()[0] for ax in fig.axes for line in ax.lines if line.get_gid() == "cut"]
   assert cuts == [k + 0.5 for _, (_, k) in layers.items()]

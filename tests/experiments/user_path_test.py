@@ -36,7 +36,7 @@ def test_a_run_announces_itself_and_a_finished_rerun_changes_nothing(tmp_path, c
     summary = loop.run(c, workdir)
   text = caplog.text
   assert re.search(r"jaxsvd \S+: resnet8, SVD channel-wise \(mode auto\), compute float32; config differs from the "
-                   r"defaults in: .*dataset='fashion_mnist'", text), text
+                   r"defaults in:\n  .*dataset='fashion_mnist'", text, re.S), text
   assert f"data: fashion_mnist: 96 train / 32 test images of 28x28x1 from {data_dir}, normalized by mean [" in text
   assert "devices: 1 process(es), 1 cpu device(s) used (parallel='none')" in text
   assert f"workdir: {os.path.abspath(workdir)} (a new run); 1 epochs" in text

@@ -1,7 +1,10 @@
-"""The accuracy–compression frontier on Fashion-MNIST ResNet-8 (issue 30): every method at 2× and 4× fewer MACs,
-2 seeds, the same E = 4 epochs for every method (46 runs).
+"""The accuracy–compression frontier on Fashion-MNIST ResNet-8: every method at 2× and 4× fewer MACs, 2 seeds, the
+same E = 4 epochs for every method (46 runs).
 
-  python -m experiments.sweep --config=frontier --workdir=runs/frontier [--workers=2]
+  command   python -m experiments.sweep --config=frontier --workdir=runs/frontier --workers=2
+  expected  the table and both figures of docs/results.md#the-accuracycompression-frontier (dense 77.97 %, SVD
+            training 74.65–75.20 % at 2×, plain truncated SVD 69.47 %)
+  time      about 40 min on this 2-core x86 CPU with 2 workers (measured)
 
 Sizes: train_subset=4000, test_subset=2000, E = 4 epochs (the last one fine-tunes, F = 1). Measured on this
 2-core CPU (shared): an SVD budget point at 4000 train images × 4 epochs took 63 s end to end (≈ 8 s per epoch
@@ -25,9 +28,7 @@ Methods (λs from the paper's ResNet-20 channel-wise commands, docs/paper.md):
   magnitude      unstructured magnitude masks at b× fewer params (MACs unchanged: what structure costs)
   dynamic        dynamic pruning (masks recomputed at every forward pass), b = 2 only
 
-Expected: not run yet; the results go to docs/results.md (the sweep writes results.md and both figures).
-The narrow.*, slimming.macs_reduction and masks.* fields come with their methods (issue 30); until then ``check``
-stops this sweep with one line naming the missing field.
+The sweep writes results.md, the per-run CSV and both figures under its workdir.
 """
 
 from experiments.configs.sweeps import method, sweep

@@ -21,9 +21,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import numpy as np
+
 from experiments.run import events
 from experiments.run.events import Context, Event, Outcome
 from jaxsvd.core.record import Architecture
+from jaxsvd.core.tree import leaves_by_path
 from jaxsvd.core.validate import check_choice, check_min_int
 from jaxsvd.pruning import Phases, unstructured
 from jaxsvd.pruning import masks as masks_lib
@@ -125,6 +128,16 @@ class MaskPrune(Event):
     """``params_total``, ``params_nonzero`` and ``masked_params_kept`` once the mask is fixed
     (``unstructured.counts``)."""
     return unstructured.counts(params, architecture)
+
+  def row(self, architecture: Architecture, params) -> dict:
+    """``params_nonzero``: the params the forward pass uses after the epoch's events: all before the mask (P − k
+    during dynamic pruning, whose forward zeroes k), then the fixed mask's count."""
+    fixed = unstructured.counts(params, architecture)
+    if fixed:
+      return {"params_nonzero": fixed["params_nonzero"]}
+    total = sum(int(np.size(w)) for w in leaves_by_path(params).values())
+    pruned = unstructured.pruned_count(params, self.param_reduction)[0] if self.method == "dynamic" else 0
+    return {"params_nonzero": total - pruned}
 
 
 __all__ = ["KINDS", "forward", "MaskPrune"]

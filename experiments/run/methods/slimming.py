@@ -10,6 +10,7 @@ from typing import ClassVar
 from experiments.run import events
 from experiments.run.events import Context, Event, Outcome
 from jaxsvd.core.record import Architecture
+from jaxsvd.core.structure import norm_widths
 from jaxsvd.core.validate import check_in_range, check_min_int
 from jaxsvd.linen import flops
 from jaxsvd.pruning import Phases, Schedule, slimming
@@ -90,6 +91,11 @@ class Slimming(Event):
     """Norm-layer channels (all layers) before and after slimming; empty until it has fired
     (``slimming.channel_counts``)."""
     return slimming.channel_counts(architecture, params)
+
+  def row(self, architecture: Architecture, params) -> dict:
+    """``bn_channels``: the norm-layer channels (all layers) the model has after the epoch's events."""
+    counts = slimming.channel_counts(architecture, params)
+    return {"bn_channels": counts.get("bn_channels_after", sum(norm_widths(params).values()))}
 
 
 def _macs(architecture: Architecture) -> int:
