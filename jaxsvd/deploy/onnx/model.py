@@ -117,7 +117,22 @@ def to_onnx(folded: Folded, plan: Mapping[str, str], contract: Mapping | None,
           "class_names": (contract or {}).get("class_names"), "plan": dict(plan),
           "macs_executed": folded.macs(plan), "folded_norms": folded.folded_norms, "kept_norms": folded.kept_norms,
           "jaxsvd_version": __version__, **dict(metadata or {})}
-  helper.set_model_props(model, {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
+  return add_metadata(model, meta)
+
+
+def add_metadata(model: onnx.ModelProto, entries: Mapping[str, Any]) -> onnx.ModelProto:
+  """``model`` with ``entries`` added to its ``metadata_props`` (an existing key is replaced).
+
+  Args:
+    model: the model (changed in place).
+    entries: {key: value}; values other than strings are stored as JSON.
+
+  Returns:
+    ``model``.
+  """
+  merged = {p.key: p.value for p in model.metadata_props}
+  merged.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in entries.items()})
+  helper.set_model_props(model, merged)
   return model
 
 
@@ -173,4 +188,4 @@ def save(model: onnx.ModelProto, directory: str, name: str = "model.onnx") -> st
 
 
 __all__ = ["FORMAT", "OPSET", "INPUT", "OUTPUT", "BATCH", "normalizer", "input_spec", "function_model", "to_onnx",
-           "layer_model", "metadata", "save"]
+           "layer_model", "add_metadata", "metadata", "save"]

@@ -225,6 +225,51 @@ def _sum_pool(g, eqn, values):
   return [g.node("Transpose", [y], perm=[int(i) for i in np.argsort(perm)])]
 
 
+GRID_ONLY = "only constant index grids (strided, listed or windowed slices of each axis) are supported"
+
+
+def _gathered_axes(eqn, idx: np.ndarray, axes, collapsed, sizes) -> list[tuple[int, np.ndarray]]:
+  """(operand axis, 1-D indices) per indexed axis: a collapsed axis's list varies along its own grid axis (the k-th
+  collapsed one along index axis k); a windowed axis starts at one constant offset."""
+  grid = [k for k, d in enumerate(axes) if d in collapsed]
+  if idx.ndim != len(grid) + 1:
+    _fail(eqn, GRID_ONLY)
+  out = []
+  for j, k in enumerate(grid):
+    line = idx[(*(0,) * j, slice(None), *(0,) * (len(grid) - j - 1), k)]
+    full = np.broadcast_to(line.reshape([-1 if a == j else 1 for a in range(len(grid))]), idx.shape[:-1])
+    if not np.array_equal(full, idx[..., k]):
+      _fail(eqn, GRID_ONLY)
+    out.append((axes[k], line.astype(np.int64)))
+  for k, d in enumerate(axes):
+    if d not in collapsed:
+      first = idx[..., k].ravel()[:1]
+      if not np.all(idx[..., k] == first):
+        _fail(eqn, GRID_ONLY)
+      out.append((d, np.arange(sizes[d]) + int(first[0])))
+  return out
+
+
+def _gather(g, eqn, values):
+  x, idx = values
+  dn, sizes = eqn.params["dimension_numbers"], eqn.params["slice_sizes"]
+  axes, collapsed = list(dn.start_index_map), set(dn.collapsed_slice_dims)
+  if isinstance(idx, Tensor) or dn.operand_batching_dims or not collapsed <= set(axes) or \
+     any(sizes[d] != 1 for d in collapsed):
+    _fail(eqn, GRID_ONLY)
+  if any(is_static(x.shape[d]) and sizes[d] != x.shape[d] for d in range(x.ndim) if d not in axes):
+    _fail(eqn, f"partial slices {tuple(sizes)} of the non-indexed axes")
+  name = g.name(x)
+  for axis, line in _gathered_axes(eqn, np.asarray(idx), axes, collapsed, sizes):
+    if line.size and (line.min() < 0 or line.max() >= x.shape[axis]):
+      _fail(eqn, f"indices out of bounds on axis {axis}")
+    name = g.node("Gather", [name, g.const(line, "indices")], axis=int(axis))
+  kept = iter(d for d in range(x.ndim) if d not in collapsed)
+  grid, offsets = iter(d for d in axes if d in collapsed), set(dn.offset_dims)
+  perm = [next(kept) if pos in offsets else next(grid) for pos in range(x.ndim)]
+  return [name if perm == sorted(perm) else g.node("Transpose", [name], perm=perm)]
+
+
 TABLE = {**{k: _binary(v) for k, v in BINARY.items()}, **{k: _unary(v) for k, v in UNARY.items()},
          **{k: _reduce_attr(v) for k, v in REDUCE_ATTR.items()},
          "rsqrt": _rsqrt, "integer_pow": _integer_pow, "square": _square, "convert_element_type": _convert,
@@ -232,6 +277,6 @@ TABLE = {**{k: _binary(v) for k, v in BINARY.items()}, **{k: _unary(v) for k, v 
          "argmin": lambda g, eqn, values: _argmax(g, eqn, values, "ArgMin"), "reshape": _reshape,
          "squeeze": _squeeze, "transpose": _transpose, "broadcast_in_dim": _broadcast_in_dim,
          "concatenate": _concatenate, "pad": _pad, "slice": _slice, "dot_general": _dot_general,
-         "conv_general_dilated": _conv, "reduce_window_max": _max_pool, "reduce_window_sum": _sum_pool}
+         "conv_general_dilated": _conv, "gather": _gather, "reduce_window_max": _max_pool, "reduce_window_sum": _sum_pool}
 
 __all__ = ["BINARY", "UNARY", "REDUCE_ATTR", "TABLE"]
