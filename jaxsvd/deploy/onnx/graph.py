@@ -28,6 +28,9 @@ CALLS = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr", "core_cal
          "remat": "jaxpr", "checkpoint": "jaxpr"}
 
 
+LIBRARY_PATHS = ("/jax/", "/flax/", "/jaxlib/", "/jaxsvd/deploy/")  # frames skipped when naming where
+
+
 @dataclasses.dataclass(frozen=True)
 class Tensor:
   """A value computed in the graph: its ONNX ``name`` and jax ``aval`` (shape may hold symbolic dimensions)."""
@@ -162,11 +165,12 @@ def where(eqn) -> str:
   stack = str(getattr(eqn.source_info, "name_stack", "") or "")
   if stack:
     return f" (in {stack})"
-  frame = getattr(getattr(eqn.source_info, "traceback", None), "frames", None)
-  return f" (at {frame[0].file_name}:{frame[0].line_num})" if frame else ""
+  frames = getattr(getattr(eqn.source_info, "traceback", None), "frames", None) or []
+  user = [f for f in frames if not any(part in f.file_name for part in LIBRARY_PATHS)]
+  return f" (at {user[0].file_name}:{user[0].line_num})" if user else ""
 
 
-def emit(graph: Graph, closed: Any, inputs: Sequence[Any], table: dict) -> list[Any]:
+def emit(graph: Graph, closed: Any, inputs: Sequence[Any], table: dict, outer: Any = None) -> list[Any]:
   """The outputs of ``closed`` (a ``ClosedJaxpr``) applied to ``inputs``, emitted into ``graph``.
 
   Args:
@@ -174,6 +178,7 @@ def emit(graph: Graph, closed: Any, inputs: Sequence[Any], table: dict) -> list[
     closed: the ClosedJaxpr (its consts are host-known).
     inputs: one value per invar: a ``Tensor`` or a host array.
     table: {primitive name: translate(graph, eqn, values) -> list of output names} (``primitives.TABLE``).
+    outer: the call equation whose jaxpr this is (errors name its location when an inner one has none).
 
   Returns:
     One value per outvar (``Tensor`` or host array).
@@ -192,22 +197,23 @@ def emit(graph: Graph, closed: Any, inputs: Sequence[Any], table: dict) -> list[
     env[var] = value
   for eqn in closed.jaxpr.eqns:
     values = [read(a) for a in eqn.invars]
-    for var, out in zip(eqn.outvars, _equation(graph, eqn, values, table), strict=True):
+    for var, out in zip(eqn.outvars, _equation(graph, eqn, values, table, outer), strict=True):
       env[var] = out
   return [read(a) for a in closed.jaxpr.outvars]
 
 
-def _equation(graph: Graph, eqn, values: list, table: dict) -> list:
+def _equation(graph: Graph, eqn, values: list, table: dict, outer) -> list:
   name = eqn.primitive.name
   if name in CALLS and CALLS[name] in eqn.params:
     inner = eqn.params[CALLS[name]]
     inner = inner if hasattr(inner, "consts") else jex_core.ClosedJaxpr(inner, ())
-    return emit(graph, inner, values, table)
+    return emit(graph, inner, values, table, eqn if outer is None or where(eqn) else outer)
   if all(isinstance(v, np.ndarray) for v in values):  # known: fold on the host
     out = eqn.primitive.bind(*values, **eqn.params)
     return [np.asarray(o) for o in (out if eqn.primitive.multiple_results else [out])]
   if name not in table:
-    raise ValueError(f"onnx export: primitive {name!r}{where(eqn)} has no ONNX translation")
+    located = where(eqn) or (where(outer) if outer is not None else "")
+    raise ValueError(f"onnx export: primitive {name!r}{located} has no ONNX translation")
   names = table[name](graph, eqn, values)
   return [Tensor(n, v.aval) for n, v in zip(names, eqn.outvars, strict=True)]
 
@@ -225,4 +231,4 @@ def trace(fn, spec: jax.ShapeDtypeStruct):
   return jax.make_jaxpr(fn)(spec)
 
 
-__all__ = ["CALLS", "Tensor", "Graph", "is_static", "value_info", "where", "emit", "trace"]
+__all__ = ["CALLS", "LIBRARY_PATHS", "Tensor", "Graph", "is_static", "value_info", "where", "emit", "trace"]
