@@ -2,6 +2,7 @@
 merged and factored, two batch sizes through one dynamic-batch graph), the checker passes, the plan is measured in
 ORT, and what cannot be exported is one line naming the primitive and the layer."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -86,8 +87,15 @@ def test_plan_measured_in_onnx_runtime():
   model, variables = pruned_zoo(tiny_vgg(SVDSpec()), SVDSpec())
   x = normalized(IMAGES)
   folded = deploy.fold(model, variables, x, train=False)
-  plan = tune.ort_plan(folded, batch=4, trials=1, threads=1)
+  plan, measured = tune.ort_plan(folded, batch=4, trials=1, threads=1)
   assert set(plan) == set(folded.sites) and set(plan.values()) <= {"merged", "factored"}
+  for path, rank in measured.ranks().items():  # rounded to a multiple of 8 only where that was measured faster
+    assert rank == folded.ranks()[path] or (rank % 8 == 0 and plan[path] == "factored")
+  rounded = {p: tune.padded_rank(w, 8) if "s" in w else w for p, w in folded.layers.items()}
+  padded = dataclasses.replace(folded, layers=rounded)
+  assert all(r % 8 == 0 for r in padded.ranks().values())
+  chex.assert_trees_all_close(ort(onnx_model.to_onnx(padded, padded.plan("factored"), CONTRACT), IMAGES),
+                              np.asarray(model.apply(variables, x, train=False)), **TOL)  # zero directions: same
   rule, plan, exported = tune.autotune(folded, CONTRACT, IMAGES, trials=1, threads=1)
   assert rule in tune.CANDIDATES and onnx_model.metadata(exported)["plan"] == plan
   chex.assert_trees_all_close(ort(exported, IMAGES), np.asarray(model.apply(variables, x, train=False)), **TOL)
