@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 
+from benchmarks.lm_compression import LM
 from jaxsvd import deploy, pruning
 from jaxsvd.deploy.onnx import model as onnx_model
 from jaxsvd.deploy.onnx import runner as onnx_runner
@@ -99,6 +100,19 @@ def test_plan_measured_in_onnx_runtime():
   rule, plan, exported = tune.autotune(folded, CONTRACT, IMAGES, trials=1, threads=1)
   assert rule in tune.CANDIDATES and onnx_model.metadata(exported)["plan"] == plan
   chex.assert_trees_all_close(ort(exported, IMAGES), np.asarray(model.apply(variables, x, train=False)), **TOL)
+
+
+def test_a_transformer_language_model_exports():
+  """Embedding lookup, causal mask broadcast to the batch, softmax, LayerNorm, GELU, einsum attention; svdify'd."""
+  lm = svdify(LM(d=32, heads=2, layers=1, context=16), skip=("embed",))  # deploy.fold does not rewrite an SVD Embed
+  tokens = np.random.default_rng(0).integers(0, 256, (3, 16)).astype(np.int32)
+  variables = lm.init(jax.random.key(0), tokens)
+  folded = deploy.fold(lm, variables, tokens)
+  spec = jax.ShapeDtypeStruct((jax.export.symbolic_shape("batch")[0], 16), np.int32)
+  for rule in ("merged", "factored"):
+    weights = folded.weights(folded.plan(rule))
+    exported = onnx_model.function_model(lambda t, w=weights: folded.apply(w, t), spec)
+    chex.assert_trees_all_close(ort(exported, tokens[:2]), np.asarray(lm.apply(variables, tokens[:2])), **TOL)
 
 
 class Transposed(nn.Module):

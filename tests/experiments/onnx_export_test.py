@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from experiments import export, predict
+from experiments import predict
 from experiments.run import loop
 from jaxsvd import data
 from jaxsvd.data.datasets import FASHION_MNIST_DIRS

@@ -66,6 +66,7 @@ class Graph:
   def __init__(self):
     self.nodes: list[onnx.NodeProto] = []
     self.initializers: dict[str, np.ndarray] = {}
+    self.symbols: dict[str, tuple[str, int]] = {}  # symbolic dimension -> (graph input, axis) that carries it
     self._count = 0
 
   def fresh(self, prefix: str) -> str:
@@ -104,6 +105,28 @@ class Graph:
       A tensor name.
     """
     return value.name if isinstance(value, Tensor) else self.const(value)
+
+  def shape_of(self, shape: Sequence) -> str | None:
+    """A 1-D int64 tensor of ``shape`` at run time (symbolic dimensions read from the graph input that carries
+    them), or None if a symbolic dimension is not a graph input's dimension (e.g. ``2 * batch``).
+
+    Args:
+      shape: ints and symbolic dimensions.
+
+    Returns:
+      The tensor's name, or None.
+    """
+    parts = []
+    for d in shape:
+      if is_static(d):
+        parts.append(self.const(np.asarray([d], np.int64), "dim"))
+      elif str(d) in self.symbols:
+        source, axis = self.symbols[str(d)]
+        parts.append(self.node("Gather", [self.node("Shape", [source]), self.const(np.asarray([axis], np.int64))],
+                               axis=0))
+      else:
+        return None
+    return self.node("Concat", parts, axis=0)
 
   def node(self, op: str, inputs: Sequence[str], **attrs) -> str:
     """Appends one node with one output.
@@ -208,13 +231,18 @@ def _equation(graph: Graph, eqn, values: list, table: dict, outer) -> list:
     inner = eqn.params[CALLS[name]]
     inner = inner if hasattr(inner, "consts") else jex_core.ClosedJaxpr(inner, ())
     return emit(graph, inner, values, table, eqn if outer is None or where(eqn) else outer)
-  if all(isinstance(v, np.ndarray) for v in values):  # known: fold on the host
+  static = all(is_static(d) for v in eqn.outvars for d in getattr(v.aval, "shape", ()))
+  if static and all(isinstance(v, np.ndarray) for v in values):  # known: fold on the host
     out = eqn.primitive.bind(*values, **eqn.params)
     return [np.asarray(o) for o in (out if eqn.primitive.multiple_results else [out])]
+  located = where(eqn) or (where(outer) if outer is not None else "")
   if name not in table:
-    located = where(eqn) or (where(outer) if outer is not None else "")
     raise ValueError(f"onnx export: primitive {name!r}{located} has no ONNX translation")
-  names = table[name](graph, eqn, values)
+  try:
+    names = table[name](graph, eqn, values)
+  except ValueError as err:  # a translation's own one line, located at the caller when the equation is not
+    prefix = f"onnx export: {name}: "
+    raise ValueError(str(err).replace(prefix, f"onnx export: {name}{located}: ", 1)) from None
   return [Tensor(n, v.aval) for n, v in zip(names, eqn.outvars, strict=True)]
 
 

@@ -82,6 +82,7 @@ def function_model(fn, spec: jax.ShapeDtypeStruct, name: str = "jaxsvd") -> onnx
   closed = graph_lib.trace(fn, spec)
   g = graph_lib.Graph()
   x = graph_lib.Tensor(INPUT, jax.core.ShapedArray(spec.shape, spec.dtype))
+  g.symbols = {str(d): (INPUT, axis) for axis, d in enumerate(spec.shape) if not graph_lib.is_static(d)}
   outs = graph_lib.emit(g, closed, [x], TABLE)
   outputs = []
   for i, (value, var) in enumerate(zip(outs, closed.jaxpr.outvars, strict=True)):

@@ -3,8 +3,11 @@
 Convolutions and pools run channels-first in ONNX: the input is transposed to the layout the equation's dimension
 numbers name, and the result back (ONNX Runtime's transpose optimizer cancels the pairs between layers); a
 constant kernel is transposed here. Broadcasting follows numpy in both (jax's size-1 broadcasting is ONNX's).
-What does not map exactly (a transposed convolution, a window pool over batch or channels, broadcasting a
-constant to the batch dimension, a reshape with two symbolic dimensions) is a one-line ``ValueError``.
+A constant broadcast to a symbolic (batch) dimension reads that dimension from the graph input at run time. A gather
+is translated when its indices are a constant grid (strided or listed slices) or a lookup of whole rows (an embedding,
+whose indices must then be in range: ONNX has no fill mode). What does not map exactly (a transposed convolution, a
+window pool over batch or channels, other gathers, a reshape with two symbolic dimensions) is a one-line
+``ValueError``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ BINARY = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", 
           "or": "Or"}
 UNARY = {"neg": "Neg", "exp": "Exp", "log": "Log", "tanh": "Tanh", "logistic": "Sigmoid", "sqrt": "Sqrt", "abs": "Abs",
          "sign": "Sign", "floor": "Floor", "ceil": "Ceil", "erf": "Erf", "sin": "Sin", "cos": "Cos", "not": "Not",
-         "copy": "Identity", "copy_p": "Identity", "reduce_precision": "Identity", "optimization_barrier": "Identity"}
+         "copy": "Identity", "copy_p": "Identity", "stop_gradient": "Identity", "reduce_precision": "Identity", "optimization_barrier": "Identity"}
 REDUCE_ATTR = {"reduce_max": "ReduceMax", "reduce_min": "ReduceMin", "reduce_prod": "ReduceProd"}  # axes: attribute
 
 
@@ -122,8 +125,6 @@ def _broadcast_in_dim(g, eqn, values):
   if list(dims) != sorted(dims):
     _fail(eqn, f"unsorted broadcast_dimensions {dims}")
   missing = [i for i in range(len(shape)) if i not in dims]
-  if any(not is_static(shape[i]) for i in missing):
-    _fail(eqn, f"broadcasting to a symbolic (batch) dimension {tuple(shape)}")
   name = g.name(x)
   if missing:
     name = g.node("Unsqueeze", [name, g.const(np.asarray(missing, np.int64), "axes")])
@@ -132,8 +133,12 @@ def _broadcast_in_dim(g, eqn, values):
     source[i] = d
   if all((is_static(s) and s == t) or (not is_static(s)) for s, t in zip(source, shape)):
     return [name]
-  target = np.asarray([int(d) if is_static(d) else 1 for d in shape], np.int64)
-  return [g.node("Expand", [name, g.const(target, "shape")])]
+  if all(is_static(shape[i]) for i in missing):  # symbolic dimensions come from the operand: 1 broadcasts them
+    return [g.node("Expand", [name, g.const(np.asarray([int(d) if is_static(d) else 1 for d in shape], np.int64))])]
+  target = g.shape_of(shape)
+  if target is None:
+    _fail(eqn, f"broadcasting to a symbolic dimension that no graph input has: {tuple(shape)}")
+  return [g.node("Expand", [name, target])]
 
 
 def _concatenate(g, eqn, values):
@@ -250,10 +255,25 @@ def _gathered_axes(eqn, idx: np.ndarray, axes, collapsed, sizes) -> list[tuple[i
   return out
 
 
+def _take_rows(g, eqn, values):
+  """``table[indices]`` along axis 0 (an embedding lookup): ONNX Gather; the indices must be in range (ONNX has no
+  fill mode)."""
+  x, idx = values
+  dn, sizes = eqn.params["dimension_numbers"], eqn.params["slice_sizes"]
+  lead = idx.ndim - 1
+  if tuple(dn.offset_dims) != tuple(range(lead, lead + x.ndim - 1)) or idx.shape[-1] != 1 or \
+     any(sizes[d] != x.shape[d] for d in range(1, x.ndim)):
+    _fail(eqn, "computed indices only as a lookup of whole rows (an embedding)")
+  rows = g.node("Squeeze", [g.name(idx), g.const(np.asarray([lead], np.int64), "axes")])
+  return [g.node("Gather", [g.name(x), rows], axis=0)]
+
+
 def _gather(g, eqn, values):
   x, idx = values
   dn, sizes = eqn.params["dimension_numbers"], eqn.params["slice_sizes"]
   axes, collapsed = list(dn.start_index_map), set(dn.collapsed_slice_dims)
+  if isinstance(idx, Tensor) and axes == [0] and collapsed == {0} and not dn.operand_batching_dims:
+    return _take_rows(g, eqn, values)
   if isinstance(idx, Tensor) or dn.operand_batching_dims or not collapsed <= set(axes) or \
      any(sizes[d] != 1 for d in collapsed):
     _fail(eqn, GRID_ONLY)
