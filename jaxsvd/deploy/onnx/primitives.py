@@ -34,6 +34,16 @@ def _binary(op):
   return translate
 
 
+def _max(g: Graph, eqn, values):
+  """``max(x, 0)`` as Relu (ONNX Runtime fuses it into the conv before it), else Max."""
+  consts = [v for v in values if not isinstance(v, Tensor)]
+  tensors = [v for v in values if isinstance(v, Tensor)]
+  if len(tensors) == 1 and len(consts) == 1 and consts[0].size == 1 and not np.any(consts[0]) and \
+     consts[0].ndim <= tensors[0].ndim:
+    return [g.node("Relu", [tensors[0].name])]
+  return [g.node("Max", [g.name(v) for v in values])]
+
+
 def _unary(op):
   def translate(g: Graph, eqn, values):
     return [g.node(op, [g.name(values[0])])]
@@ -292,7 +302,7 @@ def _gather(g, eqn, values):
 
 TABLE = {**{k: _binary(v) for k, v in BINARY.items()}, **{k: _unary(v) for k, v in UNARY.items()},
          **{k: _reduce_attr(v) for k, v in REDUCE_ATTR.items()},
-         "rsqrt": _rsqrt, "integer_pow": _integer_pow, "square": _square, "convert_element_type": _convert,
+         "max": _max, "rsqrt": _rsqrt, "integer_pow": _integer_pow, "square": _square, "convert_element_type": _convert,
          "select_n": _select_n, "clamp": _clamp, "reduce_sum": _reduce_sum, "argmax": _argmax,
          "argmin": lambda g, eqn, values: _argmax(g, eqn, values, "ArgMin"), "reshape": _reshape,
          "squeeze": _squeeze, "transpose": _transpose, "broadcast_in_dim": _broadcast_in_dim,
