@@ -16,6 +16,7 @@ from jaxsvd import data
 from jaxsvd.data.datasets import FASHION_MNIST_DIRS
 from jaxsvd.deploy import artifact
 from jaxsvd.deploy.onnx import model as onnx_model
+from jaxsvd.deploy.onnx import quantize
 from jaxsvd.deploy.onnx import runner as onnx_runner
 from jaxsvd.version import __version__
 from tests import helpers
@@ -78,6 +79,21 @@ def test_real_fashion_mnist_2000_images(tmp_path):
     pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
   ort_accuracy, jax_accuracy, diff = same_accuracy_as_the_artifact(*exported_run(tmp_path, found[0], 2000))
   assert ort_accuracy == pytest.approx(jax_accuracy, abs=0.002) and diff < 1e-3
+
+
+def test_int8_static_quantization_calibrated_on_images_as_stored(run, tmp_path):
+  workdir, images, labels = run
+  deploy_dir = os.path.join(workdir, "deploy")
+  train = data.load_dataset("fashion_mnist", os.path.join(os.path.dirname(workdir), "data")).train_images[:64]
+  out = quantize.quantize(os.path.join(deploy_dir, "model.onnx"), str(tmp_path / "int8.onnx"), train)
+  int8 = onnx.load(out)
+  assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in int8.graph.node}
+  meta = onnx_model.metadata(int8)
+  assert meta["quantization"]["weights"] == "int8" and meta["input"] == artifact.read_meta(deploy_dir)["input"]
+  fp32, q = onnx_runner.load(deploy_dir)(images), onnx_runner.load(out)(images)
+  assert np.max(np.abs(q - fp32)) < 0.1 * np.max(np.abs(fp32))  # int8 rounding, not a different function
+  with pytest.raises(ValueError, match="at least one calibration image"):
+    quantize.quantize(os.path.join(deploy_dir, "model.onnx"), str(tmp_path / "x.onnx"), train[:0])
 
 
 def test_predict_with_onnx_ranks_as_the_artifact(run, tmp_path):
