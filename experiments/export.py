@@ -2,6 +2,8 @@
 
   python -m experiments.export --workdir=runs/fmnist [--out=runs/fmnist/deploy] [--step=N] [--batch=128]
   python runs/fmnist/deploy/deploy_runner.py runs/fmnist/deploy images.npy logits.npy   # jax, numpy, flatbuffers
+  python -m experiments.export --workdir=runs/fmnist --format=onnx   # or all: model.onnx + onnx_runner.py too
+  python runs/fmnist/deploy/onnx_runner.py runs/fmnist/deploy/model.onnx images.npy logits.npy  # onnxruntime + numpy
 
 The checkpoint's architecture record gives the model (``checkpoint.restore``); ``deploy.fold`` folds every
 BatchNorm into the layer before it; ``artifact.autotune`` picks the plan (per-layer merged/factored) and the XLA
@@ -11,10 +13,16 @@ runner takes uint8 images as stored and normalizes them as in training: docs/dep
 and two MACs figures: ``macs_model`` (the model at its ranks, each SVD layer at min(factored, merged) MACs: what the
 training summary reports, ``jaxsvd.linen.flops``) and ``macs_executed`` (what this artifact's plan runs: each layer
 in the execution that measured faster, which need not be the one with fewer MACs). Every failure is one ``error:`` line.
+
+``--format=onnx`` writes ``model.onnx`` instead (``--format=all``: both): the same folded model as ONNX opset 17
+(``jaxsvd.deploy.onnx``, the optional extra ``.[onnx]``), its plan measured in ONNX Runtime, uint8 images in with
+the contract's normalization inside, a dynamic batch dimension, and ``onnx_runner.py`` (onnxruntime + numpy only)
+next to it; the same check against the eval outputs is stored in its metadata.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -27,6 +35,8 @@ from jaxsvd import checkpoint, deploy
 from jaxsvd.deploy import artifact
 from jaxsvd.linen import flops
 
+FORMATS = ("artifact", "onnx", "all")
+ONNX_EXPORT = "jaxsvd.deploy.onnx.export"  # resolved by name: the optional extra '.[onnx]' (onnx, onnxruntime)
 FLAGS = flags.FlagValues()  # this tool's own flags (cli.command), not absl's global ones
 flags.DEFINE_string("workdir", None, "The run's directory (its checkpoints/ is read) or a checkpoint directory.",
                     flag_values=FLAGS)
@@ -37,6 +47,8 @@ flags.DEFINE_integer("batch", 128, "Batch size the executions are tuned for (the
 flags.DEFINE_list("rules", list(artifact.CANDIDATES), "Candidate plans: auto, merged, factored, measured.",
                   flag_values=FLAGS)
 flags.DEFINE_list("platforms", ["cpu", "cuda"], "Platforms the StableHLO is lowered for.", flag_values=FLAGS)
+flags.DEFINE_enum("format", "artifact", list(FORMATS), "What to write: the jax.export artifact, model.onnx, or both.",
+                  flag_values=FLAGS)
 
 
 def export_run(workdir: str, out: str | None = None, step: int | None = None, batch: int = 128,
@@ -107,12 +119,55 @@ def describe(info: dict) -> str:
       f"{deploy.runner.INSTALL})"])
 
 
+def onnx_exporter():
+  """``jaxsvd.deploy.onnx.export``, or a one-line error naming the extra that installs it.
+
+  Returns:
+    The module.
+
+  Raises:
+    ValueError: if onnx or onnxruntime is not installed.
+  """
+  try:
+    return importlib.import_module(ONNX_EXPORT)
+  except ImportError as err:
+    raise ValueError(f"--format=onnx needs onnx and onnxruntime ({err.name} is missing): "
+                     "pip install -e '.[onnx]'") from None
+
+
+def describe_onnx(info: dict) -> str:
+  """What ``export_checkpoint`` wrote, for a person: where, the input, both MACs figures, the check, the runner.
+
+  Args:
+    info: ``jaxsvd.deploy.onnx.export.export_checkpoint``'s result.
+
+  Returns:
+    A few lines of text.
+  """
+  path, d = info["path"], os.path.dirname(info["path"])
+  contract = info["input"]
+  takes = "normalized float32 images" if contract is None else \
+      f"{contract['dtype']} images (batch, {', '.join(map(str, contract['shape']))}) as stored, normalized inside"
+  return "\n".join([
+      f"ONNX model: {path} (opset 17, checkpoint step {info['step']}, plan {info['plan_rule']!r} measured in "
+      f"ONNX Runtime)",
+      f"  input: {takes}; dynamic batch",
+      f"  MACs per image: {info['macs_model'] / 1e6:.2f} M in the model; {info['macs_executed'] / 1e6:.2f} M "
+      "executed by this plan",
+      f"  max |ONNX Runtime - checkpoint| logits on {info['batch']} random images: {info['max_abs_diff_vs_eval']:.2e}",
+      f"  run it: python {os.path.join(d, 'onnx_runner.py')} {path} images.npy logits.npy"])
+
+
 def _export(args: list[str]) -> None:
   if args:
     raise ValueError(f"unexpected arguments: {args}")
   if not FLAGS.workdir:
     raise ValueError("--workdir is required: the run directory to export (e.g. --workdir=runs/fmnist)")
-  print(describe(export_run(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.batch, FLAGS.rules, FLAGS.platforms)))
+  if FLAGS.format in ("artifact", "all"):
+    print(describe(export_run(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.batch, FLAGS.rules, FLAGS.platforms)))
+  if FLAGS.format in ("onnx", "all"):
+    print(describe_onnx(onnx_exporter().export_checkpoint(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.batch,
+                                                          FLAGS.rules)))
 
 
 main = cli.command(__doc__, FLAGS, _export)

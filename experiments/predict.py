@@ -12,13 +12,15 @@ ImageNet-style contract first resizes and center-crops, any other needs the trai
 conversion (color to the model's grayscale or RGB, crop, resize) is stated on stderr, one ``note:`` line per image,
 and in JSON output as ``converted``. ``--source``:
 'checkpoint' (``jaxsvd.deploy.load_for_inference``) or 'artifact' (``WORKDIR/deploy`` or ``--artifact``, run by its
-jax + numpy + flatbuffers runner). Output, one line per image: ``FILE: class p, class p, ...`` (text), or CSV /
-JSON. Every failure is one ``error:`` line.
+jax + numpy + flatbuffers runner) or 'onnx' (``model.onnx`` in the same directory, run by ONNX Runtime: the extra
+'.[onnx]'). Output, one line per image: ``FILE: class p, class p, ...`` (text), or CSV / JSON. Every failure is one
+``error:`` line.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import os
@@ -39,8 +41,8 @@ from jaxsvd.deploy.inference import load_for_inference
 FLAGS = flags.FlagValues()  # this tool's own flags (cli.command), not absl's global ones
 flags.DEFINE_string("workdir", None, "The run's directory (its checkpoints/, and deploy/ for --source=artifact).",
                     flag_values=FLAGS)
-flags.DEFINE_enum("source", "checkpoint", ["checkpoint", "artifact"], "Predict with the checkpoint or the artifact.",
-                  flag_values=FLAGS)
+flags.DEFINE_enum("source", "checkpoint", ["checkpoint", "artifact", "onnx"],
+                  "Predict with the checkpoint, the artifact, or model.onnx (ONNX Runtime).", flag_values=FLAGS)
 flags.DEFINE_string("artifact", None, "The deploy artifact directory (default: WORKDIR/deploy).", flag_values=FLAGS)
 flags.DEFINE_integer("top_k", 3, "Classes shown per image.", flag_values=FLAGS)
 flags.DEFINE_enum("format", "text", ["text", "csv", "json"], "Output format.", flag_values=FLAGS)
@@ -49,6 +51,7 @@ flags.DEFINE_boolean("resize", False, "Fit images of another size to the model: 
                      "to its HxW (a .npy image's channels converted too); each conversion is stated.",
                      flag_values=FLAGS)
 
+ONNX_RUNNER = "jaxsvd.deploy.onnx.runner"  # resolved by name: the optional extra '.[onnx]'
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".npy")
 FORMATS = ("text", "csv", "json")
 MODE_NAMES = {"L": "grayscale", "P": "palette", "1": "1-bit", "LA": "grayscale + alpha"}  # Pillow modes, for notes
@@ -180,7 +183,7 @@ def predictor(workdir: str, source: str = "checkpoint", artifact_dir: str | None
 
   Args:
     workdir: the run's directory.
-    source: 'checkpoint' or 'artifact'.
+    source: 'checkpoint', 'artifact' or 'onnx'.
     artifact_dir: the artifact (default ``workdir/deploy``).
 
   Returns:
@@ -189,8 +192,10 @@ def predictor(workdir: str, source: str = "checkpoint", artifact_dir: str | None
   Raises:
     ValueError: if the run's record has no input contract, or the artifact is missing (one line).
   """
-  check_choice("--source", source, ("checkpoint", "artifact"))
-  if source == "artifact":
+  check_choice("--source", source, ("checkpoint", "artifact", "onnx"))
+  if source == "onnx":
+    run, contract = onnx_predictor(workdir, artifact_dir)
+  elif source == "artifact":
     directory = artifact_dir or os.path.join(workdir, "deploy")
     if not os.path.isfile(os.path.join(directory, "meta.json")):
       raise ValueError(f"--source=artifact: no deploy artifact in {directory} (python -m experiments.export "
@@ -208,6 +213,31 @@ def predictor(workdir: str, source: str = "checkpoint", artifact_dir: str | None
       InputContract.from_json(contract)
 
 
+def onnx_predictor(workdir: str, directory: str | None = None):
+  """(``logits(uint8 batch)``, the input contract as JSON) of ``model.onnx`` run by its ONNX Runtime runner.
+
+  Args:
+    workdir: the run's directory.
+    directory: where ``model.onnx`` is (default ``workdir/deploy``).
+
+  Returns:
+    (function, contract JSON or None).
+
+  Raises:
+    ValueError: one line if the model is missing or onnxruntime is not installed.
+  """
+  directory = directory or os.path.join(workdir, "deploy")
+  if not os.path.isfile(os.path.join(directory, "model.onnx")):
+    raise ValueError(f"--source=onnx: no model.onnx in {directory} (python -m experiments.export --format=onnx "
+                     f"--workdir={workdir} writes one)")
+  try:
+    onnx_runner = importlib.import_module(ONNX_RUNNER)
+  except ImportError as err:
+    raise ValueError(f"--source=onnx needs onnxruntime ({err.name} is missing): pip install -e '.[onnx]'") from None
+  run = onnx_runner.load(directory)
+  return run, run.metadata.get("input")
+
+
 def predict(workdir: str, paths: list[str], source: str = "checkpoint", artifact_dir: str | None = None,
             top_k: int = 3, batch: int = 64, resize: bool = False) -> list[dict]:
   """The top-k classes of every image in ``paths``.
@@ -215,7 +245,7 @@ def predict(workdir: str, paths: list[str], source: str = "checkpoint", artifact
   Args:
     workdir: the run's directory.
     paths: image / .npy files and folders (``expand``).
-    source: 'checkpoint' or 'artifact'.
+    source: 'checkpoint', 'artifact' or 'onnx'.
     artifact_dir: the artifact directory for 'artifact'.
     top_k: classes per image.
     batch: images per model call.

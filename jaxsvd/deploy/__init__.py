@@ -5,6 +5,7 @@
   runner      the artifact's runner (jax, numpy, flatbuffers only; copied into every artifact as ``deploy_runner.py``)
   params      ``merged_params`` / ``factored_params``: an SVD model's params as dense kernels or √|s| factors
   inference   ``load_for_inference``: a checkpoint as a jitted, autotuned function
+  onnx        the folded model as ONNX, run by ONNX Runtime (optional extra '.[onnx]'; not imported here)
 
 The artifact's input contract: ``docs/deployment.md#the-runners-input-contract``.
 """

@@ -14,7 +14,7 @@ FAST = ["factored_layer", "vs_pytorch", "lm_compression"]
 # tested on its own (parallel, xla_options, losses, streaming, inference tests).
 HEAVY = ["pruned_inference", "step_time", "regularizer_overhead", "parallel_scaling", "data_pipeline", "xla_options",
          "run_latency", "rank_multiple", "channel_pruning", "pruning_event", "checkpoint_io",
-         "midepoch_checkpoint", "data_aware_pruning"]
+         "midepoch_checkpoint", "data_aware_pruning", "onnx_inference"]
 SCRIPTS = FAST + [pytest.param(name, marks=pytest.mark.slow) for name in HEAVY]
 
 
