@@ -15,7 +15,8 @@ turned into the vectors its matrix W (m × k) multiplies, in the view's column o
   Embed                   token counts: C = diag(count(token)) / N (the lookup's one-hot input)
 Their Σ x xᵀ, Σ |x| and count are summed per batch in float32 on the devices (a batch sharded over devices or
 processes is reduced by XLA) and accumulated in float64 on the host (``calibration.LayerStats``). A layer called
-twice adds both calls. Layers not listed (Einsum, ConvTranspose, ConvLocal, Embed's ``attend``, a conv with
+twice adds both calls. Einsum: its contracted input letters per stack index (``core.calibration.einsum_rows``; the
+module's own string). Layers not listed (ConvTranspose, ConvLocal, Embed's ``attend``, a conv with
 'CIRCULAR'/'CAUSAL' padding) and layers traced apart from the model (under ``nn.scan``/``nn.vmap``/``nn.remat``)
 get no statistics: their decomposition falls back to 'plain'.
 """

@@ -38,8 +38,8 @@ from jaxsvd.linen.svdifylib import svdify
 from jaxsvd.pruning.compress import allocate, params_counter, spectra
 from jaxsvd.pruning.rank import Floors
 
-NO_STATISTICS = ("its kind has no statistics (Einsum, ConvTranspose, ConvLocal, padded convs) or it is traced apart "
-                 "from the model (nn.scan / nn.vmap / nn.remat)")
+NO_STATISTICS = ("its kind has no statistics (ConvTranspose, ConvLocal, padded convs, an Einsum whose string comes "
+                 "with the call) or it is traced apart from the model (nn.scan / nn.vmap / nn.remat)")
 
 
 @dataclasses.dataclass(frozen=True)

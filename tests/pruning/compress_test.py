@@ -326,3 +326,30 @@ def test_compress_of_a_scanned_remat_stack_names_its_plain_layers_and_meets_the_
   full = linen_compress.compress(net, variables, [x], method="plain", params_reduction=1.0)
   assert full.plain == {}
   np.testing.assert_allclose(full.model.apply(full.variables, x), net.apply(variables, x), atol=1e-4)
+
+
+class _EinsumNet(nn.Module):
+  """A linen attention-style projection: ``nn.Einsum`` with its string, then a Dense head."""
+
+  @nn.compact
+  def __call__(self, x):
+    q = nn.Einsum((16, 2, 8), "btd,dnh->btnh", use_bias=False, name="q")(x)
+    return nn.Dense(4)(q.reshape(*q.shape[:2], -1))
+
+
+def test_linen_einsum_statistics_equal_an_explicit_reshape_and_whitened_beats_plain():
+  x = jax.random.normal(jax.random.key(0), (6, 5, 16)) * jnp.geomspace(4.0, 0.02, 16)
+  net = _EinsumNet()
+  variables = net.init(jax.random.key(1), x)
+  views = svdify(net).report(x).views
+  stats = linen_calibration.collect(net, variables, [x], views)
+  rows = np.asarray(x, np.float64).reshape(-1, 16)
+  np.testing.assert_allclose(stats["q"].second_moment, rows.T @ rows, rtol=1e-4, atol=1e-3)
+  errors = {}
+  for method in ("plain", "whitened"):
+    out = linen_compress.compress(net, variables, [x], method=method, params_reduction=3.0)
+    assert out.plain == {} and "q" in out.ranks
+    q = lambda m, v: m.apply(v, x, capture_intermediates=True, mutable=["intermediates"])[1]["intermediates"]["q"]
+    errors[method] = float(jnp.sum((q(out.model, out.variables)["__call__"][0]
+                                    - q(net, variables)["__call__"][0]) ** 2))
+  assert errors["whitened"] < 0.5 * errors["plain"], errors

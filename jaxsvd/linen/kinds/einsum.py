@@ -1,11 +1,12 @@
 """``nn.Einsum``: its kernel as a stack of matrices after grouping its letters (``matrix_view.einsum_view``: letters in
-the input and the output are stack axes); the einsum string may come with the call; runs the kernel way; no
-statistics."""
+the input and the output are stack axes); the einsum string may come with the call; runs the kernel way; statistics:
+the contracted input letters per stack index (``calibration.einsum_rows``) when the string is the module's own."""
 
 from __future__ import annotations
 
 import flax.linen as nn
 
+from jaxsvd.core import calibration
 from jaxsvd.core.matrix_view import einsum_view
 from jaxsvd.linen.kinds.base import Kind, register
 
@@ -37,6 +38,13 @@ class EinsumKind(Kind):
   def view(self, module, kernel_shape, decomposition, call=None):
     """``einsum_view`` of the call's einsum string (or the reason, a str)."""
     return einsum_view(tuple(int(d) for d in kernel_shape), call_einsum_str(module, call))
+
+  def moments(self, module, x, view):
+    """The moments of ``calibration.einsum_rows`` for the module's own ``einsum_str`` (None when the string is
+    given only at call time: the calibration interceptor sees the input, not the call's string)."""
+    if module.einsum_str is None:
+      return None
+    return calibration.row_moments(calibration.einsum_rows(x, module.einsum_str, view))
 
 
 KIND = register(EinsumKind())
