@@ -74,4 +74,53 @@ def loaded(prefix: str = "") -> tuple[str, ...]:
   return tuple(sorted(n for n in _BUILDERS if n.startswith(prefix)))
 
 
-__all__ = ["PROVIDERS", "loaded", "lookup", "names", "register"]
+class KindRegistry:
+  """Layer kinds by layer class, shared by ``jaxsvd.linen.kinds`` and ``jaxsvd.nnx.kinds`` (one instance each).
+
+  A kind is any object with a ``layer`` class and an ``svd_layer`` class (or None). ``resolve`` finds a module's kind
+  by its class's MRO: the most derived registered class wins, a layer class or an SVD layer class.
+  """
+
+  def __init__(self):
+    self.by_layer: dict[type, object] = {}
+    self.by_svd_layer: dict[type, object] = {}
+
+  def register(self, kind):
+    """Registers ``kind`` for its ``layer`` class (and its ``svd_layer``); a later kind for the same class replaces
+    it. A kind may reuse another kind's SVD layer: that layer keeps resolving to the kind that registered it first.
+
+    Args:
+      kind: the rule object.
+
+    Returns:
+      ``kind``.
+
+    Raises:
+      TypeError: if ``kind.layer`` is not a class.
+    """
+    if not isinstance(kind.layer, type) or kind.layer is type(None):
+      raise TypeError(f"register: {type(kind).__name__}.layer must be the layer class it matches")
+    self.by_layer[kind.layer] = kind
+    owner = self.by_svd_layer.get(kind.svd_layer)
+    if kind.svd_layer is not None and (owner is None or owner.layer is kind.layer):  # shared: its first kind keeps it
+      self.by_svd_layer[kind.svd_layer] = kind
+    return kind
+
+  def resolve(self, module):
+    """The kind of ``module`` (class doc), or None.
+
+    Args:
+      module: any object.
+
+    Returns:
+      The kind, or None.
+    """
+    for cls in type(module).__mro__:
+      if cls in self.by_layer:
+        return self.by_layer[cls]
+      if cls in self.by_svd_layer:
+        return self.by_svd_layer[cls]
+    return None
+
+
+__all__ = ["KindRegistry", "PROVIDERS", "loaded", "lookup", "names", "register"]

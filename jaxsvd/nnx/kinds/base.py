@@ -18,9 +18,9 @@ import jax
 import numpy as np
 
 from jaxsvd.core.matrix_view import MatrixView
+from jaxsvd.core.registry import KindRegistry
 
-_BY_LAYER: dict[type, Kind] = {}
-_BY_SVD_LAYER: dict[type, Kind] = {}
+_KINDS = KindRegistry()
 
 
 class Kind:
@@ -175,10 +175,8 @@ def layer_args(module, rank: int | None, mode: str, sigma: str) -> dict:
 
 
 def register(kind: Kind) -> Kind:
-  """Registers ``kind`` for its ``layer`` class (and its ``svd_layer``); a later kind for the same class replaces it.
-
-  A kind may reuse another kind's SVD layer (e.g. build a ``LinearSVD``): that layer keeps resolving to the kind
-  that registered it first.
+  """Registers ``kind`` among the NNX kinds (``jaxsvd.core.registry.KindRegistry.register``: a later kind for the
+  same class replaces it; a shared SVD layer keeps resolving to the kind that registered it first).
 
   Args:
     kind: the rule object.
@@ -189,45 +187,34 @@ def register(kind: Kind) -> Kind:
   Raises:
     TypeError: if ``kind.layer`` is not a class.
   """
-  if not isinstance(kind.layer, type) or kind.layer is type(None):
-    raise TypeError(f"register: {type(kind).__name__}.layer must be the layer class it matches")
-  _BY_LAYER[kind.layer] = kind
-  owner = _BY_SVD_LAYER.get(kind.svd_layer)
-  if kind.svd_layer is not None and (owner is None or owner.layer is kind.layer):  # shared: its first kind keeps it
-    _BY_SVD_LAYER[kind.svd_layer] = kind
-  return kind
+  return _KINDS.register(kind)
 
 
 def resolve(module) -> Kind | None:
-  """The kind of ``module``: the most derived registered class in its MRO (a layer class or an SVD layer class).
+  """The NNX kind of ``module``: its class's most derived registered class (``KindRegistry.resolve``).
 
   Args:
-    module: any object (an nnx module, typically).
+    module: any object.
 
   Returns:
     The ``Kind``, or None.
   """
-  for cls in type(module).__mro__:
-    if cls in _BY_LAYER:
-      return _BY_LAYER[cls]
-    if cls in _BY_SVD_LAYER:
-      return _BY_SVD_LAYER[cls]
-  return None
+  return _KINDS.resolve(module)
 
 
 def registered() -> tuple[Kind, ...]:
   """The registered kinds, in registration order."""
-  return tuple(_BY_LAYER.values())
+  return tuple(_KINDS.by_layer.values())
 
 
 def layer_classes() -> tuple[type, ...]:
   """The flax layer classes with a kind (what ``svdify`` reports on: converted, or left dense with why)."""
-  return tuple(_BY_LAYER)
+  return tuple(_KINDS.by_layer)
 
 
 def svd_layer_classes() -> tuple[type, ...]:
   """The SVD layer classes the kinds build."""
-  return tuple(_BY_SVD_LAYER)
+  return tuple(_KINDS.by_svd_layer)
 
 
 __all__ = ["Kind", "layer_args", "register", "resolve", "registered", "layer_classes", "svd_layer_classes"]
