@@ -1,4 +1,5 @@
-"""Compress a finished run (dense or SVD) to a MACs budget with data-aware SVD, then optionally fine-tune.
+"""Compress a finished run (dense or SVD) to a MACs budget with data-aware SVD, or an SVD run by an energy
+threshold, then optionally fine-tune.
 
   python -m experiments.compress --source=runs/fmnist_dense --workdir=runs/fmnist_compressed
   python -m experiments.compress --config=compress --source=RUN --workdir=OUT
@@ -13,6 +14,9 @@
 4. The compressed model is evaluated and saved as an ordinary run (step 0, ``outputs.finish``: summary.json, final_params/,
    plots) to ``workdir`` or, with ``finetune_epochs`` > 0, to ``workdir/compressed``, from which ``loop.run``
    fine-tunes (the config's optimizer and SVD regularizers, no pruning) into ``workdir``.
+With ``method=energy`` (an SVD run only) steps 1–3 are one prune of the source's own factors instead: each layer keeps
+all but the fraction ``energy`` of its Σ s² (``energy_rule``, as ``final_prune`` prunes; Yang et al. 2020), whatever
+MACs that leaves (``macs_reduction`` is not used).
 ``workdir/summary.json`` adds ``method``, ``source_test_accuracy``, ``test_accuracy_before_finetune`` and ``ranks``.
 """
 
@@ -31,6 +35,7 @@ from absl import app
 from experiments.run import cli, loop, outputs
 from experiments.run import epoch as epoch_lib
 from experiments.run.plan import initial_architecture
+from experiments.run.prune_stage import prune_stage
 from jaxsvd import checkpoint
 from jaxsvd.core import calibration
 from jaxsvd.core.matrix_view import conv_view, simple_view
@@ -42,6 +47,7 @@ from jaxsvd.linen import calibration as linen_calibration
 from jaxsvd.linen.conversion import unbox_tree
 from jaxsvd.pruning import budget
 from jaxsvd.pruning import compress as compress_lib
+from jaxsvd.pruning.strategies.energy import ENERGY_RULES
 from jaxsvd.training import distributed
 from jaxsvd.training.train_state import TrainState
 
@@ -52,7 +58,13 @@ def check_config(c) -> None:
   """One-line ``ValueError`` naming the first bad compress field (before anything is loaded or compiled)."""
   if not c.source or not isinstance(c.source, str):
     raise ValueError("source: name the finished run to compress (--source=RUN)")
-  check_choice("method", c.method, calibration.METHODS)
+  check_choice("method", c.method, (*calibration.METHODS, "energy"))
+  if c.method == "energy":
+    check_choice("energy_rule", c.energy_rule, ENERGY_RULES)
+    low = 0.0 if c.energy_rule != "smallest_k" else float.fromhex("0x1p-1074")
+    if isinstance(c.energy, bool) or not isinstance(c.energy, (int, float)) or not low <= c.energy < 1.0:
+      span = "(0, 1)" if c.energy_rule == "smallest_k" else "[0, 1)"
+      raise ValueError(f"energy must be a fraction in {span} of each layer's Σ s², got {c.energy!r}")
   if not isinstance(c.macs_reduction, (int, float)) or not c.macs_reduction >= 1.0:
     raise ValueError(f"macs_reduction must be a number >= 1, got {c.macs_reduction!r}")
   check_min_int("calibration_examples", c.calibration_examples, 1)
@@ -62,6 +74,15 @@ def check_config(c) -> None:
     raise ValueError(f"norm_aware must be true or false, got {c.norm_aware!r}")
   if not os.path.isdir(os.path.join(c.source, "checkpoints")):
     raise ValueError(f"source: {c.source!r} holds no checkpoints/ (not a finished run)")
+  if c.method == "energy" and not is_svd_run(c.source):
+    raise ValueError(f"source: {c.source!r} is a dense run; method=energy prunes an SVD run's own singular values "
+                     "(a dense run: method=plain | activation | whitened)")
+
+
+def is_svd_run(source: str) -> bool:
+  """Whether the latest checkpoint of run ``source`` holds SVD layers (its architecture record has an SVD spec)."""
+  directory, step = checkpoint.resolve(os.path.join(source, "checkpoints"))
+  return checkpoint.read_architecture(directory, step).svd is not None
 
 
 def restore_dense(source: str):
@@ -171,6 +192,15 @@ def stage_config(c):
   return c
 
 
+def energy_stage(c, workdir: str) -> dict:
+  """``method=energy``: the source's own SVD factors pruned once at ``c.energy`` (``prune_stage``) into ``workdir``."""
+  c = c.copy_and_resolve_references()
+  with c.unlocked():
+    c.init_from = c.source
+    c.final_prune.update(enabled=True, strategy="energy", energy=float(c.energy), energy_rule=c.energy_rule)
+  return prune_stage(c, workdir)
+
+
 def run(c, workdir: str) -> dict:
   """Compresses ``c.source`` into ``workdir`` (module doc); returns the summary written to workdir/summary.json."""
   check_config(c)
@@ -178,13 +208,15 @@ def run(c, workdir: str) -> dict:
   c = stage_config(c)
   before = source_accuracy(c.source)
   stage = os.path.join(workdir, "compressed") if epochs > 0 else workdir
-  compressed = compress_stage(c, stage, before)
+  compressed = energy_stage(c, stage) if c.method == "energy" else compress_stage(c, stage, before)
   summary = {k: v for k, v in compressed.items() if k != "plots"}
   if epochs > 0:
     with c.unlocked():
       c.init_from = stage
     summary = {k: v for k, v in loop.run(c, workdir).items() if k != "plots"}
-  extra = {"method": c.method, "macs_reduction": c.macs_reduction, "source_test_accuracy": before,
+  extra = {"method": c.method, "source_test_accuracy": before,
+           **({"energy": c.energy, "energy_rule": c.energy_rule} if c.method == "energy"
+              else {"macs_reduction": c.macs_reduction}),
            "test_accuracy_before_finetune": compressed["test_accuracy"], "ranks": compressed["ranks"]}
   if distributed.is_primary():
     path = os.path.join(workdir, "summary.json")

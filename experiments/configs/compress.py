@@ -18,8 +18,10 @@ def get_config():
   orthogonality regularizer, no sparsity, no pruning."""
   c = fashion_mnist.get_config()
   c.source = ""  # the finished run to compress (--source=RUN)
-  c.method = "whitened"  # plain | activation | whitened
+  c.method = "whitened"  # plain | activation | whitened (a dense or SVD source) | energy (an SVD source)
   c.macs_reduction = 2.0  # the compressed model has <= dense MACs / macs_reduction
+  c.energy = 0.01  # method=energy: each layer keeps all but this fraction of its Σ s²
+  c.energy_rule = "smallest_k"  # method=energy: smallest_k | official_cifar | official_imagenet (final_prune's rule)
   c.calibration_examples = 1024  # training images for the input statistics
   c.alpha = 0.5  # method=activation: columns scaled by mean|x|^alpha
   c.norm_aware = False  # activation/whitened: weight each conv's output error by the BatchNorm after it

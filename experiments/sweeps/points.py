@@ -22,7 +22,7 @@ from experiments.run import cli, startup
 
 MODULES = {"train": "experiments.cifar_svd", "compress": "experiments.compress",
            "from_scratch": "experiments.pruning_from_scratch"}
-METHOD_FIELDS = ("config", "command", "overrides", "budget", "budget_as", "budgets", "source")
+METHOD_FIELDS = ("config", "command", "overrides", "budget", "budget_as", "budgets", "source", "axes")
 SWEEP_FIELDS = ("methods", "budgets", "seeds", "axes", "common", "reference", "latency")
 
 
@@ -75,15 +75,20 @@ def check_sweep(s) -> None:
     raise ValueError(f"seeds: a non-empty tuple of ints, got {tuple(s.seeds)!r}")
   if s.reference not in s.methods:
     raise ValueError(f"reference: {s.reference!r} is not a method ({', '.join(s.methods)})")
-  for axis in s.axes:
-    if len(axis) != 2 or not isinstance(axis[0], str) or not axis[1]:
-      raise ValueError(f"axes: each axis is (field, (values, ...)), got {axis!r}")
+  check_axes("axes", s.axes)
   for key, value in (("latency.batch", s.latency.batch), ("latency.repeats", s.latency.repeats)):
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"{key} must be an int >= 1, got {value!r}")
   for name, m in s.methods.items():
     check_method(s, name, m)
   order(s)  # a source cycle is an error too
+
+
+def check_axes(where: str, axes) -> None:
+  """One-line ``ValueError`` naming ``where`` unless ``axes`` is ((field, (values, ...)), ...)."""
+  for axis in axes:
+    if len(axis) != 2 or not isinstance(axis[0], str) or not axis[1]:
+      raise ValueError(f"{where}: each axis is (field, (values, ...)), got {axis!r}")
 
 
 def check_method(s, name: str, m) -> None:
@@ -102,6 +107,7 @@ def check_method(s, name: str, m) -> None:
     raise ValueError(f"{where}.config: {err}") from None
   if m.budget_as not in BUDGET_AS:
     raise ValueError(f"{where}.budget_as: {m.budget_as!r} is not one of {BUDGET_AS}")
+  check_axes(f"{where}.axes", m.get("axes", ()))
   if m.budgets and not m.budget:
     raise ValueError(f"{where}.budgets: the method has no budget field (set {where}.budget)")
   for item in m.overrides:
@@ -117,21 +123,33 @@ def check_method(s, name: str, m) -> None:
 
 
 def order(s) -> list[str]:
-  """The methods in dependency order (sources first, otherwise as written); ``ValueError`` on a source cycle."""
+  """The methods in dependency order: as written, except that a method waits for its source (and then comes right
+  after it: a trained run's prunes follow it); ``ValueError`` on a source cycle."""
   done, out = set(), []
   pending = list(s.methods)
   while pending:
     ready = [n for n in pending if not s.methods[n].source or s.methods[n].source in done]
     if not ready:
       raise ValueError(f"methods.{pending[0]}.source: the sources form a cycle ({', '.join(pending)})")
-    out += ready
-    done.update(ready)
-    pending = [n for n in pending if n not in done]
+    out.append(ready[0])
+    done.add(ready[0])
+    pending.remove(ready[0])
   return out
 
 
 def _budget_value(m, b: float) -> float:
   return b if m.budget_as == "b" else 1.0 / b
+
+
+def _grid(axes) -> list[tuple]:
+  grid = [()]
+  for field, values in axes:
+    grid = [g + ((field, v),) for g in grid for v in values]
+  return grid
+
+
+def _label(axes) -> str:
+  return "".join(f"-{f.split('.')[-1]}{_fmt(v)}" for f, v in axes)
 
 
 def expand(s, root: str) -> list[Point]:
@@ -143,21 +161,17 @@ def expand(s, root: str) -> list[Point]:
 
   Returns:
     One ``Point`` per method × budget (if the method has a budget field) × seed × axis values, named
-    ``METHOD[-bB]-sSEED[-FIELDVALUE...]`` (e.g. ``svd_hoyer-b2-s0``).
+    ``METHOD[-bB]-sSEED[-FIELDVALUE...]`` (e.g. ``svd_hoyer-b2-s0``; the sweep's axes, then the method's own).
   """
   root = os.path.abspath(root)
-  grid = [()]
-  for field, values in s.axes:
-    grid = [g + ((field, v),) for g in grid for v in values]
   points = {}
   for name in order(s):
     m = s.methods[name]
     budgets = (m.budgets or s.budgets) if m.budget else (None,)
     for b in budgets:
       for seed in s.seeds:
-        for axes in grid:
-          label = "".join(f"-{f.split('.')[-1]}{_fmt(v)}" for f, v in axes)
-          point = f"{name}{'' if b is None else f'-b{_fmt(b)}'}-s{seed}{label}"
+        for axes in _grid((*s.axes, *m.get("axes", ()))):
+          point = f"{name}{'' if b is None else f'-b{_fmt(b)}'}-s{seed}{_label(axes)}"
           flags = [f"--config={m.config}", *(f"--config.{o}" for o in (*s.common, *m.overrides))]
           if b is not None:
             flags.append(f"--config.{m.budget}={_fmt(_budget_value(m, b))}")
@@ -165,8 +179,9 @@ def expand(s, root: str) -> list[Point]:
           source = None
           if m.command == "compress":
             src = s.methods[m.source]
+            own = {f for f, _ in src.get("axes", ())} | {f for f, _ in s.axes}
             source = (f"{m.source}{'' if not src.budget else f'-b{_fmt(b)}'}-s{seed}"
-                      + "".join(f"-{f.split('.')[-1]}{_fmt(v)}" for f, v in axes))
+                      + _label(a for a in axes if a[0] in own))
             flags.append(f"--config.source={os.path.join(root, source)}")
           workdir = os.path.join(root, point)
           points[point] = Point(point, name, b, seed, axes, m.command, (*flags, f"--workdir={workdir}"), workdir,
@@ -226,5 +241,5 @@ def finished(point: Point, config) -> bool:
     return False
 
 
-__all__ = ["MODULES", "METHOD_FIELDS", "SWEEP_FIELDS", "Point", "check_sweep", "check_method", "order", "expand",
+__all__ = ["MODULES", "METHOD_FIELDS", "SWEEP_FIELDS", "Point", "check_sweep", "check_axes", "check_method", "order", "expand",
            "parse_point", "check", "finished"]

@@ -5,7 +5,8 @@ A sweep config is a ``ConfigDict`` with these fields (docs/experiments.md#sweeps
   methods     {name: ``method(...)``}: a base run config by name, its overrides, the command, the budget field
   budgets     the compression factors b (e.g. (2.0, 4.0): 2× and 4× fewer MACs) of every method with a budget field
   seeds       every point runs once per seed (``seed=S``)
-  axes        ((field, (values, ...)), ...): more axes over every point (any run config field)
+  axes        ((field, (values, ...)), ...): more axes over every point (any run config field); a method's own
+              ``axes`` add axes over its points only (e.g. the energy threshold of the prunes of one trained run)
   common      overrides ('field=value', as ``--config.field=value``) of every point, before the method's own
   reference   the method whose MACs the reduction column is relative to (its mean over seeds)
   latency     enabled, batch, repeats, rules: the deployed artifacts timed side by side at the end
@@ -20,7 +21,8 @@ BUDGET_AS = ("b", "1/b")
 
 
 def method(config: str, command: str = "train", overrides: tuple[str, ...] = (), budget: str = "",
-           budget_as: str = "b", budgets: tuple[float, ...] = (), source: str = "") -> ml_collections.ConfigDict:
+           budget_as: str = "b", budgets: tuple[float, ...] = (), source: str = "",
+           axes=()) -> ml_collections.ConfigDict:
   """One method of a sweep.
 
   Args:
@@ -33,12 +35,15 @@ def method(config: str, command: str = "train", overrides: tuple[str, ...] = (),
     budgets: this method's budgets (empty: the sweep's ``budgets``).
     source: command 'compress': the method whose point of the same seed (and budget, if it has one) is compressed;
       it runs first and its directory becomes ``source``.
+    axes: ((field, (values, ...)), ...): axes over this method's points only, after the sweep's ``axes`` (a compress
+      method's points with different values of its own axes share one source point).
 
   Returns:
     The method's ``ConfigDict``.
   """
   return ml_collections.ConfigDict(dict(config=config, command=command, overrides=tuple(overrides), budget=budget,
-                                        budget_as=budget_as, budgets=tuple(float(b) for b in budgets), source=source))
+                                        budget_as=budget_as, budgets=tuple(float(b) for b in budgets), source=source,
+                                        axes=tuple((field, tuple(values)) for field, values in axes)))
 
 
 def sweep(methods: dict, budgets=(2.0, 4.0), seeds=(0, 1), common=(), reference: str = "dense",
@@ -57,7 +62,7 @@ def sweep(methods: dict, budgets=(2.0, 4.0), seeds=(0, 1), common=(), reference:
     The sweep ``ConfigDict`` (module doc).
   """
   c = ml_collections.ConfigDict()
-  c.methods = ml_collections.ConfigDict(methods)
+  c.methods = ml_collections.ConfigDict(methods, sort_keys=False)  # the order written is the order run
   c.budgets = tuple(float(b) for b in budgets)
   c.seeds = tuple(int(s) for s in seeds)
   c.axes = tuple((field, tuple(values)) for field, values in axes)
