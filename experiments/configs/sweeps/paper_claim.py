@@ -53,10 +53,10 @@ def get_config():
       "svd_orth": _svd(0.0, 1.0),
       "svd_orth_e": _energy("svd_orth", 1.0),
       "dense": method("fashion_mnist_dense", overrides=("finetune_epochs=0",)),
-      "svd_noreg": _svd(0.0, 0.0),
-      "svd_noreg_e": _energy("svd_noreg", 0.0),
       "narrow": method("fashion_mnist_dense", overrides=("finetune_epochs=0", "narrow.channel_multiple=1"),
                        budget="narrow.macs_reduction", budgets=NARROW),
+      "svd_noreg": _svd(0.0, 0.0),
+      "svd_noreg_e": _energy("svd_noreg", 0.0),
   }
   c = sweep(methods, budgets=NARROW, seeds=(0, 1), common=common, reference="dense")
   c.latency.enabled = False
