@@ -112,9 +112,13 @@ class Slices:
       n = float(count.max())
       scale = np.where(count > 0, n / np.maximum(count, 1.0), 0.0)
       lead = self.lead[path]
-      expand = lambda a: (a * scale.reshape(-1, *(1,) * (a.ndim - 1))).reshape(*lead, *a.shape[1:])  # noqa: E731
-      out[path] = LayerStats(expand(gram), expand(abs_sum), int(round(n)))
+      out[path] = LayerStats(_rescaled(gram, scale, lead), _rescaled(abs_sum, scale, lead), round(n))
     return out
 
 
-__all__ = ["projection", "fingerprint", "send", "Slices"]
+def _rescaled(sums: np.ndarray, scale: np.ndarray, lead: tuple) -> np.ndarray:
+  """(n_slices, ...) sums times each slice's scale, reshaped to (*lead, ...)."""
+  return (sums * scale.reshape(-1, *(1,) * (sums.ndim - 1))).reshape(*lead, *sums.shape[1:])
+
+
+__all__ = ["Slices", "fingerprint", "projection", "send"]

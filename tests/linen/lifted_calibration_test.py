@@ -43,8 +43,8 @@ class _Stack(nn.Module):
 
 def _numpy_block_inputs(p, x):
   """{layer: its input vectors (N, k)} of one block on x (B, T, D), and its output, in float64 NumPy."""
-  k = lambda n: np.asarray(p[n]["kernel"], np.float64)  # noqa: E731
-  b = lambda n: np.asarray(p[n]["bias"], np.float64)  # noqa: E731
+  k = lambda n: np.asarray(p[n]["kernel"], np.float64)
+  b = lambda n: np.asarray(p[n]["bias"], np.float64)
   a = np.tanh(np.einsum("btd,dnh->btnh", x, k("qkv")) + b("qkv"))
   y = x + np.einsum("btnh,nhd->btd", a, k("out")) + b("out")
   u = np.maximum(y @ k("up") + b("up"), 0.0)
@@ -65,12 +65,11 @@ def test_scanned_layers_get_each_slices_own_second_moment(remat):
   prefix = "blocks/"
   assert set(stats) == {prefix + n for n in ("qkv", "out", "up", "down")} == set(views)
   params = jax.tree.map(np.asarray, variables["params"]["blocks"])
-  expected = {n: np.zeros((L, *s.second_moment.shape[1:])) for n, s in ((p[len(prefix):], s) for p, s in
-                                                                         stats.items())}
+  expected = {p[len(prefix):]: np.zeros((L, *s.second_moment.shape[1:])) for p, s in stats.items()}
   for x in batches:
     x = np.asarray(x, np.float64)
     for layer in range(L):  # the reference: a loop over slices, each on its own input
-      rows, x = _numpy_block_inputs(jax.tree.map(lambda a: a[layer], params), x)  # noqa: B023
+      rows, x = _numpy_block_inputs(jax.tree.map(lambda a, i=layer: a[i], params), x)
       for name, r in rows.items():
         expected[name][layer] += r.T @ r
   for name, gram in expected.items():
