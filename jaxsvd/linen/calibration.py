@@ -181,9 +181,7 @@ def collect(model: nn.Module, variables, batches: Iterable, views: Mapping[str, 
   """
   sink: list = []
   step = jax.jit(functools.partial(batch_moments, model, dict(views), dict(call_kwargs), sink=sink))
-  params = variables["params"]
-  kernels = {p: _kernel(params, p) for p in views}
-  slices = lifted.Slices({p: k for p, k in kernels.items() if k is not None}, views)
+  slices = lifted.Slices(functools.partial(_kernel, variables["params"]), views)
   total: dict[str, LayerStats] = {}
   for batch in batches:
     moments = step(variables, batch if isinstance(batch, tuple) else (batch,))

@@ -38,14 +38,29 @@ _WIDTH = 4  # fingerprint length
 
 
 def projection(size: int, xp=np):
-  """P (size, 4): P_jc = cos((j + 1)(c + 1)/√2), the fixed fingerprint projection (``xp``: numpy or jax.numpy)."""
+  """P (size, 4): P_jc = cos((j + 1)(c + 1)/√2), the fixed fingerprint projection.
+
+  Args:
+    size: the kernel slice's number of entries.
+    xp: ``numpy`` (float64, on the host) or ``jax.numpy`` (float32, traced).
+
+  Returns:
+    P.
+  """
   j = xp.arange(1, size + 1, dtype=xp.float64 if xp is np else jnp.float32)[:, None]
   c = xp.arange(1, _WIDTH + 1, dtype=j.dtype)[None, :]
   return xp.cos(j * c / math.sqrt(2.0))
 
 
 def fingerprint(kernel):
-  """vec(kernel)ᵀ P (4,), float32, traced (module doc)."""
+  """vec(kernel)ᵀ P (4,), float32, traced (module doc).
+
+  Args:
+    kernel: one kernel slice (any shape).
+
+  Returns:
+    The fingerprint.
+  """
   flat = jnp.ravel(kernel).astype(jnp.float32)
   return jnp.dot(flat, projection(flat.size, jnp), precision=jax.lax.Precision.HIGHEST)
 
@@ -71,17 +86,26 @@ class Slices:
   """Host accumulation of lifted calls' moments, per slice of each layer's stacked kernel (module doc).
 
   Args:
-    kernels: {layer path: its kernel in the variables, (*lead, *kernel_shape)}.
+    kernel_of: ``kernel_of(path)``: the layer's kernel in the variables, (*lead, *kernel_shape), or None; read only
+      for the layers that send moments (a layer in the model's own trace is never copied to the host here).
     views: {layer path: ``MatrixView``} (``kernel_shape``: one slice's).
   """
 
-  def __init__(self, kernels, views):
+  def __init__(self, kernel_of, views):
+    self.kernel_of, self.views = kernel_of, views
     self.lead, self.prints, self.sums, self.turns = {}, {}, {}, {}
-    for path, kernel in kernels.items():
+
+  def _fingerprints(self, path: str) -> bool:
+    """Reads ``path``'s stacked kernel once: its lead shape and each slice's fingerprint; False without one."""
+    if path not in self.prints:
+      kernel = self.kernel_of(path) if path in self.views else None
+      if kernel is None:
+        return False
       shape = np.shape(kernel)
-      lead = tuple(shape[:len(shape) - len(views[path].kernel_shape)])
+      lead = tuple(shape[:len(shape) - len(self.views[path].kernel_shape)])
       flat = np.asarray(kernel, np.float64).reshape(math.prod(lead), -1)
       self.lead[path], self.prints[path] = lead, flat @ projection(flat.shape[1])
+    return True
 
   def slice_of(self, path: str, print_) -> int:
     """The flat slice index whose kernel fingerprint is nearest ``print_`` (equally near slices take turns)."""
@@ -94,7 +118,7 @@ class Slices:
   def add(self, received: list) -> None:
     """Adds the (path, fingerprint, gram, abs_sum, count) entries of ``received``."""
     for path, print_, gram, abs_sum, count in received:
-      if path not in self.prints:
+      if not self._fingerprints(path):
         continue
       n = len(self.prints[path])
       sums = self.sums.setdefault(path, [np.zeros((n, *gram.shape)), np.zeros((n, *abs_sum.shape)), np.zeros(n)])
