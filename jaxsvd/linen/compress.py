@@ -15,6 +15,9 @@ counter and the rank allocation are framework-neutral (``jaxsvd.pruning.compress
    within the budget, the rest of the budget filled one direction at a time by the largest relative error reduction
    σ_{r+1}² / Σ σ².
 4. ``core.calibration.decompose_params``: each layer's rank-r factors by ``method``.
+A layer under ``nn.scan``/``nn.vmap`` (kernel (L, ...)) has each slice's statistics (``linen.lifted``): its spectra
+σ(W_ℓ·S_ℓ) are summed into one shared-rank spectrum σ̄_i = √(Σ_ℓ σ_ℓ,i²) (``pruning.compress.shared_rank_spectrum``:
+its factors U (L, m, r) hold one r), and slice ℓ is decomposed with its own S_ℓ.
 The budget is MACs (``macs_reduction``: dense MACs / X, ``linen.budget.macs_counter`` from two ``linen.flops``
 traces) or the converted layers' params (``params_reduction``: ``pruning.compress.params_counter``,
 Σ min(r(m + k), mk) ≤ Σ mk / X).
@@ -38,8 +41,8 @@ from jaxsvd.linen.svdifylib import svdify
 from jaxsvd.pruning.compress import allocate, params_counter, spectra
 from jaxsvd.pruning.rank import Floors
 
-NO_STATISTICS = ("its kind has no statistics (ConvTranspose, ConvLocal, padded convs, an Einsum whose string comes "
-                 "with the call) or it is traced apart from the model (nn.scan / nn.vmap / nn.remat)")
+NO_STATISTICS = ("its kind has no statistics (ConvTranspose, ConvLocal, 'CIRCULAR'/'CAUSAL' padded convs), only a "
+                 "method other than its call reaches it (Embed's attend), or the calibration batches never called it")
 
 
 @dataclasses.dataclass(frozen=True)

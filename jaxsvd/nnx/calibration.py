@@ -10,12 +10,16 @@ Statistics (``core.calibration``, in the matrix view of each layer the NNX SVD l
 flattened in order, ``nnx.Conv`` the im2col patches (channel) or kh·c column patches (2-D spatial),
 ``nnx.ConvTranspose`` the windows of its dilated input, ``nnx.Embed`` token counts, ``nnx.Einsum`` its contracted
 input letters per stack index (``calibration.einsum_rows``). ``collect`` swaps the class of each measured layer of
-this model (graph surgery, as ``svdify``; restored afterwards; no flax class is patched) for a subclass whose call
-also hands out its input's moments, runs the model on each batch under ``nnx.jit`` (``jit=False``: eagerly), and
-accumulates in float64 on the host. Research models take keyword inputs: pass ``forward(model, batch)``.
-Layers ``svdify`` leaves dense are not measured; a converted layer without statistics (a subclass converted in
-place, a conv with 'CIRCULAR'/'REFLECT'/'CAUSAL' padding, a layer under ``nnx.scan``/``nnx.vmap``, one the batches
-never call) gets plain factors and is named in the report's ``plain`` and a warning.
+this model (graph surgery, as ``svdify``; restored afterwards; no flax class is patched) for a subclass whose flax
+parent's ``__call__`` also hands out its input's moments, runs the model on each batch under ``nnx.jit``
+(``jit=False``: eagerly), and accumulates in float64 on the host. Research models take keyword inputs: pass
+``forward(model, batch)``. A user's subclass of a layer (Gemma's scaled ``nnx.Embed``, a Linear with its own
+``__call__``) that the subclass rule lets ``svdify`` convert (``jaxsvd.nnx.conversion``) is measured where its
+methods hand their input to the parent's ``__call__`` (``super().__call__(y)``: y is what the kernel multiplies,
+whatever the subclass did before); one whose call never gets there (it applies the kernel itself) gets no
+statistics. Layers ``svdify`` leaves dense are not measured; a converted layer without statistics (such a
+subclass, a conv with 'CIRCULAR'/'REFLECT'/'CAUSAL' padding, a layer under ``nnx.scan``/``nnx.vmap``, one the
+batches never call) gets plain factors and is named, with the reason, in the report's ``plain`` and a warning.
 """
 
 from __future__ import annotations
@@ -33,19 +37,23 @@ from flax.core import tracers
 from jaxsvd.core import calibration
 from jaxsvd.core.calibration import LayerStats
 from jaxsvd.core.matrix_view import MatrixView
-from jaxsvd.nnx import kinds, svdifylib
+from jaxsvd.nnx import conversion, kinds, svdifylib
 from jaxsvd.pruning import budget
 from jaxsvd.pruning import compress as compress_lib
 from jaxsvd.pruning.rank import Floors
 
 
 def _layers(model: nnx.Module, decomposition: str) -> dict:
-  """{path: (module, view)} of the layers of a ``calibrated`` kind (exactly its class) ``svdify`` would convert."""
+  """{path: (module, view)} of the layers of a ``calibrated`` kind ``svdify`` would convert: exactly its class, or
+  a subclass the subclass rule admits (``conversion.subclass_reasons`` empty)."""
   found = {}
   for path, module in nnx.iter_graph(model):
     kind = kinds.resolve(module)
-    if kind is not None and kind.calibrated and type(module) is kind.layer and not svdifylib.unsupported(module):
-      found.setdefault(id(module), ("/".join(map(str, path)), module, kind.view(module, decomposition)))
+    if kind is None or not kind.calibrated or svdifylib.unsupported(module):
+      continue
+    if type(module) is not kind.layer and conversion.subclass_reasons(module):
+      continue
+    found.setdefault(id(module), ("/".join(map(str, path)), module, kind.view(module, decomposition)))
   return {p: (m, v) for p, m, v in found.values()}
 
 
@@ -69,18 +77,28 @@ def collect(model: nnx.Module, batches: Iterable, decomposition: str = "channel"
   return stats, views
 
 
-def _measuring_class(cls: type, path: str, view: MatrixView, sink: dict, outer: list) -> type:
-  """A subclass of ``cls`` whose call adds (an empty array of the input's shape, the input's moments) to
+def _measuring_class(cls: type, base: type, path: str, view: MatrixView, sink: dict, outer: list) -> type:
+  """The class a measured layer of class ``cls`` gets while measuring: its flax class ``base`` (its kind's
+  ``layer``)'s ``__call__`` also adds (an empty array of the input's shape, the input's moments) to
   ``sink[path]`` — only when it runs in the trace of the whole forward (``outer[0]``): a layer under a lifted
-  transform (``nnx.scan``, ``nnx.vmap``, ``nnx.remat``) cannot hand values out of its own trace."""
+  transform (``nnx.scan``, ``nnx.vmap``, ``nnx.remat``) cannot hand values out of its own trace.
+
+  For ``cls`` the flax class itself that is a subclass of it with the measuring ``__call__``. For a user subclass it
+  is ``type(name, (cls, measured parent))``, whose MRO puts the measuring call between ``cls`` and the parent: the
+  subclass's own methods run unchanged and what is measured is what they hand to the parent's ``__call__`` (via
+  ``super()``), the vectors the kernel multiplies; a subclass that never calls it gets no statistics.
+  """
 
   def __call__(self, x, *args, **kwargs):
     if tracers.current_trace() == outer[0]:
       moments = kinds.resolve(self).moments(self, jnp.asarray(x), view)
       sink.setdefault(path, []).append((jnp.zeros((0, *jnp.shape(x))), moments))
-    return cls.__call__(self, x, *args, **kwargs)
+    return base.__call__(self, x, *args, **kwargs)
 
-  return type(f"{cls.__name__}Measured", (cls,), {"__call__": __call__, "__module__": cls.__module__})
+  measured = type(f"{base.__name__}Measured", (base,), {"__call__": __call__, "__module__": base.__module__})
+  if cls is base:
+    return measured
+  return type(f"{cls.__name__}Measured", (cls, measured), {"__module__": cls.__module__})
 
 
 def _collect(model, batches, decomposition, forward, jit: bool = True):
@@ -104,7 +122,7 @@ def _collect(model, batches, decomposition, forward, jit: bool = True):
   total: dict[str, LayerStats] = {}
   try:
     for path, (module, view) in layers.items():
-      module.__class__ = _measuring_class(classes[path], path, view, sink, outer)
+      module.__class__ = _measuring_class(classes[path], kinds.resolve(module).layer, path, view, sink, outer)
     for batch in batches:
       for path, (calls, moments) in step(model, batch).items():
         shapes[path] += [tuple(z.shape[1:]) for z in calls]
@@ -162,13 +180,14 @@ def svdify(model: nnx.Module, batches: Iterable, ranks: Mapping[str, int] | None
   """
   calibration.input_scaling(None, method, alpha)
   stats, views = collect(model, batches, decomposition, forward, jit)
-  kernels = {p: _kernel(m, views[p]) for p, (m, _) in _layers(model, decomposition).items()}
+  layers = _layers(model, decomposition)
+  kernels = {p: _kernel(m, views[p]) for p, (m, _) in layers.items()}
   report = svdifylib.svdify(model, ranks, decomposition, **svdify_kwargs)
   modules = svdifylib.svd_modules(model)
   plain = {}
   for path in report.ranks if method != "plain" else ():
     if path not in kernels or path not in stats:
-      plain[path] = _why_no_statistics(path, kernels)
+      plain[path] = _why_no_statistics(path, layers)
       continue
     layer = modules[path]
     U, s, V = calibration.layer_factors(kernels[path], views[path], layer.rank, method, stats[path], alpha)
@@ -180,11 +199,18 @@ def svdify(model: nnx.Module, batches: Iterable, ranks: Mapping[str, int] | None
   return dataclasses.replace(report, plain=plain)
 
 
-def _why_no_statistics(path: str, measured: Mapping) -> str:
-  """Why a converted layer got no statistics: not a measured layer (a subclass, a kind without ``moments``) or
-  never called by the calibration batches."""
-  if path not in measured:
-    return "its class is not measured (a subclass converted in place, or a kind without statistics)"
+def _why_no_statistics(path: str, layers: Mapping) -> str:
+  """Why a converted layer got no statistics: not a measured layer (a kind without ``moments``), a subclass whose
+  call never reached its flax parent's ``__call__`` (it multiplies the kernel another way, so the vectors the kernel
+  multiplies are unknown), or never called by the calibration batches."""
+  if path not in layers:
+    return "its class is not measured (a kind without statistics, or a subclass the subclass rule leaves out)"
+  module = layers[path][0]
+  kind = kinds.resolve(module)
+  if type(module) is not kind.layer:
+    return (f"subclass {type(module).__name__}'s call never reached {kind.name}.__call__ on the calibration batches "
+            f"(it applies its {kind.kernel_name} another way), so the vectors the {kind.kernel_name} multiplies are "
+            "unknown")
   return "the calibration batches never called it (or its kind has no statistics for this layer)"
 
 

@@ -315,15 +315,14 @@ class _ScannedNet(nn.Module):
     return nn.Dense(4)(blocks()(x, None)[0])
 
 
-def test_compress_of_a_scanned_remat_stack_names_its_plain_layers_and_meets_the_budget():
+def test_compress_of_a_scanned_remat_stack_measures_its_slices_and_meets_the_budget():
   x = jax.random.normal(jax.random.key(0), (8, 16))
   net = _ScannedNet()
   variables = net.init(jax.random.key(1), x)
-  with pytest.warns(UserWarning, match="plain factors for .*ScanCheckpoint_ScanBlock_0/Dense_0"):
-    out = linen_compress.compress(net, variables, [x], method="whitened", params_reduction=2.0)
-  assert set(out.plain) == {p for p in out.ranks if "Scan" in p} and len(out.plain) == 2
-  assert set(out.stats) == {"Dense_0", "Dense_1"} and out.cost <= out.target
-  full = linen_compress.compress(net, variables, [x], method="plain", params_reduction=1.0)
+  out = linen_compress.compress(net, variables, [x], method="whitened", params_reduction=2.0)
+  assert out.plain == {} and set(out.stats) == set(out.ranks) and out.cost <= out.target
+  chex.assert_shape(out.stats["ScanCheckpoint_ScanBlock_0/Dense_0"].second_moment, (3, 16, 16))
+  full = linen_compress.compress(net, variables, [x], method="whitened", params_reduction=1.0)
   assert full.plain == {}
   np.testing.assert_allclose(full.model.apply(full.variables, x), net.apply(variables, x), atol=1e-4)
 

@@ -132,6 +132,21 @@ class Kind:
     """
     return None
 
+  def call_moments(self, module, x, view: MatrixView, call: tuple | None = None):
+    """The calibration moments of one call given its arguments (default: ``moments`` of its input ``x``; a kind
+    whose map depends on a call argument, e.g. an Einsum's string, overrides it).
+
+    Args:
+      module: the dense layer being called.
+      x: its input.
+      view: its ``MatrixView``.
+      call: (args, kwargs) of the call, or None.
+
+    Returns:
+      As ``moments``.
+    """
+    return self.moments(module, x, view)
+
   def macs(self, module, method: str, y_shape, view: MatrixView) -> tuple[int, int]:
     """(dense MACs, matrix applications) of one call with output shape ``y_shape`` (``jaxsvd.linen.flops``).
 

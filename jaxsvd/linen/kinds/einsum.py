@@ -1,6 +1,6 @@
 """``nn.Einsum``: its kernel as a stack of matrices after grouping its letters (``matrix_view.einsum_view``: letters in
 the input and the output are stack axes); the einsum string may come with the call; runs the kernel way; statistics:
-the contracted input letters per stack index (``calibration.einsum_rows``) when the string is the module's own."""
+the contracted input letters per stack index (``calibration.einsum_rows``) of the string the call used."""
 
 from __future__ import annotations
 
@@ -40,11 +40,16 @@ class EinsumKind(Kind):
     return einsum_view(tuple(int(d) for d in kernel_shape), call_einsum_str(module, call))
 
   def moments(self, module, x, view):
-    """The moments of ``calibration.einsum_rows`` for the module's own ``einsum_str`` (None when the string is
-    given only at call time: the calibration interceptor sees the input, not the call's string)."""
-    if module.einsum_str is None:
+    """The moments of ``calibration.einsum_rows`` for the module's own ``einsum_str`` (None without one)."""
+    return self.call_moments(module, x, view)
+
+  def call_moments(self, module, x, view, call=None):
+    """The moments of ``calibration.einsum_rows`` for the string the call used (``call_einsum_str``: the call's
+    ``einsum_str`` argument, else the module's), or None when there is none."""
+    einsum_str = call_einsum_str(module, call)
+    if einsum_str is None:
       return None
-    return calibration.row_moments(calibration.einsum_rows(x, module.einsum_str, view))
+    return calibration.row_moments(calibration.einsum_rows(x, einsum_str, view))
 
 
 KIND = register(EinsumKind())
