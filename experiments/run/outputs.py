@@ -41,8 +41,10 @@ def finish(s, r, workdir: str) -> dict:
   arch = r.architecture
   before = s.cost(initial_architecture(s.c, s.plan, arch.input_shape, arch.original_ranks))  # as the run began
   after = s.cost(arch)
+  units = s.plan.task.units_per_example(tuple(arch.input_shape))  # MACs per example, or per token
   summary = {**s.plan.task.summary(r.history), "params_before": before.params, "params_after": after.params,
-             "macs_before": before.macs, "macs_after": after.macs, "flops_speedup": before.macs / max(after.macs, 1),
+             "macs_before": before.macs // units, "macs_after": after.macs // units,
+             "flops_speedup": before.macs / max(after.macs, 1),
              "epochs": r.epoch}
   if arch.svd is not None:  # a run shows what its method has: ranks only with SVD layers
     summary.update(svd_params_before=before.svd_params(), svd_params_after=after.svd_params(),
@@ -50,7 +52,8 @@ def finish(s, r, workdir: str) -> dict:
   summary.update(events.summary(arch, state.params))
   if arch.svd is not None:
     # every process: the save is collective
-    deploy_params.save_params(os.path.join(workdir, "final_params"), arch, state.params, state.model_state)
+    deploy_params.save_params(os.path.join(workdir, "final_params"), arch, state.params, state.model_state,
+                              s.plan.task.model(arch.dense(), None))
   if not distributed.is_primary():
     return summary
   with open(os.path.join(workdir, "summary.json"), "w") as f:
