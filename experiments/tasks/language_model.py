@@ -2,7 +2,8 @@
 (``experiments.models.byte_lm``), trained in SVD form through ``jaxsvd.linen.svdify``, next-byte cross-entropy,
 perplexity and bits per byte.
 
-The data: the text files of ``text_dir`` (None: this Python's standard library, which every machine has) whose names
+The data: the text files of ``text_dir`` (None: this Python's standard library, which every machine has, without its
+site-packages) whose names
 end with ``text_suffixes``, split by file (``test_fraction``, fixed by ``seed``) and packed into windows of
 ``lm.context`` + 1 bytes (``jaxsvd.data.text``). Files that are not text (a NUL byte, invalid UTF-8) or empty are
 skipped and counted in the start-up log. A batch holds the steps' keys: 'image' the input bytes (B, context) and
@@ -40,19 +41,40 @@ from jaxsvd.training.parallel import DataParallel
 ALL = -1  # test_subset: every test window
 
 
+@dataclasses.dataclass(frozen=True)
+class Windows:
+  """The windows ``text.pack`` would make of ``tokens`` (``context`` + 1 bytes every ``context`` bytes), cut only
+  when asked for (the stdlib's 28 MB of text stay bytes, not a 4× larger int32 copy)."""
+  tokens: np.ndarray  # uint8
+  context: int
+  rows: np.ndarray | None = None  # which windows (None: all)
+
+  def __len__(self) -> int:
+    return (len(self.tokens) - 1) // self.context if self.rows is None else len(self.rows)
+
+  def take(self, index) -> np.ndarray:
+    """Windows ``index`` (an int array) as an (n, context + 1) int32 array."""
+    index = np.asarray(index) if self.rows is None else self.rows[index]
+    return self.tokens[index[:, None] * self.context + np.arange(self.context + 1)].astype(np.int32)
+
+  def subset(self, n: int) -> Windows:
+    """``n`` windows spread evenly over these."""
+    return dataclasses.replace(self, rows=np.linspace(0, len(self) - 1, n).round().astype(int))
+
+
 @dataclasses.dataclass
 class TextInputs:
-  """Packed byte windows in host memory; every process builds the same global batches."""
+  """Byte windows of the corpus in host memory; every process builds the same global batches."""
   c: Any
   corpus: text.Corpus
-  train: np.ndarray  # (N, context + 1) int32
-  test: np.ndarray  # (M, context + 1) int32
+  train: Windows
+  test: Windows
   root: str
   local = False
 
   @property
   def input_shape(self) -> tuple[int]:
-    return (self.train.shape[1] - 1,)
+    return (self.train.context,)
 
   def num_train_batches(self) -> int:
     full = len(self.train) // self.c.batch_size
@@ -63,13 +85,13 @@ class TextInputs:
     order = np.random.default_rng(seed).permutation(len(self.train))
     b = self.c.batch_size
     for i in range(start, self.num_train_batches()):
-      rows = self.train[order[i * b:(i + 1) * b]]
+      rows = self.train.take(order[i * b:(i + 1) * b])
       yield {"image": rows[:, :-1], "label": rows[:, 1:]}
 
   def eval_batches(self):
     b = self.c.eval_batch_size
     for i in range(0, len(self.test), b):
-      rows = self.test[i:i + b]
+      rows = self.test.take(np.arange(i, min(i + b, len(self.test))))
       mask = np.zeros(b, np.float32)
       mask[:len(rows)] = 1.0
       rows = np.concatenate([rows, np.zeros((b - len(rows), rows.shape[1]), np.int32)])
@@ -140,12 +162,12 @@ def validate(c) -> None:
     raise ValueError(f"svd.decomposition={c.svd.decomposition!r}: the language model has no convs, use 'channel'")
 
 
-def _windows(tokens: np.ndarray, context: int, split: str, c) -> np.ndarray:
-  try:
-    return text.pack(tokens, context)
-  except ValueError as err:
-    raise ValueError(f"text_dir={text_root(c)!r}: the {split} files are too short for lm.context={context} "
-                     f"({err})") from None
+def _windows(tokens: np.ndarray, context: int, split: str, c) -> Windows:
+  windows = Windows(tokens, context)
+  if len(windows) < 1:
+    raise ValueError(f"text_dir={text_root(c)!r}: the {split} files' {len(tokens)} bytes do not fill one window of "
+                     f"lm.context + 1 = {context + 1} bytes")
+  return windows
 
 
 def inputs(c) -> TextInputs:
@@ -163,7 +185,8 @@ def inputs(c) -> TextInputs:
   """
   root = text_root(c)
   try:
-    corpus = text.load_corpus(root, tuple(c.text_suffixes), c.test_fraction, c.seed)
+    corpus = text.load_corpus(root, tuple(c.text_suffixes), c.test_fraction, c.seed,
+                              text.STDLIB_EXCLUDE if c.text_dir is None else ())
   except ValueError as err:
     raise ValueError(f"text_dir: {err}") from None
   train = _windows(corpus.train, c.lm.context, "train", c)
@@ -174,7 +197,7 @@ def inputs(c) -> TextInputs:
   if c.test_subset not in (None, ALL):
     if c.test_subset > len(test):
       raise ValueError(f"test_subset={c.test_subset} is more than the {len(test)} test windows of text_dir={root!r}")
-    test = test[np.linspace(0, len(test) - 1, c.test_subset).round().astype(int)]
+    test = test.subset(c.test_subset)
   return TextInputs(c, corpus, train, test, root)
 
 
@@ -271,5 +294,5 @@ TASK = Task("language_model", validate, inputs, architecture, parallel, evaluate
             best_metric="test_bits_per_byte", progress_metrics=("loss", "ce"), examples="sequences",
             higher_is_better=False, model=byte_lm.build, units_per_example=units_per_example)
 
-__all__ = ["ALL", "TextInputs", "text_root", "sizes", "validate", "inputs", "architecture", "parallel", "evaluate",
+__all__ = ["ALL", "Windows", "TextInputs", "text_root", "sizes", "validate", "inputs", "architecture", "parallel", "evaluate",
            "summary", "summary_rows", "epoch_text", "units_per_example", "TASK"]
