@@ -32,8 +32,8 @@ def get_config():
   c.num_epochs = 4
   c.max_steps_per_epoch = 100
   c.optimizer.update(optimizer="adam", learning_rate=2e-3, schedule="cosine")
-  c.reg.update(orthogonality=0.1, sparsity=0.001, sparsity_type="hoyer")
+  c.reg.update(orthogonality=0.1, sparsity=0.003, sparsity_type="hoyer")
   c.finetune_epochs = 1
-  c.pruning.update(enabled=True, strategy="energy", energy=0.02, every=1, start=2)
-  c.final_prune.energy = 0.05
+  c.pruning.update(enabled=True, strategy="energy", energy=0.05, every=1, start=2)
+  c.final_prune.update(strategy="budget", macs_reduction=2.0)
   return c
