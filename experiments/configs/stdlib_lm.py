@@ -25,7 +25,8 @@ def get_config():
   c.test_fraction = 0.1
   c.test_subset = 256
   # The model (experiments/models/byte_lm.py): width, heads, blocks, MLP width, context (bytes), tied embeddings.
-  c.lm = ml_collections.ConfigDict(dict(d_model=128, heads=4, layers=2, d_ff=512, context=128, tied=True))
+  c.lm = ml_collections.ConfigDict({"d_model": 128, "heads": 4, "layers": 2, "d_ff": 512, "context": 128,
+                                    "tied": True})
   c.augment = False
   c.batch_size = 32
   c.eval_batch_size = 64

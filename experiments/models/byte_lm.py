@@ -195,7 +195,7 @@ def generate(architecture: Architecture, variables: dict, prompt: np.ndarray, ma
       return jnp.argmax(logits)
     return jax.random.categorical(key, logits / temperature)
 
-  text, key = list(int(b) for b in prompt), jax.random.key(seed)
+  text, key = [int(b) for b in prompt], jax.random.key(seed)
   for _ in range(max_bytes):
     tail = text[-context:]
     window = np.zeros(context, np.int32)

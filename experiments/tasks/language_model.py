@@ -98,7 +98,7 @@ class TextInputs:
       yield {"image": rows[:, :-1], "label": rows[:, 1:], "mask": mask}
 
   def get_state(self) -> None:
-    return None
+    """None: the order is a function of (seed, epoch)."""
 
   def set_state(self, state) -> None:
     del state
@@ -110,7 +110,6 @@ class TextInputs:
 
   def contract(self) -> None:
     """None: a byte model's inputs are the bytes themselves (no normalization to record)."""
-    return None
 
 
 def text_root(c) -> str:
