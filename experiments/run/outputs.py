@@ -46,6 +46,8 @@ def finish(s, r, workdir: str) -> dict:
              "macs_before": before.macs // units, "macs_after": after.macs // units,
              "flops_speedup": before.macs / max(after.macs, 1),
              "epochs": r.epoch}
+  if s.plan.task.unit != "example":
+    summary["macs_per"] = s.plan.task.unit
   if arch.svd is not None:  # a run shows what its method has: ranks only with SVD layers
     summary.update(svd_params_before=before.svd_params(), svd_params_after=after.svd_params(),
                    rank_before=total_rank(arch.original_ranks), rank_after=total_rank(arch.ranks))
@@ -62,5 +64,5 @@ def finish(s, r, workdir: str) -> dict:
   if s.c.plots:
     figures = importlib.import_module(FIGURES)
     summary["plots"] = figures.plot_all(workdir, r.history, jax.device_get(state.params), r.events, summary, arch)
-  log.info("%s", startup.next_steps(workdir))
+  log.info("%s", startup.next_steps(workdir, s.plan.task))
   return summary

@@ -81,6 +81,9 @@ class Task:
   #   BN axis name) -> the linen model; the default builds a zoo record, a task of user models builds its own
   units_per_example: Callable[[tuple], int] = lambda input_shape: 1  # (example shape) -> the units the metrics
   #   rows' and the summary's MACs are counted per (a language model: its tokens, so MACs per token)
+  unit: str = "example"  # what those units are called; another than 'example' is the summary's 'macs_per'
+  next_step: str = "the inference artifact: python -m experiments.export --workdir={workdir}"  # what a finished
+  #   run's log says comes next ({workdir}: its absolute path)
 
   def best(self, values) -> Any:
     """The best of ``values`` of ``best_metric`` (the highest, or the lowest when not ``higher_is_better``).

@@ -291,7 +291,8 @@ def units_per_example(input_shape) -> int:
 
 TASK = Task("language_model", validate, inputs, architecture, parallel, evaluate, summary, summary_rows, epoch_text,
             best_metric="test_bits_per_byte", progress_metrics=("loss", "ce"), examples="sequences",
-            higher_is_better=False, model=byte_lm.build, units_per_example=units_per_example)
+            higher_is_better=False, model=byte_lm.build, units_per_example=units_per_example,
+            unit="token", next_step="a continuation: python -m experiments.predict --workdir={workdir} --prompt='def '")
 
 __all__ = ["ALL", "Windows", "TextInputs", "text_root", "sizes", "validate", "inputs", "architecture", "parallel", "evaluate",
            "summary", "summary_rows", "epoch_text", "units_per_example", "TASK"]

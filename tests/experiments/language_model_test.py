@@ -82,7 +82,7 @@ def test_a_tiny_run_trains_prunes_fine_tunes_and_reports_perplexity(reference):
   assert summary["rank_after"] < summary["rank_before"] and summary["macs_after"] < summary["macs_before"]
   assert summary["test_bits_per_byte"] < 7.5  # uniform bytes: 8
   assert math.isclose(summary["test_perplexity"], 2 ** summary["test_bits_per_byte"], rel_tol=1e-9)
-  assert summary["macs_before"] == 16384  # per token: 2·32·256 (attend) + 4·32·32 (attention) + 2·32·64 (MLP)
+  assert summary["macs_per"] == "token" and summary["macs_before"] == 16384  # per token: 2·32·256 (attend) + 4·32·32 (attention) + 2·32·64 (MLP)
   architecture, _ = byte_lm.restore(reference)
   assert architecture.options["d_model"] == 32 and architecture.user["module"] == "ByteLM"
   assert os.path.isdir(os.path.join(reference, "final_params", "merged"))
