@@ -14,7 +14,7 @@ import chex
 import numpy as np
 import pytest
 
-from experiments import lm_svd, predict
+from experiments import compress, lm_svd, predict
 from experiments.configs import stdlib_lm
 from experiments.models import byte_lm
 from experiments.run import epoch, preemption
@@ -204,3 +204,25 @@ def test_the_lm_loss_is_per_byte_and_the_best_checkpoint_is_the_lowest():
   metrics = task.evaluate(sums)
   assert metrics["test_perplexity"] == pytest.approx(math.exp(2.0))
   assert metrics["test_bits_per_byte"] == pytest.approx(2.0 / math.log(2))
+
+
+def test_compress_an_lm_run_to_a_macs_budget_and_fine_tune(reference, texts, tmp_path):
+  workdir = str(tmp_path / "compressed")
+  compress.main(["prog", "--config=stdlib_lm_compress", f"--source={reference}", f"--workdir={workdir}",
+                 *flags(texts, **{"macs_reduction": 1.3, "calibration_examples": 16, "finetune_epochs": 1,
+                                  "max_steps_per_epoch": 3})])
+  with open(os.path.join(workdir, "summary.json")) as f:
+    summary = json.load(f)
+  with open(os.path.join(reference, "summary.json")) as f:
+    source = json.load(f)
+  assert summary["method"] == "whitened" and summary["source_test_perplexity"] == source["test_perplexity"]
+  for key in ("test_perplexity", "test_bits_per_byte"):
+    assert math.isfinite(summary[key]) and math.isfinite(summary[f"{key}_before_finetune"])
+  assert summary["macs_after"] <= source["macs_before"] / 1.3
+  assert byte_lm.restore(workdir)[0].user["module"] == "ByteLM"
+
+
+def test_an_lm_run_compressed_with_an_image_config_is_one_line(reference, tmp_path):
+  with pytest.raises(SystemExit, match=r"^error: source: .* is a language_model run, the config's task is "
+                                       r"image_classification"):
+    compress.main(["prog", f"--source={reference}", f"--workdir={tmp_path}"])
