@@ -3,8 +3,11 @@ transformer (d 128, 4 heads, context 128) written as flax users write it, svdify
 in SVD form), orthogonality + Hoyer, online energy pruning, final prune and a fine-tune epoch.
 
   command   python -m experiments.lm_svd --config=stdlib_lm --workdir=runs/lm
-  expected  MEASURED_EXPECTED
-  time      MEASURED_TIME
+  expected  test perplexity 11.99 (3.584 bits per byte) on 256 windows of the held-out stdlib files, with 2× fewer
+            MACs per token (425,984 → 212,992) and 1.99× fewer params than dense (total rank 1536 → 413);
+            docs/language_models.md
+  time      about 5 min on this 2-core x86 CPU shared with another run (measured 2026-12-07: 65–115 s per epoch of 100
+            steps; 24 min when the machine was oversubscribed four times over)
 """
 
 import ml_collections
