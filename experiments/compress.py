@@ -17,7 +17,11 @@ threshold, then optionally fine-tune.
 With ``method=energy`` (an SVD run only) steps 1–3 are one prune of the source's own factors instead: each layer keeps
 all but the fraction ``energy`` of its Σ s² (``energy_rule``, as ``final_prune`` prunes; Yang et al. 2020), whatever
 MACs that leaves (``macs_reduction`` is not used).
-``workdir/summary.json`` adds ``method``, ``source_test_accuracy``, ``test_accuracy_before_finetune`` and ``ranks``.
+``workdir/summary.json`` adds ``method``, ``ranks`` and, for each of the task's summary metrics M (image
+classification: ``test_accuracy``; a language model: ``test_perplexity``, ``test_bits_per_byte``, ``test_loss``),
+``source_M`` and ``M_before_finetune``. A language-model run (``experiments.lm_svd``) compresses with a config of its
+task: ``--config=stdlib_lm_compress``; its user model is built by the task (``Task.model``) and its layers' matrix views
+come from ``svdify``'s report.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import jax
 import numpy as np
 from absl import app
 
+from experiments import tasks
 from experiments.run import cli, loop, outputs
 from experiments.run import epoch as epoch_lib
 from experiments.run.plan import initial_architecture
@@ -45,7 +50,7 @@ from jaxsvd.core.validate import check_choice, check_min_int, check_nonnegative
 from jaxsvd.deploy.params import merged_params
 from jaxsvd.linen import calibration as linen_calibration
 from jaxsvd.linen.conversion import unbox_tree
-from jaxsvd.pruning import budget
+from jaxsvd.linen.svdifylib import SVDModel
 from jaxsvd.pruning import compress as compress_lib
 from jaxsvd.pruning.strategies.energy import ENERGY_RULES
 from jaxsvd.training import distributed
@@ -85,23 +90,33 @@ def is_svd_run(source: str) -> bool:
   return checkpoint.read_architecture(directory, step).svd is not None
 
 
-def restore_dense(source: str):
-  """(the source's record, its dense architecture, dense variables) from its latest checkpoint."""
+def restore_dense(source: str, task: tasks.Task):
+  """(the source's record, its dense architecture, dense variables) from its latest checkpoint, its models built by
+  ``task`` (the compress config's: a language model's run needs a language-model config)."""
   directory, step = checkpoint.resolve(os.path.join(source, "checkpoints"))
   saved = checkpoint.read_architecture(directory, step)
-  if saved.user is not None:
+  theirs = checkpoint.read_meta(directory, step).get("config", {}).get("task", tasks.DEFAULT)
+  if theirs != task.name:
+    raise ValueError(f"source: {source!r} is a {theirs} run, the config's task is {task.name}: compress it with a "
+                     f"config of its task (a language model: --config=stdlib_lm_compress)")
+  if saved.user is not None and task.name == tasks.DEFAULT:
     raise ValueError(f"source: {source!r} is a user model's run; compress it with jaxsvd.linen.compress")
-  variables = checkpoint.restore_variables(directory, step, saved.build_model(), saved.input_shape)
+  dtype = (saved.user or {}).get("input_dtype", "float32")
+  variables = checkpoint.restore_variables(directory, step, task.model(saved, None), saved.input_shape, dtype)
   dense = saved.dense()
   if saved.svd is not None:
-    template = checkpoint.abstract_variables(dense.build_model(), dense.input_shape)["params"]
+    template = checkpoint.abstract_variables(task.model(dense, None), dense.input_shape, dtype)["params"]
     variables = {**variables, "params": merged_params(variables["params"], template, saved.svd.sigma)}
   return saved, dense, unbox_tree(variables)
 
 
-def svd_views(full, dense_params) -> dict:
-  """{SVD layer path: ``MatrixView``} of the full-rank SVD architecture ``full``, from the dense kernels' shapes."""
-  svd_params = checkpoint.abstract_variables(full.build_model(), full.input_shape)["params"]
+def svd_views(full, dense_params, task: tasks.Task) -> dict:
+  """{SVD layer path: ``MatrixView``} of the full-rank SVD architecture ``full``: a user model's from ``svdify``'s
+  report, a zoo model's from the dense kernels' shapes."""
+  model = task.model(full, None)
+  if isinstance(model, SVDModel):
+    return dict(model.report(jax.ShapeDtypeStruct((1, *full.input_shape), np.float32), train=False).views)
+  svd_params = checkpoint.abstract_variables(model, full.input_shape)["params"]
   views = {}
   for path, _ in iter_svd_layers(unbox_tree(svd_params)):
     shape = tuple(np.shape(get_node(dense_params, path)["kernel"]))
@@ -122,14 +137,14 @@ def compressed_state(s, c, dense, variables):
   params = variables["params"]
   full = initial_architecture(c, s.plan, dense.input_shape, {}, s.inputs.contract()).replace(
       widths=dense.widths, options=dense.options)
-  views = svd_views(full, params)
+  views = svd_views(full, params, s.plan.task)
   batches = calibration_batches(s, c.calibration_examples)
-  model = dense.build_model()
+  model = s.plan.task.model(dense, None)
   stats = linen_calibration.collect(model, variables, batches, views, train=False)
   if c.norm_aware:
     scales = linen_calibration.norm_scales(model, variables, (batches[0],), views, train=False)
     stats = {p: st.with_output_scale(scales.get(p)) for p, st in stats.items()}
-  counter = budget.MacsCounter.for_architecture(full.replace(ranks={p: v.full_rank for p, v in views.items()}), views)
+  counter = loop.macs_counter(s.plan.task, full.replace(ranks={p: v.full_rank for p, v in views.items()}), views)
   ranks = compress_lib.allocate(compress_lib.spectra(params, views, c.method, stats, c.alpha), counter,
                                 c.macs_reduction)
   new_params = calibration.decompose_params(params, views, ranks, c.method, stats, c.alpha)
@@ -140,22 +155,23 @@ def compressed_state(s, c, dense, variables):
   return arch, state
 
 
-def compress_stage(c, workdir: str, source_accuracy: float | None) -> dict:
+def compress_stage(c, workdir: str, source: dict) -> dict:
   """Steps 1–4 of the module doc into ``workdir`` (no training); returns the summary (``outputs.finish``)."""
   shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)  # an interrupted compress is redone
-  saved, dense, variables = restore_dense(c.source)
+  saved, dense, variables = restore_dense(c.source, tasks.of(c))
   s = loop.setup(c, workdir)
+  metric = s.plan.task.best_metric
   try:
     arch, state = compressed_state(s, c, dense, variables)
     r = loop.Run(s.par.place(state), jax.random.key(c.seed), 0, arch, [], [])
     cost = s.cost(arch)
     row = {"epoch": 0, **epoch_lib.evaluate(s.par, r.state, s.inputs, s.plan.task),
-           "total_rank": total_rank(arch.ranks), "params": cost.params, "macs": cost.macs}
+           "total_rank": total_rank(arch.ranks), "params": cost.params,
+           "macs": cost.macs // s.plan.task.units_per_example(tuple(arch.input_shape))}
     r.history, r.events = [row], [{"epoch": 0, "kind": "compress", "method": c.method, "ranks": arch.ranks}]
-    log.info("compress (%s, %s× fewer MACs): test accuracy %s -> %.4f", c.method, c.macs_reduction,
-             source_accuracy, row["test_accuracy"])
-    checkpoint.save(s.mngr, s.par.host_state(r.state), r.rng, arch, loop.run_info(c, r),
-                    {"test_accuracy": row["test_accuracy"]})
+    log.info("compress (%s, %s× fewer MACs): %s %s -> %.4f", c.method, c.macs_reduction, metric.replace("_", " "),
+             source.get(metric), row[metric])
+    checkpoint.save(s.mngr, s.par.host_state(r.state), r.rng, arch, loop.run_info(c, r), {metric: row[metric]})
     s.mngr.wait_until_finished()
     summary = outputs.finish(s, r, workdir)
   finally:
@@ -163,13 +179,13 @@ def compress_stage(c, workdir: str, source_accuracy: float | None) -> dict:
   return {**summary, "ranks": dict(arch.ranks), "source_model": saved.model}
 
 
-def source_accuracy(source: str) -> float | None:
-  """The source run's final test accuracy (its summary.json), if it has one."""
+def source_summary(source: str) -> dict:
+  """The source run's summary.json ({} when it has none)."""
   path = os.path.join(source, "summary.json")
   if not os.path.exists(path):
-    return None
+    return {}
   with open(path) as f:
-    return json.load(f).get("test_accuracy")
+    return json.load(f)
 
 
 def stage_config(c):
@@ -206,18 +222,19 @@ def run(c, workdir: str) -> dict:
   check_config(c)
   epochs = int(c.finetune_epochs)
   c = stage_config(c)
-  before = source_accuracy(c.source)
+  source = source_summary(c.source)
   stage = os.path.join(workdir, "compressed") if epochs > 0 else workdir
-  compressed = energy_stage(c, stage) if c.method == "energy" else compress_stage(c, stage, before)
+  compressed = energy_stage(c, stage) if c.method == "energy" else compress_stage(c, stage, source)
+  metrics = [k for k in tasks.of(c).summary([compressed]) if k in compressed]  # the task's summary metrics
   summary = {k: v for k, v in compressed.items() if k != "plots"}
   if epochs > 0:
     with c.unlocked():
       c.init_from = stage
     summary = {k: v for k, v in loop.run(c, workdir).items() if k != "plots"}
-  extra = {"method": c.method, "source_test_accuracy": before,
+  extra = {"method": c.method, **{f"source_{k}": source.get(k) for k in metrics},
            **({"energy": c.energy, "energy_rule": c.energy_rule} if c.method == "energy"
               else {"macs_reduction": c.macs_reduction}),
-           "test_accuracy_before_finetune": compressed["test_accuracy"], "ranks": compressed["ranks"]}
+           **{f"{k}_before_finetune": compressed[k] for k in metrics}, "ranks": compressed["ranks"]}
   if distributed.is_primary():
     path = os.path.join(workdir, "summary.json")
     with open(path) as f:

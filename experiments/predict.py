@@ -1,6 +1,9 @@
-"""Top-k classes of your own images from a run's checkpoint or its deploy artifact.
+"""Top-k classes of your own images from a run's checkpoint or its deploy artifact; a continuation of a prompt from a
+language-model run's checkpoint.
 
   python -m experiments.predict --workdir=runs/fmnist shoe.png images/ batch.npy
+  python -m experiments.predict --workdir=runs/lm --prompt='def ' --max_bytes=200        # greedy
+  python -m experiments.predict --workdir=runs/lm --prompt='import ' --temperature=0.8 --seed=1   # sampled
   python -m experiments.predict --workdir=runs/fmnist --source=artifact --top_k=3 --format=csv images/ > preds.csv
   python -m experiments.predict --workdir=runs/fmnist --resize photo.jpg     # a phone photo: crop, resize, gray
 
@@ -15,6 +18,11 @@ and in JSON output as ``converted``. ``--source``:
 jax + numpy + flatbuffers runner) or 'onnx' (``model.onnx`` in the same directory, run by ONNX Runtime: the extra
 '.[onnx]'). Output, one line per image: ``FILE: class p, class p, ...`` (text), or CSV / JSON. Every failure is one
 ``error:`` line.
+
+``--prompt`` (a language-model run, ``experiments.lm_svd``): the run's latest checkpoint is restored from its record
+alone (``experiments.models.byte_lm.restore``) and ``--max_bytes`` bytes after the prompt are printed: the most likely
+byte each time, or with ``--temperature`` > 0 drawn at that temperature (``--seed``). Bytes that are not valid UTF-8
+print as U+FFFD. The prompt must be non-empty UTF-8 without NUL, at most the model's context long.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import jax
 import numpy as np
 from absl import flags
 
+from experiments.models import byte_lm
 from experiments.run import cli
 from jaxsvd.checkpoint import resolve
 from jaxsvd.core.contract import InputContract
@@ -50,6 +59,13 @@ flags.DEFINE_integer("batch", 64, "Images per model call.", flag_values=FLAGS)
 flags.DEFINE_boolean("resize", False, "Fit images of another size to the model: center crop to its aspect, resize "
                      "to its HxW (a .npy image's channels converted too); each conversion is stated.",
                      flag_values=FLAGS)
+
+flags.DEFINE_string("prompt", None, "A language-model run: the text to continue (UTF-8, at most the context).",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("max_bytes", 200, "With --prompt: the bytes to generate.", flag_values=FLAGS)
+flags.DEFINE_float("temperature", 0.0, "With --prompt: 0 for greedy, else the sampling temperature.",
+                   flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "With --prompt and --temperature > 0: the sampling seed.", flag_values=FLAGS)
 
 ONNX_RUNNER = "jaxsvd.deploy.onnx.runner"  # resolved by name: the optional extra '.[onnx]'
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".npy")
@@ -296,9 +312,40 @@ def render(results: list[dict], fmt: str) -> str:
   return out.getvalue().rstrip("\n")
 
 
+def continue_prompt(workdir: str, prompt: str, max_bytes: int = 200, temperature: float = 0.0,
+                    seed: int = 0) -> str:
+  """The continuation of ``prompt`` by a language-model run's latest checkpoint (``byte_lm.generate``).
+
+  Args:
+    workdir: the language-model run.
+    prompt: the text to continue.
+    max_bytes: bytes to generate (≥ 1).
+    temperature: 0 (greedy) or > 0 (sampled).
+    seed: the sampling seed.
+
+  Returns:
+    The generated text (invalid UTF-8 as U+FFFD).
+
+  Raises:
+    ValueError: one line naming the bad flag (``--prompt``, ``--max_bytes``, ``--temperature``) or a workdir
+      without a language-model checkpoint.
+  """
+  check_min_int("--max_bytes", max_bytes, 1)
+  if not temperature >= 0.0 or temperature == float("inf"):
+    raise ValueError(f"--temperature must be 0 (greedy) or a finite number > 0, got {temperature!r}")
+  architecture, variables = byte_lm.restore(workdir)
+  ids = byte_lm.encode_prompt(prompt, int(architecture.input_shape[0]))
+  return byte_lm.generate(architecture, variables, ids, max_bytes, temperature, seed).decode("utf-8", "replace")
+
+
 def _predict(paths: list[str]) -> None:
   if not FLAGS.workdir:
     raise ValueError("--workdir is required: the run to predict with (e.g. --workdir=runs/fmnist)")
+  if FLAGS.prompt is not None:
+    if paths:
+      raise ValueError(f"--prompt continues text: name no image files too (got {paths})")
+    print(FLAGS.prompt + continue_prompt(FLAGS.workdir, FLAGS.prompt, FLAGS.max_bytes, FLAGS.temperature, FLAGS.seed))
+    return
   if not paths:
     raise ValueError("name at least one image, .npy file or folder after the flags")
   results = predict(FLAGS.workdir, paths, FLAGS.source, FLAGS.artifact, FLAGS.top_k, FLAGS.batch, FLAGS.resize)

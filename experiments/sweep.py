@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from absl import app
 
-from experiments import cifar_svd, compress, export, pruning_from_scratch
+from experiments import cifar_svd, compress, export, lm_svd, pruning_from_scratch
 from experiments.configs import sweeps as sweep_configs
 from experiments.run import cli, preemption, preflight
 from experiments.run.plan import make_plan
@@ -38,7 +38,8 @@ from experiments.sweeps import points as sweep_points
 from experiments.sweeps import results as sweep_results
 
 SWEEP_DIR = os.path.dirname(os.path.abspath(sweep_configs.__file__))
-MAINS = {"train": cifar_svd.main, "compress": compress.main, "from_scratch": pruning_from_scratch.main}
+MAINS = {"train": cifar_svd.main, "compress": compress.main, "from_scratch": pruning_from_scratch.main,
+         "lm": lm_svd.main}
 log = logging.getLogger("jaxsvd")
 
 
@@ -54,7 +55,8 @@ def check_compress(c) -> None:
 
 
 # command -> its check of a point's parsed config before anything runs (``sweeps.points.check``)
-VALIDATORS = {"train": make_plan, "compress": check_compress, "from_scratch": pruning_from_scratch.validate}
+VALIDATORS = {"train": make_plan, "compress": check_compress, "from_scratch": pruning_from_scratch.validate,
+              "lm": make_plan}
 
 
 def workers_flag(argv: Sequence[str]) -> tuple[list[str], int]:

@@ -122,7 +122,7 @@ def summary_table(summary: dict[str, Any], task_rows: Sequence[tuple[str, str]] 
   params of masks).
 
   Args:
-    summary: the summary of ``outputs.finish``.
+    summary: the summary of ``outputs.finish`` (``macs_per``: what its MACs are counted per, default 'example').
     task_rows: the task's (label, value) rows, shown first (``Task.summary_rows``).
 
   Returns:
@@ -133,7 +133,7 @@ def summary_table(summary: dict[str, Any], task_rows: Sequence[tuple[str, str]] 
     rows.append(("params (SVD layers)", _change(summary["svd_params_before"], summary["svd_params_after"])))
   if "params_nonzero" in summary:
     rows.append(("nonzero params (masks)", _change(summary["params_total"], summary["params_nonzero"])))
-  rows.append(("MACs / example", _change(summary["macs_before"], summary["macs_after"], " fewer")))
+  rows.append((f"MACs / {summary.get('macs_per', 'example')}", _change(summary["macs_before"], summary["macs_after"], " fewer")))
   if "rank_before" in summary:
     rows.append(("total rank", f"{summary['rank_before']} -> {summary['rank_after']}"))
   if "bn_channels_before" in summary:

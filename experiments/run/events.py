@@ -48,6 +48,8 @@ class Context:
   make_tx: Callable[[Architecture, Any], optax.GradientTransformation]  # (architecture, params) -> optimizer
   epoch: int | None = None  # the epoch just completed (the loop sets it before applying events)
   workdir: str | None = None  # where rank prunes record the spectra they cut (report.spectra); None: nowhere
+  macs: Callable[[Architecture, Any], Any] | None = None  # (record, SVD layer paths) -> its budget.MacsCounter;
+  #   None: MacsCounter.for_architecture (zoo records)
 
 
 @dataclasses.dataclass(frozen=True)

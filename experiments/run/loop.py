@@ -37,7 +37,9 @@ from jaxsvd import checkpoint
 from jaxsvd.core.record import Architecture
 from jaxsvd.core.structure import ranks as read_ranks
 from jaxsvd.core.structure import total_rank
+from jaxsvd.linen import budget as linen_budget
 from jaxsvd.linen import flops
+from jaxsvd.pruning.budget import MacsCounter
 from jaxsvd.training import distributed, optim
 from jaxsvd.training.parallel import DataParallel
 from jaxsvd.training.train_state import TrainState
@@ -74,7 +76,7 @@ class Setup:
     """``flops.CostReport`` (params, MACs) of ``architecture``'s model, cached under the record's JSON."""
     key = json.dumps(architecture.to_json(), sort_keys=True)
     if key not in self.costs:
-      self.costs[key] = flops.count(architecture.build_model(), architecture.input_shape)
+      self.costs[key] = flops.count(self.plan.task.model(architecture, None), architecture.input_shape)
     return self.costs[key]
 
 
@@ -208,7 +210,8 @@ def run_epoch(s: Setup, r: Run) -> tuple[dict, list[str], bool]:
   cost = s.cost(r.architecture)
   if r.architecture.svd is not None:
     row["total_rank"] = total_rank(r.architecture.ranks)
-  row.update(params=cost.params, macs=cost.macs, **events_lib.row(s.plan.events, r.architecture, r.state.params),
+  macs = cost.macs // s.plan.task.units_per_example(tuple(r.architecture.input_shape))
+  row.update(params=cost.params, macs=macs, **events_lib.row(s.plan.events, r.architecture, r.state.params),
              finetune=int(s.plan.phases.in_finetune(r.epoch)))
   return row, lines, r.architecture != before
 
@@ -261,10 +264,27 @@ def run_info(c, r: Run) -> dict:
   Returns:
     {'epoch', 'history', 'pruning_events', 'best_<the task's best metric>' (None without history), 'config'}.
   """
-  metric = tasks.of(c).best_metric
-  best = max((h[metric] for h in r.history), default=None)
+  task = tasks.of(c)
+  metric = task.best_metric
+  best = task.best(h[metric] for h in r.history)
   return {"epoch": r.epoch, "history": r.history, "pruning_events": r.events, f"best_{metric}": best,
           "config": json.loads(c.to_json_best_effort())}
+
+
+def macs_counter(task: tasks.Task, architecture: Architecture, paths) -> MacsCounter:
+  """The budget search's MACs counter of ``architecture``'s model as ``task`` builds it (``linen.budget``).
+
+  Args:
+    task: the run's task (its ``model``).
+    architecture: the record of an SVD model.
+    paths: its SVD layers' paths.
+
+  Returns:
+    The ``MacsCounter``: MACs = Σ_other layers + Σ_SVD min(dense_l, r_l · MACs_l(r = 1)).
+  """
+  rank_one = architecture.replace(ranks={p: 1 for p in paths})
+  return linen_budget.macs_counter(task.model(architecture.dense(), None), task.model(rank_one, None), paths,
+                                   tuple(architecture.input_shape))
 
 
 def setup(c, workdir: str, stop: preemption.StopRequest | None = None, plan: Plan | None = None) -> Setup:
@@ -289,9 +309,11 @@ def setup(c, workdir: str, stop: preemption.StopRequest | None = None, plan: Pla
   par = plan.task.parallel(c)
   preflight.check_devices(c, par.num_devices)
   steps_per_epoch = max(inputs.num_train_batches(), 1)
-  ctx = events_lib.Context(build_model=lambda a: a.build_model(par.bn_axis_name),
-                           make_tx=lambda a, params: make_tx(c, steps_per_epoch, a, params), workdir=workdir)
-  mngr, lock = recovery.open_checkpoints(workdir, c.checkpoint, plan.task.best_metric)
+  ctx = events_lib.Context(build_model=lambda a: plan.task.model(a, par.bn_axis_name),
+                           make_tx=lambda a, params: make_tx(c, steps_per_epoch, a, params), workdir=workdir,
+                           macs=functools.partial(macs_counter, plan.task))
+  mngr, lock = recovery.open_checkpoints(workdir, c.checkpoint, plan.task.best_metric,
+                                         "max" if plan.task.higher_is_better else "min")
   stop = stop or preemption.StopRequest(c.checkpoint.stop_signal, c.checkpoint.stop_sync_every)
   return Setup(c, plan, par, inputs, ctx, mngr, lock=lock, stop=stop)
 

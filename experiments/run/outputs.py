@@ -41,16 +41,21 @@ def finish(s, r, workdir: str) -> dict:
   arch = r.architecture
   before = s.cost(initial_architecture(s.c, s.plan, arch.input_shape, arch.original_ranks))  # as the run began
   after = s.cost(arch)
+  units = s.plan.task.units_per_example(tuple(arch.input_shape))  # MACs per example, or per token
   summary = {**s.plan.task.summary(r.history), "params_before": before.params, "params_after": after.params,
-             "macs_before": before.macs, "macs_after": after.macs, "flops_speedup": before.macs / max(after.macs, 1),
+             "macs_before": before.macs // units, "macs_after": after.macs // units,
+             "flops_speedup": before.macs / max(after.macs, 1),
              "epochs": r.epoch}
+  if s.plan.task.unit != "example":
+    summary["macs_per"] = s.plan.task.unit
   if arch.svd is not None:  # a run shows what its method has: ranks only with SVD layers
     summary.update(svd_params_before=before.svd_params(), svd_params_after=after.svd_params(),
                    rank_before=total_rank(arch.original_ranks), rank_after=total_rank(arch.ranks))
   summary.update(events.summary(arch, state.params))
   if arch.svd is not None:
     # every process: the save is collective
-    deploy_params.save_params(os.path.join(workdir, "final_params"), arch, state.params, state.model_state)
+    deploy_params.save_params(os.path.join(workdir, "final_params"), arch, state.params, state.model_state,
+                              s.plan.task.model(arch.dense(), None))
   if not distributed.is_primary():
     return summary
   with open(os.path.join(workdir, "summary.json"), "w") as f:
@@ -59,5 +64,5 @@ def finish(s, r, workdir: str) -> dict:
   if s.c.plots:
     figures = importlib.import_module(FIGURES)
     summary["plots"] = figures.plot_all(workdir, r.history, jax.device_get(state.params), r.events, summary, arch)
-  log.info("%s", startup.next_steps(workdir))
+  log.info("%s", startup.next_steps(workdir, s.plan.task))
   return summary

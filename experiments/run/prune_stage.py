@@ -31,7 +31,7 @@ def prune_stage(c, workdir: str) -> dict:
     workdir: receives checkpoints/, summary.json and export/.
 
   Returns:
-    The summary (``outputs.finish``) plus ``test_accuracy_before_prune`` and the per-layer ``ranks``.
+    The summary (``outputs.finish``) plus ``<the task's best metric>_before_prune`` and the per-layer ``ranks``.
 
   Raises:
     ValueError: if ``c.init_from`` is not set, or a config field is invalid.
@@ -40,6 +40,7 @@ def prune_stage(c, workdir: str) -> dict:
     raise ValueError("init_from must name the regularized run's workdir for the prune stage")
   shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)  # an interrupted prune is redone
   s = loop.setup(c, workdir)
+  metric = s.plan.task.best_metric
   try:
     r = loop.init_run(s)
     before = epoch_lib.evaluate(s.par, r.state, s.inputs, s.plan.task)
@@ -53,16 +54,17 @@ def prune_stage(c, workdir: str) -> dict:
     r.state = s.par.place(state)
     cost = s.cost(r.architecture)
     row = {"epoch": 0, **epoch_lib.evaluate(s.par, r.state, s.inputs, s.plan.task),
-           "total_rank": total_rank(ranks), "params": cost.params, "macs": cost.macs}
+           "total_rank": total_rank(ranks), "params": cost.params,
+           "macs": cost.macs // s.plan.task.units_per_example(tuple(r.architecture.input_shape))}
     r.history, r.events = [row], [{"epoch": 0, "kind": "prune", "total_rank": total_rank(ranks), "ranks": ranks}]
-    log.info("prune stage: %s; test accuracy %.4f -> %.4f", report.summary(), before["test_accuracy"],
-             row["test_accuracy"])
-    checkpoint.save(s.mngr, state, r.rng, r.architecture, loop.run_info(c, r), {"test_accuracy": row["test_accuracy"]})
+    log.info("prune stage: %s; %s %.4f -> %.4f", report.summary(), metric.replace("_", " "), before[metric],
+             row[metric])
+    checkpoint.save(s.mngr, state, r.rng, r.architecture, loop.run_info(c, r), {metric: row[metric]})
     s.mngr.wait_until_finished()
     summary = outputs.finish(s, r, workdir)
   finally:
     s.mngr.close()
-  extra = {"test_accuracy_before_prune": before["test_accuracy"], "ranks": dict(ranks)}
+  extra = {f"{metric}_before_prune": before[metric], "ranks": dict(ranks)}
   if distributed.is_primary():  # outputs.finish wrote summary.json on process 0 only
     with open(os.path.join(workdir, "summary.json")) as f:
       saved = json.load(f)

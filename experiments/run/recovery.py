@@ -49,13 +49,14 @@ def check_finite(flags: list[float], first_step: int, mean_loss: float) -> None:
     raise NonFiniteError(f"training became non-finite at step {step} (epoch mean loss {mean_loss})", step)
 
 
-def open_checkpoints(path: str, cfg, best_metric: str):
+def open_checkpoints(path: str, cfg, best_metric: str, best_mode: str = "max"):
   """(checkpoint manager for ``path/checkpoints``, the held workdir lock as an ``ExitStack``).
 
   Args:
     path: the workdir.
     cfg: the config's ``checkpoint`` section (``max_to_keep``, ``async_save``).
     best_metric: the metric the best checkpoint is kept by.
+    best_mode: 'max' (the highest is best) or 'min'.
 
   Raises:
     workdir.WorkdirLockedError: one line naming the process that holds ``path`` (on every process of a multi-process
@@ -73,7 +74,7 @@ def open_checkpoints(path: str, cfg, best_metric: str):
   if refused is not None:
     raise refused
   try:
-    mngr = checkpoint.manager(os.path.join(path, "checkpoints"), cfg.max_to_keep, best_metric,
+    mngr = checkpoint.manager(os.path.join(path, "checkpoints"), cfg.max_to_keep, best_metric, best_mode,
                               async_save=cfg.async_save)
   except BaseException:
     lock.close()

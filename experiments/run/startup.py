@@ -81,22 +81,23 @@ def finished(c, workdir: str) -> dict | None:
   metric = tasks.of(c).best_metric
   log.info("%s holds a finished run (epoch %d of %d, %s %.4f): nothing to do, no file changed. Raise "
            "--config.num_epochs to train further. %s", os.path.abspath(workdir), meta["epoch"], c.num_epochs,
-           metric.replace("_", " "), summary.get(metric, float("nan")), next_steps(workdir))
+           metric.replace("_", " "), summary.get(metric, float("nan")), next_steps(workdir, tasks.of(c)))
   return summary
 
 
-def next_steps(workdir: str) -> str:
+def next_steps(workdir: str, task: tasks.Task | None = None) -> str:
   """Where a finished run's outputs are and the command that comes next (the end of a run and its re-run say it).
 
   Args:
     workdir: the run's directory.
+    task: the run's task (its ``next_step``; None: the default task's).
 
   Returns:
     One line.
   """
   where = os.path.abspath(workdir)
-  return (f"Outputs in {where}: summary.json, metrics.csv, the plots (*.png), checkpoints/. Next, the inference "
-          f"artifact: python -m experiments.export --workdir={where}")
+  step = (task or tasks.get(tasks.DEFAULT)).next_step.format(workdir=where)
+  return f"Outputs in {where}: summary.json, metrics.csv, the plots (*.png), checkpoints/. Next, {step}"
 
 
 def config_changes(c, defaults, width: int = 120) -> str:

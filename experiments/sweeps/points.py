@@ -21,7 +21,7 @@ from experiments.configs.sweeps import BUDGET_AS, COMMANDS
 from experiments.run import cli, startup
 
 MODULES = {"train": "experiments.cifar_svd", "compress": "experiments.compress",
-           "from_scratch": "experiments.pruning_from_scratch"}
+           "from_scratch": "experiments.pruning_from_scratch", "lm": "experiments.lm_svd"}
 METHOD_FIELDS = ("config", "command", "overrides", "budget", "budget_as", "budgets", "source", "axes")
 SWEEP_FIELDS = ("methods", "budgets", "seeds", "axes", "common", "reference", "latency")
 

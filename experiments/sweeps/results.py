@@ -16,23 +16,34 @@ from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from experiments.run import cli
 from experiments.sweeps import plots as sweep_plots
 from jaxsvd import checkpoint
+from jaxsvd.checkpoint import integrity
 from jaxsvd.deploy import artifact
 from jaxsvd.training import xla_options
 
 log = logging.getLogger("jaxsvd")
-COLUMNS = ("point", "method", "budget", "seed", "axes", "test_accuracy", "params", "nonzero_params", "macs",
+# the tasks' test metrics a point's summary may hold: (column, results.md header, format, scale); a point fills those
+# its task reports (image classification: accuracy; language models: perplexity and bits per byte), the others stay
+# empty
+METRICS = (("test_accuracy", "test accuracy (%)", ".2f", 100), ("test_perplexity", "test perplexity", ".3f", 1),
+           ("test_bits_per_byte", "test bits/byte", ".4f", 1))
+COLUMNS = ("point", "method", "budget", "seed", "axes", *(m[0] for m in METRICS), "params", "nonzero_params", "macs",
            "macs_reduction", "epochs", "wall_s", "latency_ms")
-STATS = ("test_accuracy", "params", "nonzero_params", "macs", "macs_reduction", "wall_s", "latency_ms")
+STATS = (*(m[0] for m in METRICS), "params", "nonzero_params", "macs", "macs_reduction", "wall_s", "latency_ms")
 
 
 def nonzero_params(workdir: str) -> int:
-  """Nonzero entries of the params in ``workdir``'s latest checkpoint (masked weights count as zero)."""
-  restored = checkpoint.restore(os.path.join(workdir, "checkpoints"))
-  return int(sum(np.count_nonzero(np.asarray(x)) for x in jax.tree.leaves(restored.variables["params"])))
+  """Nonzero entries of the params in ``workdir``'s latest checkpoint (masked weights count as zero), read as stored
+  (checksums verified; no model is built, so a user model's run needs none)."""
+  directory, step = checkpoint.resolve(os.path.join(workdir, "checkpoints"))
+  integrity.verify_item(os.path.join(directory, str(step)), "model")
+  with ocp.StandardCheckpointer() as ckptr:
+    params = ckptr.restore(os.path.join(directory, str(step), "model"))["params"]
+  return int(sum(np.count_nonzero(np.asarray(x)) for x in jax.tree.leaves(params)))
 
 
 def wall_seconds(workdir: str) -> float:
@@ -53,10 +64,10 @@ def point_row(point, summary: dict) -> dict:
     summary: its summary.json.
 
   Returns:
-    {column: value} (``COLUMNS``).
+    {column: value} (``COLUMNS``; None for the ``METRICS`` its task does not report).
   """
   return {"point": point.name, "method": point.method, "budget": point.budget, "seed": point.seed,
-          "axes": " ".join(f"{f}={v}" for f, v in point.axes), "test_accuracy": summary["test_accuracy"],
+          "axes": " ".join(f"{f}={v}" for f, v in point.axes), **{m[0]: summary.get(m[0]) for m in METRICS},
           "params": summary["params_after"], "nonzero_params": nonzero_params(point.workdir),
           "macs": summary["macs_after"], "macs_reduction": math.nan, "epochs": summary["epochs"],
           "wall_s": wall_seconds(point.workdir), "latency_ms": math.nan}
@@ -143,16 +154,19 @@ def _pm(stat: tuple[float, float], fmt: str, scale: float = 1.0) -> str:
 
 
 def markdown(groups: list[dict], points, status: dict, command: str) -> str:
-  """results.md: the table (mean ± half range over seeds), then the commands that made it."""
+  """results.md: the table (mean ± half range over seeds; a column per test metric some point reports), then the
+  commands that made it."""
+  metrics = [m for m in METRICS if any(np.isfinite(g[m[0]][0]) for g in groups)] or list(METRICS[:1])
   lines = ["# Sweep results", "", "Each value is the mean ± half the range, (max − min) / 2, over the seeds; a "
            "difference smaller than the spread is a tie. MACs reduction: the reference method's MACs / the point's. "
            "Latency: the deployed artifact (autotuned), ms per batch, all timed side by side in one process.", "",
-           "| method | budget | seeds | test accuracy (%) | MACs (M) | MACs reduction | params | nonzero params "
-           "| latency (ms) | wall (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+           f"| method | budget | seeds | {' | '.join(m[1] for m in metrics)} | MACs (M) | MACs reduction | params | "
+           "nonzero params | latency (ms) | wall (s) |", "|---|---|---|" + "---|" * (len(metrics) + 7)]
   for g in groups:
     name = g["method"] + (f" ({g['axes']})" if g["axes"] else "")
     budget = "—" if g["budget"] is None else f"{g['budget']:g}×"
-    lines.append(f"| {name} | {budget} | {g['seeds']} | {_pm(g['test_accuracy'], '.2f', 100)} | "
+    values = " | ".join(_pm(g[column], fmt, scale) for column, _, fmt, scale in metrics)
+    lines.append(f"| {name} | {budget} | {g['seeds']} | {values} | "
                  f"{_pm(g['macs'], '.3f', 1e-6)} | {_pm(g['macs_reduction'], '.2f')} | {_pm(g['params'], ',.0f')} | "
                  f"{_pm(g['nonzero_params'], ',.0f')} | {_pm(g['latency_ms'], '.2f')} | {_pm(g['wall_s'], '.0f')} |")
   missing = [f"{n} ({v})" for n, v in status.items() if v not in ("done", "finished")]
@@ -198,5 +212,5 @@ def report(s, points, root: str, status: dict, export_run: Callable, command: st
   return rows
 
 
-__all__ = ["COLUMNS", "STATS", "nonzero_params", "wall_seconds", "point_row", "deployed", "latencies", "spread",
+__all__ = ["METRICS", "COLUMNS", "STATS", "nonzero_params", "wall_seconds", "point_row", "deployed", "latencies", "spread",
            "aggregate", "write_csv", "markdown", "report"]

@@ -5,8 +5,10 @@
   architecture    the record of the model it builds (``jaxsvd.core.record.Architecture``, ranks still empty)
   parallel        its train and eval steps (its loss) under the config's data-parallel mode
   evaluate        its test metrics from the eval steps' summed outputs
-  summary, summary_rows, epoch_text, best_metric, progress_metrics, examples
+  summary, summary_rows, epoch_text, best_metric, higher_is_better, progress_metrics, examples
                   what the summary, the log and the checkpoints show of its metrics
+  model           the linen model of one of its records (default: a zoo record's ``build_model``; a task of user
+                  models, e.g. ``language_model``, builds its module and ``svdify``s it)
 
 A task is one module of this package that defines ``TASK = Task(...)``; the config's ``task`` field names it
 (``DEFAULT`` when a config has none) and ``get`` imports the module by that name. A new task (a language model, ...)
@@ -71,9 +73,28 @@ class Task:
   summary: Callable[[Sequence[dict]], dict]  # the metrics rows -> the task's summary fields (first in summary.json)
   summary_rows: Callable[[dict], list[tuple[str, str]]]  # the summary -> its (label, value) rows of the summary table
   epoch_text: Callable[[dict], str]  # a metrics row -> its metrics in the epoch's log line
-  best_metric: str  # the row's test metric the best checkpoint is kept by (higher is better) and run info records
+  best_metric: str  # the row's test metric the best checkpoint is kept by and run info records
   progress_metrics: tuple[str, ...] = ("loss",)  # step metrics the progress bar shows
   examples: str = "examples"  # what one example is called ('images'): the throughput column, messages
+  higher_is_better: bool = True  # of ``best_metric`` (False: a loss, a perplexity)
+  model: Callable[[Architecture, str | None], Any] = lambda a, bn_axis_name: a.build_model(bn_axis_name)  # (record,
+  #   BN axis name) -> the linen model; the default builds a zoo record, a task of user models builds its own
+  units_per_example: Callable[[tuple], int] = lambda input_shape: 1  # (example shape) -> the units the metrics
+  #   rows' and the summary's MACs are counted per (a language model: its tokens, so MACs per token)
+  unit: str = "example"  # what those units are called; another than 'example' is the summary's 'macs_per'
+  next_step: str = "the inference artifact: python -m experiments.export --workdir={workdir}"  # what a finished
+  #   run's log says comes next ({workdir}: its absolute path)
+
+  def best(self, values) -> Any:
+    """The best of ``values`` of ``best_metric`` (the highest, or the lowest when not ``higher_is_better``).
+
+    Args:
+      values: an iterable of metric values.
+
+    Returns:
+      The best value, or None when ``values`` is empty.
+    """
+    return (max if self.higher_is_better else min)(values, default=None)
 
 
 def names() -> list[str]:

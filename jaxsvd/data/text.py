@@ -8,7 +8,8 @@ which no accepted file contains). The split is by file, fixed by ``seed`` (files
 permuted), so no file's text is in two splits and the same folder gives the same split on every machine.
 Files that are not text — a NUL byte, invalid UTF-8 — or empty are skipped and counted (``Corpus.skipped``), never
 a crash; a folder with no usable file is a one-line error. The default corpus is the ``.py`` files of this Python's
-standard library (``stdlib_dir``): every machine has one.
+standard library (``stdlib_dir``): every machine has one; its ``site-packages`` (third-party packages, whatever this
+machine installed) are left out with ``exclude=STDLIB_EXCLUDE``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 VOCAB = 256
 SEPARATOR = 0
+STDLIB_EXCLUDE = ("site-packages", "dist-packages")  # folders of the stdlib's tree that hold other packages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +47,13 @@ def stdlib_dir() -> str:
   return sysconfig.get_paths()["stdlib"]
 
 
-def text_files(root: str, suffixes: tuple[str, ...] = (".py",)) -> list[str]:
+def text_files(root: str, suffixes: tuple[str, ...] = (".py",), exclude: tuple[str, ...] = ()) -> list[str]:
   """The files under ``root`` whose name ends with one of ``suffixes``, as sorted paths relative to ``root``.
 
   Args:
     root: a folder.
     suffixes: accepted file-name endings (empty: every file).
+    exclude: names of folders not entered (e.g. ``STDLIB_EXCLUDE``).
 
   Returns:
     The relative paths, sorted.
@@ -62,7 +65,7 @@ def text_files(root: str, suffixes: tuple[str, ...] = (".py",)) -> list[str]:
     raise ValueError(f"text folder {root!r} does not exist or is not a folder")
   found = []
   for folder, dirs, files in os.walk(root):
-    dirs.sort()
+    dirs[:] = sorted(d for d in dirs if d not in exclude)
     found += [os.path.relpath(os.path.join(folder, f), root) for f in files
               if not suffixes or f.endswith(tuple(suffixes))]
   return sorted(found)
@@ -126,7 +129,7 @@ def _joined(root: str, files: list[str]) -> np.ndarray:
 
 
 def load_corpus(root: str, suffixes: tuple[str, ...] = (".py",), test_fraction: float = 0.1,
-                seed: int = 0) -> Corpus:
+                seed: int = 0, exclude: tuple[str, ...] = ()) -> Corpus:
   """The usable text files under ``root``, split by file (module doc).
 
   Args:
@@ -134,6 +137,7 @@ def load_corpus(root: str, suffixes: tuple[str, ...] = (".py",), test_fraction: 
     suffixes: accepted file-name endings.
     test_fraction: the share of files held out for test.
     seed: the split's seed.
+    exclude: names of folders not entered (``text_files``).
 
   Returns:
     The ``Corpus``.
@@ -141,7 +145,7 @@ def load_corpus(root: str, suffixes: tuple[str, ...] = (".py",), test_fraction: 
   Raises:
     ValueError: one line, if the folder is missing, holds no file with ``suffixes`` or no usable one.
   """
-  names = text_files(root, suffixes)
+  names = text_files(root, suffixes, exclude)
   if not names:
     raise ValueError(f"text folder {root!r} holds no file ending with {' or '.join(suffixes) or 'anything'}")
   usable, skipped = [], {}
@@ -180,5 +184,5 @@ def pack(tokens: np.ndarray, seq_len: int) -> np.ndarray:
   return np.asarray(tokens, np.int32)[starts[:, None] + np.arange(seq_len + 1)]
 
 
-__all__ = ["VOCAB", "SEPARATOR", "Corpus", "stdlib_dir", "text_files", "read_text", "split_files", "load_corpus",
+__all__ = ["VOCAB", "SEPARATOR", "STDLIB_EXCLUDE", "Corpus", "stdlib_dir", "text_files", "read_text", "split_files", "load_corpus",
            "pack"]

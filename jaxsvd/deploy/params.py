@@ -99,7 +99,7 @@ def factored_params(params: Any, sigma: str = "signed") -> dict:
   return replace_nodes(params, new_nodes)
 
 
-def save_params(directory: str, architecture, params: Any, model_state: Mapping) -> None:
+def save_params(directory: str, architecture, params: Any, model_state: Mapping, dense_model: Any = None) -> None:
   """Writes ``directory/merged`` (dense kernels of the svd-off model) and ``directory/factored`` (√|s| in both
   factors), each {'params', **model_state} as an Orbax checkpoint (collective: call it on every process).
 
@@ -109,8 +109,11 @@ def save_params(directory: str, architecture, params: Any, model_state: Mapping)
       shapes).
     params: the SVD model's params.
     model_state: the other variable collections (e.g. {'batch_stats': ...}), written unchanged.
+    dense_model: the dense twin's linen model (None: ``architecture.dense().build_model()``, a zoo record's; a user
+      record's caller builds it from its own module).
   """
-  template = abstract_variables(architecture.dense().build_model(), architecture.input_shape)["params"]
+  dense_model = architecture.dense().build_model() if dense_model is None else dense_model
+  template = abstract_variables(dense_model, architecture.input_shape)["params"]
   sigma = architecture.svd.sigma
   merged = jax.device_get({"params": merged_params(params, template, sigma), **model_state})
   factored_variables = jax.device_get({"params": factored_params(params, sigma), **model_state})  # host arrays

@@ -52,18 +52,23 @@ class RegularizerConfig(FromConfig):
 
 
 def cross_entropy_sums(logits, labels, mask=None) -> dict[str, jax.Array]:
-  """Sums over the batch of softmax cross-entropy and of correct top-1 predictions, and the example count.
+  """Sums over the batch of softmax cross-entropy and of correct top-1 predictions, and the prediction count.
+
+  A sequence model's logits (batch, positions..., classes) with labels (batch, positions...) count one prediction
+  per position (a language model's next token), so means are per position.
 
   Args:
-    logits: (batch, classes).
-    labels: (batch,) integer labels.
-    mask: optional (batch,) float weights, 1 = a real example, 0 = padding.
+    logits: (batch, ..., classes).
+    labels: (batch, ...) integer labels.
+    mask: optional (batch,) float weights, 1 = a real example (all its positions), 0 = padding; or one weight per
+      label.
 
   Returns:
     {'loss_sum', 'correct', 'count'}: sums (not means), so padded or uneven batches average exactly.
   """
   logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # a bf16 model's logits: loss in float32
-  mask = jnp.ones(logits.shape[0], jnp.float32) if mask is None else mask
+  mask = jnp.ones(labels.shape[0], jnp.float32) if mask is None else mask
+  mask = jnp.broadcast_to(jnp.reshape(mask, mask.shape + (1,) * (labels.ndim - mask.ndim)), labels.shape)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
   return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
@@ -75,8 +80,8 @@ def cross_entropy(logits, labels, mask=None) -> tuple[jax.Array, jax.Array]:
   CE = Σᵢ mᵢ·CEᵢ / max(Σᵢ mᵢ, 1) and accuracy = Σᵢ mᵢ·1[argmax logitsᵢ = labelsᵢ] / max(Σᵢ mᵢ, 1).
 
   Args:
-    logits: (batch, classes).
-    labels: (batch,) integer labels.
+    logits: (batch, ..., classes) (a sequence model's: means over every position, ``cross_entropy_sums``).
+    labels: (batch, ...) integer labels.
     mask: optional (batch,) float weights, 1 = a real example, 0 = padding.
 
   Returns:

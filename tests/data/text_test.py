@@ -73,3 +73,10 @@ def test_the_standard_library_is_a_corpus_every_machine_has():
   corpus = text.load_corpus(text.stdlib_dir())
   assert len(corpus.train_files) > 200 and corpus.test.size > 100_000
   assert corpus.train.max() < text.VOCAB and "os.py" in corpus.train_files + corpus.test_files
+
+
+def test_excluded_folders_are_not_entered(tmp_path):
+  write(str(tmp_path), "a.py", b"x = 1\n")
+  write(str(tmp_path / "site-packages" / "pkg"), "b.py", b"y = 2\n")
+  assert text.text_files(str(tmp_path)) == ["a.py", os.path.join("site-packages", "pkg", "b.py")]
+  assert text.text_files(str(tmp_path), exclude=text.STDLIB_EXCLUDE) == ["a.py"]

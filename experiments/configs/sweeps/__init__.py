@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ml_collections
 
-COMMANDS = ("train", "compress", "from_scratch")
+COMMANDS = ("train", "compress", "from_scratch", "lm")
 BUDGET_AS = ("b", "1/b")
 
 
@@ -27,8 +27,8 @@ def method(config: str, command: str = "train", overrides: tuple[str, ...] = (),
 
   Args:
     config: the base run config, by name (``fashion_mnist_budget``) or file, as ``--config`` takes it.
-    command: 'train' (``experiments.cifar_svd``), 'compress' (``experiments.compress``) or 'from_scratch'
-      (``experiments.pruning_from_scratch``).
+    command: 'train' (``experiments.cifar_svd``), 'compress' (``experiments.compress``), 'from_scratch'
+      (``experiments.pruning_from_scratch``) or 'lm' (``experiments.lm_svd``, a language model).
     overrides: 'field=value' overrides of the base config (after the sweep's ``common``).
     budget: the field each budget b sets ('': no budget, the method runs once per seed).
     budget_as: 'b' (the field is set to b) or '1/b' (to 1/b, e.g. ``from_scratch.budget``, a fraction of MACs).

@@ -109,7 +109,8 @@ class RankPrune(Event):
 
   def apply(self, state, architecture: Architecture, ctx: Context) -> Outcome:
     """Prunes ranks (``rank.prune``); on a change, rebuilds the model and updates the state per ``opt_state``."""
-    macs = MacsCounter.for_architecture(architecture, ranks(state.params)) if self.strategy.needs_macs else None
+    counter = ctx.macs or MacsCounter.for_architecture
+    macs = counter(architecture, ranks(state.params)) if self.strategy.needs_macs else None
     strategy = self.strategy_at(ctx.epoch)
     new_params, new_ranks, report = rank.prune(state.params, strategy, self.floors, architecture.original_ranks, macs)
     if ctx.workdir is not None and ctx.epoch is not None and distributed.is_primary():
