@@ -1,5 +1,5 @@
 """Energy-threshold pruning of trained SVD runs through the sweep (``compress --config.method=energy``, per-method
-axes) and ``experiments.report.paper_claim``: ranks against a NumPy energy rule on the source's own singular values,
+axes) and ``experiments.sweeps.paper_claim``: ranks against a NumPy energy rule on the source's own singular values,
 the CSV against each summary.json, the curve readings against brute-force sampling, and docs/results.md's tables
 recomputed from docs/figures/paper_claim.csv.
 """
@@ -17,7 +17,7 @@ import pytest
 
 from experiments import compress, sweep
 from experiments.configs.sweeps import paper_claim as paper_claim_sweep
-from experiments.report import paper_claim
+from experiments.sweeps import paper_claim
 from experiments.sweeps import points as sweep_points
 from jaxsvd import checkpoint
 from jaxsvd.core.structure import iter_svd_layers
@@ -167,7 +167,7 @@ def test_results_md_tables_are_recomputed_from_the_csv():
 
 
 def _report(*args):
-  return subprocess.run([sys.executable, "-m", "experiments.report.paper_claim", *args], cwd=REPO, check=False,
+  return subprocess.run([sys.executable, "-m", "experiments.sweeps.paper_claim", *args], cwd=REPO, check=False,
                         capture_output=True, text=True, timeout=120)
 
 

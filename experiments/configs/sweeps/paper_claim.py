@@ -4,7 +4,7 @@ pruned by energy threshold e (each layer keeps all but the fraction e of its Σ 
 1-epoch fine-tune (λs = 0); dense and uniformly narrowed dense ResNet-8 as references. 2 seeds.
 
   command   python -m experiments.sweep --config=paper_claim --workdir=runs/paper_claim --workers=2
-            python -m experiments.report.paper_claim runs/paper_claim docs/figures
+            python -m experiments.sweeps.paper_claim runs/paper_claim docs/figures
   expected  docs/results.md#energy-threshold-does-the-sparsity-regularizer-pay (the table, docs/figures/paper_claim.csv
             and paper_claim.png)
   time      about 2 h on this 2-core x86 CPU with 2 workers (measured 2026-12-07: a 15-epoch SVD run about 13 min,

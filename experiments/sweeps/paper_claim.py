@@ -2,9 +2,9 @@
 energy pruning remove more directions at the same accuracy): one CSV row per evaluated point, the accuracy–MACs
 figure and the two tables of docs/results.md.
 
-  python -m experiments.report.paper_claim runs/paper_claim docs/figures      # writes paper_claim.{csv,png}
-  python -m experiments.report.paper_claim ROOT OUT_DIR --config=FILE.py      # another sweep config of that shape
-  python -m experiments.report.paper_claim --tables docs/figures/paper_claim.csv  # the tables, from the CSV alone
+  python -m experiments.sweeps.paper_claim runs/paper_claim docs/figures      # writes paper_claim.{csv,png}
+  python -m experiments.sweeps.paper_claim ROOT OUT_DIR --config=FILE.py      # another sweep config of that shape
+  python -m experiments.sweeps.paper_claim --tables docs/figures/paper_claim.csv  # the tables, from the CSV alone
 
 A curve is one (method, seed, finetune_epochs): its points' (MACs, test accuracy) sorted by MACs, joined by straight
 lines. Table 1 reads each curve at MACs = dense MACs / r (no value outside the curve's MACs range); table 2 gives the
@@ -32,7 +32,7 @@ from experiments.configs.sweeps import paper_claim
 from experiments.report import style
 from experiments.run import cli
 from experiments.sweeps import points as sweep_points
-from experiments.tasks import image_classification
+from jaxsvd.data import datasets
 
 COLUMNS = ("method", "sparsity_type", "sparsity", "orthogonality", "seed", "energy", "finetune_epochs", "epochs",
            "train_examples", "test_accuracy", "macs")
@@ -43,10 +43,10 @@ REFERENCE = "dense"
 
 @functools.cache
 def _train_examples(dataset: str, data_dir: str, data_source: str, train_subset) -> int:
-  size = image_classification.subset_size("train_subset", train_subset)
-  if size is not None:
-    return size
-  return len(image_classification.data.load_dataset(dataset, data_dir, data_source).train_images)
+  """The training examples a run used: ``train_subset``, or the whole split (None or -1)."""
+  if train_subset not in (None, -1):
+    return int(train_subset)
+  return len(datasets.load_dataset(dataset, data_dir, data_source).train_images)
 
 
 def _row(method: str, c, seed: int, energy: float, finetune: int, accuracy: float, macs: int) -> dict:
@@ -246,7 +246,7 @@ def main(argv: Sequence[str]) -> int:
   config = [a.partition("=")[2] for a in argv if a.startswith("--config=")]
   args = [a for a in argv if not a.startswith("--config=")]
   if len(args) != 2 or any(a.startswith("-") for a in args) or len(config) > 1:
-    print("usage: python -m experiments.report.paper_claim ROOT OUT_DIR [--config=NAME|FILE] | --tables CSV",
+    print("usage: python -m experiments.sweeps.paper_claim ROOT OUT_DIR [--config=NAME|FILE] | --tables CSV",
           file=sys.stderr)
     return 2
   root, out = args
