@@ -6,8 +6,8 @@ figure and the two tables of docs/results.md.
   python -m experiments.sweeps.paper_claim ROOT OUT_DIR --config=FILE.py      # another sweep config of that shape
   python -m experiments.sweeps.paper_claim --tables docs/figures/paper_claim.csv  # the tables, from the CSV alone
 
-A curve is one (method, seed, finetune_epochs): its points' (MACs, test accuracy) sorted by MACs, joined by straight
-lines. Table 1 reads each curve at MACs = dense MACs / r (no value outside the curve's MACs range); table 2 gives the
+A curve is one (method, seed, finetune_epochs): its pruned points' (MACs, test accuracy) sorted by MACs, joined by
+straight lines (the unpruned run is a reference row, not a curve point). Table 1 reads each curve at MACs = dense MACs / r (no value outside the curve's MACs range); table 2 gives the
 largest r = dense MACs / MACs at which the curve still reaches accuracy ≥ dense − d (the smallest MACs of any point
 or line crossing at or above that accuracy). Each cell is the mean ± half the range over the seeds, '—' when a seed's
 curve does not reach it. Dense MACs and accuracy are the dense runs' means. This module imports matplotlib.
@@ -36,8 +36,8 @@ from jaxsvd.data import datasets
 
 COLUMNS = ("method", "sparsity_type", "sparsity", "orthogonality", "seed", "energy", "finetune_epochs", "epochs",
            "train_examples", "test_accuracy", "macs")
-REDUCTIONS = (1.5, 2.0, 3.0)  # table 1: accuracy at dense MACs / r
-DROPS = (0.005, 0.01, 0.02)  # table 2: the largest MACs reduction at accuracy >= dense - d
+REDUCTIONS = (1.05, 3.5, 5.5, 7.5)  # table 1: accuracy at dense MACs / r (where the measured curves lie)
+DROPS = (0.005, 0.01, 0.02, 0.05)  # table 2: the largest MACs reduction at accuracy >= dense - d
 REFERENCE = "dense"
 
 
@@ -114,12 +114,12 @@ def read_csv(path: str) -> list[dict]:
 
 
 def curves(rows: Sequence[dict]) -> dict:
-  """{(method, finetune_epochs): {seed: [(macs, accuracy), ...] sorted by MACs}} of the pruned methods; a method's
-  unpruned point (energy 0) belongs to its finetune_epochs = 0 curve."""
+  """{(method, finetune_epochs): {seed: [(macs, accuracy), ...] sorted by MACs}} of the pruned points (energy > 0);
+  an unpruned run (energy 0) is a reference, not a curve's end: nothing is interpolated between it and its first
+  prune."""
   out: dict = {}
-  pruned = {r["method"] for r in rows if r["energy"] > 0}
   for r in rows:
-    if r["method"] in pruned:
+    if r["energy"] > 0:
       out.setdefault((r["method"], r["finetune_epochs"]), {}).setdefault(r["seed"], []).append(
           (r["macs"], r["test_accuracy"]))
   return {k: {seed: sorted(v) for seed, v in sorted(by_seed.items())} for k, by_seed in sorted(out.items())}
@@ -160,11 +160,11 @@ def _cell(values: Sequence[float | None], fmt: str) -> str:
 
 
 def _references(rows: Sequence[dict], dense_macs: float) -> list[str]:
-  """The references' table: each unpruned method that has no energy curve (dense, narrow), mean ± spread."""
-  pruned = {m for m, _ in curves(rows)}
+  """The references' table: every unpruned run (energy 0: dense, narrow, each SVD run before pruning) by method,
+  mean ± spread over seeds."""
   groups: dict = {}
   for r in rows:
-    if r["method"] not in pruned:
+    if r["energy"] == 0:
       groups.setdefault(r["method"], []).append(r)
   lines = ["| reference | seeds | MACs reduction (×) | test accuracy (%) |", "|---|---|---|---|"]
   for method, group in groups.items():
@@ -211,7 +211,11 @@ def figure(rows: Sequence[dict]) -> Figure:
         ax.plot([m / 1e6 for m, _ in curve], [100 * a for _, a in curve], marker="os"[i % 2], color=colors[k % 10],
                 linestyle="-" if i == 0 else "--", label=f"{method} seed {seed}")
     for r in rows:
-      if r["energy"] == 0 and r["method"] not in methods:
+      if r["energy"] == 0 and r["method"] in methods:  # the trained run before pruning: an open marker
+        k = methods.index(r["method"])
+        ax.plot(r["macs"] / 1e6, 100 * r["test_accuracy"], marker="D", markerfacecolor="none", color=colors[k % 10],
+                linestyle="none", label=f"{r['method']} unpruned")
+      elif r["energy"] == 0:
         ax.plot(r["macs"] / 1e6, 100 * r["test_accuracy"], marker="*" if r["method"] == REFERENCE else "^",
                 color="black", markersize=8, linestyle="none",
                 label=r["method"] if r["method"] == REFERENCE else "narrow (dense, from scratch)")
