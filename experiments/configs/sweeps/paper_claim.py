@@ -7,8 +7,8 @@ pruned by energy threshold e (each layer keeps all but the fraction e of its Σ 
             python -m experiments.sweeps.paper_claim runs/paper_claim docs/figures
   expected  docs/results.md#energy-threshold-does-the-sparsity-regularizer-pay (the table, docs/figures/paper_claim.csv
             and paper_claim.png)
-  time      about 2 h on this 2-core x86 CPU with 2 workers (measured 2026-12-07: a 15-epoch SVD run about 13 min,
-            a prune + 1-epoch fine-tune point about 1 min)
+  time      2 h 9 min for the 30 points on this 2-core x86 CPU with 2 workers, shared with other jobs (measured
+            2026-12-07: two 15-epoch SVD runs at once about 15 min, a prune + 1-epoch fine-tune point 1–2 min)
 
 Methods:
   dense              the reference (fashion_mnist_dense), E epochs
