@@ -7,10 +7,11 @@ figure and the two tables of docs/results.md.
   python -m experiments.sweeps.paper_claim --tables docs/figures/paper_claim.csv  # the tables, from the CSV alone
 
 A curve is one (method, seed, finetune_epochs): its pruned points' (MACs, test accuracy) sorted by MACs, joined by
-straight lines (the unpruned run is a reference row, not a curve point). Table 1 reads each curve at MACs = dense MACs / r (no value outside the curve's MACs range); table 2 gives the
-largest r = dense MACs / MACs at which the curve still reaches accuracy ≥ dense − d (the smallest MACs of any point
-or line crossing at or above that accuracy). Each cell is the mean ± half the range over the seeds, '—' when a seed's
-curve does not reach it. Dense MACs and accuracy are the dense runs' means. This module imports matplotlib.
+straight lines (the unpruned run is a reference row, not a curve point). Table 1 reads each curve at MACs = dense
+MACs / r (no value outside the curve's MACs range); table 2 gives the largest r = dense MACs / MACs at which the
+curve still reaches accuracy ≥ dense − d (the smallest MACs of any point or line crossing at or above that
+accuracy). Each cell is the mean ± half the range over the seeds, '—' when the curve of one seed does not reach it.
+Dense MACs and accuracy are the dense runs' means. This module imports matplotlib.
 """
 
 from __future__ import annotations
